@@ -51,6 +51,20 @@ impl<const N: usize> SecretBytes<N> {
     }
 }
 
+impl SecretBytes<64> {
+    /// Splits 64 bytes into its first and second 32-byte halves.
+    pub fn split_halves(&self) -> (SecretBytes<32>, SecretBytes<32>) {
+        let mut a = [0u8; 32];
+        let mut b = [0u8; 32];
+        a.copy_from_slice(&self.0[..32]);
+        b.copy_from_slice(&self.0[32..]);
+        let halves = (SecretBytes(a), SecretBytes(b));
+        a.zeroize();
+        b.zeroize();
+        halves
+    }
+}
+
 impl<const N: usize> Zeroize for SecretBytes<N> {
     fn zeroize(&mut self) {
         self.0.zeroize();
@@ -104,6 +118,15 @@ mod tests {
         other[31] = 8;
         assert!(a == a.duplicate());
         assert!(a != SecretBytes::from_bytes(other));
+    }
+
+    #[test]
+    fn split_halves() {
+        let mut bytes = [1u8; 64];
+        bytes[32..].fill(2);
+        let (a, b) = SecretBytes::from_bytes(bytes).split_halves();
+        assert_eq!(a.expose(), &[1u8; 32]);
+        assert_eq!(b.expose(), &[2u8; 32]);
     }
 
     #[test]

@@ -1,0 +1,167 @@
+//! Error types, one per operation. None of their texts contain key material or plaintext.
+
+use hush_crypto::{KeyError, X25519PublicKey};
+use thiserror::Error;
+
+use crate::IdentityPublicKey;
+
+/// Bytes could not be decoded as a hush wire message or bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The input is longer than the decoder accepts.
+    #[error("input of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Input length.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// The bytes are not valid protobuf for the expected message.
+    #[error("malformed protobuf")]
+    Protobuf,
+    /// The bytes decode, but are not the one canonical encoding of their content.
+    #[error("non-canonical encoding")]
+    NonCanonical,
+    /// A required field is absent.
+    #[error("missing field {0}")]
+    MissingField(&'static str),
+    /// A key or signature field has the wrong length.
+    #[error("field {field} has length {len}, expected {expected}")]
+    BadLength {
+        /// The field.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+        /// The required length.
+        expected: usize,
+    },
+    /// An identity key is not a valid Ed25519 key.
+    #[error("invalid identity key: {0}")]
+    IdentityKey(#[from] KeyError),
+    /// The message version is not one this library speaks.
+    #[error("unsupported version {0}")]
+    UnsupportedVersion(u32),
+}
+
+/// A prekey bundle was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum BundleError {
+    /// The signed prekey's signature does not verify under the bundle's identity key.
+    #[error("signed prekey signature is invalid")]
+    InvalidSignature,
+}
+
+/// A peer presented an identity key other than the one the caller trusts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityChange {
+    /// The identity the caller expected.
+    pub known: IdentityPublicKey,
+    /// The identity the peer presented.
+    pub received: IdentityPublicKey,
+}
+
+/// A session could not be started from a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum InitError {
+    /// The bundle failed verification.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// The peer's identity key differs from the one the caller knows. The caller must decide
+    /// whether to trust the new key (for example after comparing safety numbers) and call
+    /// again with it as the known key.
+    #[error("peer identity key changed")]
+    IdentityChanged(Box<IdentityChange>),
+    /// A prekey in the bundle has low order.
+    #[error("bundle contains a non-contributory key")]
+    NonContributory,
+}
+
+/// An incoming prekey message could not start a session.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum AcceptError {
+    /// The initiator's identity key differs from the one the caller knows.
+    #[error("peer identity key changed")]
+    IdentityChanged(Box<IdentityChange>),
+    /// The signed prekey passed in is not the one the message names.
+    #[error("message names signed prekey {expected}, got {got}")]
+    WrongSignedPrekey {
+        /// The id in the message.
+        expected: u32,
+        /// The id of the key passed in.
+        got: u32,
+    },
+    /// The message names a one-time prekey, and the caller passed none or another.
+    #[error("one-time prekey {0:?} is not available")]
+    MissingOneTimePrekey(Option<u32>),
+    /// The message's base key has low order.
+    #[error("base key is non-contributory")]
+    NonContributory,
+    /// The inner message failed to decrypt.
+    #[error(transparent)]
+    Decrypt(#[from] DecryptError),
+}
+
+/// Encryption failed. The session is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum EncryptError {
+    /// The plaintext exceeds [`MAX_PLAINTEXT_LEN`](crate::limits::MAX_PLAINTEXT_LEN).
+    #[error("plaintext of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Plaintext length.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// The sending chain has used every message number (2^32).
+    #[error("sending chain exhausted")]
+    ChainExhausted,
+}
+
+/// Decryption failed. The session is byte-for-byte unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum DecryptError {
+    /// The bytes are not a well-formed message.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// This message was already decrypted (or its key was evicted as too old).
+    #[error("duplicate message")]
+    Duplicate,
+    /// The message would make a chain skip more keys than allowed.
+    #[error("message is {gap} keys ahead; the limit is {max}")]
+    TooFarAhead {
+        /// Keys that would be skipped.
+        gap: u32,
+        /// [`MAX_MESSAGE_GAP`](crate::limits::MAX_MESSAGE_GAP).
+        max: u32,
+    },
+    /// The message failed authentication: tampered, or not for this session.
+    #[error("message failed authentication")]
+    Authentication,
+    /// A prekey message that belongs to another session (different X3DH base key).
+    #[error("prekey message belongs to another session")]
+    WrongSession,
+    /// The header's ratchet key has low order.
+    #[error("ratchet key is non-contributory")]
+    InvalidRatchetKey(X25519PublicKey),
+}
+
+/// A stored session could not be restored.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// The sealed blob did not open.
+    #[error(transparent)]
+    Seal(#[from] hush_crypto::SealError),
+    /// The state is malformed or violates a limit.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The state version is not one this library reads.
+    #[error("unsupported state version {0}")]
+    UnsupportedVersion(u32),
+}

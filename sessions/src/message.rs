@@ -1,0 +1,252 @@
+//! Wire messages: typed views of the protobuf messages in `proto/hush_session.proto`.
+//!
+//! Decoding is strict: a message must be the one canonical protobuf encoding of its content
+//! (fields in order, defaults omitted, minimal varints, no unknown fields), so every message
+//! has exactly one byte form.
+
+use hush_crypto::{IdentityPublicKey, Signature, X25519PublicKey};
+use prost::Message as _;
+
+use crate::error::DecodeError;
+use crate::limits::MAX_MESSAGE_LEN;
+use crate::proto;
+
+/// Version of the header and prekey message encodings.
+pub const MESSAGE_VERSION: u32 = 1;
+
+/// Length of the Poly1305 tag at the end of every ciphertext.
+pub const TAG_LEN: usize = hush_crypto::aead::TAG_LEN;
+
+pub(crate) fn decode_strict<T: prost::Message + Default>(bytes: &[u8]) -> Result<T, DecodeError> {
+    if bytes.len() > MAX_MESSAGE_LEN {
+        return Err(DecodeError::TooLarge {
+            len: bytes.len(),
+            max: MAX_MESSAGE_LEN,
+        });
+    }
+    let value = T::decode(bytes).map_err(|_| DecodeError::Protobuf)?;
+    if value.encoded_len() != bytes.len() || value.encode_to_vec() != bytes {
+        return Err(DecodeError::NonCanonical);
+    }
+    Ok(value)
+}
+
+pub(crate) fn key32(bytes: &[u8], field: &'static str) -> Result<X25519PublicKey, DecodeError> {
+    X25519PublicKey::from_slice(bytes).ok_or(DecodeError::BadLength {
+        field,
+        len: bytes.len(),
+        expected: 32,
+    })
+}
+
+pub(crate) fn signature64(bytes: &[u8], field: &'static str) -> Result<Signature, DecodeError> {
+    Signature::from_slice(bytes).ok_or(DecodeError::BadLength {
+        field,
+        len: bytes.len(),
+        expected: 64,
+    })
+}
+
+/// The authenticated header of a ratchet message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The sender's current ratchet public key.
+    pub ratchet_key: X25519PublicKey,
+    /// PN: the number of messages in the sender's previous sending chain.
+    pub previous_chain_length: u32,
+    /// N: this message's number in the current sending chain.
+    pub message_number: u32,
+}
+
+impl Header {
+    /// The canonical encoding (protobuf `hush.session.v1.Header`, version 1).
+    pub fn encode(&self) -> Vec<u8> {
+        proto::Header {
+            version: MESSAGE_VERSION,
+            ratchet_key: self.ratchet_key.to_bytes().to_vec(),
+            previous_chain_length: self.previous_chain_length,
+            message_number: self.message_number,
+        }
+        .encode_to_vec()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let p: proto::Header = decode_strict(bytes)?;
+        if p.version != MESSAGE_VERSION {
+            return Err(DecodeError::UnsupportedVersion(p.version));
+        }
+        Ok(Self {
+            ratchet_key: key32(&p.ratchet_key, "header.ratchet_key")?,
+            previous_chain_length: p.previous_chain_length,
+            message_number: p.message_number,
+        })
+    }
+}
+
+/// A Double Ratchet message: an encoded header and the AEAD ciphertext.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RatchetMessage {
+    header: Header,
+    header_bytes: Vec<u8>,
+    ciphertext: Vec<u8>,
+}
+
+impl RatchetMessage {
+    pub(crate) const fn new(header: Header, header_bytes: Vec<u8>, ciphertext: Vec<u8>) -> Self {
+        Self {
+            header,
+            header_bytes,
+            ciphertext,
+        }
+    }
+
+    /// The decoded header.
+    pub const fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The header exactly as encoded (and authenticated).
+    pub fn header_bytes(&self) -> &[u8] {
+        &self.header_bytes
+    }
+
+    /// The ciphertext with its tag.
+    pub fn ciphertext(&self) -> &[u8] {
+        &self.ciphertext
+    }
+
+    fn to_proto(&self) -> proto::RatchetMessage {
+        proto::RatchetMessage {
+            header: self.header_bytes.clone(),
+            ciphertext: self.ciphertext.clone(),
+        }
+    }
+
+    fn from_proto(p: proto::RatchetMessage) -> Result<Self, DecodeError> {
+        let header = Header::decode(&p.header)?;
+        if p.ciphertext.len() < TAG_LEN {
+            return Err(DecodeError::BadLength {
+                field: "ciphertext",
+                len: p.ciphertext.len(),
+                expected: TAG_LEN,
+            });
+        }
+        Ok(Self {
+            header,
+            header_bytes: p.header,
+            ciphertext: p.ciphertext,
+        })
+    }
+}
+
+/// The initiator's message until it receives a reply: X3DH parameters and a ratchet message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrekeyMessage {
+    identity_key: IdentityPublicKey,
+    base_key: X25519PublicKey,
+    signed_prekey_id: u32,
+    one_time_prekey_id: Option<u32>,
+    message: RatchetMessage,
+}
+
+impl PrekeyMessage {
+    pub(crate) const fn new(
+        identity_key: IdentityPublicKey,
+        base_key: X25519PublicKey,
+        signed_prekey_id: u32,
+        one_time_prekey_id: Option<u32>,
+        message: RatchetMessage,
+    ) -> Self {
+        Self {
+            identity_key,
+            base_key,
+            signed_prekey_id,
+            one_time_prekey_id,
+            message,
+        }
+    }
+
+    /// The initiator's identity key.
+    pub const fn identity_key(&self) -> &IdentityPublicKey {
+        &self.identity_key
+    }
+
+    /// The initiator's X3DH ephemeral key EK_A.
+    pub const fn base_key(&self) -> &X25519PublicKey {
+        &self.base_key
+    }
+
+    /// The id of the responder's signed prekey that was used.
+    pub const fn signed_prekey_id(&self) -> u32 {
+        self.signed_prekey_id
+    }
+
+    /// The id of the responder's one-time prekey that was used, if any.
+    pub const fn one_time_prekey_id(&self) -> Option<u32> {
+        self.one_time_prekey_id
+    }
+
+    /// The ratchet message inside.
+    pub const fn message(&self) -> &RatchetMessage {
+        &self.message
+    }
+}
+
+/// Every message a session sends or receives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionMessage {
+    /// An ordinary ratchet message.
+    Ratchet(RatchetMessage),
+    /// A ratchet message wrapped with the X3DH parameters that start the session.
+    Prekey(Box<PrekeyMessage>),
+}
+
+impl SessionMessage {
+    /// The ratchet message, wrapped or not.
+    pub const fn ratchet_message(&self) -> &RatchetMessage {
+        match self {
+            Self::Ratchet(m) => m,
+            Self::Prekey(p) => &p.message,
+        }
+    }
+
+    /// Encodes the message (protobuf `hush.session.v1.SessionMessage`).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let body = match self {
+            Self::Ratchet(m) => proto::session_message::Body::Ratchet(m.to_proto()),
+            Self::Prekey(p) => proto::session_message::Body::Prekey(proto::PrekeyMessage {
+                version: MESSAGE_VERSION,
+                identity_key: p.identity_key.to_bytes().to_vec(),
+                base_key: p.base_key.to_bytes().to_vec(),
+                signed_prekey_id: p.signed_prekey_id,
+                one_time_prekey_id: p.one_time_prekey_id,
+                message: Some(p.message.to_proto()),
+            }),
+        };
+        proto::SessionMessage { body: Some(body) }.encode_to_vec()
+    }
+
+    /// Decodes and validates a message. Keys and lengths are checked; nothing is decrypted.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let p: proto::SessionMessage = decode_strict(bytes)?;
+        match p.body.ok_or(DecodeError::MissingField("body"))? {
+            proto::session_message::Body::Ratchet(m) => {
+                Ok(Self::Ratchet(RatchetMessage::from_proto(m)?))
+            }
+            proto::session_message::Body::Prekey(p) => {
+                if p.version != MESSAGE_VERSION {
+                    return Err(DecodeError::UnsupportedVersion(p.version));
+                }
+                Ok(Self::Prekey(Box::new(PrekeyMessage {
+                    identity_key: IdentityPublicKey::from_slice(&p.identity_key)?,
+                    base_key: key32(&p.base_key, "base_key")?,
+                    signed_prekey_id: p.signed_prekey_id,
+                    one_time_prekey_id: p.one_time_prekey_id,
+                    message: RatchetMessage::from_proto(
+                        p.message.ok_or(DecodeError::MissingField("message"))?,
+                    )?,
+                })))
+            }
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! The root key and the root KDF (Signal's KDF_RK).
+
+use hush_crypto::kdf::hkdf_sha256;
+use hush_crypto::{SecretBytes, SharedSecret};
+
+use crate::chain_key::ChainKey;
+
+/// HKDF info for the root KDF.
+pub const ROOT_INFO: &[u8] = b"hush root v1";
+
+/// The root key RK.
+pub(crate) struct RootKey(SecretBytes<32>);
+
+impl RootKey {
+    pub(crate) const fn new(key: SecretBytes<32>) -> Self {
+        Self(key)
+    }
+
+    pub(crate) const fn expose(&self) -> &SecretBytes<32> {
+        &self.0
+    }
+
+    /// `RK' ‖ CK = HKDF-SHA256(salt = RK, ikm = dh, info = "hush root v1")`, 64 bytes.
+    pub(crate) fn advance(&self, dh: &SharedSecret) -> (RootKey, ChainKey) {
+        let okm = hkdf_sha256::<64>(self.0.expose(), dh.expose(), ROOT_INFO);
+        let (rk, ck) = okm.split_halves();
+        (RootKey(rk), ChainKey::new(ck, 0))
+    }
+}

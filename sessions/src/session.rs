@@ -1,0 +1,470 @@
+//! The Double Ratchet session.
+
+use core::fmt;
+
+use hush_crypto::{
+    CryptoRng, EphemeralKeyPair, IdentityKeyPair, IdentityPublicKey, X25519KeyPair, X25519PublicKey,
+};
+
+use crate::bundle::{OneTimePrekey, PrekeyBundle, SignedPrekey};
+use crate::chain_key::ChainKey;
+use crate::error::{AcceptError, DecryptError, EncryptError, IdentityChange, InitError};
+use crate::limits::MAX_PLAINTEXT_LEN;
+use crate::message::{Header, PrekeyMessage, RatchetMessage, SessionMessage};
+use crate::message_key::MessageKey;
+use crate::receiver_chain::{ReceiverChain, ReceiverChains};
+use crate::root_key::RootKey;
+use crate::x3dh::{self, AD_LEN};
+
+/// Our current sending chain: the ratchet key pair (public part cached) and its chain key.
+pub(crate) struct SenderChain {
+    pub(crate) ratchet: X25519KeyPair,
+    pub(crate) chain_key: ChainKey,
+}
+
+/// The X3DH parameters a prekey message carries: the initiator repeats them in every message
+/// until it hears back, and the responder remembers them to recognise those repeats.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PrekeyParams {
+    pub(crate) base_key: X25519PublicKey,
+    pub(crate) signed_prekey_id: u32,
+    pub(crate) one_time_prekey_id: Option<u32>,
+}
+
+/// A one-to-one session: X3DH followed by the Double Ratchet.
+///
+/// Sans-I/O: it takes bytes and an RNG and returns bytes or typed errors. Decryption works
+/// on the side and commits only after the AEAD tag verifies, so a failed decrypt leaves the
+/// session byte-for-byte as it was.
+pub struct Session {
+    pub(crate) local_identity: IdentityPublicKey,
+    pub(crate) remote_identity: IdentityPublicKey,
+    pub(crate) associated_data: [u8; AD_LEN],
+    pub(crate) root_key: RootKey,
+    pub(crate) sender: SenderChain,
+    pub(crate) previous_counter: u32,
+    pub(crate) receivers: ReceiverChains,
+    pub(crate) pending_prekey: Option<PrekeyParams>,
+    pub(crate) accepted_prekey: Option<PrekeyParams>,
+}
+
+/// Changes a successful decryption will commit.
+struct Staged {
+    plaintext: Vec<u8>,
+    change: Change,
+}
+
+// Transient: built and consumed within one decrypt call, never stored.
+#[allow(clippy::large_enum_variant)]
+enum Change {
+    /// A key from the skipped store was used.
+    UsedSkipped(usize),
+    /// A known receiving chain advanced.
+    Advanced {
+        chain: usize,
+        next: ChainKey,
+        skipped: Vec<MessageKey>,
+    },
+    /// A new peer ratchet key: a DH ratchet step.
+    Ratchet {
+        root_key: RootKey,
+        sender: SenderChain,
+        /// The previous receiving chain, advanced to PN, and the keys it skipped.
+        old_chain: Option<(ChainKey, Vec<MessageKey>)>,
+        new_chain: ReceiverChain,
+        new_chain_skipped: Vec<MessageKey>,
+    },
+}
+
+impl PrekeyParams {
+    fn of(message: &PrekeyMessage) -> Self {
+        Self {
+            base_key: *message.base_key(),
+            signed_prekey_id: message.signed_prekey_id(),
+            one_time_prekey_id: message.one_time_prekey_id(),
+        }
+    }
+}
+
+fn check_trust(
+    known: Option<&IdentityPublicKey>,
+    received: &IdentityPublicKey,
+) -> Result<(), Box<IdentityChange>> {
+    match known {
+        Some(k) if k != received => Err(Box::new(IdentityChange {
+            known: *k,
+            received: *received,
+        })),
+        _ => Ok(()),
+    }
+}
+
+impl Session {
+    /// Starts a session as the initiator (Alice) from the peer's prekey bundle.
+    ///
+    /// `known_identity` is the peer identity key the caller already trusts, if any. A bundle
+    /// with a different key is refused with [`InitError::IdentityChanged`]; it is never
+    /// accepted silently.
+    pub fn initiate<R: CryptoRng + ?Sized>(
+        our_identity: &IdentityKeyPair,
+        bundle: &PrekeyBundle,
+        known_identity: Option<&IdentityPublicKey>,
+        rng: &mut R,
+    ) -> Result<Self, InitError> {
+        check_trust(known_identity, bundle.identity_key()).map_err(InitError::IdentityChanged)?;
+        bundle.verify()?;
+        let base = EphemeralKeyPair::generate(rng);
+        let base_key = *base.public();
+        let opk = bundle.one_time_prekey();
+        let sk = x3dh::initiator(
+            our_identity,
+            base,
+            bundle.identity_key(),
+            bundle.signed_prekey(),
+            opk.map(|(_, k)| k),
+        )
+        .map_err(|_| InitError::NonContributory)?;
+        let ratchet = X25519KeyPair::generate(rng);
+        let dh = ratchet
+            .diffie_hellman(bundle.signed_prekey())
+            .map_err(|_| InitError::NonContributory)?;
+        let (root_key, chain_key) = RootKey::new(sk).advance(&dh);
+        Ok(Self {
+            local_identity: *our_identity.public(),
+            remote_identity: *bundle.identity_key(),
+            associated_data: x3dh::associated_data(our_identity.public(), bundle.identity_key()),
+            root_key,
+            sender: SenderChain { ratchet, chain_key },
+            previous_counter: 0,
+            receivers: ReceiverChains::default(),
+            pending_prekey: Some(PrekeyParams {
+                base_key,
+                signed_prekey_id: bundle.signed_prekey_id(),
+                one_time_prekey_id: opk.map(|(id, _)| *id),
+            }),
+            accepted_prekey: None,
+        })
+    }
+
+    /// Starts a session as the responder (Bob) from an incoming prekey message, and decrypts
+    /// it. Returns the session and the first plaintext.
+    ///
+    /// The caller looks up the prekeys the message names ([`PrekeyMessage::signed_prekey_id`],
+    /// [`PrekeyMessage::one_time_prekey_id`]) and passes them in. Nothing is consumed on
+    /// failure; on success the caller must delete the one-time prekey, so it is used once.
+    pub fn accept<R: CryptoRng + ?Sized>(
+        our_identity: &IdentityKeyPair,
+        signed_prekey: &SignedPrekey,
+        one_time_prekey: Option<&OneTimePrekey>,
+        message: &PrekeyMessage,
+        known_identity: Option<&IdentityPublicKey>,
+        rng: &mut R,
+    ) -> Result<(Self, Vec<u8>), AcceptError> {
+        check_trust(known_identity, message.identity_key())
+            .map_err(AcceptError::IdentityChanged)?;
+        if signed_prekey.id() != message.signed_prekey_id() {
+            return Err(AcceptError::WrongSignedPrekey {
+                expected: message.signed_prekey_id(),
+                got: signed_prekey.id(),
+            });
+        }
+        let opk = match (message.one_time_prekey_id(), one_time_prekey) {
+            (None, _) => None,
+            (Some(id), Some(k)) if k.id() == id => Some(k.key_pair()),
+            (Some(id), _) => return Err(AcceptError::MissingOneTimePrekey(Some(id))),
+        };
+        let sk = x3dh::responder(
+            our_identity,
+            signed_prekey.key_pair(),
+            opk,
+            message.identity_key(),
+            message.base_key(),
+        )
+        .map_err(|_| AcceptError::NonContributory)?;
+        let mut session = Self {
+            local_identity: *our_identity.public(),
+            remote_identity: *message.identity_key(),
+            associated_data: x3dh::associated_data(message.identity_key(), our_identity.public()),
+            root_key: RootKey::new(sk),
+            // Bob's first ratchet key is his signed prekey.
+            sender: SenderChain {
+                ratchet: X25519KeyPair::from_secret_bytes(&signed_prekey.secret_bytes()),
+                chain_key: ChainKey::new(hush_crypto::SecretBytes::from_bytes([0; 32]), 0),
+            },
+            previous_counter: 0,
+            receivers: ReceiverChains::default(),
+            pending_prekey: None,
+            accepted_prekey: Some(PrekeyParams::of(message)),
+        };
+        let plaintext = session.decrypt_ratchet(message.message(), rng)?;
+        Ok((session, plaintext))
+    }
+
+    /// The peer's identity key.
+    pub const fn remote_identity(&self) -> &IdentityPublicKey {
+        &self.remote_identity
+    }
+
+    /// Our identity key.
+    pub const fn local_identity(&self) -> &IdentityPublicKey {
+        &self.local_identity
+    }
+
+    /// How many skipped message keys the session holds (at most
+    /// [`MAX_SKIPPED_KEYS`](crate::limits::MAX_SKIPPED_KEYS)).
+    pub fn skipped_keys(&self) -> usize {
+        self.receivers.skipped.len()
+    }
+
+    /// How many receiving chains the session holds (at most
+    /// [`MAX_RECEIVER_CHAINS`](crate::limits::MAX_RECEIVER_CHAINS)).
+    pub fn receiving_chains(&self) -> usize {
+        self.receivers.chains.len()
+    }
+
+    /// Whether outgoing messages still carry the X3DH parameters (the initiator has not yet
+    /// received a reply).
+    pub const fn awaiting_reply(&self) -> bool {
+        self.pending_prekey.is_some()
+    }
+
+    /// The X3DH base key that identifies this session: ours as initiator, the peer's as
+    /// responder. A responder uses it to route repeated prekey messages to this session.
+    pub fn base_key(&self) -> Option<&X25519PublicKey> {
+        self.accepted_prekey
+            .as_ref()
+            .or(self.pending_prekey.as_ref())
+            .map(|p| &p.base_key)
+    }
+
+    /// Encrypts `plaintext`. Does not need randomness: ratchet keys are generated on receipt.
+    pub fn encrypt(&mut self, plaintext: &[u8]) -> Result<SessionMessage, EncryptError> {
+        if plaintext.len() > MAX_PLAINTEXT_LEN {
+            return Err(EncryptError::TooLarge {
+                len: plaintext.len(),
+                max: MAX_PLAINTEXT_LEN,
+            });
+        }
+        let (message_key, next) = self
+            .sender
+            .chain_key
+            .step()
+            .ok_or(EncryptError::ChainExhausted)?;
+        let header = Header {
+            ratchet_key: *self.sender.ratchet.public(),
+            previous_chain_length: self.previous_counter,
+            message_number: message_key.index(),
+        };
+        let header_bytes = header.encode();
+        let ad = self.message_ad(&header_bytes);
+        let ciphertext =
+            message_key
+                .encrypt(&ad, plaintext)
+                .map_err(|_| EncryptError::TooLarge {
+                    len: plaintext.len(),
+                    max: MAX_PLAINTEXT_LEN,
+                })?;
+        self.sender.chain_key = next;
+        let message = RatchetMessage::new(header, header_bytes, ciphertext);
+        Ok(match &self.pending_prekey {
+            None => SessionMessage::Ratchet(message),
+            Some(p) => SessionMessage::Prekey(Box::new(PrekeyMessage::new(
+                self.local_identity,
+                p.base_key,
+                p.signed_prekey_id,
+                p.one_time_prekey_id,
+                message,
+            ))),
+        })
+    }
+
+    /// Decrypts a message from the peer. On any error the session is unchanged.
+    ///
+    /// A prekey message is accepted here only if it repeats exactly the X3DH parameters that
+    /// started this session (the initiator repeats them until it hears back).
+    pub fn decrypt<R: CryptoRng + ?Sized>(
+        &mut self,
+        message: &SessionMessage,
+        rng: &mut R,
+    ) -> Result<Vec<u8>, DecryptError> {
+        if let SessionMessage::Prekey(p) = message
+            && (self.accepted_prekey != Some(PrekeyParams::of(p))
+                || p.identity_key() != &self.remote_identity)
+        {
+            return Err(DecryptError::WrongSession);
+        }
+        self.decrypt_ratchet(message.ratchet_message(), rng)
+    }
+
+    /// Decodes and decrypts wire bytes.
+    pub fn decrypt_bytes<R: CryptoRng + ?Sized>(
+        &mut self,
+        bytes: &[u8],
+        rng: &mut R,
+    ) -> Result<Vec<u8>, DecryptError> {
+        self.decrypt(&SessionMessage::from_bytes(bytes)?, rng)
+    }
+
+    fn message_ad(&self, header_bytes: &[u8]) -> Vec<u8> {
+        let mut ad = Vec::with_capacity(AD_LEN + header_bytes.len());
+        ad.extend_from_slice(&self.associated_data);
+        ad.extend_from_slice(header_bytes);
+        ad
+    }
+
+    fn decrypt_ratchet<R: CryptoRng + ?Sized>(
+        &mut self,
+        message: &RatchetMessage,
+        rng: &mut R,
+    ) -> Result<Vec<u8>, DecryptError> {
+        let staged = self.stage(message, rng)?;
+        self.commit(staged.change);
+        Ok(staged.plaintext)
+    }
+
+    /// Computes everything a decryption would change, without changing anything.
+    fn stage<R: CryptoRng + ?Sized>(
+        &self,
+        message: &RatchetMessage,
+        rng: &mut R,
+    ) -> Result<Staged, DecryptError> {
+        let header = message.header();
+        let ad = self.message_ad(message.header_bytes());
+        let n = header.message_number;
+        if let Some(chain) = self.receivers.find_chain(&header.ratchet_key) {
+            let current = &self.receivers.chains[chain].chain_key;
+            if n < current.index() {
+                return self.stage_skipped(header, &ad, message.ciphertext());
+            }
+            let (skipped, at) = current.skip_to(n)?;
+            let (message_key, next) = at.step().ok_or(DecryptError::Authentication)?;
+            let plaintext = message_key.decrypt(&ad, message.ciphertext())?;
+            return Ok(Staged {
+                plaintext,
+                change: Change::Advanced {
+                    chain,
+                    next,
+                    skipped,
+                },
+            });
+        }
+        if self
+            .receivers
+            .find_skipped(&header.ratchet_key, n)
+            .is_some()
+        {
+            // A late message for a chain that was already dropped.
+            return self.stage_skipped(header, &ad, message.ciphertext());
+        }
+        // A new ratchet key: finish the current receiving chain up to PN, then step.
+        let old_chain = match self.receivers.chains.back() {
+            Some(current) => {
+                let (skipped, at) = current.chain_key.skip_to(header.previous_chain_length)?;
+                Some((at, skipped))
+            }
+            None => None,
+        };
+        let their = &header.ratchet_key;
+        let dh = self
+            .sender
+            .ratchet
+            .diffie_hellman(their)
+            .map_err(|_| DecryptError::InvalidRatchetKey(*their))?;
+        let (root_key, receiving) = self.root_key.advance(&dh);
+        let (new_chain_skipped, at) = receiving.skip_to(n)?;
+        let (message_key, next) = at.step().ok_or(DecryptError::Authentication)?;
+        let plaintext = message_key.decrypt(&ad, message.ciphertext())?;
+        let ratchet = X25519KeyPair::generate(rng);
+        let dh = ratchet
+            .diffie_hellman(their)
+            .map_err(|_| DecryptError::InvalidRatchetKey(*their))?;
+        let (root_key, sending) = root_key.advance(&dh);
+        Ok(Staged {
+            plaintext,
+            change: Change::Ratchet {
+                root_key,
+                sender: SenderChain {
+                    ratchet,
+                    chain_key: sending,
+                },
+                old_chain,
+                new_chain: ReceiverChain {
+                    ratchet_key: *their,
+                    chain_key: next,
+                },
+                new_chain_skipped,
+            },
+        })
+    }
+
+    fn stage_skipped(
+        &self,
+        header: &Header,
+        ad: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Staged, DecryptError> {
+        let index = self
+            .receivers
+            .find_skipped(&header.ratchet_key, header.message_number)
+            .ok_or(DecryptError::Duplicate)?;
+        let plaintext = self.receivers.skipped[index].key.decrypt(ad, ciphertext)?;
+        Ok(Staged {
+            plaintext,
+            change: Change::UsedSkipped(index),
+        })
+    }
+
+    fn commit(&mut self, change: Change) {
+        match change {
+            Change::UsedSkipped(index) => {
+                self.receivers.skipped.remove(index);
+            }
+            Change::Advanced {
+                chain,
+                next,
+                skipped,
+            } => {
+                let ratchet_key = self.receivers.chains[chain].ratchet_key;
+                self.receivers.chains[chain].chain_key = next;
+                self.receivers.add_skipped(ratchet_key, skipped);
+            }
+            Change::Ratchet {
+                root_key,
+                sender,
+                old_chain,
+                new_chain,
+                new_chain_skipped,
+            } => {
+                if let (Some(current), Some((at, skipped))) =
+                    (self.receivers.chains.back_mut(), old_chain)
+                {
+                    // The old chain ends at PN: its keys below PN are now only in the store.
+                    current.chain_key = at;
+                    let key = current.ratchet_key;
+                    self.receivers.add_skipped(key, skipped);
+                }
+                let new_key = new_chain.ratchet_key;
+                self.receivers.add_chain(new_chain);
+                self.receivers.add_skipped(new_key, new_chain_skipped);
+                self.previous_counter = self.sender.chain_key.index();
+                self.sender = sender;
+                self.root_key = root_key;
+            }
+        }
+        // Any authentic message from the peer means it has our session: stop sending X3DH.
+        self.pending_prekey = None;
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("local_identity", &self.local_identity)
+            .field("remote_identity", &self.remote_identity)
+            .field("sending_index", &self.sender.chain_key.index())
+            .field("receiving_chains", &self.receivers.chains.len())
+            .field("skipped_keys", &self.receivers.skipped.len())
+            .field("awaiting_reply", &self.awaiting_reply())
+            .finish_non_exhaustive()
+    }
+}
