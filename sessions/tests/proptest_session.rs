@@ -6,6 +6,8 @@
 //! it was. The sequences are short enough that no limit is reached, so no intact message may
 //! legitimately fail.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use hush_crypto::{IdentityKeyPair, StorageKey};
 use hush_sessions::{OneTimePrekey, PrekeyBundle, Session, SessionMessage, SignedPrekey};
 use proptest::prelude::*;
