@@ -100,6 +100,12 @@ impl X25519KeyPair {
         pair
     }
 
+    /// An explicit copy of the key pair (secret and cached public key), without recomputing
+    /// the public key.
+    pub fn duplicate(&self) -> Self {
+        Self { secret: self.secret.clone(), public: self.public }
+    }
+
     /// The private key bytes, for serialization of protocol state.
     pub fn secret_bytes(&self) -> SecretBytes<X25519_LEN> {
         SecretBytes::from_bytes(self.secret.to_bytes())

@@ -188,7 +188,7 @@ impl Session {
             root_key: RootKey::new(sk),
             // Bob's first ratchet key is his signed prekey.
             sender: SenderChain {
-                ratchet: X25519KeyPair::from_secret_bytes(&signed_prekey.secret_bytes()),
+                ratchet: signed_prekey.key_pair().duplicate(),
                 chain_key: ChainKey::new(hush_crypto::SecretBytes::from_bytes([0; 32]), 0),
             },
             previous_counter: 0,
