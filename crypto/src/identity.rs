@@ -65,9 +65,14 @@ pub struct IdentityPublicKey {
 }
 
 impl IdentityPublicKey {
-    /// Parses and validates a 32-byte Ed25519 public key.
+    /// Parses and validates a 32-byte Ed25519 public key: a canonical encoding (y < p) of a
+    /// point on the curve that is not of small order.
     pub fn from_bytes(bytes: &[u8; IDENTITY_KEY_LEN]) -> Result<Self, KeyError> {
         let ed = VerifyingKey::from_bytes(bytes).map_err(|_| KeyError::InvalidEncoding)?;
+        // Only the canonical encoding (y < p) of a point is accepted, so every key has one form.
+        if ed.to_edwards().compress().as_bytes() != bytes {
+            return Err(KeyError::InvalidEncoding);
+        }
         if ed.is_weak() {
             return Err(KeyError::WeakKey);
         }
@@ -256,6 +261,14 @@ mod tests {
         assert_eq!(
             IdentityPublicKey::from_slice(&[1u8; 31]).unwrap_err(),
             KeyError::InvalidLength
+        );
+        // y = p + 1 is a non-canonical encoding of y = 1 (the small-order identity point)...
+        let mut p_plus_1 = [0xffu8; 32];
+        p_plus_1[0] = 0xee;
+        p_plus_1[31] = 0x7f;
+        assert_eq!(
+            IdentityPublicKey::from_bytes(&p_plus_1).unwrap_err(),
+            KeyError::InvalidEncoding
         );
         // y = 2 is not on the curve.
         let mut two = [0u8; 32];

@@ -103,7 +103,10 @@ impl X25519KeyPair {
     /// An explicit copy of the key pair (secret and cached public key), without recomputing
     /// the public key.
     pub fn duplicate(&self) -> Self {
-        Self { secret: self.secret.clone(), public: self.public }
+        Self {
+            secret: self.secret.clone(),
+            public: self.public,
+        }
     }
 
     /// The private key bytes, for serialization of protocol state.

@@ -30,7 +30,9 @@ fn hush_pair() -> HushPair {
     let opk = OneTimePrekey::generate(2, &mut rng);
     let bundle = PrekeyBundle::new(b.public(), &spk, Some(&opk));
     let mut alice = Session::initiate(&a, &bundle, None, &mut rng).unwrap();
-    let SessionMessage::Prekey(m) = alice.encrypt(&MSG).unwrap() else { panic!() };
+    let SessionMessage::Prekey(m) = alice.encrypt(&MSG).unwrap() else {
+        panic!()
+    };
     let (mut bob, _) = Session::accept(&b, &spk, Some(&opk), &m, None, &mut rng).unwrap();
     let r = bob.encrypt(&MSG).unwrap().to_bytes();
     alice.decrypt_bytes(&r, &mut rng).unwrap();
@@ -48,10 +50,15 @@ fn vodo_pair() -> VodoPair {
     bob_acc.generate_one_time_keys(1);
     let otk = *bob_acc.one_time_keys().values().next().unwrap();
     bob_acc.mark_keys_as_published();
-    let mut alice =
-        alice_acc.create_outbound_session(SessionConfig::version_1(), bob_acc.curve25519_key(), otk).unwrap();
-    let OlmMessage::PreKey(m) = alice.encrypt(MSG).unwrap() else { panic!() };
-    let res = bob_acc.create_inbound_session(SessionConfig::version_1(), alice_acc.curve25519_key(), &m).unwrap();
+    let mut alice = alice_acc
+        .create_outbound_session(SessionConfig::version_1(), bob_acc.curve25519_key(), otk)
+        .unwrap();
+    let OlmMessage::PreKey(m) = alice.encrypt(MSG).unwrap() else {
+        panic!()
+    };
+    let res = bob_acc
+        .create_inbound_session(SessionConfig::version_1(), alice_acc.curve25519_key(), &m)
+        .unwrap();
     let mut bob = res.session;
     let r = bob.encrypt(MSG).unwrap();
     alice.decrypt(&r).unwrap();
@@ -63,33 +70,54 @@ fn primitives(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(3);
     let k1 = X25519KeyPair::generate(&mut rng);
     let k2 = X25519KeyPair::generate(&mut rng);
-    g.bench_function("x25519_keygen", |b| b.iter(|| X25519KeyPair::generate(&mut rng)));
-    g.bench_function("x25519_dh", |b| b.iter(|| k1.diffie_hellman(black_box(k2.public())).unwrap()));
+    g.bench_function("x25519_keygen", |b| {
+        b.iter(|| X25519KeyPair::generate(&mut rng))
+    });
+    g.bench_function("x25519_dh", |b| {
+        b.iter(|| k1.diffie_hellman(black_box(k2.public())).unwrap())
+    });
     let id = IdentityKeyPair::generate(&mut rng);
     let sig = id.sign(b"signed prekey message of about fifty-seven bytes.......");
     g.bench_function("ed25519_verify", |b| {
-        b.iter(|| id.public().verify(b"signed prekey message of about fifty-seven bytes.......", black_box(&sig)))
+        b.iter(|| {
+            id.public().verify(
+                b"signed prekey message of about fifty-seven bytes.......",
+                black_box(&sig),
+            )
+        })
     });
-    g.bench_function("ed25519_sign", |b| b.iter(|| id.sign(black_box(b"57 bytes"))));
+    g.bench_function("ed25519_sign", |b| {
+        b.iter(|| id.sign(black_box(b"57 bytes")))
+    });
     let mk = hush_crypto::SecretBytes::from_bytes([1u8; 32]);
-    g.bench_function("chain_step", |b| b.iter(|| hush_crypto::kdf::chain_step(black_box(&mk))));
+    g.bench_function("chain_step", |b| {
+        b.iter(|| hush_crypto::kdf::chain_step(black_box(&mk)))
+    });
     g.bench_function("message_keys_hkdf", |b| {
         b.iter(|| hush_crypto::MessageKeys::derive(black_box(&mk), hush_sessions::MESSAGE_INFO))
     });
     let keys = hush_crypto::MessageKeys::derive(&mk, b"x");
-    g.bench_function("chacha20poly1305_seal_100", |b| b.iter(|| keys.seal(black_box(&[0u8; 100]), &MSG).unwrap()));
+    g.bench_function("chacha20poly1305_seal_100", |b| {
+        b.iter(|| keys.seal(black_box(&[0u8; 100]), &MSG).unwrap())
+    });
     let big = vec![0x42u8; 64 * 1024];
     g.throughput(criterion::Throughput::Bytes(big.len() as u64));
-    g.bench_function("chacha20poly1305_seal_64k", |b| b.iter(|| keys.seal(b"", black_box(&big)).unwrap()));
+    g.bench_function("chacha20poly1305_seal_64k", |b| {
+        b.iter(|| keys.seal(b"", black_box(&big)).unwrap())
+    });
     g.finish();
 }
 
 fn encrypt(c: &mut Criterion) {
     let mut g = c.benchmark_group("encrypt_existing_chain");
     let mut p = hush_pair();
-    g.bench_function("hush", |b| b.iter(|| p.alice.encrypt(black_box(&MSG)).unwrap().to_bytes()));
+    g.bench_function("hush", |b| {
+        b.iter(|| p.alice.encrypt(black_box(&MSG)).unwrap().to_bytes())
+    });
     let mut v = vodo_pair();
-    g.bench_function("vodozemac", |b| b.iter(|| v.alice.encrypt(black_box(MSG)).unwrap().to_parts()));
+    g.bench_function("vodozemac", |b| {
+        b.iter(|| v.alice.encrypt(black_box(MSG)).unwrap().to_parts())
+    });
     g.finish();
 }
 
@@ -98,7 +126,9 @@ fn decrypt(c: &mut Criterion) {
     let mut p = hush_pair();
     g.bench_function("hush", |b| {
         b.iter_custom(|iters| {
-            let msgs: Vec<_> = (0..iters).map(|_| p.bob.encrypt(&MSG).unwrap().to_bytes()).collect();
+            let msgs: Vec<_> = (0..iters)
+                .map(|_| p.bob.encrypt(&MSG).unwrap().to_bytes())
+                .collect();
             let start = Instant::now();
             for m in &msgs {
                 black_box(p.alice.decrypt_bytes(m, &mut p.rng).unwrap());
@@ -109,7 +139,9 @@ fn decrypt(c: &mut Criterion) {
     let mut v = vodo_pair();
     g.bench_function("vodozemac", |b| {
         b.iter_custom(|iters| {
-            let msgs: Vec<_> = (0..iters).map(|_| v.bob.encrypt(MSG).unwrap().to_parts()).collect();
+            let msgs: Vec<_> = (0..iters)
+                .map(|_| v.bob.encrypt(MSG).unwrap().to_parts())
+                .collect();
             let start = Instant::now();
             for (t, m) in &msgs {
                 let m = OlmMessage::from_parts(*t, m).unwrap();
@@ -166,11 +198,17 @@ fn establishment(c: &mut Criterion) {
     let spk = SignedPrekey::generate(1, &b_id, &mut rng);
     let opk = OneTimePrekey::generate(2, &mut rng);
     let bundle = PrekeyBundle::new(b_id.public(), &spk, Some(&opk));
-    g.bench_function("hush_initiator", |b| b.iter(|| Session::initiate(&a, black_box(&bundle), None, &mut rng).unwrap()));
+    g.bench_function("hush_initiator", |b| {
+        b.iter(|| Session::initiate(&a, black_box(&bundle), None, &mut rng).unwrap())
+    });
     let mut alice = Session::initiate(&a, &bundle, None, &mut rng).unwrap();
-    let SessionMessage::Prekey(first) = alice.encrypt(&MSG).unwrap() else { panic!() };
+    let SessionMessage::Prekey(first) = alice.encrypt(&MSG).unwrap() else {
+        panic!()
+    };
     g.bench_function("hush_responder", |b| {
-        b.iter(|| Session::accept(&b_id, &spk, Some(&opk), black_box(&first), None, &mut rng).unwrap())
+        b.iter(|| {
+            Session::accept(&b_id, &spk, Some(&opk), black_box(&first), None, &mut rng).unwrap()
+        })
     });
 
     let alice_acc = Account::new();
@@ -180,7 +218,11 @@ fn establishment(c: &mut Criterion) {
     g.bench_function("vodozemac_initiator", |b| {
         b.iter(|| {
             alice_acc
-                .create_outbound_session(SessionConfig::version_1(), bob_acc.curve25519_key(), black_box(otk))
+                .create_outbound_session(
+                    SessionConfig::version_1(),
+                    bob_acc.curve25519_key(),
+                    black_box(otk),
+                )
                 .unwrap()
         })
     });
@@ -193,13 +235,23 @@ fn establishment(c: &mut Criterion) {
                 let otk = *bob_acc.one_time_keys().values().next().unwrap();
                 bob_acc.mark_keys_as_published();
                 let mut out = alice_acc
-                    .create_outbound_session(SessionConfig::version_1(), bob_acc.curve25519_key(), otk)
+                    .create_outbound_session(
+                        SessionConfig::version_1(),
+                        bob_acc.curve25519_key(),
+                        otk,
+                    )
                     .unwrap();
-                let OlmMessage::PreKey(m) = out.encrypt(MSG).unwrap() else { panic!() };
+                let OlmMessage::PreKey(m) = out.encrypt(MSG).unwrap() else {
+                    panic!()
+                };
                 let start = Instant::now();
                 black_box(
                     bob_acc
-                        .create_inbound_session(SessionConfig::version_1(), alice_acc.curve25519_key(), &m)
+                        .create_inbound_session(
+                            SessionConfig::version_1(),
+                            alice_acc.curve25519_key(),
+                            &m,
+                        )
                         .unwrap(),
                 );
                 total += start.elapsed();
@@ -211,7 +263,9 @@ fn establishment(c: &mut Criterion) {
 }
 
 fn config() -> Criterion {
-    Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2))
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
 }
 
 criterion_group! { name = benches; config = config(); targets = primitives, encrypt, decrypt, ratchet_step, establishment }
