@@ -8,13 +8,14 @@
 
 use core::fmt;
 
-use ed25519_dalek::{SigningKey, VerifyingKey};
+use ed25519_dalek::SigningKey;
 use rand_core::CryptoRng;
 use x25519_dalek::StaticSecret;
 use zeroize::Zeroize;
 
 use crate::SecretBytes;
 use crate::error::{DhError, KeyError, SignatureError};
+use crate::signing::SigningPublicKey;
 use crate::x25519::{SharedSecret, X25519PublicKey, agree_static};
 
 /// Length of an encoded identity public key (an Ed25519 public key).
@@ -60,7 +61,7 @@ impl fmt::Debug for Signature {
 /// together with its cached X25519 form.
 #[derive(Clone, Copy)]
 pub struct IdentityPublicKey {
-    ed: VerifyingKey,
+    ed: SigningPublicKey,
     x: X25519PublicKey,
 }
 
@@ -68,15 +69,7 @@ impl IdentityPublicKey {
     /// Parses and validates a 32-byte Ed25519 public key: a canonical encoding (y < p) of a
     /// point on the curve that is not of small order.
     pub fn from_bytes(bytes: &[u8; IDENTITY_KEY_LEN]) -> Result<Self, KeyError> {
-        let ed = VerifyingKey::from_bytes(bytes).map_err(|_| KeyError::InvalidEncoding)?;
-        // Only the canonical encoding (y < p) of a point is accepted, so every key has one form.
-        if ed.to_edwards().compress().as_bytes() != bytes {
-            return Err(KeyError::InvalidEncoding);
-        }
-        if ed.is_weak() {
-            return Err(KeyError::WeakKey);
-        }
-        Ok(Self::from_verifying_key(ed))
+        Ok(Self::from_signing_key(SigningPublicKey::from_bytes(bytes)?))
     }
 
     /// Parses a key from a slice, which must be exactly 32 bytes.
@@ -85,9 +78,14 @@ impl IdentityPublicKey {
         Self::from_bytes(arr)
     }
 
-    fn from_verifying_key(ed: VerifyingKey) -> Self {
-        let x = X25519PublicKey::from_bytes(ed.to_montgomery().to_bytes());
+    fn from_signing_key(ed: SigningPublicKey) -> Self {
+        let x = X25519PublicKey::from_bytes(ed.verifying_key().to_montgomery().to_bytes());
         Self { ed, x }
+    }
+
+    /// The Ed25519 public key, for verifying signatures.
+    pub const fn signing_key(&self) -> &SigningPublicKey {
+        &self.ed
     }
 
     /// The 32-byte Ed25519 encoding. This is `Encode(IK)` in the specification.
@@ -105,13 +103,9 @@ impl IdentityPublicKey {
         &self.x
     }
 
-    /// Verifies an Ed25519 signature with the strict rules of RFC 8032 §5.1.7 (canonical S,
-    /// no small-order R).
+    /// Verifies an Ed25519 signature (strict rules: docs/SPEC.md §2).
     pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), SignatureError> {
-        let sig = ed25519_dalek::Signature::from_bytes(signature.as_bytes());
-        self.ed
-            .verify_strict(message, &sig)
-            .map_err(|_| SignatureError)
+        self.ed.verify(message, signature)
     }
 }
 
@@ -156,7 +150,9 @@ impl IdentityKeyPair {
         let mut scalar = signing.to_scalar_bytes();
         let x_secret = StaticSecret::from(scalar);
         scalar.zeroize();
-        let public = IdentityPublicKey::from_verifying_key(signing.verifying_key());
+        let public = IdentityPublicKey::from_signing_key(SigningPublicKey::from_verifying_key(
+            signing.verifying_key(),
+        ));
         Self {
             signing,
             x_secret,

@@ -9,6 +9,8 @@
 //! * [`kdf`]: HKDF-SHA256, HMAC-SHA256 and the chain-key step;
 //! * [`MessageKeys`]: ChaCha20-Poly1305 keyed from a message key;
 //! * [`StorageKey`]: sealing state at rest;
+//! * [`SigningKeyPair`]: Ed25519 keys that are not identities (group sender chains);
+//! * [`hash::sha256`]: digests of public data;
 //! * [`SafetyNumber`]: fingerprints for out-of-band verification.
 //!
 //! Secrets ([`SecretBytes`] and every type holding one) zeroize on drop, compare in
@@ -54,11 +56,13 @@
 
 pub mod aead;
 pub mod error;
+pub mod hash;
 pub mod identity;
 pub mod kdf;
 pub mod safety_number;
 pub mod seal;
 mod secret;
+pub mod signing;
 pub mod x25519;
 
 pub use aead::MessageKeys;
@@ -67,6 +71,7 @@ pub use identity::{IdentityKeyPair, IdentityPublicKey, Signature};
 pub use safety_number::SafetyNumber;
 pub use seal::StorageKey;
 pub use secret::SecretBytes;
+pub use signing::{SigningKeyPair, SigningPublicKey};
 pub use x25519::{EphemeralKeyPair, SharedSecret, X25519KeyPair, X25519PublicKey};
 
 /// Re-exported so callers can name the RNG bounds without depending on `rand_core` directly.
