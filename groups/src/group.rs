@@ -450,7 +450,7 @@ impl Group {
         let iteration = chain.iteration;
         let ad = wire::message_ad(
             &self.membership.group_id,
-            &self.own_identity,
+            self.own_identity.as_bytes(),
             self.membership.epoch,
             chain.chain_id,
             iteration,
@@ -528,21 +528,23 @@ impl Group {
         if m.group_id != self.membership.group_id {
             return Err(GroupDecryptError::WrongGroup);
         }
-        if m.sender == self.own_identity {
+        if &m.sender == self.own_identity.as_bytes() {
             return Err(GroupDecryptError::FromSelf);
         }
-        if self.membership.role(&m.sender).is_none() {
-            return Err(if self.was_removed(&m.sender) {
+        // The membership holds every member's key already parsed.
+        let Some((sender, _)) = self.membership.members.get(&m.sender) else {
+            return Err(if self.removed.iter().any(|(id, _)| id == &m.sender) {
                 GroupDecryptError::RemovedMember
             } else if m.epoch > self.membership.epoch {
                 GroupDecryptError::FromFutureEpoch { epoch: m.epoch }
             } else {
                 GroupDecryptError::NotAMember
             });
-        }
+        };
+        let sender = *sender;
         let chains = self
             .senders
-            .get(m.sender.as_bytes())
+            .get(&m.sender)
             .ok_or(GroupDecryptError::UnknownChain)?;
         let index = chains
             .find(m.chain_id)
@@ -559,11 +561,11 @@ impl Group {
         let plaintext = message_keys(&mk)
             .open(&ad, &m.ciphertext)
             .map_err(|_| GroupDecryptError::Authentication)?;
-        if let Some(chains) = self.senders.get_mut(m.sender.as_bytes()) {
+        if let Some(chains) = self.senders.get_mut(&m.sender) {
             chains.commit(advance, self.config.max_skipped_keys);
         }
         Ok(GroupPlaintext {
-            sender: m.sender,
+            sender,
             epoch: m.epoch,
             plaintext,
         })

@@ -118,7 +118,9 @@ pub(crate) fn verify(context: &[u8], signed: &Signed, key: &SigningPublicKey) ->
 pub(crate) struct GroupMessage {
     pub(crate) signed: Signed,
     pub(crate) group_id: GroupId,
-    pub(crate) sender: IdentityPublicKey,
+    /// The sender's identity key bytes, looked up in the membership (which holds it parsed)
+    /// rather than parsed again for every message.
+    pub(crate) sender: [u8; 32],
     pub(crate) epoch: u64,
     pub(crate) chain_id: u32,
     pub(crate) iteration: u32,
@@ -139,7 +141,7 @@ impl GroupMessage {
         }
         Ok(Self {
             group_id: fixed(&c.group_id, "group_id")?,
-            sender: identity(&c.sender)?,
+            sender: fixed(&c.sender, "sender")?,
             epoch: c.epoch,
             chain_id: c.chain_id,
             iteration: c.iteration,
@@ -156,14 +158,14 @@ impl GroupMessage {
 /// `group_id ‖ sender ‖ u64be(epoch) ‖ u32be(chain_id) ‖ u32be(iteration)` (80 bytes).
 pub fn message_ad(
     group_id: &GroupId,
-    sender: &IdentityPublicKey,
+    sender: &[u8; 32],
     epoch: u64,
     chain_id: u32,
     iteration: u32,
 ) -> Vec<u8> {
     let mut ad = Vec::with_capacity(80);
     ad.extend_from_slice(group_id);
-    ad.extend_from_slice(sender.as_bytes());
+    ad.extend_from_slice(sender);
     ad.extend_from_slice(&epoch.to_be_bytes());
     ad.extend_from_slice(&chain_id.to_be_bytes());
     ad.extend_from_slice(&iteration.to_be_bytes());
