@@ -600,3 +600,32 @@ fn debug_holds_no_secrets() {
     );
     assert!(!sent_dbg.contains("chain_key"));
 }
+
+#[test]
+fn message_from_a_never_member_is_refused() {
+    let mut w = world(3, GroupConfig::default(), 16);
+    let admin = w.ids[0].clone_for_test();
+    let snapshot = w.groups[0].to_bytes();
+    // The real group moves to epoch 1 by promoting member 1.
+    let promote = w.groups[0].promote(&admin, w.ids[1].public()).unwrap();
+    w.groups[2].apply(&promote).unwrap();
+    // A fork of the admin's state (same group id) adds a stranger at epoch 1 instead.
+    let stranger = IdentityKeyPair::generate(&mut w.rng);
+    let mut fork = Group::from_bytes(&snapshot).unwrap();
+    let (_, info) = fork.add(&admin, stranger.public(), Role::Member).unwrap();
+    let mut s = Group::join(
+        stranger.public(),
+        &info,
+        admin.public(),
+        GroupConfig::default(),
+    )
+    .unwrap();
+    let sent = s.encrypt(b"let me in", NOW, &mut w.rng).unwrap();
+    // Same group id, epoch not ahead of ours, sender never a member: NotAMember.
+    unchanged(&mut w.groups[2], GroupDecryptError::NotAMember, |g| {
+        g.decrypt(&sent.message)
+    });
+    unchanged(&mut w.groups[2], DistributionError::NotAMember, |g| {
+        g.process_distribution(stranger.public(), sent.distribution.as_ref().unwrap())
+    });
+}
