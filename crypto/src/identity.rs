@@ -165,6 +165,12 @@ impl IdentityKeyPair {
         SecretBytes::from_bytes(self.signing.to_bytes())
     }
 
+    /// The X25519 private scalar of this identity, `SHA-512(seed)[0..32]` before clamping,
+    /// for test vectors and interoperability checks.
+    pub fn x25519_secret(&self) -> SecretBytes<32> {
+        SecretBytes::from_bytes(self.x_secret.to_bytes())
+    }
+
     /// The public half.
     pub const fn public(&self) -> &IdentityPublicKey {
         &self.public

@@ -401,3 +401,28 @@ pub(crate) fn encode_signed_info(signed: Signed) -> Vec<u8> {
     }
     .encode_to_vec()
 }
+
+/// The group wire messages, for [`validate`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A signed group message.
+    GroupMessage,
+    /// A sender-key distribution.
+    SenderKeyDistribution,
+    /// A signed membership change.
+    ControlMessage,
+    /// A signed group info.
+    GroupInfo,
+}
+
+/// Runs the strict decoder for `kind` on `bytes` (canonical encoding, version, lengths,
+/// keys), without checking signatures or any group state. For test vectors, fuzzing and
+/// tools; [`Group`](crate::Group) runs the same decoders on every input.
+pub fn validate(kind: Kind, bytes: &[u8]) -> Result<(), DecodeError> {
+    match kind {
+        Kind::GroupMessage => GroupMessage::decode(bytes).map(drop),
+        Kind::SenderKeyDistribution => Distribution::decode(bytes).map(drop),
+        Kind::ControlMessage => Control::decode(bytes).map(drop),
+        Kind::GroupInfo => Info::decode(bytes).map(drop),
+    }
+}

@@ -70,7 +70,8 @@ impl Header {
         .encode_to_vec()
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+    /// Decodes a header strictly (canonical, version 1, 32-byte ratchet key).
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let p: proto::Header = decode_strict(bytes)?;
         if p.version != MESSAGE_VERSION {
             return Err(DecodeError::UnsupportedVersion(p.version));

@@ -1,0 +1,1095 @@
+#!/usr/bin/env python3
+"""Independent verifier for the hush test vectors.
+
+Written from docs/SPEC.md and test-vectors/README.md only: it shares no code with the
+Rust crates.  Every positive value in the vector files is recomputed from its inputs and
+compared byte for byte; every negative entry must be refused with exactly the stated error
+class, and (for session and group rejects) leave the receiver's state unchanged.
+
+Usage: verify.py [VECTORS_DIR]        (default: ../vectors next to this file)
+"""
+import copy
+import hashlib
+import hmac
+import json
+import os
+import sys
+import traceback
+
+from cryptography.exceptions import InvalidSignature as _CryptoBadSig
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.exceptions import InvalidTag
+
+
+class HushError(Exception):
+    """A refusal with one of the error classes of SPEC §7.6 / §11.1 / §13."""
+
+    def __init__(self, cls, detail=""):
+        super().__init__(f"{cls}: {detail}" if detail else cls)
+        self.cls = cls
+
+
+# ---------------------------------------------------------------- §2 primitives
+P = 2**255 - 19
+L = 2**252 + 27742317777372353535851937790883648493   # Ed25519 group order
+D = -121665 * pow(121666, -1, P) % P                     # Edwards curve constant d
+SQRT_M1 = pow(2, (P - 1) // 4, P)                        # a square root of -1
+
+
+def ed_decode(enc):
+    """RFC 8032 §5.1.3 point decoding, strict: None unless enc is a canonical encoding."""
+    if len(enc) != 32:
+        return None
+    y = int.from_bytes(enc, "little")
+    sign, y = y >> 255, y & ((1 << 255) - 1)
+    if y >= P:                                    # non-canonical y
+        return None
+    x2 = (y * y - 1) * pow(D * y * y + 1, -1, P) % P
+    x = pow(x2, (P + 3) // 8, P)
+    if x * x % P != x2:
+        x = x * SQRT_M1 % P
+    if x * x % P != x2:                           # not on the curve
+        return None
+    if x == 0 and sign:                           # "-0" is non-canonical
+        return None
+    if x & 1 != sign:
+        x = P - x
+    return (x, y)
+
+
+def ed_add(a, b):
+    """Affine twisted-Edwards addition (complete for Ed25519)."""
+    (x1, y1), (x2, y2) = a, b
+    t = D * x1 * x2 * y1 * y2 % P
+    return ((x1 * y2 + x2 * y1) * pow(1 + t, -1, P) % P, (y1 * y2 + x1 * x2) * pow(1 - t, -1, P) % P)
+
+
+def ed_small_order(pt):
+    q = pt
+    for _ in range(3):                            # [8]P == identity  <=>  P has small order
+        q = ed_add(q, q)
+    return q == (0, 1)
+
+
+def valid_point(enc):
+    pt = ed_decode(enc)
+    return pt is not None and not ed_small_order(pt)
+
+
+def check_identity_key(key):
+    """§3: an identity key is a canonical, non-small-order Ed25519 point (class Decode)."""
+    if len(key) != 32 or not valid_point(key):
+        raise HushError("Decode", "invalid identity key")
+    return key
+
+
+def ed_public(seed):
+    return Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
+
+
+def sign(seed, msg):
+    return Ed25519PrivateKey.from_private_bytes(seed).sign(msg)
+
+
+def verify(pub, msg, sig):
+    """Strict Ed25519 verification of §2: RFC 8032 plus canonical/small-order/S<L checks."""
+    if len(pub) != 32 or len(sig) != 64 or not valid_point(pub) or not valid_point(sig[:32]):
+        return False
+    if int.from_bytes(sig[32:], "little") >= L:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(pub).verify(sig, msg)
+        return True
+    except (_CryptoBadSig, ValueError):
+        return False
+
+
+def ed_to_x25519_public(pub):
+    """§3 birational map u = (1 + y) / (1 - y) mod p."""
+    y = int.from_bytes(pub, "little") & ((1 << 255) - 1)
+    return ((1 + y) * pow(1 - y, -1, P) % P).to_bytes(32, "little")
+
+
+def ed_to_x25519_private(seed):
+    return hashlib.sha512(seed).digest()[:32]
+
+
+def x_public(priv):
+    return X25519PrivateKey.from_private_bytes(priv).public_key().public_bytes_raw()
+
+
+def dh(priv, pub, cls="NonContributory"):
+    """§2 DH: X25519 that fails on an all-zero output."""
+    try:
+        out = X25519PrivateKey.from_private_bytes(priv).exchange(X25519PublicKey.from_public_bytes(pub))
+    except ValueError:                            # OpenSSL refuses an all-zero result itself
+        raise HushError(cls, "low-order public key")
+    if out == bytes(32):
+        raise HushError(cls, "all-zero DH output")
+    return out
+
+
+def hmac256(k, m):
+    return hmac.new(k, m, hashlib.sha256).digest()
+
+
+def hkdf(salt, ikm, info, n):
+    prk = hmac256(salt, ikm)
+    out, t, i = b"", b"", 1
+    while len(out) < n:
+        t = hmac256(prk, t + info + bytes([i]))
+        out, i = out + t, i + 1
+    return out[:n]
+
+
+def aead_seal(k, n, ad, p):
+    return ChaCha20Poly1305(k).encrypt(n, p, ad)
+
+
+def aead_open(k, n, ad, c, cls="Authentication"):
+    try:
+        return ChaCha20Poly1305(k).decrypt(n, c, ad)
+    except InvalidTag:
+        raise HushError(cls, "AEAD tag does not verify")
+
+
+def u32be(n):
+    return n.to_bytes(4, "big")
+
+
+# ---------------------------------------------------------------- §7 KDFs
+def kdf_rk(rk, dh_out):
+    okm = hkdf(rk, dh_out, b"hush root v1", 64)
+    return okm[:32], okm[32:]
+
+
+def kdf_ck(ck):
+    return hmac256(ck, b"\x02"), hmac256(ck, b"\x01")      # (CK', MK)
+
+
+def message_keys(mk, info=b"hush message v1"):
+    okm = hkdf(bytes(32), mk, info, 44)
+    return okm[:32], okm[32:]
+
+
+# ---------------------------------------------------------------- §10 safety numbers
+def fingerprint(ident, key):
+    h = hashlib.sha512(b"\x00\x00" + key + ident).digest()
+    for _ in range(5200):
+        h = hashlib.sha512(h + key).digest()
+    return h[:32]
+
+
+def fp_digits(fp):
+    return "".join("%05d" % (int.from_bytes(fp[5 * c:5 * c + 5], "big") % 100000) for c in range(6))
+
+
+def safety_number(id_a, key_a, id_b, key_b):
+    parts = sorted([(fp_digits(f), f) for f in (fingerprint(id_a, key_a), fingerprint(id_b, key_b))])
+    return parts[0][0] + parts[1][0], b"\x00" + parts[0][1] + parts[1][1]
+
+
+# ---------------------------------------------------------------- §11.1 sealing
+def seal(storage_key, label, salt, pt):
+    okm = hkdf(salt, storage_key, b"hush seal v1" + label, 44)
+    return b"\x01" + salt + aead_seal(okm[:32], okm[32:], b"\x01" + label, pt)
+
+
+def unseal(storage_key, label, blob):
+    if len(blob) < 49:
+        raise HushError("Malformed")
+    if blob[0] != 1:
+        raise HushError("UnsupportedVersion")
+    okm = hkdf(blob[1:33], storage_key, b"hush seal v1" + label, 44)
+    return aead_open(okm[:32], okm[32:], b"\x01" + label, blob[33:], cls="Decrypt")
+
+
+# ---------------------------------------------------------------- §9 / §13 protobuf
+# A field is (number, name, kind, options).  kind: "u32", "u64" (varints), "bytes", or a
+# message type name.  options: "opt" (proto3 optional: present iff set), "rep" (repeated),
+# "oneof", "ik" (identity key, §3), an int n (bytes of exactly n), "ct" (>= 16 bytes),
+# "req" (message field that must be present), "ver" (must be 1), "role" (0 or 1), or a
+# message name: a bytes field holding that message's canonical encoding (signed or
+# authenticated as-is, e.g. the header bytes of §7.4), which is decoded strictly too.
+S = {
+    "Header": [(1, "version", "u32", "ver"), (2, "ratchet_key", "bytes", 32),
+               (3, "previous_chain_length", "u32", ""), (4, "message_number", "u32", "")],
+    "RatchetMessage": [(1, "header", "bytes", "Header"), (2, "ciphertext", "bytes", "ct")],
+    "SessionMessage": [(1, "ratchet", "RatchetMessage", "oneof"), (2, "prekey", "PrekeyMessage", "oneof")],
+    "PrekeyMessage": [(1, "version", "u32", "ver"), (2, "identity_key", "bytes", "ik"),
+                      (3, "base_key", "bytes", 32), (4, "signed_prekey_id", "u32", ""),
+                      (5, "one_time_prekey_id", "u32", "opt"), (6, "message", "RatchetMessage", "req")],
+    "PrekeyBundle": [(1, "version", "u32", "ver"), (2, "identity_key", "bytes", "ik"),
+                     (3, "signed_prekey_id", "u32", ""), (4, "signed_prekey", "bytes", 32),
+                     (5, "signed_prekey_signature", "bytes", 64), (6, "one_time_prekey", "OneTimePrekey", "")],
+    "OneTimePrekey": [(1, "id", "u32", ""), (2, "key", "bytes", 32)],
+    "GroupMessageContent": [(1, "version", "u32", "ver"), (2, "group_id", "bytes", 32),
+                            (3, "sender", "bytes", "ik"), (4, "epoch", "u64", ""), (5, "chain_id", "u32", ""),
+                            (6, "iteration", "u32", ""), (7, "ciphertext", "bytes", "ct")],
+    "GroupMessage": [(1, "content", "bytes", "GroupMessageContent"), (2, "signature", "bytes", 64)],
+    "SenderKeyDistribution": [(1, "version", "u32", "ver"), (2, "group_id", "bytes", 32), (3, "epoch", "u64", ""),
+                              (4, "chain_id", "u32", ""), (5, "iteration", "u32", ""),
+                              (6, "chain_key", "bytes", 32), (7, "signing_key", "bytes", 32)],
+    "Member": [(1, "identity_key", "bytes", "ik"), (2, "role", "u32", "role")],
+    "Create": [(1, "members", "Member", "rep")],
+    "Leave": [],
+    "ControlContent": [(1, "version", "u32", "ver"), (2, "group_id", "bytes", 32), (3, "epoch", "u64", ""),
+                       (4, "parent", "bytes", 32), (5, "signer", "bytes", "ik"),
+                       (6, "create", "Create", "oneof"), (7, "add", "Member", "oneof"),
+                       (8, "remove", "bytes", "oneof ik"), (9, "leave", "Leave", "oneof"),
+                       (10, "promote", "bytes", "oneof ik"), (11, "demote", "bytes", "oneof ik")],
+    "ControlMessage": [(1, "content", "bytes", "ControlContent"), (2, "signature", "bytes", 64)],
+    "GroupInfoContent": [(1, "version", "u32", "ver"), (2, "group_id", "bytes", 32), (3, "epoch", "u64", ""),
+                         (4, "head", "bytes", 32), (5, "members", "Member", "rep"), (6, "signer", "bytes", "ik")],
+    "GroupInfo": [(1, "content", "bytes", "GroupInfoContent"), (2, "signature", "bytes", 64)],
+}
+MAX_MESSAGE_LEN = 262144 + 1024
+MAX_GROUP_WIRE = 512 * 1024
+MAX_LEN = {"SessionMessage": MAX_MESSAGE_LEN, "PrekeyBundle": MAX_MESSAGE_LEN}
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def read_varint(data, pos):
+    n = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise HushError("Decode", "truncated or overlong varint")
+        b = data[pos]
+        n, pos, shift = n | (b & 0x7F) << shift, pos + 1, shift + 7
+        if not b & 0x80:
+            if n >= 1 << 64:
+                raise HushError("Decode", "varint over 64 bits")
+            return n, pos
+
+
+def encode(t, msg):
+    """Canonical encoding (§9): increasing field order, defaults omitted, minimal varints."""
+    out = b""
+    for num, name, kind, opts in S[t]:
+        if name not in msg or msg[name] is None:
+            continue
+        for v in (msg[name] if "rep" in str(opts) else [msg[name]]):
+            if kind in ("u32", "u64"):
+                if v == 0 and "opt" not in str(opts):
+                    continue
+                out += bytes([num << 3]) + varint(v)
+            else:
+                if kind != "bytes":
+                    v = encode(kind, v)          # message field: present whenever set
+                elif v == b"" and "opt" not in str(opts) and "oneof" not in str(opts):
+                    continue
+                out += bytes([num << 3 | 2]) + varint(len(v)) + v
+    return out
+
+
+def parse(t, data):
+    """Generic strict parse: known fields, increasing order, right wire types."""
+    fields, out, pos, last = {f[0]: f for f in S[t]}, {}, 0, 0
+    while pos < len(data):
+        key, pos = read_varint(data, pos)
+        num, wt = key >> 3, key & 7
+        if num not in fields:
+            raise HushError("Decode", f"{t}: unknown field {num}")
+        _, name, kind, opts = fields[num]
+        rep = "rep" in str(opts)
+        if num < last or (num == last and not rep):
+            raise HushError("Decode", f"{t}: field {num} out of order or repeated")
+        last = num
+        if wt != (0 if kind in ("u32", "u64") else 2):
+            raise HushError("Decode", f"{t}: wrong wire type for field {num}")
+        v, pos = read_varint(data, pos)
+        if kind in ("u32", "u64"):
+            if kind == "u32" and v >= 1 << 32:
+                raise HushError("Decode", f"{t}.{name} over u32")
+        else:
+            if pos + v > len(data):
+                raise HushError("Decode", f"{t}.{name} truncated")
+            v, pos = data[pos:pos + v], pos + v
+            if kind != "bytes":
+                v = parse(kind, v)
+        if rep:
+            out.setdefault(name, []).append(v)
+        else:
+            out[name] = v
+    return out
+
+
+def validate(t, msg):
+    """The semantic checks of §9 and §13 on a parsed message."""
+    oneofs = 0
+    for num, name, kind, opts in S[t]:
+        opts = str(opts)
+        v = msg.get(name)
+        oneofs += "oneof" in opts and v is not None
+        if "ver" in opts and v != 1:
+            raise HushError("Decode", f"{t}: unsupported version {v}")
+        if "req" in opts and v is None:
+            raise HushError("Decode", f"{t}.{name} missing")
+        if "role" in opts and (v or 0) > 1:
+            raise HushError("Decode", f"{t}: unknown role {v}")
+        if kind == "bytes" and (v is not None or "oneof" not in opts):
+            v = v or b""
+            if opts.isdigit() and len(v) != int(opts):
+                raise HushError("Decode", f"{t}.{name} is {len(v)} bytes, not {opts}")
+            if "ik" in opts:
+                check_identity_key(v)
+            if "ct" in opts and len(v) < 16:
+                raise HushError("Decode", f"{t}.{name} shorter than a tag")
+            if opts in S:
+                decode(opts, v)
+        if kind not in ("u32", "u64", "bytes") and v is not None:
+            for sub in (v if "rep" in opts else [v]):
+                validate(kind, sub)
+    if any("oneof" in str(f[3]) for f in S[t]) and oneofs != 1:
+        raise HushError("Decode", f"{t}: needs exactly one of its oneof fields, has {oneofs}")
+
+
+def decode(t, data):
+    """Strict decoder: parse, then require the input to be THE canonical encoding."""
+    if len(data) > MAX_LEN.get(t, MAX_GROUP_WIRE):
+        raise HushError("Decode", "too long")
+    msg = parse(t, data)
+    if encode(t, msg) != data:
+        raise HushError("Decode", f"{t}: not the canonical encoding")
+    validate(t, msg)
+    return msg
+
+
+# ---------------------------------------------------------------- verifier bookkeeping
+class Checker:
+    def __init__(self):
+        self.passed = self.failed = 0
+
+    def eq(self, what, want, got):
+        if want == got:
+            self.passed += 1
+        else:
+            self.failed += 1
+            fmt = lambda x: x.hex() if isinstance(x, bytes) else repr(x)
+            print(f"  FAIL {what}: expected {fmt(want)}, got {fmt(got)}")
+
+    def fail(self, what, why):
+        self.failed += 1
+        print(f"  FAIL {what}: {why}")
+
+    def refuses(self, what, want_cls, fn, state_fn=None):
+        """fn() must raise HushError(want_cls) and leave state_fn() unchanged."""
+        before = copy.deepcopy(state_fn()) if state_fn else None
+        try:
+            fn()
+            self.fail(what, f"accepted, expected {want_cls}")
+        except HushError as e:
+            self.eq(what + " error", want_cls, e.cls)
+        if state_fn:
+            self.eq(what + " state unchanged", True, state_fn() == before)
+
+
+def h(x):
+    return None if x is None else bytes.fromhex(x)
+
+
+def from_json(t, obj):
+    """Convert a wire.json `fields` object into the dict form used by encode()."""
+    out = {}
+    for num, name, kind, opts in S[t]:
+        if name not in obj:
+            continue
+        v = obj[name]
+        conv = (lambda x: x) if kind in ("u32", "u64") else h if kind == "bytes" else (lambda x, k=kind: from_json(k, x))
+        out[name] = [conv(x) for x in v] if "rep" in str(opts) else conv(v)
+    unknown = set(obj) - {f[1] for f in S[t]}
+    if unknown:
+        raise ValueError(f"{t}: unknown field names in vector: {sorted(unknown)}")
+    return out
+
+
+def normal(t, msg):
+    """Fill the implicit defaults of plain fields, so that {"role": 0} equals {}."""
+    out = {}
+    for num, name, kind, opts in S[t]:
+        v, opts = msg.get(name), str(opts)
+        if v is None and not any(o in opts for o in ("opt", "oneof")) and kind not in S:
+            v = [] if "rep" in opts else b"" if kind == "bytes" else 0
+        if kind in S and v is not None:
+            v = [normal(kind, x) for x in v] if "rep" in opts else normal(kind, v)
+        if v is not None:
+            out[name] = v
+    return out
+
+
+# ---------------------------------------------------------------- simple files
+def check_identity(c, v):
+    for i, e in enumerate(v["identities"]):
+        seed = h(e["seed"])
+        pub = ed_public(seed)
+        c.eq(f"identities[{i}].ed25519_public", h(e["ed25519_public"]), pub)
+        c.eq(f"identities[{i}].x25519_public", h(e["x25519_public"]), ed_to_x25519_public(pub))
+        c.eq(f"identities[{i}].x25519_private", h(e["x25519_private"]), ed_to_x25519_private(seed))
+        # the map must agree with X25519 applied to the derived private scalar
+        c.eq(f"identities[{i}] map consistency", ed_to_x25519_public(pub), x_public(ed_to_x25519_private(seed)))
+    for i, e in enumerate(v["safety_numbers"]):
+        args = [h(e[k]) for k in ("id_a", "key_a", "id_b", "key_b")]
+        digits, scan = safety_number(*args)
+        c.eq(f"safety_numbers[{i}].digits", e["digits"], digits)
+        c.eq(f"safety_numbers[{i}].scannable", h(e["scannable"]), scan)
+        c.eq(f"safety_numbers[{i}] symmetric", (digits, scan), safety_number(*args[2:], *args[:2]))
+    for i, e in enumerate(v["invalid_identity_keys"]):
+        c.refuses(f"invalid_identity_keys[{i}] ({e.get('reason')})", e["error"], lambda: check_identity_key(h(e["key"])))
+
+
+def check_kdf(c, v):
+    for i, e in enumerate(v["root_kdf"]):
+        c.eq(f"root_kdf[{i}]", (h(e["rk_out"]), h(e["ck_out"])), kdf_rk(h(e["rk"]), h(e["dh"])))
+    for i, e in enumerate(v["chain_kdf"]):
+        c.eq(f"chain_kdf[{i}]", (h(e["ck_out"]), h(e["mk"])), kdf_ck(h(e["ck"])))
+    for i, e in enumerate(v["message_keys"]):
+        c.eq(f"message_keys[{i}]", (h(e["key"]), h(e["nonce"])), message_keys(h(e["mk"]), e["info"].encode()))
+
+
+def check_seal(c, v):
+    for i, e in enumerate(v["cases"]):
+        key, label = h(e["storage_key"]), e["label"].encode()
+        blob = seal(key, label, h(e["salt"]), h(e["plaintext"]))
+        c.eq(f"seal.cases[{i}].blob", h(e["blob"]), blob)
+        c.eq(f"seal.cases[{i}] opens", h(e["plaintext"]), unseal(key, label, h(e["blob"])))
+    for i, e in enumerate(v["invalid"]):
+        c.refuses(f"seal.invalid[{i}]", e["error"], lambda: unseal(h(e["storage_key"]), e["label"].encode(), h(e["blob"])))
+
+
+def check_wire(c, v):
+    for i, e in enumerate(v["valid"]):
+        t, want = e["type"], h(e["bytes"])
+        fields = from_json(t, e["fields"])
+        c.eq(f"wire.valid[{i}] {t} encode", want, encode(t, fields))
+        try:
+            c.eq(f"wire.valid[{i}] {t} decode", normal(t, fields), normal(t, decode(t, want)))
+        except HushError as err:
+            c.fail(f"wire.valid[{i}] {t} decode", f"refused: {err}")
+    for i, e in enumerate(v["invalid"]):
+        c.refuses(f"wire.invalid[{i}] {e['type']} ({e.get('reason')})", e["error"], lambda: decode(e["type"], h(e["bytes"])))
+
+
+# ---------------------------------------------------------------- §5, §6 X3DH
+def make_bundle(ik_seed, spk_id, spk_priv, opk_id, opk_priv):
+    spk = x_public(spk_priv)
+    signed = b"hush signed prekey v1" + u32be(spk_id) + spk
+    sig = sign(ik_seed, signed)
+    bundle = {"version": 1, "identity_key": ed_public(ik_seed), "signed_prekey_id": spk_id,
+              "signed_prekey": spk, "signed_prekey_signature": sig}
+    if opk_priv is not None:
+        bundle["one_time_prekey"] = {"id": opk_id, "key": x_public(opk_priv)}
+    return signed, sig, encode("PrekeyBundle", bundle)
+
+
+def open_bundle(data):
+    """§5.2: decode and verify a bundle before use."""
+    b = decode("PrekeyBundle", data)
+    signed = b"hush signed prekey v1" + u32be(b.get("signed_prekey_id", 0)) + b["signed_prekey"]
+    if not verify(b["identity_key"], signed, b["signed_prekey_signature"]):
+        raise HushError("InvalidSignature", "signed prekey signature")
+    return b
+
+
+def x3dh_initiator(ik_a_seed, bundle, ek_priv):
+    """Returns (dh list, SK, AD) from Alice's side."""
+    ik_b = bundle["identity_key"]
+    spk = bundle["signed_prekey"]
+    dhs = [dh(ed_to_x25519_private(ik_a_seed), spk), dh(ek_priv, ed_to_x25519_public(ik_b)), dh(ek_priv, spk)]
+    if "one_time_prekey" in bundle:
+        dhs.append(dh(ek_priv, bundle["one_time_prekey"]["key"]))
+    sk = hkdf(bytes(32), b"\xff" * 32 + b"".join(dhs), b"hush X3DH v1", 32)
+    return dhs, sk, ed_public(ik_a_seed) + ik_b
+
+
+def check_x3dh(c, v):
+    for i, e in enumerate(v["cases"]):
+        w = f"x3dh.cases[{i}]"
+        opk_priv = h(e["opk_private"])
+        signed, sig, bundle = make_bundle(h(e["ik_b_seed"]), e["spk_id"], h(e["spk_private"]), e["opk_id"], opk_priv)
+        c.eq(w + ".ik_a", h(e["ik_a"]), ed_public(h(e["ik_a_seed"])))
+        c.eq(w + ".ik_b", h(e["ik_b"]), ed_public(h(e["ik_b_seed"])))
+        c.eq(w + ".spk", h(e["spk"]), x_public(h(e["spk_private"])))
+        c.eq(w + ".opk", h(e["opk"]), opk_priv and x_public(opk_priv))
+        c.eq(w + ".ek", h(e["ek"]), x_public(h(e["ek_private"])))
+        c.eq(w + ".spk_signed_message", h(e["spk_signed_message"]), signed)
+        c.eq(w + ".spk_signature", h(e["spk_signature"]), sig)
+        c.eq(w + ".bundle", h(e["bundle"]), bundle)
+        dhs, sk, ad = x3dh_initiator(h(e["ik_a_seed"]), open_bundle(h(e["bundle"])), h(e["ek_private"]))
+        c.eq(w + ".dh1..dh4", [h(e[k]) for k in ("dh1", "dh2", "dh3", "dh4")], dhs + [None] * (4 - len(dhs)))
+        c.eq(w + ".sk", h(e["sk"]), sk)
+        c.eq(w + ".ad", h(e["ad"]), ad)
+        # Bob's side (§6) must agree
+        ek, ik_a = x_public(h(e["ek_private"])), ed_public(h(e["ik_a_seed"]))
+        bob = [dh(h(e["spk_private"]), ed_to_x25519_public(ik_a)), dh(ed_to_x25519_private(h(e["ik_b_seed"])), ek),
+               dh(h(e["spk_private"]), ek)] + ([dh(opk_priv, ek)] if opk_priv else [])
+        c.eq(w + " responder agrees", dhs, bob)
+
+
+# ---------------------------------------------------------------- §7 Double Ratchet
+MAX_MESSAGE_GAP, MAX_SKIPPED_KEYS, MAX_RECEIVER_CHAINS, MAX_PLAINTEXT_LEN = 1000, 2000, 5, 262144
+
+
+class Party:
+    """One side of a session.  `rand` is the recorded RNG output, consumed in order."""
+
+    def __init__(self, name, seed, rand):
+        self.name, self.seed, self.rand, self.ri = name, seed, rand, 0
+        self.s = None                              # session state (a plain dict), None before X3DH
+
+    def draw(self):
+        self.ri += 1
+        return self.rand[self.ri - 1]
+
+    def state(self):
+        return (self.s, self.ri)
+
+
+def alice_start(alice, bundle_bytes):
+    b = open_bundle(bundle_bytes)
+    ek = alice.draw()
+    dhs_list, sk, ad = x3dh_initiator(alice.seed, b, ek)
+    dhs = alice.draw()
+    dh0 = dh(dhs, b["signed_prekey"])
+    rk, cks = kdf_rk(sk, dh0)
+    opk = b.get("one_time_prekey")
+    alice.s = dict(ad=ad, rk=rk, dhs=dhs, cks=cks, ns=0, pn=0, chains=[], skipped=[], pending=True,
+                   params=(ed_public(alice.seed), x_public(ek), b.get("signed_prekey_id", 0), opk and opk.get("id", 0)))
+    return dict(sk=sk, ad=ad, dh=dh0, root_key=rk, sending_chain_key=cks)
+
+
+def ratchet_send(p, plaintext):
+    s = p.s
+    if len(plaintext) > MAX_PLAINTEXT_LEN:
+        raise HushError("TooLarge")
+    if s["ns"] >= 2**32 - 1:
+        raise HushError("ChainExhausted")
+    out = dict(chain_key=s["cks"], ratchet_key=x_public(s["dhs"]), pn=s["pn"], n=s["ns"])
+    s["cks"], mk = kdf_ck(s["cks"])
+    hdr = {"version": 1, "ratchet_key": out["ratchet_key"], "previous_chain_length": s["pn"], "message_number": s["ns"]}
+    out["header"] = encode("Header", hdr)
+    key, nonce = message_keys(mk)
+    out.update(message_key=mk, aead_key=key, aead_nonce=nonce, ad=s["ad"] + out["header"])
+    out["ciphertext"] = aead_seal(key, nonce, out["ad"], plaintext)
+    s["ns"] += 1
+    rm = {"header": out["header"], "ciphertext": out["ciphertext"]}
+    if s["pending"]:                               # §6: a PrekeyMessage until Alice has received
+        ik, base, spk_id, opk_id = s["params"]
+        pk = {"version": 1, "identity_key": ik, "base_key": base, "signed_prekey_id": spk_id,
+              "one_time_prekey_id": opk_id, "message": rm}
+        out["wire"] = encode("SessionMessage", {"prekey": pk})
+    else:
+        out["wire"] = encode("SessionMessage", {"ratchet": rm})
+    return out
+
+
+def skip_to(st, chain, until):
+    """Derive and store the keys of messages chain.nr .. until-1 as skipped (§7.4 step 4)."""
+    count = 0
+    while chain[2] < until:
+        chain[1], mk = kdf_ck(chain[1])
+        st["skipped"].append((chain[0], chain[2], mk))
+        chain[2] += 1
+        count += 1
+    del st["skipped"][:max(0, len(st["skipped"]) - MAX_SKIPPED_KEYS)]   # evict oldest first
+    return count
+
+
+def take_skipped(st, dhr, n):
+    for i, (k, m, mk) in enumerate(st["skipped"]):
+        if k == dhr and m == n:
+            del st["skipped"][i]
+            return mk
+    return None
+
+
+def ratchet_receive(p, s, rm):
+    """§7.4 on a copy of s; returns (new state, plaintext, ratchet-step info or None)."""
+    st = copy.deepcopy(s)
+    hdr = decode("Header", rm["header"])
+    dhr, pn, n = hdr["ratchet_key"], hdr.get("previous_chain_length", 0), hdr.get("message_number", 0)
+    ad = st["ad"] + rm["header"]                                      # header bytes as received (§8)
+    decrypt = lambda mk: aead_open(*message_keys(mk), ad, rm["ciphertext"])
+    chain = next((ch for ch in st["chains"] if ch[0] == dhr), None)
+    info = None
+    if chain is not None:                                             # step 1: known chain
+        if n < chain[2]:
+            mk = take_skipped(st, dhr, n)
+            if mk is None:
+                raise HushError("Duplicate")
+        else:
+            if n - chain[2] > MAX_MESSAGE_GAP:
+                raise HushError("TooFarAhead", f"gap {n - chain[2]}")
+            skip_to(st, chain, n)
+            chain[1], mk = kdf_ck(chain[1])
+            chain[2] = n + 1
+        pt = decrypt(mk)
+    elif any(k == dhr and m == n for k, m, _ in st["skipped"]):       # step 2: dropped chain
+        pt = decrypt(take_skipped(st, dhr, n))
+    else:                                                             # step 3: DH ratchet step
+        info = dict(previous_chain_skipped=0, root_key_before=st["rk"])
+        if st["chains"]:
+            cur = st["chains"][-1]
+            if pn - cur[2] > MAX_MESSAGE_GAP:
+                raise HushError("TooFarAhead", "previous chain")
+            info["previous_chain_skipped"] = skip_to(st, cur, pn)
+        info["dh_receiving"] = dh(st["dhs"], dhr, cls="InvalidRatchetKey")
+        rk1, ckr = kdf_rk(st["rk"], info["dh_receiving"])
+        info.update(root_key_mid=rk1, receiving_chain_key=ckr)
+        if n > MAX_MESSAGE_GAP:
+            raise HushError("TooFarAhead", f"gap {n}")
+        new = [dhr, ckr, 0]
+        skip_to(st, new, n)
+        new[1], mk = kdf_ck(new[1])
+        new[2] = n + 1
+        pt = decrypt(mk)
+        dhs_new = p.draw()                                            # only after success
+        info.update(new_ratchet_key=x_public(dhs_new), dh_sending=dh(dhs_new, dhr, cls="InvalidRatchetKey"))
+        rk2, cks = kdf_rk(rk1, info["dh_sending"])
+        info.update(root_key_after=rk2, sending_chain_key=cks)
+        st.update(pn=st["ns"], ns=0, dhs=dhs_new, rk=rk2, cks=cks)
+        st["chains"] = (st["chains"] + [new])[-MAX_RECEIVER_CHAINS:]
+    st["pending"] = False                                             # step 5
+    return st, pt, info
+
+
+def receive(p, bob_keys, wire):
+    """Full receive of a SessionMessage, committing only on success."""
+    msg = decode("SessionMessage", wire)
+    ri = p.ri
+    try:
+        if "prekey" in msg:
+            pk = msg["prekey"]
+            params = (pk["identity_key"], pk["base_key"], pk.get("signed_prekey_id", 0), pk.get("one_time_prekey_id"))
+            if p.s is not None:
+                if p.s["params"] != params:
+                    raise HushError("WrongSession")
+                s = p.s
+            else:                                  # Bob, §7.2: X3DH as responder, RK = SK, DHs = SPK_B
+                if bob_keys is None or params[2] != bob_keys["spk_id"] or (params[3] is not None and params[3] != bob_keys["opk_id"]):
+                    raise HushError("UnknownPrekey")   # not named by SPEC §7.6
+                ek, ik_a = pk["base_key"], pk["identity_key"]
+                dhs = [dh(bob_keys["spk"], ed_to_x25519_public(ik_a)), dh(ed_to_x25519_private(p.seed), ek),
+                       dh(bob_keys["spk"], ek)] + ([dh(bob_keys["opk"], ek)] if params[3] is not None else [])
+                sk = hkdf(bytes(32), b"\xff" * 32 + b"".join(dhs), b"hush X3DH v1", 32)
+                s = dict(ad=ik_a + ed_public(p.seed), rk=sk, dhs=bob_keys["spk"], cks=None, ns=0, pn=0,
+                         chains=[], skipped=[], pending=False, params=params)
+            rm = pk["message"]
+        else:
+            if p.s is None:
+                raise HushError("Authentication", "no session")
+            s, rm = p.s, msg["ratchet"]
+        st, pt, info = ratchet_receive(p, s, rm)
+    except HushError:
+        p.ri = ri                                   # nothing drawn on failure
+        raise
+    p.s = st
+    return pt, info
+
+
+def check_session(c, v):
+    for ti, t in enumerate(v["transcripts"]):
+        w = f"transcripts[{ti}]"
+        a, b = t["alice"], t["bob"]
+        alice = Party("alice", h(a["identity_seed"]), [h(x) for x in t["alice_random"]])
+        bob = Party("bob", h(b["identity_seed"]), [h(x) for x in t["bob_random"]])
+        bob_keys = dict(spk_id=b["spk_id"], spk=h(b["spk_private"]), opk_id=b["opk_id"], opk=h(b["opk_private"]))
+        _, _, bundle = make_bundle(bob.seed, b["spk_id"], bob_keys["spk"], b["opk_id"], bob_keys["opk"])
+        c.eq(w + ".bundle", h(t["bundle"]), bundle)
+        x = alice_start(alice, h(t["bundle"]))
+        for k in ("sk", "ad", "dh", "root_key", "sending_chain_key"):
+            c.eq(f"{w}.x3dh.{k}", h(t["x3dh"][k]), x[k])
+        parties, sends = {"alice": alice, "bob": bob}, {}
+        for ei, e in enumerate(t["events"]):
+            we = f"{w}.events[{ei}] {e['type']}"
+            try:
+                if e["type"] == "send":
+                    p = parties[e["from"]]
+                    out = ratchet_send(p, h(e["plaintext"]))
+                    c.eq(we + ".index", len(sends), e["index"])
+                    sends[e["index"]] = e
+                    for k in ("ratchet_key", "chain_key", "message_key", "aead_key", "aead_nonce", "header", "ad", "ciphertext", "wire"):
+                        c.eq(f"{we}.{k}", h(e[k]), out[k])
+                    c.eq(we + ".pn/n", (e["pn"], e["n"]), (out["pn"], out["n"]))
+                elif e["type"] == "receive":
+                    p = parties[e["to"]]
+                    pt, info = receive(p, bob_keys if p is bob else None, h(sends[e["message"]]["wire"]))
+                    c.eq(we + ".plaintext", h(e["plaintext"]), pt)
+                    want = e["ratchet_step"]
+                    if want is None or info is None:
+                        c.eq(we + ".ratchet_step", want is None, info is None)
+                    else:
+                        for k, val in want.items():
+                            c.eq(f"{we}.ratchet_step.{k}", val if isinstance(val, int) else h(val), info.get(k))
+                    c.eq(we + ".skipped_keys_after", e["skipped_keys_after"], len(p.s["skipped"]))
+                elif e["type"] == "reject":
+                    p = parties[e["to"]]
+                    c.refuses(f"{we} ({e.get('note')})", e["error"],
+                              lambda: receive(p, bob_keys if p is bob else None, h(e["wire"])), p.state)
+                elif e["type"] == "restore":
+                    p = parties[e["party"]]
+                    key, salt = h(t["storage_key"]), h(e["salt"])
+                    pt = unseal(key, b"session", h(e["sealed_state"]))
+                    c.eq(we + " reseal", h(e["sealed_state"]), seal(key, b"session", salt, pt))
+                    c.eq(we + ".root_key", p.s["rk"], proto_field(pt, 4))
+                else:
+                    c.fail(we, "unknown event type")
+            except HushError as err:
+                c.fail(we, f"unexpected refusal {err}")
+        for i, nb in enumerate(t.get("bundle_negative", [])):
+            c.refuses(f"{w}.bundle_negative[{i}] ({nb.get('note', '')})", nb["error"], lambda: open_bundle(h(nb["bundle"])))
+
+
+def proto_field(data, want):
+    """Non-canonical-tolerant lookup of a length-delimited field (for SessionState, §11.2)."""
+    pos = 0
+    while pos < len(data):
+        key, pos = read_varint(data, pos)
+        if key & 7 == 0:
+            _, pos = read_varint(data, pos)
+        elif key & 7 == 2:
+            n, pos = read_varint(data, pos)
+            if key >> 3 == want:
+                return data[pos:pos + n]
+            pos += n
+        else:
+            raise HushError("Decode", "unexpected wire type in state")
+    return None
+
+
+# ---------------------------------------------------------------- §13 groups
+MAX_OLD_CHAINS, MAX_GROUP_SKIPPED, MAX_MEMBERS = 4, 2000, 256
+
+
+class GMember:
+    def __init__(self, name, seed):
+        self.name, self.seed, self.ik = name, seed, ed_public(seed)
+        self.g = None        # group state; None until create / group info
+        self.mine = None     # own sending chain: dict(id, it, ck, seed)
+        self.old_ids = []    # chain ids this member used before
+
+    def state(self):
+        return (self.g, self.mine)
+
+
+def new_group_state(gid, epoch, head, members, applied):
+    return dict(gid=gid, epoch=epoch, head=head, members=members, removed=[], applied=applied,
+                chains={}, skipped={}, rotate=False)
+
+
+def check_sender(g, sender, epoch):
+    """§13.3 step 3 (also used for distributions, §13.4)."""
+    if sender not in g["members"]:
+        if sender in g["removed"]:
+            raise HushError("RemovedMember")
+        if epoch > g["epoch"]:
+            raise HushError("FromFutureEpoch")
+        raise HushError("NotAMember")
+
+
+def accept_distribution(m, from_ik, data, limits):
+    d = decode("SenderKeyDistribution", data)
+    g = copy.deepcopy(m.g)
+    if d["group_id"] != g["gid"]:
+        raise HushError("WrongGroup")
+    if from_ik == m.ik:
+        raise HushError("FromSelf")
+    check_sender(g, from_ik, d.get("epoch", 0))
+    chains = g["chains"].setdefault(from_ik, [])
+    if any(ch["id"] == d.get("chain_id", 0) for ch in chains):
+        raise HushError("Duplicate")
+    it = d.get("iteration", 0)
+    chains.append(dict(id=d.get("chain_id", 0), first=it, n=it, ck=d["chain_key"], spk=d["signing_key"]))
+    while len(chains) > 1 + limits["max_old_chains"]:
+        gone = chains.pop(0)["id"]
+        g["skipped"][from_ik] = [k for k in g["skipped"].get(from_ik, []) if k[0] != gone]
+    m.g = g
+
+
+def group_receive(m, data, limits):
+    """§13.3 receiving, checks in the stated order, committing only after AEAD success."""
+    msg = decode("GroupMessage", data)                                  # 1
+    cbytes = msg["content"]
+    content = decode("GroupMessageContent", cbytes)
+    g = copy.deepcopy(m.g)
+    sender, epoch = content["sender"], content.get("epoch", 0)
+    cid, it = content.get("chain_id", 0), content.get("iteration", 0)
+    if content["group_id"] != g["gid"]:                                 # 2
+        raise HushError("WrongGroup")
+    if sender == m.ik:
+        raise HushError("FromSelf")
+    check_sender(g, sender, epoch)                                      # 3
+    chain = next((ch for ch in g["chains"].get(sender, []) if ch["id"] == cid), None)
+    if chain is None:                                                   # 4
+        raise HushError("UnknownChain")
+    if not verify(chain["spk"], b"hush group message v1" + cbytes, msg["signature"]):
+        raise HushError("BadSignature")                                 # 5
+    skipped = g["skipped"].setdefault(sender, [])
+    if it < chain["first"]:                                             # 6
+        raise HushError("KeyUnavailable")
+    if it < chain["n"]:
+        idx = next((i for i, k in enumerate(skipped) if k[:2] == (cid, it)), None)
+        if idx is None:
+            raise HushError("Duplicate")
+        mk = skipped.pop(idx)[2]
+    else:
+        if it - chain["n"] > limits["max_forward_jump"]:
+            raise HushError("TooFarAhead")
+        while chain["n"] < it:
+            chain["ck"], k = kdf_ck(chain["ck"])
+            skipped.append((cid, chain["n"], k))
+            chain["n"] += 1
+        chain["ck"], mk = kdf_ck(chain["ck"])
+        chain["n"] = it + 1
+        del skipped[:max(0, len(skipped) - limits["max_skipped_keys"])]
+    key, nonce = message_keys(mk, b"hush group keys v1")
+    ad = g["gid"] + sender + epoch.to_bytes(8, "big") + u32be(cid) + u32be(it)
+    pt = aead_open(key, nonce, ad, content["ciphertext"])               # 7
+    m.g = g
+    return pt
+
+
+def members_list(members):
+    return [{"identity_key": k, "role": members[k]} for k in sorted(members)]
+
+
+def control_content(gid, epoch, parent, signer, action):
+    return {"version": 1, "group_id": gid, "epoch": epoch, "parent": parent, "signer": signer, **action}
+
+
+def apply_control(m, data, limits):
+    """§13.5 applying a change, checks in the stated order."""
+    cm = decode("ControlMessage", data)
+    cbytes = cm["content"]
+    c = decode("ControlContent", cbytes)
+    digest = hashlib.sha256(cbytes).digest()
+    g = copy.deepcopy(m.g)
+    epoch, signer = c.get("epoch", 0), c["signer"]
+    if c["group_id"] != g["gid"]:                                       # 1
+        raise HushError("WrongGroup")
+    if not verify(signer, b"hush group control v1" + cbytes, cm["signature"]):
+        raise HushError("BadSignature")
+    if epoch <= g["epoch"]:                                             # 2
+        if (epoch, digest) in g["applied"]:
+            raise HushError("Replayed")
+        raise HushError("Conflicting" if epoch == g["epoch"] else "Stale")
+    if epoch > g["epoch"] + 1:                                          # 3
+        raise HushError("FromFuture")
+    if c["parent"] != g["head"]:                                        # 4
+        raise HushError("Conflicting")
+    mem = g["members"]                                                  # 5
+    if "create" in c:
+        raise HushError("MisplacedCreate")
+    need_admin = "leave" not in c
+    if signer not in mem or (need_admin and mem[signer] != 1):
+        raise HushError("Unauthorized")
+    new, gone = dict(mem), None
+    if "add" in c:
+        target = c["add"]["identity_key"]
+        if target in mem:
+            raise HushError("AlreadyMember")
+        if len(mem) + 1 > limits["max_members"]:
+            raise HushError("GroupFull")
+        new[target] = c["add"].get("role", 0)
+    elif "leave" in c:
+        gone = signer
+    else:
+        target = c.get("remove") or c.get("promote") or c.get("demote")
+        if target not in mem:
+            raise HushError("NotAMember")
+        if "remove" in c:
+            gone = target
+        elif mem[target] == (1 if "promote" in c else 0):
+            raise HushError("RoleUnchanged")
+        else:
+            new[target] = 1 if "promote" in c else 0
+    if gone is not None:
+        del new[gone]
+    if new and 1 not in new.values():
+        raise HushError("LastAdmin")
+    if "remove" in c and gone == signer:
+        raise HushError("RemoveSelf")
+    g.update(members=new, epoch=epoch, head=digest)                     # 6
+    g["applied"] = (g["applied"] + [(epoch, digest)])[-64:]
+    if gone is not None:
+        g["chains"].pop(gone, None)
+        g["skipped"].pop(gone, None)
+        g["removed"] = (g["removed"] + [gone])[-1024:]
+        g["rotate"] = True
+    m.g = g
+    return c
+
+
+def check_group(c, v):
+    gid = h(v["group_id"])
+    lim = dict(max_forward_jump=v.get("max_forward_jump", 2000), max_skipped_keys=v.get("max_skipped_keys", MAX_GROUP_SKIPPED),
+               max_old_chains=v.get("max_old_chains", MAX_OLD_CHAINS), max_members=v.get("max_members", MAX_MEMBERS))
+    ms = {}
+    for e in v["members"]:
+        ms[e["name"]] = GMember(e["name"], h(e["identity_seed"]))
+        c.eq(f"members.{e['name']}.identity_key", h(e["identity_key"]), ms[e["name"]].ik)
+    sends = {}
+    for ei, e in enumerate(v["events"]):
+        we, typ = f"group.events[{ei}] {e['type']}", e["type"]
+        try:
+            if typ == "create":
+                by = ms[e["by"]]
+                roles = {ms[x["name"]].ik: x["role"] for x in e["members"]}
+                content = control_content(gid, 0, bytes(32), by.ik, {"create": {"members": members_list(roles)}})
+                emit_control(c, we, e, by, content)
+                for x in e["members"]:
+                    start_from_create(ms[x["name"]], h(e["control"]), lim)
+            elif typ == "chain":
+                m = ms[e["member"]]
+                if m.mine is None or m.mine["id"] != e["chain_id"]:    # a new chain (§13.2): iteration 0
+                    c.eq(we + " chain id non-zero and not recent", True, e["chain_id"] not in [0] + m.old_ids)
+                    m.mine = dict(id=e["chain_id"], it=0, ck=h(e["chain_key"]), seed=h(e["signing_seed"]))
+                    m.old_ids.append(e["chain_id"])
+                    m.g["rotate"] = False
+                else:                                                  # the current chain, re-sent to a newcomer
+                    c.eq(we + " no rotation pending when re-sending a chain", False, m.g["rotate"])
+                c.eq(we + ".epoch", m.g["epoch"], e["epoch"])
+                c.eq(we + ".chain_key", h(e["chain_key"]), m.mine["ck"])
+                c.eq(we + ".signing_key", h(e["signing_key"]), ed_public(m.mine["seed"]))
+                dist = encode("SenderKeyDistribution", {"version": 1, "group_id": gid, "epoch": m.g["epoch"],
+                              "chain_id": m.mine["id"], "iteration": m.mine["it"], "chain_key": m.mine["ck"],
+                              "signing_key": ed_public(m.mine["seed"])})
+                c.eq(we + ".distribution", h(e["distribution"]), dist)
+                for r in e["recipients"]:
+                    accept_distribution(ms[r], m.ik, h(e["distribution"]), lim)
+            elif typ == "send":
+                m = ms[e["from"]]
+                c.eq(we + " sender rotated after a removal", False, m.g["rotate"])
+                ch = m.mine
+                c.eq(we + ".index", len(sends), e["index"])
+                sends[e["index"]] = e
+                c.eq(we + ".epoch/chain_id/iteration", (m.g["epoch"], ch["id"], ch["it"]), (e["epoch"], e["chain_id"], e["iteration"]))
+                c.eq(we + ".chain_key", h(e["chain_key"]), ch["ck"])
+                ck, mk = kdf_ck(ch["ck"])
+                key, nonce = message_keys(mk, b"hush group keys v1")
+                ad = gid + m.ik + m.g["epoch"].to_bytes(8, "big") + u32be(ch["id"]) + u32be(ch["it"])
+                ct = aead_seal(key, nonce, ad, h(e["plaintext"]))
+                content = {"version": 1, "group_id": gid, "sender": m.ik, "epoch": m.g["epoch"], "chain_id": ch["id"],
+                           "iteration": ch["it"], "ciphertext": ct}
+                cbytes = encode("GroupMessageContent", content)
+                sig = sign(ch["seed"], b"hush group message v1" + cbytes)
+                for k, val in (("message_key", mk), ("aead_key", key), ("aead_nonce", nonce), ("ad", ad), ("ciphertext", ct),
+                               ("content", cbytes), ("signature", sig),
+                               ("message", encode("GroupMessage", {"content": cbytes, "signature": sig}))):
+                    c.eq(f"{we}.{k}", h(e[k]), val)
+                ch["ck"], ch["it"] = ck, ch["it"] + 1
+            elif typ == "receive":
+                pt = group_receive(ms[e["to"]], h(sends[e["message"]]["message"]), lim)
+                c.eq(we + ".plaintext", h(e["plaintext"]), pt)
+            elif typ == "control":
+                by = ms[e["by"]]
+                act = e["action"]
+                tgt = ms[e["target"]].ik if e.get("target") else None
+                action = {"add": lambda: {"add": {"identity_key": tgt, "role": e.get("role") or 0}},
+                          "leave": lambda: {"leave": {}}}.get(act, lambda: {act: tgt})()
+                c.eq(we + ".epoch", by.g["epoch"] + 1, e["epoch"])
+                c.eq(we + ".parent", h(e["parent"]), by.g["head"])
+                emit_control(c, we, e, by, control_content(gid, by.g["epoch"] + 1, by.g["head"], by.ik, action))
+                for name in e["applied_by"]:
+                    apply_control(ms[name], h(e["control"]), lim)
+                    c.eq(f"{we} applied by {name}: head", h(e["digest"]), ms[name].g["head"])
+            elif typ == "group_info":
+                by, new = ms[e["by"]], ms[e["for"]]
+                content = {"version": 1, "group_id": gid, "epoch": by.g["epoch"], "head": by.g["head"],
+                           "members": members_list(by.g["members"]), "signer": by.ik}
+                cbytes = encode("GroupInfoContent", content)
+                sig = sign(by.seed, b"hush group info v1" + cbytes)
+                c.eq(we + ".content", h(e["content"]), cbytes)
+                c.eq(we + ".signature", h(e["signature"]), sig)
+                c.eq(we + ".group_info", h(e["group_info"]), encode("GroupInfo", {"content": cbytes, "signature": sig}))
+                accept_group_info(new, by.ik, h(e["group_info"]))
+                c.eq(we + " newcomer state", (by.g["epoch"], by.g["head"], by.g["members"]),
+                     (new.g["epoch"], new.g["head"], new.g["members"]))
+            elif typ == "reject_message":
+                m = ms[e["to"]]
+                c.refuses(f"{we} ({e.get('note')})", e["error"], lambda: group_receive(m, h(e["message"]), lim), m.state)
+            elif typ == "reject_control":
+                m = ms[e["to"]]
+                c.refuses(f"{we} ({e.get('note')})", e["error"], lambda: apply_control(m, h(e["control"]), lim), m.state)
+            else:
+                c.fail(we, "unknown event type")
+        except HushError as err:
+            c.fail(we, f"unexpected refusal {err}")
+
+
+def emit_control(c, we, e, by, content):
+    """Recompute content, signature, control message and digest of a control event."""
+    cbytes = encode("ControlContent", content)
+    sig = sign(by.seed, b"hush group control v1" + cbytes)
+    c.eq(we + ".content", h(e["content"]), cbytes)
+    c.eq(we + ".signature", h(e["signature"]), sig)
+    c.eq(we + ".control", h(e["control"]), encode("ControlMessage", {"content": cbytes, "signature": sig}))
+    c.eq(we + ".digest", h(e["digest"]), hashlib.sha256(cbytes).digest())
+
+
+def start_from_create(m, data, limits):
+    """§13.5 Create: epoch 0, zero parent, sorted unique members, signer an admin, us listed."""
+    cm = decode("ControlMessage", data)
+    cbytes = cm["content"]
+    c = decode("ControlContent", cbytes)
+    keys = [x["identity_key"] for x in c.get("create", {}).get("members", [])]
+    roles = {x["identity_key"]: x.get("role", 0) for x in c.get("create", {}).get("members", [])}
+    if not verify(c["signer"], b"hush group control v1" + cbytes, cm["signature"]):
+        raise HushError("BadSignature")
+    if "create" not in c or c.get("epoch", 0) != 0 or c["parent"] != bytes(32):
+        raise HushError("MisplacedCreate")
+    if keys != sorted(set(keys)) or len(keys) > limits["max_members"] or roles.get(c["signer"]) != 1 or m.ik not in roles:
+        raise HushError("InvalidCreate")           # class not named by SPEC §13.5
+    digest = hashlib.sha256(cbytes).digest()
+    m.g = new_group_state(c["group_id"], 0, digest, roles, [(0, digest)])
+
+
+def accept_group_info(m, from_ik, data):
+    """§13.6: signer is who sent it, an admin in the list; signature verifies; we are listed."""
+    gi = decode("GroupInfo", data)
+    c = decode("GroupInfoContent", gi["content"])
+    roles = {x["identity_key"]: x.get("role", 0) for x in c.get("members", [])}
+    if c["signer"] != from_ik or roles.get(c["signer"]) != 1 or m.ik not in roles:
+        raise HushError("Unauthorized")            # class not named by SPEC §13.6
+    if not verify(c["signer"], b"hush group info v1" + gi["content"], gi["signature"]):
+        raise HushError("BadSignature")
+    # the newcomer did not apply the change that produced `head`; it remembers it so that a
+    # replay of that change is classed as Replayed (SPEC is silent, see the report).
+    m.g = new_group_state(c["group_id"], c.get("epoch", 0), c["head"], roles, [(c.get("epoch", 0), c["head"])])
+
+
+# ---------------------------------------------------------------- main
+FILES = [("identity.json", check_identity), ("kdf.json", check_kdf), ("x3dh.json", check_x3dh),
+         ("seal.json", check_seal), ("wire.json", check_wire), ("session.json", check_session),
+         ("group.json", check_group)]
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    vdir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "..", "vectors")
+    total_p = total_f = 0
+    for name, fn in FILES:
+        c = Checker()
+        try:
+            with open(os.path.join(vdir, name)) as f:
+                fn(c, json.load(f))
+        except Exception:                           # a crash is a failure of this file
+            traceback.print_exc()
+            c.failed += 1
+        print(f"{name}: {c.passed} checks passed" + (f", {c.failed} failed" if c.failed else ""))
+        total_p, total_f = total_p + c.passed, total_f + c.failed
+    print(f"{total_p} passed, {total_f} failed")
+    return 1 if total_f else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
