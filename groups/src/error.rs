@@ -68,9 +68,12 @@ pub enum InvalidChange {
     /// Promoting an admin, or demoting a member.
     #[error("the member already has that role")]
     RoleUnchanged,
-    /// A create message listing a member twice.
-    #[error("duplicate member in create")]
+    /// A member list naming a member twice.
+    #[error("duplicate member in the member list")]
     DuplicateMember,
+    /// A member list not in ascending order of identity key bytes.
+    #[error("member list is not sorted")]
+    UnsortedMembers,
     /// A create message whose signer is not an admin in it, or that is empty.
     #[error("create must list its signer as an admin")]
     CreatorNotAdmin,

@@ -66,7 +66,8 @@ impl Membership {
             .count()
     }
 
-    /// Validates a create change's member list into a members map.
+    /// Validates a create change's (or group info's) member list into a members map: at most
+    /// `max_members`, in strictly ascending order of identity key bytes, the signer an admin.
     pub(crate) fn from_create(
         signer: &IdentityPublicKey,
         list: &[(IdentityPublicKey, Role)],
@@ -76,10 +77,16 @@ impl Membership {
             return Err(InvalidChange::GroupFull { max: max_members });
         }
         let mut members = BTreeMap::new();
+        let mut previous: Option<[u8; 32]> = None;
         for (k, r) in list {
-            if members.insert(k.to_bytes(), (*k, *r)).is_some() {
-                return Err(InvalidChange::DuplicateMember);
+            let bytes = k.to_bytes();
+            match previous {
+                Some(p) if p == bytes => return Err(InvalidChange::DuplicateMember),
+                Some(p) if p > bytes => return Err(InvalidChange::UnsortedMembers),
+                _ => {}
             }
+            previous = Some(bytes);
+            members.insert(bytes, (*k, *r));
         }
         match members.get(signer.as_bytes()) {
             Some((_, Role::Admin)) => Ok(members),

@@ -629,3 +629,74 @@ fn message_from_a_never_member_is_refused() {
         g.process_distribution(stranger.public(), sent.distribution.as_ref().unwrap())
     });
 }
+
+#[test]
+fn member_lists_must_be_sorted_and_unique() {
+    let mut rng = StdRng::seed_from_u64(17);
+    let ids: Vec<_> = (0..3)
+        .map(|_| IdentityKeyPair::generate(&mut rng))
+        .collect();
+    let (_, create) = Group::create(
+        &ids[0],
+        &[
+            (*ids[1].public(), Role::Member),
+            (*ids[2].public(), Role::Member),
+        ],
+        GroupConfig::default(),
+        &mut rng,
+    )
+    .unwrap();
+    // Swap two member entries inside the signed content and re-sign: order is checked.
+    let mut members: Vec<_> = ids.iter().map(|i| i.public().to_bytes()).collect();
+    members.sort();
+    assert!(Group::from_create(ids[1].public(), &create, GroupConfig::default()).is_ok());
+    // A hand-made create with the members reversed, validly signed by the admin.
+    let reversed: Vec<(hush_crypto::IdentityPublicKey, Role)> = members
+        .iter()
+        .rev()
+        .map(|k| {
+            let key = hush_crypto::IdentityPublicKey::from_bytes(k).unwrap();
+            (
+                key,
+                if &key == ids[0].public() {
+                    Role::Admin
+                } else {
+                    Role::Member
+                },
+            )
+        })
+        .collect();
+    let mut content = vec![0x08, 0x01, 0x12, 0x20];
+    content.extend_from_slice(&[0x77; 32]);
+    content.extend_from_slice(&[0x22, 0x20]);
+    content.extend_from_slice(&[0; 32]);
+    content.extend_from_slice(&[0x2a, 0x20]);
+    content.extend_from_slice(ids[0].public().as_bytes());
+    let mut body = vec![];
+    for (k, r) in &reversed {
+        let mut m = vec![0x0a, 0x20];
+        m.extend_from_slice(k.as_bytes());
+        if *r == Role::Admin {
+            m.extend_from_slice(&[0x10, 0x01]);
+        }
+        body.push(0x0a);
+        body.push(m.len() as u8);
+        body.extend_from_slice(&m);
+    }
+    content.push(0x32);
+    content.push(body.len() as u8);
+    content.extend_from_slice(&body);
+    let mut signed = b"hush group control v1".to_vec();
+    signed.extend_from_slice(&content);
+    let sig = ids[0].sign(&signed);
+    let mut msg = vec![0x0a, content.len() as u8, 0x01];
+    msg[1] = (content.len() as u8 & 0x7f) | 0x80;
+    msg[2] = (content.len() >> 7) as u8;
+    msg.extend_from_slice(&content);
+    msg.extend_from_slice(&[0x12, 0x40]);
+    msg.extend_from_slice(sig.as_bytes());
+    assert_eq!(
+        Group::from_create(ids[1].public(), &msg, GroupConfig::default()).unwrap_err(),
+        InvalidChange::UnsortedMembers.into()
+    );
+}

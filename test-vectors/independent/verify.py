@@ -7,6 +7,11 @@ compared byte for byte; every negative entry must be refused with exactly the st
 class, and (for session and group rejects) leave the receiver's state unchanged.
 
 Usage: verify.py [VECTORS_DIR]        (default: ../vectors next to this file)
+
+Where SPEC.md is silent this file makes a choice, marked "SPEC is silent", "not named by
+SPEC" or "not in README" where it is made: .proto field names (taken from wire.json), which nested fields
+are `bytes` holding an encoded message, error classes for refusals SPEC does not name,
+the group `random` layout, and what a newcomer remembers for replay detection.
 """
 import copy
 import hashlib
@@ -37,7 +42,6 @@ L = 2**252 + 27742317777372353535851937790883648493   # Ed25519 group order
 D = -121665 * pow(121666, -1, P) % P                     # Edwards curve constant d
 SQRT_M1 = pow(2, (P - 1) // 4, P)                        # a square root of -1
 
-
 def ed_decode(enc):
     """RFC 8032 §5.1.3 point decoding, strict: None unless enc is a canonical encoding."""
     if len(enc) != 32:
@@ -58,13 +62,11 @@ def ed_decode(enc):
         x = P - x
     return (x, y)
 
-
 def ed_add(a, b):
     """Affine twisted-Edwards addition (complete for Ed25519)."""
     (x1, y1), (x2, y2) = a, b
     t = D * x1 * x2 * y1 * y2 % P
     return ((x1 * y2 + x2 * y1) * pow(1 + t, -1, P) % P, (y1 * y2 + x1 * x2) * pow(1 - t, -1, P) % P)
-
 
 def ed_small_order(pt):
     q = pt
@@ -72,11 +74,9 @@ def ed_small_order(pt):
         q = ed_add(q, q)
     return q == (0, 1)
 
-
 def valid_point(enc):
     pt = ed_decode(enc)
     return pt is not None and not ed_small_order(pt)
-
 
 def check_identity_key(key):
     """§3: an identity key is a canonical, non-small-order Ed25519 point (class Decode)."""
@@ -84,14 +84,11 @@ def check_identity_key(key):
         raise HushError("Decode", "invalid identity key")
     return key
 
-
 def ed_public(seed):
     return Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
 
-
 def sign(seed, msg):
     return Ed25519PrivateKey.from_private_bytes(seed).sign(msg)
-
 
 def verify(pub, msg, sig):
     """Strict Ed25519 verification of §2: RFC 8032 plus canonical/small-order/S<L checks."""
@@ -105,20 +102,16 @@ def verify(pub, msg, sig):
     except (_CryptoBadSig, ValueError):
         return False
 
-
 def ed_to_x25519_public(pub):
     """§3 birational map u = (1 + y) / (1 - y) mod p."""
     y = int.from_bytes(pub, "little") & ((1 << 255) - 1)
     return ((1 + y) * pow(1 - y, -1, P) % P).to_bytes(32, "little")
 
-
 def ed_to_x25519_private(seed):
     return hashlib.sha512(seed).digest()[:32]
 
-
 def x_public(priv):
     return X25519PrivateKey.from_private_bytes(priv).public_key().public_bytes_raw()
-
 
 def dh(priv, pub, cls="NonContributory"):
     """§2 DH: X25519 that fails on an all-zero output."""
@@ -130,10 +123,8 @@ def dh(priv, pub, cls="NonContributory"):
         raise HushError(cls, "all-zero DH output")
     return out
 
-
 def hmac256(k, m):
     return hmac.new(k, m, hashlib.sha256).digest()
-
 
 def hkdf(salt, ikm, info, n):
     prk = hmac256(salt, ikm)
@@ -143,17 +134,14 @@ def hkdf(salt, ikm, info, n):
         out, i = out + t, i + 1
     return out[:n]
 
-
 def aead_seal(k, n, ad, p):
     return ChaCha20Poly1305(k).encrypt(n, p, ad)
-
 
 def aead_open(k, n, ad, c, cls="Authentication"):
     try:
         return ChaCha20Poly1305(k).decrypt(n, c, ad)
     except InvalidTag:
         raise HushError(cls, "AEAD tag does not verify")
-
 
 def u32be(n):
     return n.to_bytes(4, "big")
@@ -164,10 +152,8 @@ def kdf_rk(rk, dh_out):
     okm = hkdf(rk, dh_out, b"hush root v1", 64)
     return okm[:32], okm[32:]
 
-
 def kdf_ck(ck):
     return hmac256(ck, b"\x02"), hmac256(ck, b"\x01")      # (CK', MK)
-
 
 def message_keys(mk, info=b"hush message v1"):
     okm = hkdf(bytes(32), mk, info, 44)
@@ -181,10 +167,8 @@ def fingerprint(ident, key):
         h = hashlib.sha512(h + key).digest()
     return h[:32]
 
-
 def fp_digits(fp):
     return "".join("%05d" % (int.from_bytes(fp[5 * c:5 * c + 5], "big") % 100000) for c in range(6))
-
 
 def safety_number(id_a, key_a, id_b, key_b):
     parts = sorted([(fp_digits(f), f) for f in (fingerprint(id_a, key_a), fingerprint(id_b, key_b))])
@@ -196,7 +180,6 @@ def seal(storage_key, label, salt, pt):
     okm = hkdf(salt, storage_key, b"hush seal v1" + label, 44)
     return b"\x01" + salt + aead_seal(okm[:32], okm[32:], b"\x01" + label, pt)
 
-
 def unseal(storage_key, label, blob):
     if len(blob) < 49:
         raise HushError("Malformed")
@@ -207,6 +190,7 @@ def unseal(storage_key, label, blob):
 
 
 # ---------------------------------------------------------------- §9 / §13 protobuf
+# Field names: SPEC is silent (it gives bytes, not .proto names); these are wire.json's.
 # A field is (number, name, kind, options).  kind: "u32", "u64" (varints), "bytes", or a
 # message type name.  options: "opt" (proto3 optional: present iff set), "rep" (repeated),
 # "oneof", "ik" (identity key, §3), an int n (bytes of exactly n), "ct" (>= 16 bytes),
@@ -249,7 +233,6 @@ MAX_MESSAGE_LEN = 262144 + 1024
 MAX_GROUP_WIRE = 512 * 1024
 MAX_LEN = {"SessionMessage": MAX_MESSAGE_LEN, "PrekeyBundle": MAX_MESSAGE_LEN}
 
-
 def varint(n):
     out = bytearray()
     while True:
@@ -257,7 +240,6 @@ def varint(n):
         out.append(b | (0x80 if n else 0))
         if not n:
             return bytes(out)
-
 
 def read_varint(data, pos):
     n = shift = 0
@@ -270,7 +252,6 @@ def read_varint(data, pos):
             if n >= 1 << 64:
                 raise HushError("Decode", "varint over 64 bits")
             return n, pos
-
 
 def encode(t, msg):
     """Canonical encoding (§9): increasing field order, defaults omitted, minimal varints."""
@@ -290,7 +271,6 @@ def encode(t, msg):
                     continue
                 out += bytes([num << 3 | 2]) + varint(len(v)) + v
     return out
-
 
 def parse(t, data):
     """Generic strict parse: known fields, increasing order, right wire types."""
@@ -323,7 +303,6 @@ def parse(t, data):
             out[name] = v
     return out
 
-
 def validate(t, msg):
     """The semantic checks of §9 and §13 on a parsed message."""
     oneofs = 0
@@ -352,7 +331,6 @@ def validate(t, msg):
                 validate(kind, sub)
     if any("oneof" in str(f[3]) for f in S[t]) and oneofs != 1:
         raise HushError("Decode", f"{t}: needs exactly one of its oneof fields, has {oneofs}")
-
 
 def decode(t, data):
     """Strict decoder: parse, then require the input to be THE canonical encoding."""
@@ -393,10 +371,8 @@ class Checker:
         if state_fn:
             self.eq(what + " state unchanged", True, state_fn() == before)
 
-
 def h(x):
     return None if x is None else bytes.fromhex(x)
-
 
 def from_json(t, obj):
     """Convert a wire.json `fields` object into the dict form used by encode()."""
@@ -411,7 +387,6 @@ def from_json(t, obj):
     if unknown:
         raise ValueError(f"{t}: unknown field names in vector: {sorted(unknown)}")
     return out
-
 
 def normal(t, msg):
     """Fill the implicit defaults of plain fields, so that {"role": 0} equals {}."""
@@ -446,7 +421,6 @@ def check_identity(c, v):
     for i, e in enumerate(v["invalid_identity_keys"]):
         c.refuses(f"invalid_identity_keys[{i}] ({e.get('reason')})", e["error"], lambda: check_identity_key(h(e["key"])))
 
-
 def check_kdf(c, v):
     for i, e in enumerate(v["root_kdf"]):
         c.eq(f"root_kdf[{i}]", (h(e["rk_out"]), h(e["ck_out"])), kdf_rk(h(e["rk"]), h(e["dh"])))
@@ -454,7 +428,6 @@ def check_kdf(c, v):
         c.eq(f"chain_kdf[{i}]", (h(e["ck_out"]), h(e["mk"])), kdf_ck(h(e["ck"])))
     for i, e in enumerate(v["message_keys"]):
         c.eq(f"message_keys[{i}]", (h(e["key"]), h(e["nonce"])), message_keys(h(e["mk"]), e["info"].encode()))
-
 
 def check_seal(c, v):
     for i, e in enumerate(v["cases"]):
@@ -464,7 +437,6 @@ def check_seal(c, v):
         c.eq(f"seal.cases[{i}] opens", h(e["plaintext"]), unseal(key, label, h(e["blob"])))
     for i, e in enumerate(v["invalid"]):
         c.refuses(f"seal.invalid[{i}]", e["error"], lambda: unseal(h(e["storage_key"]), e["label"].encode(), h(e["blob"])))
-
 
 def check_wire(c, v):
     for i, e in enumerate(v["valid"]):
@@ -490,7 +462,6 @@ def make_bundle(ik_seed, spk_id, spk_priv, opk_id, opk_priv):
         bundle["one_time_prekey"] = {"id": opk_id, "key": x_public(opk_priv)}
     return signed, sig, encode("PrekeyBundle", bundle)
 
-
 def open_bundle(data):
     """§5.2: decode and verify a bundle before use."""
     b = decode("PrekeyBundle", data)
@@ -499,7 +470,6 @@ def open_bundle(data):
         raise HushError("InvalidSignature", "signed prekey signature")
     return b
 
-
 def x3dh_initiator(ik_a_seed, bundle, ek_priv):
     """Returns (dh list, SK, AD) from Alice's side."""
     ik_b = bundle["identity_key"]
@@ -507,9 +477,15 @@ def x3dh_initiator(ik_a_seed, bundle, ek_priv):
     dhs = [dh(ed_to_x25519_private(ik_a_seed), spk), dh(ek_priv, ed_to_x25519_public(ik_b)), dh(ek_priv, spk)]
     if "one_time_prekey" in bundle:
         dhs.append(dh(ek_priv, bundle["one_time_prekey"]["key"]))
-    sk = hkdf(bytes(32), b"\xff" * 32 + b"".join(dhs), b"hush X3DH v1", 32)
-    return dhs, sk, ed_public(ik_a_seed) + ik_b
+    return dhs, x3dh_sk(dhs), ed_public(ik_a_seed) + ik_b
 
+def x3dh_responder(ik_b_seed, spk_priv, opk_priv, ik_a, ek):
+    """Bob's side of §6: the same DH values from the other private halves."""
+    return [dh(spk_priv, ed_to_x25519_public(ik_a)), dh(ed_to_x25519_private(ik_b_seed), ek),
+            dh(spk_priv, ek)] + ([dh(opk_priv, ek)] if opk_priv is not None else [])
+
+def x3dh_sk(dhs):
+    return hkdf(bytes(32), b"\xff" * 32 + b"".join(dhs), b"hush X3DH v1", 32)
 
 def check_x3dh(c, v):
     for i, e in enumerate(v["cases"]):
@@ -528,16 +504,13 @@ def check_x3dh(c, v):
         c.eq(w + ".dh1..dh4", [h(e[k]) for k in ("dh1", "dh2", "dh3", "dh4")], dhs + [None] * (4 - len(dhs)))
         c.eq(w + ".sk", h(e["sk"]), sk)
         c.eq(w + ".ad", h(e["ad"]), ad)
-        # Bob's side (§6) must agree
-        ek, ik_a = x_public(h(e["ek_private"])), ed_public(h(e["ik_a_seed"]))
-        bob = [dh(h(e["spk_private"]), ed_to_x25519_public(ik_a)), dh(ed_to_x25519_private(h(e["ik_b_seed"])), ek),
-               dh(h(e["spk_private"]), ek)] + ([dh(opk_priv, ek)] if opk_priv else [])
+        bob = x3dh_responder(h(e["ik_b_seed"]), h(e["spk_private"]), opk_priv,
+                             ed_public(h(e["ik_a_seed"])), x_public(h(e["ek_private"])))
         c.eq(w + " responder agrees", dhs, bob)
 
 
 # ---------------------------------------------------------------- §7 Double Ratchet
 MAX_MESSAGE_GAP, MAX_SKIPPED_KEYS, MAX_RECEIVER_CHAINS, MAX_PLAINTEXT_LEN = 1000, 2000, 5, 262144
-
 
 class Party:
     """One side of a session.  `rand` is the recorded RNG output, consumed in order."""
@@ -553,7 +526,6 @@ class Party:
     def state(self):
         return (self.s, self.ri)
 
-
 def alice_start(alice, bundle_bytes):
     b = open_bundle(bundle_bytes)
     ek = alice.draw()
@@ -565,7 +537,6 @@ def alice_start(alice, bundle_bytes):
     alice.s = dict(ad=ad, rk=rk, dhs=dhs, cks=cks, ns=0, pn=0, chains=[], skipped=[], pending=True,
                    params=(ed_public(alice.seed), x_public(ek), b.get("signed_prekey_id", 0), opk and opk.get("id", 0)))
     return dict(sk=sk, ad=ad, dh=dh0, root_key=rk, sending_chain_key=cks)
-
 
 def ratchet_send(p, plaintext):
     s = p.s
@@ -591,7 +562,6 @@ def ratchet_send(p, plaintext):
         out["wire"] = encode("SessionMessage", {"ratchet": rm})
     return out
 
-
 def skip_to(st, chain, until):
     """Derive and store the keys of messages chain.nr .. until-1 as skipped (§7.4 step 4)."""
     count = 0
@@ -603,14 +573,12 @@ def skip_to(st, chain, until):
     del st["skipped"][:max(0, len(st["skipped"]) - MAX_SKIPPED_KEYS)]   # evict oldest first
     return count
 
-
 def take_skipped(st, dhr, n):
     for i, (k, m, mk) in enumerate(st["skipped"]):
         if k == dhr and m == n:
             del st["skipped"][i]
             return mk
     return None
-
 
 def ratchet_receive(p, s, rm):
     """§7.4 on a copy of s; returns (new state, plaintext, ratchet-step info or None)."""
@@ -661,7 +629,6 @@ def ratchet_receive(p, s, rm):
     st["pending"] = False                                             # step 5
     return st, pt, info
 
-
 def receive(p, bob_keys, wire):
     """Full receive of a SessionMessage, committing only on success."""
     msg = decode("SessionMessage", wire)
@@ -677,11 +644,9 @@ def receive(p, bob_keys, wire):
             else:                                  # Bob, §7.2: X3DH as responder, RK = SK, DHs = SPK_B
                 if bob_keys is None or params[2] != bob_keys["spk_id"] or (params[3] is not None and params[3] != bob_keys["opk_id"]):
                     raise HushError("UnknownPrekey")   # not named by SPEC §7.6
-                ek, ik_a = pk["base_key"], pk["identity_key"]
-                dhs = [dh(bob_keys["spk"], ed_to_x25519_public(ik_a)), dh(ed_to_x25519_private(p.seed), ek),
-                       dh(bob_keys["spk"], ek)] + ([dh(bob_keys["opk"], ek)] if params[3] is not None else [])
-                sk = hkdf(bytes(32), b"\xff" * 32 + b"".join(dhs), b"hush X3DH v1", 32)
-                s = dict(ad=ik_a + ed_public(p.seed), rk=sk, dhs=bob_keys["spk"], cks=None, ns=0, pn=0,
+                opk = bob_keys["opk"] if params[3] is not None else None
+                sk = x3dh_sk(x3dh_responder(p.seed, bob_keys["spk"], opk, pk["identity_key"], pk["base_key"]))
+                s = dict(ad=pk["identity_key"] + ed_public(p.seed), rk=sk, dhs=bob_keys["spk"], cks=None, ns=0, pn=0,
                          chains=[], skipped=[], pending=False, params=params)
             rm = pk["message"]
         else:
@@ -694,7 +659,6 @@ def receive(p, bob_keys, wire):
         raise
     p.s = st
     return pt, info
-
 
 def check_session(c, v):
     for ti, t in enumerate(v["transcripts"]):
@@ -745,9 +709,9 @@ def check_session(c, v):
                     c.fail(we, "unknown event type")
             except HushError as err:
                 c.fail(we, f"unexpected refusal {err}")
-        for i, nb in enumerate(t.get("bundle_negative", [])):
-            c.refuses(f"{w}.bundle_negative[{i}] ({nb.get('note', '')})", nb["error"], lambda: open_bundle(h(nb["bundle"])))
-
+        c.eq(w + " all recorded random values used", (len(alice.rand), len(bob.rand)), (alice.ri, bob.ri))
+    for i, nb in enumerate(v["bundle_negative"]):
+        c.refuses(f"bundle_negative[{i}] ({nb.get('note', '')})", nb["error"], lambda: open_bundle(h(nb["bundle"])))
 
 def proto_field(data, want):
     """Non-canonical-tolerant lookup of a length-delimited field (for SessionState, §11.2)."""
@@ -769,22 +733,20 @@ def proto_field(data, want):
 # ---------------------------------------------------------------- §13 groups
 MAX_OLD_CHAINS, MAX_GROUP_SKIPPED, MAX_MEMBERS = 4, 2000, 256
 
-
 class GMember:
     def __init__(self, name, seed):
         self.name, self.seed, self.ik = name, seed, ed_public(seed)
         self.g = None        # group state; None until create / group info
         self.mine = None     # own sending chain: dict(id, it, ck, seed)
         self.old_ids = []    # chain ids this member used before
+        self.drawn = b""     # what this member drew from its RNG, to compare with `random`
 
     def state(self):
         return (self.g, self.mine)
 
-
 def new_group_state(gid, epoch, head, members, applied):
     return dict(gid=gid, epoch=epoch, head=head, members=members, removed=[], applied=applied,
                 chains={}, skipped={}, rotate=False)
-
 
 def check_sender(g, sender, epoch):
     """§13.3 step 3 (also used for distributions, §13.4)."""
@@ -794,7 +756,6 @@ def check_sender(g, sender, epoch):
         if epoch > g["epoch"]:
             raise HushError("FromFutureEpoch")
         raise HushError("NotAMember")
-
 
 def accept_distribution(m, from_ik, data, limits):
     d = decode("SenderKeyDistribution", data)
@@ -813,7 +774,6 @@ def accept_distribution(m, from_ik, data, limits):
         gone = chains.pop(0)["id"]
         g["skipped"][from_ik] = [k for k in g["skipped"].get(from_ik, []) if k[0] != gone]
     m.g = g
-
 
 def group_receive(m, data, limits):
     """§13.3 receiving, checks in the stated order, committing only after AEAD success."""
@@ -857,14 +817,11 @@ def group_receive(m, data, limits):
     m.g = g
     return pt
 
-
 def members_list(members):
     return [{"identity_key": k, "role": members[k]} for k in sorted(members)]
 
-
 def control_content(gid, epoch, parent, signer, action):
     return {"version": 1, "group_id": gid, "epoch": epoch, "parent": parent, "signer": signer, **action}
-
 
 def apply_control(m, data, limits):
     """§13.5 applying a change, checks in the stated order."""
@@ -928,7 +885,6 @@ def apply_control(m, data, limits):
     m.g = g
     return c
 
-
 def check_group(c, v):
     gid = h(v["group_id"])
     lim = dict(max_forward_jump=v.get("max_forward_jump", 2000), max_skipped_keys=v.get("max_skipped_keys", MAX_GROUP_SKIPPED),
@@ -943,22 +899,28 @@ def check_group(c, v):
         try:
             if typ == "create":
                 by = ms[e["by"]]
-                roles = {ms[x["name"]].ik: x["role"] for x in e["members"]}
+                # `members` lists the others by name (not in README); the creator is the admin (§13.5)
+                roles = {by.ik: 1, **{ms[x].ik: 0 for x in e["members"]}}
                 content = control_content(gid, 0, bytes(32), by.ik, {"create": {"members": members_list(roles)}})
                 emit_control(c, we, e, by, content)
-                for x in e["members"]:
-                    start_from_create(ms[x["name"]], h(e["control"]), lim)
+                for x in [e["by"]] + e["members"]:
+                    start_from_create(ms[x], h(e["control"]), lim)
+                by.drawn += gid                                        # the creator drew the group id
             elif typ == "chain":
                 m = ms[e["member"]]
                 if m.mine is None or m.mine["id"] != e["chain_id"]:    # a new chain (§13.2): iteration 0
+                    c.eq(we + ".cause", "rotation", e.get("cause"))
                     c.eq(we + " chain id non-zero and not recent", True, e["chain_id"] not in [0] + m.old_ids)
                     m.mine = dict(id=e["chain_id"], it=0, ck=h(e["chain_key"]), seed=h(e["signing_seed"]))
                     m.old_ids.append(e["chain_id"])
+                    m.drawn += e["chain_id"].to_bytes(4, "little") + m.mine["ck"] + m.mine["seed"]
                     m.g["rotate"] = False
-                else:                                                  # the current chain, re-sent to a newcomer
-                    c.eq(we + " no rotation pending when re-sending a chain", False, m.g["rotate"])
-                c.eq(we + ".epoch", m.g["epoch"], e["epoch"])
+                else:                                                  # current chain handed to a newcomer (§13.4)
+                    c.eq(we + ".cause", "handover", e.get("cause"))
+                    c.eq(we + " no rotation pending when handing over", False, m.g["rotate"])
+                c.eq(we + ".epoch/iteration", (m.g["epoch"], m.mine["it"]), (e["epoch"], e.get("iteration")))
                 c.eq(we + ".chain_key", h(e["chain_key"]), m.mine["ck"])
+                c.eq(we + ".signing_seed", h(e["signing_seed"]), m.mine["seed"])
                 c.eq(we + ".signing_key", h(e["signing_key"]), ed_public(m.mine["seed"]))
                 dist = encode("SenderKeyDistribution", {"version": 1, "group_id": gid, "epoch": m.g["epoch"],
                               "chain_id": m.mine["id"], "iteration": m.mine["it"], "chain_key": m.mine["ck"],
@@ -999,7 +961,8 @@ def check_group(c, v):
                 c.eq(we + ".epoch", by.g["epoch"] + 1, e["epoch"])
                 c.eq(we + ".parent", h(e["parent"]), by.g["head"])
                 emit_control(c, we, e, by, control_content(gid, by.g["epoch"] + 1, by.g["head"], by.ik, action))
-                for name in e["applied_by"]:
+                # the signer commits its own change too (not in README: applied_by lists the others)
+                for name in [e["by"]] + [x for x in e["applied_by"] if x != e["by"]]:
                     apply_control(ms[name], h(e["control"]), lim)
                     c.eq(f"{we} applied by {name}: head", h(e["digest"]), ms[name].g["head"])
             elif typ == "group_info":
@@ -1024,7 +987,10 @@ def check_group(c, v):
                 c.fail(we, "unknown event type")
         except HushError as err:
             c.fail(we, f"unexpected refusal {err}")
-
+    # `random` (not in README): each member's RNG output.  Inferred layout: the creator's
+    # group id, then per new chain u32le(chain_id) ‖ chain key ‖ signing seed.
+    for name, r in v.get("random", {}).items():
+        c.eq(f"group.random.{name}", h(r), ms[name].drawn)
 
 def emit_control(c, we, e, by, content):
     """Recompute content, signature, control message and digest of a control event."""
@@ -1034,7 +1000,6 @@ def emit_control(c, we, e, by, content):
     c.eq(we + ".signature", h(e["signature"]), sig)
     c.eq(we + ".control", h(e["control"]), encode("ControlMessage", {"content": cbytes, "signature": sig}))
     c.eq(we + ".digest", h(e["digest"]), hashlib.sha256(cbytes).digest())
-
 
 def start_from_create(m, data, limits):
     """§13.5 Create: epoch 0, zero parent, sorted unique members, signer an admin, us listed."""
@@ -1051,7 +1016,6 @@ def start_from_create(m, data, limits):
         raise HushError("InvalidCreate")           # class not named by SPEC §13.5
     digest = hashlib.sha256(cbytes).digest()
     m.g = new_group_state(c["group_id"], 0, digest, roles, [(0, digest)])
-
 
 def accept_group_info(m, from_ik, data):
     """§13.6: signer is who sent it, an admin in the list; signature verifies; we are listed."""
@@ -1072,7 +1036,6 @@ FILES = [("identity.json", check_identity), ("kdf.json", check_kdf), ("x3dh.json
          ("seal.json", check_seal), ("wire.json", check_wire), ("session.json", check_session),
          ("group.json", check_group)]
 
-
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     vdir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "..", "vectors")
@@ -1089,7 +1052,6 @@ def main():
         total_p, total_f = total_p + c.passed, total_f + c.failed
     print(f"{total_p} passed, {total_f} failed")
     return 1 if total_f else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

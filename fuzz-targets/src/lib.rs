@@ -1,0 +1,99 @@
+//! # hush-fuzz-targets
+//!
+//! The body of every fuzz target. `fuzz/fuzz_targets/*.rs` call these from libFuzzer
+//! (`cargo +nightly fuzz run NAME`), and `tests/corpus.rs` replays every checked-in corpus
+//! file through them under the stable test suite. Each function panics only when a
+//! property is violated: a decoder panics, accepts non-canonical bytes, or a protocol
+//! state machine decrypts something it must not, loses a message, or changes state on a
+//! refused input.
+//!
+//! ```
+//! hush_fuzz_targets::session_message(&[0x0a, 0x00]);
+//! hush_fuzz_targets::session_interaction(b"any bytes drive a conversation");
+//! ```
+
+#![forbid(unsafe_code)]
+// Panicking on a violated property is how a fuzz target reports it.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+mod interaction;
+mod rng;
+
+pub use interaction::{group_interaction, session_interaction};
+
+use hush_crypto::{SecretBytes, StorageKey};
+use hush_groups::Group;
+use hush_groups::wire::{Kind, validate};
+use hush_sessions::{Header, PrekeyBundle, Session, SessionMessage};
+
+/// Every target, by name: what `fuzz/` builds and what the corpus test replays.
+pub const TARGETS: [(&str, fn(&[u8])); 8] = [
+    ("session_message", session_message),
+    ("prekey_bundle", prekey_bundle),
+    ("header", header),
+    ("group_wire", group_wire),
+    ("sealed_state", sealed_state),
+    ("state_bytes", state_bytes),
+    ("session_interaction", session_interaction),
+    ("group_interaction", group_interaction),
+];
+
+/// `SessionMessage::from_bytes`: never panics; what it accepts re-encodes to the same bytes.
+pub fn session_message(data: &[u8]) {
+    if let Ok(m) = SessionMessage::from_bytes(data) {
+        assert_eq!(
+            m.to_bytes(),
+            data,
+            "accepted a non-canonical session message"
+        );
+    }
+}
+
+/// `PrekeyBundle::from_bytes` and `verify`: never panic; accepted bundles are canonical.
+pub fn prekey_bundle(data: &[u8]) {
+    if let Ok(b) = PrekeyBundle::from_bytes(data) {
+        assert_eq!(b.to_bytes(), data, "accepted a non-canonical bundle");
+        let _ = b.verify();
+    }
+}
+
+/// `Header::decode`: never panics; accepted headers re-encode to the same bytes.
+pub fn header(data: &[u8]) {
+    if let Ok(h) = Header::decode(data) {
+        assert_eq!(h.encode(), data, "accepted a non-canonical header");
+    }
+}
+
+/// The group decoders (the first byte picks which): never panic.
+pub fn group_wire(data: &[u8]) {
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
+    let kind = match which % 4 {
+        0 => Kind::GroupMessage,
+        1 => Kind::SenderKeyDistribution,
+        2 => Kind::ControlMessage,
+        _ => Kind::GroupInfo,
+    };
+    let _ = validate(kind, rest);
+}
+
+/// Sealed state blobs under a fixed key: opening never panics, for sessions and groups.
+pub fn sealed_state(data: &[u8]) {
+    let key = StorageKey::from_bytes([7; 32]);
+    let _ = Session::unseal(&key, data);
+    let _ = Group::unseal(&key, data);
+    let _ = key.open(b"session", data);
+}
+
+/// Unsealed state bytes (what a corrupted store could hold): restoring never panics, and a
+/// restored state serializes again.
+pub fn state_bytes(data: &[u8]) {
+    if let Ok(s) = Session::from_bytes(data) {
+        let _ = s.to_bytes();
+    }
+    if let Ok(g) = Group::from_bytes(data) {
+        let _ = g.to_bytes();
+    }
+    let _ = SecretBytes::<32>::from_slice(data);
+}
