@@ -26,8 +26,11 @@ use hush_groups::Group;
 use hush_groups::wire::{Kind, validate};
 use hush_sessions::{Header, PrekeyBundle, Session, SessionMessage};
 
+/// A fuzz target's body.
+pub type Target = fn(&[u8]);
+
 /// Every target, by name: what `fuzz/` builds and what the corpus test replays.
-pub const TARGETS: [(&str, fn(&[u8])); 8] = [
+pub const TARGETS: [(&str, Target); 8] = [
     ("session_message", session_message),
     ("prekey_bundle", prekey_bundle),
     ("header", header),
