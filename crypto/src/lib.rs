@@ -80,6 +80,12 @@ pub use rand_core::{CryptoRng, Rng};
 /// Re-exported so callers can zeroize buffers and wrap them without a direct dependency.
 pub use zeroize::{Zeroize, Zeroizing};
 
+/// Compares two byte strings in constant time (for equal lengths; the length is not secret).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
 pub(crate) fn fmt_hex(f: &mut core::fmt::Formatter<'_>, bytes: &[u8]) -> core::fmt::Result {
     bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
 }

@@ -1,0 +1,70 @@
+//! Which devices are connected here, and how to wake them when mail or receipts arrive.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use crate::store::Addr;
+
+/// Connected devices, each with a wake-up signal. A device connected twice keeps only its
+/// newest connection's signal; the older one is told to close.
+/// A connection's id, its wake-up signal, and its "replaced by a newer connection" signal.
+type Entry = (u64, Arc<Notify>, Arc<Notify>);
+
+#[derive(Default)]
+pub(crate) struct Hub {
+    devices: Mutex<HashMap<Addr, Entry>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// A registration in the hub; removes itself when dropped.
+pub(crate) struct Registration<'a> {
+    hub: &'a Hub,
+    addr: Addr,
+    id: u64,
+    pub(crate) wake: Arc<Notify>,
+    pub(crate) replaced: Arc<Notify>,
+}
+
+impl Hub {
+    pub(crate) fn register(&self, addr: &Addr) -> Registration<'_> {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let wake = Arc::new(Notify::new());
+        let replaced = Arc::new(Notify::new());
+        let old = self
+            .devices
+            .lock()
+            .map(|mut d| d.insert(addr.clone(), (id, wake.clone(), replaced.clone())))
+            .unwrap_or(None);
+        if let Some((_, _, old_replaced)) = old {
+            old_replaced.notify_one();
+        }
+        Registration {
+            hub: self,
+            addr: addr.clone(),
+            id,
+            wake,
+            replaced,
+        }
+    }
+
+    /// Wakes `addr` if it is connected here.
+    pub(crate) fn wake(&self, addr: &Addr) {
+        if let Ok(d) = self.devices.lock()
+            && let Some((_, wake, _)) = d.get(addr)
+        {
+            wake.notify_one();
+        }
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut d) = self.hub.devices.lock()
+            && d.get(&self.addr).is_some_and(|(id, _, _)| *id == self.id)
+        {
+            d.remove(&self.addr);
+        }
+    }
+}

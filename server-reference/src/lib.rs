@@ -1,0 +1,281 @@
+//! # hush-relay
+//!
+//! The reference relay: a thin server that stores only public keys, ciphertext, receipts
+//! and presence timestamps. Devices connect over WebSocket (binary protobuf frames,
+//! `proto/hush_relay.proto`), prove they hold their identity key by signing a fresh
+//! challenge, and then upload prekeys, fetch bundles, send envelopes (one ciphertext for up
+//! to 256 recipient devices), receive their mailbox in order, acknowledge, and exchange
+//! delivered and read receipts and presence. The same port serves `/healthz`, `/readyz`
+//! and Prometheus `/metrics` over plain HTTP.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use hush_relay::{Config, Relay, SqliteStore};
+//!
+//! let store = SqliteStore::open(std::path::Path::new("relay.db"))?;
+//! let config = Config { listen: "127.0.0.1:0".parse()?, ..Config::default() };
+//! let relay = Relay::build(config, store).await?;
+//! println!("listening on {}", relay.local_addr());
+//! relay.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod connection;
+pub mod frame;
+mod hub;
+pub mod limits;
+pub mod metrics;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use limits::RateLimit;
+pub use store::{SqliteStore, Store};
+
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::all,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+pub mod proto {
+    //! Generated protobuf types of `proto/hush_relay.proto`.
+    include!(concat!(env!("OUT_DIR"), "/hush.relay.v1.rs"));
+}
+
+/// Relay settings. Every field has a documented default (see [`Config::default`]).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:7800`.
+    pub listen: SocketAddr,
+    /// The relay's identity, bound into every authentication challenge. Default
+    /// `hush-relay`. Give each deployment its own, so a signature for one is useless at another.
+    pub relay_id: Vec<u8>,
+    /// If set, registering a new user requires this token.
+    pub registration_token: Option<Vec<u8>>,
+    /// Largest WebSocket frame accepted (bytes). Default 300 KiB.
+    pub max_frame_bytes: usize,
+    /// Largest envelope ciphertext (bytes). Default 256 KiB + 1 KiB.
+    pub max_envelope_bytes: usize,
+    /// Most recipients of one send. Default 256.
+    pub max_recipients: usize,
+    /// Most envelopes queued per device. Default 10,000.
+    pub mailbox_max_count: u64,
+    /// Most bytes queued per device. Default 100 MiB.
+    pub mailbox_max_bytes: u64,
+    /// How long an envelope waits before it expires. Default 30 days.
+    pub mailbox_ttl: Duration,
+    /// Most simultaneous connections. Default 19,000.
+    pub max_connections: usize,
+    /// Time allowed to authenticate after connecting. Default 10 s.
+    pub auth_timeout: Duration,
+    /// An authenticated connection silent this long is closed. Default 120 s.
+    pub idle_timeout: Duration,
+    /// Frames per second per device (with a burst of twice that). Default 200.
+    pub device_rate: RateLimit,
+    /// Frames per second per IP address. Default 1,000.
+    pub ip_rate: RateLimit,
+    /// A user is online if active within this window. Default 60 s.
+    pub online_window: Duration,
+    /// Below this many one-time prekeys, a device is told to refill. Default 20.
+    pub prekey_low_watermark: u64,
+    /// Most one-time prekeys in one upload. Default 500.
+    pub max_prekeys_per_upload: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7800)),
+            relay_id: b"hush-relay".to_vec(),
+            registration_token: None,
+            max_frame_bytes: 300 * 1024,
+            max_envelope_bytes: 256 * 1024 + 1024,
+            max_recipients: 256,
+            mailbox_max_count: 10_000,
+            mailbox_max_bytes: 100 * 1024 * 1024,
+            mailbox_ttl: Duration::from_secs(30 * 24 * 3600),
+            max_connections: 19_000,
+            auth_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            device_rate: RateLimit::per_second(200),
+            ip_rate: RateLimit::per_second(1000),
+            online_window: Duration::from_secs(60),
+            prekey_low_watermark: 20,
+            max_prekeys_per_upload: 500,
+        }
+    }
+}
+
+/// Shared state of a running relay.
+pub(crate) struct Shared<S> {
+    pub(crate) config: Config,
+    pub(crate) store: S,
+    pub(crate) hub: hub::Hub,
+    pub(crate) metrics: metrics::Metrics,
+    pub(crate) ip_limits: limits::Limiter<std::net::IpAddr>,
+    pub(crate) device_limits: limits::Limiter<store::Addr>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+/// A bound relay, ready to [`run`](Relay::run).
+pub struct Relay<S: Store> {
+    listener: TcpListener,
+    shared: Arc<Shared<S>>,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+/// The relay could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// Binding or serving failed.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
+}
+
+impl<S: Store> Relay<S> {
+    /// Binds `config.listen` (use port 0 for any free port).
+    pub async fn build(config: Config, store: S) -> Result<Self, RelayError> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            ip_limits: limits::Limiter::new(config.ip_rate),
+            device_limits: limits::Limiter::new(config.device_rate),
+            config,
+            store,
+            hub: hub::Hub::default(),
+            metrics: metrics::Metrics::default(),
+            shutdown,
+        });
+        Ok(Self {
+            listener,
+            shared,
+            shutdown_tx,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.shared.config.listen)
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, tells connected devices,
+    /// and drains in-flight work before returning.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), RelayError> {
+        let shared = self.shared.clone();
+        let app = Router::new()
+            .route("/v1/ws", get(ws::<S>))
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(ready::<S>))
+            .route("/metrics", get(metrics_text::<S>))
+            .with_state(shared.clone());
+        let expiry = tokio::spawn(expire_loop(shared.clone()));
+        let tx = self.shutdown_tx;
+        let graceful = async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        };
+        let served = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(graceful)
+        .await;
+        expiry.abort();
+        served.map_err(RelayError::Io)
+    }
+}
+
+async fn ws<S: Store>(
+    upgrade: WebSocketUpgrade,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    State(shared): State<Arc<Shared<S>>>,
+) -> Response {
+    if *shared.shutdown.borrow() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    if shared.metrics.connections() >= shared.config.max_connections as u64 {
+        shared.metrics.reject("too_many_connections");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", "5")],
+            "too many connections",
+        )
+            .into_response();
+    }
+    if let Err(wait) = shared.ip_limits.check(&peer.ip()) {
+        shared.metrics.reject("rate_limited_ip");
+        let secs = wait.as_secs().max(1).to_string();
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", secs)],
+            "rate limited",
+        )
+            .into_response();
+    }
+    let max = shared.config.max_frame_bytes;
+    upgrade
+        .max_message_size(max)
+        .max_frame_size(max)
+        // Small buffers: an idle connection should cost a few KiB, not the defaults.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| connection::serve(socket, peer, shared))
+}
+
+async fn ready<S: Store>(State(shared): State<Arc<Shared<S>>>) -> Response {
+    if *shared.shutdown.borrow() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    match shared.store.presence("").await {
+        Ok(_) => (StatusCode::OK, "ready").into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response(),
+    }
+}
+
+async fn metrics_text<S: Store>(State(shared): State<Arc<Shared<S>>>) -> String {
+    shared.metrics.render()
+}
+
+async fn expire_loop<S: Store>(shared: Arc<Shared<S>>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        if let Ok(n) = shared.store.expire(now_ms()).await
+            && n > 0
+        {
+            tracing::info!(expired = n, "expired envelopes removed");
+        }
+        shared.ip_limits.prune();
+        shared.device_limits.prune();
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

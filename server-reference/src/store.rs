@@ -1,0 +1,699 @@
+//! Storage: the [`Store`] trait the protocol code uses (no SQL outside this module), and its
+//! embedded SQLite implementation.
+//!
+//! [`SqliteStore`] runs every operation on one database thread. Operations that arrive
+//! together are committed together (group commit): each runs in its own savepoint, then one
+//! `COMMIT` makes the whole batch durable (WAL mode, `synchronous = FULL`), and only then
+//! does any caller get its answer. So a "sent" acknowledgement always means "on disk", and
+//! throughput under load is bounded by batches, not by fsyncs per message.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::mpsc;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+/// A device address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Addr {
+    /// The user id.
+    pub user: String,
+    /// The device number.
+    pub device: u32,
+}
+
+/// A stored one-time prekey or signed prekey.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredPrekey {
+    /// Its id.
+    pub id: u32,
+    /// The X25519 public key.
+    pub key: Vec<u8>,
+}
+
+/// A prekey bundle as the directory hands it out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredBundle {
+    /// The device's identity key.
+    pub identity_key: Vec<u8>,
+    /// The signed prekey.
+    pub signed_prekey: StoredPrekey,
+    /// Its signature.
+    pub signature: Vec<u8>,
+    /// One one-time prekey, taken out of the directory for this fetch only.
+    pub one_time_prekey: Option<StoredPrekey>,
+}
+
+/// A queued envelope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEnvelope {
+    /// Mailbox entry id, increasing per relay.
+    pub envelope_id: u64,
+    /// The sending device.
+    pub sender: Addr,
+    /// The sender's message id.
+    pub message_id: Vec<u8>,
+    /// When the relay stored it (ms since the Unix epoch).
+    pub server_ms: u64,
+    /// The opaque ciphertext.
+    pub ciphertext: Vec<u8>,
+}
+
+/// A queued receipt, for the sender of a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredReceipt {
+    /// Receipt id, to acknowledge.
+    pub receipt_id: u64,
+    /// `false`: delivered; `true`: read.
+    pub read: bool,
+    /// The device that received (or read) the message.
+    pub recipient: Addr,
+    /// The message id.
+    pub message_id: Vec<u8>,
+    /// When (ms since the Unix epoch).
+    pub at_ms: u64,
+}
+
+/// Mailbox limits applied by [`Store::enqueue`].
+#[derive(Clone, Copy, Debug)]
+pub struct MailboxLimits {
+    /// Most envelopes queued per device.
+    pub max_count: u64,
+    /// Most ciphertext bytes queued per device.
+    pub max_bytes: u64,
+    /// How long an envelope waits (ms) before it expires.
+    pub ttl_ms: u64,
+}
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A recipient device is not registered.
+    #[error("unknown recipient")]
+    UnknownRecipient(Addr),
+    /// A recipient's mailbox is at its cap; nothing was stored for anyone.
+    #[error("mailbox full")]
+    MailboxFull(Addr),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(String),
+    /// The database thread is gone.
+    #[error("store closed")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Database(e.to_string())
+    }
+}
+
+/// Result of registering or authenticating a device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceLookup {
+    /// Registered with this identity key.
+    Known(Vec<u8>),
+    /// Not registered; the user has these devices with these identity keys.
+    Unknown(Vec<(u32, Vec<u8>)>),
+}
+
+/// What the protocol layer needs from storage. Implemented by [`SqliteStore`]; a PostgreSQL
+/// implementation provides the same operations.
+pub trait Store: Send + Sync + 'static {
+    /// Looks up a device.
+    fn device(&self, addr: &Addr) -> impl Future<Output = Result<DeviceLookup, StoreError>> + Send;
+    /// Registers a device; `false` if it already exists (nothing changes).
+    fn register(
+        &self,
+        addr: &Addr,
+        identity_key: &[u8],
+        now_ms: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Replaces the signed prekey (if given) and adds one-time prekeys.
+    fn upload_prekeys(
+        &self,
+        addr: &Addr,
+        signed: Option<(StoredPrekey, Vec<u8>)>,
+        one_time: Vec<StoredPrekey>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// A bundle for `addr`, taking one one-time prekey out (each is handed out once).
+    fn take_bundle(
+        &self,
+        addr: &Addr,
+    ) -> impl Future<Output = Result<Option<StoredBundle>, StoreError>> + Send;
+    /// How many one-time prekeys `addr` has left.
+    fn prekey_count(&self, addr: &Addr) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Stores one ciphertext for every recipient, durably, all or nothing.
+    fn enqueue(
+        &self,
+        sender: &Addr,
+        recipients: Vec<Addr>,
+        message_id: Vec<u8>,
+        ciphertext: Vec<u8>,
+        now_ms: u64,
+        limits: MailboxLimits,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Queued envelopes for `addr` after `after_id`, oldest first, not expired.
+    fn pending(
+        &self,
+        addr: &Addr,
+        after_id: u64,
+        limit: u32,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Vec<StoredEnvelope>, StoreError>> + Send;
+    /// Deletes acknowledged envelopes of `addr` and queues "delivered" receipts for their
+    /// senders. Ids that are not `addr`'s are ignored. Returns the senders to wake.
+    fn ack(
+        &self,
+        addr: &Addr,
+        envelope_ids: Vec<u64>,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Vec<Addr>, StoreError>> + Send;
+    /// Queues "read" receipts from `reader` for `sender`'s messages.
+    fn read(
+        &self,
+        reader: &Addr,
+        sender: &Addr,
+        message_ids: Vec<Vec<u8>>,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Queued receipts for `addr` after `after_id`.
+    fn receipts(
+        &self,
+        addr: &Addr,
+        after_id: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<StoredReceipt>, StoreError>> + Send;
+    /// Deletes acknowledged receipts of `addr`.
+    fn ack_receipts(
+        &self,
+        addr: &Addr,
+        receipt_ids: Vec<u64>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Records activity of `user`.
+    fn touch(&self, user: &str, now_ms: u64)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// `(last_seen_ms, hidden)` of `user`, if ever seen.
+    fn presence(
+        &self,
+        user: &str,
+    ) -> impl Future<Output = Result<Option<(u64, bool)>, StoreError>> + Send;
+    /// Sets whether `user` hides its last-seen time.
+    fn set_hidden(
+        &self,
+        user: &str,
+        hidden: bool,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Deletes expired envelopes. Returns how many.
+    fn expire(&self, now_ms: u64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+type Reply = Box<dyn FnOnce(bool) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+
+/// Most operations committed in one transaction.
+pub const MAX_BATCH: usize = 512;
+
+/// The schema, one migration per version (`PRAGMA user_version`).
+const MIGRATIONS: &[&str] = &[
+    // 1
+    "CREATE TABLE devices (
+        user_id TEXT NOT NULL, device_id INTEGER NOT NULL, identity_key BLOB NOT NULL,
+        registered_ms INTEGER NOT NULL, PRIMARY KEY (user_id, device_id));
+     CREATE TABLE signed_prekeys (
+        user_id TEXT NOT NULL, device_id INTEGER NOT NULL, id INTEGER NOT NULL, key BLOB NOT NULL,
+        signature BLOB NOT NULL, PRIMARY KEY (user_id, device_id));
+     CREATE TABLE one_time_prekeys (
+        user_id TEXT NOT NULL, device_id INTEGER NOT NULL, id INTEGER NOT NULL, key BLOB NOT NULL,
+        PRIMARY KEY (user_id, device_id, id));
+     CREATE TABLE messages (
+        id INTEGER PRIMARY KEY, sender_user TEXT NOT NULL, sender_device INTEGER NOT NULL,
+        message_id BLOB NOT NULL, server_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL,
+        ciphertext BLOB NOT NULL, refs INTEGER NOT NULL);
+     CREATE TABLE mailbox (
+        envelope_id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL,
+        device_id INTEGER NOT NULL, message INTEGER NOT NULL REFERENCES messages(id),
+        size INTEGER NOT NULL, expires_ms INTEGER NOT NULL);
+     CREATE INDEX mailbox_by_device ON mailbox (user_id, device_id, envelope_id);
+     CREATE INDEX mailbox_by_expiry ON mailbox (expires_ms);
+     CREATE TABLE mailbox_usage (
+        user_id TEXT NOT NULL, device_id INTEGER NOT NULL, count INTEGER NOT NULL,
+        bytes INTEGER NOT NULL, PRIMARY KEY (user_id, device_id));
+     CREATE TABLE receipts (
+        receipt_id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL,
+        device_id INTEGER NOT NULL, read INTEGER NOT NULL, recipient_user TEXT NOT NULL,
+        recipient_device INTEGER NOT NULL, message_id BLOB NOT NULL, at_ms INTEGER NOT NULL);
+     CREATE INDEX receipts_by_device ON receipts (user_id, device_id, receipt_id);
+     CREATE TABLE presence (user_id TEXT PRIMARY KEY, last_seen_ms INTEGER NOT NULL, hidden INTEGER NOT NULL);",
+];
+
+/// The embedded SQLite store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    jobs: mpsc::SyncSender<Job>,
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database at `path`, and starts its
+    /// thread. `:memory:` gives a throw-away database.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut conn = Connection::open(path)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        )?;
+        migrate(&mut conn)?;
+        let (tx, rx) = mpsc::sync_channel::<Job>(8192);
+        std::thread::Builder::new()
+            .name("hush-relay-db".into())
+            .spawn(move || run(conn, rx))
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        Ok(Self { jobs: tx })
+    }
+
+    /// Runs `f` in a savepoint of the next batch; answers after the batch commits.
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn: &Connection| {
+            let result = (|| {
+                conn.execute_batch("SAVEPOINT op")?;
+                match f(conn) {
+                    Ok(v) => {
+                        conn.execute_batch("RELEASE op")?;
+                        Ok(v)
+                    }
+                    Err(e) => {
+                        conn.execute_batch("ROLLBACK TO op; RELEASE op")?;
+                        Err(e)
+                    }
+                }
+            })();
+            Box::new(move |committed: bool| {
+                let _ = tx.send(if committed {
+                    result
+                } else {
+                    Err(StoreError::Database("commit failed".into()))
+                });
+            })
+        });
+        // The channel is bounded: a full queue makes callers wait (back-pressure).
+        let jobs = self.jobs.clone();
+        tokio::task::spawn_blocking(move || jobs.send(job))
+            .await
+            .map_err(|_| StoreError::Closed)?
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        if conn.execute_batch("BEGIN IMMEDIATE").is_err() {
+            first(&conn)(false);
+            continue;
+        }
+        let mut replies = vec![first(&conn)];
+        while replies.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => replies.push(job(&conn)),
+                Err(_) => break,
+            }
+        }
+        let committed = conn.execute_batch("COMMIT").is_ok();
+        if !committed {
+            let _ = conn.execute_batch("ROLLBACK");
+            tracing::error!(
+                "database commit failed; {} operations refused",
+                replies.len()
+            );
+        }
+        for reply in replies {
+            reply(committed);
+        }
+    }
+}
+
+fn addr_params(a: &Addr) -> (String, u32) {
+    (a.user.clone(), a.device)
+}
+
+impl Store for SqliteStore {
+    async fn device(&self, addr: &Addr) -> Result<DeviceLookup, StoreError> {
+        let (user, device) = addr_params(addr);
+        self.call(move |c| {
+            let key: Option<Vec<u8>> = c
+                .query_row(
+                    "SELECT identity_key FROM devices WHERE user_id = ?1 AND device_id = ?2",
+                    params![user, device],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(k) = key {
+                return Ok(DeviceLookup::Known(k));
+            }
+            let mut stmt =
+                c.prepare("SELECT device_id, identity_key FROM devices WHERE user_id = ?1")?;
+            let rows = stmt
+                .query_map(params![user], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(DeviceLookup::Unknown(rows))
+        })
+        .await
+    }
+
+    async fn register(
+        &self,
+        addr: &Addr,
+        identity_key: &[u8],
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let (user, device) = addr_params(addr);
+        let key = identity_key.to_vec();
+        self.call(move |c| {
+            let n = c.execute(
+                "INSERT OR IGNORE INTO devices (user_id, device_id, identity_key, registered_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![user, device, key, now_ms as i64],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn upload_prekeys(
+        &self,
+        addr: &Addr,
+        signed: Option<(StoredPrekey, Vec<u8>)>,
+        one_time: Vec<StoredPrekey>,
+    ) -> Result<u64, StoreError> {
+        let (user, device) = addr_params(addr);
+        self.call(move |c| {
+            if let Some((spk, sig)) = signed {
+                c.execute(
+                    "INSERT OR REPLACE INTO signed_prekeys (user_id, device_id, id, key, signature) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![user, device, spk.id, spk.key, sig],
+                )?;
+            }
+            let mut stmt = c.prepare_cached("INSERT OR REPLACE INTO one_time_prekeys (user_id, device_id, id, key) VALUES (?1, ?2, ?3, ?4)")?;
+            for k in one_time {
+                stmt.execute(params![user, device, k.id, k.key])?;
+            }
+            Ok(c.query_row("SELECT COUNT(*) FROM one_time_prekeys WHERE user_id = ?1 AND device_id = ?2", params![user, device], |r| r.get::<_, i64>(0))? as u64)
+        })
+        .await
+    }
+
+    async fn take_bundle(&self, addr: &Addr) -> Result<Option<StoredBundle>, StoreError> {
+        let (user, device) = addr_params(addr);
+        self.call(move |c| {
+            let Some(identity_key) = c
+                .query_row("SELECT identity_key FROM devices WHERE user_id = ?1 AND device_id = ?2", params![user, device], |r| r.get::<_, Vec<u8>>(0))
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let Some((id, key, signature)) = c
+                .query_row("SELECT id, key, signature FROM signed_prekeys WHERE user_id = ?1 AND device_id = ?2", params![user, device], |r| {
+                    Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, Vec<u8>>(2)?))
+                })
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            // One writer thread and a savepoint per operation: the select and delete below
+            // cannot interleave with another fetch, so each one-time prekey goes out once.
+            let opk = c
+                .query_row(
+                    "SELECT id, key FROM one_time_prekeys WHERE user_id = ?1 AND device_id = ?2 ORDER BY id LIMIT 1",
+                    params![user, device],
+                    |r| Ok(StoredPrekey { id: r.get(0)?, key: r.get(1)? }),
+                )
+                .optional()?;
+            if let Some(k) = &opk {
+                c.execute("DELETE FROM one_time_prekeys WHERE user_id = ?1 AND device_id = ?2 AND id = ?3", params![user, device, k.id])?;
+            }
+            Ok(Some(StoredBundle { identity_key, signed_prekey: StoredPrekey { id, key }, signature, one_time_prekey: opk }))
+        })
+        .await
+    }
+
+    async fn prekey_count(&self, addr: &Addr) -> Result<u64, StoreError> {
+        let (user, device) = addr_params(addr);
+        self.call(move |c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM one_time_prekeys WHERE user_id = ?1 AND device_id = ?2",
+                params![user, device],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
+        })
+        .await
+    }
+
+    async fn enqueue(
+        &self,
+        sender: &Addr,
+        recipients: Vec<Addr>,
+        message_id: Vec<u8>,
+        ciphertext: Vec<u8>,
+        now_ms: u64,
+        limits: MailboxLimits,
+    ) -> Result<(), StoreError> {
+        let sender = sender.clone();
+        self.call(move |c| {
+            let size = ciphertext.len() as i64;
+            let expires = now_ms.saturating_add(limits.ttl_ms) as i64;
+            for r in &recipients {
+                let known: Option<i64> =
+                    c.query_row("SELECT 1 FROM devices WHERE user_id = ?1 AND device_id = ?2", params![r.user, r.device], |x| x.get(0)).optional()?;
+                if known.is_none() {
+                    return Err(StoreError::UnknownRecipient(r.clone()));
+                }
+                let (count, bytes): (i64, i64) = c
+                    .query_row("SELECT count, bytes FROM mailbox_usage WHERE user_id = ?1 AND device_id = ?2", params![r.user, r.device], |x| {
+                        Ok((x.get(0)?, x.get(1)?))
+                    })
+                    .optional()?
+                    .unwrap_or((0, 0));
+                if count as u64 >= limits.max_count || (bytes + size) as u64 > limits.max_bytes {
+                    return Err(StoreError::MailboxFull(r.clone()));
+                }
+            }
+            c.execute(
+                "INSERT INTO messages (sender_user, sender_device, message_id, server_ms, expires_ms, ciphertext, refs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![sender.user, sender.device, message_id, now_ms as i64, expires, ciphertext, recipients.len() as i64],
+            )?;
+            let message = c.last_insert_rowid();
+            let mut insert = c.prepare_cached("INSERT INTO mailbox (user_id, device_id, message, size, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            let mut usage = c.prepare_cached(
+                "INSERT INTO mailbox_usage (user_id, device_id, count, bytes) VALUES (?1, ?2, 1, ?3)
+                 ON CONFLICT (user_id, device_id) DO UPDATE SET count = count + 1, bytes = bytes + ?3",
+            )?;
+            for r in &recipients {
+                insert.execute(params![r.user, r.device, message, size, expires])?;
+                usage.execute(params![r.user, r.device, size])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn pending(
+        &self,
+        addr: &Addr,
+        after_id: u64,
+        limit: u32,
+        now_ms: u64,
+    ) -> Result<Vec<StoredEnvelope>, StoreError> {
+        let (user, device) = addr_params(addr);
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT mb.envelope_id, m.sender_user, m.sender_device, m.message_id, m.server_ms, m.ciphertext
+                 FROM mailbox mb JOIN messages m ON m.id = mb.message
+                 WHERE mb.user_id = ?1 AND mb.device_id = ?2 AND mb.envelope_id > ?3 AND mb.expires_ms > ?4
+                 ORDER BY mb.envelope_id LIMIT ?5",
+            )?;
+            let rows = stmt
+                .query_map(params![user, device, after_id as i64, now_ms as i64, limit], |r| {
+                    Ok(StoredEnvelope {
+                        envelope_id: r.get::<_, i64>(0)? as u64,
+                        sender: Addr { user: r.get(1)?, device: r.get(2)? },
+                        message_id: r.get(3)?,
+                        server_ms: r.get::<_, i64>(4)? as u64,
+                        ciphertext: r.get(5)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn ack(
+        &self,
+        addr: &Addr,
+        envelope_ids: Vec<u64>,
+        now_ms: u64,
+    ) -> Result<Vec<Addr>, StoreError> {
+        let (user, device) = addr_params(addr);
+        self.call(move |c| {
+            let mut senders = vec![];
+            for id in envelope_ids {
+                let row: Option<(i64, i64, String, u32, Vec<u8>)> = c
+                    .query_row(
+                        "SELECT mb.message, mb.size, m.sender_user, m.sender_device, m.message_id FROM mailbox mb JOIN messages m ON m.id = mb.message
+                         WHERE mb.envelope_id = ?1 AND mb.user_id = ?2 AND mb.device_id = ?3",
+                        params![id as i64, user, device],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                    )
+                    .optional()?;
+                // Not ours, or already acknowledged: nothing to do.
+                let Some((message, size, su, sd, mid)) = row else { continue };
+                c.execute("DELETE FROM mailbox WHERE envelope_id = ?1", params![id as i64])?;
+                c.execute("UPDATE mailbox_usage SET count = count - 1, bytes = bytes - ?3 WHERE user_id = ?1 AND device_id = ?2", params![user, device, size])?;
+                c.execute("UPDATE messages SET refs = refs - 1 WHERE id = ?1", params![message])?;
+                c.execute("DELETE FROM messages WHERE id = ?1 AND refs <= 0", params![message])?;
+                c.execute(
+                    "INSERT INTO receipts (user_id, device_id, read, recipient_user, recipient_device, message_id, at_ms) VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6)",
+                    params![su, sd, user, device, mid, now_ms as i64],
+                )?;
+                senders.push(Addr { user: su, device: sd });
+            }
+            senders.sort();
+            senders.dedup();
+            Ok(senders)
+        })
+        .await
+    }
+
+    async fn read(
+        &self,
+        reader: &Addr,
+        sender: &Addr,
+        message_ids: Vec<Vec<u8>>,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let (ru, rd) = addr_params(reader);
+        let (su, sd) = addr_params(sender);
+        self.call(move |c| {
+            let known: Option<i64> = c.query_row("SELECT 1 FROM devices WHERE user_id = ?1 AND device_id = ?2", params![su, sd], |x| x.get(0)).optional()?;
+            if known.is_none() {
+                return Err(StoreError::UnknownRecipient(Addr { user: su, device: sd }));
+            }
+            for mid in message_ids {
+                c.execute(
+                    "INSERT INTO receipts (user_id, device_id, read, recipient_user, recipient_device, message_id, at_ms) VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6)",
+                    params![su, sd, ru, rd, mid, now_ms as i64],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn receipts(
+        &self,
+        addr: &Addr,
+        after_id: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredReceipt>, StoreError> {
+        let (user, device) = addr_params(addr);
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT receipt_id, read, recipient_user, recipient_device, message_id, at_ms FROM receipts
+                 WHERE user_id = ?1 AND device_id = ?2 AND receipt_id > ?3 ORDER BY receipt_id LIMIT ?4",
+            )?;
+            let rows = stmt
+                .query_map(params![user, device, after_id as i64, limit], |r| {
+                    Ok(StoredReceipt {
+                        receipt_id: r.get::<_, i64>(0)? as u64,
+                        read: r.get::<_, i64>(1)? != 0,
+                        recipient: Addr { user: r.get(2)?, device: r.get(3)? },
+                        message_id: r.get(4)?,
+                        at_ms: r.get::<_, i64>(5)? as u64,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn ack_receipts(&self, addr: &Addr, receipt_ids: Vec<u64>) -> Result<(), StoreError> {
+        let (user, device) = addr_params(addr);
+        self.call(move |c| {
+            for id in receipt_ids {
+                c.execute("DELETE FROM receipts WHERE receipt_id = ?1 AND user_id = ?2 AND device_id = ?3", params![id as i64, user, device])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn touch(&self, user: &str, now_ms: u64) -> Result<(), StoreError> {
+        let user = user.to_string();
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO presence (user_id, last_seen_ms, hidden) VALUES (?1, ?2, 0)
+                 ON CONFLICT (user_id) DO UPDATE SET last_seen_ms = MAX(last_seen_ms, ?2)",
+                params![user, now_ms as i64],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn presence(&self, user: &str) -> Result<Option<(u64, bool)>, StoreError> {
+        let user = user.to_string();
+        self.call(move |c| {
+            Ok(c.query_row(
+                "SELECT last_seen_ms, hidden FROM presence WHERE user_id = ?1",
+                params![user],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? != 0)),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn set_hidden(&self, user: &str, hidden: bool) -> Result<(), StoreError> {
+        let user = user.to_string();
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO presence (user_id, last_seen_ms, hidden) VALUES (?1, 0, ?2)
+                 ON CONFLICT (user_id) DO UPDATE SET hidden = ?2",
+                params![user, i64::from(hidden)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn expire(&self, now_ms: u64) -> Result<u64, StoreError> {
+        self.call(move |c| {
+            let n = c.execute(
+                "UPDATE mailbox_usage SET count = count - (SELECT COUNT(*) FROM mailbox mb WHERE mb.user_id = mailbox_usage.user_id AND mb.device_id = mailbox_usage.device_id AND mb.expires_ms <= ?1),
+                 bytes = bytes - (SELECT COALESCE(SUM(size), 0) FROM mailbox mb WHERE mb.user_id = mailbox_usage.user_id AND mb.device_id = mailbox_usage.device_id AND mb.expires_ms <= ?1)",
+                params![now_ms as i64],
+            )?;
+            let _ = n;
+            let removed = c.execute("DELETE FROM mailbox WHERE expires_ms <= ?1", params![now_ms as i64])?;
+            c.execute("DELETE FROM messages WHERE expires_ms <= ?1", params![now_ms as i64])?;
+            Ok(removed as u64)
+        })
+        .await
+    }
+}

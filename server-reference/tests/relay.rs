@@ -1,0 +1,849 @@
+//! The relay against real WebSocket clients on loopback: authentication, prekeys, mailboxes,
+//! receipts, presence, limits and bad input, restarts, and a scan of the database for
+//! plaintext.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hush_crypto::{IdentityKeyPair, X25519KeyPair};
+use hush_relay::proto::{self, ErrorCode, client_frame::Body as In, server_frame::Body as Out};
+use hush_relay::{Config, RateLimit, Relay, SqliteStore, frame};
+use prost::Message as _;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+struct TestRelay {
+    addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    db: PathBuf,
+}
+
+fn db_path(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hush-relay-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("relay.db")
+}
+
+async fn start(db: PathBuf, tweak: impl FnOnce(&mut Config)) -> TestRelay {
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
+    tweak(&mut config);
+    let store = SqliteStore::open(&db).unwrap();
+    let relay = Relay::build(config, store).await.unwrap();
+    let addr = relay.local_addr();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        relay
+            .run(async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    TestRelay {
+        addr,
+        stop: Some(tx),
+        task,
+        db,
+    }
+}
+
+impl TestRelay {
+    async fn stop(mut self) -> PathBuf {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+        self.db.clone()
+    }
+}
+
+struct Client {
+    ws: Ws,
+    nonce: Vec<u8>,
+    relay_id: Vec<u8>,
+    next_id: u64,
+    /// Frames received while waiting for something else.
+    queue: Vec<proto::ServerFrame>,
+}
+
+async fn connect(relay: &TestRelay) -> Client {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/ws", relay.addr))
+        .await
+        .unwrap();
+    let mut c = Client {
+        ws,
+        nonce: vec![],
+        relay_id: vec![],
+        next_id: 1,
+        queue: vec![],
+    };
+    let f = c.recv_raw().await.expect("challenge");
+    let Some(Out::Challenge(ch)) = f.body else {
+        panic!("expected a challenge, got {f:?}")
+    };
+    c.nonce = ch.nonce;
+    c.relay_id = ch.relay_id;
+    c
+}
+
+impl Client {
+    async fn recv_raw(&mut self) -> Option<proto::ServerFrame> {
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                .await
+                .ok()??;
+            match m.ok()? {
+                Message::Binary(b) => return Some(proto::ServerFrame::decode(&b[..]).unwrap()),
+                Message::Close(_) => return None,
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next frame, taking queued ones first.
+    async fn recv(&mut self) -> Option<proto::ServerFrame> {
+        if !self.queue.is_empty() {
+            return Some(self.queue.remove(0));
+        }
+        self.recv_raw().await
+    }
+
+    async fn send_bytes(&mut self, b: Vec<u8>) {
+        self.ws.send(Message::Binary(b.into())).await.unwrap();
+    }
+
+    async fn send(&mut self, body: In) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send_bytes(
+            proto::ClientFrame {
+                request_id: id,
+                body: Some(body),
+            }
+            .encode_to_vec(),
+        )
+        .await;
+        id
+    }
+
+    /// Sends and waits for the reply to this request (queueing pushes meanwhile).
+    async fn call(&mut self, body: In) -> Out {
+        let id = self.send(body).await;
+        loop {
+            let f = self
+                .recv_raw()
+                .await
+                .expect("connection closed while waiting for a reply");
+            if f.request_id == id {
+                return f.body.unwrap();
+            }
+            self.queue.push(f);
+        }
+    }
+
+    async fn auth(
+        &mut self,
+        id: &IdentityKeyPair,
+        user: &str,
+        device: u32,
+        link: Option<proto::DeviceLink>,
+    ) -> Out {
+        let key = id.public().to_bytes().to_vec();
+        let sig = id.sign(&frame::auth_message(
+            &self.relay_id,
+            &self.nonce,
+            user,
+            device,
+            &key,
+        ));
+        self.call(In::Authenticate(proto::Authenticate {
+            address: Some(addr(user, device)),
+            identity_key: key,
+            signature: sig.to_bytes().to_vec(),
+            registration_token: vec![],
+            link,
+        }))
+        .await
+    }
+
+    /// Waits for a pushed frame matching `f`.
+    async fn expect_push<T>(&mut self, mut f: impl FnMut(&Out) -> Option<T>) -> T {
+        loop {
+            let frame = self
+                .recv()
+                .await
+                .expect("connection closed while waiting for a push");
+            if let Some(body) = &frame.body
+                && let Some(t) = f(body)
+            {
+                return t;
+            }
+        }
+    }
+
+    async fn envelope(&mut self) -> proto::Envelope {
+        self.expect_push(|b| {
+            if let Out::Envelope(e) = b {
+                Some(e.clone())
+            } else {
+                None
+            }
+        })
+        .await
+    }
+
+    async fn receipt(&mut self) -> proto::Receipt {
+        self.expect_push(|b| {
+            if let Out::Receipt(r) = b {
+                Some(r.clone())
+            } else {
+                None
+            }
+        })
+        .await
+    }
+}
+
+fn addr(user: &str, device: u32) -> proto::Address {
+    proto::Address {
+        user_id: user.into(),
+        device_id: device,
+    }
+}
+
+fn code(out: &Out) -> ErrorCode {
+    match out {
+        Out::Error(e) => ErrorCode::try_from(e.code).unwrap(),
+        other => panic!("expected an error frame, got {other:?}"),
+    }
+}
+
+async fn registered(relay: &TestRelay, user: &str) -> (Client, IdentityKeyPair) {
+    let id = IdentityKeyPair::generate(&mut rand::rng());
+    let mut c = connect(relay).await;
+    assert!(matches!(
+        c.auth(&id, user, 1, None).await,
+        Out::Authenticated(_)
+    ));
+    (c, id)
+}
+
+fn send_to(recipients: &[(&str, u32)], mid: &[u8], ct: &[u8]) -> In {
+    In::Send(proto::Send {
+        recipients: recipients.iter().map(|(u, d)| addr(u, *d)).collect(),
+        message_id: mid.to_vec(),
+        ciphertext: ct.to_vec(),
+    })
+}
+
+fn upload(id: &IdentityKeyPair, spk_id: u32, n: u32) -> In {
+    let spk = X25519KeyPair::generate(&mut rand::rng());
+    let sig = id.sign(&frame::signed_prekey_message(
+        spk_id,
+        spk.public().as_bytes(),
+    ));
+    In::UploadPrekeys(proto::UploadPrekeys {
+        signed_prekey_id: spk_id,
+        signed_prekey: spk.public().to_bytes().to_vec(),
+        signed_prekey_signature: sig.to_bytes().to_vec(),
+        one_time_prekeys: (0..n)
+            .map(|i| proto::OneTimePrekey {
+                id: 100 + i,
+                key: X25519KeyPair::generate(&mut rand::rng())
+                    .public()
+                    .to_bytes()
+                    .to_vec(),
+            })
+            .collect(),
+    })
+}
+
+#[tokio::test]
+async fn authentication_rules() {
+    let relay = start(db_path("auth"), |_| {}).await;
+    let (_, alice) = registered(&relay, "alice").await;
+    // Re-authenticating with the same key works; another key for the same device does not.
+    let mut again = connect(&relay).await;
+    assert!(matches!(
+        again.auth(&alice, "alice", 1, None).await,
+        Out::Authenticated(proto::Authenticated { registered: false })
+    ));
+    let mallory = IdentityKeyPair::generate(&mut rand::rng());
+    let mut m = connect(&relay).await;
+    assert_eq!(
+        code(&m.auth(&mallory, "alice", 1, None).await),
+        ErrorCode::AuthFailed
+    );
+    // A second device of an existing user needs a link from an existing device.
+    let mut m = connect(&relay).await;
+    assert_eq!(
+        code(&m.auth(&mallory, "alice", 2, None).await),
+        ErrorCode::Forbidden
+    );
+    let mut m = connect(&relay).await;
+    let forged = proto::DeviceLink {
+        linking_device_id: 1,
+        signature: mallory
+            .sign(&frame::link_message(
+                "alice",
+                2,
+                mallory.public().as_bytes(),
+            ))
+            .to_bytes()
+            .to_vec(),
+    };
+    assert_eq!(
+        code(&m.auth(&mallory, "alice", 2, Some(forged)).await),
+        ErrorCode::Forbidden
+    );
+    let phone = IdentityKeyPair::generate(&mut rand::rng());
+    let link = proto::DeviceLink {
+        linking_device_id: 1,
+        signature: alice
+            .sign(&frame::link_message("alice", 2, phone.public().as_bytes()))
+            .to_bytes()
+            .to_vec(),
+    };
+    let mut p = connect(&relay).await;
+    assert!(matches!(
+        p.auth(&phone, "alice", 2, Some(link)).await,
+        Out::Authenticated(proto::Authenticated { registered: true })
+    ));
+    // A replayed authentication (signed for another connection's challenge) fails.
+    let mut first = connect(&relay).await;
+    let key = alice.public().to_bytes().to_vec();
+    let sig = alice.sign(&frame::auth_message(
+        &first.relay_id,
+        &first.nonce,
+        "alice",
+        1,
+        &key,
+    ));
+    let replay = In::Authenticate(proto::Authenticate {
+        address: Some(addr("alice", 1)),
+        identity_key: key,
+        signature: sig.to_bytes().to_vec(),
+        ..Default::default()
+    });
+    assert!(matches!(
+        first.call(replay.clone()).await,
+        Out::Authenticated(_)
+    ));
+    let mut second = connect(&relay).await;
+    assert_eq!(code(&second.call(replay).await), ErrorCode::AuthFailed);
+    assert!(
+        second.recv_raw().await.is_none(),
+        "the relay closes after a failed authentication"
+    );
+    // Anything before authenticating is refused, and the connection closed.
+    let mut early = connect(&relay).await;
+    assert_eq!(
+        code(&early.call(In::Ping(proto::Ping {})).await),
+        ErrorCode::Unauthenticated
+    );
+    // Garbage.
+    let mut g = connect(&relay).await;
+    g.send_bytes(vec![0xff, 0x01, 0x02]).await;
+    let f = g.recv_raw().await.unwrap();
+    assert_eq!(code(&f.body.unwrap()), ErrorCode::Malformed);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn registration_token() {
+    let relay = start(db_path("token"), |c| {
+        c.registration_token = Some(b"let me in".to_vec())
+    })
+    .await;
+    let id = IdentityKeyPair::generate(&mut rand::rng());
+    let mut c = connect(&relay).await;
+    assert_eq!(code(&c.auth(&id, "u", 1, None).await), ErrorCode::Forbidden);
+    let mut c = connect(&relay).await;
+    let key = id.public().to_bytes().to_vec();
+    let sig = id.sign(&frame::auth_message(&c.relay_id, &c.nonce, "u", 1, &key));
+    let ok = c
+        .call(In::Authenticate(proto::Authenticate {
+            address: Some(addr("u", 1)),
+            identity_key: key,
+            signature: sig.to_bytes().to_vec(),
+            registration_token: b"let me in".to_vec(),
+            link: None,
+        }))
+        .await;
+    assert!(matches!(ok, Out::Authenticated(_)));
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn prekey_directory() {
+    let relay = start(db_path("prekeys"), |c| c.prekey_low_watermark = 3).await;
+    let (mut bob, bob_id) = registered(&relay, "bob").await;
+    // A signed prekey signed by someone else is refused.
+    let other = IdentityKeyPair::generate(&mut rand::rng());
+    assert_eq!(
+        code(&bob.call(upload(&other, 1, 0)).await),
+        ErrorCode::BadSignature
+    );
+    let Out::PrekeyStatus(s) = bob.call(upload(&bob_id, 1, 5)).await else {
+        panic!()
+    };
+    assert_eq!((s.one_time_prekeys, s.low), (5, false));
+    let (mut alice, _) = registered(&relay, "alice").await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..5 {
+        let Out::Bundle(b) = alice
+            .call(In::FetchBundle(proto::FetchBundle {
+                address: Some(addr("bob", 1)),
+            }))
+            .await
+        else {
+            panic!()
+        };
+        assert_eq!(b.identity_key, bob_id.public().to_bytes().to_vec());
+        assert!(
+            seen.insert(b.one_time_prekey.unwrap().id),
+            "a one-time prekey was handed out twice"
+        );
+    }
+    // Stock exhausted: the signed prekey alone.
+    let Out::Bundle(b) = alice
+        .call(In::FetchBundle(proto::FetchBundle {
+            address: Some(addr("bob", 1)),
+        }))
+        .await
+    else {
+        panic!()
+    };
+    assert!(b.one_time_prekey.is_none());
+    assert_eq!(b.signed_prekey_id, 1);
+    // Bob is told his stock is low when he reconnects.
+    let mut bob2 = connect(&relay).await;
+    bob2.auth(&bob_id, "bob", 1, None).await;
+    let status = bob2
+        .expect_push(|b| {
+            if let Out::PrekeyStatus(s) = b {
+                Some(s.clone())
+            } else {
+                None
+            }
+        })
+        .await;
+    assert_eq!((status.one_time_prekeys, status.low), (0, true));
+    // Unknown device.
+    assert_eq!(
+        code(
+            &alice
+                .call(In::FetchBundle(proto::FetchBundle {
+                    address: Some(addr("nobody", 1))
+                }))
+                .await
+        ),
+        ErrorCode::NotFound
+    );
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_fetches_hand_out_each_prekey_once() {
+    let relay = start(db_path("concurrent"), |c| {
+        c.device_rate = RateLimit::per_second(10_000)
+    })
+    .await;
+    let (mut bob, bob_id) = registered(&relay, "bob").await;
+    bob.call(upload(&bob_id, 1, 40)).await;
+    let mut tasks = vec![];
+    for i in 0..8 {
+        let addr_s = relay.addr;
+        tasks.push(tokio::spawn(async move {
+            let relay = TestRelay {
+                addr: addr_s,
+                stop: None,
+                task: tokio::spawn(async {}),
+                db: PathBuf::new(),
+            };
+            let (mut c, _) = registered(&relay, &format!("fetcher{i}")).await;
+            let mut got = vec![];
+            for _ in 0..6 {
+                if let Out::Bundle(b) = c
+                    .call(In::FetchBundle(proto::FetchBundle {
+                        address: Some(addr("bob", 1)),
+                    }))
+                    .await
+                    && let Some(k) = b.one_time_prekey
+                {
+                    got.push(k.id);
+                }
+            }
+            got
+        }));
+    }
+    let mut all = vec![];
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let unique: std::collections::HashSet<_> = all.iter().collect();
+    assert_eq!(
+        all.len(),
+        40,
+        "48 fetches of 40 prekeys hand out exactly 40"
+    );
+    assert_eq!(unique.len(), 40, "a one-time prekey was handed out twice");
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn offline_delivery_receipts_and_ack_rules() {
+    let relay = start(db_path("mail"), |_| {}).await;
+    let (mut alice, alice_id) = registered(&relay, "alice").await;
+    let (bob_c, bob_id) = registered(&relay, "bob").await;
+    drop(bob_c); // Bob goes offline.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for i in 0..3u8 {
+        let Out::Sent(s) = alice.call(send_to(&[("bob", 1)], &[i], &[i; 40])).await else {
+            panic!()
+        };
+        assert_eq!(s.message_id, vec![i]);
+    }
+    // Mallory cannot acknowledge Bob's envelopes.
+    let (mut mallory, _) = registered(&relay, "mallory").await;
+    assert!(matches!(
+        mallory
+            .call(In::Ack(proto::Ack {
+                envelope_ids: vec![1, 2, 3]
+            }))
+            .await,
+        Out::Done(_)
+    ));
+    // Bob connects: three envelopes, in order.
+    let mut bob = connect(&relay).await;
+    bob.auth(&bob_id, "bob", 1, None).await;
+    let mut ids = vec![];
+    for i in 0..3u8 {
+        let e = bob.envelope().await;
+        assert_eq!(
+            (e.message_id.clone(), e.ciphertext.clone()),
+            (vec![i], vec![i; 40])
+        );
+        assert_eq!(e.sender.as_ref().unwrap().user_id, "alice");
+        ids.push(e.envelope_id);
+    }
+    bob.call(In::Ack(proto::Ack { envelope_ids: ids })).await;
+    for i in 0..3u8 {
+        let r = alice.receipt().await;
+        assert_eq!(
+            (r.kind, r.message_id.clone()),
+            (proto::ReceiptKind::Delivered as i32, vec![i])
+        );
+    }
+    // Read receipt, queued while Alice is offline, delivered when she returns.
+    drop(alice);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    bob.call(In::Read(proto::ReadReceipt {
+        sender: Some(addr("alice", 1)),
+        message_ids: vec![vec![2]],
+    }))
+    .await;
+    let mut alice = connect(&relay).await;
+    alice.auth(&alice_id, "alice", 1, None).await;
+    let mut pending = vec![];
+    let read = loop {
+        let r = alice.receipt().await;
+        pending.push(r.receipt_id);
+        if r.kind == proto::ReceiptKind::Read as i32 {
+            break r;
+        }
+    };
+    assert_eq!(
+        (read.message_id, read.recipient.unwrap().user_id),
+        (vec![2], "bob".to_string())
+    );
+    // Acknowledged receipts are not delivered again.
+    alice
+        .call(In::AckReceipts(proto::AckReceipts {
+            receipt_ids: pending,
+        }))
+        .await;
+    drop(alice);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut alice = connect(&relay).await;
+    alice.auth(&alice_id, "alice", 1, None).await;
+    alice.call(In::Ping(proto::Ping {})).await;
+    assert!(
+        alice
+            .queue
+            .iter()
+            .all(|f| !matches!(f.body, Some(Out::Receipt(_)))),
+        "acknowledged receipts came back"
+    );
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn restart_loses_and_duplicates_nothing() {
+    let db = db_path("restart");
+    let relay = start(db.clone(), |_| {}).await;
+    let (mut alice, _) = registered(&relay, "alice").await;
+    let (bob_c, bob_id) = registered(&relay, "bob").await;
+    drop(bob_c);
+    for i in 0..20u8 {
+        assert!(matches!(
+            alice.call(send_to(&[("bob", 1)], &[i], &[i; 10])).await,
+            Out::Sent(_)
+        ));
+    }
+    // Bob reads and acknowledges the first five, then the relay restarts.
+    let mut bob = connect(&relay).await;
+    bob.auth(&bob_id, "bob", 1, None).await;
+    let mut first = vec![];
+    for _ in 0..5 {
+        first.push(bob.envelope().await.envelope_id);
+    }
+    bob.call(In::Ack(proto::Ack {
+        envelope_ids: first,
+    }))
+    .await;
+    drop(bob);
+    drop(alice);
+    let db = relay.stop().await;
+    let relay = start(db, |_| {}).await;
+    let mut bob = connect(&relay).await;
+    bob.auth(&bob_id, "bob", 1, None).await;
+    let mut got = vec![];
+    for _ in 0..15 {
+        got.push(bob.envelope().await.message_id[0]);
+    }
+    assert_eq!(
+        got,
+        (5..20).collect::<Vec<u8>>(),
+        "exactly the unacknowledged envelopes, in order"
+    );
+    bob.call(In::Ping(proto::Ping {})).await;
+    assert!(
+        bob.queue
+            .iter()
+            .all(|f| !matches!(f.body, Some(Out::Envelope(_)))),
+        "no duplicates"
+    );
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn multi_recipient_limits_and_errors() {
+    let relay = start(db_path("multi"), |c| {
+        c.mailbox_max_count = 3;
+        c.max_recipients = 4;
+    })
+    .await;
+    let (mut alice, _) = registered(&relay, "alice").await;
+    let mut others = vec![];
+    for u in ["b", "c", "d"] {
+        others.push(registered(&relay, u).await);
+    }
+    // One ciphertext, three recipients, pushed to each at once.
+    assert!(matches!(
+        alice
+            .call(send_to(
+                &[("b", 1), ("c", 1), ("d", 1)],
+                b"g1",
+                b"group ciphertext"
+            ))
+            .await,
+        Out::Sent(_)
+    ));
+    for (c, _) in &mut others {
+        assert_eq!(c.envelope().await.ciphertext, b"group ciphertext");
+    }
+    // Over the recipient cap.
+    let five: Vec<_> = (0..5).map(|i| ("b", i)).collect();
+    assert_eq!(
+        code(&alice.call(send_to(&five, b"x", b"y")).await),
+        ErrorCode::TooManyRecipients
+    );
+    // Unknown recipient: nothing stored for anyone.
+    assert_eq!(
+        code(
+            &alice
+                .call(send_to(&[("b", 1), ("nobody", 1)], b"u", b"v"))
+                .await
+        ),
+        ErrorCode::UnknownRecipient
+    );
+    // Mailbox cap (3): b already holds one unacknowledged envelope.
+    for i in 0..2u8 {
+        assert!(matches!(
+            alice.call(send_to(&[("b", 1)], &[i], b"fill")).await,
+            Out::Sent(_)
+        ));
+    }
+    assert_eq!(
+        code(&alice.call(send_to(&[("b", 1)], b"over", b"full")).await),
+        ErrorCode::MailboxFull
+    );
+    // Oversized envelope and bad message ids.
+    let big = vec![0u8; Config::default().max_envelope_bytes + 1];
+    assert_eq!(
+        code(&alice.call(send_to(&[("c", 1)], b"big", &big)).await),
+        ErrorCode::TooLarge
+    );
+    assert_eq!(
+        code(&alice.call(send_to(&[("c", 1)], &[0; 33], b"x")).await),
+        ErrorCode::Malformed
+    );
+    // The connection still works.
+    assert!(matches!(
+        alice.call(In::Ping(proto::Ping {})).await,
+        Out::Pong(_)
+    ));
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limit_answers_retry_after_and_spares_others() {
+    let relay = start(db_path("rate"), |c| {
+        c.device_rate = RateLimit {
+            per_second: 5.0,
+            burst: 5.0,
+        }
+    })
+    .await;
+    let (mut flooder, _) = registered(&relay, "flooder").await;
+    let (mut good, _) = registered(&relay, "good").await;
+    let mut limited = None;
+    for _ in 0..20 {
+        if let Out::Error(e) = flooder.call(In::Ping(proto::Ping {})).await {
+            limited = Some(e);
+            break;
+        }
+    }
+    let e = limited.expect("the flood was never limited");
+    assert_eq!(ErrorCode::try_from(e.code).unwrap(), ErrorCode::RateLimited);
+    assert!(e.retry_after_ms > 0);
+    assert!(
+        matches!(good.call(In::Ping(proto::Ping {})).await, Out::Pong(_)),
+        "another device is unaffected"
+    );
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn presence_online_last_seen_and_hidden() {
+    let relay = start(db_path("presence"), |_| {}).await;
+    let (mut alice, _) = registered(&relay, "alice").await;
+    let (mut bob, _) = registered(&relay, "bob").await;
+    let Out::Presence(p) = alice
+        .call(In::Presence(proto::PresenceQuery {
+            user_id: "bob".into(),
+        }))
+        .await
+    else {
+        panic!()
+    };
+    assert!(p.online && p.last_seen_ms > 0 && !p.hidden);
+    bob.call(In::PresenceSettings(proto::PresenceSettings {
+        hide_last_seen: true,
+    }))
+    .await;
+    let Out::Presence(p) = alice
+        .call(In::Presence(proto::PresenceQuery {
+            user_id: "bob".into(),
+        }))
+        .await
+    else {
+        panic!()
+    };
+    assert!(p.hidden && p.last_seen_ms == 0);
+    let Out::Presence(p) = alice
+        .call(In::Presence(proto::PresenceQuery {
+            user_id: "nobody".into(),
+        }))
+        .await
+    else {
+        panic!()
+    };
+    assert!(!p.online);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn database_holds_no_plaintext() {
+    use hush_sessions::{OneTimePrekey, PrekeyBundle, Session, SignedPrekey};
+    let db = db_path("scan");
+    let relay = start(db.clone(), |_| {}).await;
+    let (mut alice, a_id) = registered(&relay, "alice").await;
+    let (bob_c, b_id) = registered(&relay, "bob").await;
+    drop(bob_c);
+    let mut rng = rand::rng();
+    let spk = SignedPrekey::generate(1, &b_id, &mut rng);
+    let opk = OneTimePrekey::generate(1, &mut rng);
+    let mut session = Session::initiate(
+        &a_id,
+        &PrekeyBundle::new(b_id.public(), &spk, Some(&opk)),
+        None,
+        &mut rng,
+    )
+    .unwrap();
+    let secret = b"THE PLAINTEXT THAT MUST NEVER REACH THE RELAY";
+    for i in 0..5u8 {
+        let ct = session.encrypt(secret).unwrap().to_bytes();
+        assert!(matches!(
+            alice.call(send_to(&[("bob", 1)], &[i], &ct)).await,
+            Out::Sent(_)
+        ));
+    }
+    drop(alice);
+    let db = relay.stop().await;
+    let mut files = vec![std::fs::read(&db).unwrap()];
+    for ext in ["-wal", "-shm"] {
+        if let Ok(b) = std::fs::read(format!("{}{ext}", db.display())) {
+            files.push(b);
+        }
+    }
+    let total: usize = files.iter().map(Vec::len).sum();
+    assert!(total > 0);
+    for f in &files {
+        assert!(
+            !f.windows(secret.len()).any(|w| w == secret),
+            "plaintext found in the database"
+        );
+        assert!(
+            !f.windows(16).any(|w| w == &secret[..16]),
+            "plaintext fragment found in the database"
+        );
+    }
+}
+
+#[tokio::test]
+async fn health_and_metrics() {
+    let relay = start(db_path("http"), |_| {}).await;
+    let (mut a, _) = registered(&relay, "a").await;
+    a.call(In::Ping(proto::Ping {})).await;
+    for (path, needle) in [
+        ("/healthz", "ok"),
+        ("/readyz", "ready"),
+        ("/metrics", "hush_connections"),
+    ] {
+        let mut s = TcpStream::connect(relay.addr).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{path}: {out}");
+        assert!(out.contains(needle), "{path}: {out}");
+    }
+    relay.stop().await;
+}
