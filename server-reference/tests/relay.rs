@@ -433,7 +433,7 @@ async fn prekey_directory() {
     let status = bob2
         .expect_push(|b| {
             if let Out::PrekeyStatus(s) = b {
-                Some(s.clone())
+                Some(*s)
             } else {
                 None
             }
