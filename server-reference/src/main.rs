@@ -25,6 +25,12 @@ struct Args {
     /// Most simultaneous connections.
     #[arg(long, env = "HUSH_MAX_CONNECTIONS", default_value_t = 19_000)]
     max_connections: usize,
+    /// Frames per second allowed per device (burst: twice that).
+    #[arg(long, env = "HUSH_DEVICE_RATE", default_value_t = 200)]
+    device_rate: u32,
+    /// Frames per second allowed per IP address (burst: twice that).
+    #[arg(long, env = "HUSH_IP_RATE", default_value_t = 1000)]
+    ip_rate: u32,
 }
 
 #[tokio::main]
@@ -45,6 +51,8 @@ async fn main() -> ExitCode {
         relay_id: args.relay_id.into_bytes(),
         registration_token: args.registration_token.map(String::into_bytes),
         max_connections: args.max_connections,
+        device_rate: hush_relay::RateLimit::per_second(args.device_rate),
+        ip_rate: hush_relay::RateLimit::per_second(args.ip_rate),
         ..Config::default()
     };
     let relay = match Relay::build(config, store).await {

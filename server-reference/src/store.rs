@@ -9,10 +9,9 @@
 
 use std::future::Future;
 use std::path::Path;
-use std::sync::mpsc;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 /// A device address.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -252,7 +251,7 @@ const MIGRATIONS: &[&str] = &[
 /// The embedded SQLite store.
 #[derive(Clone)]
 pub struct SqliteStore {
-    jobs: mpsc::SyncSender<Job>,
+    jobs: mpsc::Sender<Job>,
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -275,7 +274,7 @@ impl SqliteStore {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
         )?;
         migrate(&mut conn)?;
-        let (tx, rx) = mpsc::sync_channel::<Job>(8192);
+        let (tx, rx) = mpsc::channel::<Job>(8192);
         std::thread::Builder::new()
             .name("hush-relay-db".into())
             .spawn(move || run(conn, rx))
@@ -291,14 +290,15 @@ impl SqliteStore {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn: &Connection| {
             let result = (|| {
-                conn.execute_batch("SAVEPOINT op")?;
+                conn.prepare_cached("SAVEPOINT op")?.execute([])?;
                 match f(conn) {
                     Ok(v) => {
-                        conn.execute_batch("RELEASE op")?;
+                        conn.prepare_cached("RELEASE op")?.execute([])?;
                         Ok(v)
                     }
                     Err(e) => {
-                        conn.execute_batch("ROLLBACK TO op; RELEASE op")?;
+                        conn.prepare_cached("ROLLBACK TO op")?.execute([])?;
+                        conn.prepare_cached("RELEASE op")?.execute([])?;
                         Err(e)
                     }
                 }
@@ -312,17 +312,13 @@ impl SqliteStore {
             })
         });
         // The channel is bounded: a full queue makes callers wait (back-pressure).
-        let jobs = self.jobs.clone();
-        tokio::task::spawn_blocking(move || jobs.send(job))
-            .await
-            .map_err(|_| StoreError::Closed)?
-            .map_err(|_| StoreError::Closed)?;
+        self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 }
 
-fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
+fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.blocking_recv() {
         if conn.execute_batch("BEGIN IMMEDIATE").is_err() {
             first(&conn)(false);
             continue;
@@ -478,12 +474,13 @@ impl Store for SqliteStore {
             let expires = now_ms.saturating_add(limits.ttl_ms) as i64;
             for r in &recipients {
                 let known: Option<i64> =
-                    c.query_row("SELECT 1 FROM devices WHERE user_id = ?1 AND device_id = ?2", params![r.user, r.device], |x| x.get(0)).optional()?;
+                    c.prepare_cached("SELECT 1 FROM devices WHERE user_id = ?1 AND device_id = ?2")?.query_row(params![r.user, r.device], |x| x.get(0)).optional()?;
                 if known.is_none() {
                     return Err(StoreError::UnknownRecipient(r.clone()));
                 }
                 let (count, bytes): (i64, i64) = c
-                    .query_row("SELECT count, bytes FROM mailbox_usage WHERE user_id = ?1 AND device_id = ?2", params![r.user, r.device], |x| {
+                    .prepare_cached("SELECT count, bytes FROM mailbox_usage WHERE user_id = ?1 AND device_id = ?2")?
+                    .query_row(params![r.user, r.device], |x| {
                         Ok((x.get(0)?, x.get(1)?))
                     })
                     .optional()?
@@ -492,10 +489,10 @@ impl Store for SqliteStore {
                     return Err(StoreError::MailboxFull(r.clone()));
                 }
             }
-            c.execute(
+            c.prepare_cached(
                 "INSERT INTO messages (sender_user, sender_device, message_id, server_ms, expires_ms, ciphertext, refs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![sender.user, sender.device, message_id, now_ms as i64, expires, ciphertext, recipients.len() as i64],
-            )?;
+            )?
+            .execute(params![sender.user, sender.device, message_id, now_ms as i64, expires, ciphertext, recipients.len() as i64])?;
             let message = c.last_insert_rowid();
             let mut insert = c.prepare_cached("INSERT INTO mailbox (user_id, device_id, message, size, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?;
             let mut usage = c.prepare_cached(
@@ -553,23 +550,22 @@ impl Store for SqliteStore {
             let mut senders = vec![];
             for id in envelope_ids {
                 let row: Option<(i64, i64, String, u32, Vec<u8>)> = c
-                    .query_row(
+                    .prepare_cached(
                         "SELECT mb.message, mb.size, m.sender_user, m.sender_device, m.message_id FROM mailbox mb JOIN messages m ON m.id = mb.message
                          WHERE mb.envelope_id = ?1 AND mb.user_id = ?2 AND mb.device_id = ?3",
-                        params![id as i64, user, device],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-                    )
+                    )?
+                    .query_row(params![id as i64, user, device], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
                     .optional()?;
                 // Not ours, or already acknowledged: nothing to do.
                 let Some((message, size, su, sd, mid)) = row else { continue };
-                c.execute("DELETE FROM mailbox WHERE envelope_id = ?1", params![id as i64])?;
-                c.execute("UPDATE mailbox_usage SET count = count - 1, bytes = bytes - ?3 WHERE user_id = ?1 AND device_id = ?2", params![user, device, size])?;
-                c.execute("UPDATE messages SET refs = refs - 1 WHERE id = ?1", params![message])?;
-                c.execute("DELETE FROM messages WHERE id = ?1 AND refs <= 0", params![message])?;
-                c.execute(
+                c.prepare_cached("DELETE FROM mailbox WHERE envelope_id = ?1")?.execute(params![id as i64])?;
+                c.prepare_cached("UPDATE mailbox_usage SET count = count - 1, bytes = bytes - ?3 WHERE user_id = ?1 AND device_id = ?2")?.execute(params![user, device, size])?;
+                c.prepare_cached("UPDATE messages SET refs = refs - 1 WHERE id = ?1")?.execute(params![message])?;
+                c.prepare_cached("DELETE FROM messages WHERE id = ?1 AND refs <= 0")?.execute(params![message])?;
+                c.prepare_cached(
                     "INSERT INTO receipts (user_id, device_id, read, recipient_user, recipient_device, message_id, at_ms) VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6)",
-                    params![su, sd, user, device, mid, now_ms as i64],
-                )?;
+                )?
+                .execute(params![su, sd, user, device, mid, now_ms as i64])?;
                 senders.push(Addr { user: su, device: sd });
             }
             senders.sort();
