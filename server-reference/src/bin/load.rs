@@ -155,12 +155,16 @@ async fn throughput(
     let mut tasks = vec![];
     for p in 0..pairs {
         let receiver_user = format!("rx-{run}-{p}");
-        let mut rx = connect(relay, &receiver_user)
-            .await
-            .expect("receiver connects");
-        let mut tx = connect(relay, &format!("tx-{run}-{p}"))
-            .await
-            .expect("sender connects");
+        let (mut rx, mut tx) = match (
+            connect(relay, &receiver_user).await,
+            connect(relay, &format!("tx-{run}-{p}")).await,
+        ) {
+            (Ok(rx), Ok(tx)) => (rx, tx),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("hush-relay-load: cannot connect pair {p}: {e}");
+                std::process::exit(1);
+            }
+        };
         let acked = acked.clone();
         let latencies = latencies.clone();
         tasks.push(tokio::spawn(async move {
