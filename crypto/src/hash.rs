@@ -11,8 +11,43 @@ pub fn sha256(parts: &[&[u8]]) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// Incremental SHA-256, for data that arrives in pieces (streamed uploads).
+#[derive(Clone, Default)]
+pub struct Sha256Stream(Sha256);
+
+impl Sha256Stream {
+    /// A fresh hasher.
+    pub fn new() -> Self {
+        Self(Sha256::new())
+    }
+
+    /// Adds `data`.
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    /// The digest of everything added.
+    pub fn finish(self) -> [u8; 32] {
+        self.0.finalize().into()
+    }
+}
+
+impl core::fmt::Debug for Sha256Stream {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Sha256Stream")
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn stream_matches_one_shot() {
+        let mut h = super::Sha256Stream::new();
+        h.update(b"a");
+        h.update(b"bc");
+        assert_eq!(h.finish(), super::sha256(&[b"abc"]));
+    }
+
     #[test]
     fn fips_180_abc() {
         assert_eq!(

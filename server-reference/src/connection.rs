@@ -620,6 +620,15 @@ async fn handle<S: Store>(f: proto::ClientFrame, shared: &Shared<S>, addr: &Addr
                 hidden,
             }))
         }
+        Some(In::UploadToken(_)) => {
+            let ttl = shared.config.upload_token_ttl;
+            let token = shared.tokens.issue(addr, ttl);
+            done(Out::UploadToken(proto::UploadToken {
+                token: token.to_vec(),
+                expires_ms: now_ms().saturating_add(ttl.as_millis() as u64),
+                max_bytes: shared.config.max_blob_bytes,
+            }))
+        }
         Some(In::PresenceSettings(p)) => {
             shared
                 .store

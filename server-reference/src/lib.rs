@@ -5,8 +5,9 @@
 //! `proto/hush_relay.proto`), prove they hold their identity key by signing a fresh
 //! challenge, and then upload prekeys, fetch bundles, send envelopes (one ciphertext for up
 //! to 256 recipient devices), receive their mailbox in order, acknowledge, and exchange
-//! delivered and read receipts and presence. The same port serves `/healthz`, `/readyz`
-//! and Prometheus `/metrics` over plain HTTP.
+//! delivered and read receipts and presence. The same port serves `/healthz`, `/readyz`,
+//! Prometheus `/metrics` and attachment blobs (`POST /v1/blobs`, `GET /v1/blobs/{id}`) over
+//! plain HTTP.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -22,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+mod blobs;
 mod connection;
 pub mod frame;
 mod hub;
@@ -95,6 +97,14 @@ pub struct Config {
     pub prekey_low_watermark: u64,
     /// Most one-time prekeys in one upload. Default 500.
     pub max_prekeys_per_upload: usize,
+    /// Directory for attachment blobs. Default `hush-blobs`.
+    pub blob_dir: std::path::PathBuf,
+    /// Largest blob (bytes). Default 100 MiB.
+    pub max_blob_bytes: u64,
+    /// How long a blob is kept. Default 30 days.
+    pub blob_ttl: Duration,
+    /// How long an upload token stays valid. Default 5 minutes.
+    pub upload_token_ttl: Duration,
 }
 
 impl Default for Config {
@@ -117,6 +127,10 @@ impl Default for Config {
             online_window: Duration::from_secs(60),
             prekey_low_watermark: 20,
             max_prekeys_per_upload: 500,
+            blob_dir: std::path::PathBuf::from("hush-blobs"),
+            max_blob_bytes: 100 * 1024 * 1024,
+            blob_ttl: Duration::from_secs(30 * 24 * 3600),
+            upload_token_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -130,6 +144,7 @@ pub(crate) struct Shared<S> {
     pub(crate) ip_limits: limits::Limiter<std::net::IpAddr>,
     pub(crate) device_limits: limits::Limiter<store::Addr>,
     pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) tokens: blobs::Tokens,
 }
 
 /// A bound relay, ready to [`run`](Relay::run).
@@ -164,6 +179,7 @@ impl<S: Store> Relay<S> {
             hub: hub::Hub::default(),
             metrics: metrics::Metrics::default(),
             shutdown,
+            tokens: blobs::Tokens::default(),
         });
         Ok(Self {
             listener,
@@ -191,6 +207,9 @@ impl<S: Store> Relay<S> {
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(ready::<S>))
             .route("/metrics", get(metrics_text::<S>))
+            .route("/v1/blobs", axum::routing::post(blobs::upload::<S>))
+            .route("/v1/blobs/{id}", get(blobs::download::<S>))
+            .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(shared.clone());
         let expiry = tokio::spawn(expire_loop(shared.clone()));
         let tx = self.shutdown_tx;
@@ -269,6 +288,7 @@ async fn expire_loop<S: Store>(shared: Arc<Shared<S>>) {
         {
             tracing::info!(expired = n, "expired envelopes removed");
         }
+        blobs::expire(&shared).await;
         shared.ip_limits.prune();
         shared.device_limits.prune();
     }

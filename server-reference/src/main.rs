@@ -25,6 +25,9 @@ struct Args {
     /// Most simultaneous connections.
     #[arg(long, env = "HUSH_MAX_CONNECTIONS", default_value_t = 19_000)]
     max_connections: usize,
+    /// Directory for attachment blobs.
+    #[arg(long, env = "HUSH_BLOB_DIR", default_value = "hush-blobs")]
+    blob_dir: PathBuf,
     /// Frames per second allowed per device (burst: twice that).
     #[arg(long, env = "HUSH_DEVICE_RATE", default_value_t = 200)]
     device_rate: u32,
@@ -52,6 +55,7 @@ async fn main() -> ExitCode {
         registration_token: args.registration_token.map(String::into_bytes),
         max_connections: args.max_connections,
         device_rate: hush_relay::RateLimit::per_second(args.device_rate),
+        blob_dir: args.blob_dir,
         ip_rate: hush_relay::RateLimit::per_second(args.ip_rate),
         ..Config::default()
     };

@@ -207,6 +207,24 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Deletes expired envelopes. Returns how many.
     fn expire(&self, now_ms: u64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Records a stored blob (or extends its expiry if it exists).
+    fn put_blob(
+        &self,
+        id: &str,
+        size: u64,
+        expires_ms: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The size of blob `id`, if it exists and has not expired.
+    fn blob(
+        &self,
+        id: &str,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+    /// Forgets expired blobs and returns their ids (for deleting their files).
+    fn expire_blobs(
+        &self,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 }
 
 type Reply = Box<dyn FnOnce(bool) + Send>;
@@ -246,6 +264,9 @@ const MIGRATIONS: &[&str] = &[
         recipient_device INTEGER NOT NULL, message_id BLOB NOT NULL, at_ms INTEGER NOT NULL);
      CREATE INDEX receipts_by_device ON receipts (user_id, device_id, receipt_id);
      CREATE TABLE presence (user_id TEXT PRIMARY KEY, last_seen_ms INTEGER NOT NULL, hidden INTEGER NOT NULL);",
+    // 2
+    "CREATE TABLE blobs (id TEXT PRIMARY KEY, size INTEGER NOT NULL, expires_ms INTEGER NOT NULL);
+     CREATE INDEX blobs_by_expiry ON blobs (expires_ms);",
 ];
 
 /// The embedded SQLite store.
@@ -689,6 +710,48 @@ impl Store for SqliteStore {
             let removed = c.execute("DELETE FROM mailbox WHERE expires_ms <= ?1", params![now_ms as i64])?;
             c.execute("DELETE FROM messages WHERE expires_ms <= ?1", params![now_ms as i64])?;
             Ok(removed as u64)
+        })
+        .await
+    }
+
+    async fn put_blob(&self, id: &str, size: u64, expires_ms: u64) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO blobs (id, size, expires_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET expires_ms = MAX(expires_ms, ?3)",
+                params![id, size as i64, expires_ms as i64],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn blob(&self, id: &str, now_ms: u64) -> Result<Option<u64>, StoreError> {
+        let id = id.to_string();
+        self.call(move |c| {
+            Ok(c.query_row(
+                "SELECT size FROM blobs WHERE id = ?1 AND expires_ms > ?2",
+                params![id, now_ms as i64],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(|n| n as u64))
+        })
+        .await
+    }
+
+    async fn expire_blobs(&self, now_ms: u64) -> Result<Vec<String>, StoreError> {
+        self.call(move |c| {
+            let mut stmt = c.prepare("SELECT id FROM blobs WHERE expires_ms <= ?1")?;
+            let ids = stmt
+                .query_map(params![now_ms as i64], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            c.execute(
+                "DELETE FROM blobs WHERE expires_ms <= ?1",
+                params![now_ms as i64],
+            )?;
+            Ok(ids)
         })
         .await
     }

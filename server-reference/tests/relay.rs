@@ -847,3 +847,121 @@ async fn health_and_metrics() {
     }
     relay.stop().await;
 }
+
+async fn http(relay: &TestRelay, request: Vec<u8>) -> (u16, String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(relay.addr).await.unwrap();
+    s.write_all(&request).await.unwrap();
+    let mut out = vec![];
+    s.read_to_end(&mut out).await.unwrap();
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&out[..split]).to_string();
+    let status: u16 = head[9..12].parse().unwrap();
+    let mut body = out[split + 4..].to_vec();
+    if head.to_lowercase().contains("transfer-encoding: chunked") {
+        // De-chunk.
+        let mut plain = vec![];
+        let mut rest = &body[..];
+        loop {
+            let nl = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let n = usize::from_str_radix(std::str::from_utf8(&rest[..nl]).unwrap().trim(), 16)
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            plain.extend_from_slice(&rest[nl + 2..nl + 2 + n]);
+            rest = &rest[nl + 2 + n + 2..];
+        }
+        body = plain;
+    }
+    (status, head, body)
+}
+
+fn post(token: Option<&[u8]>, body: &[u8]) -> Vec<u8> {
+    let auth = token
+        .map(|t| {
+            format!(
+                "Authorization: Bearer {}\r\n",
+                t.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            )
+        })
+        .unwrap_or_default();
+    let mut r = format!("POST /v1/blobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+fn get(id: &str, range: Option<&str>) -> Vec<u8> {
+    let range = range.map(|r| format!("Range: {r}\r\n")).unwrap_or_default();
+    format!("GET /v1/blobs/{id} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{range}\r\n")
+        .into_bytes()
+}
+
+#[tokio::test]
+async fn attachment_blobs() {
+    let relay = start(db_path("blobs"), |c| c.max_blob_bytes = 1000).await;
+    let (mut c, _) = registered(&relay, "uploader").await;
+    let Out::UploadToken(t) = c.call(In::UploadToken(proto::UploadTokenRequest {})).await else {
+        panic!()
+    };
+    let blob: Vec<u8> = (0..700u32).map(|i| (i % 251) as u8).collect();
+    // No token, or a forged one: refused.
+    assert_eq!(http(&relay, post(None, &blob)).await.0, 401);
+    assert_eq!(http(&relay, post(Some(&[7; 32]), &blob)).await.0, 401);
+    let (code, _, body) = http(&relay, post(Some(&t.token), &blob)).await;
+    assert_eq!(code, 201);
+    let id = hush_crypto::hash::sha256(&[&blob])
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        format!("{{\"id\":\"{id}\",\"size\":700}}")
+    );
+    // A token works once.
+    assert_eq!(http(&relay, post(Some(&t.token), &blob)).await.0, 401);
+    // Over the cap (1000 bytes, with a fresh token).
+    let Out::UploadToken(t2) = c.call(In::UploadToken(proto::UploadTokenRequest {})).await else {
+        panic!()
+    };
+    assert_eq!(
+        http(&relay, post(Some(&t2.token), &[0u8; 1001])).await.0,
+        413
+    );
+    let Out::UploadToken(t3) = c.call(In::UploadToken(proto::UploadTokenRequest {})).await else {
+        panic!()
+    };
+    assert_eq!(
+        http(&relay, post(Some(&t3.token), &[0u8; 1000])).await.0,
+        201
+    );
+    // Download: whole, with immutable caching headers.
+    let (code, head, body) = http(&relay, get(&id, None)).await;
+    assert_eq!(code, 200);
+    assert_eq!(body, blob);
+    let lower = head.to_lowercase();
+    assert!(
+        lower.contains("cache-control: public, max-age=31536000, immutable"),
+        "{head}"
+    );
+    assert!(lower.contains("accept-ranges: bytes"), "{head}");
+    // Ranges.
+    let (code, head, body) = http(&relay, get(&id, Some("bytes=10-19"))).await;
+    assert_eq!(code, 206);
+    assert_eq!(body, blob[10..20]);
+    assert!(
+        head.to_lowercase()
+            .contains("content-range: bytes 10-19/700"),
+        "{head}"
+    );
+    let (code, _, body) = http(&relay, get(&id, Some("bytes=-5"))).await;
+    assert_eq!((code, body), (206, blob[695..].to_vec()));
+    let (code, _, body) = http(&relay, get(&id, Some("bytes=690-"))).await;
+    assert_eq!((code, body), (206, blob[690..].to_vec()));
+    assert_eq!(http(&relay, get(&id, Some("bytes=700-800"))).await.0, 416);
+    assert_eq!(http(&relay, get(&id, Some("bytes=5-2"))).await.0, 416);
+    // Unknown and malformed ids.
+    assert_eq!(http(&relay, get(&"0".repeat(64), None)).await.0, 404);
+    assert_eq!(http(&relay, get("../relay.db", None)).await.0, 404);
+    relay.stop().await;
+}
