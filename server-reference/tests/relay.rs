@@ -965,3 +965,33 @@ async fn attachment_blobs() {
     assert_eq!(http(&relay, get("../relay.db", None)).await.0, 404);
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn graceful_shutdown_tells_clients_and_keeps_acknowledged_mail() {
+    let db = db_path("shutdown");
+    let relay = start(db.clone(), |_| {}).await;
+    let (mut alice, _) = registered(&relay, "alice").await;
+    let (bob_c, bob_id) = registered(&relay, "bob").await;
+    drop(bob_c);
+    assert!(matches!(
+        alice.call(send_to(&[("bob", 1)], b"m", b"queued")).await,
+        Out::Sent(_)
+    ));
+    let stopping = tokio::spawn(relay.stop());
+    // The connected client is told, with a fatal SHUTTING_DOWN frame.
+    let f = alice.recv_raw().await.expect("a frame before closing");
+    let Some(Out::Error(e)) = f.body else {
+        panic!("expected an error frame, got {f:?}")
+    };
+    assert_eq!(
+        (ErrorCode::try_from(e.code).unwrap(), e.fatal),
+        (ErrorCode::ShuttingDown, true)
+    );
+    let db = stopping.await.unwrap();
+    // What was acknowledged as sent is there after the restart.
+    let relay = start(db, |_| {}).await;
+    let mut bob = connect(&relay).await;
+    bob.auth(&bob_id, "bob", 1, None).await;
+    assert_eq!(bob.envelope().await.ciphertext, b"queued");
+    relay.stop().await;
+}
