@@ -396,6 +396,14 @@ async fn session<S: Store>(
             () = registration.wake.notified() => {
                 if !drain(sink, shared, &addr, &mut cursor).await { return; }
             }
+            () = registration.prekeys.notified() => {
+                let Ok(n) = shared.store.prekey_count(&addr).await else { continue };
+                if n < shared.config.prekey_low_watermark
+                    && !send(sink, frame::encode_server(0, Out::PrekeyStatus(proto::PrekeyStatus { one_time_prekeys: n as u32, low: true }))).await
+                {
+                    return;
+                }
+            }
             () = registration.replaced.notified() => {
                 let r = Refused { code: ErrorCode::Forbidden, message: "connected elsewhere", retry_after_ms: 0, fatal: true, reason: "replaced" };
                 send_error(sink, 0, &r).await;
@@ -529,8 +537,10 @@ async fn handle<S: Store>(f: proto::ClientFrame, shared: &Shared<S>, addr: &Addr
                     "not_found",
                 ))),
                 Some(b) => {
-                    // Tell the owner if its stock just ran low.
-                    shared.hub.wake(&target);
+                    // The owner re-checks its stock (and hears if it ran low).
+                    if b.one_time_prekey.is_some() {
+                        shared.hub.prekeys_taken(&target);
+                    }
                     done(Out::Bundle(proto::Bundle {
                         identity_key: b.identity_key,
                         signed_prekey_id: b.signed_prekey.id,

@@ -9,8 +9,9 @@ use crate::store::Addr;
 
 /// Connected devices, each with a wake-up signal. A device connected twice keeps only its
 /// newest connection's signal; the older one is told to close.
-/// A connection's id, its wake-up signal, and its "replaced by a newer connection" signal.
-type Entry = (u64, Arc<Notify>, Arc<Notify>);
+/// A connection's id and its signals: new mail or receipts, "replaced by a newer
+/// connection", and "your one-time prekey stock changed".
+type Entry = (u64, Arc<Notify>, Arc<Notify>, Arc<Notify>);
 
 #[derive(Default)]
 pub(crate) struct Hub {
@@ -25,6 +26,7 @@ pub(crate) struct Registration<'a> {
     id: u64,
     pub(crate) wake: Arc<Notify>,
     pub(crate) replaced: Arc<Notify>,
+    pub(crate) prekeys: Arc<Notify>,
 }
 
 impl Hub {
@@ -52,9 +54,18 @@ impl Hub {
     /// Wakes `addr` if it is connected here.
     pub(crate) fn wake(&self, addr: &Addr) {
         if let Ok(d) = self.devices.lock()
-            && let Some((_, wake, _)) = d.get(addr)
+            && let Some((_, wake, _, _)) = d.get(addr)
         {
             wake.notify_one();
+        }
+    }
+
+    /// Tells `addr`, if connected here, that its one-time prekey stock changed.
+    pub(crate) fn prekeys_taken(&self, addr: &Addr) {
+        if let Ok(d) = self.devices.lock()
+            && let Some((_, _, _, prekeys)) = d.get(addr)
+        {
+            prekeys.notify_one();
         }
     }
 }
@@ -62,7 +73,8 @@ impl Hub {
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         if let Ok(mut d) = self.hub.devices.lock()
-            && d.get(&self.addr).is_some_and(|(id, _, _)| *id == self.id)
+            && d.get(&self.addr)
+                .is_some_and(|(id, _, _, _)| *id == self.id)
         {
             d.remove(&self.addr);
         }

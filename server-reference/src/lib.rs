@@ -30,6 +30,7 @@ mod hub;
 pub mod limits;
 pub mod metrics;
 pub mod store;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -105,6 +106,18 @@ pub struct Config {
     pub blob_ttl: Duration,
     /// How long an upload token stays valid. Default 5 minutes.
     pub upload_token_ttl: Duration,
+    /// Serve TLS with this certificate chain and private key (PEM files). Default: none
+    /// (plain; put a TLS terminator in front).
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files for built-in TLS.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub cert: std::path::PathBuf,
+    /// The private key.
+    pub key: std::path::PathBuf,
 }
 
 impl Default for Config {
@@ -131,6 +144,7 @@ impl Default for Config {
             max_blob_bytes: 100 * 1024 * 1024,
             blob_ttl: Duration::from_secs(30 * 24 * 3600),
             upload_token_ttl: Duration::from_secs(300),
+            tls: None,
         }
     }
 }
@@ -161,6 +175,9 @@ pub enum RelayError {
     /// Binding or serving failed.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// The TLS certificate or key could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] store::StoreError),
@@ -217,14 +234,30 @@ impl<S: Store> Relay<S> {
             shutdown.await;
             let _ = tx.send(true);
         };
-        let served = axum::serve(
-            self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(graceful)
-        .await;
+        let served = match &shared.config.tls {
+            None => axum::serve(
+                self.listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(graceful)
+            .await
+            .map_err(RelayError::Io),
+            Some(files) => match tls::acceptor(files) {
+                Ok(acceptor) => {
+                    tls::serve(
+                        self.listener,
+                        acceptor,
+                        app,
+                        graceful,
+                        shared.shutdown.clone(),
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            },
+        };
         expiry.abort();
-        served.map_err(RelayError::Io)
+        served
     }
 }
 

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use hush_relay::{Config, RateLimit, Relay, SqliteStore};
+use hush_relay::{Config, RateLimit, Relay, SqliteStore, TlsFiles};
 use serde::Deserialize;
 
 /// The hush reference relay (embedded SQLite).
@@ -49,6 +49,12 @@ struct Args {
     /// Days an undelivered envelope is kept [default: 30].
     #[arg(long, env = "HUSH_MAILBOX_TTL_DAYS")]
     mailbox_ttl_days: Option<u64>,
+    /// Serve TLS with this PEM certificate chain (with --tls-key) [default: plain].
+    #[arg(long, env = "HUSH_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long, env = "HUSH_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// The same settings, from a TOML file.
@@ -65,6 +71,8 @@ struct FileSettings {
     blob_dir: Option<PathBuf>,
     max_blob_mib: Option<u64>,
     mailbox_ttl_days: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 fn settings(args: Args) -> Result<(Config, PathBuf), String> {

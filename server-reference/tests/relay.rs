@@ -427,6 +427,17 @@ async fn prekey_directory() {
     };
     assert!(b.one_time_prekey.is_none());
     assert_eq!(b.signed_prekey_id, 1);
+    // Bob, still connected, heard when his stock dropped below the watermark (3).
+    let live = bob
+        .expect_push(|b| {
+            if let Out::PrekeyStatus(s) = b {
+                Some(*s)
+            } else {
+                None
+            }
+        })
+        .await;
+    assert!(live.low && live.one_time_prekeys < 3, "{live:?}");
     // Bob is told his stock is low when he reconnects.
     let mut bob2 = connect(&relay).await;
     bob2.auth(&bob_id, "bob", 1, None).await;
@@ -993,5 +1004,55 @@ async fn graceful_shutdown_tells_clients_and_keeps_acknowledged_mail() {
     let mut bob = connect(&relay).await;
     bob.auth(&bob_id, "bob", 1, None).await;
     assert_eq!(bob.envelope().await.ciphertext, b"queued");
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn built_in_tls() {
+    use tokio_rustls::rustls;
+    let dir = db_path("tls").parent().unwrap().to_path_buf();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    let files = hush_relay::TlsFiles {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    let relay = start(dir.join("relay.db"), |c| c.tls = Some(files)).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = TcpStream::connect(relay.addr).await.unwrap();
+    let tls = connector
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async("wss://localhost/v1/ws", tls)
+        .await
+        .unwrap();
+    let Some(Ok(Message::Binary(b))) = ws.next().await else {
+        panic!("no challenge over TLS")
+    };
+    assert!(matches!(
+        proto::ServerFrame::decode(&b[..]).unwrap().body,
+        Some(Out::Challenge(_))
+    ));
+    // Plain WebSocket to the TLS port fails.
+    assert!(
+        tokio_tungstenite::connect_async(format!("ws://{}/v1/ws", relay.addr))
+            .await
+            .is_err()
+    );
     relay.stop().await;
 }
