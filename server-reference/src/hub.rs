@@ -34,12 +34,14 @@ impl Hub {
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let wake = Arc::new(Notify::new());
         let replaced = Arc::new(Notify::new());
+        let prekeys = Arc::new(Notify::new());
+        let entry = (id, wake.clone(), replaced.clone(), prekeys.clone());
         let old = self
             .devices
             .lock()
-            .map(|mut d| d.insert(addr.clone(), (id, wake.clone(), replaced.clone())))
+            .map(|mut d| d.insert(addr.clone(), entry))
             .unwrap_or(None);
-        if let Some((_, _, old_replaced)) = old {
+        if let Some((_, _, old_replaced, _)) = old {
             old_replaced.notify_one();
         }
         Registration {
@@ -48,6 +50,7 @@ impl Hub {
             id,
             wake,
             replaced,
+            prekeys,
         }
     }
 

@@ -116,6 +116,14 @@ fn settings(args: Args) -> Result<(Config, PathBuf), String> {
             .mailbox_ttl_days
             .or(file.mailbox_ttl_days)
             .map_or(d.mailbox_ttl, |days| Duration::from_secs(days * 86_400)),
+        tls: match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => return Err("tls_cert and tls_key go together".into()),
+        },
         ..d
     };
     let db = args
@@ -189,6 +197,15 @@ mod tests {
         assert_eq!(c.ip_rate, RateLimit::per_second(5));
         assert_eq!(c.device_rate, Config::default().device_rate);
         assert_eq!(db, PathBuf::from("hush-relay.db"));
+        std::fs::write(&file, "tls_cert = \"c.pem\"\n").unwrap();
+        assert!(
+            settings(Args {
+                config: Some(file.clone()),
+                ..Args::default()
+            })
+            .is_err(),
+            "a certificate without a key"
+        );
         std::fs::write(&file, "no_such_setting = 1\n").unwrap();
         assert!(
             settings(Args {
