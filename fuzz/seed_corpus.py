@@ -71,4 +71,11 @@ for seed in range(6):
     put("group_interaction", seed.to_bytes(8, "big") + actions)
 put("session_interaction", bytes(8) + bytes([0, 0, 2, 1, 0, 1, 1, 2, 0, 0, 3, 1, 0, 4, 1, 0, 3, 5, 5, 1]))
 put("group_interaction", bytes(8) + bytes([0, 0, 1, 1, 0, 3, 3, 0, 0, 0, 1, 3, 0, 4, 1, 0, 0, 2, 0, 5, 3]))
+# Relay client frames (hush.relay.v1.ClientFrame), hand-encoded.
+put("relay_frame", bytes([0x08, 0x01, 0x5a, 0x00]))  # request 1: Ping
+addr = bytes([0x0a, 0x03]) + b"bob" + bytes([0x10, 0x01])
+put("relay_frame", bytes([0x08, 0x02, 0x22, len(addr) + 2, 0x0a, len(addr)]) + addr)  # FetchBundle
+send = bytes([0x0a, len(addr)]) + addr + bytes([0x12, 0x01, 0x07, 0x1a, 0x04]) + b"ctxt"
+put("relay_frame", bytes([0x08, 0x03, 0x2a, len(send)]) + send)  # Send
+put("relay_frame", bytes([0x08, 0x04, 0x32, 0x03, 0x0a, 0x01, 0x05]))  # Ack [5]
 print("corpus written to", OUT)

@@ -30,7 +30,7 @@ use hush_sessions::{Header, PrekeyBundle, Session, SessionMessage};
 pub type Target = fn(&[u8]);
 
 /// Every target, by name: what `fuzz/` builds and what the corpus test replays.
-pub const TARGETS: [(&str, Target); 8] = [
+pub const TARGETS: [(&str, Target); 9] = [
     ("session_message", session_message),
     ("prekey_bundle", prekey_bundle),
     ("header", header),
@@ -39,6 +39,7 @@ pub const TARGETS: [(&str, Target); 8] = [
     ("state_bytes", state_bytes),
     ("session_interaction", session_interaction),
     ("group_interaction", group_interaction),
+    ("relay_frame", relay_frame),
 ];
 
 /// `SessionMessage::from_bytes`: never panics; what it accepts re-encodes to the same bytes.
@@ -99,4 +100,10 @@ pub fn state_bytes(data: &[u8]) {
         let _ = g.to_bytes();
     }
     let _ = SecretBytes::<32>::from_slice(data);
+}
+
+/// The relay's client-frame decoder: never panics, at any size up to the limit and beyond.
+pub fn relay_frame(data: &[u8]) {
+    let _ = hush_relay::frame::decode_client(data, 300 * 1024);
+    let _ = hush_relay::frame::decode_client(data, data.len().saturating_sub(1));
 }

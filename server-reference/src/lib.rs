@@ -309,6 +309,9 @@ async fn ready<S: Store>(State(shared): State<Arc<Shared<S>>>) -> Response {
 }
 
 async fn metrics_text<S: Store>(State(shared): State<Arc<Shared<S>>>) -> String {
+    shared
+        .metrics
+        .set_queue_depth(shared.store.queue_depth() as u64);
     shared.metrics.render()
 }
 

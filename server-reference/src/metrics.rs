@@ -1,8 +1,14 @@
-//! Counters and latency figures, rendered in the Prometheus text format at `/metrics`.
+//! Counters, a latency histogram and gauges, rendered in the Prometheus text format at
+//! `/metrics`.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Upper bounds (µs) of the request-latency histogram buckets.
+const LATENCY_BOUNDS_US: [u64; 10] = [
+    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 1_000_000,
+];
 
 /// The relay's metrics.
 #[derive(Default)]
@@ -13,8 +19,11 @@ pub struct Metrics {
     envelopes_out: AtomicU64,
     acks: AtomicU64,
     receipts_out: AtomicU64,
-    store_latency_us_sum: AtomicU64,
-    store_ops: AtomicU64,
+    latency_us_sum: AtomicU64,
+    requests: AtomicU64,
+    /// Requests at or under each bound of [`LATENCY_BOUNDS_US`].
+    latency_buckets: [AtomicU64; LATENCY_BOUNDS_US.len()],
+    queue_depth: AtomicU64,
     rejections: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -42,10 +51,20 @@ impl Metrics {
     pub(crate) fn receipt_out(&self) {
         self.receipts_out.fetch_add(1, Ordering::Relaxed);
     }
+    /// Records how long one request took, store included.
     pub(crate) fn store_latency(&self, d: std::time::Duration) {
-        self.store_latency_us_sum
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-        self.store_ops.fetch_add(1, Ordering::Relaxed);
+        let us = d.as_micros() as u64;
+        self.latency_us_sum.fetch_add(us, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        for (bound, bucket) in LATENCY_BOUNDS_US.iter().zip(&self.latency_buckets) {
+            if us <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    /// Records how many store operations are waiting for the database.
+    pub(crate) fn set_queue_depth(&self, n: u64) {
+        self.queue_depth.store(n, Ordering::Relaxed);
     }
     pub(crate) fn reject(&self, reason: &'static str) {
         if let Ok(mut r) = self.rejections.lock() {
@@ -69,6 +88,7 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
             ));
         };
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         line(
             "hush_connections",
             "gauge",
@@ -79,49 +99,62 @@ impl Metrics {
             "hush_connections_total",
             "counter",
             "Accepted WebSocket connections.",
-            self.connections_total.load(Ordering::Relaxed),
+            get(&self.connections_total),
         );
         line(
             "hush_envelopes_in_total",
             "counter",
             "Envelopes stored (one per recipient device).",
-            self.envelopes_in.load(Ordering::Relaxed),
+            get(&self.envelopes_in),
         );
         line(
             "hush_envelopes_out_total",
             "counter",
             "Envelopes pushed to devices.",
-            self.envelopes_out.load(Ordering::Relaxed),
+            get(&self.envelopes_out),
         );
         line(
             "hush_acks_total",
             "counter",
             "Envelopes acknowledged and deleted.",
-            self.acks.load(Ordering::Relaxed),
+            get(&self.acks),
         );
         line(
             "hush_receipts_out_total",
             "counter",
             "Receipts pushed to senders.",
-            self.receipts_out.load(Ordering::Relaxed),
+            get(&self.receipts_out),
         );
         line(
-            "hush_store_latency_microseconds_sum",
-            "counter",
-            "Total time in store operations.",
-            self.store_latency_us_sum.load(Ordering::Relaxed),
+            "hush_store_queue_depth",
+            "gauge",
+            "Store operations waiting for the database.",
+            get(&self.queue_depth),
         );
-        line(
-            "hush_store_operations_total",
-            "counter",
-            "Store operations.",
-            self.store_ops.load(Ordering::Relaxed),
+        out.push_str(
+            "# HELP hush_request_latency_microseconds Time to handle a request, store included.\n",
         );
+        out.push_str("# TYPE hush_request_latency_microseconds histogram\n");
+        for (bound, bucket) in LATENCY_BOUNDS_US.iter().zip(&self.latency_buckets) {
+            out.push_str(&format!(
+                "hush_request_latency_microseconds_bucket{{le=\"{bound}\"}} {}\n",
+                get(bucket)
+            ));
+        }
+        let n = get(&self.requests);
+        out.push_str(&format!(
+            "hush_request_latency_microseconds_bucket{{le=\"+Inf\"}} {n}\n"
+        ));
+        out.push_str(&format!(
+            "hush_request_latency_microseconds_sum {}\n",
+            get(&self.latency_us_sum)
+        ));
+        out.push_str(&format!("hush_request_latency_microseconds_count {n}\n"));
         out.push_str("# HELP hush_rejections_total Refused requests by reason.\n# TYPE hush_rejections_total counter\n");
         if let Ok(r) = self.rejections.lock() {
-            for (reason, n) in r.iter() {
+            for (reason, count) in r.iter() {
                 out.push_str(&format!(
-                    "hush_rejections_total{{reason=\"{reason}\"}} {n}\n"
+                    "hush_rejections_total{{reason=\"{reason}\"}} {count}\n"
                 ));
             }
         }

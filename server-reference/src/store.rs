@@ -225,6 +225,10 @@ pub trait Store: Send + Sync + 'static {
         &self,
         now_ms: u64,
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// Operations waiting to run (for the queue-depth metric); 0 if not applicable.
+    fn queue_depth(&self) -> usize {
+        0
+    }
 }
 
 type Reply = Box<dyn FnOnce(bool) + Send>;
@@ -287,6 +291,11 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 }
 
 impl SqliteStore {
+    /// Operations queued for the database thread and not yet started.
+    pub fn queue_depth(&self) -> usize {
+        self.jobs.max_capacity() - self.jobs.capacity()
+    }
+
     /// Opens (creating and migrating if needed) the database at `path`, and starts its
     /// thread. `:memory:` gives a throw-away database.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -370,6 +379,10 @@ fn addr_params(a: &Addr) -> (String, u32) {
 }
 
 impl Store for SqliteStore {
+    fn queue_depth(&self) -> usize {
+        SqliteStore::queue_depth(self)
+    }
+
     async fn device(&self, addr: &Addr) -> Result<DeviceLookup, StoreError> {
         let (user, device) = addr_params(addr);
         self.call(move |c| {

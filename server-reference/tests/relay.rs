@@ -1056,3 +1056,66 @@ async fn built_in_tls() {
     );
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn idle_and_unauthenticated_connections_time_out() {
+    let relay = start(db_path("idle"), |c| {
+        c.auth_timeout = Duration::from_millis(300);
+        c.idle_timeout = Duration::from_millis(500);
+    })
+    .await;
+    // Never authenticates: a TIMEOUT error frame, then the connection closes.
+    let mut silent = connect(&relay).await;
+    let f = silent.recv_raw().await.unwrap();
+    assert_eq!(code(&f.body.unwrap()), ErrorCode::Timeout);
+    assert!(silent.recv_raw().await.is_none());
+    // Authenticated but idle: the same after the idle timeout.
+    let (mut idle, _) = registered(&relay, "idle").await;
+    let f = idle
+        .expect_push(|b| {
+            if let Out::Error(e) = b {
+                Some(e.clone())
+            } else {
+                None
+            }
+        })
+        .await;
+    assert_eq!(
+        (ErrorCode::try_from(f.code).unwrap(), f.fatal),
+        (ErrorCode::Timeout, true)
+    );
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn many_connections_opened_and_dropped_leave_others_unaffected() {
+    let relay = start(db_path("churn"), |c| {
+        c.ip_rate = RateLimit::per_second(100_000)
+    })
+    .await;
+    let (mut alice, _) = registered(&relay, "alice").await;
+    let (mut bob, _) = registered(&relay, "bob").await;
+    for round in 0..10 {
+        // Connect and abandon: some before the WebSocket handshake, some after the challenge.
+        let mut raw = vec![];
+        for _ in 0..100 {
+            if let Ok(s) = TcpStream::connect(relay.addr).await {
+                raw.push(s);
+            }
+        }
+        let mut half = vec![];
+        for _ in 0..50 {
+            half.push(connect(&relay).await);
+        }
+        drop(raw);
+        drop(half);
+        assert!(matches!(
+            alice
+                .call(send_to(&[("bob", 1)], &[round], b"still here"))
+                .await,
+            Out::Sent(_)
+        ));
+        assert_eq!(bob.envelope().await.message_id, vec![round]);
+    }
+    relay.stop().await;
+}
