@@ -191,7 +191,12 @@ pub fn group_interaction(data: &[u8]) {
         .iter()
         .map(|i: &usize| (*ids[*i].public(), Role::Member))
         .collect();
-    let config = GroupConfig::default();
+    // Every removal makes every sender rotate; keep all chains so that the model's
+    // expectations stay exact (the `max_old_chains` limit has boundary tests of its own).
+    let config = GroupConfig {
+        max_old_chains: 10_000,
+        ..GroupConfig::default()
+    };
     let (g0, create) = Group::create(&ids[0], &others, config, &mut rng).expect("create");
     let mut groups: Vec<Option<Group>> = (0..PEOPLE).map(|_| None).collect();
     groups[0] = Some(g0);
