@@ -658,18 +658,13 @@ async fn multi_recipient_limits_and_errors() {
     .await;
     let (mut alice, _) = registered(&relay, "alice").await;
     let mut others = vec![];
-    for u in ["b", "c", "d"] {
+    for u in ["b", "c", "d", "e"] {
         others.push(registered(&relay, u).await);
     }
-    // One ciphertext, three recipients, pushed to each at once.
+    // One ciphertext for exactly the recipient cap (4), pushed to each at once.
+    let four = [("b", 1), ("c", 1), ("d", 1), ("e", 1)];
     assert!(matches!(
-        alice
-            .call(send_to(
-                &[("b", 1), ("c", 1), ("d", 1)],
-                b"g1",
-                b"group ciphertext"
-            ))
-            .await,
+        alice.call(send_to(&four, b"g1", b"group ciphertext")).await,
         Out::Sent(_)
     ));
     for (c, _) in &mut others {
