@@ -227,6 +227,27 @@ impl World {
         Ok(())
     }
 
+    /// A promote or remove of `target` by admin `by`, applied by `applied_by`.
+    fn targeted(
+        &mut self,
+        by: usize,
+        target: usize,
+        applied_by: &[usize],
+        action: &'static str,
+    ) -> Result<(), VectorError> {
+        let content = self.control_content(by, action, h(self.ids[target].public().as_bytes()))?;
+        let t = *self.ids[target].public();
+        let id = IdentityKeyPair::from_seed(&self.ids[by].seed());
+        let g = self.group(by)?;
+        let control = if action == "promote" {
+            g.promote(&id, &t)
+        } else {
+            g.remove(&id, &t)
+        }
+        .map_err(gen_err)?;
+        self.control_event(by, action, Some(target), None, control, applied_by, content)
+    }
+
     fn control_content(
         &mut self,
         by: usize,
@@ -412,42 +433,12 @@ impl World {
                 by,
                 target,
                 applied_by,
-            } => {
-                let content =
-                    self.control_content(by, "promote", h(self.ids[target].public().as_bytes()))?;
-                let t = *self.ids[target].public();
-                let id = IdentityKeyPair::from_seed(&self.ids[by].seed());
-                let control = self.group(by)?.promote(&id, &t).map_err(gen_err)?;
-                self.control_event(
-                    by,
-                    "promote",
-                    Some(target),
-                    None,
-                    control,
-                    &applied_by,
-                    content,
-                )?;
-            }
+            } => self.targeted(by, target, &applied_by, "promote")?,
             Step::Remove {
                 by,
                 target,
                 applied_by,
-            } => {
-                let content =
-                    self.control_content(by, "remove", h(self.ids[target].public().as_bytes()))?;
-                let t = *self.ids[target].public();
-                let id = IdentityKeyPair::from_seed(&self.ids[by].seed());
-                let control = self.group(by)?.remove(&id, &t).map_err(gen_err)?;
-                self.control_event(
-                    by,
-                    "remove",
-                    Some(target),
-                    None,
-                    control,
-                    &applied_by,
-                    content,
-                )?;
-            }
+            } => self.targeted(by, target, &applied_by, "remove")?,
             Step::Join { by, who } => {
                 let id = IdentityKeyPair::from_seed(&self.ids[by].seed());
                 let info = self.group(by)?.group_info(&id).map_err(gen_err)?;
