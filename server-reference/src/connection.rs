@@ -233,14 +233,55 @@ async fn check_auth<S: Store>(
         .map_err(|e| (rid, Refused::from(e)))?;
     match lookup {
         DeviceLookup::Known(stored) if stored == a.identity_key => Ok((rid, addr, false)),
-        DeviceLookup::Known(_) => Err((
-            rid,
-            refuse(
-                ErrorCode::AuthFailed,
-                "another identity key owns this device",
-                "auth_failed",
-            ),
-        )),
+        DeviceLookup::Known(stored) => {
+            // A reinstalled device with a new identity key: another device of the same user
+            // must vouch for the new key.
+            let Some(link) = a.link.as_ref() else {
+                return Err((
+                    rid,
+                    refuse(
+                        ErrorCode::AuthFailed,
+                        "another identity key owns this device",
+                        "auth_failed",
+                    ),
+                ));
+            };
+            let devices = shared
+                .store
+                .devices(&addr.user)
+                .await
+                .map_err(|e| (rid, Refused::from(e)))?;
+            if link.linking_device_id == addr.device
+                || !link_verifies(&devices, link, &addr, &a.identity_key)
+            {
+                return Err((
+                    rid,
+                    refuse(
+                        ErrorCode::Forbidden,
+                        "device link signature does not verify",
+                        "link_invalid",
+                    ),
+                ));
+            }
+            let replaced = shared
+                .store
+                .rekey(&addr, &stored, &a.identity_key)
+                .await
+                .map_err(|e| (rid, Refused::from(e)))?;
+            if !replaced {
+                return Err((
+                    rid,
+                    refuse(
+                        ErrorCode::AuthFailed,
+                        "device changed concurrently",
+                        "auth_failed",
+                    ),
+                ));
+            }
+            // The old installation, if still connected, is replaced when this one's session
+            // registers with the hub.
+            Ok((rid, addr, true))
+        }
         DeviceLookup::Unknown(devices) => {
             if devices.is_empty() {
                 // An unclaimed user id: the first device claims it (with a token, if the
@@ -267,27 +308,7 @@ async fn check_auth<S: Store>(
                         "link_required",
                     ),
                 ))?;
-                let linker = devices
-                    .iter()
-                    .find(|(d, _)| *d == link.linking_device_id)
-                    .and_then(|(_, k)| IdentityPublicKey::from_slice(k).ok())
-                    .ok_or((
-                        rid,
-                        refuse(
-                            ErrorCode::Forbidden,
-                            "unknown linking device",
-                            "link_invalid",
-                        ),
-                    ))?;
-                let ok = Signature::from_slice(&link.signature).is_some_and(|s| {
-                    linker
-                        .verify(
-                            &frame::link_message(&addr.user, addr.device, &a.identity_key),
-                            &s,
-                        )
-                        .is_ok()
-                });
-                if !ok {
+                if !link_verifies(&devices, link, &addr, &a.identity_key) {
                     return Err((
                         rid,
                         refuse(
@@ -316,6 +337,31 @@ async fn check_auth<S: Store>(
             Ok((rid, addr, true))
         }
     }
+}
+
+/// Whether `link` is a valid signature, by the linking device among `devices`, vouching for
+/// `identity_key` at `addr`.
+fn link_verifies(
+    devices: &[(u32, Vec<u8>)],
+    link: &proto::DeviceLink,
+    addr: &Addr,
+    identity_key: &[u8],
+) -> bool {
+    let Some(linker) = devices
+        .iter()
+        .find(|(d, _)| *d == link.linking_device_id)
+        .and_then(|(_, k)| IdentityPublicKey::from_slice(k).ok())
+    else {
+        return false;
+    };
+    Signature::from_slice(&link.signature).is_some_and(|s| {
+        linker
+            .verify(
+                &frame::link_message(&addr.user, addr.device, identity_key),
+                &s,
+            )
+            .is_ok()
+    })
 }
 
 struct Cursor {
@@ -637,6 +683,37 @@ async fn handle<S: Store>(f: proto::ClientFrame, shared: &Shared<S>, addr: &Addr
                 token: token.to_vec(),
                 expires_ms: now_ms().saturating_add(ttl.as_millis() as u64),
                 max_bytes: shared.config.max_blob_bytes,
+            }))
+        }
+        Some(In::ListDevices(q)) => {
+            if q.user_id.is_empty() || q.user_id.len() > MAX_USER_ID {
+                return Err(err(refuse(
+                    ErrorCode::Malformed,
+                    "bad user id",
+                    "malformed",
+                )));
+            }
+            let devices = shared
+                .store
+                .devices(&q.user_id)
+                .await
+                .map_err(|e| err(e.into()))?;
+            if devices.is_empty() {
+                return Err(err(refuse(
+                    ErrorCode::NotFound,
+                    "no such user",
+                    "not_found",
+                )));
+            }
+            done(Out::Devices(proto::Devices {
+                user_id: q.user_id,
+                devices: devices
+                    .into_iter()
+                    .map(|(device_id, identity_key)| proto::DeviceKey {
+                        device_id,
+                        identity_key,
+                    })
+                    .collect(),
             }))
         }
         Some(In::PresenceSettings(p)) => {

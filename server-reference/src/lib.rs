@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 mod blobs;
+pub mod cli;
 mod connection;
 pub mod frame;
 mod hub;

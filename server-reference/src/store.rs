@@ -130,6 +130,20 @@ pub trait Store: Send + Sync + 'static {
         identity_key: &[u8],
         now_ms: u64,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Every registered device of `user`, by device id, with its identity key.
+    fn devices(
+        &self,
+        user: &str,
+    ) -> impl Future<Output = Result<Vec<(u32, Vec<u8>)>, StoreError>> + Send;
+    /// Gives a registered device a new identity key (a reinstall vouched for by another
+    /// device of the user) if its key is still `old_key`, and drops its prekeys, which
+    /// belonged to the old key. `false` if the key was not `old_key` (nothing changes).
+    fn rekey(
+        &self,
+        addr: &Addr,
+        old_key: &[u8],
+        new_key: &[u8],
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Replaces the signed prekey (if given) and adds one-time prekeys.
     fn upload_prekeys(
         &self,
@@ -419,6 +433,37 @@ impl Store for SqliteStore {
                 "INSERT OR IGNORE INTO devices (user_id, device_id, identity_key, registered_ms) VALUES (?1, ?2, ?3, ?4)",
                 params![user, device, key, now_ms as i64],
             )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn devices(&self, user: &str) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+        let user = user.to_owned();
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT device_id, identity_key FROM devices WHERE user_id = ?1 ORDER BY device_id",
+            )?;
+            let rows = stmt
+                .query_map(params![user], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn rekey(&self, addr: &Addr, old_key: &[u8], new_key: &[u8]) -> Result<bool, StoreError> {
+        let (user, device) = addr_params(addr);
+        let (old, new) = (old_key.to_vec(), new_key.to_vec());
+        self.call(move |c| {
+            let n = c.execute(
+                "UPDATE devices SET identity_key = ?4 WHERE user_id = ?1 AND device_id = ?2 AND identity_key = ?3",
+                params![user, device, old, new],
+            )?;
+            if n == 1 {
+                c.execute("DELETE FROM signed_prekeys WHERE user_id = ?1 AND device_id = ?2", params![user, device])?;
+                c.execute("DELETE FROM one_time_prekeys WHERE user_id = ?1 AND device_id = ?2", params![user, device])?;
+            }
             Ok(n == 1)
         })
         .await

@@ -360,6 +360,140 @@ async fn authentication_rules() {
     relay.stop().await;
 }
 
+fn link_for(
+    linker: &IdentityKeyPair,
+    linking_device: u32,
+    user: &str,
+    device: u32,
+    key: &IdentityKeyPair,
+) -> proto::DeviceLink {
+    proto::DeviceLink {
+        linking_device_id: linking_device,
+        signature: linker
+            .sign(&frame::link_message(user, device, key.public().as_bytes()))
+            .to_bytes()
+            .to_vec(),
+    }
+}
+
+#[tokio::test]
+async fn device_list_and_reinstall_with_a_new_key() {
+    let relay = start(db_path("devices"), |_| {}).await;
+    let (mut alice, alice_id) = registered(&relay, "alice").await;
+    let (mut bob, _) = registered(&relay, "bob").await;
+    let phone = IdentityKeyPair::generate(&mut rand::rng());
+    let mut p = connect(&relay).await;
+    assert!(matches!(
+        p.auth(
+            &phone,
+            "alice",
+            2,
+            Some(link_for(&alice_id, 1, "alice", 2, &phone))
+        )
+        .await,
+        Out::Authenticated(_)
+    ));
+    assert!(matches!(
+        p.call(upload(&phone, 1, 3)).await,
+        Out::PrekeyStatus(_)
+    ));
+    let list = |user: &str| {
+        In::ListDevices(proto::ListDevices {
+            user_id: user.into(),
+        })
+    };
+    let Out::Devices(d) = bob.call(list("alice")).await else {
+        panic!("expected devices")
+    };
+    let listed: Vec<(u32, Vec<u8>)> = d
+        .devices
+        .iter()
+        .map(|k| (k.device_id, k.identity_key.clone()))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (1, alice_id.public().to_bytes().to_vec()),
+            (2, phone.public().to_bytes().to_vec())
+        ]
+    );
+    assert_eq!(code(&bob.call(list("nobody")).await), ErrorCode::NotFound);
+    assert_eq!(code(&bob.call(list("")).await), ErrorCode::Malformed);
+
+    // The phone is reinstalled with a new key: it may take its device id back only with a
+    // link from another device of the user, not its own old key nor a stranger's.
+    let reinstalled = IdentityKeyPair::generate(&mut rand::rng());
+    let mut r = connect(&relay).await;
+    assert_eq!(
+        code(&r.auth(&reinstalled, "alice", 2, None).await),
+        ErrorCode::AuthFailed
+    );
+    let mut r = connect(&relay).await;
+    assert_eq!(
+        code(
+            &r.auth(
+                &reinstalled,
+                "alice",
+                2,
+                Some(link_for(&phone, 2, "alice", 2, &reinstalled))
+            )
+            .await
+        ),
+        ErrorCode::Forbidden
+    );
+    let mut r = connect(&relay).await;
+    assert_eq!(
+        code(
+            &r.auth(
+                &reinstalled,
+                "alice",
+                2,
+                Some(link_for(&reinstalled, 1, "alice", 2, &reinstalled))
+            )
+            .await
+        ),
+        ErrorCode::Forbidden
+    );
+    let mut r = connect(&relay).await;
+    assert!(matches!(
+        r.auth(
+            &reinstalled,
+            "alice",
+            2,
+            Some(link_for(&alice_id, 1, "alice", 2, &reinstalled))
+        )
+        .await,
+        Out::Authenticated(proto::Authenticated { registered: true })
+    ));
+    // The old installation's connection is replaced, its prekeys are gone, and the list
+    // shows the new key.
+    let f = p.recv_raw().await.unwrap();
+    assert_eq!(code(&f.body.unwrap()), ErrorCode::Forbidden);
+    assert_eq!(
+        code(
+            &bob.call(In::FetchBundle(proto::FetchBundle {
+                address: Some(addr("alice", 2))
+            }))
+            .await
+        ),
+        ErrorCode::NotFound
+    );
+    let Out::Devices(d) = alice.call(list("alice")).await else {
+        panic!("expected devices")
+    };
+    assert_eq!(
+        d.devices[1].identity_key,
+        reinstalled.public().to_bytes().to_vec()
+    );
+    // The old key no longer authenticates.
+    let mut old = connect(&relay).await;
+    assert_eq!(
+        code(&old.auth(&phone, "alice", 2, None).await),
+        ErrorCode::AuthFailed
+    );
+    relay.stop().await;
+}
+
 #[tokio::test]
 async fn registration_token() {
     let relay = start(db_path("token"), |c| {

@@ -1,0 +1,218 @@
+//! The relay's command line: flags, environment variables and the TOML file, shared by the
+//! `hush-relay` binary and `hush relay`.
+//!
+//! Settings come from, in order of precedence: command-line flags, environment variables
+//! (`HUSH_*`), an optional TOML file (`--config`), and the documented defaults of
+//! [`Config`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::{Config, RateLimit, Relay, SqliteStore, TlsFiles};
+use serde::Deserialize;
+
+/// The relay's settings as command-line flags (each also read from a `HUSH_*` environment
+/// variable). `hush-relay` and `hush relay` take the same flags.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct RelayArgs {
+    /// TOML file with any of the settings below (flags and environment win over it).
+    #[arg(long, env = "HUSH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7800].
+    #[arg(long, env = "HUSH_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// SQLite database file, created if absent [default: hush-relay.db].
+    #[arg(long, env = "HUSH_DB")]
+    pub db: Option<PathBuf>,
+    /// The relay's identity in authentication challenges [default: hush-relay].
+    #[arg(long, env = "HUSH_RELAY_ID")]
+    pub relay_id: Option<String>,
+    /// Require this token to register new users [default: none].
+    #[arg(long, env = "HUSH_REGISTRATION_TOKEN")]
+    pub registration_token: Option<String>,
+    /// Most simultaneous connections [default: 19000].
+    #[arg(long, env = "HUSH_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Frames per second allowed per device, burst twice that [default: 200].
+    #[arg(long, env = "HUSH_DEVICE_RATE")]
+    pub device_rate: Option<u32>,
+    /// Frames per second allowed per IP address, burst twice that [default: 1000].
+    #[arg(long, env = "HUSH_IP_RATE")]
+    pub ip_rate: Option<u32>,
+    /// Directory for attachment blobs [default: hush-blobs].
+    #[arg(long, env = "HUSH_BLOB_DIR")]
+    pub blob_dir: Option<PathBuf>,
+    /// Largest attachment blob in MiB [default: 100].
+    #[arg(long, env = "HUSH_MAX_BLOB_MIB")]
+    pub max_blob_mib: Option<u64>,
+    /// Days an undelivered envelope is kept [default: 30].
+    #[arg(long, env = "HUSH_MAILBOX_TTL_DAYS")]
+    pub mailbox_ttl_days: Option<u64>,
+    /// Serve TLS with this PEM certificate chain (with --tls-key) [default: plain].
+    #[arg(long, env = "HUSH_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long, env = "HUSH_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// The same settings, from a TOML file.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<std::net::SocketAddr>,
+    db: Option<PathBuf>,
+    relay_id: Option<String>,
+    registration_token: Option<String>,
+    max_connections: Option<usize>,
+    device_rate: Option<u32>,
+    ip_rate: Option<u32>,
+    blob_dir: Option<PathBuf>,
+    max_blob_mib: Option<u64>,
+    mailbox_ttl_days: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+}
+
+/// Resolves the settings: flags and environment, then the TOML file, then the defaults.
+/// Returns the relay configuration and the database path.
+pub fn settings(args: RelayArgs) -> Result<(Config, PathBuf), String> {
+    let file: FileSettings = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => FileSettings::default(),
+    };
+    let d = Config::default();
+    let config = Config {
+        listen: args.listen.or(file.listen).unwrap_or(d.listen),
+        relay_id: args
+            .relay_id
+            .or(file.relay_id)
+            .map_or(d.relay_id, String::into_bytes),
+        registration_token: args
+            .registration_token
+            .or(file.registration_token)
+            .map(String::into_bytes),
+        max_connections: args
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(d.max_connections),
+        device_rate: args
+            .device_rate
+            .or(file.device_rate)
+            .map_or(d.device_rate, RateLimit::per_second),
+        ip_rate: args
+            .ip_rate
+            .or(file.ip_rate)
+            .map_or(d.ip_rate, RateLimit::per_second),
+        blob_dir: args.blob_dir.or(file.blob_dir).unwrap_or(d.blob_dir),
+        max_blob_bytes: args
+            .max_blob_mib
+            .or(file.max_blob_mib)
+            .map_or(d.max_blob_bytes, |m| m * 1024 * 1024),
+        mailbox_ttl: args
+            .mailbox_ttl_days
+            .or(file.mailbox_ttl_days)
+            .map_or(d.mailbox_ttl, |days| Duration::from_secs(days * 86_400)),
+        tls: match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => return Err("tls_cert and tls_key go together".into()),
+        },
+        ..d
+    };
+    let db = args
+        .db
+        .or(file.db)
+        .unwrap_or_else(|| PathBuf::from("hush-relay.db"));
+    Ok((config, db))
+}
+
+/// Runs the relay with these settings until Ctrl-C, then drains and stops. Logging is the
+/// caller's to set up.
+pub async fn run(args: RelayArgs) -> ExitCode {
+    let (config, db) = match settings(args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("hush-relay: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let store = match SqliteStore::open(&db) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("hush-relay: cannot open {}: {e}", db.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let relay = match Relay::build(config, store).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hush-relay: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(addr = %relay.local_addr(), "hush-relay listening");
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match relay.run(stop).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hush-relay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let dir = std::env::temp_dir().join(format!("hush-relay-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("relay.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nrelay_id = \"from-file\"\nip_rate = 5\n",
+        )
+        .unwrap();
+        let args = RelayArgs {
+            config: Some(file.clone()),
+            relay_id: Some("from-flag".into()),
+            ..RelayArgs::default()
+        };
+        let (c, db) = settings(args).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.relay_id, b"from-flag");
+        assert_eq!(c.ip_rate, RateLimit::per_second(5));
+        assert_eq!(c.device_rate, Config::default().device_rate);
+        assert_eq!(db, PathBuf::from("hush-relay.db"));
+        std::fs::write(&file, "tls_cert = \"c.pem\"\n").unwrap();
+        assert!(
+            settings(RelayArgs {
+                config: Some(file.clone()),
+                ..RelayArgs::default()
+            })
+            .is_err(),
+            "a certificate without a key"
+        );
+        std::fs::write(&file, "no_such_setting = 1\n").unwrap();
+        assert!(
+            settings(RelayArgs {
+                config: Some(file),
+                ..RelayArgs::default()
+            })
+            .is_err()
+        );
+    }
+}
