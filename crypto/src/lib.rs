@@ -8,6 +8,7 @@
 //! * [`X25519KeyPair`], [`EphemeralKeyPair`]: X25519 that rejects all-zero results;
 //! * [`kdf`]: HKDF-SHA256, HMAC-SHA256 and the chain-key step;
 //! * [`MessageKeys`]: ChaCha20-Poly1305 keyed from a message key;
+//! * [`attachment`]: chunked ChaCha20-Poly1305 for files;
 //! * [`StorageKey`]: sealing state at rest;
 //! * [`SigningKeyPair`]: Ed25519 keys that are not identities (group sender chains);
 //! * [`hash::sha256`]: digests of public data;
@@ -55,6 +56,7 @@
 #![forbid(unsafe_code)]
 
 pub mod aead;
+pub mod attachment;
 pub mod error;
 pub mod hash;
 pub mod identity;

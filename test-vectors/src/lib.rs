@@ -15,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+mod attachment;
 mod group;
 mod session;
 mod simple;
@@ -26,7 +27,7 @@ use std::path::Path;
 pub use util::{Report, VectorError};
 
 /// The vector files, in the order they are written and checked.
-pub const FILES: [&str; 7] = [
+pub const FILES: [&str; 8] = [
     "identity.json",
     "kdf.json",
     "x3dh.json",
@@ -34,6 +35,7 @@ pub const FILES: [&str; 7] = [
     "wire.json",
     "session.json",
     "group.json",
+    "attachment.json",
 ];
 
 /// Writes every vector file into `dir` (deterministic: the same bytes every time).
@@ -47,6 +49,7 @@ pub fn generate(dir: &Path) -> Result<(), VectorError> {
         simple::wire()?,
         session::generate()?,
         group::generate()?,
+        attachment::generate()?,
     ];
     for (name, value) in FILES.iter().zip(files) {
         let mut text = serde_json::to_string_pretty(&value)?;
@@ -70,7 +73,8 @@ pub fn verify(dir: &Path) -> Result<Report, VectorError> {
             "seal.json" => simple::verify_seal(&value, &mut file),
             "wire.json" => simple::verify_wire(&value, &mut file),
             "session.json" => session::verify(&value, &mut file),
-            _ => group::verify(&value, &mut file),
+            "group.json" => group::verify(&value, &mut file),
+            _ => attachment::verify(&value, &mut file),
         };
         if let Err(e) = result {
             file.fail(format!("{name}: {e}"));
