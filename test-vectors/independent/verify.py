@@ -11,7 +11,8 @@ Usage: verify.py [VECTORS_DIR]        (default: ../vectors next to this file)
 Where SPEC.md is silent this file makes a choice, marked "SPEC is silent", "not named by
 SPEC" or "not in README" where it is made: .proto field names (taken from wire.json), which nested fields
 are `bytes` holding an encoded message, error classes for refusals SPEC does not name,
-the group `random` layout, and what a newcomer remembers for replay detection.
+the group `random` layout, what a newcomer remembers for replay detection, and the order
+of the attachment reader's checks (the attachment.json mutations come from its description).
 """
 import copy
 import hashlib
@@ -1031,10 +1032,95 @@ def accept_group_info(m, from_ik, data):
     m.g = new_group_state(c["group_id"], c.get("epoch", 0), c["head"], roles, [(c.get("epoch", 0), c["head"])])
 
 
+# ---------------------------------------------------------------- §15 attachments
+CHUNK = 65536
+SEGMENT = CHUNK + 16                              # a sealed full chunk: CHUNK plus the tag
+
+def attachment_key(K):
+    return hkdf(bytes(32), K, b"hush attachment v1", 32)
+
+def chunk_nonce(i, final):
+    # u88be(i) (SPEC §1 defines only u32be; read as the 11-byte big-endian encoding) ‖ flag
+    return i.to_bytes(11, "big") + (b"\x01" if final else b"\x00")
+
+def chunk_count(size):
+    return max(1, -(-size // CHUNK))              # n = max(1, ceil(len(P) / CHUNK))
+
+def attachment_seal(K, pt):
+    """§15.1 writer: chunk i sealed with its counter and the final flag on the last one."""
+    k, n = attachment_key(K), chunk_count(len(pt))
+    return b"".join(aead_seal(k, chunk_nonce(i, i == n - 1), b"", pt[i * CHUNK:(i + 1) * CHUNK]) for i in range(n))
+
+def attachment_open(K, blob):
+    """§15.1 reader.  The segment lengths are checked before any segment is opened (SPEC is
+    silent on which comes first when a blob has both a bad length and a bad chunk)."""
+    if not blob:
+        raise HushError("Sequence", "empty blob")
+    n = -(-len(blob) // SEGMENT)
+    if len(blob) - (n - 1) * SEGMENT < 16:
+        raise HushError("Sequence", "last segment shorter than a tag")
+    k = attachment_key(K)
+    return b"".join(aead_open(k, chunk_nonce(i, i == n - 1), b"", blob[i * SEGMENT:(i + 1) * SEGMENT], cls=f"Chunk({i})")
+                    for i in range(n))
+
+def attachment_plaintext(size):
+    return bytes(i % 251 for i in range(size))    # plaintext byte i is i mod 251 (SPEC §15.2)
+
+def mutate_blob(blob, e):
+    """The mutations of attachment.json's `invalid[]` (not in SPEC: from the file's description)."""
+    m = e["mutation"]
+    if m == "truncate":
+        if e["to"] > len(blob):
+            raise ValueError(f"truncate to {e['to']} is past the end ({len(blob)} bytes)")
+        return blob[:e["to"]]
+    if m == "flip":
+        if not 0 <= e["at"] < len(blob):
+            raise ValueError(f"flip at {e['at']} is outside the blob ({len(blob)} bytes)")
+        return blob[:e["at"]] + bytes([blob[e["at"]] ^ 1]) + blob[e["at"] + 1:]
+    if m == "swap_first_two_segments":
+        if len(blob) < 2 * SEGMENT:
+            raise ValueError(f"blob of {len(blob)} bytes has no two full segments")
+        return blob[SEGMENT:2 * SEGMENT] + blob[:SEGMENT] + blob[2 * SEGMENT:]
+    if m == "append":
+        return blob + h(e["bytes"])
+    raise ValueError(f"unknown mutation {m!r}")
+
+def check_attachment(c, v):
+    c.eq("attachment.chunk", v["chunk"], CHUNK)
+    for i, e in enumerate(v["cases"]):
+        w = f"attachment.cases[{i}]"
+        K, pt = h(e["key"]), attachment_plaintext(e["plaintext_len"])
+        blob = attachment_seal(K, pt)
+        c.eq(w + " len(blob) = len(P) + 16·n", len(pt) + 16 * chunk_count(len(pt)), len(blob))
+        c.eq(w + ".blob_len", e["blob_len"], len(blob))
+        c.eq(w + ".blob_sha256", h(e["blob_sha256"]), hashlib.sha256(blob).digest())
+        c.eq(w + ".blob_tail", h(e["blob_tail"]), blob[-48:])
+        if "blob" in e:
+            c.eq(w + ".blob", h(e["blob"]), blob)
+        try:
+            c.eq(w + " opens", pt, attachment_open(K, blob))
+        except HushError as err:
+            c.fail(w + " opens", f"refused: {err}")
+    for i, e in enumerate(v["invalid"]):
+        w = f"attachment.invalid[{i}] ({e['mutation']})"
+        K = h(e["key"])
+        try:
+            blob = mutate_blob(attachment_seal(K, attachment_plaintext(e["plaintext_len"])), e)
+        except ValueError as err:
+            c.fail(w, str(err))
+            continue
+        try:
+            attachment_open(K, blob)
+            got = "accepted"                      # "accepted": the mutated blob still opens
+        except HushError as err:
+            got = err.cls
+        c.eq(w + " error", e["error"], got)
+
+
 # ---------------------------------------------------------------- main
 FILES = [("identity.json", check_identity), ("kdf.json", check_kdf), ("x3dh.json", check_x3dh),
          ("seal.json", check_seal), ("wire.json", check_wire), ("session.json", check_session),
-         ("group.json", check_group)]
+         ("group.json", check_group), ("attachment.json", check_attachment)]
 
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
