@@ -49,7 +49,11 @@ fn independent(dir: &Path) -> Option<bool> {
 
 /// One hex digit changed in a value: `(file, a JSON path, what it is)`.
 const MUTATIONS: [(&str, &str, &str); 9] = [
-    ("attachment.json", "/cases/5/blob_sha256", "an attachment blob digest"),
+    (
+        "attachment.json",
+        "/cases/5/blob_sha256",
+        "an attachment blob digest",
+    ),
     ("x3dh.json", "/cases/0/dh2", "an X3DH DH output"),
     ("kdf.json", "/root_kdf/1/ck_out", "a root-KDF output"),
     (

@@ -1,0 +1,1980 @@
+//! The client: its public API, and the worker that keeps the relay connection, flushes the
+//! outbox, and processes what arrives.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hush_crypto::{
+    IdentityKeyPair, IdentityPublicKey, SafetyNumber, SecretBytes, Signature, StorageKey,
+    X25519PublicKey, Zeroizing,
+};
+use hush_groups::{Group, GroupConfig, MembershipChange, Role};
+use hush_sessions::error::AcceptError;
+use hush_sessions::{OneTimePrekey, PrekeyBundle, Session, SessionMessage, SignedPrekey};
+use prost::Message as _;
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::error::ClientError;
+use crate::event::{
+    Address, Attachment, Body, Conversation, DropReason, Event, GroupChange, GroupId, Message,
+    MessageId, Presence, ReceiptKind,
+};
+use crate::net::{self, Conn, Credentials, RelayUrl};
+use crate::proto::client as pc;
+use crate::proto::relay::{
+    self as pr, ErrorCode, client_frame::Body as In, server_frame::Body as Out,
+};
+use crate::store::{Store, Tx, label};
+
+/// Longest text message, in bytes.
+pub const MAX_TEXT: usize = 64 * 1024;
+/// Longest user id, in bytes (as the relay).
+pub const MAX_USER_ID: usize = 64;
+
+/// Client settings. [`ClientConfig::new`] fills in the documented defaults.
+pub struct ClientConfig {
+    /// `ws://host:port` or `wss://host:port`.
+    pub relay_url: String,
+    /// The on-device database file (created if absent).
+    pub db_path: PathBuf,
+    /// Seals secrets and protocol state at rest. The app keeps it (for example in the
+    /// platform keystore).
+    pub storage_key: StorageKey,
+    /// This device's user id.
+    pub user: String,
+    /// This device's number.
+    pub device: u32,
+    /// For relays that require a token to register.
+    pub registration_token: Option<Vec<u8>>,
+    /// Extra trusted CA certificates (PEM) for `wss://`.
+    pub ca_file: Option<PathBuf>,
+    /// One-time prekeys uploaded per batch. Default 100.
+    pub prekey_batch: u32,
+    /// How often the signed prekey is replaced. Default 7 days.
+    pub signed_prekey_rotation: Duration,
+    /// First reconnect delay; doubles up to `reconnect_max`. Default 200 ms.
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay. Default 30 s.
+    pub reconnect_max: Duration,
+    /// How often watched users' presence is polled, and the connection pinged. Default 5 s.
+    pub poll_interval: Duration,
+    /// Limits of every group this device is in.
+    pub group_config: GroupConfig,
+}
+
+impl ClientConfig {
+    /// Settings with the defaults.
+    pub fn new(
+        relay_url: impl Into<String>,
+        db_path: impl Into<PathBuf>,
+        storage_key: StorageKey,
+        user: impl Into<String>,
+        device: u32,
+    ) -> Self {
+        Self {
+            relay_url: relay_url.into(),
+            db_path: db_path.into(),
+            storage_key,
+            user: user.into(),
+            device,
+            registration_token: None,
+            ca_file: None,
+            prekey_batch: 100,
+            signed_prekey_rotation: Duration::from_secs(7 * 24 * 3600),
+            reconnect_min: Duration::from_millis(200),
+            reconnect_max: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(5),
+            group_config: GroupConfig::default(),
+        }
+    }
+}
+
+/// An existing device's permission for a new device (or a reinstall) to join its user:
+/// made by [`Client::link_device`] on the existing device, given to the new one with
+/// [`Client::set_link`] before it first connects.
+#[derive(Clone, Debug)]
+pub struct DeviceLink {
+    linking_device: u32,
+    signature: Signature,
+}
+
+impl DeviceLink {
+    /// `u32be(linking device) ‖ signature`, 68 bytes, to carry to the new device.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        [
+            &self.linking_device.to_be_bytes()[..],
+            self.signature.as_bytes(),
+        ]
+        .concat()
+    }
+
+    /// Reads [`DeviceLink::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let (d, s) = bytes.split_at_checked(4)?;
+        Some(Self {
+            linking_device: u32::from_be_bytes(d.try_into().ok()?),
+            signature: Signature::from_slice(s)?,
+        })
+    }
+}
+
+/// Upload or download progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes done.
+    pub done: u64,
+    /// Bytes in all.
+    pub total: u64,
+}
+
+pub(crate) struct Inner {
+    pub(crate) me: Address,
+    pub(crate) identity: IdentityKeyPair,
+    pub(crate) url: RelayUrl,
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) blob_dir: PathBuf,
+    registration_token: Option<Vec<u8>>,
+    prekey_batch: u32,
+    spk_rotation: Duration,
+    reconnect: (Duration, Duration),
+    poll: Duration,
+    group_config: GroupConfig,
+    store: Mutex<Store>,
+    conn: Mutex<Option<Conn>>,
+    events: mpsc::UnboundedSender<Event>,
+    kick: Notify,
+    connected: watch::Sender<bool>,
+    stop: watch::Sender<bool>,
+    watched: Mutex<BTreeMap<String, Option<Presence>>>,
+    link: Mutex<Option<DeviceLink>>,
+}
+
+/// A hush client: one device of one user. Cheap to clone; every clone is the same client.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("address", &self.inner.me)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn random_id() -> MessageId {
+    let mut id = [0u8; 16];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut id);
+    id
+}
+
+fn identity_of(bytes: &[u8]) -> Result<IdentityPublicKey, ClientError> {
+    IdentityPublicKey::from_slice(bytes).map_err(|_| ClientError::Protocol)
+}
+
+fn to_relay(a: &Address) -> pr::Address {
+    pr::Address {
+        user_id: a.user.clone(),
+        device_id: a.device,
+    }
+}
+
+fn member_address(m: &pc::Member) -> Address {
+    Address::new(m.user_id.clone(), m.device_id)
+}
+
+fn conversation_to_proto(c: &Conversation) -> pc::Conversation {
+    pc::Conversation {
+        with: Some(match c {
+            Conversation::Direct(u) => pc::conversation::With::UserId(u.clone()),
+            Conversation::Group(g) => pc::conversation::With::GroupId(g.to_vec()),
+        }),
+    }
+}
+
+fn conversation_from_proto(c: Option<&pc::Conversation>) -> Option<Conversation> {
+    match c?.with.as_ref()? {
+        pc::conversation::With::UserId(u) => Some(Conversation::Direct(u.clone())),
+        pc::conversation::With::GroupId(g) => {
+            Some(Conversation::Group(g.as_slice().try_into().ok()?))
+        }
+    }
+}
+
+fn body_from_content(c: &pc::Content) -> Option<Body> {
+    match c.body.as_ref()? {
+        pc::content::Body::Text(t) => Some(Body::Text(t.clone())),
+        pc::content::Body::Attachment(a) => Some(Body::Attachment(Attachment {
+            blob_id: a.blob_id.clone(),
+            key: a.key.as_slice().try_into().ok()?,
+            digest: a.digest.as_slice().try_into().ok()?,
+            size: a.size,
+            media_type: a.media_type.clone(),
+            file_name: a.file_name.clone(),
+        })),
+        _ => None,
+    }
+}
+
+fn body_to_content(b: &Body) -> pc::content::Body {
+    match b {
+        Body::Text(t) => pc::content::Body::Text(t.clone()),
+        Body::Attachment(a) => pc::content::Body::Attachment(pc::AttachmentPointer {
+            blob_id: a.blob_id.clone(),
+            key: a.key.to_vec(),
+            digest: a.digest.to_vec(),
+            size: a.size,
+            media_type: a.media_type.clone(),
+            file_name: a.file_name.clone(),
+        }),
+    }
+}
+
+fn stored_to_message(m: &pc::StoredMessage) -> Option<Message> {
+    let c = m.content.as_ref()?;
+    Some(Message {
+        id: c.message_id.as_slice().try_into().ok()?,
+        from: Address::new(m.from_user.clone(), m.from_device),
+        conversation: conversation_from_proto(m.conversation.as_ref())?,
+        body: body_from_content(c)?,
+        sent_ms: c.sent_ms,
+        server_ms: m.server_ms,
+        outgoing: m.outgoing,
+    })
+}
+
+fn load_group(rec: &pc::GroupRecord) -> Result<Group, ClientError> {
+    Group::from_bytes(&rec.state).map_err(|_| ClientError::Sealed)
+}
+
+fn save_group_state(
+    tx: &Tx<'_>,
+    id: &[u8],
+    group: &Group,
+    mut rec: pc::GroupRecord,
+) -> Result<(), ClientError> {
+    rec.state = group.to_bytes().to_vec();
+    let out = tx.save_group(id, &rec);
+    rec.state.iter_mut().for_each(|b| *b = 0);
+    out
+}
+
+impl Client {
+    /// Opens (or creates) the device's store. On first use this generates the identity key,
+    /// a signed prekey and a batch of one-time prekeys. Nothing touches the network until
+    /// [`Client::start`]. Events arrive on the returned receiver.
+    pub fn open(
+        config: ClientConfig,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Event>), ClientError> {
+        if config.user.is_empty() || config.user.len() > MAX_USER_ID {
+            return Err(ClientError::Invalid("user id must be 1 to 64 bytes"));
+        }
+        let url = RelayUrl::parse(&config.relay_url)?;
+        let mut store = Store::open(&config.db_path, config.storage_key)?;
+        let me = Address::new(config.user.clone(), config.device);
+        let batch = config.prekey_batch;
+        let identity = store.transaction(|tx| {
+            if let Some(blob) = tx.meta("identity")? {
+                let user = tx.meta("user")?.unwrap_or_default();
+                let device = tx.meta_u64("device")?;
+                if user != me.user.as_bytes() || device != u64::from(me.device) {
+                    return Err(ClientError::Invalid("this store belongs to another device"));
+                }
+                let seed = tx.open(label::IDENTITY, &blob)?;
+                let seed = SecretBytes::<32>::from_slice(&seed).ok_or(ClientError::Sealed)?;
+                return Ok(IdentityKeyPair::from_seed(&seed));
+            }
+            let mut rng = rand::rng();
+            let identity = IdentityKeyPair::generate(&mut rng);
+            tx.set_meta(
+                "identity",
+                &tx.seal(label::IDENTITY, identity.seed().expose())?,
+            )?;
+            tx.set_meta("user", me.user.as_bytes())?;
+            tx.set_meta_u64("device", u64::from(me.device))?;
+            let spk = SignedPrekey::generate(1, &identity, &mut rng);
+            store_signed_prekey(tx, &spk, now_ms())?;
+            tx.set_meta_u64("spk_current", 1)?;
+            generate_one_time_prekeys(tx, batch)?;
+            Ok(identity)
+        })?;
+        let blob_dir = config.db_path.with_extension("blobs");
+        let (events, rx) = mpsc::unbounded_channel();
+        let inner = Inner {
+            me,
+            identity,
+            url,
+            ca_file: config.ca_file,
+            blob_dir,
+            registration_token: config.registration_token,
+            prekey_batch: config.prekey_batch,
+            spk_rotation: config.signed_prekey_rotation,
+            reconnect: (config.reconnect_min, config.reconnect_max),
+            poll: config.poll_interval,
+            group_config: config.group_config,
+            store: Mutex::new(store),
+            conn: Mutex::new(None),
+            events,
+            kick: Notify::new(),
+            connected: watch::channel(false).0,
+            stop: watch::channel(false).0,
+            watched: Mutex::default(),
+            link: Mutex::new(None),
+        };
+        Ok((
+            Self {
+                inner: Arc::new(inner),
+            },
+            rx,
+        ))
+    }
+
+    /// Starts the background worker: connects (registering on first use), reconnects with
+    /// backoff, flushes the outbox and processes incoming mail. Needs a tokio runtime.
+    pub fn start(&self) {
+        let inner = self.inner.clone();
+        tokio::spawn(async move { worker(inner).await });
+    }
+
+    /// Stops the worker and closes the connection. Everything already accepted is on disk.
+    pub fn stop(&self) {
+        let _ = self.inner.stop.send_replace(true);
+        self.inner.kick.notify_one();
+    }
+
+    /// Waits until connected and authenticated, up to `timeout`.
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), ClientError> {
+        let mut rx = self.inner.connected.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|c| *c))
+            .await
+            .map_err(|_| ClientError::Offline)?
+            .map_err(|_| ClientError::Offline)?;
+        Ok(())
+    }
+
+    /// Whether the client is connected now.
+    pub fn is_connected(&self) -> bool {
+        *self.inner.connected.borrow()
+    }
+
+    /// This device's address.
+    pub fn address(&self) -> &Address {
+        &self.inner.me
+    }
+
+    /// This device's identity key.
+    pub fn identity_key(&self) -> &IdentityPublicKey {
+        self.inner.identity.public()
+    }
+
+    /// Signs a link letting a device with `identity_key` register as `device` of this user
+    /// (a new device, or this user's reinstalled device).
+    pub fn link_device(&self, device: u32, identity_key: &IdentityPublicKey) -> DeviceLink {
+        DeviceLink {
+            linking_device: self.inner.me.device,
+            signature: self.inner.identity.sign(&net::link_message(
+                &self.inner.me.user,
+                device,
+                identity_key.as_bytes(),
+            )),
+        }
+    }
+
+    /// Presents `link` when registering (call before [`Client::start`]).
+    pub fn set_link(&self, link: DeviceLink) {
+        if let Ok(mut l) = self.inner.link.lock() {
+            *l = Some(link);
+        }
+    }
+
+    fn conn(&self) -> Result<Conn, ClientError> {
+        self.inner.conn()
+    }
+
+    /// Queues a text message to every device of `user` (and this user's other devices). It
+    /// is on disk when this returns, and goes out as soon as the client is connected.
+    pub fn send_text(&self, user: &str, text: &str) -> Result<MessageId, ClientError> {
+        self.send(
+            Conversation::Direct(user.to_string()),
+            Body::Text(text.to_string()),
+        )
+    }
+
+    /// Queues a text message to a group.
+    pub fn send_group_text(&self, group: &GroupId, text: &str) -> Result<MessageId, ClientError> {
+        self.send(Conversation::Group(*group), Body::Text(text.to_string()))
+    }
+
+    /// Queues a message (text or an uploaded attachment) to a conversation.
+    pub fn send(&self, to: Conversation, body: Body) -> Result<MessageId, ClientError> {
+        if let Body::Text(t) = &body
+            && t.len() > MAX_TEXT
+        {
+            return Err(ClientError::Invalid("text over 64 KiB"));
+        }
+        if let Conversation::Direct(u) = &to
+            && (u.is_empty() || u.len() > MAX_USER_ID)
+        {
+            return Err(ClientError::Invalid("user id must be 1 to 64 bytes"));
+        }
+        let id = random_id();
+        let now = now_ms();
+        let content = pc::Content {
+            message_id: id.to_vec(),
+            sent_ms: now,
+            body: Some(body_to_content(&body)),
+            sync: None,
+        };
+        let me = self.inner.me.clone();
+        self.inner.with_store(|tx| {
+            if let Conversation::Group(g) = &to
+                && tx.group(g)?.is_none()
+            {
+                return Err(ClientError::Unknown("group"));
+            }
+            tx.push_draft(
+                &id,
+                &pc::Draft {
+                    to: Some(conversation_to_proto(&to)),
+                    content: Some(content.clone()),
+                    only: vec![],
+                },
+                now,
+            )?;
+            tx.tx.execute(
+                "INSERT OR IGNORE INTO ticks (message_id, user_id, device_id, kind, at_ms) VALUES (?1, ?2, ?3, 255, ?4)",
+                rusqlite::params![id.to_vec(), me.user, me.device, now as i64],
+            )?;
+            tx.put_message(
+                &pc::StoredMessage {
+                    from_user: me.user.clone(),
+                    from_device: me.device,
+                    conversation: Some(conversation_to_proto(&to)),
+                    content: Some(content.clone()),
+                    server_ms: 0,
+                    outgoing: true,
+                },
+                now,
+            )
+        })?;
+        self.inner.kick.notify_one();
+        Ok(id)
+    }
+
+    /// Tells the senders of these messages that they were read (queued if offline).
+    pub fn mark_read(&self, from: &Address, ids: &[MessageId]) -> Result<(), ClientError> {
+        self.inner.with_store(|tx| {
+            for id in ids {
+                tx.push_read(from, id)?;
+            }
+            Ok(())
+        })?;
+        self.inner.kick.notify_one();
+        Ok(())
+    }
+
+    /// Messages sent and received, oldest first.
+    pub fn messages(&self) -> Result<Vec<Message>, ClientError> {
+        let stored = self.inner.read_store(|tx| tx.messages())?;
+        Ok(stored.iter().filter_map(stored_to_message).collect())
+    }
+
+    /// Ticks recorded for a message this device sent: (device, kind, time).
+    pub fn receipts(
+        &self,
+        id: &MessageId,
+    ) -> Result<Vec<(Address, ReceiptKind, u64)>, ClientError> {
+        let rows = self.inner.read_store(|tx| tx.ticks(id))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(a, k, t)| Some((a, tick_kind(k)?, t)))
+            .collect())
+    }
+
+    /// Entries waiting in the outbox.
+    pub fn outbox_len(&self) -> Result<u64, ClientError> {
+        self.inner.read_store(|tx| tx.outbox_len())
+    }
+
+    /// Asks the relay for a user's presence.
+    pub async fn presence(&self, user: &str) -> Result<Presence, ClientError> {
+        presence(&self.conn()?, user).await
+    }
+
+    /// Polls `user`'s presence in the background and emits [`Event::Presence`] on change.
+    pub fn watch_presence(&self, user: &str) {
+        if let Ok(mut w) = self.inner.watched.lock() {
+            w.entry(user.to_string()).or_insert(None);
+        }
+    }
+
+    /// Hides (or shows) this user's last-seen time from others.
+    pub async fn set_hide_last_seen(&self, hide: bool) -> Result<(), ClientError> {
+        self.conn()?
+            .request(In::PresenceSettings(pr::PresenceSettings {
+                hide_last_seen: hide,
+            }))
+            .await?;
+        Ok(())
+    }
+
+    /// Safety numbers between this device and each known device of `user` (refreshing the
+    /// device list from the relay when connected).
+    pub async fn safety_numbers(
+        &self,
+        user: &str,
+    ) -> Result<Vec<(Address, SafetyNumber)>, ClientError> {
+        if let Ok(conn) = self.conn() {
+            let listed = list_devices(&conn, user).await?;
+            let events = self
+                .inner
+                .with_store(|tx| record_devices(tx, &self.inner, &listed))?;
+            self.inner.emit_all(events);
+        }
+        let keys = self.inner.read_store(|tx| tx.devices_of(user))?;
+        keys.into_iter()
+            .map(|(d, k)| {
+                let key = identity_of(&k)?;
+                Ok((Address::new(user, d), self.inner.safety_number(user, &key)))
+            })
+            .collect()
+    }
+
+    /// Creates a group of this device, every device of `users`, and this user's other
+    /// devices. Needs the relay (to list devices).
+    pub async fn create_group(&self, name: &str, users: &[&str]) -> Result<GroupId, ClientError> {
+        let conn = self.conn()?;
+        let mut listed = Vec::new();
+        let mut all_users: Vec<&str> = users.to_vec();
+        all_users.push(&self.inner.me.user);
+        all_users.sort_unstable();
+        all_users.dedup();
+        for u in all_users {
+            listed.extend(list_devices(&conn, u).await?);
+        }
+        listed.retain(|(a, _)| a != &self.inner.me);
+        let inner = &self.inner;
+        let (gid, events) = inner.with_store(|tx| {
+            let mut events = record_devices(tx, inner, &listed)?;
+            let others: Vec<(IdentityPublicKey, Role)> =
+                listed.iter().map(|(_, k)| (*k, Role::Member)).collect();
+            let (group, create) = Group::create(
+                &inner.identity,
+                &others,
+                inner.group_config,
+                &mut rand::rng(),
+            )
+            .map_err(|e| ClientError::NotAllowed(e.to_string()))?;
+            let gid = *group.id();
+            let mut directory: Vec<pc::Member> = listed
+                .iter()
+                .map(|(a, k)| pc::Member {
+                    identity_key: k.to_bytes().to_vec(),
+                    user_id: a.user.clone(),
+                    device_id: a.device,
+                })
+                .collect();
+            directory.push(inner.own_member());
+            let rec = pc::GroupRecord {
+                state: vec![],
+                directory: directory.clone(),
+                name: name.to_string(),
+            };
+            save_group_state(tx, &gid, &group, rec)?;
+            let others: Vec<pc::Member> = directory
+                .iter()
+                .filter(|m| member_address(m) != inner.me)
+                .cloned()
+                .collect();
+            inner.push_control(
+                tx,
+                &gid,
+                pc::GroupControl {
+                    group_id: gid.to_vec(),
+                    control: create,
+                    group_info: vec![],
+                    directory: directory.clone(),
+                    name: name.to_string(),
+                },
+                others,
+            )?;
+            events.push(Event::Group {
+                group: gid,
+                change: GroupChange::Joined {
+                    name: name.to_string(),
+                    members: listed.iter().map(|(a, _)| a.clone()).collect(),
+                },
+                by: inner.me.clone(),
+            });
+            Ok((gid, events))
+        })?;
+        self.inner.emit_all(events);
+        self.inner.kick.notify_one();
+        Ok(gid)
+    }
+
+    /// Adds every device of `user` to a group (this device must be an admin).
+    pub async fn add_to_group(&self, group: &GroupId, user: &str) -> Result<(), ClientError> {
+        let conn = self.conn()?;
+        let listed = list_devices(&conn, user).await?;
+        let inner = &self.inner;
+        let events = inner.with_store(|tx| {
+            let mut events = record_devices(tx, inner, &listed)?;
+            let mut rec = tx.group(group)?.ok_or(ClientError::Unknown("group"))?;
+            let mut g = load_group(&rec)?;
+            for (addr, key) in &listed {
+                if rec
+                    .directory
+                    .iter()
+                    .any(|m| m.identity_key == key.as_bytes())
+                {
+                    continue;
+                }
+                let existing: Vec<pc::Member> = rec
+                    .directory
+                    .iter()
+                    .filter(|m| member_address(m) != inner.me)
+                    .cloned()
+                    .collect();
+                let (add, info) = g
+                    .add(&inner.identity, key, Role::Member)
+                    .map_err(|e| ClientError::NotAllowed(e.to_string()))?;
+                let entry = pc::Member {
+                    identity_key: key.to_bytes().to_vec(),
+                    user_id: addr.user.clone(),
+                    device_id: addr.device,
+                };
+                rec.directory.push(entry.clone());
+                inner.push_control(
+                    tx,
+                    group,
+                    pc::GroupControl {
+                        group_id: group.to_vec(),
+                        control: add,
+                        group_info: vec![],
+                        directory: vec![entry.clone()],
+                        name: String::new(),
+                    },
+                    existing,
+                )?;
+                inner.push_control(
+                    tx,
+                    group,
+                    pc::GroupControl {
+                        group_id: group.to_vec(),
+                        control: vec![],
+                        group_info: info,
+                        directory: rec.directory.clone(),
+                        name: rec.name.clone(),
+                    },
+                    vec![entry.clone()],
+                )?;
+                if let Some(d) = g.sender_key_distribution() {
+                    inner.push_sender_key(tx, group, &d, vec![entry])?;
+                }
+                events.push(Event::Group {
+                    group: *group,
+                    change: GroupChange::Added(addr.clone()),
+                    by: inner.me.clone(),
+                });
+            }
+            save_group_state(tx, group, &g, rec)?;
+            Ok(events)
+        })?;
+        self.inner.emit_all(events);
+        self.inner.kick.notify_one();
+        Ok(())
+    }
+
+    /// Removes every device of `user` from a group (this device must be an admin). The next
+    /// message of every remaining member uses a fresh sender key.
+    pub fn remove_from_group(&self, group: &GroupId, user: &str) -> Result<(), ClientError> {
+        let inner = &self.inner;
+        let events = inner.with_store(|tx| {
+            let mut rec = tx.group(group)?.ok_or(ClientError::Unknown("group"))?;
+            let mut g = load_group(&rec)?;
+            let targets: Vec<pc::Member> = rec
+                .directory
+                .iter()
+                .filter(|m| m.user_id == user && member_address(m) != inner.me)
+                .cloned()
+                .collect();
+            if targets.is_empty() {
+                return Err(ClientError::Unknown("member"));
+            }
+            let mut events = Vec::new();
+            for t in &targets {
+                let key = identity_of(&t.identity_key)?;
+                let control = g
+                    .remove(&inner.identity, &key)
+                    .map_err(|e| ClientError::NotAllowed(e.to_string()))?;
+                // Everyone still in the group, and the removed device itself, hear of it.
+                let recipients: Vec<pc::Member> = rec
+                    .directory
+                    .iter()
+                    .filter(|m| member_address(m) != inner.me)
+                    .cloned()
+                    .collect();
+                rec.directory.retain(|m| m.identity_key != t.identity_key);
+                inner.push_control(
+                    tx,
+                    group,
+                    pc::GroupControl {
+                        group_id: group.to_vec(),
+                        control,
+                        group_info: vec![],
+                        directory: vec![],
+                        name: String::new(),
+                    },
+                    recipients,
+                )?;
+                events.push(Event::Group {
+                    group: *group,
+                    change: GroupChange::Removed(member_address(t)),
+                    by: inner.me.clone(),
+                });
+            }
+            save_group_state(tx, group, &g, rec)?;
+            Ok(events)
+        })?;
+        self.inner.emit_all(events);
+        self.inner.kick.notify_one();
+        Ok(())
+    }
+
+    /// Leaves a group.
+    pub fn leave_group(&self, group: &GroupId) -> Result<(), ClientError> {
+        let inner = &self.inner;
+        inner.with_store(|tx| {
+            let rec = tx.group(group)?.ok_or(ClientError::Unknown("group"))?;
+            let mut g = load_group(&rec)?;
+            let control = g
+                .leave(&inner.identity)
+                .map_err(|e| ClientError::NotAllowed(e.to_string()))?;
+            let others: Vec<pc::Member> = rec
+                .directory
+                .iter()
+                .filter(|m| member_address(m) != inner.me)
+                .cloned()
+                .collect();
+            inner.push_control(
+                tx,
+                group,
+                pc::GroupControl {
+                    group_id: group.to_vec(),
+                    control,
+                    group_info: vec![],
+                    directory: vec![],
+                    name: String::new(),
+                },
+                others,
+            )?;
+            save_group_state(tx, group, &g, rec)
+        })?;
+        self.inner.kick.notify_one();
+        Ok(())
+    }
+
+    /// The groups this device is in: (id, name, member devices other than this one).
+    pub fn groups(&self) -> Result<Vec<(GroupId, String, Vec<Address>)>, ClientError> {
+        let me = self.inner.me.clone();
+        self.inner.read_store(|tx| {
+            let mut out = Vec::new();
+            for id in tx.group_ids()? {
+                let Some(rec) = tx.group(&id)? else { continue };
+                let Ok(gid) = GroupId::try_from(id.as_slice()) else {
+                    continue;
+                };
+                if !load_group(&rec)?.is_member() {
+                    continue;
+                }
+                let members = rec
+                    .directory
+                    .iter()
+                    .map(member_address)
+                    .filter(|a| a != &me)
+                    .collect();
+                out.push((gid, rec.name.clone(), members));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Tries to decrypt a group payload (as stored by the relay) with this device's group
+    /// state, without changing anything. For showing that a removed member cannot read.
+    pub fn try_decrypt_group_payload(&self, payload: &[u8]) -> Result<Vec<u8>, ClientError> {
+        let p =
+            pc::Payload::decode(payload).map_err(|_| ClientError::Decrypt("malformed".into()))?;
+        let Some(pc::payload::Kind::Group(gp)) = p.kind else {
+            return Err(ClientError::Decrypt("not a group payload".into()));
+        };
+        self.inner.read_store(|tx| {
+            let rec = tx
+                .group(&gp.group_id)?
+                .ok_or(ClientError::Unknown("group"))?;
+            let mut g = load_group(&rec)?;
+            g.decrypt(&gp.message)
+                .map(|p| p.plaintext)
+                .map_err(|e| ClientError::Decrypt(e.to_string()))
+        })
+    }
+}
+
+fn tick_kind(k: u8) -> Option<ReceiptKind> {
+    match k {
+        0 => Some(ReceiptKind::Sent),
+        1 => Some(ReceiptKind::Delivered),
+        2 => Some(ReceiptKind::Read),
+        _ => None,
+    }
+}
+
+fn store_signed_prekey(tx: &Tx<'_>, spk: &SignedPrekey, now: u64) -> Result<(), ClientError> {
+    let secret = spk.secret_bytes();
+    let mut record = Vec::with_capacity(96);
+    record.extend_from_slice(secret.expose());
+    record.extend_from_slice(spk.signature().as_bytes());
+    let record = Zeroizing::new(record);
+    tx.put_signed_prekey(spk.id(), &record, now)
+}
+
+fn load_signed_prekey(tx: &Tx<'_>, id: u32) -> Result<Option<SignedPrekey>, ClientError> {
+    let Some(record) = tx.signed_prekey(id)? else {
+        return Ok(None);
+    };
+    let (secret, sig) = record.split_at_checked(32).ok_or(ClientError::Sealed)?;
+    let secret = SecretBytes::<32>::from_slice(secret).ok_or(ClientError::Sealed)?;
+    let sig = Signature::from_slice(sig).ok_or(ClientError::Sealed)?;
+    Ok(Some(SignedPrekey::from_parts(id, &secret, sig)))
+}
+
+fn generate_one_time_prekeys(tx: &Tx<'_>, n: u32) -> Result<(), ClientError> {
+    let mut next = tx.meta_u64("next_opk")?.max(1);
+    let mut rng = rand::rng();
+    for _ in 0..n {
+        let id = (next % u64::from(u32::MAX)) as u32;
+        let k = OneTimePrekey::generate(id, &mut rng);
+        tx.put_one_time_prekey(id, k.secret_bytes().expose())?;
+        next += 1;
+    }
+    tx.set_meta_u64("next_opk", next)
+}
+
+/// Records listed device keys; a changed key drops the old session and reports the change.
+fn record_devices(
+    tx: &Tx<'_>,
+    inner: &Inner,
+    listed: &[(Address, IdentityPublicKey)],
+) -> Result<Vec<Event>, ClientError> {
+    let mut events = Vec::new();
+    for (a, k) in listed {
+        match tx.device_key(a)? {
+            Some(old) if old == k.as_bytes() => {}
+            Some(_) => {
+                tx.forget_device(a)?;
+                tx.set_device_key(a, k.as_bytes())?;
+                events.push(Event::IdentityChanged {
+                    address: a.clone(),
+                    safety_number: inner.safety_number(&a.user, k),
+                });
+            }
+            None => tx.set_device_key(a, k.as_bytes())?,
+        }
+    }
+    Ok(events)
+}
+
+async fn list_devices(
+    conn: &Conn,
+    user: &str,
+) -> Result<Vec<(Address, IdentityPublicKey)>, ClientError> {
+    match conn
+        .request(In::ListDevices(pr::ListDevices {
+            user_id: user.to_string(),
+        }))
+        .await
+    {
+        Ok(Out::Devices(d)) => d
+            .devices
+            .iter()
+            .map(|k| {
+                Ok((
+                    Address::new(user, k.device_id),
+                    identity_of(&k.identity_key)?,
+                ))
+            })
+            .collect(),
+        Ok(_) => Err(ClientError::Protocol),
+        Err(ClientError::Relay {
+            code: ErrorCode::NotFound,
+            ..
+        }) => Err(ClientError::Unknown("user")),
+        Err(e) => Err(e),
+    }
+}
+
+async fn fetch_bundle(conn: &Conn, a: &Address) -> Result<Option<PrekeyBundle>, ClientError> {
+    let b = match conn
+        .request(In::FetchBundle(pr::FetchBundle {
+            address: Some(to_relay(a)),
+        }))
+        .await
+    {
+        Ok(Out::Bundle(b)) => b,
+        Ok(_) => return Err(ClientError::Protocol),
+        Err(ClientError::Relay {
+            code: ErrorCode::NotFound,
+            ..
+        }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let identity = identity_of(&b.identity_key)?;
+    let spk = X25519PublicKey::from_slice(&b.signed_prekey).ok_or(ClientError::Protocol)?;
+    let sig = Signature::from_slice(&b.signed_prekey_signature).ok_or(ClientError::Protocol)?;
+    let opk = match b.one_time_prekey {
+        Some(k) => Some((
+            k.id,
+            X25519PublicKey::from_slice(&k.key).ok_or(ClientError::Protocol)?,
+        )),
+        None => None,
+    };
+    let bundle = PrekeyBundle::from_public_parts(identity, b.signed_prekey_id, spk, sig, opk);
+    bundle.verify().map_err(|_| ClientError::Protocol)?;
+    Ok(Some(bundle))
+}
+
+async fn presence(conn: &Conn, user: &str) -> Result<Presence, ClientError> {
+    match conn
+        .request(In::Presence(pr::PresenceQuery {
+            user_id: user.to_string(),
+        }))
+        .await?
+    {
+        Out::Presence(p) => Ok(Presence {
+            user: p.user_id,
+            online: p.online,
+            last_seen_ms: (p.last_seen_ms != 0).then_some(p.last_seen_ms),
+        }),
+        _ => Err(ClientError::Protocol),
+    }
+}
+
+impl Inner {
+    pub(crate) fn conn(&self) -> Result<Conn, ClientError> {
+        self.conn
+            .lock()
+            .ok()
+            .and_then(|c| c.clone())
+            .filter(Conn::is_open)
+            .ok_or(ClientError::Offline)
+    }
+
+    pub(crate) fn with_store<T>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let mut s = self
+            .store
+            .lock()
+            .map_err(|_| ClientError::Store("poisoned".into()))?;
+        s.transaction(f)
+    }
+
+    fn read_store<T>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let mut s = self
+            .store
+            .lock()
+            .map_err(|_| ClientError::Store("poisoned".into()))?;
+        s.read(f)
+    }
+
+    fn emit(&self, e: Event) {
+        let _ = self.events.send(e);
+    }
+
+    fn emit_all(&self, events: Vec<Event>) {
+        for e in events {
+            self.emit(e);
+        }
+    }
+
+    fn safety_number(&self, user: &str, key: &IdentityPublicKey) -> SafetyNumber {
+        SafetyNumber::compute(
+            (self.me.user.as_bytes(), self.identity.public()),
+            (user.as_bytes(), key),
+        )
+    }
+
+    fn own_member(&self) -> pc::Member {
+        pc::Member {
+            identity_key: self.identity.public().to_bytes().to_vec(),
+            user_id: self.me.user.clone(),
+            device_id: self.me.device,
+        }
+    }
+
+    fn push_control(
+        &self,
+        tx: &Tx<'_>,
+        group: &GroupId,
+        control: pc::GroupControl,
+        to: Vec<pc::Member>,
+    ) -> Result<(), ClientError> {
+        if to.is_empty() {
+            return Ok(());
+        }
+        let id = random_id();
+        tx.push_draft(
+            &id,
+            &pc::Draft {
+                to: Some(conversation_to_proto(&Conversation::Group(*group))),
+                content: Some(pc::Content {
+                    message_id: id.to_vec(),
+                    sent_ms: now_ms(),
+                    body: Some(pc::content::Body::GroupControl(control)),
+                    sync: None,
+                }),
+                only: to,
+            },
+            now_ms(),
+        )?;
+        Ok(())
+    }
+
+    fn push_sender_key(
+        &self,
+        tx: &Tx<'_>,
+        group: &GroupId,
+        distribution: &[u8],
+        to: Vec<pc::Member>,
+    ) -> Result<(), ClientError> {
+        let id = random_id();
+        tx.push_draft(
+            &id,
+            &pc::Draft {
+                to: Some(conversation_to_proto(&Conversation::Group(*group))),
+                content: Some(pc::Content {
+                    message_id: id.to_vec(),
+                    sent_ms: now_ms(),
+                    body: Some(pc::content::Body::SenderKey(pc::SenderKey {
+                        group_id: group.to_vec(),
+                        distribution: distribution.to_vec(),
+                    })),
+                    sync: None,
+                }),
+                only: to,
+            },
+            now_ms(),
+        )?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The worker.
+
+async fn worker(inner: Arc<Inner>) {
+    let mut stop = inner.stop.subscribe();
+    let (min, max) = inner.reconnect;
+    let mut backoff = min;
+    while !*stop.borrow() {
+        let link = inner.link.lock().ok().and_then(|l| l.clone());
+        let creds = Credentials {
+            identity: &inner.identity,
+            user: &inner.me.user,
+            device: inner.me.device,
+            registration_token: inner.registration_token.as_deref(),
+            link: link.map(|l| pr::DeviceLink {
+                linking_device_id: l.linking_device,
+                signature: l.signature.to_bytes().to_vec(),
+            }),
+        };
+        let reason = match net::connect(&inner.url, inner.ca_file.as_ref(), creds).await {
+            Ok((conn, registered, pushes)) => {
+                backoff = min;
+                if let Ok(mut c) = inner.conn.lock() {
+                    *c = Some(conn.clone());
+                }
+                let _ = inner.connected.send_replace(true);
+                inner.emit(Event::Connected { registered });
+                tracing::info!(device = %inner.me, registered, "connected");
+                let result = connected(&inner, &conn, registered, pushes, &mut stop).await;
+                if let Ok(mut c) = inner.conn.lock() {
+                    *c = None;
+                }
+                let _ = inner.connected.send_replace(false);
+                let reason = match result {
+                    Ok(()) => "stopped".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                inner.emit(Event::Disconnected {
+                    reason: reason.clone(),
+                });
+                reason
+            }
+            Err(e) => e.to_string(),
+        };
+        tracing::debug!(device = %inner.me, %reason, "not connected");
+        if *stop.borrow() {
+            break;
+        }
+        // Jitter: up to a quarter of the delay, so clients do not reconnect in lockstep.
+        let jitter =
+            rand::RngExt::random_range(&mut rand::rng(), 0..=backoff.as_millis() as u64 / 4);
+        let wait = backoff + Duration::from_millis(jitter);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => {}
+        }
+        backoff = (backoff * 2).min(max);
+    }
+}
+
+async fn connected(
+    inner: &Arc<Inner>,
+    conn: &Conn,
+    registered: bool,
+    mut pushes: mpsc::Receiver<pr::ServerFrame>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), ClientError> {
+    housekeeping(inner, conn, registered).await?;
+    flush(inner, conn).await?;
+    let mut tick = tokio::time::interval(inner.poll);
+    loop {
+        tokio::select! {
+            push = pushes.recv() => {
+                let Some(f) = push else { return Err(ClientError::Offline) };
+                handle_push(inner, conn, f).await?;
+                // Replies sent while handling (acks) and drafts queued by what arrived.
+                flush(inner, conn).await?;
+            }
+            () = inner.kick.notified() => {
+                if *stop.borrow() { return Ok(()); }
+                flush(inner, conn).await?;
+            }
+            _ = tick.tick() => {
+                conn.request(In::Ping(pr::Ping {})).await?;
+                housekeeping(inner, conn, false).await?;
+                poll_presence(inner, conn).await?;
+            }
+            _ = stop.changed() => return Ok(()),
+        }
+    }
+}
+
+/// Uploads the signed prekey if the relay lacks it, rotates it when due, and uploads
+/// one-time prekeys not uploaded yet.
+async fn housekeeping(inner: &Inner, conn: &Conn, registered: bool) -> Result<(), ClientError> {
+    let now = now_ms();
+    let rotation = inner.spk_rotation.as_millis() as u64;
+    let (spk, rotated) = inner.with_store(|tx| {
+        let mut current = tx.meta_u64("spk_current")? as u32;
+        let created = tx.meta_u64("spk_created")?;
+        let mut rotated = None;
+        if created == 0 {
+            tx.set_meta_u64("spk_created", now)?;
+        } else if now.saturating_sub(created) >= rotation {
+            current = current.wrapping_add(1).max(1);
+            let spk = SignedPrekey::generate(current, &inner.identity, &mut rand::rng());
+            store_signed_prekey(tx, &spk, now)?;
+            tx.set_meta_u64("spk_current", u64::from(current))?;
+            tx.set_meta_u64("spk_created", now)?;
+            // Keep the previous key for messages already in flight; drop older ones.
+            tx.prune_signed_prekeys(now.saturating_sub(2 * rotation), current)?;
+            rotated = Some(current);
+        }
+        let uploaded = tx.meta_u64("spk_uploaded")? as u32;
+        let spk = if registered || uploaded != current {
+            load_signed_prekey(tx, current)?
+        } else {
+            None
+        };
+        Ok((spk, rotated))
+    })?;
+    if let Some(spk) = &spk {
+        conn.request(In::UploadPrekeys(pr::UploadPrekeys {
+            signed_prekey_id: spk.id(),
+            signed_prekey: spk.public_key().to_bytes().to_vec(),
+            signed_prekey_signature: spk.signature().to_bytes().to_vec(),
+            one_time_prekeys: vec![],
+        }))
+        .await?;
+        let id = spk.id();
+        inner.with_store(|tx| tx.set_meta_u64("spk_uploaded", u64::from(id)))?;
+    }
+    if let Some(id) = rotated {
+        inner.emit(Event::SignedPrekeyRotated { id });
+    }
+    upload_one_time_prekeys(inner, conn).await
+}
+
+async fn upload_one_time_prekeys(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
+    let keys = inner.read_store(|tx| tx.unuploaded_prekeys())?;
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let one_time_prekeys = keys
+        .iter()
+        .map(|(id, secret)| {
+            let secret = SecretBytes::<32>::from_slice(secret).ok_or(ClientError::Sealed)?;
+            Ok(pr::OneTimePrekey {
+                id: *id,
+                key: OneTimePrekey::from_secret_bytes(*id, &secret)
+                    .public_key()
+                    .to_bytes()
+                    .to_vec(),
+            })
+        })
+        .collect::<Result<Vec<_>, ClientError>>()?;
+    conn.request(In::UploadPrekeys(pr::UploadPrekeys {
+        signed_prekey_id: 0,
+        signed_prekey: vec![],
+        signed_prekey_signature: vec![],
+        one_time_prekeys,
+    }))
+    .await?;
+    let ids: Vec<u32> = keys.iter().map(|(id, _)| *id).collect();
+    inner.with_store(|tx| tx.mark_uploaded(&ids))?;
+    inner.emit(Event::PrekeysUploaded {
+        count: ids.len() as u32,
+    });
+    Ok(())
+}
+
+async fn poll_presence(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
+    let users: Vec<String> = inner
+        .watched
+        .lock()
+        .map(|w| w.keys().cloned().collect())
+        .unwrap_or_default();
+    for u in users {
+        let p = match presence(conn, &u).await {
+            Ok(p) => p,
+            Err(ClientError::Offline) => return Err(ClientError::Offline),
+            Err(_) => continue,
+        };
+        let changed = inner.watched.lock().is_ok_and(|mut w| {
+            let slot = w.entry(u.clone()).or_insert(None);
+            let changed = slot.as_ref().is_none_or(|old| {
+                old.online != p.online || (!p.online && old.last_seen_ms != p.last_seen_ms)
+            });
+            *slot = Some(p.clone());
+            changed
+        });
+        if changed {
+            inner.emit(Event::Presence(p));
+        }
+    }
+    Ok(())
+}
+
+/// Sends pending read receipts, then every outbox entry in order.
+async fn flush(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
+    while let Some((ids, from, mids)) = inner.read_store(|tx| tx.pending_reads())? {
+        conn.request(In::Read(pr::ReadReceipt {
+            sender: Some(to_relay(&from)),
+            message_ids: mids,
+        }))
+        .await?;
+        inner.with_store(|tx| tx.done_reads(&ids))?;
+    }
+    while let Some((seq, mid, draft)) = inner.read_store(|tx| tx.next_outbox())? {
+        if let Some(draft) = draft {
+            match prepare(inner, conn, seq, draft).await {
+                Ok(()) => {}
+                Err(ClientError::Offline) => return Err(ClientError::Offline),
+                Err(e) => {
+                    inner.with_store(|tx| tx.done_outbox(seq))?;
+                    fail(inner, &mid, e.to_string());
+                    continue;
+                }
+            }
+        }
+        while let Some((idx, ready)) = inner.read_store(|tx| tx.next_ready(seq))? {
+            let send = In::Send(pr::Send {
+                recipients: ready
+                    .recipients
+                    .iter()
+                    .map(|r| pr::Address {
+                        user_id: r.user_id.clone(),
+                        device_id: r.device_id,
+                    })
+                    .collect(),
+                message_id: ready_id(&ready, &mid),
+                ciphertext: ready.payload.clone(),
+            });
+            match conn.request(send).await {
+                Ok(Out::Sent(_)) => inner.with_store(|tx| tx.done_ready(seq, idx))?,
+                Ok(_) => return Err(ClientError::Protocol),
+                Err(ClientError::Relay {
+                    code: ErrorCode::RateLimited | ErrorCode::MailboxFull,
+                    retry_after_ms,
+                    ..
+                }) => {
+                    // Keep it; try again after the relay's delay.
+                    tokio::time::sleep(Duration::from_millis(retry_after_ms.clamp(100, 5000)))
+                        .await;
+                }
+                Err(ClientError::Relay { code, message, .. }) => {
+                    tracing::warn!(?code, "relay refused an envelope");
+                    inner.with_store(|tx| tx.done_ready(seq, idx))?;
+                    fail(inner, &mid, format!("relay refused: {message}"));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let now = now_ms();
+        let me = inner.me.clone();
+        let visible = inner.with_store(|tx| {
+            tx.done_outbox(seq)?;
+            let visible = tx
+                .tx
+                .query_row(
+                    "SELECT 1 FROM ticks WHERE message_id = ?1 AND kind = 255",
+                    rusqlite::params![mid],
+                    |_| Ok(()),
+                )
+                .map(|()| true)
+                .or_else(|e| match e {
+                    rusqlite::Error::QueryReturnedNoRows => Ok(false),
+                    e => Err(e),
+                })?;
+            if visible {
+                tx.put_tick(&mid, &me, 0, now)?;
+            }
+            Ok(visible)
+        })?;
+        if visible && let Ok(id) = MessageId::try_from(mid.as_slice()) {
+            inner.emit(Event::Receipt {
+                message_id: id,
+                kind: ReceiptKind::Sent,
+                by: inner.me.clone(),
+                at_ms: now,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn ready_id(ready: &pc::Ready, outbox_id: &[u8]) -> Vec<u8> {
+    if ready.message_id.is_empty() {
+        outbox_id.to_vec()
+    } else {
+        ready.message_id.clone()
+    }
+}
+
+fn fail(inner: &Inner, mid: &[u8], reason: String) {
+    if let Ok(id) = MessageId::try_from(mid) {
+        inner.emit(Event::SendFailed {
+            message_id: id,
+            reason,
+        });
+    }
+}
+
+/// Encrypts one draft for every recipient device and replaces it by the envelopes, in one
+/// transaction with the session and group state changes.
+async fn prepare(
+    inner: &Inner,
+    conn: &Conn,
+    seq: i64,
+    draft: pc::Draft,
+) -> Result<(), ClientError> {
+    let to = conversation_from_proto(draft.to.as_ref()).ok_or(ClientError::Protocol)?;
+    let content = draft.content.ok_or(ClientError::Protocol)?;
+    // Who gets it, with the identity key each must have.
+    let mut targets: Vec<(Address, IdentityPublicKey)> = Vec::new();
+    let mut own: Vec<(Address, IdentityPublicKey)> = Vec::new();
+    match &to {
+        Conversation::Direct(user) => {
+            targets = list_devices(conn, user).await?;
+            targets.retain(|(a, _)| a != &inner.me);
+            if user != &inner.me.user {
+                own = list_devices(conn, &inner.me.user).await?;
+                own.retain(|(a, _)| a != &inner.me);
+            }
+        }
+        Conversation::Group(gid) => {
+            let members = if draft.only.is_empty() {
+                inner
+                    .read_store(|tx| tx.group(gid))?
+                    .ok_or(ClientError::Unknown("group"))?
+                    .directory
+            } else {
+                draft.only.clone()
+            };
+            for m in members {
+                let a = member_address(&m);
+                if a != inner.me {
+                    targets.push((a, identity_of(&m.identity_key)?));
+                }
+            }
+        }
+    }
+    let direct = matches!(to, Conversation::Direct(_));
+    if direct {
+        let all: Vec<_> = targets.iter().chain(own.iter()).cloned().collect();
+        let events = inner.with_store(|tx| record_devices(tx, inner, &all))?;
+        inner.emit_all(events);
+    }
+    // Sessions to start: fetch bundles outside the store lock.
+    let is_group_message = !direct
+        && draft.only.is_empty()
+        && matches!(
+            content.body,
+            Some(pc::content::Body::Text(_) | pc::content::Body::Attachment(_))
+        );
+    let pairwise: Vec<(Address, IdentityPublicKey)> =
+        targets.iter().chain(own.iter()).cloned().collect();
+    let missing: Vec<(Address, IdentityPublicKey)> = inner.read_store(|tx| {
+        let mut m = Vec::new();
+        for (a, k) in &pairwise {
+            if tx.session(a)?.is_none_or(|s| s.remote_identity() != k) {
+                m.push((a.clone(), *k));
+            }
+        }
+        Ok(m)
+    })?;
+    let mut bundles: HashMap<Address, PrekeyBundle> = HashMap::new();
+    for (a, k) in &missing {
+        match fetch_bundle(conn, a).await? {
+            Some(b) if b.identity_key() == k => {
+                bundles.insert(a.clone(), b);
+            }
+            Some(_) => {
+                tracing::warn!(device = %a, "bundle identity differs from the listed key; skipped")
+            }
+            None => tracing::warn!(device = %a, "no prekey bundle; skipped"),
+        }
+    }
+    let mut rng = rand::rng();
+    let now_s = now_ms() / 1000;
+    inner.with_store(|tx| {
+        let mut ready = Vec::new();
+        let mut encrypt_to = |a: &Address,
+                              key: &IdentityPublicKey,
+                              content: &pc::Content|
+         -> Result<Option<Vec<u8>>, ClientError> {
+            let session = match tx.session(a)? {
+                Some(s) if s.remote_identity() == key => Some(s),
+                _ => match bundles.get(a) {
+                    Some(b) => Some(
+                        Session::initiate(&inner.identity, b, Some(key), &mut rng)
+                            .map_err(|e| ClientError::Encrypt(e.to_string()))?,
+                    ),
+                    None => None,
+                },
+            };
+            let Some(mut session) = session else {
+                return Ok(None);
+            };
+            let bytes = Zeroizing::new(content.encode_to_vec());
+            let m = session
+                .encrypt(&bytes)
+                .map_err(|e| ClientError::Encrypt(e.to_string()))?;
+            tx.save_session(a, &session)?;
+            Ok(Some(
+                pc::Payload {
+                    kind: Some(pc::payload::Kind::Session(m.to_bytes())),
+                }
+                .encode_to_vec(),
+            ))
+        };
+        let recipient = |a: &Address| pc::Recipient {
+            user_id: a.user.clone(),
+            device_id: a.device,
+        };
+        if is_group_message {
+            let Conversation::Group(gid) = &to else {
+                return Err(ClientError::Protocol);
+            };
+            let rec = tx.group(gid)?.ok_or(ClientError::Unknown("group"))?;
+            let mut g = load_group(&rec)?;
+            let bytes = Zeroizing::new(content.encode_to_vec());
+            let sent = g
+                .encrypt(&bytes, now_s, &mut rand::rng())
+                .map_err(|e| ClientError::Encrypt(e.to_string()))?;
+            if let Some(d) = &sent.distribution {
+                let sk = pc::Content {
+                    message_id: random_id().to_vec(),
+                    sent_ms: now_ms(),
+                    body: Some(pc::content::Body::SenderKey(pc::SenderKey {
+                        group_id: gid.to_vec(),
+                        distribution: d.to_vec(),
+                    })),
+                    sync: None,
+                };
+                for (a, k) in &targets {
+                    if let Some(p) = encrypt_to(a, k, &sk)? {
+                        ready.push(pc::Ready {
+                            recipients: vec![recipient(a)],
+                            payload: p,
+                            message_id: sk.message_id.clone(),
+                        });
+                    }
+                }
+            }
+            if !targets.is_empty() {
+                ready.push(pc::Ready {
+                    recipients: targets.iter().map(|(a, _)| recipient(a)).collect(),
+                    payload: pc::Payload {
+                        kind: Some(pc::payload::Kind::Group(pc::GroupPayload {
+                            group_id: gid.to_vec(),
+                            message: sent.message.clone(),
+                        })),
+                    }
+                    .encode_to_vec(),
+                    message_id: vec![],
+                });
+            }
+            save_group_state(tx, gid, &g, rec)?;
+        } else {
+            for (a, k) in &targets {
+                if let Some(p) = encrypt_to(a, k, &content)? {
+                    ready.push(pc::Ready {
+                        recipients: vec![recipient(a)],
+                        payload: p,
+                        message_id: vec![],
+                    });
+                }
+            }
+            let synced = pc::Content {
+                sync: Some(conversation_to_proto(&to)),
+                ..content.clone()
+            };
+            for (a, k) in &own {
+                if let Some(p) = encrypt_to(a, k, &synced)? {
+                    ready.push(pc::Ready {
+                        recipients: vec![recipient(a)],
+                        payload: p,
+                        message_id: vec![],
+                    });
+                }
+            }
+            if ready.is_empty() && !targets.is_empty() {
+                return Err(ClientError::Unknown("device with prekeys"));
+            }
+        }
+        tx.set_ready(seq, &ready)
+    })
+}
+
+async fn handle_push(
+    inner: &Arc<Inner>,
+    conn: &Conn,
+    f: pr::ServerFrame,
+) -> Result<(), ClientError> {
+    match f.body {
+        Some(Out::Envelope(env)) => {
+            let id = env.envelope_id;
+            let events = receive(inner, env)?;
+            conn.request(In::Ack(pr::Ack {
+                envelope_ids: vec![id],
+            }))
+            .await?;
+            inner.emit_all(events);
+        }
+        Some(Out::Receipt(r)) => {
+            let kind = if r.kind == pr::ReceiptKind::Read as i32 {
+                ReceiptKind::Read
+            } else {
+                ReceiptKind::Delivered
+            };
+            let by = r
+                .recipient
+                .as_ref()
+                .map(|a| Address::new(a.user_id.clone(), a.device_id));
+            let event = match (by, MessageId::try_from(r.message_id.as_slice())) {
+                (Some(by), Ok(mid)) => inner.with_store(|tx| {
+                    let known = tx.ticks(&mid)?.iter().any(|(_, k, _)| *k == 255);
+                    let new = known && tx.put_tick(&mid, &by, kind as u8, r.timestamp_ms)?;
+                    Ok(new.then_some(Event::Receipt {
+                        message_id: mid,
+                        kind,
+                        by,
+                        at_ms: r.timestamp_ms,
+                    }))
+                })?,
+                _ => None,
+            };
+            conn.request(In::AckReceipts(pr::AckReceipts {
+                receipt_ids: vec![r.receipt_id],
+            }))
+            .await?;
+            if let Some(e) = event {
+                inner.emit(e);
+            }
+        }
+        Some(Out::PrekeyStatus(s)) if s.low => {
+            let batch = inner.prekey_batch;
+            inner.with_store(|tx| {
+                if tx.unuploaded_prekeys()?.is_empty() {
+                    generate_one_time_prekeys(tx, batch)?;
+                }
+                Ok(())
+            })?;
+            upload_one_time_prekeys(inner, conn).await?;
+        }
+        Some(Out::Error(e)) if e.fatal => return Err(net::relay_error(&e)),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Decrypts one envelope and commits everything it causes in one transaction. Returns the
+/// events to emit once the relay has been told. Errors here are store failures only;
+/// undecryptable input becomes a `Dropped` event.
+fn receive(inner: &Inner, env: pr::Envelope) -> Result<Vec<Event>, ClientError> {
+    let Some(from) = env
+        .sender
+        .as_ref()
+        .map(|a| Address::new(a.user_id.clone(), a.device_id))
+    else {
+        return Ok(vec![]);
+    };
+    let drop_event = |reason| {
+        vec![Event::Dropped {
+            from: from.clone(),
+            reason,
+        }]
+    };
+    let Ok(payload) = pc::Payload::decode(&env.ciphertext[..]) else {
+        return Ok(drop_event(DropReason::Malformed));
+    };
+    let mut store = inner
+        .store
+        .lock()
+        .map_err(|_| ClientError::Store("poisoned".into()))?;
+    if store.read(|tx| tx.processed(&from, &env.message_id))? {
+        return Ok(vec![]);
+    }
+    let result = store.transaction(|tx| {
+        let now = now_ms();
+        let mut events = Vec::new();
+        let (content, sender_identity, group) = match payload.kind {
+            Some(pc::payload::Kind::Session(bytes)) => {
+                match open_session_message(inner, tx, &from, &bytes)? {
+                    Ok((pt, key, changed)) => {
+                        if changed {
+                            events.push(Event::IdentityChanged {
+                                address: from.clone(),
+                                safety_number: inner.safety_number(&from.user, &key),
+                            });
+                        }
+                        (pt, key, None)
+                    }
+                    Err(reason) => return Ok(Err(reason)),
+                }
+            }
+            Some(pc::payload::Kind::Group(gp)) => {
+                let Some(rec) = tx.group(&gp.group_id)? else {
+                    return Ok(Err(DropReason::UnknownGroup));
+                };
+                let mut g = load_group(&rec)?;
+                let opened = match g.decrypt(&gp.message) {
+                    Ok(p) => p,
+                    Err(e) => return Ok(Err(DropReason::Undecryptable(e.to_string()))),
+                };
+                // The signature names the sender; it must be the device the relay says.
+                let listed = rec.directory.iter().any(|m| {
+                    m.identity_key == opened.sender.as_bytes() && member_address(m) == from
+                });
+                if !listed {
+                    return Ok(Err(DropReason::UnknownGroup));
+                }
+                save_group_state(tx, &gp.group_id, &g, rec)?;
+                let gid: GroupId = gp
+                    .group_id
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| ClientError::Protocol)?;
+                (Zeroizing::new(opened.plaintext), opened.sender, Some(gid))
+            }
+            None => return Ok(Err(DropReason::Malformed)),
+        };
+        tx.mark_processed(&from, &env.message_id, now)?;
+        // From here the session (or group chain) has moved on and is committed even if the
+        // content turns out to be invalid.
+        let Ok(c) = pc::Content::decode(&content[..]) else {
+            return Ok(Ok(vec![drop_of(&from, DropReason::Malformed)]));
+        };
+        if c.message_id != env.message_id {
+            return Ok(Ok(vec![drop_of(
+                &from,
+                DropReason::Undecryptable("message id mismatch".into()),
+            )]));
+        }
+        match &c.body {
+            Some(pc::content::Body::Text(_) | pc::content::Body::Attachment(_)) => {
+                let outgoing = from.user == inner.me.user;
+                let conversation = match (&group, &c.sync) {
+                    (Some(g), _) => Conversation::Group(*g),
+                    (None, Some(s)) if outgoing => {
+                        conversation_from_proto(Some(s)).ok_or(ClientError::Protocol)?
+                    }
+                    _ => Conversation::Direct(from.user.clone()),
+                };
+                let stored = pc::StoredMessage {
+                    from_user: from.user.clone(),
+                    from_device: from.device,
+                    conversation: Some(conversation_to_proto(&conversation)),
+                    content: Some(c.clone()),
+                    server_ms: env.server_timestamp_ms,
+                    outgoing,
+                };
+                tx.put_message(&stored, now)?;
+                if let Some(m) = stored_to_message(&stored) {
+                    events.push(Event::Message(m));
+                }
+            }
+            Some(pc::content::Body::GroupControl(gc)) if group.is_none() => {
+                match apply_control(inner, tx, &from, &sender_identity, gc)? {
+                    Ok(mut e) => events.append(&mut e),
+                    Err(reason) => events.push(drop_of(&from, reason)),
+                }
+            }
+            Some(pc::content::Body::SenderKey(sk)) if group.is_none() => {
+                let ok = match tx.group(&sk.group_id)? {
+                    Some(rec) => {
+                        let mut g = load_group(&rec)?;
+                        match g.process_distribution(&sender_identity, &sk.distribution) {
+                            Ok(()) => {
+                                save_group_state(tx, &sk.group_id, &g, rec)?;
+                                Ok(())
+                            }
+                            Err(e) => Err(DropReason::Undecryptable(e.to_string())),
+                        }
+                    }
+                    None => Err(DropReason::UnknownGroup),
+                };
+                if let Err(reason) = ok {
+                    events.push(drop_of(&from, reason));
+                }
+            }
+            _ => events.push(drop_of(&from, DropReason::Malformed)),
+        }
+        Ok(Ok(events))
+    })?;
+    Ok(match result {
+        Ok(events) => events,
+        Err(reason) => drop_event(reason),
+    })
+}
+
+fn drop_of(from: &Address, reason: DropReason) -> Event {
+    Event::Dropped {
+        from: from.clone(),
+        reason,
+    }
+}
+
+type Opened = (Zeroizing<Vec<u8>>, IdentityPublicKey, bool);
+
+/// Decrypts a session message from `from`, starting a session for a prekey message. The new
+/// state is saved in `tx`; nothing is saved on failure.
+fn open_session_message(
+    inner: &Inner,
+    tx: &Tx<'_>,
+    from: &Address,
+    bytes: &[u8],
+) -> Result<Result<Opened, DropReason>, ClientError> {
+    let Ok(msg) = SessionMessage::from_bytes(bytes) else {
+        return Ok(Err(DropReason::Malformed));
+    };
+    let mut rng = rand::rng();
+    let existing = tx.session(from)?;
+    if let Some(mut s) = existing {
+        match s.decrypt(&msg, &mut rng) {
+            Ok(pt) => {
+                tx.save_session(from, &s)?;
+                let key = *s.remote_identity();
+                return Ok(Ok((Zeroizing::new(pt), key, false)));
+            }
+            Err(e) if !matches!(msg, SessionMessage::Prekey(_)) => {
+                return Ok(Err(DropReason::Undecryptable(e.to_string())));
+            }
+            Err(_) => {} // a new session from the peer: accept it below
+        }
+    }
+    let SessionMessage::Prekey(p) = &msg else {
+        return Ok(Err(DropReason::NoSession));
+    };
+    let Some(spk) = load_signed_prekey(tx, p.signed_prekey_id())? else {
+        return Ok(Err(DropReason::Undecryptable(
+            "unknown signed prekey".into(),
+        )));
+    };
+    let opk = match p.one_time_prekey_id() {
+        None => None,
+        Some(id) => match tx.one_time_prekey(id)? {
+            Some(secret) => {
+                let secret = SecretBytes::<32>::from_slice(&secret).ok_or(ClientError::Sealed)?;
+                Some(OneTimePrekey::from_secret_bytes(id, &secret))
+            }
+            None => {
+                return Ok(Err(DropReason::Undecryptable(
+                    "one-time prekey already used".into(),
+                )));
+            }
+        },
+    };
+    let known = tx.device_key(from)?.map(|k| identity_of(&k)).transpose()?;
+    let mut changed = false;
+    let accepted = match Session::accept(
+        &inner.identity,
+        &spk,
+        opk.as_ref(),
+        p,
+        known.as_ref(),
+        &mut rng,
+    ) {
+        Err(AcceptError::IdentityChanged(_)) => {
+            changed = true;
+            Session::accept(&inner.identity, &spk, opk.as_ref(), p, None, &mut rng)
+        }
+        other => other,
+    };
+    let (session, pt) = match accepted {
+        Ok(x) => x,
+        Err(e) => return Ok(Err(DropReason::Undecryptable(e.to_string()))),
+    };
+    if let Some(id) = p.one_time_prekey_id() {
+        tx.delete_one_time_prekey(id)?;
+    }
+    tx.set_device_key(from, p.identity_key().as_bytes())?;
+    tx.save_session(from, &session)?;
+    Ok(Ok((Zeroizing::new(pt), *p.identity_key(), changed)))
+}
+
+/// Applies a group control message sent pairwise by `from`.
+fn apply_control(
+    inner: &Inner,
+    tx: &Tx<'_>,
+    from: &Address,
+    sender: &IdentityPublicKey,
+    gc: &pc::GroupControl,
+) -> Result<Result<Vec<Event>, DropReason>, ClientError> {
+    let me_key = inner.identity.public();
+    let Ok(gid) = GroupId::try_from(gc.group_id.as_slice()) else {
+        return Ok(Err(DropReason::Malformed));
+    };
+    let mut events = Vec::new();
+    let existing = tx.group(&gid)?;
+    let Some(mut rec) = existing else {
+        // A new group for this device: created with it, or joining by group info.
+        let created = if gc.group_info.is_empty() {
+            Group::from_create(me_key, &gc.control, inner.group_config)
+        } else {
+            Group::join(me_key, &gc.group_info, sender, inner.group_config)
+        };
+        let g = match created {
+            Ok(g) => g,
+            Err(e) => return Ok(Err(DropReason::Undecryptable(e.to_string()))),
+        };
+        if g.id() != &gid {
+            return Ok(Err(DropReason::Malformed));
+        }
+        // Only keep directory entries for actual members.
+        let members: Vec<[u8; 32]> = g
+            .membership()
+            .members()
+            .map(|(k, _)| k.to_bytes())
+            .collect();
+        let directory: Vec<pc::Member> = gc
+            .directory
+            .iter()
+            .filter(|m| {
+                members
+                    .iter()
+                    .any(|k| k.as_slice() == m.identity_key.as_slice())
+            })
+            .cloned()
+            .collect();
+        let rec = pc::GroupRecord {
+            state: vec![],
+            directory,
+            name: gc.name.clone(),
+        };
+        events.push(Event::Group {
+            group: gid,
+            change: GroupChange::Joined {
+                name: gc.name.clone(),
+                members: rec
+                    .directory
+                    .iter()
+                    .map(member_address)
+                    .filter(|a| a != &inner.me)
+                    .collect(),
+            },
+            by: from.clone(),
+        });
+        save_group_state(tx, &gid, &g, rec)?;
+        return Ok(Ok(events));
+    };
+    if gc.control.is_empty() {
+        // Group info for a group this device is already in: nothing to do.
+        return Ok(Ok(events));
+    }
+    let mut g = load_group(&rec)?;
+    let change = match g.apply(&gc.control) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(DropReason::Undecryptable(e.to_string()))),
+    };
+    let address_of = |k: &IdentityPublicKey, dir: &[pc::Member]| {
+        dir.iter()
+            .find(|m| m.identity_key == k.as_bytes())
+            .map(member_address)
+    };
+    let change_event = match &change {
+        MembershipChange::Added(k, _) => {
+            if let Some(entry) = gc.directory.iter().find(|m| m.identity_key == k.as_bytes()) {
+                rec.directory.retain(|m| m.identity_key != k.as_bytes());
+                rec.directory.push(entry.clone());
+                // Hand the newcomer this device's current sender key.
+                if k != me_key
+                    && let Some(d) = g.sender_key_distribution()
+                {
+                    inner.push_sender_key(tx, &gid, &d, vec![entry.clone()])?;
+                }
+            }
+            address_of(k, &rec.directory).map(GroupChange::Added)
+        }
+        MembershipChange::Removed(k) | MembershipChange::Left(k) => {
+            let a = address_of(k, &rec.directory);
+            rec.directory.retain(|m| m.identity_key != k.as_bytes());
+            if k == me_key {
+                Some(GroupChange::RemovedSelf)
+            } else if matches!(change, MembershipChange::Left(_)) {
+                a.map(GroupChange::Left)
+            } else {
+                a.map(GroupChange::Removed)
+            }
+        }
+        MembershipChange::Promoted(k) | MembershipChange::Demoted(k) => {
+            address_of(k, &rec.directory).map(GroupChange::RoleChanged)
+        }
+        _ => None,
+    };
+    save_group_state(tx, &gid, &g, rec)?;
+    if let Some(change) = change_event {
+        events.push(Event::Group {
+            group: gid,
+            change,
+            by: from.clone(),
+        });
+    }
+    Ok(Ok(events))
+}

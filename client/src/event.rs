@@ -1,0 +1,230 @@
+//! What the client tells the app, as a stream of typed events.
+
+use hush_crypto::SafetyNumber;
+
+/// A device: a user id and a device number.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Address {
+    /// The user id.
+    pub user: String,
+    /// The device number.
+    pub device: u32,
+}
+
+impl Address {
+    /// Builds an address.
+    pub fn new(user: impl Into<String>, device: u32) -> Self {
+        Self {
+            user: user.into(),
+            device,
+        }
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.user, self.device)
+    }
+}
+
+/// A 16-byte message id, chosen by the sender.
+pub type MessageId = [u8; 16];
+
+/// A 32-byte group id.
+pub type GroupId = [u8; 32];
+
+/// A conversation: with a user (all their devices) or a group.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Conversation {
+    /// One-to-one with a user.
+    Direct(String),
+    /// A group.
+    Group(GroupId),
+}
+
+/// An attachment pointer (docs/SPEC.md §15.2). Holds the attachment key: do not log it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// The relay's blob id (hex SHA-256 of the ciphertext).
+    pub blob_id: String,
+    /// The attachment key.
+    pub key: [u8; 32],
+    /// SHA-256 of the ciphertext.
+    pub digest: [u8; 32],
+    /// Plaintext size in bytes.
+    pub size: u64,
+    /// Media type, e.g. `image/png`.
+    pub media_type: String,
+    /// The sender's file name (never use it as a path unchecked).
+    pub file_name: String,
+}
+
+impl std::fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attachment")
+            .field("blob_id", &self.blob_id)
+            .field("key", &"<redacted>")
+            .field("size", &self.size)
+            .field("media_type", &self.media_type)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The body of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// Text.
+    Text(String),
+    /// A file.
+    Attachment(Attachment),
+}
+
+/// A message, received or sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Its id.
+    pub id: MessageId,
+    /// The sending device.
+    pub from: Address,
+    /// The conversation it belongs to.
+    pub conversation: Conversation,
+    /// What it says.
+    pub body: Body,
+    /// The sender's clock, in ms since the epoch.
+    pub sent_ms: u64,
+    /// The relay's timestamp (0 for messages this device sent).
+    pub server_ms: u64,
+    /// Sent by this user (from this device, or synced from another of the user's devices).
+    pub outgoing: bool,
+}
+
+/// The three ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ReceiptKind {
+    /// The relay stored the message durably for every recipient device.
+    Sent,
+    /// A recipient device acknowledged it.
+    Delivered,
+    /// A recipient reported it read.
+    Read,
+}
+
+/// A membership change, as this device saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupChange {
+    /// This device joined (was added to, or created) the group.
+    Joined {
+        /// The group's name.
+        name: String,
+        /// Member devices, excluding this one.
+        members: Vec<Address>,
+    },
+    /// A device was added.
+    Added(Address),
+    /// A device was removed by an admin.
+    Removed(Address),
+    /// A device left.
+    Left(Address),
+    /// This device was removed.
+    RemovedSelf,
+    /// A device's role changed.
+    RoleChanged(Address),
+}
+
+/// Why an incoming envelope was dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DropReason {
+    /// It did not decode.
+    Malformed,
+    /// It did not decrypt or verify (the session is unchanged).
+    Undecryptable(String),
+    /// No session with the sender and it is not a prekey message.
+    NoSession,
+    /// A group message for a group this device is not in, or from a non-member.
+    UnknownGroup,
+}
+
+/// Events, in the order they happened. Each is emitted after the state change that caused
+/// it is committed to the on-device store.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// Connected and authenticated.
+    Connected {
+        /// This connection registered the device.
+        registered: bool,
+    },
+    /// The connection dropped; the client reconnects with backoff.
+    Disconnected {
+        /// Why (no secrets).
+        reason: String,
+    },
+    /// A message arrived (or a copy of one this user sent from another device).
+    Message(Message),
+    /// A tick for a message this device sent.
+    Receipt {
+        /// The message.
+        message_id: MessageId,
+        /// Which tick.
+        kind: ReceiptKind,
+        /// The recipient device (for `Sent`, this device).
+        by: Address,
+        /// When, in ms since the epoch.
+        at_ms: u64,
+    },
+    /// A watched user's presence changed.
+    Presence(Presence),
+    /// A device's identity key changed: the old session is gone, and the user should
+    /// re-verify the safety number.
+    IdentityChanged {
+        /// The device.
+        address: Address,
+        /// The new safety number between this device and it.
+        safety_number: SafetyNumber,
+    },
+    /// A group's membership changed.
+    Group {
+        /// The group.
+        group: GroupId,
+        /// What changed.
+        change: GroupChange,
+        /// The device that made the change.
+        by: Address,
+    },
+    /// A message could not be sent and was removed from the outbox.
+    SendFailed {
+        /// The message.
+        message_id: MessageId,
+        /// Why.
+        reason: String,
+    },
+    /// An envelope was dropped (acknowledged to the relay, nothing else changed).
+    Dropped {
+        /// The sending device.
+        from: Address,
+        /// Why.
+        reason: DropReason,
+    },
+    /// One-time prekeys were uploaded (after the relay said stock was low, or at
+    /// registration).
+    PrekeysUploaded {
+        /// How many.
+        count: u32,
+    },
+    /// The signed prekey was rotated.
+    SignedPrekeyRotated {
+        /// Its new id.
+        id: u32,
+    },
+}
+
+/// A user's presence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    /// The user.
+    pub user: String,
+    /// Active within the relay's online window.
+    pub online: bool,
+    /// Last activity, in ms since the epoch; `None` if hidden or never seen.
+    pub last_seen_ms: Option<u64>,
+}
