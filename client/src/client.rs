@@ -1619,6 +1619,13 @@ async fn handle_push(
             }
         }
         Some(Out::PrekeyStatus(s)) if s.low => {
+            // The push may predate an upload of ours: an empty upload asks for the stock now.
+            let now = conn
+                .request(In::UploadPrekeys(pr::UploadPrekeys::default()))
+                .await?;
+            if !matches!(now, Out::PrekeyStatus(pr::PrekeyStatus { low: true, .. })) {
+                return Ok(());
+            }
             let batch = inner.prekey_batch;
             inner.with_store(|tx| {
                 if tx.unuploaded_prekeys()?.is_empty() {

@@ -160,6 +160,8 @@ pub async fn run(args: RelayArgs) -> ExitCode {
         }
     };
     tracing::info!(addr = %relay.local_addr(), "hush-relay listening");
+    // One line on stdout, for scripts and tests that start the relay on port 0.
+    println!("hush relay listening on {}", relay.local_addr());
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;
     };
