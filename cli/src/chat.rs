@@ -263,16 +263,15 @@ fn hush_now() -> u64 {
 }
 
 fn progress_bar(label: &str, done: u64, total: u64) {
-    let width = 30;
-    let filled = if total == 0 {
-        width
-    } else {
-        (done * width / total) as usize as u64
-    } as usize;
+    const WIDTH: u64 = 30;
+    let filled = (done * WIDTH)
+        .checked_div(total)
+        .unwrap_or(WIDTH)
+        .min(WIDTH) as usize;
     eprint!(
         "\r{label} [{}{}] {done}/{total} bytes",
         "#".repeat(filled),
-        " ".repeat(width as usize - filled)
+        " ".repeat(WIDTH as usize - filled)
     );
     if done >= total {
         eprintln!();

@@ -1,0 +1,556 @@
+//! End to end through a real relay process (`hush relay`): clients killed mid-send, relay
+//! restarts with mail queued, several devices per user, identity changes, groups,
+//! attachments, presence, receipts, prekey refill, and `hush demo` itself. Loopback only;
+//! every wait is bounded.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use hush_client::{
+    Body, Client, ClientConfig, Conversation, Event, GroupChange, Message, ReceiptKind,
+};
+use hush_crypto::StorageKey;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn hush() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hush"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("hush-e2e-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A child process whose stdout lines arrive on a channel; killed (-9) on drop.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stdin: Option<ChildStdin>,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let stdin = child.stdin.take();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            stdin,
+        }
+    }
+
+    /// The first line (after any earlier ones) containing `needle`.
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("no line containing {needle:?}"),
+            }
+        }
+    }
+
+    fn say(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `hush relay` on `listen` (port 0 for any), its database in `dir`. Returns it and its
+/// address.
+fn relay(dir: &Path, listen: &str, extra: &[&str]) -> (Proc, String) {
+    let mut cmd = hush();
+    cmd.args(["relay", "--listen", listen, "--db"])
+        .arg(dir.join("relay.db"))
+        .arg("--blob-dir")
+        .arg(dir.join("blobs"))
+        .args(extra);
+    let p = Proc::spawn(cmd);
+    let line = p.wait_for("listening on");
+    let addr = line.rsplit(' ').next().unwrap().to_string();
+    (p, addr)
+}
+
+fn chat(dir: &Path, addr: &str, user: &str, key: &str) -> Proc {
+    let mut cmd = hush();
+    cmd.args([
+        "chat",
+        "--relay",
+        &format!("ws://{addr}"),
+        "--user",
+        user,
+        "--data",
+    ])
+    .arg(dir.join(user))
+    .env("HUSH_STORAGE_KEY", key);
+    Proc::spawn(cmd)
+}
+
+struct Dev {
+    client: Client,
+    events: tokio::sync::mpsc::UnboundedReceiver<Event>,
+}
+
+fn open(
+    dir: &Path,
+    addr: &str,
+    user: &str,
+    device: u32,
+    key: [u8; 32],
+    tweak: impl FnOnce(&mut ClientConfig),
+) -> Dev {
+    let mut config = ClientConfig::new(
+        format!("ws://{addr}"),
+        dir.join(format!("{user}-{device}.db")),
+        StorageKey::from_bytes(key),
+        user,
+        device,
+    );
+    config.poll_interval = Duration::from_millis(300);
+    tweak(&mut config);
+    let (client, events) = Client::open(config).unwrap();
+    Dev { client, events }
+}
+
+impl Dev {
+    async fn online(&self) {
+        self.client.start();
+        self.client.wait_connected(WAIT).await.unwrap();
+    }
+
+    async fn expect<T>(&mut self, what: &str, mut f: impl FnMut(&Event) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let e = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+                .expect("client gone");
+            if let Some(t) = f(&e) {
+                return t;
+            }
+        }
+    }
+
+    async fn message(&mut self) -> Message {
+        self.expect("a message", |e| match e {
+            Event::Message(m) => Some(m.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Every message arriving within `quiet` of the previous one.
+    async fn drain_messages(&mut self, quiet: Duration) -> Vec<Message> {
+        let mut out = Vec::new();
+        while let Ok(Some(e)) = tokio::time::timeout(quiet, self.events.recv()).await {
+            if let Event::Message(m) = e {
+                out.push(m);
+            }
+        }
+        out
+    }
+}
+
+fn text(m: &Message) -> &str {
+    match &m.body {
+        Body::Text(t) => t,
+        Body::Attachment(_) => "<attachment>",
+    }
+}
+
+#[test]
+fn hush_demo_passes() {
+    let out = hush().arg("demo").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "hush demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("every step passed"));
+    assert!(stdout.contains("The relay holds ciphertext only."));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_client_and_relay_restarts_lose_and_duplicate_nothing() {
+    let dir = scratch("kill");
+    let (relay_proc, addr) = relay(&dir, "127.0.0.1:0", &[]);
+    let alice_key = hex::encode([7u8; 32]);
+
+    // Bob registers, then goes offline.
+    let mut bob = open(&dir, &addr, "bob", 1, [9; 32], |_| {});
+    bob.online().await;
+    bob.client.stop();
+    bob.expect("disconnect", |e| {
+        matches!(e, Event::Disconnected { .. }).then_some(())
+    })
+    .await;
+
+    let mut alice = chat(&dir, &addr, "alice", &alice_key);
+    alice.say("/register");
+    alice.wait_for("-- registered as alice.1");
+
+    // The relay dies; Alice writes; her client is killed before it could send.
+    relay_proc.kill();
+    alice.wait_for("-- disconnected");
+    alice.say("/to bob");
+    alice.say("written while the relay was down");
+    alice.wait_for("-- queued");
+    alice.kill();
+
+    // The relay restarts on the same port and database; Alice's client restarts and its
+    // outbox goes out.
+    let (relay_proc, _) = relay(&dir, &addr, &[]);
+    let mut alice = chat(&dir, &addr, "alice", &alice_key);
+    alice.wait_for("-- sent");
+    // Killed again right after queueing, while connected: sent or not, it arrives once.
+    alice.say("/to bob");
+    alice.say("written just before a kill");
+    alice.wait_for("-- queued");
+    alice.kill();
+    let alice = chat(&dir, &addr, "alice", &alice_key);
+    alice.wait_for("-- connected");
+
+    // With both messages queued for Bob, the relay is killed and restarted once more.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    relay_proc.kill();
+    let (_relay_proc, _) = relay(&dir, &addr, &[]);
+
+    let mut bob = open(&dir, &addr, "bob", 1, [9; 32], |_| {});
+    bob.online().await;
+    let mut got: Vec<String> = Vec::new();
+    while got.len() < 2 {
+        got.push(text(&bob.message().await).to_string());
+    }
+    got.extend(
+        bob.drain_messages(Duration::from_secs(2))
+            .await
+            .iter()
+            .map(|m| text(m).to_string()),
+    );
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "written just before a kill",
+            "written while the relay was down"
+        ]
+    );
+    // Alice's chat sees the delivered ticks.
+    alice.wait_for("-- delivered");
+    bob.client.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_devices_of_one_user_and_an_identity_change() {
+    let dir = scratch("devices");
+    let (_relay, addr) = relay(&dir, "127.0.0.1:0", &[]);
+    let mut alice = open(&dir, &addr, "alice", 1, [1; 32], |_| {});
+    let mut phone = open(&dir, &addr, "bob", 1, [2; 32], |_| {});
+    phone.online().await;
+    alice.online().await;
+    // Bob's laptop joins with a link from his phone.
+    let mut laptop = open(&dir, &addr, "bob", 2, [3; 32], |_| {});
+    laptop
+        .client
+        .set_link(phone.client.link_device(2, laptop.client.identity_key()));
+    laptop.online().await;
+
+    // Alice's message reaches both of Bob's devices.
+    alice.client.send_text("bob", "to all of Bob").unwrap();
+    assert_eq!(text(&phone.message().await), "to all of Bob");
+    assert_eq!(text(&laptop.message().await), "to all of Bob");
+    // Bob answers from the laptop: Alice gets it, and the phone gets a synced copy.
+    laptop.client.send_text("alice", "from the laptop").unwrap();
+    let m = alice.message().await;
+    assert_eq!(
+        (text(&m), m.from.device, m.outgoing),
+        ("from the laptop", 2, false)
+    );
+    let m = phone.message().await;
+    assert_eq!(text(&m), "from the laptop");
+    assert!(m.outgoing, "a copy of Bob's own message");
+    assert_eq!(m.conversation, Conversation::Direct("alice".into()));
+
+    // The laptop is reinstalled: new store, new identity key, relinked by the phone.
+    laptop.client.stop();
+    std::fs::create_dir_all(dir.join("new")).unwrap();
+    let mut reinstalled = open(&dir.join("new"), &addr, "bob", 2, [4; 32], |_| {});
+    reinstalled.client.set_link(
+        phone
+            .client
+            .link_device(2, reinstalled.client.identity_key()),
+    );
+    reinstalled.online().await;
+    alice
+        .client
+        .send_text("bob", "after the reinstall")
+        .unwrap();
+    let (address, number) = alice
+        .expect("identity change", |e| match e {
+            Event::IdentityChanged {
+                address,
+                safety_number,
+            } => Some((address.clone(), safety_number.digits().to_string())),
+            _ => None,
+        })
+        .await;
+    assert_eq!(address.to_string(), "bob.2");
+    assert_eq!(number.len(), 60);
+    let expected = alice.client.safety_numbers("bob").await.unwrap();
+    assert!(
+        expected
+            .iter()
+            .any(|(a, n)| a.device == 2 && n.digits() == number)
+    );
+    assert_eq!(text(&reinstalled.message().await), "after the reinstall");
+    assert_eq!(text(&phone.message().await), "after the reinstall");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_attachments_presence_receipts_and_prekey_refill() {
+    let dir = scratch("features");
+    let (_relay, addr) = relay(&dir, "127.0.0.1:0", &[]);
+    // Carol keeps few prekeys, so first contacts run her stock low and she refills.
+    let mut alice = open(&dir, &addr, "alice", 1, [1; 32], |_| {});
+    let mut bob = open(&dir, &addr, "bob", 1, [2; 32], |_| {});
+    let mut carol = open(&dir, &addr, "carol", 1, [3; 32], |c| c.prekey_batch = 21);
+    let mut dave = open(&dir, &addr, "dave", 1, [4; 32], |_| {});
+    for d in [&alice, &bob, &carol, &dave] {
+        d.online().await;
+    }
+    carol
+        .expect("initial upload", |e| {
+            matches!(e, Event::PrekeysUploaded { count: 21 }).then_some(())
+        })
+        .await;
+
+    // Receipts: sent, delivered, read.
+    let id = alice.client.send_text("bob", "tick tick tick").unwrap();
+    let m = bob.message().await;
+    bob.client.mark_read(&m.from, &[m.id]).unwrap();
+    let mut ticks = Vec::new();
+    while ticks.len() < 3 {
+        ticks.push(
+            alice
+                .expect("a tick", |e| match e {
+                    Event::Receipt {
+                        message_id, kind, ..
+                    } if *message_id == id => Some(*kind),
+                    _ => None,
+                })
+                .await,
+        );
+    }
+    assert_eq!(
+        ticks,
+        [ReceiptKind::Sent, ReceiptKind::Delivered, ReceiptKind::Read]
+    );
+    assert_eq!(alice.client.receipts(&id).unwrap().len(), 3);
+
+    // Presence: online, then last seen when gone.
+    assert!(alice.client.presence("dave").await.unwrap().online);
+
+    // A group: create with Bob and Carol, add Dave, remove Bob, Carol leaves.
+    let g = alice
+        .client
+        .create_group("team", &["bob", "carol"])
+        .await
+        .unwrap();
+    for d in [&mut bob, &mut carol] {
+        d.expect("join", |e| {
+            matches!(
+                e,
+                Event::Group {
+                    change: GroupChange::Joined { .. },
+                    ..
+                }
+            )
+            .then_some(())
+        })
+        .await;
+    }
+    alice.client.send_group_text(&g, "one").unwrap();
+    assert_eq!(text(&bob.message().await), "one");
+    assert_eq!(text(&carol.message().await), "one");
+    carol.client.send_group_text(&g, "two").unwrap();
+    assert_eq!(text(&alice.message().await), "two");
+    assert_eq!(text(&bob.message().await), "two");
+    alice.client.add_to_group(&g, "dave").await.unwrap();
+    dave.expect("join", |e| {
+        matches!(
+            e,
+            Event::Group {
+                change: GroupChange::Joined { .. },
+                ..
+            }
+        )
+        .then_some(())
+    })
+    .await;
+    // Carol's sender key reaches Dave when he is added: he can read her next message.
+    carol
+        .expect("Dave added", |e| {
+            matches!(e, Event::Group { change: GroupChange::Added(a), .. } if a.user == "dave")
+                .then_some(())
+        })
+        .await;
+    alice.client.send_group_text(&g, "three").unwrap();
+    assert_eq!(text(&dave.message().await), "three");
+    assert_eq!(text(&carol.message().await), "three");
+    assert_eq!(text(&bob.message().await), "three");
+    carol.client.send_group_text(&g, "four").unwrap();
+    assert_eq!(text(&dave.message().await), "four");
+    assert_eq!(text(&bob.message().await), "four");
+    alice.client.remove_from_group(&g, "bob").unwrap();
+    bob.expect("removal", |e| {
+        matches!(
+            e,
+            Event::Group {
+                change: GroupChange::RemovedSelf,
+                ..
+            }
+        )
+        .then_some(())
+    })
+    .await;
+    assert!(
+        bob.client.send_group_text(&g, "still here?").is_ok(),
+        "queued, but cannot be encrypted"
+    );
+    bob.expect("failure", |e| {
+        matches!(e, Event::SendFailed { .. }).then_some(())
+    })
+    .await;
+    alice.client.send_group_text(&g, "five").unwrap();
+    for d in [&mut carol, &mut dave] {
+        assert_eq!(text(&d.message().await), "five");
+    }
+    carol.client.leave_group(&g).unwrap();
+    alice
+        .expect("Carol left", |e| {
+            matches!(e, Event::Group { change: GroupChange::Left(a), .. } if a.user == "carol")
+                .then_some(())
+        })
+        .await;
+    alice.client.send_group_text(&g, "six").unwrap();
+    assert_eq!(text(&dave.message().await), "six");
+    assert!(
+        bob.drain_messages(Duration::from_millis(500))
+            .await
+            .is_empty(),
+        "removed members get nothing"
+    );
+
+    // An attachment over several chunks.
+    let file = dir.join("photo.bin");
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let mut ups = Vec::new();
+    alice
+        .client
+        .send_file(
+            Conversation::Direct("dave".into()),
+            &file,
+            "image/png",
+            |p| ups.push(p),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ups.last().map(|p| p.done == p.total), Some(true));
+    let m = dave.message().await;
+    let Body::Attachment(a) = &m.body else {
+        panic!("expected an attachment")
+    };
+    assert_eq!(
+        (a.size, a.media_type.as_str(), a.file_name.as_str()),
+        (300_000, "image/png", "photo.bin")
+    );
+    let out = dir.join("saved.bin");
+    let mut downs = 0;
+    dave.client.download(a, &out, |_| downs += 1).await.unwrap();
+    assert!(downs > 1);
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    // A pointer with a wrong digest is refused and writes nothing.
+    let mut bad = a.clone();
+    bad.digest[0] ^= 1;
+    let out2 = dir.join("bad.bin");
+    assert!(dave.client.download(&bad, &out2, |_| {}).await.is_err());
+    assert!(!out2.exists());
+
+    // First contacts from many users run Carol's stock below the relay's mark of 20: she
+    // is told and refills.
+    for i in 0..3 {
+        let mut u = open(
+            &dir,
+            &addr,
+            &format!("user{i}"),
+            1,
+            [10 + i as u8; 32],
+            |_| {},
+        );
+        u.online().await;
+        u.client.send_text("carol", "hello Carol").unwrap();
+        u.expect("sent", |e| {
+            matches!(
+                e,
+                Event::Receipt {
+                    kind: ReceiptKind::Sent,
+                    ..
+                }
+            )
+            .then_some(())
+        })
+        .await;
+        u.client.stop();
+    }
+    carol
+        .expect("refill", |e| {
+            matches!(e, Event::PrekeysUploaded { count: 21 }).then_some(())
+        })
+        .await;
+
+    // Presence after Dave leaves: offline with a last-seen time (the relay's window is 60 s,
+    // so only the last-seen time is checked here).
+    dave.client.stop();
+    let p = alice.client.presence("dave").await.unwrap();
+    assert!(p.last_seen_ms.is_some());
+}
