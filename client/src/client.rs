@@ -149,6 +149,7 @@ pub(crate) struct Inner {
     stop: watch::Sender<bool>,
     watched: Mutex<BTreeMap<String, Option<Presence>>>,
     link: Mutex<Option<DeviceLink>>,
+    worker: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// A hush client: one device of one user. Cheap to clone; every clone is the same client.
@@ -329,6 +330,7 @@ impl Client {
             stop: watch::channel(false).0,
             watched: Mutex::default(),
             link: Mutex::new(None),
+            worker: Mutex::new(None),
         };
         Ok((
             Self {
@@ -340,9 +342,27 @@ impl Client {
 
     /// Starts the background worker: connects (registering on first use), reconnects with
     /// backoff, flushes the outbox and processes incoming mail. Needs a tokio runtime.
+    /// After [`Client::stop`], `start` runs it again once the old worker has finished.
     pub fn start(&self) {
+        let Ok(mut slot) = self.inner.worker.lock() else {
+            return;
+        };
+        let previous = slot.take();
+        if let Some(p) = &previous
+            && !p.is_finished()
+            && !*self.inner.stop.borrow()
+        {
+            *slot = previous;
+            return; // already running
+        }
         let inner = self.inner.clone();
-        tokio::spawn(async move { worker(inner).await });
+        *slot = Some(tokio::spawn(async move {
+            if let Some(p) = previous {
+                let _ = p.await;
+            }
+            inner.stop.send_replace(false);
+            worker(inner).await;
+        }));
     }
 
     /// Stops the worker and closes the connection. Everything already accepted is on disk.
@@ -1580,7 +1600,8 @@ async fn handle_push(
     match f.body {
         Some(Out::Envelope(env)) => {
             let id = env.envelope_id;
-            let events = receive(inner, env)?;
+            let registered = registered_key(inner, conn, &env).await?;
+            let events = receive(inner, env, registered)?;
             conn.request(In::Ack(pr::Ack {
                 envelope_ids: vec![id],
             }))
@@ -1644,7 +1665,47 @@ async fn handle_push(
 /// Decrypts one envelope and commits everything it causes in one transaction. Returns the
 /// events to emit once the relay has been told. Errors here are store failures only;
 /// undecryptable input becomes a `Dropped` event.
-fn receive(inner: &Inner, env: pr::Envelope) -> Result<Vec<Event>, ClientError> {
+/// For a prekey message from a device whose key this device does not know yet (or knows
+/// differently), the key the relay has registered for that address: a prekey message is
+/// accepted only from the address that owns its identity key, so one captured from a
+/// relay cannot be replayed from another address.
+async fn registered_key(
+    inner: &Inner,
+    conn: &Conn,
+    env: &pr::Envelope,
+) -> Result<Option<IdentityPublicKey>, ClientError> {
+    let Some(from) = env
+        .sender
+        .as_ref()
+        .map(|a| Address::new(a.user_id.clone(), a.device_id))
+    else {
+        return Ok(None);
+    };
+    let Ok(pc::Payload {
+        kind: Some(pc::payload::Kind::Session(bytes)),
+    }) = pc::Payload::decode(&env.ciphertext[..])
+    else {
+        return Ok(None);
+    };
+    let Ok(SessionMessage::Prekey(p)) = SessionMessage::from_bytes(&bytes) else {
+        return Ok(None);
+    };
+    let stored = inner.read_store(|tx| tx.device_key(&from))?;
+    if stored.as_deref() == Some(p.identity_key().as_bytes().as_slice()) {
+        return Ok(Some(*p.identity_key()));
+    }
+    match list_devices(conn, &from.user).await {
+        Ok(listed) => Ok(listed.into_iter().find(|(a, _)| a == &from).map(|(_, k)| k)),
+        Err(ClientError::Unknown(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn receive(
+    inner: &Inner,
+    env: pr::Envelope,
+    registered: Option<IdentityPublicKey>,
+) -> Result<Vec<Event>, ClientError> {
     let Some(from) = env
         .sender
         .as_ref()
@@ -1673,7 +1734,7 @@ fn receive(inner: &Inner, env: pr::Envelope) -> Result<Vec<Event>, ClientError> 
         let mut events = Vec::new();
         let (content, sender_identity, group) = match payload.kind {
             Some(pc::payload::Kind::Session(bytes)) => {
-                match open_session_message(inner, tx, &from, &bytes)? {
+                match open_session_message(inner, tx, &from, &bytes, registered.as_ref())? {
                     Ok((pt, key, changed)) => {
                         if changed {
                             events.push(Event::IdentityChanged {
@@ -1797,6 +1858,7 @@ fn open_session_message(
     tx: &Tx<'_>,
     from: &Address,
     bytes: &[u8],
+    registered: Option<&IdentityPublicKey>,
 ) -> Result<Result<Opened, DropReason>, ClientError> {
     let Ok(msg) = SessionMessage::from_bytes(bytes) else {
         return Ok(Err(DropReason::Malformed));
@@ -1838,6 +1900,11 @@ fn open_session_message(
             }
         },
     };
+    if registered != Some(p.identity_key()) {
+        return Ok(Err(DropReason::Undecryptable(
+            "identity key is not the one registered for the sending device".into(),
+        )));
+    }
     let known = tx.device_key(from)?.map(|k| identity_of(&k)).transpose()?;
     let mut changed = false;
     let accepted = match Session::accept(

@@ -1,0 +1,313 @@
+//! The client against an in-process relay on loopback: the store is sealed and bound to its
+//! key, and hostile envelopes (garbage, tampered, replayed from another address) are
+//! dropped without touching the session.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hush_client::proto::relay::{self as pr, client_frame::Body as In, server_frame::Body as Out};
+use hush_client::{Body, Client, ClientConfig, ClientError, DropReason, Event, Message};
+use hush_crypto::{IdentityKeyPair, StorageKey};
+use prost::Message as _;
+use tokio_tungstenite::tungstenite::Message as Ws;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("hush-client-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+async fn relay(dir: &Path) -> String {
+    let store = hush_relay::SqliteStore::open(&dir.join("relay.db")).unwrap();
+    let config = hush_relay::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        blob_dir: dir.join("blobs"),
+        ..Default::default()
+    };
+    let relay = hush_relay::Relay::build(config, store).await.unwrap();
+    let addr = relay.local_addr().to_string();
+    tokio::spawn(relay.run(std::future::pending()));
+    addr
+}
+
+struct Dev {
+    client: Client,
+    events: tokio::sync::mpsc::UnboundedReceiver<Event>,
+}
+
+fn open(dir: &Path, addr: &str, user: &str, key: [u8; 32]) -> Result<Dev, ClientError> {
+    let config = ClientConfig::new(
+        format!("ws://{addr}"),
+        dir.join(format!("{user}.db")),
+        StorageKey::from_bytes(key),
+        user,
+        1,
+    );
+    let (client, events) = Client::open(config)?;
+    Ok(Dev { client, events })
+}
+
+impl Dev {
+    async fn online(&self) {
+        self.client.start();
+        self.client.wait_connected(WAIT).await.unwrap();
+    }
+
+    async fn next<T>(&mut self, mut f: impl FnMut(&Event) -> Option<T>) -> T {
+        loop {
+            let e = tokio::time::timeout(WAIT, self.events.recv())
+                .await
+                .expect("timed out")
+                .expect("client gone");
+            if let Some(t) = f(&e) {
+                return t;
+            }
+        }
+    }
+
+    async fn message(&mut self) -> Message {
+        self.next(|e| match e {
+            Event::Message(m) => Some(m.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn dropped(&mut self) -> DropReason {
+        self.next(|e| match e {
+            Event::Dropped { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .await
+    }
+}
+
+/// The bytes an authentication signature covers (SPEC §14.1), written from the spec.
+fn auth_message(relay_id: &[u8], nonce: &[u8], user: &str, device: u32, key: &[u8]) -> Vec<u8> {
+    [
+        b"hush relay auth v1".as_slice(),
+        &(relay_id.len() as u32).to_be_bytes(),
+        relay_id,
+        nonce,
+        &(user.len() as u32).to_be_bytes(),
+        user.as_bytes(),
+        &device.to_be_bytes(),
+        key,
+    ]
+    .concat()
+}
+
+/// A hand-driven device that sends whatever bytes it likes.
+struct Raw {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    next: u64,
+}
+
+impl Raw {
+    async fn connect(addr: &str, user: &str) -> Self {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/ws"))
+            .await
+            .unwrap();
+        let Some(Ok(Ws::Binary(b))) = ws.next().await else {
+            panic!("no challenge")
+        };
+        let Some(Out::Challenge(ch)) = pr::ServerFrame::decode(&b[..]).unwrap().body else {
+            panic!("no challenge")
+        };
+        let id = IdentityKeyPair::generate(&mut rand::rng());
+        let key = id.public().to_bytes().to_vec();
+        let sig = id.sign(&auth_message(&ch.relay_id, &ch.nonce, user, 1, &key));
+        let mut raw = Self { ws, next: 1 };
+        let reply = raw
+            .call(In::Authenticate(pr::Authenticate {
+                address: Some(pr::Address {
+                    user_id: user.into(),
+                    device_id: 1,
+                }),
+                identity_key: key,
+                signature: sig.to_bytes().to_vec(),
+                ..Default::default()
+            }))
+            .await;
+        assert!(matches!(reply, Out::Authenticated(_)));
+        raw
+    }
+
+    async fn call(&mut self, body: In) -> Out {
+        let id = self.next;
+        self.next += 1;
+        let f = pr::ClientFrame {
+            request_id: id,
+            body: Some(body),
+        };
+        self.ws
+            .send(Ws::Binary(f.encode_to_vec().into()))
+            .await
+            .unwrap();
+        loop {
+            let Some(Ok(Ws::Binary(b))) = self.ws.next().await else {
+                panic!("closed")
+            };
+            let f = pr::ServerFrame::decode(&b[..]).unwrap();
+            if f.request_id == id {
+                return f.body.unwrap();
+            }
+        }
+    }
+
+    async fn send_to(&mut self, user: &str, ciphertext: Vec<u8>) {
+        let mut mid = [0u8; 16];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut mid);
+        let out = self
+            .call(In::Send(pr::Send {
+                recipients: vec![pr::Address {
+                    user_id: user.into(),
+                    device_id: 1,
+                }],
+                message_id: mid.to_vec(),
+                ciphertext,
+            }))
+            .await;
+        assert!(matches!(out, Out::Sent(_)), "{out:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_is_sealed_and_opens_only_with_its_key() {
+    let dir = scratch("sealed");
+    let addr = relay(&dir).await;
+    let mut alice = open(&dir, &addr, "alice", [1; 32]).unwrap();
+    let mut bob = open(&dir, &addr, "bob", [2; 32]).unwrap();
+    alice.online().await;
+    bob.online().await;
+    let secret = "the eagle lands at midnight";
+    alice.client.send_text("bob", secret).unwrap();
+    assert_eq!(bob.message().await.body, Body::Text(secret.into()));
+    bob.client.send_text("alice", "roger that, over").unwrap();
+    alice.message().await;
+    alice.client.stop();
+    bob.client.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Neither device's database holds the texts or the identity seed in the clear.
+    for user in ["alice", "bob"] {
+        let mut bytes = Vec::new();
+        for suffix in ["", "-wal"] {
+            if let Ok(b) = std::fs::read(format!(
+                "{}{suffix}",
+                dir.join(format!("{user}.db")).display()
+            )) {
+                bytes.extend(b);
+            }
+        }
+        assert!(!bytes.is_empty());
+        for needle in [secret.as_bytes(), b"roger that, over".as_slice()] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{user}'s store leaks a text"
+            );
+        }
+    }
+    // The history reopens with the right key, and not with another.
+    drop(bob);
+    let bob = open(&dir, &addr, "bob", [2; 32]).unwrap();
+    let texts: Vec<Body> = bob
+        .client
+        .messages()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            Body::Text(secret.into()),
+            Body::Text("roger that, over".into())
+        ]
+    );
+    drop(bob);
+    assert!(matches!(
+        open(&dir, &addr, "bob", [3; 32]),
+        Err(ClientError::Sealed)
+    ));
+    // A store belongs to one address.
+    let wrong = ClientConfig::new(
+        format!("ws://{addr}"),
+        dir.join("bob.db"),
+        StorageKey::from_bytes([2; 32]),
+        "carol",
+        1,
+    );
+    assert!(matches!(Client::open(wrong), Err(ClientError::Invalid(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_envelopes_are_dropped_and_the_session_is_untouched() {
+    let dir = scratch("hostile");
+    let addr = relay(&dir).await;
+    let mut alice = open(&dir, &addr, "alice", [1; 32]).unwrap();
+    let mut bob = open(&dir, &addr, "bob", [2; 32]).unwrap();
+    bob.online().await;
+    bob.client.stop();
+    bob.next(|e| matches!(e, Event::Disconnected { .. }).then_some(()))
+        .await;
+    alice.online().await;
+    // Alice's first message waits at the relay while Bob is away: Mallory copies it.
+    alice.client.send_text("bob", "first").unwrap();
+    alice
+        .next(|e| matches!(e, Event::Receipt { .. }).then_some(()))
+        .await;
+    let inspection = hush_relay::store::inspect(&dir.join("relay.db")).unwrap();
+    let captured = inspection.queued.last().unwrap().1.ciphertext.clone();
+
+    let mut mallory = Raw::connect(&addr, "mallory").await;
+    // Garbage, a payload of random session bytes, Alice's prekey message replayed from
+    // Mallory's address, and a tampered copy of it.
+    mallory.send_to("bob", vec![0xff, 0x00, 0x13]).await;
+    let mut session_garbage = vec![0x0a, 0x40];
+    session_garbage.extend([7u8; 64]);
+    mallory.send_to("bob", session_garbage).await;
+    mallory.send_to("bob", captured.clone()).await;
+    let mut tampered = captured.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    mallory.send_to("bob", tampered).await;
+
+    bob.online().await;
+    assert_eq!(bob.message().await.body, Body::Text("first".into()));
+    for _ in 0..4 {
+        let reason = bob.dropped().await;
+        assert!(
+            matches!(
+                reason,
+                DropReason::Malformed | DropReason::Undecryptable(_) | DropReason::NoSession
+            ),
+            "{reason:?}"
+        );
+    }
+    // The session with Alice goes on as if nothing happened.
+    alice.client.send_text("bob", "second").unwrap();
+    assert_eq!(bob.message().await.body, Body::Text("second".into()));
+    bob.client.send_text("alice", "both arrived").unwrap();
+    assert_eq!(
+        alice.message().await.body,
+        Body::Text("both arrived".into())
+    );
+    // Nothing from Mallory made it into Bob's history.
+    let from: Vec<String> = bob
+        .client
+        .messages()
+        .unwrap()
+        .iter()
+        .map(|m| m.from.user.clone())
+        .collect();
+    assert!(!from.contains(&"mallory".to_string()));
+}
