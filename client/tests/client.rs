@@ -311,3 +311,62 @@ async fn hostile_envelopes_are_dropped_and_the_session_is_untouched() {
         .collect();
     assert!(!from.contains(&"mallory".to_string()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signed_prekey_rotates_on_schedule_and_old_first_messages_still_open() {
+    let dir = scratch("rotation");
+    let addr = relay(&dir).await;
+    let config = |user: &str, key: [u8; 32]| {
+        let mut c = ClientConfig::new(
+            format!("ws://{addr}"),
+            dir.join(format!("{user}.db")),
+            StorageKey::from_bytes(key),
+            user,
+            1,
+        );
+        c.signed_prekey_rotation = Duration::from_secs(1);
+        c.poll_interval = Duration::from_millis(200);
+        c
+    };
+    let (bob, bob_events) = Client::open(config("bob", [2; 32])).unwrap();
+    let mut bob = Dev {
+        client: bob,
+        events: bob_events,
+    };
+    let mut alice = open(&dir, &addr, "alice", [1; 32]).unwrap();
+    bob.online().await;
+    alice.online().await;
+    // Alice's first message is built on signed prekey 1 and waits at the relay.
+    bob.client.stop();
+    bob.next(|e| matches!(e, Event::Disconnected { .. }).then_some(()))
+        .await;
+    alice
+        .client
+        .send_text("bob", "on the first signed prekey")
+        .unwrap();
+    alice
+        .next(|e| matches!(e, Event::Receipt { .. }).then_some(()))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Bob comes back, rotates, uploads the new key, and still opens Alice's message.
+    bob.online().await;
+    let id = bob
+        .next(|e| match e {
+            Event::SignedPrekeyRotated { id } => Some(*id),
+            _ => None,
+        })
+        .await;
+    assert!(id >= 2);
+    assert_eq!(
+        bob.message().await.body,
+        Body::Text("on the first signed prekey".into())
+    );
+    // A newcomer's first contact uses the new key.
+    let mut carol = open(&dir, &addr, "carol", [3; 32]).unwrap();
+    carol.online().await;
+    carol.client.send_text("bob", "on the new one").unwrap();
+    assert_eq!(
+        bob.message().await.body,
+        Body::Text("on the new one".into())
+    );
+}
