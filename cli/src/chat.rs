@@ -7,8 +7,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use hush_client::{
-    Address, Attachment, Body, Client, ClientConfig, Conversation, DeviceLink, Event, GroupId,
-    ReceiptKind,
+    Address, Attachment, Body, Client, ClientConfig, Conversation, DeviceLink, Event, GroupChange,
+    GroupId, Presence, ReceiptKind,
 };
 use hush_crypto::StorageKey;
 use tokio::io::AsyncBufReadExt;
@@ -97,6 +97,7 @@ struct State {
     to: Option<Conversation>,
     groups: HashMap<String, GroupId>,
     attachments: Vec<Attachment>,
+    presence: HashMap<String, Presence>,
 }
 
 pub(crate) async fn run(args: ChatArgs) -> Result<(), String> {
@@ -139,6 +140,7 @@ pub(crate) async fn run(args: ChatArgs) -> Result<(), String> {
         to: None,
         groups: HashMap::new(),
         attachments: Vec::new(),
+        presence: HashMap::new(),
     };
     refresh_groups(&mut state);
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
@@ -225,17 +227,21 @@ fn show(state: &mut State, event: Event) {
             ReceiptKind::Delivered => println!("-- delivered {} {by}", short(&message_id)),
             ReceiptKind::Read => println!("-- read {} {by}", short(&message_id)),
         },
-        Event::Presence(p) => println!(
-            "-- presence {}: {}",
-            p.user,
-            if p.online {
-                "online".to_string()
-            } else {
-                p.last_seen_ms.map_or("offline".into(), |t| {
-                    format!("last seen {}s ago", hush_now().saturating_sub(t) / 1000)
-                })
-            }
-        ),
+        Event::Presence(p) if state.presence.get(&p.user) == Some(&p) => {}
+        Event::Presence(p) => {
+            state.presence.insert(p.user.clone(), p.clone());
+            println!(
+                "-- presence {}: {}",
+                p.user,
+                if p.online {
+                    "online".to_string()
+                } else {
+                    p.last_seen_ms.map_or("offline".into(), |t| {
+                        format!("last seen {}s ago", hush_now().saturating_sub(t) / 1000)
+                    })
+                }
+            );
+        }
         Event::IdentityChanged {
             address,
             safety_number,
@@ -246,7 +252,22 @@ fn show(state: &mut State, event: Event) {
         ),
         Event::Group { group, change, by } => {
             refresh_groups(state);
-            println!("-- group {}: {change:?} by {by}", short(&group));
+            let what = match change {
+                GroupChange::Joined { name, members } => format!(
+                    "you joined #{name} with {}",
+                    members
+                        .iter()
+                        .map(Address::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                GroupChange::Added(a) => format!("{a} was added"),
+                GroupChange::Removed(a) => format!("{a} was removed"),
+                GroupChange::Left(a) => format!("{a} left"),
+                GroupChange::RemovedSelf => "you were removed".into(),
+                GroupChange::RoleChanged(a) => format!("{a}'s role changed"),
+            };
+            println!("-- group {}: {what} (by {by})", short(&group));
         }
         Event::SendFailed { message_id, reason } => {
             println!("-- failed {}: {reason}", short(&message_id))
@@ -359,6 +380,7 @@ async fn command(state: &mut State, line: &str) -> Result<bool, String> {
                 .map_err(e)?;
             println!("-- saved {path} ({} bytes, digest verified)", a.size);
         }
+        "verify" | "presence" if rest.is_empty() => return Err(format!("usage: /{cmd} USER")),
         "verify" => {
             for (a, n) in state.client.safety_numbers(rest).await.map_err(e)? {
                 println!(

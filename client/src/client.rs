@@ -1315,6 +1315,16 @@ async fn flush(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
             match prepare(inner, conn, seq, draft).await {
                 Ok(()) => {}
                 Err(ClientError::Offline) => return Err(ClientError::Offline),
+                // Transient: keep the draft and try again after the relay's delay.
+                Err(ClientError::Relay {
+                    code: ErrorCode::RateLimited | ErrorCode::Internal | ErrorCode::ShuttingDown,
+                    retry_after_ms,
+                    ..
+                }) => {
+                    tokio::time::sleep(Duration::from_millis(retry_after_ms.clamp(100, 5000)))
+                        .await;
+                    continue;
+                }
                 Err(e) => {
                     inner.with_store(|tx| tx.done_outbox(seq))?;
                     fail(inner, &mid, e.to_string());
@@ -1322,6 +1332,7 @@ async fn flush(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
                 }
             }
         }
+        let mut refused = false;
         while let Some((idx, ready)) = inner.read_store(|tx| tx.next_ready(seq))? {
             let send = In::Send(pr::Send {
                 recipients: ready
@@ -1351,6 +1362,7 @@ async fn flush(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
                     tracing::warn!(?code, "relay refused an envelope");
                     inner.with_store(|tx| tx.done_ready(seq, idx))?;
                     fail(inner, &mid, format!("relay refused: {message}"));
+                    refused = true;
                 }
                 Err(e) => return Err(e),
             }
@@ -1371,6 +1383,7 @@ async fn flush(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
                     rusqlite::Error::QueryReturnedNoRows => Ok(false),
                     e => Err(e),
                 })?;
+            let visible = visible && !refused;
             if visible {
                 tx.put_tick(&mid, &me, 0, now)?;
             }
@@ -1484,6 +1497,7 @@ async fn prepare(
     let now_s = now_ms() / 1000;
     inner.with_store(|tx| {
         let mut ready = Vec::new();
+        let mut reached = 0usize;
         let mut encrypt_to = |a: &Address,
                               key: &IdentityPublicKey,
                               content: &pc::Content|
@@ -1564,6 +1578,7 @@ async fn prepare(
         } else {
             for (a, k) in &targets {
                 if let Some(p) = encrypt_to(a, k, &content)? {
+                    reached += 1;
                     ready.push(pc::Ready {
                         recipients: vec![recipient(a)],
                         payload: p,
@@ -1584,7 +1599,7 @@ async fn prepare(
                     });
                 }
             }
-            if ready.is_empty() && !targets.is_empty() {
+            if reached == 0 && !targets.is_empty() {
                 return Err(ClientError::Unknown("device with prekeys"));
             }
         }
@@ -1694,11 +1709,21 @@ async fn registered_key(
     if stored.as_deref() == Some(p.identity_key().as_bytes().as_slice()) {
         return Ok(Some(*p.identity_key()));
     }
-    match list_devices(conn, &from.user).await {
-        Ok(listed) => Ok(listed.into_iter().find(|(a, _)| a == &from).map(|(_, k)| k)),
-        Err(ClientError::Unknown(_)) => Ok(None),
-        Err(e) => Err(e),
+    for _ in 0..5 {
+        match list_devices(conn, &from.user).await {
+            Ok(listed) => return Ok(listed.into_iter().find(|(a, _)| a == &from).map(|(_, k)| k)),
+            // Rate limited: wait and ask again; the envelope stays unacknowledged.
+            Err(ClientError::Relay {
+                code: ErrorCode::RateLimited,
+                retry_after_ms,
+                ..
+            }) => tokio::time::sleep(Duration::from_millis(retry_after_ms.clamp(50, 5000))).await,
+            // An unknown sender cannot be checked: the message is dropped.
+            Err(ClientError::Unknown(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        }
     }
+    Err(ClientError::Offline)
 }
 
 fn receive(
@@ -1779,13 +1804,16 @@ fn receive(
         let Ok(c) = pc::Content::decode(&content[..]) else {
             return Ok(Ok(vec![drop_of(&from, DropReason::Malformed)]));
         };
-        if c.message_id != env.message_id {
+        if c.message_id.len() != 16 || c.message_id != env.message_id {
             return Ok(Ok(vec![drop_of(
                 &from,
                 DropReason::Undecryptable("message id mismatch".into()),
             )]));
         }
         match &c.body {
+            Some(pc::content::Body::Attachment(a)) if a.key.len() != 32 || a.digest.len() != 32 => {
+                events.push(drop_of(&from, DropReason::Malformed));
+            }
             Some(pc::content::Body::Text(_) | pc::content::Body::Attachment(_)) => {
                 let outgoing = from.user == inner.me.user;
                 let conversation = match (&group, &c.sync) {
@@ -1873,6 +1901,12 @@ fn open_session_message(
                 return Ok(Ok((Zeroizing::new(pt), key, false)));
             }
             Err(e) if !matches!(msg, SessionMessage::Prekey(_)) => {
+                return Ok(Err(DropReason::Undecryptable(e.to_string())));
+            }
+            // A prekey message for the session we already have (a replay, or a repeat
+            // that does not decrypt) never replaces it.
+            Err(e) if matches!(&msg, SessionMessage::Prekey(p) if s.base_key() == Some(p.base_key())) =>
+            {
                 return Ok(Err(DropReason::Undecryptable(e.to_string())));
             }
             Err(_) => {} // a new session from the peer: accept it below

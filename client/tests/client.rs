@@ -362,7 +362,7 @@ async fn the_signed_prekey_rotates_on_schedule_and_old_first_messages_still_open
         Body::Text("on the first signed prekey".into())
     );
     // A newcomer's first contact uses the new key.
-    let mut carol = open(&dir, &addr, "carol", [3; 32]).unwrap();
+    let carol = open(&dir, &addr, "carol", [3; 32]).unwrap();
     carol.online().await;
     carol.client.send_text("bob", "on the new one").unwrap();
     assert_eq!(
