@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the reference relay (embedded SQLite by default).
-    Relay(hush_relay::cli::RelayArgs),
+    Relay(Box<hush_relay::cli::RelayArgs>),
     /// Start a relay on a free loopback port and run Alice, Bob, Carol and Dave through
     /// every feature, printing what each side saw. Exits non-zero if any step fails.
     Demo(demo::DemoArgs),
@@ -50,7 +50,7 @@ fn main() -> ExitCode {
         .init();
     runtime.block_on(async move {
         match cli.command {
-            Command::Relay(args) => hush_relay::cli::run(args).await,
+            Command::Relay(args) => hush_relay::cli::run(*args).await,
             Command::Demo(args) => match demo::run(args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::{Config, RateLimit, Relay, SqliteStore, TlsFiles};
+use crate::{Config, PgStore, RateLimit, Relay, SqliteStore, Store, TlsFiles};
 use serde::Deserialize;
 
 /// The relay's settings as command-line flags (each also read from a `HUSH_*` environment
@@ -55,6 +55,27 @@ pub struct RelayArgs {
     /// The PEM private key for --tls-cert.
     #[arg(long, env = "HUSH_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Use PostgreSQL at this URL (e.g. `postgres://user@127.0.0.1/db`) instead of SQLite;
+    /// several relay nodes may share it [default: none].
+    #[arg(long, env = "HUSH_POSTGRES")]
+    pub postgres: Option<String>,
+    /// PostgreSQL schema for the relay's tables, created if absent [default: the
+    /// connection's search path].
+    #[arg(long, env = "HUSH_PG_SCHEMA")]
+    pub pg_schema: Option<String>,
+    /// Most PostgreSQL connections this node holds [default: 16].
+    #[arg(long, env = "HUSH_PG_POOL")]
+    pub pg_pool: Option<usize>,
+    /// NATS server for wake-ups between nodes (e.g. `nats://127.0.0.1:4222`) [default: none].
+    #[arg(long, env = "HUSH_NATS")]
+    pub nats: Option<String>,
+    /// NATS subject prefix: one per deployment [default: hush].
+    #[arg(long, env = "HUSH_NATS_PREFIX")]
+    pub nats_prefix: Option<String>,
+    /// Connections also check their mailbox this often, in ms [default: 2000 with
+    /// --postgres, never on SQLite].
+    #[arg(long, env = "HUSH_POLL_MS")]
+    pub poll_ms: Option<u64>,
 }
 
 /// The same settings, from a TOML file.
@@ -73,11 +94,33 @@ struct FileSettings {
     mailbox_ttl_days: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    postgres: Option<String>,
+    pg_schema: Option<String>,
+    pg_pool: Option<usize>,
+    nats: Option<String>,
+    nats_prefix: Option<String>,
+    poll_ms: Option<u64>,
+}
+
+/// Where the relay keeps its records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded SQLite database at this path (the default, `hush-relay.db`).
+    Sqlite(PathBuf),
+    /// PostgreSQL, shared by every node of a deployment.
+    Postgres {
+        /// Connection URL.
+        url: String,
+        /// Schema for the tables.
+        schema: Option<String>,
+        /// Most pooled connections.
+        pool: usize,
+    },
 }
 
 /// Resolves the settings: flags and environment, then the TOML file, then the defaults.
 /// Returns the relay configuration and the database path.
-pub fn settings(args: RelayArgs) -> Result<(Config, PathBuf), String> {
+pub fn settings(args: RelayArgs) -> Result<(Config, Backend), String> {
     let file: FileSettings = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -87,7 +130,18 @@ pub fn settings(args: RelayArgs) -> Result<(Config, PathBuf), String> {
         None => FileSettings::default(),
     };
     let d = Config::default();
+    let postgres = args.postgres.or(file.postgres);
+    let poll_ms = args
+        .poll_ms
+        .or(file.poll_ms)
+        .or(postgres.as_ref().map(|_| 2000));
     let config = Config {
+        nats_url: args.nats.or(file.nats),
+        nats_prefix: args
+            .nats_prefix
+            .or(file.nats_prefix)
+            .unwrap_or(d.nats_prefix.clone()),
+        poll_interval: poll_ms.map(Duration::from_millis),
         listen: args.listen.or(file.listen).unwrap_or(d.listen),
         relay_id: args
             .relay_id
@@ -128,30 +182,52 @@ pub fn settings(args: RelayArgs) -> Result<(Config, PathBuf), String> {
         },
         ..d
     };
-    let db = args
-        .db
-        .or(file.db)
-        .unwrap_or_else(|| PathBuf::from("hush-relay.db"));
-    Ok((config, db))
+    let backend = match postgres {
+        Some(url) => Backend::Postgres {
+            url,
+            schema: args.pg_schema.or(file.pg_schema),
+            pool: args.pg_pool.or(file.pg_pool).unwrap_or(16),
+        },
+        None => Backend::Sqlite(
+            args.db
+                .or(file.db)
+                .unwrap_or_else(|| PathBuf::from("hush-relay.db")),
+        ),
+    };
+    Ok((config, backend))
 }
 
 /// Runs the relay with these settings until Ctrl-C, then drains and stops. Logging is the
 /// caller's to set up.
 pub async fn run(args: RelayArgs) -> ExitCode {
-    let (config, db) = match settings(args) {
+    let (config, backend) = match settings(args) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("hush-relay: {e}");
             return ExitCode::from(2);
         }
     };
-    let store = match SqliteStore::open(&db) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("hush-relay: cannot open {}: {e}", db.display());
-            return ExitCode::FAILURE;
+    match backend {
+        Backend::Sqlite(db) => match SqliteStore::open(&db) {
+            Ok(store) => serve(config, store).await,
+            Err(e) => {
+                eprintln!("hush-relay: cannot open {}: {e}", db.display());
+                ExitCode::FAILURE
+            }
+        },
+        Backend::Postgres { url, schema, pool } => {
+            match PgStore::connect(&url, schema.as_deref(), pool).await {
+                Ok(store) => serve(config, store).await,
+                Err(e) => {
+                    eprintln!("hush-relay: PostgreSQL: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
-    };
+    }
+}
+
+async fn serve<S: Store>(config: Config, store: S) -> ExitCode {
     let relay = match Relay::build(config, store).await {
         Ok(r) => r,
         Err(e) => {
@@ -198,7 +274,7 @@ mod tests {
         assert_eq!(c.relay_id, b"from-flag");
         assert_eq!(c.ip_rate, RateLimit::per_second(5));
         assert_eq!(c.device_rate, Config::default().device_rate);
-        assert_eq!(db, PathBuf::from("hush-relay.db"));
+        assert_eq!(db, Backend::Sqlite(PathBuf::from("hush-relay.db")));
         std::fs::write(&file, "tls_cert = \"c.pem\"\n").unwrap();
         assert!(
             settings(RelayArgs {

@@ -145,6 +145,8 @@ async fn authenticate<S: Store>(
     let result = check_auth(&bytes, &nonce, shared).await;
     match result {
         Ok((request_id, addr, registered)) => {
+            // Online from the moment it is told it is authenticated.
+            let _ = shared.store.touch(&addr.user, now_ms()).await;
             send(
                 sink,
                 frame::encode_server(
@@ -377,12 +379,18 @@ async fn session<S: Store>(
     addr: Addr,
 ) {
     let registration = shared.hub.register(&addr);
+    shared.announce(&addr);
+    // With several nodes, also check the mailbox now and then (a wake-up may be lost).
+    let mut poll = shared.config.poll_interval.map(|p| {
+        let mut i = tokio::time::interval(p);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
     let mut cursor = Cursor {
         envelope: 0,
         receipt: 0,
     };
     let mut shutdown = shared.shutdown.clone();
-    let _ = shared.store.touch(&addr.user, now_ms()).await;
     if !prekey_status(sink, shared, &addr).await || !drain(sink, shared, &addr, &mut cursor).await {
         return;
     }
@@ -440,6 +448,9 @@ async fn session<S: Store>(
                 }
             }
             () = registration.wake.notified() => {
+                if !drain(sink, shared, &addr, &mut cursor).await { return; }
+            }
+            _ = async { match poll.as_mut() { Some(p) => { p.tick().await; } None => std::future::pending::<()>().await } } => {
                 if !drain(sink, shared, &addr, &mut cursor).await { return; }
             }
             () = registration.prekeys.notified() => {
@@ -585,7 +596,7 @@ async fn handle<S: Store>(f: proto::ClientFrame, shared: &Shared<S>, addr: &Addr
                 Some(b) => {
                     // The owner re-checks its stock (and hears if it ran low).
                     if b.one_time_prekey.is_some() {
-                        shared.hub.prekeys_taken(&target);
+                        shared.prekeys_taken(&target);
                     }
                     done(Out::Bundle(proto::Bundle {
                         identity_key: b.identity_key,
@@ -617,7 +628,7 @@ async fn handle<S: Store>(f: proto::ClientFrame, shared: &Shared<S>, addr: &Addr
                 .map_err(|e| err(e.into()))?;
             shared.metrics.acked(n);
             for s in &senders {
-                shared.hub.wake(s);
+                shared.wake(s);
             }
             done(Out::Done(proto::Done {}))
         }
@@ -643,7 +654,7 @@ async fn handle<S: Store>(f: proto::ClientFrame, shared: &Shared<S>, addr: &Addr
                 .read(addr, &sender, r.message_ids, now_ms())
                 .await
                 .map_err(|e| err(e.into()))?;
-            shared.hub.wake(&sender);
+            shared.wake(&sender);
             done(Out::Done(proto::Done {}))
         }
         Some(In::AckReceipts(a)) => {
@@ -868,7 +879,7 @@ async fn send_envelope<S: Store>(
         .await?;
     shared.metrics.envelope_in(n);
     for r in &recipients {
-        shared.hub.wake(r);
+        shared.wake(r);
     }
     Ok((now, s.message_id))
 }

@@ -63,6 +63,20 @@ impl Hub {
         }
     }
 
+    /// Whether `addr` is connected to this node.
+    pub(crate) fn is_local(&self, addr: &Addr) -> bool {
+        self.devices.lock().is_ok_and(|d| d.contains_key(addr))
+    }
+
+    /// Closes `addr`'s connection here (it connected to another node).
+    pub(crate) fn kick(&self, addr: &Addr) {
+        if let Ok(d) = self.devices.lock()
+            && let Some((_, _, replaced, _)) = d.get(addr)
+        {
+            replaced.notify_one();
+        }
+    }
+
     /// Tells `addr`, if connected here, that its one-time prekey stock changed.
     pub(crate) fn prekeys_taken(&self, addr: &Addr) {
         if let Ok(d) = self.devices.lock()

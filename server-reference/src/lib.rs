@@ -25,11 +25,13 @@
 
 mod blobs;
 pub mod cli;
+mod cluster;
 mod connection;
 pub mod frame;
 mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod pg;
 pub mod store;
 mod tls;
 
@@ -46,6 +48,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use limits::RateLimit;
+pub use pg::PgStore;
 pub use store::{SqliteStore, Store};
 
 #[allow(
@@ -110,6 +113,14 @@ pub struct Config {
     /// Serve TLS with this certificate chain and private key (PEM files). Default: none
     /// (plain; put a TLS terminator in front).
     pub tls: Option<TlsFiles>,
+    /// NATS server for wake-ups between relay nodes sharing one database (PostgreSQL).
+    /// Default: none (a single node).
+    pub nats_url: Option<String>,
+    /// Subject prefix of this deployment's NATS messages. Default `hush`.
+    pub nats_prefix: String,
+    /// Connections also check their mailbox this often, so a lost wake-up only delays
+    /// delivery. Default: none for a single node; `hush relay --postgres` sets 2 s.
+    pub poll_interval: Option<Duration>,
 }
 
 /// PEM files for built-in TLS.
@@ -146,6 +157,9 @@ impl Default for Config {
             blob_ttl: Duration::from_secs(30 * 24 * 3600),
             upload_token_ttl: Duration::from_secs(300),
             tls: None,
+            nats_url: None,
+            nats_prefix: "hush".into(),
+            poll_interval: None,
         }
     }
 }
@@ -154,12 +168,40 @@ impl Default for Config {
 pub(crate) struct Shared<S> {
     pub(crate) config: Config,
     pub(crate) store: S,
-    pub(crate) hub: hub::Hub,
+    pub(crate) hub: Arc<hub::Hub>,
+    pub(crate) cluster: Option<Arc<cluster::Cluster>>,
     pub(crate) metrics: metrics::Metrics,
     pub(crate) ip_limits: limits::Limiter<std::net::IpAddr>,
     pub(crate) device_limits: limits::Limiter<store::Addr>,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) tokens: blobs::Tokens,
+}
+
+impl<S> Shared<S> {
+    /// New mail or receipts for `addr`: wake its connection, here or on another node.
+    pub(crate) fn wake(&self, addr: &store::Addr) {
+        if self.hub.is_local(addr) {
+            self.hub.wake(addr);
+        } else if let Some(c) = &self.cluster {
+            c.publish(cluster::Signal::Wake, addr);
+        }
+    }
+
+    /// `addr`'s one-time prekey stock changed.
+    pub(crate) fn prekeys_taken(&self, addr: &store::Addr) {
+        if self.hub.is_local(addr) {
+            self.hub.prekeys_taken(addr);
+        } else if let Some(c) = &self.cluster {
+            c.publish(cluster::Signal::Prekeys, addr);
+        }
+    }
+
+    /// `addr` connected here: its connections on other nodes close.
+    pub(crate) fn announce(&self, addr: &store::Addr) {
+        if let Some(c) = &self.cluster {
+            c.publish(cluster::Signal::Connected, addr);
+        }
+    }
 }
 
 /// A bound relay, ready to [`run`](Relay::run).
@@ -176,6 +218,9 @@ pub enum RelayError {
     /// Binding or serving failed.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// NATS could not be reached.
+    #[error("NATS: {0}")]
+    Nats(String),
     /// The TLS certificate or key could not be loaded.
     #[error("TLS: {0}")]
     Tls(String),
@@ -189,12 +234,21 @@ impl<S: Store> Relay<S> {
     pub async fn build(config: Config, store: S) -> Result<Self, RelayError> {
         let listener = TcpListener::bind(config.listen).await?;
         let (shutdown_tx, shutdown) = watch::channel(false);
+        let cluster = match &config.nats_url {
+            Some(url) => Some(Arc::new(
+                cluster::Cluster::connect(url, &config.nats_prefix)
+                    .await
+                    .map_err(RelayError::Nats)?,
+            )),
+            None => None,
+        };
         let shared = Arc::new(Shared {
+            cluster,
             ip_limits: limits::Limiter::new(config.ip_rate),
             device_limits: limits::Limiter::new(config.device_rate),
             config,
             store,
-            hub: hub::Hub::default(),
+            hub: Arc::default(),
             metrics: metrics::Metrics::default(),
             shutdown,
             tokens: blobs::Tokens::default(),
@@ -230,6 +284,10 @@ impl<S: Store> Relay<S> {
             .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(shared.clone());
         let expiry = tokio::spawn(expire_loop(shared.clone()));
+        let listener = shared
+            .cluster
+            .clone()
+            .map(|c| tokio::spawn(c.listen(shared.hub.clone())));
         let tx = self.shutdown_tx;
         let graceful = async move {
             shutdown.await;
@@ -258,6 +316,9 @@ impl<S: Store> Relay<S> {
             },
         };
         expiry.abort();
+        if let Some(l) = listener {
+            l.abort();
+        }
         served
     }
 }

@@ -18,11 +18,92 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// Which store a test runs on. Every behaviour test runs on both (see the bottom of the
+/// file): SQLite in its own directory, PostgreSQL (127.0.0.1:5432, database `test`) in its
+/// own schema.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+const PG_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+
+/// A test's database: a SQLite file or a PostgreSQL schema.
+#[derive(Clone, Debug)]
+struct Db {
+    backend: Backend,
+    path: PathBuf,
+    schema: String,
+}
+
+impl Backend {
+    /// A fresh, empty database for the test `name`.
+    async fn db(self, name: &str) -> Db {
+        let path = db_path(&format!("{self:?}-{name}"));
+        let schema = format!(
+            "hush_test_{}_{}",
+            std::process::id(),
+            name.replace('-', "_")
+        );
+        if let Self::Postgres = self {
+            hush_relay::PgStore::drop_schema(PG_URL, &schema)
+                .await
+                .unwrap();
+        }
+        Db {
+            backend: self,
+            path,
+            schema,
+        }
+    }
+}
+
+impl Db {
+    /// Every byte the database holds, for scanning.
+    async fn dump(&self) -> Vec<Vec<u8>> {
+        match self.backend {
+            Backend::Sqlite => ["", "-wal", "-shm"]
+                .iter()
+                .filter_map(|ext| std::fs::read(format!("{}{ext}", self.path.display())).ok())
+                .collect(),
+            Backend::Postgres => {
+                let (client, conn) = tokio_postgres::connect(PG_URL, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                let tables = client
+                    .query(
+                        "SELECT table_name FROM information_schema.tables WHERE table_schema = $1",
+                        &[&self.schema],
+                    )
+                    .await
+                    .unwrap();
+                let mut out = Vec::new();
+                for t in tables {
+                    let name: String = t.get(0);
+                    for r in client
+                        .query(
+                            &format!("SELECT t::TEXT FROM {}.{} t", self.schema, name),
+                            &[],
+                        )
+                        .await
+                        .unwrap()
+                    {
+                        out.push(r.get::<_, String>(0).into_bytes());
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
 struct TestRelay {
     addr: std::net::SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
-    db: PathBuf,
+    db: Db,
 }
 
 fn db_path(name: &str) -> PathBuf {
@@ -32,13 +113,14 @@ fn db_path(name: &str) -> PathBuf {
     dir.join("relay.db")
 }
 
-async fn start(db: PathBuf, tweak: impl FnOnce(&mut Config)) -> TestRelay {
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ..Config::default()
-    };
-    tweak(&mut config);
-    let store = SqliteStore::open(&db).unwrap();
+async fn spawn<S: hush_relay::Store>(
+    config: Config,
+    store: S,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
     let relay = Relay::build(config, store).await.unwrap();
     let addr = relay.local_addr();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -50,16 +132,38 @@ async fn start(db: PathBuf, tweak: impl FnOnce(&mut Config)) -> TestRelay {
             .await
             .unwrap();
     });
+    (addr, tx, task)
+}
+
+async fn start(db: Db, tweak: impl FnOnce(&mut Config)) -> TestRelay {
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        blob_dir: db.path.with_file_name("blobs"),
+        ..Config::default()
+    };
+    tweak(&mut config);
+    let (addr, stop, task) = match db.backend {
+        Backend::Sqlite => spawn(config, SqliteStore::open(&db.path).unwrap()).await,
+        Backend::Postgres => {
+            spawn(
+                config,
+                hush_relay::PgStore::connect(PG_URL, Some(&db.schema), 8)
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
     TestRelay {
         addr,
-        stop: Some(tx),
+        stop: Some(stop),
         task,
         db,
     }
 }
 
 impl TestRelay {
-    async fn stop(mut self) -> PathBuf {
+    async fn stop(mut self) -> Db {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
@@ -269,9 +373,8 @@ fn upload(id: &IdentityKeyPair, spk_id: u32, n: u32) -> In {
     })
 }
 
-#[tokio::test]
-async fn authentication_rules() {
-    let relay = start(db_path("auth"), |_| {}).await;
+async fn authentication_rules(b: Backend) {
+    let relay = start(b.db("auth").await, |_| {}).await;
     let (_, alice) = registered(&relay, "alice").await;
     // Re-authenticating with the same key works; another key for the same device does not.
     let mut again = connect(&relay).await;
@@ -376,9 +479,8 @@ fn link_for(
     }
 }
 
-#[tokio::test]
-async fn device_list_and_reinstall_with_a_new_key() {
-    let relay = start(db_path("devices"), |_| {}).await;
+async fn device_list_and_reinstall_with_a_new_key(b: Backend) {
+    let relay = start(b.db("devices").await, |_| {}).await;
     let (mut alice, alice_id) = registered(&relay, "alice").await;
     let (mut bob, _) = registered(&relay, "bob").await;
     let phone = IdentityKeyPair::generate(&mut rand::rng());
@@ -494,9 +596,8 @@ async fn device_list_and_reinstall_with_a_new_key() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn registration_token() {
-    let relay = start(db_path("token"), |c| {
+async fn registration_token(b: Backend) {
+    let relay = start(b.db("token").await, |c| {
         c.registration_token = Some(b"let me in".to_vec())
     })
     .await;
@@ -519,9 +620,8 @@ async fn registration_token() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn prekey_directory() {
-    let relay = start(db_path("prekeys"), |c| c.prekey_low_watermark = 3).await;
+async fn prekey_directory(b: Backend) {
+    let relay = start(b.db("prekeys").await, |c| c.prekey_low_watermark = 3).await;
     let (mut bob, bob_id) = registered(&relay, "bob").await;
     // A signed prekey signed by someone else is refused.
     let other = IdentityKeyPair::generate(&mut rand::rng());
@@ -599,9 +699,8 @@ async fn prekey_directory() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn concurrent_fetches_hand_out_each_prekey_once() {
-    let relay = start(db_path("concurrent"), |c| {
+async fn concurrent_fetches_hand_out_each_prekey_once(b: Backend) {
+    let relay = start(b.db("concurrent").await, |c| {
         c.device_rate = RateLimit::per_second(10_000)
     })
     .await;
@@ -610,12 +709,13 @@ async fn concurrent_fetches_hand_out_each_prekey_once() {
     let mut tasks = vec![];
     for i in 0..8 {
         let addr_s = relay.addr;
+        let db = relay.db.clone();
         tasks.push(tokio::spawn(async move {
             let relay = TestRelay {
                 addr: addr_s,
                 stop: None,
                 task: tokio::spawn(async {}),
-                db: PathBuf::new(),
+                db,
             };
             let (mut c, _) = registered(&relay, &format!("fetcher{i}")).await;
             let mut got = vec![];
@@ -647,9 +747,8 @@ async fn concurrent_fetches_hand_out_each_prekey_once() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn offline_delivery_receipts_and_ack_rules() {
-    let relay = start(db_path("mail"), |_| {}).await;
+async fn offline_delivery_receipts_and_ack_rules(b: Backend) {
+    let relay = start(b.db("mail").await, |_| {}).await;
     let (mut alice, alice_id) = registered(&relay, "alice").await;
     let (bob_c, bob_id) = registered(&relay, "bob").await;
     drop(bob_c); // Bob goes offline.
@@ -734,10 +833,8 @@ async fn offline_delivery_receipts_and_ack_rules() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn restart_loses_and_duplicates_nothing() {
-    let db = db_path("restart");
-    let relay = start(db.clone(), |_| {}).await;
+async fn restart_loses_and_duplicates_nothing(b: Backend) {
+    let relay = start(b.db("restart").await, |_| {}).await;
     let (mut alice, _) = registered(&relay, "alice").await;
     let (bob_c, bob_id) = registered(&relay, "bob").await;
     drop(bob_c);
@@ -783,9 +880,8 @@ async fn restart_loses_and_duplicates_nothing() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn multi_recipient_limits_and_errors() {
-    let relay = start(db_path("multi"), |c| {
+async fn multi_recipient_limits_and_errors(b: Backend) {
+    let relay = start(b.db("multi").await, |c| {
         c.mailbox_max_count = 3;
         c.max_recipients = 4;
     })
@@ -848,9 +944,8 @@ async fn multi_recipient_limits_and_errors() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn rate_limit_answers_retry_after_and_spares_others() {
-    let relay = start(db_path("rate"), |c| {
+async fn rate_limit_answers_retry_after_and_spares_others(b: Backend) {
+    let relay = start(b.db("rate").await, |c| {
         c.device_rate = RateLimit {
             per_second: 5.0,
             burst: 5.0,
@@ -876,9 +971,8 @@ async fn rate_limit_answers_retry_after_and_spares_others() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn presence_online_last_seen_and_hidden() {
-    let relay = start(db_path("presence"), |_| {}).await;
+async fn presence_online_last_seen_and_hidden(b: Backend) {
+    let relay = start(b.db("presence").await, |_| {}).await;
     let (mut alice, _) = registered(&relay, "alice").await;
     let (mut bob, _) = registered(&relay, "bob").await;
     let Out::Presence(p) = alice
@@ -915,11 +1009,9 @@ async fn presence_online_last_seen_and_hidden() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn database_holds_no_plaintext() {
+async fn database_holds_no_plaintext(b: Backend) {
     use hush_sessions::{OneTimePrekey, PrekeyBundle, Session, SignedPrekey};
-    let db = db_path("scan");
-    let relay = start(db.clone(), |_| {}).await;
+    let relay = start(b.db("scan").await, |_| {}).await;
     let (mut alice, a_id) = registered(&relay, "alice").await;
     let (bob_c, b_id) = registered(&relay, "bob").await;
     drop(bob_c);
@@ -943,11 +1035,14 @@ async fn database_holds_no_plaintext() {
     }
     drop(alice);
     let db = relay.stop().await;
-    let mut files = vec![std::fs::read(&db).unwrap()];
-    for ext in ["-wal", "-shm"] {
-        if let Ok(b) = std::fs::read(format!("{}{ext}", db.display())) {
-            files.push(b);
-        }
+    let files = db.dump().await;
+    let hex_secret = hex::encode(secret);
+    for f in &files {
+        assert!(
+            !f.windows(hex_secret.len())
+                .any(|w| w == hex_secret.as_bytes()),
+            "plaintext (hex) found in the database"
+        );
     }
     let total: usize = files.iter().map(Vec::len).sum();
     assert!(total > 0);
@@ -963,9 +1058,8 @@ async fn database_holds_no_plaintext() {
     }
 }
 
-#[tokio::test]
-async fn health_and_metrics() {
-    let relay = start(db_path("http"), |_| {}).await;
+async fn health_and_metrics(b: Backend) {
+    let relay = start(b.db("http").await, |_| {}).await;
     let (mut a, _) = registered(&relay, "a").await;
     a.call(In::Ping(proto::Ping {})).await;
     for (path, needle) in [
@@ -1037,9 +1131,8 @@ fn get(id: &str, range: Option<&str>) -> Vec<u8> {
         .into_bytes()
 }
 
-#[tokio::test]
-async fn attachment_blobs() {
-    let relay = start(db_path("blobs"), |c| c.max_blob_bytes = 1000).await;
+async fn attachment_blobs(b: Backend) {
+    let relay = start(b.db("blobs").await, |c| c.max_blob_bytes = 1000).await;
     let (mut c, _) = registered(&relay, "uploader").await;
     let Out::UploadToken(t) = c.call(In::UploadToken(proto::UploadTokenRequest {})).await else {
         panic!()
@@ -1106,10 +1199,8 @@ async fn attachment_blobs() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn graceful_shutdown_tells_clients_and_keeps_acknowledged_mail() {
-    let db = db_path("shutdown");
-    let relay = start(db.clone(), |_| {}).await;
+async fn graceful_shutdown_tells_clients_and_keeps_acknowledged_mail(b: Backend) {
+    let relay = start(b.db("shutdown").await, |_| {}).await;
     let (mut alice, _) = registered(&relay, "alice").await;
     let (bob_c, bob_id) = registered(&relay, "bob").await;
     drop(bob_c);
@@ -1136,10 +1227,10 @@ async fn graceful_shutdown_tells_clients_and_keeps_acknowledged_mail() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn built_in_tls() {
+async fn built_in_tls(b: Backend) {
     use tokio_rustls::rustls;
-    let dir = db_path("tls").parent().unwrap().to_path_buf();
+    let db = b.db("tls").await;
+    let dir = db.path.parent().unwrap().to_path_buf();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
@@ -1147,7 +1238,7 @@ async fn built_in_tls() {
         cert: dir.join("cert.pem"),
         key: dir.join("key.pem"),
     };
-    let relay = start(dir.join("relay.db"), |c| c.tls = Some(files)).await;
+    let relay = start(db, |c| c.tls = Some(files)).await;
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.cert.der().clone()).unwrap();
@@ -1186,9 +1277,8 @@ async fn built_in_tls() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn idle_and_unauthenticated_connections_time_out() {
-    let relay = start(db_path("idle"), |c| {
+async fn idle_and_unauthenticated_connections_time_out(b: Backend) {
+    let relay = start(b.db("idle").await, |c| {
         c.auth_timeout = Duration::from_millis(300);
         c.idle_timeout = Duration::from_millis(500);
     })
@@ -1216,9 +1306,8 @@ async fn idle_and_unauthenticated_connections_time_out() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn many_connections_opened_and_dropped_leave_others_unaffected() {
-    let relay = start(db_path("churn"), |c| {
+async fn many_connections_opened_and_dropped_leave_others_unaffected(b: Backend) {
+    let relay = start(b.db("churn").await, |c| {
         c.ip_rate = RateLimit::per_second(100_000)
     })
     .await;
@@ -1248,3 +1337,41 @@ async fn many_connections_opened_and_dropped_leave_others_unaffected() {
     }
     relay.stop().await;
 }
+
+/// Every behaviour test, once per backend.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Backend::Sqlite).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Backend::Postgres).await;
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    authentication_rules,
+    device_list_and_reinstall_with_a_new_key,
+    registration_token,
+    prekey_directory,
+    concurrent_fetches_hand_out_each_prekey_once,
+    offline_delivery_receipts_and_ack_rules,
+    restart_loses_and_duplicates_nothing,
+    multi_recipient_limits_and_errors,
+    rate_limit_answers_retry_after_and_spares_others,
+    presence_online_last_seen_and_hidden,
+    database_holds_no_plaintext,
+    health_and_metrics,
+    attachment_blobs,
+    graceful_shutdown_tells_clients_and_keeps_acknowledged_mail,
+    built_in_tls,
+    idle_and_unauthenticated_connections_time_out,
+    many_connections_opened_and_dropped_leave_others_unaffected,
+);
