@@ -13,6 +13,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::store::Addr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,7 +92,7 @@ impl Cluster {
     }
 
     /// Listens for the other nodes' signals and applies them to this node's connections.
-    pub(crate) async fn listen(self: Arc<Self>, hub: Arc<Hub>) {
+    pub(crate) async fn listen(self: Arc<Self>, hub: Arc<Hub>, metrics: Arc<Metrics>) {
         loop {
             let mut sub = match self.client.subscribe(format!("{}.*", self.prefix)).await {
                 Ok(s) => s,
@@ -108,6 +109,7 @@ impl Cluster {
                 if node == self.node {
                     continue;
                 }
+                metrics.cluster_received();
                 match m.subject.as_str().rsplit('.').next() {
                     Some("wake") => hub.wake(&addr),
                     Some("prekeys") => hub.prekeys_taken(&addr),

@@ -170,7 +170,7 @@ pub(crate) struct Shared<S> {
     pub(crate) store: S,
     pub(crate) hub: Arc<hub::Hub>,
     pub(crate) cluster: Option<Arc<cluster::Cluster>>,
-    pub(crate) metrics: metrics::Metrics,
+    pub(crate) metrics: Arc<metrics::Metrics>,
     pub(crate) ip_limits: limits::Limiter<std::net::IpAddr>,
     pub(crate) device_limits: limits::Limiter<store::Addr>,
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -184,6 +184,7 @@ impl<S> Shared<S> {
             self.hub.wake(addr);
         } else if let Some(c) = &self.cluster {
             c.publish(cluster::Signal::Wake, addr);
+            self.metrics.cluster_sent();
         }
     }
 
@@ -249,7 +250,7 @@ impl<S: Store> Relay<S> {
             config,
             store,
             hub: Arc::default(),
-            metrics: metrics::Metrics::default(),
+            metrics: Arc::default(),
             shutdown,
             tokens: blobs::Tokens::default(),
         });
@@ -287,7 +288,7 @@ impl<S: Store> Relay<S> {
         let listener = shared
             .cluster
             .clone()
-            .map(|c| tokio::spawn(c.listen(shared.hub.clone())));
+            .map(|c| tokio::spawn(c.listen(shared.hub.clone(), shared.metrics.clone())));
         let tx = self.shutdown_tx;
         let graceful = async move {
             shutdown.await;

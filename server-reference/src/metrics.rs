@@ -24,6 +24,8 @@ pub struct Metrics {
     /// Requests at or under each bound of [`LATENCY_BOUNDS_US`].
     latency_buckets: [AtomicU64; LATENCY_BOUNDS_US.len()],
     queue_depth: AtomicU64,
+    cluster_out: AtomicU64,
+    cluster_in: AtomicU64,
     rejections: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -47,6 +49,12 @@ impl Metrics {
     }
     pub(crate) fn acked(&self, n: u64) {
         self.acks.fetch_add(n, Ordering::Relaxed);
+    }
+    pub(crate) fn cluster_sent(&self) {
+        self.cluster_out.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn cluster_received(&self) {
+        self.cluster_in.fetch_add(1, Ordering::Relaxed);
     }
     pub(crate) fn receipt_out(&self) {
         self.receipts_out.fetch_add(1, Ordering::Relaxed);
@@ -100,6 +108,18 @@ impl Metrics {
             "counter",
             "Accepted WebSocket connections.",
             get(&self.connections_total),
+        );
+        line(
+            "hush_cluster_signals_out_total",
+            "counter",
+            "Wake-ups and other signals published to other relay nodes (NATS).",
+            get(&self.cluster_out),
+        );
+        line(
+            "hush_cluster_signals_in_total",
+            "counter",
+            "Signals received from other relay nodes (NATS).",
+            get(&self.cluster_in),
         );
         line(
             "hush_envelopes_in_total",
