@@ -403,7 +403,7 @@ async fn nats_restarted_during_traffic_delays_but_loses_nothing() {
     let c = Cluster::new("natsrestart", &format!("nats://127.0.0.1:{port}"), 500).await;
     let (_n1, a1) = c.node("127.0.0.1:0");
     let (_n2, a2) = c.node("127.0.0.1:0");
-    let mut alice = client(&c.dir, &a1, "alice", 1);
+    let alice = client(&c.dir, &a1, "alice", 1);
     let mut bob = client(&c.dir, &a2, "bob", 2);
     alice.online().await;
     bob.online().await;
