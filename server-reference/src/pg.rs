@@ -2,10 +2,10 @@
 //! Same behaviour as [`SqliteStore`](crate::SqliteStore): every operation is one
 //! transaction, committed (synchronously, PostgreSQL's default) before the relay answers.
 //!
-//! Ordering: envelope ids come from a sequence, and a per-recipient row lock (on its
-//! `mailbox_usage` row) is held from before the ids are drawn until commit, so each
-//! device's envelopes commit in id order and a connection's cursor never skips one. Receipts
-//! get the same guarantee from a transaction-scoped advisory lock on their owner.
+//! Ordering: envelope ids come from a sequence, and a per-recipient advisory lock is held
+//! from before the ids are drawn until commit, so each device's envelopes commit in id
+//! order and a connection's cursor never skips one (acknowledgements take no such lock).
+//! Receipts get the same guarantee from an advisory lock on their owner.
 //! One-time prekeys are taken with `FOR UPDATE SKIP LOCKED`: concurrent fetches through
 //! different nodes hand out each key once.
 
@@ -41,9 +41,6 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX mailbox_by_device ON mailbox (user_id, device_id, envelope_id);
      CREATE INDEX mailbox_by_expiry ON mailbox (expires_ms);
      CREATE INDEX mailbox_by_message ON mailbox (message);
-     CREATE TABLE mailbox_usage (
-        user_id TEXT NOT NULL, device_id BIGINT NOT NULL, count BIGINT NOT NULL,
-        bytes BIGINT NOT NULL, PRIMARY KEY (user_id, device_id));
      CREATE TABLE receipts (
         receipt_id BIGSERIAL PRIMARY KEY, user_id TEXT NOT NULL, device_id BIGINT NOT NULL,
         read BOOLEAN NOT NULL, recipient_user TEXT NOT NULL, recipient_device BIGINT NOT NULL,
@@ -52,6 +49,51 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE presence (user_id TEXT PRIMARY KEY, last_seen_ms BIGINT NOT NULL, hidden BOOLEAN NOT NULL);
      CREATE TABLE blobs (id TEXT PRIMARY KEY, size BIGINT NOT NULL, expires_ms BIGINT NOT NULL);
      CREATE INDEX blobs_by_expiry ON blobs (expires_ms);",
+    // 2: enqueue and acknowledge in one round trip each (the relay's hot path).
+    "CREATE FUNCTION hush_enqueue(s_user TEXT, s_dev BIGINT, mid BYTEA, now_ms BIGINT, exp_ms BIGINT,
+        ct BYTEA, r_users TEXT[], r_devs BIGINT[], max_count BIGINT, max_bytes BIGINT)
+     RETURNS INT LANGUAGE plpgsql AS $$
+     DECLARE i INT; c BIGINT; b BIGINT; msg BIGINT;
+     BEGIN
+       FOR i IN 1 .. coalesce(array_length(r_users, 1), 0) LOOP
+         IF NOT EXISTS (SELECT 1 FROM devices WHERE user_id = r_users[i] AND device_id = r_devs[i]) THEN
+           RETURN -i;
+         END IF;
+         -- Held until commit: this recipient's envelope ids commit in order.
+         PERFORM pg_advisory_xact_lock(hashtextextended('mailbox/' || r_users[i] || '/' || r_devs[i]::TEXT, 7800));
+         SELECT COUNT(*), COALESCE(SUM(size), 0) INTO c, b FROM mailbox
+           WHERE user_id = r_users[i] AND device_id = r_devs[i];
+         IF c >= max_count OR b + length(ct) > max_bytes THEN
+           RETURN 1000000 + i;
+         END IF;
+       END LOOP;
+       INSERT INTO messages (sender_user, sender_device, message_id, server_ms, expires_ms, ciphertext, refs)
+         VALUES (s_user, s_dev, mid, now_ms, exp_ms, ct, array_length(r_users, 1)) RETURNING id INTO msg;
+       INSERT INTO mailbox (user_id, device_id, message, size, expires_ms)
+         SELECT u, d, msg, length(ct), exp_ms FROM UNNEST(r_users, r_devs) WITH ORDINALITY AS t(u, d, n) ORDER BY n;
+       RETURN 0;
+     END $$;
+     CREATE FUNCTION hush_ack(r_user TEXT, r_dev BIGINT, ids BIGINT[], now_ms BIGINT)
+     RETURNS TABLE (s_user TEXT, s_dev BIGINT) LANGUAGE plpgsql AS $$
+     DECLARE m RECORD;
+     BEGIN
+       CREATE TEMP TABLE IF NOT EXISTS hush_acked (message BIGINT) ON COMMIT DELETE ROWS;
+       WITH gone AS (DELETE FROM mailbox WHERE envelope_id = ANY(ids) AND user_id = r_user AND device_id = r_dev
+                     RETURNING message)
+       INSERT INTO hush_acked SELECT message FROM gone;
+       FOR m IN SELECT DISTINCT x.sender_user, x.sender_device FROM messages x JOIN hush_acked a ON a.message = x.id
+                ORDER BY 1, 2 LOOP
+         PERFORM pg_advisory_xact_lock(hashtextextended('receipts/' || m.sender_user || '/' || m.sender_device::TEXT, 7800));
+       END LOOP;
+       INSERT INTO receipts (user_id, device_id, read, recipient_user, recipient_device, message_id, at_ms)
+         SELECT x.sender_user, x.sender_device, FALSE, r_user, r_dev, x.message_id, now_ms
+         FROM messages x JOIN hush_acked a ON a.message = x.id ORDER BY x.id;
+       RETURN QUERY WITH upd AS (
+           UPDATE messages x SET refs = x.refs - 1 FROM hush_acked a WHERE a.message = x.id
+           RETURNING x.id, x.sender_user, x.sender_device, x.refs)
+         SELECT DISTINCT upd.sender_user, upd.sender_device FROM upd;
+       DELETE FROM messages x USING hush_acked a WHERE a.message = x.id AND x.refs <= 0;
+     END $$;",
 ];
 
 /// Key of the advisory lock that serialises migrations across nodes starting together.
@@ -135,26 +177,43 @@ impl PgStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut c = self.pool.get().await.map_err(db)?;
         let tx = c.transaction().await.map_err(db)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-            .await
-            .map_err(db)?;
+        tx.execute(
+            &tx.prepare_cached("SELECT pg_advisory_xact_lock($1)")
+                .await
+                .map_err(db)?,
+            &[&MIGRATION_LOCK],
+        )
+        .await
+        .map_err(db)?;
         tx.batch_execute(
             "CREATE TABLE IF NOT EXISTS hush_schema_version (version BIGINT NOT NULL)",
         )
         .await
         .map_err(db)?;
         let version: i64 = tx
-            .query_opt("SELECT version FROM hush_schema_version", &[])
+            .query_opt(
+                &tx.prepare_cached("SELECT version FROM hush_schema_version")
+                    .await
+                    .map_err(db)?,
+                &[],
+            )
             .await
             .map_err(db)?
             .map_or(0, |r| r.get(0));
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             tx.batch_execute(sql).await.map_err(db)?;
-            tx.execute("DELETE FROM hush_schema_version", &[])
-                .await
-                .map_err(db)?;
             tx.execute(
-                "INSERT INTO hush_schema_version (version) VALUES ($1)",
+                &tx.prepare_cached("DELETE FROM hush_schema_version")
+                    .await
+                    .map_err(db)?,
+                &[],
+            )
+            .await
+            .map_err(db)?;
+            tx.execute(
+                &tx.prepare_cached("INSERT INTO hush_schema_version (version) VALUES ($1)")
+                    .await
+                    .map_err(db)?,
                 &[&((i + 1) as i64)],
             )
             .await
@@ -185,7 +244,11 @@ impl Store for PgStore {
         let c = self.client().await?;
         if let Some(r) = c
             .query_opt(
-                "SELECT identity_key FROM devices WHERE user_id = $1 AND device_id = $2",
+                &c.prepare_cached(
+                    "SELECT identity_key FROM devices WHERE user_id = $1 AND device_id = $2",
+                )
+                .await
+                .map_err(db)?,
                 &[&addr.user, &dev(addr)],
             )
             .await
@@ -201,7 +264,7 @@ impl Store for PgStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT device_id, identity_key FROM devices WHERE user_id = $1 ORDER BY device_id",
+                &c.prepare_cached("SELECT device_id, identity_key FROM devices WHERE user_id = $1 ORDER BY device_id").await.map_err(db)?,
                 &[&user],
             )
             .await
@@ -217,7 +280,7 @@ impl Store for PgStore {
         let tx = c.transaction().await.map_err(db)?;
         let n = tx
             .execute(
-                "UPDATE devices SET identity_key = $4 WHERE user_id = $1 AND device_id = $2 AND identity_key = $3",
+                &tx.prepare_cached("UPDATE devices SET identity_key = $4 WHERE user_id = $1 AND device_id = $2 AND identity_key = $3").await.map_err(db)?,
                 &[&addr.user, &dev(addr), &old_key, &new_key],
             )
             .await
@@ -245,8 +308,8 @@ impl Store for PgStore {
         let c = self.client().await?;
         let n = c
             .execute(
-                "INSERT INTO devices (user_id, device_id, identity_key, registered_ms) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT DO NOTHING",
+                &c.prepare_cached("INSERT INTO devices (user_id, device_id, identity_key, registered_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING").await.map_err(db)?,
                 &[&addr.user, &dev(addr), &identity_key, &ms(now_ms)],
             )
             .await
@@ -264,8 +327,8 @@ impl Store for PgStore {
         let tx = c.transaction().await.map_err(db)?;
         if let Some((spk, sig)) = signed {
             tx.execute(
-                "INSERT INTO signed_prekeys (user_id, device_id, id, key, signature) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (user_id, device_id) DO UPDATE SET id = EXCLUDED.id, key = EXCLUDED.key, signature = EXCLUDED.signature",
+                &tx.prepare_cached("INSERT INTO signed_prekeys (user_id, device_id, id, key, signature) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (user_id, device_id) DO UPDATE SET id = EXCLUDED.id, key = EXCLUDED.key, signature = EXCLUDED.signature").await.map_err(db)?,
                 &[&addr.user, &dev(addr), &i64::from(spk.id), &spk.key, &sig],
             )
             .await
@@ -275,9 +338,13 @@ impl Store for PgStore {
             let ids: Vec<i64> = one_time.iter().map(|k| i64::from(k.id)).collect();
             let keys: Vec<Vec<u8>> = one_time.into_iter().map(|k| k.key).collect();
             tx.execute(
-                "INSERT INTO one_time_prekeys (user_id, device_id, id, key)
+                &tx.prepare_cached(
+                    "INSERT INTO one_time_prekeys (user_id, device_id, id, key)
                  SELECT $1, $2, i, k FROM UNNEST($3::BIGINT[], $4::BYTEA[]) AS t(i, k)
                  ON CONFLICT (user_id, device_id, id) DO UPDATE SET key = EXCLUDED.key",
+                )
+                .await
+                .map_err(db)?,
                 &[&addr.user, &dev(addr), &ids, &keys],
             )
             .await
@@ -285,7 +352,11 @@ impl Store for PgStore {
         }
         let n: i64 = tx
             .query_one(
-                "SELECT COUNT(*) FROM one_time_prekeys WHERE user_id = $1 AND device_id = $2",
+                &tx.prepare_cached(
+                    "SELECT COUNT(*) FROM one_time_prekeys WHERE user_id = $1 AND device_id = $2",
+                )
+                .await
+                .map_err(db)?,
                 &[&addr.user, &dev(addr)],
             )
             .await
@@ -300,9 +371,13 @@ impl Store for PgStore {
         let tx = c.transaction().await.map_err(db)?;
         let Some(row) = tx
             .query_opt(
-                "SELECT d.identity_key, s.id, s.key, s.signature FROM devices d
+                &tx.prepare_cached(
+                    "SELECT d.identity_key, s.id, s.key, s.signature FROM devices d
                  JOIN signed_prekeys s ON s.user_id = d.user_id AND s.device_id = d.device_id
                  WHERE d.user_id = $1 AND d.device_id = $2",
+                )
+                .await
+                .map_err(db)?,
                 &[&addr.user, &dev(addr)],
             )
             .await
@@ -313,10 +388,10 @@ impl Store for PgStore {
         // Each key is handed out once: a concurrent fetch skips a key another holds.
         let opk = tx
             .query_opt(
-                "DELETE FROM one_time_prekeys WHERE (user_id, device_id, id) = (
+                &tx.prepare_cached("DELETE FROM one_time_prekeys WHERE (user_id, device_id, id) = (
                     SELECT user_id, device_id, id FROM one_time_prekeys
                     WHERE user_id = $1 AND device_id = $2 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-                 RETURNING id, key",
+                 RETURNING id, key").await.map_err(db)?,
                 &[&addr.user, &dev(addr)],
             )
             .await
@@ -341,7 +416,11 @@ impl Store for PgStore {
         let c = self.client().await?;
         let n: i64 = c
             .query_one(
-                "SELECT COUNT(*) FROM one_time_prekeys WHERE user_id = $1 AND device_id = $2",
+                &c.prepare_cached(
+                    "SELECT COUNT(*) FROM one_time_prekeys WHERE user_id = $1 AND device_id = $2",
+                )
+                .await
+                .map_err(db)?,
                 &[&addr.user, &dev(addr)],
             )
             .await
@@ -359,71 +438,42 @@ impl Store for PgStore {
         now_ms: u64,
         limits: MailboxLimits,
     ) -> Result<(), StoreError> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(db)?;
-        let size = ciphertext.len() as i64;
-        let expires = ms(now_ms.saturating_add(limits.ttl_ms));
-        // Recipients arrive sorted, so concurrent sends lock usage rows in one order.
-        for r in &recipients {
-            let known = tx
-                .query_opt(
-                    "SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2",
-                    &[&r.user, &dev(r)],
-                )
-                .await
-                .map_err(db)?;
-            if known.is_none() {
-                return Err(StoreError::UnknownRecipient(r.clone()));
-            }
-            let usage = tx
-                .query_one(
-                    "INSERT INTO mailbox_usage (user_id, device_id, count, bytes) VALUES ($1, $2, 0, 0)
-                     ON CONFLICT (user_id, device_id) DO UPDATE SET count = mailbox_usage.count
-                     RETURNING count, bytes",
-                    &[&r.user, &dev(r)],
-                )
-                .await
-                .map_err(db)?;
-            let (count, bytes): (i64, i64) = (usage.get(0), usage.get(1));
-            if count as u64 >= limits.max_count || (bytes + size) as u64 > limits.max_bytes {
-                return Err(StoreError::MailboxFull(r.clone()));
-            }
-        }
-        let message: i64 = tx
+        // One round trip: the function checks each recipient, locks its mailbox (in the
+        // sorted order recipients arrive in), checks the caps, and stores (migration 2).
+        let c = self.client().await?;
+        let users: Vec<&str> = recipients.iter().map(|r| r.user.as_str()).collect();
+        let devices: Vec<i64> = recipients.iter().map(dev).collect();
+        let code: i32 = c
             .query_one(
-                "INSERT INTO messages (sender_user, sender_device, message_id, server_ms, expires_ms, ciphertext, refs)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                &c.prepare_cached("SELECT hush_enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+                    .await
+                    .map_err(db)?,
                 &[
                     &sender.user,
                     &dev(sender),
                     &message_id,
                     &ms(now_ms),
-                    &expires,
+                    &ms(now_ms.saturating_add(limits.ttl_ms)),
                     &ciphertext,
-                    &(recipients.len() as i64),
+                    &users,
+                    &devices,
+                    &ms(limits.max_count),
+                    &ms(limits.max_bytes),
                 ],
             )
             .await
             .map_err(db)?
             .get(0);
-        let users: Vec<&str> = recipients.iter().map(|r| r.user.as_str()).collect();
-        let devices: Vec<i64> = recipients.iter().map(dev).collect();
-        tx.execute(
-            "INSERT INTO mailbox (user_id, device_id, message, size, expires_ms)
-             SELECT u, d, $3, $4, $5 FROM UNNEST($1::TEXT[], $2::BIGINT[]) WITH ORDINALITY AS t(u, d, n) ORDER BY n",
-            &[&users, &devices, &message, &size, &expires],
-        )
-        .await
-        .map_err(db)?;
-        tx.execute(
-            "UPDATE mailbox_usage SET count = count + 1, bytes = bytes + $3
-             FROM UNNEST($1::TEXT[], $2::BIGINT[]) AS t(u, d)
-             WHERE mailbox_usage.user_id = t.u AND mailbox_usage.device_id = t.d",
-            &[&users, &devices, &size],
-        )
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)
+        let nth = |i: i32| recipients.get((i - 1).max(0) as usize).cloned();
+        match code {
+            0 => Ok(()),
+            i if i < 0 => Err(StoreError::UnknownRecipient(
+                nth(-i).ok_or_else(|| db("bad index"))?,
+            )),
+            i => Err(StoreError::MailboxFull(
+                nth(i - 1_000_000).ok_or_else(|| db("bad index"))?,
+            )),
+        }
     }
 
     async fn pending(
@@ -436,10 +486,10 @@ impl Store for PgStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT mb.envelope_id, m.sender_user, m.sender_device, m.message_id, m.server_ms, m.ciphertext
+                &c.prepare_cached("SELECT mb.envelope_id, m.sender_user, m.sender_device, m.message_id, m.server_ms, m.ciphertext
                  FROM mailbox mb JOIN messages m ON m.id = mb.message
                  WHERE mb.user_id = $1 AND mb.device_id = $2 AND mb.envelope_id > $3 AND mb.expires_ms > $4
-                 ORDER BY mb.envelope_id LIMIT $5",
+                 ORDER BY mb.envelope_id LIMIT $5").await.map_err(db)?,
                 &[&addr.user, &dev(addr), &ms(after_id), &ms(now_ms), &i64::from(limit)],
             )
             .await
@@ -465,72 +515,28 @@ impl Store for PgStore {
         envelope_ids: Vec<u64>,
         now_ms: u64,
     ) -> Result<Vec<Addr>, StoreError> {
+        // One round trip (migration 2): delete this device's envelopes among `ids`, queue
+        // "delivered" receipts for their senders, and drop messages no one else awaits.
         let ids: Vec<i64> = envelope_ids.iter().map(|&i| ms(i)).collect();
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(db)?;
-        let gone = tx
+        let c = self.client().await?;
+        let rows = c
             .query(
-                "DELETE FROM mailbox WHERE envelope_id = ANY($1) AND user_id = $2 AND device_id = $3
-                 RETURNING message, size",
-                &[&ids, &addr.user, &dev(addr)],
+                &c.prepare_cached("SELECT s_user, s_dev FROM hush_ack($1, $2, $3, $4)")
+                    .await
+                    .map_err(db)?,
+                &[&addr.user, &dev(addr), &ids, &ms(now_ms)],
             )
             .await
             .map_err(db)?;
-        if gone.is_empty() {
-            tx.commit().await.map_err(db)?;
-            return Ok(vec![]);
-        }
-        let bytes: i64 = gone.iter().map(|r| r.get::<_, i64>(1)).sum();
-        tx.execute(
-            "UPDATE mailbox_usage SET count = count - $3, bytes = bytes - $4 WHERE user_id = $1 AND device_id = $2",
-            &[&addr.user, &dev(addr), &(gone.len() as i64), &bytes],
-        )
-        .await
-        .map_err(db)?;
-        let messages: Vec<i64> = gone.iter().map(|r| r.get(0)).collect();
-        let senders = tx
-            .query(
-                "UPDATE messages SET refs = refs - 1 WHERE id = ANY($1)
-                 RETURNING id, sender_user, sender_device, message_id, refs",
-                &[&messages],
-            )
-            .await
-            .map_err(db)?;
-        tx.execute(
-            "DELETE FROM messages WHERE id = ANY($1) AND refs <= 0",
-            &[&messages],
-        )
-        .await
-        .map_err(db)?;
-        let mut out: Vec<Addr> = senders
+        let mut out: Vec<Addr> = rows
             .iter()
             .map(|r| Addr {
-                user: r.get(1),
-                device: r.get::<_, i64>(2) as u32,
+                user: r.get(0),
+                device: r.get::<_, i64>(1) as u32,
             })
             .collect();
         out.sort();
         out.dedup();
-        for s in &out {
-            lock_receipts(&tx, s).await?;
-        }
-        for r in &senders {
-            tx.execute(
-                "INSERT INTO receipts (user_id, device_id, read, recipient_user, recipient_device, message_id, at_ms)
-                 VALUES ($1, $2, FALSE, $3, $4, $5, $6)",
-                &[
-                    &r.get::<_, String>(1),
-                    &r.get::<_, i64>(2),
-                    &addr.user,
-                    &dev(addr),
-                    &r.get::<_, Vec<u8>>(3),
-                    &ms(now_ms),
-                ],
-            )
-            .await
-            .map_err(db)?;
-        }
-        tx.commit().await.map_err(db)?;
         Ok(out)
     }
 
@@ -545,7 +551,9 @@ impl Store for PgStore {
         let tx = c.transaction().await.map_err(db)?;
         if tx
             .query_opt(
-                "SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2",
+                &tx.prepare_cached("SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2")
+                    .await
+                    .map_err(db)?,
                 &[&sender.user, &dev(sender)],
             )
             .await
@@ -556,8 +564,8 @@ impl Store for PgStore {
         }
         lock_receipts(&tx, sender).await?;
         tx.execute(
-            "INSERT INTO receipts (user_id, device_id, read, recipient_user, recipient_device, message_id, at_ms)
-             SELECT $1, $2, TRUE, $3, $4, m, $6 FROM UNNEST($5::BYTEA[]) WITH ORDINALITY AS t(m, n) ORDER BY n",
+            &tx.prepare_cached("INSERT INTO receipts (user_id, device_id, read, recipient_user, recipient_device, message_id, at_ms)
+             SELECT $1, $2, TRUE, $3, $4, m, $6 FROM UNNEST($5::BYTEA[]) WITH ORDINALITY AS t(m, n) ORDER BY n").await.map_err(db)?,
             &[&sender.user, &dev(sender), &reader.user, &dev(reader), &message_ids, &ms(now_ms)],
         )
         .await
@@ -574,8 +582,8 @@ impl Store for PgStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT receipt_id, read, recipient_user, recipient_device, message_id, at_ms FROM receipts
-                 WHERE user_id = $1 AND device_id = $2 AND receipt_id > $3 ORDER BY receipt_id LIMIT $4",
+                &c.prepare_cached("SELECT receipt_id, read, recipient_user, recipient_device, message_id, at_ms FROM receipts
+                 WHERE user_id = $1 AND device_id = $2 AND receipt_id > $3 ORDER BY receipt_id LIMIT $4").await.map_err(db)?,
                 &[&addr.user, &dev(addr), &ms(after_id), &i64::from(limit)],
             )
             .await
@@ -599,7 +607,7 @@ impl Store for PgStore {
         let ids: Vec<i64> = receipt_ids.iter().map(|&i| ms(i)).collect();
         let c = self.client().await?;
         c.execute(
-            "DELETE FROM receipts WHERE receipt_id = ANY($1) AND user_id = $2 AND device_id = $3",
+            &c.prepare_cached("DELETE FROM receipts WHERE receipt_id = ANY($1) AND user_id = $2 AND device_id = $3").await.map_err(db)?,
             &[&ids, &addr.user, &dev(addr)],
         )
         .await
@@ -610,8 +618,8 @@ impl Store for PgStore {
     async fn touch(&self, user: &str, now_ms: u64) -> Result<(), StoreError> {
         let c = self.client().await?;
         c.execute(
-            "INSERT INTO presence (user_id, last_seen_ms, hidden) VALUES ($1, $2, FALSE)
-             ON CONFLICT (user_id) DO UPDATE SET last_seen_ms = GREATEST(presence.last_seen_ms, EXCLUDED.last_seen_ms)",
+            &c.prepare_cached("INSERT INTO presence (user_id, last_seen_ms, hidden) VALUES ($1, $2, FALSE)
+             ON CONFLICT (user_id) DO UPDATE SET last_seen_ms = GREATEST(presence.last_seen_ms, EXCLUDED.last_seen_ms)").await.map_err(db)?,
             &[&user, &ms(now_ms)],
         )
         .await
@@ -622,7 +630,9 @@ impl Store for PgStore {
     async fn presence(&self, user: &str) -> Result<Option<(u64, bool)>, StoreError> {
         let c = self.client().await?;
         Ok(c.query_opt(
-            "SELECT last_seen_ms, hidden FROM presence WHERE user_id = $1",
+            &c.prepare_cached("SELECT last_seen_ms, hidden FROM presence WHERE user_id = $1")
+                .await
+                .map_err(db)?,
             &[&user],
         )
         .await
@@ -633,8 +643,12 @@ impl Store for PgStore {
     async fn set_hidden(&self, user: &str, hidden: bool) -> Result<(), StoreError> {
         let c = self.client().await?;
         c.execute(
-            "INSERT INTO presence (user_id, last_seen_ms, hidden) VALUES ($1, 0, $2)
+            &c.prepare_cached(
+                "INSERT INTO presence (user_id, last_seen_ms, hidden) VALUES ($1, 0, $2)
              ON CONFLICT (user_id) DO UPDATE SET hidden = EXCLUDED.hidden",
+            )
+            .await
+            .map_err(db)?,
             &[&user, &hidden],
         )
         .await
@@ -647,21 +661,19 @@ impl Store for PgStore {
         let tx = c.transaction().await.map_err(db)?;
         let gone = tx
             .query(
-                "DELETE FROM mailbox WHERE expires_ms <= $1 RETURNING user_id, device_id, size",
+                &tx.prepare_cached(
+                    "DELETE FROM mailbox WHERE expires_ms <= $1 RETURNING user_id, device_id, size",
+                )
+                .await
+                .map_err(db)?,
                 &[&ms(now_ms)],
             )
             .await
             .map_err(db)?;
-        for r in &gone {
-            tx.execute(
-                "UPDATE mailbox_usage SET count = count - 1, bytes = bytes - $3 WHERE user_id = $1 AND device_id = $2",
-                &[&r.get::<_, String>(0), &r.get::<_, i64>(1), &r.get::<_, i64>(2)],
-            )
-            .await
-            .map_err(db)?;
-        }
         tx.execute(
-            "DELETE FROM messages WHERE expires_ms <= $1",
+            &tx.prepare_cached("DELETE FROM messages WHERE expires_ms <= $1")
+                .await
+                .map_err(db)?,
             &[&ms(now_ms)],
         )
         .await
@@ -673,8 +685,8 @@ impl Store for PgStore {
     async fn put_blob(&self, id: &str, size: u64, expires_ms: u64) -> Result<(), StoreError> {
         let c = self.client().await?;
         c.execute(
-            "INSERT INTO blobs (id, size, expires_ms) VALUES ($1, $2, $3)
-             ON CONFLICT (id) DO UPDATE SET expires_ms = GREATEST(blobs.expires_ms, EXCLUDED.expires_ms)",
+            &c.prepare_cached("INSERT INTO blobs (id, size, expires_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET expires_ms = GREATEST(blobs.expires_ms, EXCLUDED.expires_ms)").await.map_err(db)?,
             &[&id, &ms(size), &ms(expires_ms)],
         )
         .await
@@ -685,7 +697,9 @@ impl Store for PgStore {
     async fn blob(&self, id: &str, now_ms: u64) -> Result<Option<u64>, StoreError> {
         let c = self.client().await?;
         Ok(c.query_opt(
-            "SELECT size FROM blobs WHERE id = $1 AND expires_ms > $2",
+            &c.prepare_cached("SELECT size FROM blobs WHERE id = $1 AND expires_ms > $2")
+                .await
+                .map_err(db)?,
             &[&id, &ms(now_ms)],
         )
         .await
@@ -697,7 +711,9 @@ impl Store for PgStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "DELETE FROM blobs WHERE expires_ms <= $1 RETURNING id",
+                &c.prepare_cached("DELETE FROM blobs WHERE expires_ms <= $1 RETURNING id")
+                    .await
+                    .map_err(db)?,
                 &[&ms(now_ms)],
             )
             .await
@@ -713,7 +729,7 @@ async fn lock_receipts(
     owner: &Addr,
 ) -> Result<(), StoreError> {
     tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2::BIGINT::TEXT, 7800))",
+        &tx.prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended('receipts/' || $1 || '/' || $2::BIGINT::TEXT, 7800))").await.map_err(db)?,
         &[&owner.user, &dev(owner)],
     )
     .await

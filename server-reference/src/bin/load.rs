@@ -36,8 +36,10 @@ struct Args {
 enum Command {
     /// Envelopes relayed end to end per second, with latency percentiles.
     Throughput {
-        #[arg(long, default_value = "127.0.0.1:7800")]
-        relay: std::net::SocketAddr,
+        /// Relay nodes, comma-separated. With several, each pair's sender and receiver
+        /// connect to different nodes, so every envelope crosses nodes.
+        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:7800")]
+        relay: Vec<std::net::SocketAddr>,
         #[arg(long, default_value_t = 64)]
         pairs: usize,
         #[arg(long, default_value_t = 64)]
@@ -141,7 +143,7 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 async fn throughput(
-    relay: std::net::SocketAddr,
+    relays: &[std::net::SocketAddr],
     pairs: usize,
     window: usize,
     seconds: u64,
@@ -155,9 +157,10 @@ async fn throughput(
     let mut tasks = vec![];
     for p in 0..pairs {
         let receiver_user = format!("rx-{run}-{p}");
+        let (rx_node, tx_node) = (relays[p % relays.len()], relays[(p + 1) % relays.len()]);
         let (mut rx, mut tx) = match (
-            connect(relay, &receiver_user).await,
-            connect(relay, &format!("tx-{run}-{p}")).await,
+            connect(rx_node, &receiver_user).await,
+            connect(tx_node, &format!("tx-{run}-{p}")).await,
         ) {
             (Ok(rx), Ok(tx)) => (rx, tx),
             (Err(e), _) | (_, Err(e)) => {
@@ -285,7 +288,10 @@ async fn throughput(
     let mut lat = latencies.lock().await.clone();
     lat.sort_unstable();
     let total = acked.load(Ordering::Relaxed);
-    println!("pairs {pairs}, window {window}, {seconds} s");
+    println!(
+        "pairs {pairs}, window {window}, {seconds} s, {} relay node(s)",
+        relays.len()
+    );
     println!(
         "envelopes relayed end to end: {total} ({:.0}/s)",
         total as f64 / elapsed
@@ -360,8 +366,8 @@ async fn main() {
             seconds,
             relay_pid,
         } => {
-            ensure_loopback(&relay);
-            throughput(relay, pairs, window, seconds, relay_pid).await;
+            relay.iter().for_each(ensure_loopback);
+            throughput(&relay, pairs, window, seconds, relay_pid).await;
         }
         Command::Connections {
             relay,
