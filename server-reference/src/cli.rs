@@ -227,6 +227,29 @@ pub async fn run(args: RelayArgs) -> ExitCode {
     }
 }
 
+/// Ctrl-C or SIGTERM (what systemd and Kubernetes send): both drain in-flight work.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 async fn serve<S: Store>(config: Config, store: S) -> ExitCode {
     let relay = match Relay::build(config, store).await {
         Ok(r) => r,
@@ -238,9 +261,7 @@ async fn serve<S: Store>(config: Config, store: S) -> ExitCode {
     tracing::info!(addr = %relay.local_addr(), "hush-relay listening");
     // One line on stdout, for scripts and tests that start the relay on port 0.
     println!("hush relay listening on {}", relay.local_addr());
-    let stop = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+    let stop = shutdown_signal();
     match relay.run(stop).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -395,9 +395,13 @@ async fn session<S: Store>(
         return;
     }
     let mut last_touch = Instant::now();
+    let mut idle_deadline = tokio::time::Instant::now() + shared.config.idle_timeout;
     loop {
         tokio::select! {
-            incoming = tokio::time::timeout(shared.config.idle_timeout, stream.next()) => {
+            // The idle deadline moves only when the device sends something: pushes and
+            // polls do not keep a silent connection open.
+            incoming = tokio::time::timeout_at(idle_deadline, stream.next()) => {
+                idle_deadline = tokio::time::Instant::now() + shared.config.idle_timeout;
                 let bytes = match incoming {
                     Err(_) => {
                         let r = Refused { code: ErrorCode::Timeout, message: "idle", retry_after_ms: 0, fatal: true, reason: "idle_timeout" };

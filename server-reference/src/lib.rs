@@ -194,6 +194,7 @@ impl<S> Shared<S> {
             self.hub.prekeys_taken(addr);
         } else if let Some(c) = &self.cluster {
             c.publish(cluster::Signal::Prekeys, addr);
+            self.metrics.cluster_sent();
         }
     }
 
@@ -201,6 +202,7 @@ impl<S> Shared<S> {
     pub(crate) fn announce(&self, addr: &store::Addr) {
         if let Some(c) = &self.cluster {
             c.publish(cluster::Signal::Connected, addr);
+            self.metrics.cluster_sent();
         }
     }
 }

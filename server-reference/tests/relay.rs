@@ -1281,6 +1281,8 @@ async fn idle_and_unauthenticated_connections_time_out(b: Backend) {
     let relay = start(b.db("idle").await, |c| {
         c.auth_timeout = Duration::from_millis(300);
         c.idle_timeout = Duration::from_millis(500);
+        // Mailbox polls (as with several nodes) must not keep a silent connection open.
+        c.poll_interval = Some(Duration::from_millis(50));
     })
     .await;
     // Never authenticates: a TIMEOUT error frame, then the connection closes.
