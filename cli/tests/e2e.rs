@@ -371,3 +371,74 @@ async fn groups_attachments_presence_receipts_and_prekey_refill() {
     let p = alice.client.presence("dave").await.unwrap();
     assert!(p.last_seen_ms.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_at_trace_level_hold_no_plaintext_and_no_keys() {
+    let dir = scratch("logs");
+    let log = |name: &str| std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    let mut cmd = hush();
+    cmd.args(["relay", "--listen", "127.0.0.1:0", "--db"])
+        .arg(dir.join("relay.db"))
+        .arg("--blob-dir")
+        .arg(dir.join("blobs"))
+        .env("RUST_LOG", "trace");
+    let relay_proc = Proc::spawn_with_stderr(cmd, log("relay"));
+    let addr = relay_proc
+        .wait_for("listening on")
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let keys = [hex::encode([0x5au8; 32]), hex::encode([0xa5u8; 32])];
+    let chat_logged = |user: &str, key: &str| {
+        let mut cmd = hush();
+        cmd.args([
+            "chat",
+            "--relay",
+            &format!("ws://{addr}"),
+            "--user",
+            user,
+            "--data",
+        ])
+        .arg(dir.join(user))
+        .env("HUSH_STORAGE_KEY", key)
+        .env("RUST_LOG", "trace");
+        Proc::spawn_with_stderr(cmd, log(user))
+    };
+    let mut bob = chat_logged("bob", &keys[1]);
+    bob.say("/register");
+    bob.wait_for("-- registered");
+    let mut alice = chat_logged("alice", &keys[0]);
+    alice.say("/register");
+    alice.wait_for("-- registered");
+    let secret = "TRACE-ME-IF-YOU-CAN plaintext 7f3a";
+    let file_text = "ATTACHMENT-PLAINTEXT-9d21 ".repeat(100);
+    std::fs::write(dir.join("note.txt"), &file_text).unwrap();
+    alice.say("/to bob");
+    alice.say(secret);
+    bob.wait_for(secret);
+    alice.say(&format!("/file {}", dir.join("note.txt").display()));
+    bob.wait_for("/save 1");
+    bob.say(&format!("/save 1 {}", dir.join("saved.txt").display()));
+    bob.wait_for("-- saved");
+    alice.wait_for("-- read");
+    alice.say("/quit");
+    bob.say("/quit");
+    std::thread::sleep(Duration::from_millis(500));
+    drop((alice, bob, relay_proc));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("saved.txt")).unwrap(),
+        file_text
+    );
+
+    let mut total = 0;
+    for name in ["relay", "alice", "bob"] {
+        let text = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap();
+        total += text.len();
+        for needle in [secret, "ATTACHMENT-PLAINTEXT", &keys[0], &keys[1]] {
+            assert!(!text.contains(needle), "{name}'s log contains {needle:?}");
+        }
+    }
+    // The logs are not empty: the check above looked at something.
+    assert!(total > 1000, "trace logging produced only {total} bytes");
+}

@@ -32,11 +32,16 @@ pub struct Proc {
 }
 
 impl Proc {
-    pub fn spawn(mut cmd: Command) -> Self {
+    pub fn spawn(cmd: Command) -> Self {
+        Self::spawn_with_stderr(cmd, Stdio::null())
+    }
+
+    /// Like [`Proc::spawn`], with the child's stderr (its logs) going to `stderr`.
+    pub fn spawn_with_stderr(mut cmd: Command, stderr: impl Into<Stdio>) -> Self {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let out = child.stdout.take().unwrap();
