@@ -228,6 +228,37 @@ async fn cross_node_delivery_receipts_presence_and_exactly_once_prekeys() {
     bob.client.send_text("alice", "and back").unwrap();
     assert_eq!(text(&alice.message().await), "and back");
 
+    // An attachment through a balancer: Erin's WebSocket lands on one node and her upload
+    // on the next, which accepts the token the first issued (tokens are in PostgreSQL; the
+    // nodes share a blob directory). Bob downloads through his own node.
+    let lb = balancer(Arc::new(Mutex::new(vec![
+        a1.clone(),
+        a2.clone(),
+        a3.clone(),
+    ])))
+    .await;
+    let erin = client(&c.dir, &lb, "erin", 5);
+    erin.online().await;
+    let file = c.dir.join("photo.bin");
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    erin.client
+        .send_file(
+            hush_client::Conversation::Direct("bob".into()),
+            &file,
+            "image/png",
+            |_| {},
+        )
+        .await
+        .unwrap();
+    let m = bob.message().await;
+    let hush_client::Body::Attachment(a) = &m.body else {
+        panic!("expected an attachment")
+    };
+    let out = c.dir.join("photo-bob.bin");
+    bob.client.download(a, &out, |_| {}).await.unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+
     // Dave uploads 60 one-time prekeys; 6 fetchers, 2 per node, fetch 12 times each, all
     // at once: each key goes out exactly once, then bundles come without one.
     let dave = IdentityKeyPair::generate(&mut rand::rng());

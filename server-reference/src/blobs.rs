@@ -2,10 +2,9 @@
 //! content-addressed ids; downloads with Range support and immutable caching headers, so a
 //! CDN can sit in front. The relay only ever holds ciphertext: clients encrypt first.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -18,27 +17,20 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use crate::store::{Addr, Store};
 use crate::{Shared, now_ms};
 
-/// One-time upload tokens handed out over authenticated WebSocket connections.
-#[derive(Default)]
-pub(crate) struct Tokens(Mutex<HashMap<[u8; 32], (Addr, Instant)>>);
-
-impl Tokens {
-    pub(crate) fn issue(&self, addr: &Addr, ttl: Duration) -> [u8; 32] {
-        let mut token = [0u8; 32];
-        rand::Rng::fill_bytes(&mut rand::rng(), &mut token);
-        if let Ok(mut t) = self.0.lock() {
-            let now = Instant::now();
-            t.retain(|_, (_, expires)| *expires > now);
-            t.insert(token, (addr.clone(), now + ttl));
-        }
-        token
-    }
-
-    /// Takes a token: valid once, before it expires.
-    fn redeem(&self, token: &[u8; 32]) -> Option<Addr> {
-        let (addr, expires) = self.0.lock().ok()?.remove(token)?;
-        (expires > Instant::now()).then_some(addr)
-    }
+/// Issues a one-time upload token for `addr`. The database keeps only its SHA-256.
+pub(crate) async fn issue_token<S: Store>(
+    shared: &Shared<S>,
+    addr: &Addr,
+    ttl: Duration,
+) -> Result<[u8; 32], crate::store::StoreError> {
+    let mut token = [0u8; 32];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut token);
+    let expires = now_ms().saturating_add(ttl.as_millis() as u64);
+    shared
+        .store
+        .put_upload_token(hush_crypto::hash::sha256(&[&token]), addr, expires)
+        .await?;
+    Ok(token)
 }
 
 fn status(code: StatusCode, text: &'static str) -> Response {
@@ -83,7 +75,11 @@ pub(crate) async fn upload<S: Store>(
         shared.metrics.reject("blob_unauthenticated");
         return status(StatusCode::UNAUTHORIZED, "an upload token is required");
     };
-    let Some(owner) = shared.tokens.redeem(&token) else {
+    let redeemed = shared
+        .store
+        .take_upload_token(hush_crypto::hash::sha256(&[&token]), now_ms())
+        .await;
+    let Ok(Some(owner)) = redeemed else {
         shared.metrics.reject("blob_unauthenticated");
         return status(
             StatusCode::UNAUTHORIZED,

@@ -693,7 +693,9 @@ async fn handle<S: Store>(f: proto::ClientFrame, shared: &Shared<S>, addr: &Addr
         }
         Some(In::UploadToken(_)) => {
             let ttl = shared.config.upload_token_ttl;
-            let token = shared.tokens.issue(addr, ttl);
+            let token = crate::blobs::issue_token(shared, addr, ttl)
+                .await
+                .map_err(|e| err(e.into()))?;
             done(Out::UploadToken(proto::UploadToken {
                 token: token.to_vec(),
                 expires_ms: now_ms().saturating_add(ttl.as_millis() as u64),

@@ -174,7 +174,6 @@ pub(crate) struct Shared<S> {
     pub(crate) ip_limits: limits::Limiter<std::net::IpAddr>,
     pub(crate) device_limits: limits::Limiter<store::Addr>,
     pub(crate) shutdown: watch::Receiver<bool>,
-    pub(crate) tokens: blobs::Tokens,
 }
 
 impl<S> Shared<S> {
@@ -254,7 +253,6 @@ impl<S: Store> Relay<S> {
             hub: Arc::default(),
             metrics: Arc::default(),
             shutdown,
-            tokens: blobs::Tokens::default(),
         });
         Ok(Self {
             listener,

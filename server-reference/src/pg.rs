@@ -94,6 +94,9 @@ const MIGRATIONS: &[&str] = &[
          SELECT DISTINCT upd.sender_user, upd.sender_device FROM upd;
        DELETE FROM messages x USING hush_acked a WHERE a.message = x.id AND x.refs <= 0;
      END $$;",
+    // 3: upload tokens live in the database, so any node accepts an upload.
+    "CREATE TABLE upload_tokens (token_hash BYTEA PRIMARY KEY, user_id TEXT NOT NULL,
+        device_id BIGINT NOT NULL, expires_ms BIGINT NOT NULL);",
 ];
 
 /// Key of the advisory lock that serialises migrations across nodes starting together.
@@ -671,6 +674,14 @@ impl Store for PgStore {
             .await
             .map_err(db)?;
         tx.execute(
+            &tx.prepare_cached("DELETE FROM upload_tokens WHERE expires_ms <= $1")
+                .await
+                .map_err(db)?,
+            &[&ms(now_ms)],
+        )
+        .await
+        .map_err(db)?;
+        tx.execute(
             &tx.prepare_cached("DELETE FROM messages WHERE expires_ms <= $1")
                 .await
                 .map_err(db)?,
@@ -692,6 +703,51 @@ impl Store for PgStore {
         .await
         .map_err(db)?;
         Ok(())
+    }
+
+    async fn put_upload_token(
+        &self,
+        token_hash: [u8; 32],
+        addr: &Addr,
+        expires_ms: u64,
+    ) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute(
+            &c.prepare_cached(
+                "INSERT INTO upload_tokens (token_hash, user_id, device_id, expires_ms) VALUES ($1, $2, $3, $4)",
+            )
+            .await
+            .map_err(db)?,
+            &[&token_hash.as_slice(), &addr.user, &dev(addr), &ms(expires_ms)],
+        )
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn take_upload_token(
+        &self,
+        token_hash: [u8; 32],
+        now_ms: u64,
+    ) -> Result<Option<Addr>, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                &c.prepare_cached(
+                    "DELETE FROM upload_tokens WHERE token_hash = $1 RETURNING user_id, device_id, expires_ms",
+                )
+                .await
+                .map_err(db)?,
+                &[&token_hash.as_slice()],
+            )
+            .await
+            .map_err(db)?;
+        Ok(row
+            .filter(|r| r.get::<_, i64>(2) as u64 > now_ms)
+            .map(|r| Addr {
+                user: r.get(0),
+                device: r.get::<_, i64>(1) as u32,
+            }))
     }
 
     async fn blob(&self, id: &str, now_ms: u64) -> Result<Option<u64>, StoreError> {

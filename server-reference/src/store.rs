@@ -239,6 +239,20 @@ pub trait Store: Send + Sync + 'static {
         &self,
         now_ms: u64,
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// Records a one-time blob upload token (by its SHA-256) for `addr`, valid until
+    /// `expires_ms`. In the database, so any node of a deployment accepts the upload.
+    fn put_upload_token(
+        &self,
+        token_hash: [u8; 32],
+        addr: &Addr,
+        expires_ms: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Takes a token: the device it was issued to, once, if it has not expired.
+    fn take_upload_token(
+        &self,
+        token_hash: [u8; 32],
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Option<Addr>, StoreError>> + Send;
     /// Operations waiting to run (for the queue-depth metric); 0 if not applicable.
     fn queue_depth(&self) -> usize {
         0
@@ -285,6 +299,9 @@ const MIGRATIONS: &[&str] = &[
     // 2
     "CREATE TABLE blobs (id TEXT PRIMARY KEY, size INTEGER NOT NULL, expires_ms INTEGER NOT NULL);
      CREATE INDEX blobs_by_expiry ON blobs (expires_ms);",
+    // 3
+    "CREATE TABLE upload_tokens (token_hash BLOB PRIMARY KEY, user_id TEXT NOT NULL,
+        device_id INTEGER NOT NULL, expires_ms INTEGER NOT NULL);",
 ];
 
 /// The embedded SQLite store.
@@ -765,6 +782,7 @@ impl Store for SqliteStore {
                 params![now_ms as i64],
             )?;
             let _ = n;
+            c.execute("DELETE FROM upload_tokens WHERE expires_ms <= ?1", params![now_ms as i64])?;
             let removed = c.execute("DELETE FROM mailbox WHERE expires_ms <= ?1", params![now_ms as i64])?;
             c.execute("DELETE FROM messages WHERE expires_ms <= ?1", params![now_ms as i64])?;
             Ok(removed as u64)
@@ -781,6 +799,43 @@ impl Store for SqliteStore {
                 params![id, size as i64, expires_ms as i64],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn put_upload_token(
+        &self,
+        token_hash: [u8; 32],
+        addr: &Addr,
+        expires_ms: u64,
+    ) -> Result<(), StoreError> {
+        let (user, device) = addr_params(addr);
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO upload_tokens (token_hash, user_id, device_id, expires_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![token_hash.to_vec(), user, device, expires_ms as i64],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_upload_token(
+        &self,
+        token_hash: [u8; 32],
+        now_ms: u64,
+    ) -> Result<Option<Addr>, StoreError> {
+        self.call(move |c| {
+            let row: Option<(String, u32, i64)> = c
+                .query_row(
+                    "DELETE FROM upload_tokens WHERE token_hash = ?1 RETURNING user_id, device_id, expires_ms",
+                    params![token_hash.to_vec()],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            Ok(row
+                .filter(|(_, _, exp)| *exp as u64 > now_ms)
+                .map(|(user, device, _)| Addr { user, device }))
         })
         .await
     }
