@@ -1340,6 +1340,127 @@ async fn many_connections_opened_and_dropped_leave_others_unaffected(b: Backend)
     relay.stop().await;
 }
 
+/// Misbehaving clients (truncated, oversized and half-sent frames, a silent half-open
+/// connection) while a well-behaved pair exchanges 150 envelopes: each misbehaviour gets its
+/// documented answer, and the pair loses nothing.
+async fn hostile_clients_do_not_disturb_a_well_behaved_pair(b: Backend) {
+    let relay = start(b.db("hostile").await, |c| {
+        c.auth_timeout = Duration::from_millis(500);
+        c.idle_timeout = Duration::from_millis(1500);
+        c.max_frame_bytes = 64 * 1024;
+        c.device_rate = RateLimit::per_second(100_000);
+        c.ip_rate = RateLimit::per_second(100_000);
+    })
+    .await;
+    let (bob, _) = registered(&relay, "bob").await;
+    let (alice, _) = registered(&relay, "alice").await;
+    // The well-behaved pair, in the background: Alice sends, Bob receives and acknowledges.
+    let receiver = tokio::spawn(async move {
+        let mut bob = bob;
+        let mut seen = std::collections::BTreeSet::new();
+        while seen.len() < 150 {
+            let e = bob.envelope().await;
+            assert!(seen.insert(e.message_id.clone()), "duplicate envelope");
+            bob.call(In::Ack(proto::Ack {
+                envelope_ids: vec![e.envelope_id],
+            }))
+            .await;
+        }
+        seen
+    });
+    const N: u32 = 150;
+    let sender = tokio::spawn(async move {
+        let mut alice = alice;
+        for i in 0..N {
+            let out = alice
+                .call(send_to(&[("bob", 1)], &i.to_be_bytes(), b"opaque"))
+                .await;
+            assert!(matches!(out, Out::Sent(_)), "{out:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+
+    // A truncated frame after authenticating: MALFORMED, and the connection stays usable.
+    let (mut t, _) = registered(&relay, "truncated").await;
+    let full = proto::ClientFrame {
+        request_id: 9,
+        body: Some(send_to(&[("bob", 1)], b"t", b"x")),
+    }
+    .encode_to_vec();
+    t.send_bytes(full[..full.len() / 2].to_vec()).await;
+    let e = t
+        .expect_push(|b| matches!(b, Out::Error(_)).then(|| code(b)))
+        .await;
+    assert_eq!(e, ErrorCode::Malformed);
+    assert!(matches!(
+        t.call(In::Ping(proto::Ping {})).await,
+        Out::Pong(_)
+    ));
+
+    // An oversized frame: refused before it is read, and the connection closed.
+    let (mut big, _) = registered(&relay, "oversized").await;
+    let _ = big
+        .ws
+        .send(Message::Binary(vec![0u8; 200 * 1024].into()))
+        .await;
+    let mut closed = false;
+    for _ in 0..5 {
+        match big.recv_raw().await {
+            None => {
+                closed = true;
+                break;
+            }
+            Some(proto::ServerFrame {
+                body: Some(b @ Out::Error(_)),
+                ..
+            }) => assert_eq!(code(&b), ErrorCode::TooLarge),
+            Some(_) => {}
+        }
+    }
+    assert!(closed, "an oversized frame ends the connection");
+
+    let (mut after, _) = registered(&relay, "after").await;
+    assert!(matches!(
+        after.call(In::Ping(proto::Ping {})).await,
+        Out::Pong(_)
+    ));
+    // Slowloris: a WebSocket frame header and a few payload bytes, then nothing. The relay
+    // closes it at the idle timeout (authenticated) or the auth timeout (not).
+    for authenticate in [true, false] {
+        let c = if authenticate {
+            registered(&relay, "slow").await.0
+        } else {
+            connect(&relay).await
+        };
+        let mut tcp = c.ws.into_inner();
+        // FIN + binary, masked, 126 = 16-bit length 1000, mask key, 3 bytes of payload.
+        let partial = [0x82u8, 0xfe, 0x03, 0xe8, 1, 2, 3, 4, 9, 9, 9];
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let stream = match &mut tcp {
+            tokio_tungstenite::MaybeTlsStream::Plain(s) => s,
+            _ => panic!("plain TCP expected"),
+        };
+        stream.write_all(&partial).await.unwrap();
+        let mut buf = [0u8; 256];
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "a half-sent frame is not held open forever");
+    }
+
+    // The pair saw every envelope, once.
+    sender.await.unwrap();
+    let seen = receiver.await.unwrap();
+    assert_eq!(seen.len(), N as usize);
+    relay.stop().await;
+}
+
 /// Every behaviour test, once per backend.
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -1376,4 +1497,5 @@ on_both_backends!(
     built_in_tls,
     idle_and_unauthenticated_connections_time_out,
     many_connections_opened_and_dropped_leave_others_unaffected,
+    hostile_clients_do_not_disturb_a_well_behaved_pair,
 );
