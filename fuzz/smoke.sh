@@ -8,7 +8,7 @@ seconds="${1:-15}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(session_message prekey_bundle header group_wire sealed_state state_bytes session_interaction group_interaction relay_frame)
+  targets=(session_message prekey_bundle header group_wire sealed_state state_bytes session_interaction group_interaction relay_frame client_payload)
 fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 cargo +nightly fuzz build -O >/dev/null 2>&1 || cargo +nightly fuzz build -O

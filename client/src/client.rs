@@ -18,8 +18,8 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::error::ClientError;
 use crate::event::{
-    Address, Attachment, Body, Conversation, DropReason, Event, GroupChange, GroupId, Message,
-    MessageId, Presence, ReceiptKind,
+    Address, Body, Conversation, DropReason, Event, GroupChange, GroupId, Message, MessageId,
+    Presence, ReceiptKind,
 };
 use crate::net::{self, Conn, Credentials, RelayUrl};
 use crate::proto::client as pc;
@@ -214,14 +214,9 @@ fn conversation_from_proto(c: Option<&pc::Conversation>) -> Option<Conversation>
 fn body_from_content(c: &pc::Content) -> Option<Body> {
     match c.body.as_ref()? {
         pc::content::Body::Text(t) => Some(Body::Text(t.clone())),
-        pc::content::Body::Attachment(a) => Some(Body::Attachment(Attachment {
-            blob_id: a.blob_id.clone(),
-            key: a.key.as_slice().try_into().ok()?,
-            digest: a.digest.as_slice().try_into().ok()?,
-            size: a.size,
-            media_type: a.media_type.clone(),
-            file_name: a.file_name.clone(),
-        })),
+        pc::content::Body::Attachment(a) => {
+            Some(Body::Attachment(crate::wire::attachment(a).ok()?))
+        }
         _ => None,
     }
 }
@@ -1744,7 +1739,7 @@ fn receive(
             reason,
         }]
     };
-    let Ok(payload) = pc::Payload::decode(&env.ciphertext[..]) else {
+    let Ok(payload) = crate::wire::parse_payload(&env.ciphertext) else {
         return Ok(drop_event(DropReason::Malformed));
     };
     let mut store = inner
@@ -1757,8 +1752,8 @@ fn receive(
     let result = store.transaction(|tx| {
         let now = now_ms();
         let mut events = Vec::new();
-        let (content, sender_identity, group) = match payload.kind {
-            Some(pc::payload::Kind::Session(bytes)) => {
+        let (content, sender_identity, group) = match payload {
+            crate::wire::Payload::Session(bytes) => {
                 match open_session_message(inner, tx, &from, &bytes, registered.as_ref())? {
                     Ok((pt, key, changed)) => {
                         if changed {
@@ -1772,12 +1767,12 @@ fn receive(
                     Err(reason) => return Ok(Err(reason)),
                 }
             }
-            Some(pc::payload::Kind::Group(gp)) => {
-                let Some(rec) = tx.group(&gp.group_id)? else {
+            crate::wire::Payload::Group { group_id, message } => {
+                let Some(rec) = tx.group(&group_id)? else {
                     return Ok(Err(DropReason::UnknownGroup));
                 };
                 let mut g = load_group(&rec)?;
-                let opened = match g.decrypt(&gp.message) {
+                let opened = match g.decrypt(&message) {
                     Ok(p) => p,
                     Err(e) => return Ok(Err(DropReason::Undecryptable(e.to_string()))),
                 };
@@ -1788,32 +1783,28 @@ fn receive(
                 if !listed {
                     return Ok(Err(DropReason::UnknownGroup));
                 }
-                save_group_state(tx, &gp.group_id, &g, rec)?;
-                let gid: GroupId = gp
-                    .group_id
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| ClientError::Protocol)?;
-                (Zeroizing::new(opened.plaintext), opened.sender, Some(gid))
+                save_group_state(tx, &group_id, &g, rec)?;
+                (
+                    Zeroizing::new(opened.plaintext),
+                    opened.sender,
+                    Some(group_id),
+                )
             }
-            None => return Ok(Err(DropReason::Malformed)),
         };
         tx.mark_processed(&from, &env.message_id, now)?;
         // From here the session (or group chain) has moved on and is committed even if the
         // content turns out to be invalid.
-        let Ok(c) = pc::Content::decode(&content[..]) else {
-            return Ok(Ok(vec![drop_of(&from, DropReason::Malformed)]));
-        };
-        if c.message_id.len() != 16 || c.message_id != env.message_id {
-            return Ok(Ok(vec![drop_of(
-                &from,
-                DropReason::Undecryptable("message id mismatch".into()),
-            )]));
-        }
-        match &c.body {
-            Some(pc::content::Body::Attachment(a)) if a.key.len() != 32 || a.digest.len() != 32 => {
-                events.push(drop_of(&from, DropReason::Malformed));
+        let c = match crate::wire::parse_content(&content, &env.message_id) {
+            Ok(c) => c,
+            Err(crate::wire::WireError::Field("message_id")) => {
+                return Ok(Ok(vec![drop_of(
+                    &from,
+                    DropReason::Undecryptable("message id mismatch".into()),
+                )]));
             }
+            Err(_) => return Ok(Ok(vec![drop_of(&from, DropReason::Malformed)])),
+        };
+        match &c.body {
             Some(pc::content::Body::Text(_) | pc::content::Body::Attachment(_)) => {
                 let outgoing = from.user == inner.me.user;
                 let conversation = match (&group, &c.sync) {

@@ -79,6 +79,7 @@ pub mod error;
 pub mod event;
 mod net;
 mod store;
+pub mod wire;
 
 pub use client::{Client, ClientConfig, DeviceLink, MAX_TEXT, MAX_USER_ID, Progress};
 pub use error::ClientError;

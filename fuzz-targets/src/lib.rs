@@ -30,7 +30,7 @@ use hush_sessions::{Header, PrekeyBundle, Session, SessionMessage};
 pub type Target = fn(&[u8]);
 
 /// Every target, by name: what `fuzz/` builds and what the corpus test replays.
-pub const TARGETS: [(&str, Target); 9] = [
+pub const TARGETS: [(&str, Target); 10] = [
     ("session_message", session_message),
     ("prekey_bundle", prekey_bundle),
     ("header", header),
@@ -40,6 +40,7 @@ pub const TARGETS: [(&str, Target); 9] = [
     ("session_interaction", session_interaction),
     ("group_interaction", group_interaction),
     ("relay_frame", relay_frame),
+    ("client_payload", client_payload),
 ];
 
 /// `SessionMessage::from_bytes`: never panics; what it accepts re-encodes to the same bytes.
@@ -106,4 +107,32 @@ pub fn state_bytes(data: &[u8]) {
 pub fn relay_frame(data: &[u8]) {
     let _ = hush_relay::frame::decode_client(data, 300 * 1024);
     let _ = hush_relay::frame::decode_client(data, data.len().saturating_sub(1));
+}
+
+/// The client's payload decoders (`hush_client::wire`): the relay envelope's `Payload`, and
+/// decrypted `Content` with its attachment pointer. Never panic; what `parse_content`
+/// accepts has a 16-byte id and, for attachments, a pointer `wire::attachment` accepts.
+pub fn client_payload(data: &[u8]) {
+    use hush_client::proto::client as pc;
+    use hush_client::wire;
+    use prost::Message as _;
+    let _ = wire::parse_payload(data);
+    let id = pc::Content::decode(data)
+        .map(|c| c.message_id)
+        .unwrap_or_default();
+    if let Ok(c) = wire::parse_content(data, &id) {
+        assert_eq!(
+            c.message_id.len(),
+            16,
+            "accepted a message id that is not 16 bytes"
+        );
+        if let Some(pc::content::Body::Attachment(a)) = &c.body {
+            let p = wire::attachment(a).expect("parse_content accepted a bad pointer");
+            assert_eq!(p.blob_id, hex_lower(&p.digest), "blob id is not the digest");
+        }
+    }
+}
+
+fn hex_lower(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
