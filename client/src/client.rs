@@ -1465,8 +1465,26 @@ async fn prepare(
             content.body,
             Some(pc::content::Body::Text(_) | pc::content::Body::Attachment(_))
         );
-    let pairwise: Vec<(Address, IdentityPublicKey)> =
-        targets.iter().chain(own.iter()).cloned().collect();
+    // A group message needs pairwise sessions only if it carries a new sender key: find out
+    // with a trial encryption that is rolled back, so no one-time prekey is spent for
+    // nothing.
+    let needs_sessions = !is_group_message || {
+        let Conversation::Group(gid) = &to else {
+            return Err(ClientError::Protocol);
+        };
+        inner.read_store(|tx| {
+            let rec = tx.group(gid)?.ok_or(ClientError::Unknown("group"))?;
+            let mut g = load_group(&rec)?;
+            Ok(g.encrypt(b"trial", now_ms() / 1000, &mut rand::rng())
+                .map(|sent| sent.distribution.is_some())
+                .unwrap_or(false))
+        })?
+    };
+    let pairwise: Vec<(Address, IdentityPublicKey)> = if needs_sessions {
+        targets.iter().chain(own.iter()).cloned().collect()
+    } else {
+        Vec::new()
+    };
     let missing: Vec<(Address, IdentityPublicKey)> = inner.read_store(|tx| {
         let mut m = Vec::new();
         for (a, k) in &pairwise {
