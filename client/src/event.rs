@@ -228,3 +228,24 @@ pub struct Presence {
     /// Last activity, in ms since the epoch; `None` if hidden or never seen.
     pub last_seen_ms: Option<u64>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attachment_debug_holds_no_key_bytes() {
+        let a = Attachment {
+            blob_id: "ab".repeat(32),
+            key: [0x5a; 32],
+            digest: [0xab; 32],
+            size: 10,
+            media_type: "image/png".into(),
+            file_name: "x.png".into(),
+        };
+        let text = format!("{a:?} {:?}", Body::Attachment(a.clone()));
+        assert!(text.contains("<redacted>"));
+        assert!(!text.contains(&hex::encode([0x5a; 32])));
+        assert!(!text.contains("5a5a") && !text.contains("90, 90"), "{text}");
+    }
+}
