@@ -605,11 +605,7 @@ impl Client {
                 name: name.to_string(),
             };
             save_group_state(tx, &gid, &group, rec)?;
-            let others: Vec<pc::Member> = directory
-                .iter()
-                .filter(|m| member_address(m) != inner.me)
-                .cloned()
-                .collect();
+            let others = inner.others(&directory);
             inner.push_control(
                 tx,
                 &gid,
@@ -654,12 +650,7 @@ impl Client {
                 {
                     continue;
                 }
-                let existing: Vec<pc::Member> = rec
-                    .directory
-                    .iter()
-                    .filter(|m| member_address(m) != inner.me)
-                    .cloned()
-                    .collect();
+                let existing: Vec<pc::Member> = inner.others(&rec.directory);
                 let (add, info) = g
                     .add(&inner.identity, key, Role::Member)
                     .map_err(|e| ClientError::NotAllowed(e.to_string()))?;
@@ -733,12 +724,7 @@ impl Client {
                     .remove(&inner.identity, &key)
                     .map_err(|e| ClientError::NotAllowed(e.to_string()))?;
                 // Everyone still in the group, and the removed device itself, hear of it.
-                let recipients: Vec<pc::Member> = rec
-                    .directory
-                    .iter()
-                    .filter(|m| member_address(m) != inner.me)
-                    .cloned()
-                    .collect();
+                let recipients: Vec<pc::Member> = inner.others(&rec.directory);
                 rec.directory.retain(|m| m.identity_key != t.identity_key);
                 inner.push_control(
                     tx,
@@ -775,12 +761,7 @@ impl Client {
             let control = g
                 .leave(&inner.identity)
                 .map_err(|e| ClientError::NotAllowed(e.to_string()))?;
-            let others: Vec<pc::Member> = rec
-                .directory
-                .iter()
-                .filter(|m| member_address(m) != inner.me)
-                .cloned()
-                .collect();
+            let others: Vec<pc::Member> = inner.others(&rec.directory);
             inner.push_control(
                 tx,
                 group,
@@ -1030,6 +1011,15 @@ impl Inner {
             (self.me.user.as_bytes(), self.identity.public()),
             (user.as_bytes(), key),
         )
+    }
+
+    /// The devices of a group directory other than this one.
+    fn others(&self, directory: &[pc::Member]) -> Vec<pc::Member> {
+        directory
+            .iter()
+            .filter(|m| member_address(m) != self.me)
+            .cloned()
+            .collect()
     }
 
     fn own_member(&self) -> pc::Member {
