@@ -5,13 +5,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::ws::{Message, WebSocket};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt as _, SinkExt, StreamExt};
 use hush_crypto::{IdentityPublicKey, Signature, X25519PublicKey};
 use rand::Rng as _;
 
 use crate::frame::{self, FrameError, MAX_MESSAGE_ID, MAX_USER_ID};
+use crate::hub::Inbox;
 use crate::proto::{self, ErrorCode, client_frame::Body as In, server_frame::Body as Out};
-use crate::store::{Addr, DeviceLookup, MailboxLimits, Store, StoreError, StoredPrekey};
+use crate::store::{
+    Addr, Delivery, DeviceLookup, MailboxLimits, Outgoing, PushedMessage, Store, StoreError,
+    StoredPrekey, StoredReceipt,
+};
 use crate::{Shared, now_ms};
 
 /// Envelopes or receipts fetched per store round trip while draining a mailbox.
@@ -60,6 +64,19 @@ impl From<StoreError> for Refused {
 
 async fn send(sink: &mut Sink, bytes: Vec<u8>) -> bool {
     sink.send(Message::Binary(bytes.into())).await.is_ok()
+}
+
+/// Queues a frame without flushing (the caller flushes once per batch of frames).
+async fn feed(sink: &mut Sink, bytes: Vec<u8>) -> bool {
+    sink.feed(Message::Binary(bytes.into())).await.is_ok()
+}
+
+async fn feed_error(sink: &mut Sink, request_id: u64, r: &Refused) -> bool {
+    feed(
+        sink,
+        frame::error(request_id, r.code, r.message, r.retry_after_ms, r.fatal),
+    )
+    .await
 }
 
 async fn send_error(sink: &mut Sink, request_id: u64, r: &Refused) -> bool {
@@ -371,6 +388,10 @@ struct Cursor {
     receipt: u64,
 }
 
+/// Most frames read ahead and handled together (their envelopes stored in one job, their
+/// answers written with one flush).
+const READ_AHEAD: usize = 64;
+
 async fn session<S: Store>(
     sink: &mut Sink,
     stream: &mut futures_util::stream::SplitStream<WebSocket>,
@@ -378,6 +399,8 @@ async fn session<S: Store>(
     shared: &Shared<S>,
     addr: Addr,
 ) {
+    // Registered before the first read of the mailbox: whatever commits from now on reaches
+    // the inbox, and whatever committed before is in the store.
     let registration = shared.hub.register(&addr);
     shared.announce(&addr);
     // With several nodes, also check the mailbox now and then (a wake-up may be lost).
@@ -391,78 +414,52 @@ async fn session<S: Store>(
         receipt: 0,
     };
     let mut shutdown = shared.shutdown.clone();
-    if !prekey_status(sink, shared, &addr).await || !drain(sink, shared, &addr, &mut cursor).await {
+    if !prekey_status(sink, shared, &addr).await
+        || !drain(sink, shared, &addr, &mut cursor).await
+        || sink.flush().await.is_err()
+    {
         return;
     }
     let mut last_touch = Instant::now();
     let mut idle_deadline = tokio::time::Instant::now() + shared.config.idle_timeout;
     loop {
-        tokio::select! {
+        let open = tokio::select! {
             // The idle deadline moves only when the device sends something: pushes and
             // polls do not keep a silent connection open.
             incoming = tokio::time::timeout_at(idle_deadline, stream.next()) => {
                 idle_deadline = tokio::time::Instant::now() + shared.config.idle_timeout;
-                let bytes = match incoming {
-                    Err(_) => {
-                        let r = Refused { code: ErrorCode::Timeout, message: "idle", retry_after_ms: 0, fatal: true, reason: "idle_timeout" };
-                        shared.metrics.reject(r.reason);
-                        send_error(sink, 0, &r).await;
-                        return;
-                    }
-                    Ok(Some(Ok(Message::Binary(b)))) => b,
-                    Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-                    Ok(Some(Ok(Message::Text(_)))) => {
-                        let r = refuse(ErrorCode::Malformed, "binary frames only", "malformed");
-                        shared.metrics.reject(r.reason);
-                        if !send_error(sink, 0, &r).await { return; }
-                        continue;
-                    }
-                    _ => return,
+                let Ok(first) = incoming else {
+                    let r = Refused { code: ErrorCode::Timeout, message: "idle", retry_after_ms: 0, fatal: true, reason: "idle_timeout" };
+                    shared.metrics.reject(r.reason);
+                    send_error(sink, 0, &r).await;
+                    return;
                 };
+                // Read ahead what has already arrived, up to a closed or failed stream.
+                let mut messages = vec![first];
+                while messages.len() < READ_AHEAD
+                    && matches!(messages.last(), Some(Some(Ok(_))))
+                    && let Some(next) = stream.next().now_or_never()
+                {
+                    messages.push(next);
+                }
                 if last_touch.elapsed().as_secs() >= 10 {
                     let _ = shared.store.touch(&addr.user, now_ms()).await;
                     last_touch = Instant::now();
                 }
-                let f = match frame::decode_client(&bytes, shared.config.max_frame_bytes) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        let r = match e {
-                            FrameError::TooLarge { .. } => refuse(ErrorCode::TooLarge, "frame too large", "too_large"),
-                            FrameError::Malformed => refuse(ErrorCode::Malformed, "malformed frame", "malformed"),
-                        };
-                        shared.metrics.reject(r.reason);
-                        if !send_error(sink, 0, &r).await { return; }
-                        continue;
-                    }
-                };
-                let limited = shared.device_limits.check(&addr).and_then(|()| shared.ip_limits.check(&peer.ip()));
-                if let Err(wait) = limited {
-                    let r = Refused { code: ErrorCode::RateLimited, message: "rate limited", retry_after_ms: wait.as_millis().max(1) as u64, fatal: false, reason: "rate_limited" };
-                    shared.metrics.reject(r.reason);
-                    if !send_error(sink, f.request_id, &r).await { return; }
-                    continue;
-                }
-                match handle(f, shared, &addr).await {
-                    Ok(Some(reply)) => { if !send(sink, reply).await { return; } }
-                    Ok(None) => {}
-                    Err((rid, r)) => {
-                        shared.metrics.reject(r.reason);
-                        if !send_error(sink, rid, &r).await || r.fatal { return; }
-                    }
-                }
+                handle_frames(sink, messages, peer, shared, &addr).await
             }
-            () = registration.wake.notified() => {
-                if !drain(sink, shared, &addr, &mut cursor).await { return; }
+            () = registration.inbox.notify.notified() => {
+                deliver(sink, shared, &addr, &registration.inbox, &mut cursor).await
             }
             _ = async { match poll.as_mut() { Some(p) => { p.tick().await; } None => std::future::pending::<()>().await } } => {
-                if !drain(sink, shared, &addr, &mut cursor).await { return; }
+                drain(sink, shared, &addr, &mut cursor).await
             }
             () = registration.prekeys.notified() => {
-                let Ok(n) = shared.store.prekey_count(&addr).await else { continue };
-                if n < shared.config.prekey_low_watermark
-                    && !send(sink, frame::encode_server(0, Out::PrekeyStatus(proto::PrekeyStatus { one_time_prekeys: n as u32, low: true }))).await
-                {
-                    return;
+                match shared.store.prekey_count(&addr).await {
+                    Ok(n) if n < shared.config.prekey_low_watermark => {
+                        feed(sink, frame::encode_server(0, Out::PrekeyStatus(proto::PrekeyStatus { one_time_prekeys: n as u32, low: true }))).await
+                    }
+                    _ => true,
                 }
             }
             () = registration.replaced.notified() => {
@@ -475,8 +472,111 @@ async fn session<S: Store>(
                 send_error(sink, 0, &r).await;
                 return;
             }
+        };
+        // Everything a branch wrote goes out in one flush.
+        if !open || sink.flush().await.is_err() {
+            return;
         }
     }
+}
+
+/// Handles frames read together, in order. Consecutive sends are stored in one store job.
+/// `false` when the connection must close.
+async fn handle_frames<S: Store>(
+    sink: &mut Sink,
+    messages: Vec<Option<Result<Message, axum::Error>>>,
+    peer: SocketAddr,
+    shared: &Shared<S>,
+    addr: &Addr,
+) -> bool {
+    let mut sends = Vec::new();
+    for message in messages {
+        let bytes = match message {
+            Some(Ok(Message::Binary(b))) => b,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Text(_))) => {
+                let r = refuse(ErrorCode::Malformed, "binary frames only", "malformed");
+                shared.metrics.reject(r.reason);
+                if !feed_error(sink, 0, &r).await {
+                    return false;
+                }
+                continue;
+            }
+            // Closed or failed: answer what came before, then close.
+            _ => {
+                store_sends(sink, shared, addr, std::mem::take(&mut sends)).await;
+                return false;
+            }
+        };
+        let f = match frame::decode_client(&bytes, shared.config.max_frame_bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                let r = match e {
+                    FrameError::TooLarge { .. } => {
+                        refuse(ErrorCode::TooLarge, "frame too large", "too_large")
+                    }
+                    FrameError::Malformed => {
+                        refuse(ErrorCode::Malformed, "malformed frame", "malformed")
+                    }
+                };
+                shared.metrics.reject(r.reason);
+                if !feed_error(sink, 0, &r).await {
+                    return false;
+                }
+                continue;
+            }
+        };
+        let limited = shared
+            .device_limits
+            .check(addr)
+            .and_then(|()| shared.ip_limits.check(&peer.ip()));
+        if let Err(wait) = limited {
+            let r = Refused {
+                code: ErrorCode::RateLimited,
+                message: "rate limited",
+                retry_after_ms: wait.as_millis().max(1) as u64,
+                fatal: false,
+                reason: "rate_limited",
+            };
+            shared.metrics.reject(r.reason);
+            if !feed_error(sink, f.request_id, &r).await {
+                return false;
+            }
+            continue;
+        }
+        let rid = f.request_id;
+        if let Some(In::Send(s)) = f.body {
+            match check_send(shared, s) {
+                Ok(out) => sends.push((rid, out)),
+                Err(r) => {
+                    shared.metrics.reject(r.reason);
+                    if !feed_error(sink, rid, &r).await {
+                        return false;
+                    }
+                }
+            }
+            continue;
+        }
+        // Any other request runs after the sends before it are stored.
+        if !store_sends(sink, shared, addr, std::mem::take(&mut sends)).await {
+            return false;
+        }
+        match handle(f, shared, addr).await {
+            Ok(Some(reply)) => {
+                if !feed(sink, reply).await {
+                    return false;
+                }
+            }
+            Ok(None) => {}
+            Err((rid, r)) => {
+                shared.metrics.reject(r.reason);
+                if !feed_error(sink, rid, &r).await || r.fatal {
+                    return false;
+                }
+            }
+        }
+    }
+    store_sends(sink, shared, addr, sends).await
 }
 
 async fn prekey_status<S: Store>(sink: &mut Sink, shared: &Shared<S>, addr: &Addr) -> bool {
@@ -484,7 +584,7 @@ async fn prekey_status<S: Store>(sink: &mut Sink, shared: &Shared<S>, addr: &Add
         return true;
     };
     let low = n < shared.config.prekey_low_watermark;
-    send(
+    feed(
         sink,
         frame::encode_server(
             0,
@@ -497,7 +597,73 @@ async fn prekey_status<S: Store>(sink: &mut Sink, shared: &Shared<S>, addr: &Add
     .await
 }
 
-/// Pushes every queued envelope and receipt not pushed yet on this connection, in order.
+fn envelope_frame(envelope_id: u64, m: &PushedMessage) -> Vec<u8> {
+    frame::encode_server(
+        0,
+        Out::Envelope(proto::Envelope {
+            envelope_id,
+            sender: Some(to_proto(&m.sender)),
+            message_id: m.message_id.clone(),
+            server_timestamp_ms: m.server_ms,
+            ciphertext: m.ciphertext.clone(),
+        }),
+    )
+}
+
+fn receipt_frame(r: StoredReceipt) -> Vec<u8> {
+    frame::encode_server(
+        0,
+        Out::Receipt(proto::Receipt {
+            receipt_id: r.receipt_id,
+            kind: if r.read {
+                proto::ReceiptKind::Read
+            } else {
+                proto::ReceiptKind::Delivered
+            } as i32,
+            recipient: Some(to_proto(&r.recipient)),
+            message_id: r.message_id,
+            timestamp_ms: r.at_ms,
+        }),
+    )
+}
+
+/// Sends what was pushed into the inbox (skipping what this connection already sent from
+/// the store), then reads the store if the inbox says so.
+async fn deliver<S: Store>(
+    sink: &mut Sink,
+    shared: &Shared<S>,
+    addr: &Addr,
+    inbox: &Inbox,
+    cursor: &mut Cursor,
+) -> bool {
+    let (items, check_store) = inbox.take();
+    for d in items {
+        let bytes = match d {
+            Delivery::Envelope {
+                envelope_id,
+                message,
+                ..
+            } if envelope_id > cursor.envelope => {
+                cursor.envelope = envelope_id;
+                shared.metrics.envelope_out();
+                envelope_frame(envelope_id, &message)
+            }
+            Delivery::Receipt { receipt, .. } if receipt.receipt_id > cursor.receipt => {
+                cursor.receipt = receipt.receipt_id;
+                shared.metrics.receipt_out();
+                receipt_frame(receipt)
+            }
+            _ => continue,
+        };
+        if !feed(sink, bytes).await {
+            return false;
+        }
+    }
+    !check_store || drain(sink, shared, addr, cursor).await
+}
+
+/// Sends every queued envelope and receipt not sent yet on this connection, in order, from
+/// the store.
 async fn drain<S: Store>(
     sink: &mut Sink,
     shared: &Shared<S>,
@@ -522,7 +688,7 @@ async fn drain<S: Store>(
                 server_timestamp_ms: e.server_ms,
                 ciphertext: e.ciphertext,
             };
-            if !send(sink, frame::encode_server(0, Out::Envelope(env))).await {
+            if !feed(sink, frame::encode_server(0, Out::Envelope(env))).await {
                 return false;
             }
             shared.metrics.envelope_out();
@@ -538,18 +704,7 @@ async fn drain<S: Store>(
         let n = page.len();
         for r in page {
             cursor.receipt = r.receipt_id;
-            let receipt = proto::Receipt {
-                receipt_id: r.receipt_id,
-                kind: if r.read {
-                    proto::ReceiptKind::Read
-                } else {
-                    proto::ReceiptKind::Delivered
-                } as i32,
-                recipient: Some(to_proto(&r.recipient)),
-                message_id: r.message_id,
-                timestamp_ms: r.at_ms,
-            };
-            if !send(sink, frame::encode_server(0, Out::Receipt(receipt))).await {
+            if !feed(sink, receipt_frame(r)).await {
                 return false;
             }
             shared.metrics.receipt_out();
@@ -615,14 +770,12 @@ async fn handle<S: Store>(f: proto::ClientFrame, shared: &Shared<S>, addr: &Addr
                 }
             }
         }
-        Some(In::Send(s)) => {
-            let (server_timestamp_ms, message_id) =
-                send_envelope(shared, addr, s).await.map_err(err)?;
-            done(Out::Sent(proto::Sent {
-                message_id,
-                server_timestamp_ms,
-            }))
-        }
+        // Sends are stored by `store_sends`, several at a time.
+        Some(In::Send(_)) => Err(err(refuse(
+            ErrorCode::Internal,
+            "internal error",
+            "internal",
+        ))),
         Some(In::Ack(a)) => {
             let n = a.envelope_ids.len() as u64;
             let senders = shared
@@ -632,7 +785,7 @@ async fn handle<S: Store>(f: proto::ClientFrame, shared: &Shared<S>, addr: &Addr
                 .map_err(|e| err(e.into()))?;
             shared.metrics.acked(n);
             for s in &senders {
-                shared.wake(s);
+                shared.committed_for(s);
             }
             done(Out::Done(proto::Done {}))
         }
@@ -658,7 +811,7 @@ async fn handle<S: Store>(f: proto::ClientFrame, shared: &Shared<S>, addr: &Addr
                 .read(addr, &sender, r.message_ids, now_ms())
                 .await
                 .map_err(|e| err(e.into()))?;
-            shared.wake(&sender);
+            shared.committed_for(&sender);
             done(Out::Done(proto::Done {}))
         }
         Some(In::AckReceipts(a)) => {
@@ -819,11 +972,8 @@ async fn upload<S: Store>(
     Ok(shared.store.upload_prekeys(addr, signed, one_time).await?)
 }
 
-async fn send_envelope<S: Store>(
-    shared: &Shared<S>,
-    addr: &Addr,
-    s: proto::Send,
-) -> Result<(u64, Vec<u8>), Refused> {
+/// Checks a send (no store access) and turns it into an [`Outgoing`] envelope.
+fn check_send<S>(shared: &Shared<S>, s: proto::Send) -> Result<Outgoing, Refused> {
     if s.recipients.is_empty() {
         return Err(refuse(ErrorCode::Malformed, "no recipients", "malformed"));
     }
@@ -865,27 +1015,61 @@ async fn send_envelope<S: Store>(
     }
     recipients.sort();
     recipients.dedup();
+    Ok(Outgoing {
+        recipients,
+        message_id: s.message_id,
+        ciphertext: s.ciphertext,
+    })
+}
+
+/// Stores checked sends (one store job) and writes each one's answer: `Sent` once it is
+/// durable, or the error. `false` when the connection must close.
+async fn store_sends<S: Store>(
+    sink: &mut Sink,
+    shared: &Shared<S>,
+    addr: &Addr,
+    sends: Vec<(u64, Outgoing)>,
+) -> bool {
+    if sends.is_empty() {
+        return true;
+    }
+    let started = Instant::now();
     let now = now_ms();
     let limits = MailboxLimits {
         max_count: shared.config.mailbox_max_count,
         max_bytes: shared.config.mailbox_max_bytes,
         ttl_ms: shared.config.mailbox_ttl.as_millis() as u64,
     };
-    let n = recipients.len() as u64;
-    shared
-        .store
-        .enqueue(
-            addr,
-            recipients.clone(),
-            s.message_id.clone(),
-            s.ciphertext,
-            now,
-            limits,
-        )
-        .await?;
-    shared.metrics.envelope_in(n);
-    for r in &recipients {
-        shared.wake(r);
+    let (ids, batch): (Vec<_>, Vec<_>) = sends
+        .into_iter()
+        .map(|(rid, out)| ((rid, out.message_id.clone(), out.recipients.clone()), out))
+        .unzip();
+    let results = shared.store.enqueue_many(addr, batch, now, limits).await;
+    shared.metrics.store_latency(started.elapsed());
+    for ((rid, message_id, recipients), result) in ids.into_iter().zip(results) {
+        let reply = match result {
+            Ok(()) => {
+                shared.metrics.envelope_in(recipients.len() as u64);
+                for r in &recipients {
+                    shared.committed_for(r);
+                }
+                frame::encode_server(
+                    rid,
+                    Out::Sent(proto::Sent {
+                        message_id,
+                        server_timestamp_ms: now,
+                    }),
+                )
+            }
+            Err(e) => {
+                let r = Refused::from(e);
+                shared.metrics.reject(r.reason);
+                frame::error(rid, r.code, r.message, r.retry_after_ms, r.fatal)
+            }
+        };
+        if !feed(sink, reply).await {
+            return false;
+        }
     }
-    Ok((now, s.message_id))
+    true
 }

@@ -1,22 +1,96 @@
-//! Which devices are connected here, and how to wake them when mail or receipts arrive.
+//! Which devices are connected here, and how new mail and receipts reach their connections.
+//!
+//! Each connected device has an [`Inbox`]. When the store promises to report what it commits
+//! in commit order ([`Store::deliver_on_commit`](crate::Store::deliver_on_commit)), each
+//! committed envelope or receipt is pushed into its device's inbox and the connection sends
+//! it without reading the database. Otherwise, or when an inbox is full, the inbox is only
+//! flagged, and the connection reads its mailbox from the store. Either way nothing is
+//! skipped: see [`Inbox::take`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use crate::store::Addr;
+use crate::store::{Addr, Delivery};
 
-/// Connected devices, each with a wake-up signal. A device connected twice keeps only its
-/// newest connection's signal; the older one is told to close.
-/// A connection's id and its signals: new mail or receipts, "replaced by a newer
-/// connection", and "your one-time prekey stock changed".
-type Entry = (u64, Arc<Notify>, Arc<Notify>, Arc<Notify>);
+/// Most deliveries waiting in one inbox; past this, the connection reads its mailbox.
+const MAX_QUEUED: usize = 1024;
+/// Most ciphertext bytes waiting in one inbox.
+const MAX_QUEUED_BYTES: usize = 4 << 20;
 
+/// A connection's inbox: pushed deliveries, and a flag that says "read the store too".
+#[derive(Default)]
+pub(crate) struct Inbox {
+    pub(crate) notify: Notify,
+    queue: Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Delivery>,
+    bytes: usize,
+    check_store: bool,
+}
+
+fn size(d: &Delivery) -> usize {
+    match d {
+        Delivery::Envelope { message, .. } => message.ciphertext.len(),
+        Delivery::Receipt { .. } => 0,
+    }
+}
+
+impl Inbox {
+    /// Queues a committed delivery. Once the store flag is set, nothing more is queued until
+    /// the connection takes the queue: everything after the flag is read from the store, so
+    /// the queue never holds an item newer than one it dropped.
+    fn push(&self, d: Delivery) {
+        if let Ok(mut q) = self.queue.lock() {
+            let n = size(&d);
+            if q.check_store || q.items.len() >= MAX_QUEUED || q.bytes + n > MAX_QUEUED_BYTES {
+                q.check_store = true;
+            } else {
+                q.bytes += n;
+                q.items.push_back(d);
+            }
+        }
+        self.notify.notify_one();
+    }
+
+    /// Asks the connection to read its mailbox and receipts from the store.
+    fn wake(&self) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.check_store = true;
+        }
+        self.notify.notify_one();
+    }
+
+    /// Takes the queued deliveries (oldest first) and whether the store must be read after
+    /// them. Everything committed before this call is either in the returned queue or, if
+    /// the flag is returned, in the store; everything committed after it is pushed again.
+    pub(crate) fn take(&self) -> (VecDeque<Delivery>, bool) {
+        match self.queue.lock() {
+            Ok(mut q) => {
+                q.bytes = 0;
+                let check = std::mem::take(&mut q.check_store);
+                (std::mem::take(&mut q.items), check)
+            }
+            Err(_) => (VecDeque::new(), true),
+        }
+    }
+}
+
+/// A connection's id and its signals: its inbox, "replaced by a newer connection", and
+/// "your one-time prekey stock changed".
+type Entry = (u64, Arc<Inbox>, Arc<Notify>, Arc<Notify>);
+
+/// Connected devices. A device connected twice keeps only its newest connection; the older
+/// one is told to close.
 #[derive(Default)]
 pub(crate) struct Hub {
     devices: Mutex<HashMap<Addr, Entry>>,
-    next: std::sync::atomic::AtomicU64,
+    next: AtomicU64,
 }
 
 /// A registration in the hub; removes itself when dropped.
@@ -24,18 +98,18 @@ pub(crate) struct Registration<'a> {
     hub: &'a Hub,
     addr: Addr,
     id: u64,
-    pub(crate) wake: Arc<Notify>,
+    pub(crate) inbox: Arc<Inbox>,
     pub(crate) replaced: Arc<Notify>,
     pub(crate) prekeys: Arc<Notify>,
 }
 
 impl Hub {
     pub(crate) fn register(&self, addr: &Addr) -> Registration<'_> {
-        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let wake = Arc::new(Notify::new());
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let inbox = Arc::new(Inbox::default());
         let replaced = Arc::new(Notify::new());
         let prekeys = Arc::new(Notify::new());
-        let entry = (id, wake.clone(), replaced.clone(), prekeys.clone());
+        let entry = (id, inbox.clone(), replaced.clone(), prekeys.clone());
         let old = self
             .devices
             .lock()
@@ -48,18 +122,32 @@ impl Hub {
             hub: self,
             addr: addr.clone(),
             id,
-            wake,
+            inbox,
             replaced,
             prekeys,
         }
     }
 
-    /// Wakes `addr` if it is connected here.
+    /// Pushes a committed delivery to its device, if it is connected here. `false` if not.
+    pub(crate) fn push(&self, d: Delivery) -> bool {
+        let Ok(devices) = self.devices.lock() else {
+            return false;
+        };
+        match devices.get(d.to()) {
+            Some((_, inbox, _, _)) => {
+                inbox.push(d);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Wakes `addr`, if it is connected here, to read its mailbox from the store.
     pub(crate) fn wake(&self, addr: &Addr) {
         if let Ok(d) = self.devices.lock()
-            && let Some((_, wake, _, _)) = d.get(addr)
+            && let Some((_, inbox, _, _)) = d.get(addr)
         {
-            wake.notify_one();
+            inbox.wake();
         }
     }
 

@@ -169,6 +169,8 @@ pub(crate) struct Shared<S> {
     pub(crate) config: Config,
     pub(crate) store: S,
     pub(crate) hub: Arc<hub::Hub>,
+    /// The store pushes what it commits into the hub (see [`Store::deliver_on_commit`]).
+    pub(crate) direct: bool,
     pub(crate) cluster: Option<Arc<cluster::Cluster>>,
     pub(crate) metrics: Arc<metrics::Metrics>,
     pub(crate) ip_limits: limits::Limiter<std::net::IpAddr>,
@@ -184,6 +186,14 @@ impl<S> Shared<S> {
         } else if let Some(c) = &self.cluster {
             c.publish(cluster::Signal::Wake, addr);
             self.metrics.cluster_sent();
+        }
+    }
+
+    /// Something for `addr` was committed: wake it unless the store's hook already pushed it
+    /// here.
+    pub(crate) fn committed_for(&self, addr: &store::Addr) {
+        if !(self.direct && self.hub.is_local(addr)) {
+            self.wake(addr);
         }
     }
 
@@ -244,13 +254,21 @@ impl<S: Store> Relay<S> {
             )),
             None => None,
         };
+        let hub = Arc::new(hub::Hub::default());
+        let direct = {
+            let hub = hub.clone();
+            store.deliver_on_commit(Arc::new(move |d| {
+                hub.push(d);
+            }))
+        };
         let shared = Arc::new(Shared {
             cluster,
+            direct,
             ip_limits: limits::Limiter::new(config.ip_rate),
             device_limits: limits::Limiter::new(config.device_rate),
             config,
             store,
-            hub: Arc::default(),
+            hub,
             metrics: Arc::default(),
             shutdown,
         });

@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
@@ -73,6 +74,64 @@ pub struct StoredReceipt {
     /// When (ms since the Unix epoch).
     pub at_ms: u64,
 }
+
+/// One envelope for [`Store::enqueue_many`]: a ciphertext for one or more recipients.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The recipient devices (sorted, no duplicates).
+    pub recipients: Vec<Addr>,
+    /// The sender's message id.
+    pub message_id: Vec<u8>,
+    /// The opaque ciphertext.
+    pub ciphertext: Vec<u8>,
+}
+
+/// A stored message as it is pushed: shared by every recipient of a multi-recipient send.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PushedMessage {
+    /// The sending device.
+    pub sender: Addr,
+    /// The sender's message id.
+    pub message_id: Vec<u8>,
+    /// When the relay stored it (ms since the Unix epoch).
+    pub server_ms: u64,
+    /// The opaque ciphertext.
+    pub ciphertext: Vec<u8>,
+}
+
+/// Something that has just been committed and is for one device: see
+/// [`Store::deliver_on_commit`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// A new envelope in `to`'s mailbox.
+    Envelope {
+        /// The recipient device.
+        to: Addr,
+        /// Its mailbox entry id.
+        envelope_id: u64,
+        /// The message.
+        message: std::sync::Arc<PushedMessage>,
+    },
+    /// A new receipt for `to`, the sender of a message.
+    Receipt {
+        /// The device that sent the message.
+        to: Addr,
+        /// The receipt.
+        receipt: StoredReceipt,
+    },
+}
+
+impl Delivery {
+    /// The device it is for.
+    pub fn to(&self) -> &Addr {
+        match self {
+            Self::Envelope { to, .. } | Self::Receipt { to, .. } => to,
+        }
+    }
+}
+
+/// Called by a store with each [`Delivery`], in commit order.
+pub type DeliveryHook = std::sync::Arc<dyn Fn(Delivery) + Send + Sync>;
 
 /// Mailbox limits applied by [`Store::enqueue`].
 #[derive(Clone, Copy, Debug)]
@@ -168,6 +227,41 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
         limits: MailboxLimits,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Stores several envelopes from one sender, in order, each all or nothing on its own;
+    /// one result per envelope. The default stores them one by one.
+    fn enqueue_many(
+        &self,
+        sender: &Addr,
+        batch: Vec<Outgoing>,
+        now_ms: u64,
+        limits: MailboxLimits,
+    ) -> impl Future<Output = Vec<Result<(), StoreError>>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(batch.len());
+            for o in batch {
+                out.push(
+                    self.enqueue(
+                        sender,
+                        o.recipients,
+                        o.message_id,
+                        o.ciphertext,
+                        now_ms,
+                        limits,
+                    )
+                    .await,
+                );
+            }
+            out
+        }
+    }
+    /// Asks the store to call `hook` with every envelope and receipt it commits, after the
+    /// commit and in commit order, so a relay can push them to connected devices without
+    /// reading them back. `false` if this store cannot promise that order (the relay then
+    /// wakes devices to read their mailbox instead). The default is `false`.
+    fn deliver_on_commit(&self, hook: DeliveryHook) -> bool {
+        let _ = hook;
+        false
+    }
     /// Queued envelopes for `addr` after `after_id`, oldest first, not expired.
     fn pending(
         &self,
@@ -260,10 +354,73 @@ pub trait Store: Send + Sync + 'static {
 }
 
 type Reply = Box<dyn FnOnce(bool) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+/// A job runs on the database thread and returns its answer (to give once the batch's fate
+/// is known) and whether it failed in the database, which rolls the whole batch back.
+type Job = Box<dyn FnOnce(&mut Db) -> (Reply, bool) + Send>;
+
+/// Most devices whose mailbox usage or registration is remembered on the database thread.
+const CACHE_ENTRIES: usize = 100_000;
+
+/// The database thread's connection, and what it remembers between operations so the hot
+/// path reads less: each device's mailbox usage (count, bytes), computed from the mailbox
+/// when first needed and kept in step by every write, and which devices are registered
+/// (devices are never unregistered, so a positive answer stays true). The usage is forgotten
+/// whenever an operation or a batch rolls back.
+struct Db {
+    conn: Connection,
+    usage: std::collections::HashMap<Addr, (u64, u64)>,
+    known: std::collections::HashSet<Addr>,
+}
+
+impl Db {
+    fn usage(&mut self, a: &Addr) -> Result<(u64, u64), StoreError> {
+        if let Some(u) = self.usage.get(a) {
+            return Ok(*u);
+        }
+        let (count, bytes): (i64, i64) = self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM mailbox WHERE user_id = ?1 AND device_id = ?2",
+            )?
+            .query_row(params![a.user, a.device], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        if self.usage.len() >= CACHE_ENTRIES {
+            self.usage.clear();
+        }
+        let u = (count as u64, bytes as u64);
+        self.usage.insert(a.clone(), u);
+        Ok(u)
+    }
+
+    fn known(&mut self, a: &Addr) -> Result<bool, StoreError> {
+        if self.known.contains(a) {
+            return Ok(true);
+        }
+        let found = self
+            .conn
+            .prepare_cached("SELECT 1 FROM devices WHERE user_id = ?1 AND device_id = ?2")?
+            .query_row(params![a.user, a.device], |x| x.get::<_, i64>(0))
+            .optional()?
+            .is_some();
+        if found {
+            if self.known.len() >= CACHE_ENTRIES {
+                self.known.clear();
+            }
+            self.known.insert(a.clone());
+        }
+        Ok(found)
+    }
+
+    /// After a rollback: what was remembered may no longer match the database.
+    fn forget(&mut self) {
+        self.usage.clear();
+    }
+}
 
 /// Most operations committed in one transaction.
 pub const MAX_BATCH: usize = 512;
+/// A batch takes no more operations after running this long, so that under a steady load
+/// its first caller does not wait for many more behind it.
+const MAX_BATCH_TIME: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The schema, one migration per version (`PRAGMA user_version`).
 const MIGRATIONS: &[&str] = &[
@@ -302,12 +459,18 @@ const MIGRATIONS: &[&str] = &[
     // 3
     "CREATE TABLE upload_tokens (token_hash BLOB PRIMARY KEY, user_id TEXT NOT NULL,
         device_id INTEGER NOT NULL, expires_ms INTEGER NOT NULL);",
+    // 4: expiry finds messages by time (it was a scan of the whole table). Mailbox usage is
+    // counted on the database thread (`Db::usage`) instead of in a table written twice per
+    // envelope.
+    "CREATE INDEX messages_by_expiry ON messages (expires_ms);
+     DROP TABLE mailbox_usage;",
 ];
 
 /// The embedded SQLite store.
 #[derive(Clone)]
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
+    hook: Arc<OnceLock<DeliveryHook>>,
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -321,6 +484,10 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Statements kept prepared on the database thread: more than the store uses, so none is
+/// ever parsed twice.
+const STATEMENT_CACHE: usize = 64;
+
 impl SqliteStore {
     /// Operations queued for the database thread and not yet started.
     pub fn queue_depth(&self) -> usize {
@@ -332,15 +499,20 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let mut conn = Connection::open(path)?;
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;
+             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;",
         )?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel::<Job>(8192);
         std::thread::Builder::new()
             .name("hush-relay-db".into())
             .spawn(move || run(conn, rx))
             .map_err(|e| StoreError::Database(e.to_string()))?;
-        Ok(Self { jobs: tx })
+        Ok(Self {
+            jobs: tx,
+            hook: Arc::new(OnceLock::new()),
+        })
     }
 
     /// Runs `f` in a savepoint of the next batch; answers after the batch commits.
@@ -348,29 +520,37 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.call_delivering(move |db| f(&db.conn).map(|v| (v, Vec::new())))
+            .await
+    }
+
+    /// Like [`call`](Self::call), and once the batch has committed, hands `f`'s deliveries
+    /// to the hook (on the database thread, so in commit order) before answering.
+    async fn call_delivering<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Db) -> Result<(T, Vec<Delivery>), StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn: &Connection| {
-            let result = (|| {
-                conn.prepare_cached("SAVEPOINT op")?.execute([])?;
-                match f(conn) {
-                    Ok(v) => {
-                        conn.prepare_cached("RELEASE op")?.execute([])?;
+        let hook = self.hook.clone();
+        let job: Job = Box::new(move |db: &mut Db| {
+            // No savepoint: every operation checks before it writes, so an operation that
+            // refuses has written nothing, and one that fails in the database fails its batch.
+            let result = f(db);
+            let failed = matches!(result, Err(StoreError::Database(_)));
+            let reply: Reply = Box::new(move |committed: bool| {
+                let answer = match result {
+                    Ok((v, deliveries)) if committed => {
+                        if let Some(hook) = hook.get() {
+                            deliveries.into_iter().for_each(|d| hook(d));
+                        }
                         Ok(v)
                     }
-                    Err(e) => {
-                        conn.prepare_cached("ROLLBACK TO op")?.execute([])?;
-                        conn.prepare_cached("RELEASE op")?.execute([])?;
-                        Err(e)
-                    }
-                }
-            })();
-            Box::new(move |committed: bool| {
-                let _ = tx.send(if committed {
-                    result
-                } else {
-                    Err(StoreError::Database("commit failed".into()))
-                });
-            })
+                    Ok(_) => Err(StoreError::Database("commit failed".into())),
+                    Err(e) => Err(e),
+                };
+                let _ = tx.send(answer);
+            });
+            (reply, failed)
         });
         // The channel is bounded: a full queue makes callers wait (back-pressure).
         self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
@@ -379,23 +559,45 @@ impl SqliteStore {
 }
 
 fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    let mut db = Db {
+        conn,
+        usage: Default::default(),
+        known: Default::default(),
+    };
     while let Some(first) = rx.blocking_recv() {
-        if conn.execute_batch("BEGIN IMMEDIATE").is_err() {
-            first(&conn)(false);
+        let begun = db
+            .conn
+            .prepare_cached("BEGIN IMMEDIATE")
+            .and_then(|mut s| s.execute([]));
+        if begun.is_err() {
+            first(&mut db).0(false);
+            db.forget();
             continue;
         }
-        let mut replies = vec![first(&conn)];
-        while replies.len() < MAX_BATCH {
+        let started = std::time::Instant::now();
+        let (reply, mut failed) = first(&mut db);
+        let mut replies = vec![reply];
+        while !failed && replies.len() < MAX_BATCH && started.elapsed() < MAX_BATCH_TIME {
             match rx.try_recv() {
-                Ok(job) => replies.push(job(&conn)),
+                Ok(job) => {
+                    let (reply, f) = job(&mut db);
+                    replies.push(reply);
+                    failed = f;
+                }
                 Err(_) => break,
             }
         }
-        let committed = conn.execute_batch("COMMIT").is_ok();
+        let committed = !failed
+            && db
+                .conn
+                .prepare_cached("COMMIT")
+                .and_then(|mut s| s.execute([]))
+                .is_ok();
         if !committed {
-            let _ = conn.execute_batch("ROLLBACK");
+            db.forget();
+            let _ = db.conn.execute_batch("ROLLBACK");
             tracing::error!(
-                "database commit failed; {} operations refused",
+                "database operation or commit failed; {} operations refused",
                 replies.len()
             );
         }
@@ -407,6 +609,63 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
 
 fn addr_params(a: &Addr) -> (String, u32) {
     (a.user.clone(), a.device)
+}
+
+/// Checks every recipient of `out` (registered, mailbox under its caps), then stores the
+/// message once and an entry in each mailbox. Nothing is written if a check fails.
+fn store_envelope(
+    db: &mut Db,
+    sender: &Addr,
+    out: Outgoing,
+    now_ms: u64,
+    limits: MailboxLimits,
+) -> Result<Vec<Delivery>, StoreError> {
+    let size = out.ciphertext.len() as i64;
+    let expires = now_ms.saturating_add(limits.ttl_ms) as i64;
+    for r in &out.recipients {
+        if !db.known(r)? {
+            return Err(StoreError::UnknownRecipient(r.clone()));
+        }
+        let (count, bytes) = db.usage(r)?;
+        if count >= limits.max_count || bytes + size as u64 > limits.max_bytes {
+            return Err(StoreError::MailboxFull(r.clone()));
+        }
+    }
+    let c = &db.conn;
+    c.prepare_cached(
+        "INSERT INTO messages (sender_user, sender_device, message_id, server_ms, expires_ms, ciphertext, refs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![sender.user, sender.device, out.message_id, now_ms as i64, expires, out.ciphertext, out.recipients.len() as i64])?;
+    let message = c.last_insert_rowid();
+    let mut insert = c.prepare_cached("INSERT INTO mailbox (user_id, device_id, message, size, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    let mut ids = Vec::with_capacity(out.recipients.len());
+    for r in &out.recipients {
+        insert.execute(params![r.user, r.device, message, size, expires])?;
+        ids.push(c.last_insert_rowid() as u64);
+    }
+    drop(insert);
+    for r in &out.recipients {
+        if let Some(u) = db.usage.get_mut(r) {
+            u.0 += 1;
+            u.1 += size as u64;
+        }
+    }
+    let pushed = Arc::new(PushedMessage {
+        sender: sender.clone(),
+        message_id: out.message_id,
+        server_ms: now_ms,
+        ciphertext: out.ciphertext,
+    });
+    Ok(out
+        .recipients
+        .into_iter()
+        .zip(ids)
+        .map(|(to, envelope_id)| Delivery::Envelope {
+            to,
+            envelope_id,
+            message: pushed.clone(),
+        })
+        .collect())
 }
 
 impl Store for SqliteStore {
@@ -565,43 +824,58 @@ impl Store for SqliteStore {
         limits: MailboxLimits,
     ) -> Result<(), StoreError> {
         let sender = sender.clone();
-        self.call(move |c| {
-            let size = ciphertext.len() as i64;
-            let expires = now_ms.saturating_add(limits.ttl_ms) as i64;
-            for r in &recipients {
-                let known: Option<i64> =
-                    c.prepare_cached("SELECT 1 FROM devices WHERE user_id = ?1 AND device_id = ?2")?.query_row(params![r.user, r.device], |x| x.get(0)).optional()?;
-                if known.is_none() {
-                    return Err(StoreError::UnknownRecipient(r.clone()));
+        let out = Outgoing {
+            recipients,
+            message_id,
+            ciphertext,
+        };
+        self.call_delivering(move |db| Ok(((), store_envelope(db, &sender, out, now_ms, limits)?)))
+            .await
+    }
+
+    async fn enqueue_many(
+        &self,
+        sender: &Addr,
+        batch: Vec<Outgoing>,
+        now_ms: u64,
+        limits: MailboxLimits,
+    ) -> Vec<Result<(), StoreError>> {
+        let n = batch.len();
+        let sender = sender.clone();
+        // One job: each envelope is checked before any of its rows is written, so a refused
+        // one leaves nothing behind; a database error fails the whole job.
+        let result = self
+            .call_delivering(move |db| {
+                let mut results = Vec::with_capacity(batch.len());
+                let mut deliveries = Vec::with_capacity(batch.len());
+                for out in batch {
+                    match store_envelope(db, &sender, out, now_ms, limits) {
+                        Ok(d) => {
+                            deliveries.extend(d);
+                            results.push(Ok(()));
+                        }
+                        Err(e @ StoreError::Database(_)) => return Err(e),
+                        Err(e) => results.push(Err(e)),
+                    }
                 }
-                let (count, bytes): (i64, i64) = c
-                    .prepare_cached("SELECT count, bytes FROM mailbox_usage WHERE user_id = ?1 AND device_id = ?2")?
-                    .query_row(params![r.user, r.device], |x| {
-                        Ok((x.get(0)?, x.get(1)?))
-                    })
-                    .optional()?
-                    .unwrap_or((0, 0));
-                if count as u64 >= limits.max_count || (bytes + size) as u64 > limits.max_bytes {
-                    return Err(StoreError::MailboxFull(r.clone()));
-                }
+                Ok((results, deliveries))
+            })
+            .await;
+        match result {
+            Ok(results) => results,
+            Err(e) => {
+                let msg = e.to_string();
+                (0..n)
+                    .map(|_| Err(StoreError::Database(msg.clone())))
+                    .collect()
             }
-            c.prepare_cached(
-                "INSERT INTO messages (sender_user, sender_device, message_id, server_ms, expires_ms, ciphertext, refs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![sender.user, sender.device, message_id, now_ms as i64, expires, ciphertext, recipients.len() as i64])?;
-            let message = c.last_insert_rowid();
-            let mut insert = c.prepare_cached("INSERT INTO mailbox (user_id, device_id, message, size, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?;
-            let mut usage = c.prepare_cached(
-                "INSERT INTO mailbox_usage (user_id, device_id, count, bytes) VALUES (?1, ?2, 1, ?3)
-                 ON CONFLICT (user_id, device_id) DO UPDATE SET count = count + 1, bytes = bytes + ?3",
-            )?;
-            for r in &recipients {
-                insert.execute(params![r.user, r.device, message, size, expires])?;
-                usage.execute(params![r.user, r.device, size])?;
-            }
-            Ok(())
-        })
-        .await
+        }
+    }
+
+    fn deliver_on_commit(&self, hook: DeliveryHook) -> bool {
+        // One database thread commits everything, and runs the hook after each commit in
+        // the order the operations ran: the order this method promises.
+        self.hook.set(hook).is_ok()
     }
 
     async fn pending(
@@ -642,31 +916,64 @@ impl Store for SqliteStore {
         now_ms: u64,
     ) -> Result<Vec<Addr>, StoreError> {
         let (user, device) = addr_params(addr);
-        self.call(move |c| {
+        let me = addr.clone();
+        self.call_delivering(move |db| {
+            let c = &db.conn;
             let mut senders = vec![];
+            let mut deliveries = vec![];
+            let (mut count, mut bytes) = (0u64, 0u64);
+            // Plain statements, not RETURNING: that costs a temporary table per statement.
+            let mut find = c.prepare_cached(
+                "SELECT mb.message, mb.size, m.refs, m.sender_user, m.sender_device, m.message_id
+                 FROM mailbox mb JOIN messages m ON m.id = mb.message
+                 WHERE mb.envelope_id = ?1 AND mb.user_id = ?2 AND mb.device_id = ?3",
+            )?;
+            let mut take = c.prepare_cached("DELETE FROM mailbox WHERE envelope_id = ?1")?;
+            let mut unref = c.prepare_cached("UPDATE messages SET refs = refs - 1 WHERE id = ?1")?;
+            let mut drop_message = c.prepare_cached("DELETE FROM messages WHERE id = ?1")?;
+            let mut receipt = c.prepare_cached(
+                "INSERT INTO receipts (user_id, device_id, read, recipient_user, recipient_device, message_id, at_ms) VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6)",
+            )?;
             for id in envelope_ids {
-                let row: Option<(i64, i64, String, u32, Vec<u8>)> = c
-                    .prepare_cached(
-                        "SELECT mb.message, mb.size, m.sender_user, m.sender_device, m.message_id FROM mailbox mb JOIN messages m ON m.id = mb.message
-                         WHERE mb.envelope_id = ?1 AND mb.user_id = ?2 AND mb.device_id = ?3",
-                    )?
-                    .query_row(params![id as i64, user, device], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-                    .optional()?;
                 // Not ours, or already acknowledged: nothing to do.
-                let Some((message, size, su, sd, mid)) = row else { continue };
-                c.prepare_cached("DELETE FROM mailbox WHERE envelope_id = ?1")?.execute(params![id as i64])?;
-                c.prepare_cached("UPDATE mailbox_usage SET count = count - 1, bytes = bytes - ?3 WHERE user_id = ?1 AND device_id = ?2")?.execute(params![user, device, size])?;
-                c.prepare_cached("UPDATE messages SET refs = refs - 1 WHERE id = ?1")?.execute(params![message])?;
-                c.prepare_cached("DELETE FROM messages WHERE id = ?1 AND refs <= 0")?.execute(params![message])?;
-                c.prepare_cached(
-                    "INSERT INTO receipts (user_id, device_id, read, recipient_user, recipient_device, message_id, at_ms) VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![su, sd, user, device, mid, now_ms as i64])?;
-                senders.push(Addr { user: su, device: sd });
+                let row: Option<(i64, i64, i64, String, u32, Vec<u8>)> = find
+                    .query_row(params![id as i64, user, device], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                    })
+                    .optional()?;
+                let Some((message, size, refs, su, sd, mid)) = row else {
+                    continue;
+                };
+                take.execute(params![id as i64])?;
+                count += 1;
+                bytes += size as u64;
+                if refs <= 1 {
+                    drop_message.execute(params![message])?;
+                } else {
+                    unref.execute(params![message])?;
+                }
+                receipt.execute(params![su, sd, user, device, mid, now_ms as i64])?;
+                let sender = Addr { user: su, device: sd };
+                deliveries.push(Delivery::Receipt {
+                    to: sender.clone(),
+                    receipt: StoredReceipt {
+                        receipt_id: c.last_insert_rowid() as u64,
+                        read: false,
+                        recipient: me.clone(),
+                        message_id: mid,
+                        at_ms: now_ms,
+                    },
+                });
+                senders.push(sender);
+            }
+            drop((find, take, unref, drop_message, receipt));
+            if let Some(u) = db.usage.get_mut(&me) {
+                u.0 = u.0.saturating_sub(count);
+                u.1 = u.1.saturating_sub(bytes);
             }
             senders.sort();
             senders.dedup();
-            Ok(senders)
+            Ok((senders, deliveries))
         })
         .await
     }
@@ -679,19 +986,30 @@ impl Store for SqliteStore {
         now_ms: u64,
     ) -> Result<(), StoreError> {
         let (ru, rd) = addr_params(reader);
-        let (su, sd) = addr_params(sender);
-        self.call(move |c| {
-            let known: Option<i64> = c.query_row("SELECT 1 FROM devices WHERE user_id = ?1 AND device_id = ?2", params![su, sd], |x| x.get(0)).optional()?;
-            if known.is_none() {
-                return Err(StoreError::UnknownRecipient(Addr { user: su, device: sd }));
+        let (reader, sender) = (reader.clone(), sender.clone());
+        self.call_delivering(move |db| {
+            if !db.known(&sender)? {
+                return Err(StoreError::UnknownRecipient(sender));
             }
+            let c = &db.conn;
+            let mut insert = c.prepare_cached(
+                "INSERT INTO receipts (user_id, device_id, read, recipient_user, recipient_device, message_id, at_ms) VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6)",
+            )?;
+            let mut deliveries = Vec::with_capacity(message_ids.len());
             for mid in message_ids {
-                c.execute(
-                    "INSERT INTO receipts (user_id, device_id, read, recipient_user, recipient_device, message_id, at_ms) VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6)",
-                    params![su, sd, ru, rd, mid, now_ms as i64],
-                )?;
+                insert.execute(params![sender.user, sender.device, ru, rd, mid, now_ms as i64])?;
+                deliveries.push(Delivery::Receipt {
+                    to: sender.clone(),
+                    receipt: StoredReceipt {
+                        receipt_id: c.last_insert_rowid() as u64,
+                        read: true,
+                        recipient: reader.clone(),
+                        message_id: mid,
+                        at_ms: now_ms,
+                    },
+                });
             }
-            Ok(())
+            Ok(((), deliveries))
         })
         .await
     }
@@ -775,17 +1093,25 @@ impl Store for SqliteStore {
     }
 
     async fn expire(&self, now_ms: u64) -> Result<u64, StoreError> {
-        self.call(move |c| {
-            let n = c.execute(
-                "UPDATE mailbox_usage SET count = count - (SELECT COUNT(*) FROM mailbox mb WHERE mb.user_id = mailbox_usage.user_id AND mb.device_id = mailbox_usage.device_id AND mb.expires_ms <= ?1),
-                 bytes = bytes - (SELECT COALESCE(SUM(size), 0) FROM mailbox mb WHERE mb.user_id = mailbox_usage.user_id AND mb.device_id = mailbox_usage.device_id AND mb.expires_ms <= ?1)",
+        self.call_delivering(move |db| {
+            let c = &db.conn;
+            c.execute(
+                "DELETE FROM upload_tokens WHERE expires_ms <= ?1",
                 params![now_ms as i64],
             )?;
-            let _ = n;
-            c.execute("DELETE FROM upload_tokens WHERE expires_ms <= ?1", params![now_ms as i64])?;
-            let removed = c.execute("DELETE FROM mailbox WHERE expires_ms <= ?1", params![now_ms as i64])?;
-            c.execute("DELETE FROM messages WHERE expires_ms <= ?1", params![now_ms as i64])?;
-            Ok(removed as u64)
+            let removed = c.execute(
+                "DELETE FROM mailbox WHERE expires_ms <= ?1",
+                params![now_ms as i64],
+            )?;
+            c.execute(
+                "DELETE FROM messages WHERE expires_ms <= ?1",
+                params![now_ms as i64],
+            )?;
+            if removed > 0 {
+                // Recounted from the mailbox when next needed.
+                db.forget();
+            }
+            Ok((removed as u64, Vec::new()))
         })
         .await
     }

@@ -150,24 +150,28 @@ async fn throughput(
     pid: Option<u32>,
 ) {
     let run = format!("{:x}", rand::random::<u32>());
+    // Every pair connects first; the clock starts when all are ready.
+    let mut connected = Vec::with_capacity(pairs);
+    for p in 0..pairs {
+        let receiver_user = format!("rx-{run}-{p}");
+        let (rx_node, tx_node) = (relays[p % relays.len()], relays[(p + 1) % relays.len()]);
+        match (
+            connect(rx_node, &receiver_user).await,
+            connect(tx_node, &format!("tx-{run}-{p}")).await,
+        ) {
+            (Ok(rx), Ok(tx)) => connected.push((receiver_user, rx, tx)),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("hush-relay-load: cannot connect pair {p}: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     let start = Instant::now();
     let deadline = start + Duration::from_secs(seconds);
     let acked = Arc::new(AtomicU64::new(0));
     let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
     let mut tasks = vec![];
-    for p in 0..pairs {
-        let receiver_user = format!("rx-{run}-{p}");
-        let (rx_node, tx_node) = (relays[p % relays.len()], relays[(p + 1) % relays.len()]);
-        let (mut rx, mut tx) = match (
-            connect(rx_node, &receiver_user).await,
-            connect(tx_node, &format!("tx-{run}-{p}")).await,
-        ) {
-            (Ok(rx), Ok(tx)) => (rx, tx),
-            (Err(e), _) | (_, Err(e)) => {
-                eprintln!("hush-relay-load: cannot connect pair {p}: {e}");
-                std::process::exit(1);
-            }
-        };
+    for (receiver_user, mut rx, mut tx) in connected {
         let acked = acked.clone();
         let latencies = latencies.clone();
         tasks.push(tokio::spawn(async move {
