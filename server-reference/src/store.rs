@@ -420,7 +420,7 @@ impl Db {
 pub const MAX_BATCH: usize = 512;
 /// A batch takes no more operations after running this long, so that under a steady load
 /// its first caller does not wait for many more behind it.
-const MAX_BATCH_TIME: std::time::Duration = std::time::Duration::from_millis(5);
+const MAX_BATCH_TIME: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The schema, one migration per version (`PRAGMA user_version`).
 const MIGRATIONS: &[&str] = &[
@@ -459,10 +459,25 @@ const MIGRATIONS: &[&str] = &[
     // 3
     "CREATE TABLE upload_tokens (token_hash BLOB PRIMARY KEY, user_id TEXT NOT NULL,
         device_id INTEGER NOT NULL, expires_ms INTEGER NOT NULL);",
-    // 4: expiry finds messages by time (it was a scan of the whole table). Mailbox usage is
-    // counted on the database thread (`Db::usage`) instead of in a table written twice per
-    // envelope.
-    "CREATE INDEX messages_by_expiry ON messages (expires_ms);
+    // 4: an envelope for one recipient keeps its message in its mailbox row (`message` is
+    // NULL); only a multi-recipient send stores its ciphertext once in `messages`, referenced
+    // from each mailbox row. Expiry finds messages by time (it was a scan of the whole
+    // table). Mailbox usage is counted on the database thread (`Db::usage`) instead of in a
+    // table written twice per envelope. Envelope ids keep counting from where they were.
+    "CREATE TABLE mailbox4 (
+        envelope_id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL,
+        device_id INTEGER NOT NULL, message INTEGER, sender_user TEXT, sender_device INTEGER,
+        message_id BLOB, server_ms INTEGER, ciphertext BLOB, size INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL);
+     INSERT INTO mailbox4 (envelope_id, user_id, device_id, message, size, expires_ms)
+        SELECT envelope_id, user_id, device_id, message, size, expires_ms FROM mailbox;
+     DELETE FROM sqlite_sequence WHERE name = 'mailbox4';
+     INSERT INTO sqlite_sequence (name, seq) SELECT 'mailbox4', seq FROM sqlite_sequence WHERE name = 'mailbox';
+     DROP TABLE mailbox;
+     ALTER TABLE mailbox4 RENAME TO mailbox;
+     CREATE INDEX mailbox_by_device ON mailbox (user_id, device_id, envelope_id);
+     CREATE INDEX mailbox_by_expiry ON mailbox (expires_ms);
+     CREATE INDEX messages_by_expiry ON messages (expires_ms);
      DROP TABLE mailbox_usage;",
 ];
 
@@ -500,11 +515,28 @@ impl SqliteStore {
         let mut conn = Connection::open(path)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;
-             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;",
+             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;
+             PRAGMA journal_size_limit = 67108864;",
         )?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // A plan that does not depend on bound values: otherwise SQLite may parse a cached
+        // statement again each time a parameter changes (it did, for the acknowledgement).
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel::<Job>(8192);
+        if path != Path::new(":memory:") {
+            // Checkpoints run on their own thread and connection, not in the writer's commits.
+            conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
+            let checkpoints = Connection::open(path)?;
+            let alive = tx.downgrade();
+            std::thread::Builder::new()
+                .name("hush-relay-checkpoint".into())
+                .spawn(move || checkpoint(checkpoints, alive))
+                .map_err(|e| StoreError::Database(e.to_string()))?;
+        }
         std::thread::Builder::new()
             .name("hush-relay-db".into())
             .spawn(move || run(conn, rx))
@@ -555,6 +587,29 @@ impl SqliteStore {
         // The channel is bounded: a full queue makes callers wait (back-pressure).
         self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// WAL frames (pages) past which a checkpoint also waits for the writer, so the log cannot
+/// grow without bound under a load that never pauses (64 MiB with 4 KiB pages).
+const WAL_RESTART_FRAMES: i64 = 16_384;
+
+/// Copies committed pages from the WAL into the database file every 50 ms, beside the
+/// writer (a passive checkpoint never blocks it). If the writer never pauses long enough for
+/// the log to be reset, a restarting checkpoint makes it wait once. Stops with the store.
+fn checkpoint(conn: Connection, alive: mpsc::WeakSender<Job>) {
+    while alive.upgrade().is_some() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
+        match passive {
+            Ok(frames) if frames > WAL_RESTART_FRAMES => {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+        }
     }
 }
 
@@ -632,18 +687,27 @@ fn store_envelope(
         }
     }
     let c = &db.conn;
-    c.prepare_cached(
-        "INSERT INTO messages (sender_user, sender_device, message_id, server_ms, expires_ms, ciphertext, refs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![sender.user, sender.device, out.message_id, now_ms as i64, expires, out.ciphertext, out.recipients.len() as i64])?;
-    let message = c.last_insert_rowid();
-    let mut insert = c.prepare_cached("INSERT INTO mailbox (user_id, device_id, message, size, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?;
     let mut ids = Vec::with_capacity(out.recipients.len());
-    for r in &out.recipients {
-        insert.execute(params![r.user, r.device, message, size, expires])?;
+    if let [r] = out.recipients.as_slice() {
+        // One recipient: the message lives in its mailbox row.
+        c.prepare_cached(
+            "INSERT INTO mailbox (user_id, device_id, sender_user, sender_device, message_id, server_ms, ciphertext, size, expires_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![r.user, r.device, sender.user, sender.device, out.message_id, now_ms as i64, out.ciphertext, size, expires])?;
         ids.push(c.last_insert_rowid() as u64);
+    } else {
+        c.prepare_cached(
+            "INSERT INTO messages (sender_user, sender_device, message_id, server_ms, expires_ms, ciphertext, refs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![sender.user, sender.device, out.message_id, now_ms as i64, expires, out.ciphertext, out.recipients.len() as i64])?;
+        let message = c.last_insert_rowid();
+        let mut insert = c.prepare_cached("INSERT INTO mailbox (user_id, device_id, message, size, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        for r in &out.recipients {
+            insert.execute(params![r.user, r.device, message, size, expires])?;
+            ids.push(c.last_insert_rowid() as u64);
+        }
     }
-    drop(insert);
     for r in &out.recipients {
         if let Some(u) = db.usage.get_mut(r) {
             u.0 += 1;
@@ -888,8 +952,9 @@ impl Store for SqliteStore {
         let (user, device) = addr_params(addr);
         self.call(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT mb.envelope_id, m.sender_user, m.sender_device, m.message_id, m.server_ms, m.ciphertext
-                 FROM mailbox mb JOIN messages m ON m.id = mb.message
+                "SELECT mb.envelope_id, COALESCE(mb.sender_user, m.sender_user), COALESCE(mb.sender_device, m.sender_device),
+                        COALESCE(mb.message_id, m.message_id), COALESCE(mb.server_ms, m.server_ms), COALESCE(mb.ciphertext, m.ciphertext)
+                 FROM mailbox mb LEFT JOIN messages m ON m.id = mb.message
                  WHERE mb.user_id = ?1 AND mb.device_id = ?2 AND mb.envelope_id > ?3 AND mb.expires_ms > ?4
                  ORDER BY mb.envelope_id LIMIT ?5",
             )?;
@@ -924,8 +989,9 @@ impl Store for SqliteStore {
             let (mut count, mut bytes) = (0u64, 0u64);
             // Plain statements, not RETURNING: that costs a temporary table per statement.
             let mut find = c.prepare_cached(
-                "SELECT mb.message, mb.size, m.refs, m.sender_user, m.sender_device, m.message_id
-                 FROM mailbox mb JOIN messages m ON m.id = mb.message
+                "SELECT mb.message, mb.size, m.refs, COALESCE(mb.sender_user, m.sender_user),
+                        COALESCE(mb.sender_device, m.sender_device), COALESCE(mb.message_id, m.message_id)
+                 FROM mailbox mb LEFT JOIN messages m ON m.id = mb.message
                  WHERE mb.envelope_id = ?1 AND mb.user_id = ?2 AND mb.device_id = ?3",
             )?;
             let mut take = c.prepare_cached("DELETE FROM mailbox WHERE envelope_id = ?1")?;
@@ -936,7 +1002,7 @@ impl Store for SqliteStore {
             )?;
             for id in envelope_ids {
                 // Not ours, or already acknowledged: nothing to do.
-                let row: Option<(i64, i64, i64, String, u32, Vec<u8>)> = find
+                let row: Option<(Option<i64>, i64, Option<i64>, String, u32, Vec<u8>)> = find
                     .query_row(params![id as i64, user, device], |r| {
                         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
                     })
@@ -947,11 +1013,11 @@ impl Store for SqliteStore {
                 take.execute(params![id as i64])?;
                 count += 1;
                 bytes += size as u64;
-                if refs <= 1 {
-                    drop_message.execute(params![message])?;
-                } else {
-                    unref.execute(params![message])?;
-                }
+                match (message, refs) {
+                    (Some(m), Some(refs)) if refs > 1 => unref.execute(params![m])?,
+                    (Some(m), _) => drop_message.execute(params![m])?,
+                    (None, _) => 0,
+                };
                 receipt.execute(params![su, sd, user, device, mid, now_ms as i64])?;
                 let sender = Addr { user: su, device: sd };
                 deliveries.push(Delivery::Receipt {
@@ -1243,8 +1309,9 @@ pub fn inspect(path: &Path) -> Result<Inspection, StoreError> {
         })?
         .collect::<Result<_, _>>()?;
     let mut s = c.prepare(
-        "SELECT b.user_id, b.device_id, b.envelope_id, m.sender_user, m.sender_device, m.message_id, m.server_ms, m.ciphertext
-         FROM mailbox b JOIN messages m ON m.id = b.message ORDER BY b.envelope_id",
+        "SELECT b.user_id, b.device_id, b.envelope_id, COALESCE(b.sender_user, m.sender_user), COALESCE(b.sender_device, m.sender_device),
+                COALESCE(b.message_id, m.message_id), COALESCE(b.server_ms, m.server_ms), COALESCE(b.ciphertext, m.ciphertext)
+         FROM mailbox b LEFT JOIN messages m ON m.id = b.message ORDER BY b.envelope_id",
     )?;
     out.queued = s
         .query_map([], |r| {

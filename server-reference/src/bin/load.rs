@@ -243,13 +243,17 @@ async fn throughput(
                         })),
                     };
                     if tx
-                        .send(Message::Binary(send.encode_to_vec().into()))
+                        .feed(Message::Binary(send.encode_to_vec().into()))
                         .await
                         .is_err()
                     {
                         return;
                     }
                     in_flight += 1;
+                }
+                // The window's new sends leave in one write.
+                if tx.flush().await.is_err() {
+                    return;
                 }
                 match tokio::time::timeout(Duration::from_millis(200), tx.next()).await {
                     Ok(Some(Ok(Message::Binary(b)))) => {
