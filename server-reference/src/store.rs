@@ -489,8 +489,12 @@ pub struct SqliteStore {
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    migrate_to(conn, MIGRATIONS.len())
+}
+
+fn migrate_to(conn: &mut Connection, target: usize) -> Result<(), StoreError> {
     let version = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+    for (i, sql) in MIGRATIONS.iter().enumerate().take(target).skip(version) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
@@ -1002,12 +1006,18 @@ impl Store for SqliteStore {
             )?;
             for id in envelope_ids {
                 // Not ours, or already acknowledged: nothing to do.
-                let row: Option<(Option<i64>, i64, Option<i64>, String, u32, Vec<u8>)> = find
+                // (shared message and its reference count, if any; size; sender; message id)
+                let row = find
                     .query_row(params![id as i64, user, device], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                        Ok((
+                            (r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(2)?),
+                            r.get::<_, i64>(1)?,
+                            Addr { user: r.get(3)?, device: r.get(4)? },
+                            r.get::<_, Vec<u8>>(5)?,
+                        ))
                     })
                     .optional()?;
-                let Some((message, size, refs, su, sd, mid)) = row else {
+                let Some(((message, refs), size, sender, mid)) = row else {
                     continue;
                 };
                 take.execute(params![id as i64])?;
@@ -1018,8 +1028,7 @@ impl Store for SqliteStore {
                     (Some(m), _) => drop_message.execute(params![m])?,
                     (None, _) => 0,
                 };
-                receipt.execute(params![su, sd, user, device, mid, now_ms as i64])?;
-                let sender = Addr { user: su, device: sd };
+                receipt.execute(params![sender.user, sender.device, user, device, mid, now_ms as i64])?;
                 deliveries.push(Delivery::Receipt {
                     to: sender.clone(),
                     receipt: StoredReceipt {
@@ -1348,4 +1357,120 @@ pub fn inspect(path: &Path) -> Result<Inspection, StoreError> {
         .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
         .collect::<Result<_, _>>()?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn addr(user: &str) -> Addr {
+        Addr {
+            user: user.into(),
+            device: 1,
+        }
+    }
+
+    /// A relay database from before migration 4, with mail queued in the old layout (one
+    /// single-recipient and one two-recipient message), opened by this version: the mail is
+    /// still there, usage is counted from it, acknowledgements work, and new envelope ids
+    /// continue after the old ones.
+    #[tokio::test]
+    async fn migration_4_keeps_queued_mail_and_envelope_ids() {
+        let dir = std::env::temp_dir().join(format!("hush-store-migrate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("relay.db");
+        {
+            let mut c = Connection::open(&path).unwrap();
+            c.execute_batch("PRAGMA journal_mode = WAL;").unwrap();
+            migrate_to(&mut c, 3).unwrap();
+            c.execute_batch(
+                "INSERT INTO devices VALUES ('alice', 1, x'01', 0), ('bob', 1, x'02', 0), ('carol', 1, x'03', 0);
+                 INSERT INTO messages VALUES (7, 'alice', 1, x'6d31', 1000, 9999999999999, x'6331', 1);
+                 INSERT INTO messages VALUES (8, 'alice', 1, x'6d32', 1001, 9999999999999, x'6332', 2);
+                 INSERT INTO mailbox VALUES (41, 'bob', 1, 7, 2, 9999999999999);
+                 INSERT INTO mailbox VALUES (42, 'bob', 1, 8, 2, 9999999999999);
+                 INSERT INTO mailbox VALUES (43, 'carol', 1, 8, 2, 9999999999999);
+                 INSERT INTO mailbox_usage VALUES ('bob', 1, 2, 4), ('carol', 1, 1, 2);
+                 UPDATE sqlite_sequence SET seq = 1000 WHERE name = 'mailbox';",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let bob = store.pending(&addr("bob"), 0, 10, 2000).await.unwrap();
+        let got: Vec<_> = bob
+            .iter()
+            .map(|e| (e.envelope_id, e.message_id.clone(), e.ciphertext.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (41, b"m1".to_vec(), b"c1".to_vec()),
+                (42, b"m2".to_vec(), b"c2".to_vec())
+            ]
+        );
+        assert_eq!(bob[0].sender, addr("alice"));
+        // Bob's mailbox holds 2 envelopes: with a cap of 3, one more fits and then no more.
+        let limits = MailboxLimits {
+            max_count: 3,
+            max_bytes: 1 << 20,
+            ttl_ms: 1000,
+        };
+        store
+            .enqueue(
+                &addr("alice"),
+                vec![addr("bob")],
+                b"m3".to_vec(),
+                b"c3".to_vec(),
+                2000,
+                limits,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            store
+                .enqueue(
+                    &addr("alice"),
+                    vec![addr("bob")],
+                    b"m4".to_vec(),
+                    b"c4".to_vec(),
+                    2000,
+                    limits
+                )
+                .await,
+            Err(StoreError::MailboxFull(_))
+        ));
+        let bob = store.pending(&addr("bob"), 42, 10, 2000).await.unwrap();
+        assert_eq!(bob.len(), 1);
+        assert!(
+            bob[0].envelope_id > 1000,
+            "ids continue after the old sequence"
+        );
+        assert_eq!(bob[0].ciphertext, b"c3");
+        // Acknowledging the shared message for Bob keeps it for Carol; both acks free it.
+        assert_eq!(
+            store.ack(&addr("bob"), vec![41, 42], 3000).await.unwrap(),
+            vec![addr("alice")]
+        );
+        let carol = store.pending(&addr("carol"), 0, 10, 3000).await.unwrap();
+        assert_eq!(carol.len(), 1);
+        assert_eq!(carol[0].ciphertext, b"c2");
+        store.ack(&addr("carol"), vec![43], 3000).await.unwrap();
+        let receipts = store.receipts(&addr("alice"), 0, 10).await.unwrap();
+        assert_eq!(receipts.len(), 3);
+        let seen = inspect(&path).unwrap();
+        assert_eq!(seen.queued.len(), 1);
+        drop(store);
+        let c = Connection::open(&path).unwrap();
+        let messages: i64 = c
+            .query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            messages, 0,
+            "shared messages freed once every recipient acknowledged"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

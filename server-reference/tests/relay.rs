@@ -1340,45 +1340,79 @@ async fn many_connections_opened_and_dropped_leave_others_unaffected(b: Backend)
     relay.stop().await;
 }
 
-/// Misbehaving clients (truncated, oversized and half-sent frames, a silent half-open
-/// connection) while a well-behaved pair exchanges 150 envelopes: each misbehaviour gets its
-/// documented answer, and the pair loses nothing.
+/// Misbehaving clients while a well-behaved pair keeps exchanging envelopes: truncated,
+/// oversized and half-sent frames, silent half-open connections, forged and replayed
+/// authentication, a prekey upload signed by someone else, acknowledgements of others'
+/// envelopes, a send over the recipient cap, a blob over its cap, a rate flood and
+/// connection churn. Each misbehaviour gets its documented answer, and the pair, and an
+/// offline recipient's queued mail, lose nothing.
 async fn hostile_clients_do_not_disturb_a_well_behaved_pair(b: Backend) {
     let relay = start(b.db("hostile").await, |c| {
         c.auth_timeout = Duration::from_millis(500);
         c.idle_timeout = Duration::from_millis(1500);
         c.max_frame_bytes = 64 * 1024;
-        c.device_rate = RateLimit::per_second(100_000);
+        c.max_blob_bytes = 1000;
+        // Per device: the pair stays under it (about 80 frames a second each), a flood does
+        // not. Every client here shares 127.0.0.1, so the per-address limit is out of the way.
+        c.device_rate = RateLimit::per_second(100);
         c.ip_rate = RateLimit::per_second(100_000);
     })
     .await;
     let (bob, _) = registered(&relay, "bob").await;
     let (alice, _) = registered(&relay, "alice").await;
-    // The well-behaved pair, in the background: Alice sends, Bob receives and acknowledges.
-    let receiver = tokio::spawn(async move {
-        let mut bob = bob;
-        let mut seen = std::collections::BTreeSet::new();
-        while seen.len() < 150 {
-            let e = bob.envelope().await;
-            assert!(seen.insert(e.message_id.clone()), "duplicate envelope");
-            bob.call(In::Ack(proto::Ack {
-                envelope_ids: vec![e.envelope_id],
-            }))
-            .await;
-        }
-        seen
-    });
-    const N: u32 = 150;
-    let sender = tokio::spawn(async move {
-        let mut alice = alice;
-        for i in 0..N {
-            let out = alice
-                .call(send_to(&[("bob", 1)], &i.to_be_bytes(), b"opaque"))
+    // The well-behaved pair, in the background for the whole test: Alice sends until told to
+    // stop, Bob receives and acknowledges each envelope.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new((
+        std::collections::BTreeSet::new(),
+        0usize,
+    )));
+    let receiver = tokio::spawn({
+        let seen = seen.clone();
+        async move {
+            let mut bob = bob;
+            loop {
+                let e = bob.envelope().await;
+                {
+                    let mut s = seen.lock().unwrap();
+                    if !s.0.insert(e.message_id.clone()) {
+                        s.1 += 1;
+                    }
+                }
+                bob.call(In::Ack(proto::Ack {
+                    envelope_ids: vec![e.envelope_id],
+                }))
                 .await;
-            assert!(matches!(out, Out::Sent(_)), "{out:?}");
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
     });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut alice = alice;
+            let mut sent = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = alice
+                    .call(send_to(&[("bob", 1)], &sent.to_be_bytes(), b"opaque"))
+                    .await;
+                assert!(matches!(out, Out::Sent(_)), "{out:?}");
+                sent += 1;
+                tokio::time::sleep(Duration::from_millis(12)).await;
+            }
+            sent
+        }
+    });
+    // Carol is offline with mail queued, for the foreign acknowledgements below.
+    let (mut carol, carol_id) = registered(&relay, "carol").await;
+    drop(carol);
+    let (mut dave, _) = registered(&relay, "dave").await;
+    for i in 0..5u8 {
+        assert!(matches!(
+            dave.call(send_to(&[("carol", 1)], &[i], b"for carol"))
+                .await,
+            Out::Sent(_)
+        ));
+    }
 
     // A truncated frame after authenticating: MALFORMED, and the connection stays usable.
     let (mut t, _) = registered(&relay, "truncated").await;
@@ -1454,10 +1488,270 @@ async fn hostile_clients_do_not_disturb_a_well_behaved_pair(b: Backend) {
         assert!(closed.is_ok(), "a half-sent frame is not held open forever");
     }
 
-    // The pair saw every envelope, once.
-    sender.await.unwrap();
-    let seen = receiver.await.unwrap();
-    assert_eq!(seen.len(), N as usize);
+    // Authentication with a forged signature, and with one replayed from another
+    // connection's challenge: AUTH_FAILED, and the connection closed.
+    let mallory = IdentityKeyPair::generate(&mut rand::rng());
+    let mut forged = connect(&relay).await;
+    let key = mallory.public().to_bytes().to_vec();
+    let wrong_nonce = [7u8; 32];
+    let sig = mallory.sign(&frame::auth_message(
+        &forged.relay_id,
+        &wrong_nonce,
+        "mallory",
+        1,
+        &key,
+    ));
+    let out = forged
+        .call(In::Authenticate(proto::Authenticate {
+            address: Some(addr("mallory", 1)),
+            identity_key: key.clone(),
+            signature: sig.to_bytes().to_vec(),
+            ..Default::default()
+        }))
+        .await;
+    assert_eq!(code(&out), ErrorCode::AuthFailed);
+    assert!(
+        forged.recv_raw().await.is_none(),
+        "closed after a failed auth"
+    );
+    let first = connect(&relay).await;
+    let replayed_sig = mallory.sign(&frame::auth_message(
+        &first.relay_id,
+        &first.nonce,
+        "mallory",
+        1,
+        &key,
+    ));
+    let mut second = connect(&relay).await;
+    let out = second
+        .call(In::Authenticate(proto::Authenticate {
+            address: Some(addr("mallory", 1)),
+            identity_key: key.clone(),
+            signature: replayed_sig.to_bytes().to_vec(),
+            ..Default::default()
+        }))
+        .await;
+    assert_eq!(code(&out), ErrorCode::AuthFailed);
+    // Someone else's device, with Mallory's key: refused (and Bob is not disconnected, as the
+    // pair's count at the end shows).
+    let mut impostor = connect(&relay).await;
+    assert_eq!(
+        code(&impostor.auth(&mallory, "bob", 1, None).await),
+        ErrorCode::AuthFailed
+    );
+
+    let (mut m, _) = registered(&relay, "mallory").await;
+    // A signed prekey signed by another identity (Bob's key is not Mallory's to use): refused.
+    let other = IdentityKeyPair::generate(&mut rand::rng());
+    assert_eq!(
+        code(&m.call(upload(&other, 1, 5)).await),
+        ErrorCode::BadSignature
+    );
+    // Acknowledging envelope ids that belong to others: accepted and ignored.
+    assert!(matches!(
+        m.call(In::Ack(proto::Ack {
+            envelope_ids: (1..5000).collect(),
+        }))
+        .await,
+        Out::Done(_)
+    ));
+    // A send to more devices than allowed: TOO_MANY_RECIPIENTS, nothing stored.
+    let many: Vec<(String, u32)> = (0..257).map(|i| ("bob".to_string(), i)).collect();
+    let many: Vec<(&str, u32)> = many.iter().map(|(u, d)| (u.as_str(), *d)).collect();
+    assert_eq!(
+        code(&m.call(send_to(&many, b"too many", b"x")).await),
+        ErrorCode::TooManyRecipients
+    );
+    // A blob over the cap: 413.
+    let Out::UploadToken(t) = m.call(In::UploadToken(proto::UploadTokenRequest {})).await else {
+        panic!("no upload token")
+    };
+    assert_eq!(
+        http(&relay, post(Some(&t.token), &[0u8; 5000])).await.0,
+        413
+    );
+    // A flood past the device's rate: RATE_LIMITED with a Retry-After, then served again
+    // once it has waited.
+    for _ in 0..600 {
+        m.send(In::Ping(proto::Ping {})).await;
+    }
+    let mut retry_after = None;
+    for _ in 0..600 {
+        let f = m.recv_raw().await.expect("flooder still connected");
+        if let Some(Out::Error(e)) = &f.body {
+            assert_eq!(ErrorCode::try_from(e.code).unwrap(), ErrorCode::RateLimited);
+            assert!(e.retry_after_ms > 0);
+            retry_after = Some(e.retry_after_ms);
+        }
+    }
+    let retry_after = retry_after.expect("a flood is rate limited");
+    tokio::time::sleep(Duration::from_millis(retry_after.max(1000))).await;
+    assert!(matches!(
+        m.call(In::Ping(proto::Ping {})).await,
+        Out::Pong(_)
+    ));
+    // Connections opened and dropped by the hundred: before the WebSocket handshake, and
+    // after the challenge.
+    for _ in 0..3 {
+        let mut raw = vec![];
+        for _ in 0..100 {
+            if let Ok(s) = TcpStream::connect(relay.addr).await {
+                raw.push(s);
+            }
+        }
+        let mut half = vec![];
+        for _ in 0..30 {
+            half.push(connect(&relay).await);
+        }
+        drop(raw);
+        drop(half);
+    }
+
+    // Carol's queued mail survived Mallory's acknowledgements.
+    carol = connect(&relay).await;
+    assert!(matches!(
+        carol.auth(&carol_id, "carol", 1, None).await,
+        Out::Authenticated(_)
+    ));
+    let mut for_carol = vec![];
+    for _ in 0..5 {
+        for_carol.push(carol.envelope().await.message_id);
+    }
+    assert_eq!(for_carol, (0..5u8).map(|i| vec![i]).collect::<Vec<_>>());
+
+    // The pair saw every envelope Alice sent in all that time, each once.
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = sender.await.unwrap();
+    assert!(sent > 50, "the pair ran through the test ({sent} sent)");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while seen.lock().unwrap().0.len() < sent as usize && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    receiver.abort();
+    let (got, duplicates) = seen.lock().unwrap().clone();
+    assert_eq!(duplicates, 0, "no envelope arrived twice");
+    assert_eq!(
+        got,
+        (0..sent).map(|i| i.to_be_bytes().to_vec()).collect(),
+        "every envelope arrived"
+    );
+    relay.stop().await;
+}
+
+/// A sender that pipelines thousands of sends (one of them invalid) to a recipient that
+/// does not read for a while: every valid send is answered `Sent` and the invalid one alone
+/// is refused; the relay's push queue for the stalled recipient overflows, so delivery
+/// falls back to reading the mailbox, and the recipient still gets every envelope once, in
+/// order.
+async fn pipelined_sends_and_a_stalled_reader_lose_nothing(b: Backend) {
+    let relay = start(b.db("pipelined").await, |c| {
+        c.device_rate = RateLimit::per_second(100_000);
+        c.ip_rate = RateLimit::per_second(100_000);
+    })
+    .await;
+    let (mut bob, bob_id) = registered(&relay, "bob").await;
+    let (mut alice, _) = registered(&relay, "alice").await;
+    const N: u32 = 3000;
+    const BAD: u32 = 1500;
+    let mut ids = Vec::new();
+    for i in 0..N {
+        // 8 KiB each (24 MiB in all), more than the stalled reader's socket buffers hold, so
+        // its connection blocks and its push queue overflows.
+        let mut ct = vec![0x5a; 8 * 1024];
+        ct[..4].copy_from_slice(&i.to_be_bytes());
+        if i == BAD {
+            ct.clear();
+        }
+        let frame = proto::ClientFrame {
+            request_id: 10_000 + u64::from(i),
+            body: Some(send_to(&[("bob", 1)], &i.to_be_bytes(), &ct)),
+        };
+        alice
+            .ws
+            .feed(Message::Binary(frame.encode_to_vec().into()))
+            .await
+            .unwrap();
+        ids.push(10_000 + u64::from(i));
+    }
+    alice.ws.flush().await.unwrap();
+    let mut answered = std::collections::BTreeMap::new();
+    while answered.len() < N as usize {
+        let f = alice.recv_raw().await.expect("an answer for every send");
+        match f.body {
+            Some(Out::Sent(_)) => assert!(answered.insert(f.request_id, true).is_none()),
+            Some(b @ Out::Error(_)) => {
+                assert_eq!(code(&b), ErrorCode::Malformed);
+                assert!(answered.insert(f.request_id, false).is_none());
+            }
+            _ => {}
+        }
+    }
+    let refused: Vec<u64> = answered
+        .iter()
+        .filter(|(_, ok)| !**ok)
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(refused, vec![10_000 + u64::from(BAD)]);
+    // Bob reads only now.
+    let mut last_envelope = 0;
+    let mut got = Vec::new();
+    while got.len() < (N - 1) as usize {
+        let e = bob.envelope().await;
+        assert!(e.envelope_id > last_envelope, "envelopes in order");
+        last_envelope = e.envelope_id;
+        assert_eq!(e.ciphertext[..4], e.message_id[..]);
+        got.push(u32::from_be_bytes(e.message_id[..].try_into().unwrap()));
+        if got.len() % 100 == 0 {
+            bob.send(In::Ack(proto::Ack {
+                envelope_ids: vec![e.envelope_id],
+            }))
+            .await;
+        }
+    }
+    assert_eq!(got, (0..N).filter(|i| *i != BAD).collect::<Vec<_>>());
+    // Nothing more: a ping's answer comes before any further envelope.
+    let id = bob.send(In::Ping(proto::Ping {})).await;
+    loop {
+        let f = bob.recv_raw().await.expect("pong");
+        assert!(!matches!(f.body, Some(Out::Envelope(_))), "no duplicate");
+        if f.request_id == id {
+            break;
+        }
+    }
+    // Bob acknowledges everything, goes away, and reconnects while Alice's next sends are
+    // being stored: what was queued before he connected comes from the mailbox, what commits
+    // after from the push, and nothing twice.
+    let all: Vec<u64> = (0..=last_envelope).collect();
+    bob.call(In::Ack(proto::Ack { envelope_ids: all })).await;
+    drop(bob);
+    const M: u32 = 2000;
+    let feeder = tokio::spawn(async move {
+        for i in 0..M {
+            let frame = proto::ClientFrame {
+                request_id: 20_000 + u64::from(i),
+                body: Some(send_to(&[("bob", 1)], &(N + i).to_be_bytes(), b"again")),
+            };
+            alice
+                .ws
+                .send(Message::Binary(frame.encode_to_vec().into()))
+                .await
+                .unwrap();
+        }
+        alice
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut bob = connect(&relay).await;
+    assert!(matches!(
+        bob.auth(&bob_id, "bob", 1, None).await,
+        Out::Authenticated(_)
+    ));
+    let mut again = Vec::new();
+    while again.len() < M as usize {
+        let e = bob.envelope().await;
+        again.push(u32::from_be_bytes(e.message_id[..].try_into().unwrap()));
+    }
+    assert_eq!(again, (N..N + M).collect::<Vec<_>>(), "each once, in order");
+    drop(feeder.await.unwrap());
     relay.stop().await;
 }
 
@@ -1498,4 +1792,5 @@ on_both_backends!(
     idle_and_unauthenticated_connections_time_out,
     many_connections_opened_and_dropped_leave_others_unaffected,
     hostile_clients_do_not_disturb_a_well_behaved_pair,
+    pipelined_sends_and_a_stalled_reader_lose_nothing,
 );
