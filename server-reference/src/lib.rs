@@ -255,12 +255,22 @@ impl<S: Store> Relay<S> {
             None => None,
         };
         let hub = Arc::new(hub::Hub::default());
-        let direct = {
+        // What the store commits is pushed into the hub by one task, in the order it arrives,
+        // so the database thread only hands it over.
+        let (pushes, mut pushed) = tokio::sync::mpsc::unbounded_channel::<Vec<store::Delivery>>();
+        let direct = store.deliver_on_commit(Arc::new(move |d| {
+            let _ = pushes.send(d);
+        }));
+        if direct {
             let hub = hub.clone();
-            store.deliver_on_commit(Arc::new(move |d| {
-                hub.push(d);
-            }))
-        };
+            tokio::spawn(async move {
+                while let Some(batch) = pushed.recv().await {
+                    for d in batch {
+                        hub.push(d);
+                    }
+                }
+            });
+        }
         let shared = Arc::new(Shared {
             cluster,
             direct,

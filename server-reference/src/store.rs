@@ -130,8 +130,8 @@ impl Delivery {
     }
 }
 
-/// Called by a store with each [`Delivery`], in commit order.
-pub type DeliveryHook = std::sync::Arc<dyn Fn(Delivery) + Send + Sync>;
+/// Called by a store with the [`Delivery`]s of each operation, in commit order.
+pub type DeliveryHook = std::sync::Arc<dyn Fn(Vec<Delivery>) + Send + Sync>;
 
 /// Mailbox limits applied by [`Store::enqueue`].
 #[derive(Clone, Copy, Debug)]
@@ -576,8 +576,10 @@ impl SqliteStore {
             let reply: Reply = Box::new(move |committed: bool| {
                 let answer = match result {
                     Ok((v, deliveries)) if committed => {
-                        if let Some(hook) = hook.get() {
-                            deliveries.into_iter().for_each(|d| hook(d));
+                        if let Some(hook) = hook.get()
+                            && !deliveries.is_empty()
+                        {
+                            hook(deliveries);
                         }
                         Ok(v)
                     }
