@@ -606,8 +606,9 @@ fn report_relay(db: &Path, blob_dir: &Path, sent: &[String]) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    // Scan every byte the relay wrote for every text the demo sent.
-    let mut files: Vec<PathBuf> = ["", "-wal", "-shm"]
+    // Scan every byte the relay wrote for every text the demo sent. The WAL first: if it is
+    // checkpointed and removed meanwhile, its pages are in the database file, read after.
+    let mut files: Vec<PathBuf> = ["-wal", "-shm", ""]
         .iter()
         .map(|s| PathBuf::from(format!("{}{s}", db.display())))
         .filter(|p| p.exists())
@@ -617,7 +618,11 @@ fn report_relay(db: &Path, blob_dir: &Path, sent: &[String]) -> Result<()> {
     }
     let mut scanned = 0usize;
     for f in &files {
-        let bytes = std::fs::read(f).map_err(|e| e.to_string())?;
+        let bytes = match std::fs::read(f) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("{}: {e}", f.display())),
+        };
         scanned += bytes.len();
         for t in sent {
             let found = bytes.windows(t.len()).any(|w| w == t.as_bytes());

@@ -531,19 +531,30 @@ impl SqliteStore {
         )?;
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel::<Job>(8192);
+        let mut checkpointer = None;
         if path != Path::new(":memory:") {
             // Checkpoints run on their own thread and connection, not in the writer's commits.
             conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
             let checkpoints = Connection::open(path)?;
-            let alive = tx.downgrade();
-            std::thread::Builder::new()
+            let (stop, stopped) = std::sync::mpsc::channel::<()>();
+            let thread = std::thread::Builder::new()
                 .name("hush-relay-checkpoint".into())
-                .spawn(move || checkpoint(checkpoints, alive))
+                .spawn(move || checkpoint(checkpoints, stopped))
                 .map_err(|e| StoreError::Database(e.to_string()))?;
+            checkpointer = Some((stop, thread));
         }
         std::thread::Builder::new()
             .name("hush-relay-db".into())
-            .spawn(move || run(conn, rx))
+            .spawn(move || {
+                run(conn, rx);
+                // Both connections are closed before the database thread ends; closing the
+                // last one checkpoints and removes the WAL, so by then the database file is
+                // complete.
+                if let Some((stop, thread)) = checkpointer {
+                    drop(stop);
+                    let _ = thread.join();
+                }
+            })
             .map_err(|e| StoreError::Database(e.to_string()))?;
         Ok(Self {
             jobs: tx,
@@ -602,10 +613,12 @@ const WAL_RESTART_FRAMES: i64 = 16_384;
 
 /// Copies committed pages from the WAL into the database file every 50 ms, beside the
 /// writer (a passive checkpoint never blocks it). If the writer never pauses long enough for
-/// the log to be reset, a restarting checkpoint makes it wait once. Stops with the store.
-fn checkpoint(conn: Connection, alive: mpsc::WeakSender<Job>) {
-    while alive.upgrade().is_some() {
-        std::thread::sleep(std::time::Duration::from_millis(50));
+/// the log to be reset, a restarting checkpoint makes it wait once. Stops when `stop` is
+/// dropped (by the database thread, as it ends).
+fn checkpoint(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+        stop.recv_timeout(std::time::Duration::from_millis(50))
+    {
         let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
         match passive {
             Ok(frames) if frames > WAL_RESTART_FRAMES => {
