@@ -1315,7 +1315,8 @@ async fn many_connections_opened_and_dropped_leave_others_unaffected(b: Backend)
     .await;
     let (mut alice, _) = registered(&relay, "alice").await;
     let (mut bob, _) = registered(&relay, "bob").await;
-    for round in 0..10 {
+    // 20 rounds of 150: 3,000 connections opened and dropped, the pair checked after each.
+    for round in 0..20 {
         // Connect and abandon: some before the WebSocket handshake, some after the challenge.
         let mut raw = vec![];
         for _ in 0..100 {
@@ -1341,7 +1342,7 @@ async fn many_connections_opened_and_dropped_leave_others_unaffected(b: Backend)
 }
 
 /// Misbehaving clients while a well-behaved pair keeps exchanging envelopes: truncated,
-/// oversized and half-sent frames, silent half-open connections, forged and replayed
+/// garbage, text, oversized and half-sent frames, silent half-open connections, forged and replayed
 /// authentication, a prekey upload signed by someone else, acknowledgements of others'
 /// envelopes, a send over the recipient cap, a blob over its cap, a rate flood and
 /// connection churn. Each misbehaviour gets its documented answer, and the pair, and an
@@ -1422,6 +1423,21 @@ async fn hostile_clients_do_not_disturb_a_well_behaved_pair(b: Backend) {
     }
     .encode_to_vec();
     t.send_bytes(full[..full.len() / 2].to_vec()).await;
+    let e = t
+        .expect_push(|b| matches!(b, Out::Error(_)).then(|| code(b)))
+        .await;
+    assert_eq!(e, ErrorCode::Malformed);
+    assert!(matches!(
+        t.call(In::Ping(proto::Ping {})).await,
+        Out::Pong(_)
+    ));
+    // Garbage bytes and a text frame: MALFORMED each, and still usable.
+    t.send_bytes(vec![0xff, 0x01, 0x02, 0x80, 0x80]).await;
+    let e = t
+        .expect_push(|b| matches!(b, Out::Error(_)).then(|| code(b)))
+        .await;
+    assert_eq!(e, ErrorCode::Malformed);
+    t.ws.send(Message::Text("hello".into())).await.unwrap();
     let e = t
         .expect_push(|b| matches!(b, Out::Error(_)).then(|| code(b)))
         .await;
