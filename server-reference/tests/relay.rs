@@ -1308,6 +1308,23 @@ async fn idle_and_unauthenticated_connections_time_out(b: Backend) {
     relay.stop().await;
 }
 
+/// Opens `raw` TCP connections that never start the WebSocket handshake and `half` that stop
+/// after the challenge, then drops them all.
+async fn open_and_drop(relay: &TestRelay, raw: usize, half: usize) {
+    let mut tcp = vec![];
+    for _ in 0..raw {
+        if let Ok(s) = TcpStream::connect(relay.addr).await {
+            tcp.push(s);
+        }
+    }
+    let mut challenged = vec![];
+    for _ in 0..half {
+        challenged.push(connect(relay).await);
+    }
+    drop(tcp);
+    drop(challenged);
+}
+
 async fn many_connections_opened_and_dropped_leave_others_unaffected(b: Backend) {
     let relay = start(b.db("churn").await, |c| {
         c.ip_rate = RateLimit::per_second(100_000)
@@ -1317,19 +1334,7 @@ async fn many_connections_opened_and_dropped_leave_others_unaffected(b: Backend)
     let (mut bob, _) = registered(&relay, "bob").await;
     // 20 rounds of 150: 3,000 connections opened and dropped, the pair checked after each.
     for round in 0..20 {
-        // Connect and abandon: some before the WebSocket handshake, some after the challenge.
-        let mut raw = vec![];
-        for _ in 0..100 {
-            if let Ok(s) = TcpStream::connect(relay.addr).await {
-                raw.push(s);
-            }
-        }
-        let mut half = vec![];
-        for _ in 0..50 {
-            half.push(connect(&relay).await);
-        }
-        drop(raw);
-        drop(half);
+        open_and_drop(&relay, 100, 50).await;
         assert!(matches!(
             alice
                 .call(send_to(&[("bob", 1)], &[round], b"still here"))
@@ -1606,21 +1611,9 @@ async fn hostile_clients_do_not_disturb_a_well_behaved_pair(b: Backend) {
         m.call(In::Ping(proto::Ping {})).await,
         Out::Pong(_)
     ));
-    // Connections opened and dropped by the hundred: before the WebSocket handshake, and
-    // after the challenge.
+    // Connections opened and dropped by the hundred.
     for _ in 0..3 {
-        let mut raw = vec![];
-        for _ in 0..100 {
-            if let Ok(s) = TcpStream::connect(relay.addr).await {
-                raw.push(s);
-            }
-        }
-        let mut half = vec![];
-        for _ in 0..30 {
-            half.push(connect(&relay).await);
-        }
-        drop(raw);
-        drop(half);
+        open_and_drop(&relay, 100, 30).await;
     }
 
     // Carol's queued mail survived Mallory's acknowledgements.
