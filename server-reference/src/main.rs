@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use hush_relay::cli::RelayArgs;
 
+/// The relay allocates and frees many small buffers per envelope on several threads, where
+/// glibc's allocator took about an eighth of the CPU under load (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The hush reference relay (embedded SQLite).
 #[derive(Parser, Debug)]
 #[command(version, about)]
