@@ -365,14 +365,38 @@ const CACHE_ENTRIES: usize = 100_000;
 /// path reads less: each device's mailbox usage (count, bytes), computed from the mailbox
 /// when first needed and kept in step by every write, and which devices are registered
 /// (devices are never unregistered, so a positive answer stays true). The usage is forgotten
-/// whenever an operation or a batch rolls back.
+/// whenever a batch rolls back. It also hands out envelope and receipt ids.
 struct Db {
     conn: Connection,
     usage: std::collections::HashMap<Addr, (u64, u64)>,
     known: std::collections::HashSet<Addr>,
+    envelope_ids: IdCounter,
+    receipt_ids: IdCounter,
 }
 
 impl Db {
+    fn new(conn: Connection, clock_ms: u64) -> Result<Self, StoreError> {
+        let envelope_ids = IdCounter::load(
+            &conn,
+            "envelope",
+            "SELECT MAX(envelope_id) FROM mailbox",
+            clock_ms,
+        )?;
+        let receipt_ids = IdCounter::load(
+            &conn,
+            "receipt",
+            "SELECT MAX(receipt_id) FROM receipts",
+            clock_ms,
+        )?;
+        Ok(Self {
+            conn,
+            usage: Default::default(),
+            known: Default::default(),
+            envelope_ids,
+            receipt_ids,
+        })
+    }
+
     fn usage(&mut self, a: &Addr) -> Result<(u64, u64), StoreError> {
         if let Some(u) = self.usage.get(a) {
             return Ok(*u);
@@ -411,8 +435,10 @@ impl Db {
     }
 
     /// After a rollback: what was remembered may no longer match the database.
-    fn forget(&mut self) {
+    fn rolled_back(&mut self) {
         self.usage.clear();
+        self.envelope_ids.unreserve();
+        self.receipt_ids.unreserve();
     }
 }
 
@@ -479,7 +505,95 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX mailbox_by_expiry ON mailbox (expires_ms);
      CREATE INDEX messages_by_expiry ON messages (expires_ms);
      DROP TABLE mailbox_usage;",
+    // 5: envelope and receipt ids come from counters on the database thread (`IdCounter`),
+    // whose high-water marks are kept in `id_marks`, instead of AUTOINCREMENT, which wrote
+    // `sqlite_sequence` for every envelope and every receipt. The tables are rebuilt without
+    // it (same columns and indexes); the counters continue from the old sequences.
+    "CREATE TABLE mailbox5 (
+        envelope_id INTEGER PRIMARY KEY, user_id TEXT NOT NULL,
+        device_id INTEGER NOT NULL, message INTEGER, sender_user TEXT, sender_device INTEGER,
+        message_id BLOB, server_ms INTEGER, ciphertext BLOB, size INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL);
+     INSERT INTO mailbox5 SELECT envelope_id, user_id, device_id, message, sender_user,
+        sender_device, message_id, server_ms, ciphertext, size, expires_ms FROM mailbox;
+     CREATE TABLE receipts5 (
+        receipt_id INTEGER PRIMARY KEY, user_id TEXT NOT NULL,
+        device_id INTEGER NOT NULL, read INTEGER NOT NULL, recipient_user TEXT NOT NULL,
+        recipient_device INTEGER NOT NULL, message_id BLOB NOT NULL, at_ms INTEGER NOT NULL);
+     INSERT INTO receipts5 SELECT receipt_id, user_id, device_id, read, recipient_user,
+        recipient_device, message_id, at_ms FROM receipts;
+     CREATE TABLE id_marks (name TEXT PRIMARY KEY, next INTEGER NOT NULL);
+     INSERT INTO id_marks (name, next) VALUES
+        ('envelope', COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'mailbox'), 0) + 1),
+        ('receipt', COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'receipts'), 0) + 1);
+     DROP TABLE mailbox;
+     DROP TABLE receipts;
+     ALTER TABLE mailbox5 RENAME TO mailbox;
+     ALTER TABLE receipts5 RENAME TO receipts;
+     CREATE INDEX mailbox_by_device ON mailbox (user_id, device_id, envelope_id);
+     CREATE INDEX mailbox_by_expiry ON mailbox (expires_ms);
+     CREATE INDEX receipts_by_device ON receipts (user_id, device_id, receipt_id);",
 ];
+
+/// Ids reserved at a time: the high-water mark in `id_marks` is written once per this many
+/// (a few in unit tests, so they cross many marks).
+const ID_BLOCK: u64 = if cfg!(test) { 4 } else { 1 << 16 };
+
+/// Hands out envelope or receipt ids on the database thread, in increasing order. Each id
+/// is above every id in its table, above the high-water mark in `id_marks` (written, in the
+/// same transaction, before any id past it is used, so ids of rows already deleted are not
+/// used again after a restart or a crash), and above the clock at start in milliseconds ×
+/// 1024, so a database restored from an older copy does not reuse ids handed out after the
+/// copy was made (unless the relay gave out more than 1,024 ids per millisecond on average).
+struct IdCounter {
+    name: &'static str,
+    next: u64,
+    reserved: u64,
+}
+
+impl IdCounter {
+    /// `clock_ms`: the time now, in milliseconds since the Unix epoch.
+    fn load(
+        conn: &Connection,
+        name: &'static str,
+        max_sql: &str,
+        clock_ms: u64,
+    ) -> Result<Self, StoreError> {
+        let mark: i64 = conn.query_row(
+            "SELECT next FROM id_marks WHERE name = ?1",
+            params![name],
+            |r| r.get(0),
+        )?;
+        let max: Option<i64> = conn.query_row(max_sql, [], |r| r.get(0))?;
+        let next = (mark.max(0) as u64)
+            .max(max.map_or(0, |m| m.max(0) as u64 + 1))
+            .max(clock_ms.saturating_mul(1024))
+            .max(1);
+        Ok(Self {
+            name,
+            next,
+            reserved: 0,
+        })
+    }
+
+    fn take(&mut self, conn: &Connection) -> Result<u64, StoreError> {
+        if self.next >= self.reserved {
+            let reserved = self.next.saturating_add(ID_BLOCK);
+            conn.prepare_cached("UPDATE id_marks SET next = ?2 WHERE name = ?1")?
+                .execute(params![self.name, reserved as i64])?;
+            self.reserved = reserved;
+        }
+        let id = self.next;
+        self.next += 1;
+        Ok(id)
+    }
+
+    /// After a rollback the mark may not have been written: write it again before the next
+    /// id. The ids handed out in the rolled-back batch are skipped, not reused.
+    fn unreserve(&mut self) {
+        self.reserved = 0;
+    }
+}
 
 /// The embedded SQLite store.
 #[derive(Clone)]
@@ -516,6 +630,14 @@ impl SqliteStore {
     /// Opens (creating and migrating if needed) the database at `path`, and starts its
     /// thread. `:memory:` gives a throw-away database.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let clock_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Self::open_at(path, clock_ms)
+    }
+
+    /// [`open`](Self::open), taking the clock (for the id counters) as an argument.
+    fn open_at(path: &Path, clock_ms: u64) -> Result<Self, StoreError> {
         let mut conn = Connection::open(path)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;
@@ -530,11 +652,12 @@ impl SqliteStore {
             true,
         )?;
         migrate(&mut conn)?;
+        let db = Db::new(conn, clock_ms)?;
         let (tx, rx) = mpsc::channel::<Job>(8192);
         let mut checkpointer = None;
         if path != Path::new(":memory:") {
             // Checkpoints run on their own thread and connection, not in the writer's commits.
-            conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
+            db.conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
             let checkpoints = Connection::open(path)?;
             let (stop, stopped) = std::sync::mpsc::channel::<()>();
             let thread = std::thread::Builder::new()
@@ -546,7 +669,7 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("hush-relay-db".into())
             .spawn(move || {
-                run(conn, rx);
+                run(db, rx);
                 // Both connections are closed before the database thread ends; closing the
                 // last one checkpoints and removes the WAL, so by then the database file is
                 // complete.
@@ -632,12 +755,7 @@ fn checkpoint(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
     }
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
-    let mut db = Db {
-        conn,
-        usage: Default::default(),
-        known: Default::default(),
-    };
+fn run(mut db: Db, mut rx: mpsc::Receiver<Job>) {
     while let Some(first) = rx.blocking_recv() {
         let begun = db
             .conn
@@ -645,7 +763,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
             .and_then(|mut s| s.execute([]));
         if begun.is_err() {
             first(&mut db).0(false);
-            db.forget();
+            db.rolled_back();
             continue;
         }
         let started = std::time::Instant::now();
@@ -668,7 +786,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
                 .and_then(|mut s| s.execute([]))
                 .is_ok();
         if !committed {
-            db.forget();
+            db.rolled_back();
             let _ = db.conn.execute_batch("ROLLBACK");
             tracing::error!(
                 "database operation or commit failed; {} operations refused",
@@ -709,22 +827,24 @@ fn store_envelope(
     let mut ids = Vec::with_capacity(out.recipients.len());
     if let [r] = out.recipients.as_slice() {
         // One recipient: the message lives in its mailbox row.
+        let id = db.envelope_ids.take(c)?;
         c.prepare_cached(
-            "INSERT INTO mailbox (user_id, device_id, sender_user, sender_device, message_id, server_ms, ciphertext, size, expires_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO mailbox (envelope_id, user_id, device_id, sender_user, sender_device, message_id, server_ms, ciphertext, size, expires_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?
-        .execute(params![r.user, r.device, sender.user, sender.device, out.message_id, now_ms as i64, out.ciphertext, size, expires])?;
-        ids.push(c.last_insert_rowid() as u64);
+        .execute(params![id as i64, r.user, r.device, sender.user, sender.device, out.message_id, now_ms as i64, out.ciphertext, size, expires])?;
+        ids.push(id);
     } else {
         c.prepare_cached(
             "INSERT INTO messages (sender_user, sender_device, message_id, server_ms, expires_ms, ciphertext, refs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?
         .execute(params![sender.user, sender.device, out.message_id, now_ms as i64, expires, out.ciphertext, out.recipients.len() as i64])?;
         let message = c.last_insert_rowid();
-        let mut insert = c.prepare_cached("INSERT INTO mailbox (user_id, device_id, message, size, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        let mut insert = c.prepare_cached("INSERT INTO mailbox (envelope_id, user_id, device_id, message, size, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
         for r in &out.recipients {
-            insert.execute(params![r.user, r.device, message, size, expires])?;
-            ids.push(c.last_insert_rowid() as u64);
+            let id = db.envelope_ids.take(c)?;
+            insert.execute(params![id as i64, r.user, r.device, message, size, expires])?;
+            ids.push(id);
         }
     }
     for r in &out.recipients {
@@ -1017,7 +1137,7 @@ impl Store for SqliteStore {
             let mut unref = c.prepare_cached("UPDATE messages SET refs = refs - 1 WHERE id = ?1")?;
             let mut drop_message = c.prepare_cached("DELETE FROM messages WHERE id = ?1")?;
             let mut receipt = c.prepare_cached(
-                "INSERT INTO receipts (user_id, device_id, read, recipient_user, recipient_device, message_id, at_ms) VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6)",
+                "INSERT INTO receipts (receipt_id, user_id, device_id, read, recipient_user, recipient_device, message_id, at_ms) VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7)",
             )?;
             for id in envelope_ids {
                 // Not ours, or already acknowledged: nothing to do.
@@ -1043,11 +1163,12 @@ impl Store for SqliteStore {
                     (Some(m), _) => drop_message.execute(params![m])?,
                     (None, _) => 0,
                 };
-                receipt.execute(params![sender.user, sender.device, user, device, mid, now_ms as i64])?;
+                let receipt_id = db.receipt_ids.take(c)?;
+                receipt.execute(params![receipt_id as i64, sender.user, sender.device, user, device, mid, now_ms as i64])?;
                 deliveries.push(Delivery::Receipt {
                     to: sender.clone(),
                     receipt: StoredReceipt {
-                        receipt_id: c.last_insert_rowid() as u64,
+                        receipt_id,
                         read: false,
                         recipient: me.clone(),
                         message_id: mid,
@@ -1083,15 +1204,16 @@ impl Store for SqliteStore {
             }
             let c = &db.conn;
             let mut insert = c.prepare_cached(
-                "INSERT INTO receipts (user_id, device_id, read, recipient_user, recipient_device, message_id, at_ms) VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6)",
+                "INSERT INTO receipts (receipt_id, user_id, device_id, read, recipient_user, recipient_device, message_id, at_ms) VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7)",
             )?;
             let mut deliveries = Vec::with_capacity(message_ids.len());
             for mid in message_ids {
-                insert.execute(params![sender.user, sender.device, ru, rd, mid, now_ms as i64])?;
+                let receipt_id = db.receipt_ids.take(c)?;
+                insert.execute(params![receipt_id as i64, sender.user, sender.device, ru, rd, mid, now_ms as i64])?;
                 deliveries.push(Delivery::Receipt {
                     to: sender.clone(),
                     receipt: StoredReceipt {
-                        receipt_id: c.last_insert_rowid() as u64,
+                        receipt_id,
                         read: true,
                         recipient: reader.clone(),
                         message_id: mid,
@@ -1199,7 +1321,7 @@ impl Store for SqliteStore {
             )?;
             if removed > 0 {
                 // Recounted from the mailbox when next needed.
-                db.forget();
+                db.usage.clear();
             }
             Ok((removed as u64, Vec::new()))
         })
@@ -1387,12 +1509,13 @@ mod tests {
         }
     }
 
-    /// A relay database from before migration 4, with mail queued in the old layout (one
-    /// single-recipient and one two-recipient message), opened by this version: the mail is
-    /// still there, usage is counted from it, acknowledgements work, and new envelope ids
-    /// continue after the old ones.
+    /// A relay database from before migrations 4 and 5, with mail queued in the old layout
+    /// (one single-recipient and one two-recipient message) and a receipt waiting, opened by
+    /// this version: the mail and the receipt are still there, usage is counted from the
+    /// mail, acknowledgements work, and new envelope and receipt ids continue right after
+    /// the old sequences.
     #[tokio::test]
-    async fn migration_4_keeps_queued_mail_and_envelope_ids() {
+    async fn migrations_keep_queued_mail_and_ids() {
         let dir = std::env::temp_dir().join(format!("hush-store-migrate-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -1409,11 +1532,14 @@ mod tests {
                  INSERT INTO mailbox VALUES (42, 'bob', 1, 8, 2, 9999999999999);
                  INSERT INTO mailbox VALUES (43, 'carol', 1, 8, 2, 9999999999999);
                  INSERT INTO mailbox_usage VALUES ('bob', 1, 2, 4), ('carol', 1, 1, 2);
-                 UPDATE sqlite_sequence SET seq = 1000 WHERE name = 'mailbox';",
+                 UPDATE sqlite_sequence SET seq = 1000 WHERE name = 'mailbox';
+                 INSERT INTO receipts VALUES (500, 'alice', 1, 1, 'dave', 1, x'6d30', 900);
+                 UPDATE sqlite_sequence SET seq = 600 WHERE name = 'receipts';",
             )
             .unwrap();
         }
-        let store = SqliteStore::open(&path).unwrap();
+        // A clock of 0: the ids come from the old sequences alone.
+        let store = SqliteStore::open_at(&path, 0).unwrap();
         let bob = store.pending(&addr("bob"), 0, 10, 2000).await.unwrap();
         let got: Vec<_> = bob
             .iter()
@@ -1459,8 +1585,8 @@ mod tests {
         ));
         let bob = store.pending(&addr("bob"), 42, 10, 2000).await.unwrap();
         assert_eq!(bob.len(), 1);
-        assert!(
-            bob[0].envelope_id > 1000,
+        assert_eq!(
+            bob[0].envelope_id, 1001,
             "ids continue after the old sequence"
         );
         assert_eq!(bob[0].ciphertext, b"c3");
@@ -1474,7 +1600,9 @@ mod tests {
         assert_eq!(carol[0].ciphertext, b"c2");
         store.ack(&addr("carol"), vec![43], 3000).await.unwrap();
         let receipts = store.receipts(&addr("alice"), 0, 10).await.unwrap();
-        assert_eq!(receipts.len(), 3);
+        let ids: Vec<u64> = receipts.iter().map(|r| r.receipt_id).collect();
+        assert_eq!(ids, vec![500, 601, 602, 603]);
+        assert_eq!(receipts[0].message_id, b"m0");
         let seen = inspect(&path).unwrap();
         assert_eq!(seen.queued.len(), 1);
         drop(store);
@@ -1486,6 +1614,99 @@ mod tests {
             messages, 0,
             "shared messages freed once every recipient acknowledged"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    async fn send_to_bob(store: &SqliteStore, n: usize) {
+        let limits = MailboxLimits {
+            max_count: 1000,
+            max_bytes: 1 << 20,
+            ttl_ms: 1 << 40,
+        };
+        for i in 0..n {
+            store
+                .enqueue(
+                    &addr("alice"),
+                    vec![addr("bob")],
+                    vec![i as u8],
+                    b"c".to_vec(),
+                    1,
+                    limits,
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn queued_for_bob(store: &SqliteStore) -> Vec<u64> {
+        let queued = store.pending(&addr("bob"), 0, 1000, 1).await.unwrap();
+        queued.iter().map(|e| e.envelope_id).collect()
+    }
+
+    /// Closes `store` and waits until its database thread has closed the database (the
+    /// WAL goes when the last connection closes).
+    async fn close(store: SqliteStore, path: &Path) {
+        drop(store);
+        let wal = path.with_extension("db-wal");
+        for _ in 0..500 {
+            if !wal.exists() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the database thread did not close the database");
+    }
+
+    /// Envelope ids are never handed out twice: not after a restart with every envelope
+    /// acknowledged (the high-water mark), and not after a restore from a copy made before
+    /// later envelopes were sent (the clock at start). The clock is given in milliseconds;
+    /// ids start at 1,024 per millisecond.
+    #[tokio::test]
+    async fn ids_are_not_reused_after_a_restart_or_a_restore() {
+        let dir = std::env::temp_dir().join(format!("hush-store-ids-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("relay.db");
+        let backup = dir.join("backup.db");
+
+        let store = SqliteStore::open_at(&path, 1).unwrap();
+        for who in ["alice", "bob"] {
+            assert!(store.register(&addr(who), &[1; 32], 1).await.unwrap());
+        }
+        send_to_bob(&store, 1).await;
+        assert_eq!(queued_for_bob(&store).await, vec![1024]);
+        Connection::open(&path)
+            .unwrap()
+            .execute("VACUUM INTO ?1", params![backup.to_str().unwrap()])
+            .unwrap();
+        send_to_bob(&store, 9).await;
+        let handed_out = queued_for_bob(&store).await;
+        assert_eq!(handed_out, (1024..1034).collect::<Vec<_>>());
+        store
+            .ack(&addr("bob"), handed_out.clone(), 1)
+            .await
+            .unwrap();
+        assert!(queued_for_bob(&store).await.is_empty());
+        close(store, &path).await;
+
+        // Restarted with the same clock and an empty mailbox: the mark keeps ids going up.
+        let store = SqliteStore::open_at(&path, 1).unwrap();
+        send_to_bob(&store, 1).await;
+        let after_restart = queued_for_bob(&store).await;
+        assert_eq!(after_restart.len(), 1);
+        assert!(after_restart[0] > 1033, "{after_restart:?}");
+        close(store, &path).await;
+
+        // Restored from the copy, which holds envelope 1024 and a mark below 1034, a
+        // millisecond later: ids start from the clock.
+        std::fs::copy(&backup, &path).unwrap();
+        let store = SqliteStore::open_at(&path, 2).unwrap();
+        assert_eq!(queued_for_bob(&store).await, vec![1024]);
+        send_to_bob(&store, 1).await;
+        let after_restore = queued_for_bob(&store).await;
+        assert_eq!(after_restore[0], 1024);
+        assert!(after_restore[1] > after_restart[0], "{after_restore:?}");
+        close(store, &path).await;
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
