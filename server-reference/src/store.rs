@@ -655,21 +655,24 @@ impl SqliteStore {
         let db = Db::new(conn, clock_ms)?;
         let (tx, rx) = mpsc::channel::<Job>(8192);
         let mut checkpointer = None;
+        let mut wal_frames = None;
         if path != Path::new(":memory:") {
             // Checkpoints run on their own thread and connection, not in the writer's commits.
             db.conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
             let checkpoints = Connection::open(path)?;
             let (stop, stopped) = std::sync::mpsc::channel::<()>();
+            let frames = Arc::new(std::sync::atomic::AtomicI64::new(0));
+            wal_frames = Some(frames.clone());
             let thread = std::thread::Builder::new()
                 .name("hush-relay-checkpoint".into())
-                .spawn(move || checkpoint(checkpoints, stopped))
+                .spawn(move || checkpoint(checkpoints, stopped, frames))
                 .map_err(|e| StoreError::Database(e.to_string()))?;
             checkpointer = Some((stop, thread));
         }
         std::thread::Builder::new()
             .name("hush-relay-db".into())
             .spawn(move || {
-                run(db, rx);
+                run(db, rx, wal_frames);
                 // Both connections are closed before the database thread ends; closing the
                 // last one checkpoints and removes the WAL, so by then the database file is
                 // complete.
@@ -730,32 +733,51 @@ impl SqliteStore {
     }
 }
 
-/// WAL frames (pages) past which a checkpoint also waits for the writer, so the log cannot
-/// grow without bound under a load that never pauses (64 MiB with 4 KiB pages).
-const WAL_RESTART_FRAMES: i64 = 16_384;
+/// WAL frames (pages) past which the writer finishes a checkpoint itself between two
+/// transactions, so that the next one starts the log again from its beginning (64 MiB with
+/// 4 KiB pages; 1 MiB in unit tests). Under a load that never pauses, the checkpoint thread
+/// alone never catches up with the writer, and the log grew by about 100 MB/s.
+const WAL_RESET_FRAMES: i64 = if cfg!(test) { 256 } else { 16_384 };
 
 /// Copies committed pages from the WAL into the database file every 50 ms, beside the
-/// writer (a passive checkpoint never blocks it). If the writer never pauses long enough for
-/// the log to be reset, a restarting checkpoint makes it wait once. Stops when `stop` is
-/// dropped (by the database thread, as it ends).
-fn checkpoint(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
+/// writer (a passive checkpoint never blocks it), and tells the writer how long the log is.
+/// Stops when `stop` is dropped (by the database thread, as it ends).
+fn checkpoint(
+    conn: Connection,
+    stop: std::sync::mpsc::Receiver<()>,
+    wal_frames: Arc<std::sync::atomic::AtomicI64>,
+) {
     while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
         stop.recv_timeout(std::time::Duration::from_millis(50))
     {
-        let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
-        match passive {
-            Ok(frames) if frames > WAL_RESTART_FRAMES => {
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
-                    tracing::warn!(error = %e, "WAL checkpoint failed");
-                }
-            }
-            Ok(_) => {}
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+            Ok(frames) => wal_frames.store(frames, std::sync::atomic::Ordering::Relaxed),
             Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
         }
     }
 }
 
-fn run(mut db: Db, mut rx: mpsc::Receiver<Job>) {
+/// The writer's part of checkpointing: once the checkpoint thread reports a log longer than
+/// [`WAL_RESET_FRAMES`], a passive checkpoint between transactions copies the few frames the
+/// checkpoint thread has not (no commit can come in meanwhile), after which the next
+/// transaction writes the log from its start and SQLite cuts the file back to
+/// `journal_size_limit`.
+fn reset_wal_if_long(conn: &Connection, wal_frames: Option<&std::sync::atomic::AtomicI64>) {
+    let Some(frames) = wal_frames else { return };
+    if frames.load(std::sync::atomic::Ordering::Relaxed) <= WAL_RESET_FRAMES {
+        return;
+    }
+    frames.store(0, std::sync::atomic::Ordering::Relaxed);
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        tracing::warn!(error = %e, "WAL checkpoint failed");
+    }
+}
+
+fn run(
+    mut db: Db,
+    mut rx: mpsc::Receiver<Job>,
+    wal_frames: Option<Arc<std::sync::atomic::AtomicI64>>,
+) {
     while let Some(first) = rx.blocking_recv() {
         let begun = db
             .conn
@@ -796,6 +818,7 @@ fn run(mut db: Db, mut rx: mpsc::Receiver<Job>) {
         for reply in replies {
             reply(committed);
         }
+        reset_wal_if_long(&db.conn, wal_frames.as_deref());
     }
 }
 
@@ -1706,6 +1729,67 @@ mod tests {
         let after_restore = queued_for_bob(&store).await;
         assert_eq!(after_restore[0], 1024);
         assert!(after_restore[1] > after_restart[0], "{after_restore:?}");
+        close(store, &path).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Writers that never pause (eight tasks each keeping a send of 32 envelopes queued)
+    /// for three seconds: the WAL is written many times its reset size, and its file stays
+    /// small, because the writer finishes a checkpoint itself once the log is long.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_stays_bounded_under_writes_that_never_pause() {
+        let dir = std::env::temp_dir().join(format!("hush-store-wal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("relay.db");
+        let wal = path.with_extension("db-wal");
+        let store = SqliteStore::open_at(&path, 1).unwrap();
+        for who in ["alice", "bob"] {
+            assert!(store.register(&addr(who), &[1; 32], 1).await.unwrap());
+        }
+        let limits = MailboxLimits {
+            max_count: u64::MAX,
+            max_bytes: u64::MAX,
+            ttl_ms: 1 << 40,
+        };
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let mut writers = vec![];
+        for _ in 0..8 {
+            let store = store.clone();
+            writers.push(tokio::spawn(async move {
+                let mut bytes = 0u64;
+                while std::time::Instant::now() < until {
+                    let batch = (0..32)
+                        .map(|i| Outgoing {
+                            recipients: vec![addr("bob")],
+                            message_id: vec![i],
+                            ciphertext: vec![0x42; 1024],
+                        })
+                        .collect();
+                    for r in store.enqueue_many(&addr("alice"), batch, 1, limits).await {
+                        r.unwrap();
+                    }
+                    bytes += 32 * 1024;
+                }
+                bytes
+            }));
+        }
+        let mut largest = 0;
+        while std::time::Instant::now() < until {
+            largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let mut written = 0;
+        for w in writers {
+            written += w.await.unwrap();
+        }
+        let reset_bytes = WAL_RESET_FRAMES as u64 * 4096;
+        assert!(written > 20 * reset_bytes, "only {written} bytes written");
+        // Without the writer's checkpoints the WAL holds more than what was written.
+        assert!(
+            largest < written / 4,
+            "WAL reached {largest} bytes after {written} bytes of envelopes"
+        );
         close(store, &path).await;
         let _ = std::fs::remove_dir_all(&dir);
     }
