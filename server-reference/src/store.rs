@@ -641,7 +641,7 @@ impl SqliteStore {
         let mut conn = Connection::open(path)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;
-             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;
+             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384;
              PRAGMA journal_size_limit = 67108864;",
         )?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
