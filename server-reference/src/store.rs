@@ -1539,10 +1539,7 @@ mod tests {
     /// the old sequences.
     #[tokio::test]
     async fn migrations_keep_queued_mail_and_ids() {
-        let dir = std::env::temp_dir().join(format!("hush-store-migrate-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("relay.db");
+        let (dir, path) = scratch("migrate");
         {
             let mut c = Connection::open(&path).unwrap();
             c.execute_batch("PRAGMA journal_mode = WAL;").unwrap();
@@ -1640,6 +1637,24 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// An empty directory for one test's database, and the database's path in it.
+    fn scratch(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("hush-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("relay.db");
+        (dir, path)
+    }
+
+    /// A new store at `path` with the clock at 1 ms, where Alice and Bob are registered.
+    async fn store_with_alice_and_bob(path: &Path) -> SqliteStore {
+        let store = SqliteStore::open_at(path, 1).unwrap();
+        for who in ["alice", "bob"] {
+            assert!(store.register(&addr(who), &[1; 32], 1).await.unwrap());
+        }
+        store
+    }
+
     async fn send_to_bob(store: &SqliteStore, n: usize) {
         let limits = MailboxLimits {
             max_count: 1000,
@@ -1686,16 +1701,10 @@ mod tests {
     /// ids start at 1,024 per millisecond.
     #[tokio::test]
     async fn ids_are_not_reused_after_a_restart_or_a_restore() {
-        let dir = std::env::temp_dir().join(format!("hush-store-ids-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("relay.db");
+        let (dir, path) = scratch("ids");
         let backup = dir.join("backup.db");
 
-        let store = SqliteStore::open_at(&path, 1).unwrap();
-        for who in ["alice", "bob"] {
-            assert!(store.register(&addr(who), &[1; 32], 1).await.unwrap());
-        }
+        let store = store_with_alice_and_bob(&path).await;
         send_to_bob(&store, 1).await;
         assert_eq!(queued_for_bob(&store).await, vec![1024]);
         Connection::open(&path)
@@ -1738,15 +1747,9 @@ mod tests {
     /// small, because the writer finishes a checkpoint itself once the log is long.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_wal_stays_bounded_under_writes_that_never_pause() {
-        let dir = std::env::temp_dir().join(format!("hush-store-wal-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("relay.db");
+        let (dir, path) = scratch("wal");
         let wal = path.with_extension("db-wal");
-        let store = SqliteStore::open_at(&path, 1).unwrap();
-        for who in ["alice", "bob"] {
-            assert!(store.register(&addr(who), &[1; 32], 1).await.unwrap());
-        }
+        let store = store_with_alice_and_bob(&path).await;
         let limits = MailboxLimits {
             max_count: u64::MAX,
             max_bytes: u64::MAX,

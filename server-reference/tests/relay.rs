@@ -296,6 +296,20 @@ impl Client {
         }
     }
 
+    /// Sends raw bytes that are not a valid frame: the relay answers MALFORMED, and the
+    /// connection still answers a ping.
+    async fn malformed_then_usable(&mut self, frame: Message) {
+        self.ws.send(frame).await.unwrap();
+        let e = self
+            .expect_push(|b| matches!(b, Out::Error(_)).then(|| code(b)))
+            .await;
+        assert_eq!(e, ErrorCode::Malformed);
+        assert!(matches!(
+            self.call(In::Ping(proto::Ping {})).await,
+            Out::Pong(_)
+        ));
+    }
+
     async fn envelope(&mut self) -> proto::Envelope {
         self.expect_push(|b| {
             if let Out::Envelope(e) = b {
@@ -1427,30 +1441,12 @@ async fn hostile_clients_do_not_disturb_a_well_behaved_pair(b: Backend) {
         body: Some(send_to(&[("bob", 1)], b"t", b"x")),
     }
     .encode_to_vec();
-    t.send_bytes(full[..full.len() / 2].to_vec()).await;
-    let e = t
-        .expect_push(|b| matches!(b, Out::Error(_)).then(|| code(b)))
+    t.malformed_then_usable(Message::Binary(full[..full.len() / 2].to_vec().into()))
         .await;
-    assert_eq!(e, ErrorCode::Malformed);
-    assert!(matches!(
-        t.call(In::Ping(proto::Ping {})).await,
-        Out::Pong(_)
-    ));
     // Garbage bytes and a text frame: MALFORMED each, and still usable.
-    t.send_bytes(vec![0xff, 0x01, 0x02, 0x80, 0x80]).await;
-    let e = t
-        .expect_push(|b| matches!(b, Out::Error(_)).then(|| code(b)))
+    t.malformed_then_usable(Message::Binary(vec![0xff, 0x01, 0x02, 0x80, 0x80].into()))
         .await;
-    assert_eq!(e, ErrorCode::Malformed);
-    t.ws.send(Message::Text("hello".into())).await.unwrap();
-    let e = t
-        .expect_push(|b| matches!(b, Out::Error(_)).then(|| code(b)))
-        .await;
-    assert_eq!(e, ErrorCode::Malformed);
-    assert!(matches!(
-        t.call(In::Ping(proto::Ping {})).await,
-        Out::Pong(_)
-    ));
+    t.malformed_then_usable(Message::Text("hello".into())).await;
 
     // An oversized frame: refused before it is read, and the connection closed.
     let (mut big, _) = registered(&relay, "oversized").await;
