@@ -36,17 +36,8 @@ const MIGRATIONS: &[&str] = &[
         kind INTEGER NOT NULL, at_ms INTEGER NOT NULL, PRIMARY KEY (message_id, user_id, device_id, kind));",
 ];
 
-/// Seal labels: one per kind of record.
-pub(crate) mod label {
-    pub(crate) const IDENTITY: &[u8] = b"hush client identity";
-    pub(crate) const SIGNED_PREKEY: &[u8] = b"hush client signed prekey";
-    pub(crate) const ONE_TIME_PREKEY: &[u8] = b"hush client one-time prekey";
-    pub(crate) const SESSION: &[u8] = b"hush client session";
-    pub(crate) const GROUP: &[u8] = b"hush client group";
-    pub(crate) const DRAFT: &[u8] = b"hush client draft";
-    pub(crate) const READY: &[u8] = b"hush client ready";
-    pub(crate) const MESSAGE: &[u8] = b"hush client message";
-}
+/// Seal labels: one per kind of record (SPEC §16.8).
+pub(crate) use hush_crypto::labels::client_record as label;
 
 /// One-time prekey secrets: (id, secret).
 pub(crate) type PrekeySecrets = Vec<(u32, Zeroizing<Vec<u8>>)>;

@@ -32,7 +32,7 @@ pub const CHUNK: usize = 64 * 1024;
 /// Ciphertext bytes per full chunk (chunk and tag).
 pub const SEGMENT: usize = CHUNK + TAG_LEN;
 /// HKDF info of the chunk key.
-pub const ATTACHMENT_INFO: &[u8] = b"hush attachment v1";
+pub const ATTACHMENT_INFO: &[u8] = crate::labels::ATTACHMENT_INFO;
 
 /// The attachment could not be sealed or opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

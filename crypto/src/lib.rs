@@ -12,7 +12,8 @@
 //! * [`StorageKey`]: sealing state at rest;
 //! * [`SigningKeyPair`]: Ed25519 keys that are not identities (group sender chains);
 //! * [`hash::sha256`]: digests of public data;
-//! * [`SafetyNumber`]: fingerprints for out-of-band verification.
+//! * [`SafetyNumber`]: fingerprints for out-of-band verification;
+//! * [`labels`]: every label of the protocol, in one place.
 //!
 //! Secrets ([`SecretBytes`] and every type holding one) zeroize on drop, compare in
 //! constant time, implement neither `Clone` nor `Copy`, and never print their bytes.
@@ -61,6 +62,7 @@ pub mod error;
 pub mod hash;
 pub mod identity;
 pub mod kdf;
+pub mod labels;
 pub mod safety_number;
 pub mod seal;
 mod secret;

@@ -27,7 +27,7 @@ pub const SEAL_SALT_LEN: usize = 32;
 /// Bytes a sealed blob adds to its plaintext: version, salt and tag.
 pub const SEAL_OVERHEAD: usize = 1 + SEAL_SALT_LEN + TAG_LEN;
 /// The HKDF info prefix for sealing keys.
-pub const SEAL_INFO: &[u8] = b"hush seal v1";
+pub const SEAL_INFO: &[u8] = crate::labels::SEAL_INFO;
 
 /// A caller-supplied 32-byte key that seals protocol state at rest.
 pub struct StorageKey(SecretBytes<32>);

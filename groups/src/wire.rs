@@ -14,13 +14,13 @@ pub const GROUP_VERSION: u32 = 1;
 /// Length of a group id.
 pub const GROUP_ID_LEN: usize = 32;
 /// Prefix of what a sender chain's key signs: `"hush group message v1" ‖ content`.
-pub const MESSAGE_SIGNATURE_CONTEXT: &[u8] = b"hush group message v1";
+pub const MESSAGE_SIGNATURE_CONTEXT: &[u8] = hush_crypto::labels::GROUP_MESSAGE_SIGNATURE_CONTEXT;
 /// HKDF info expanding a group message key into an AEAD key and nonce.
-pub const GROUP_KEYS_INFO: &[u8] = b"hush group keys v1";
+pub const GROUP_KEYS_INFO: &[u8] = hush_crypto::labels::GROUP_KEYS_INFO;
 /// Prefix of what a control message's signer signs: `"hush group control v1" ‖ content`.
-pub const CONTROL_SIGNATURE_CONTEXT: &[u8] = b"hush group control v1";
+pub const CONTROL_SIGNATURE_CONTEXT: &[u8] = hush_crypto::labels::GROUP_CONTROL_SIGNATURE_CONTEXT;
 /// Prefix of what a group info's signer signs: `"hush group info v1" ‖ content`.
-pub const GROUP_INFO_SIGNATURE_CONTEXT: &[u8] = b"hush group info v1";
+pub const GROUP_INFO_SIGNATURE_CONTEXT: &[u8] = hush_crypto::labels::GROUP_INFO_SIGNATURE_CONTEXT;
 
 /// A group id: 32 random bytes chosen by the creator.
 pub type GroupId = [u8; GROUP_ID_LEN];

@@ -17,7 +17,7 @@ pub const BUNDLE_VERSION: u32 = 1;
 
 /// Prefix of the message an identity key signs to certify a signed prekey:
 /// `"hush signed prekey v1" ‖ id (u32, big-endian) ‖ prekey (32 bytes)`.
-pub const SIGNED_PREKEY_CONTEXT: &[u8] = b"hush signed prekey v1";
+pub const SIGNED_PREKEY_CONTEXT: &[u8] = hush_crypto::labels::SIGNED_PREKEY_CONTEXT;
 
 /// The exact bytes signed for signed prekey `id` with public key `key`.
 pub fn signed_prekey_message(id: u32, key: &X25519PublicKey) -> Vec<u8> {

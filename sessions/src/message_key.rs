@@ -5,7 +5,7 @@ use hush_crypto::{AeadError, MessageKeys, SecretBytes};
 use crate::error::DecryptError;
 
 /// HKDF info that expands a message key into an AEAD key and nonce.
-pub const MESSAGE_INFO: &[u8] = b"hush message v1";
+pub const MESSAGE_INFO: &[u8] = hush_crypto::labels::MESSAGE_INFO;
 
 /// A message key MK and the message number it belongs to.
 pub(crate) struct MessageKey {

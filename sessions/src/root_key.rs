@@ -6,7 +6,7 @@ use hush_crypto::{SecretBytes, SharedSecret};
 use crate::chain_key::ChainKey;
 
 /// HKDF info for the root KDF.
-pub const ROOT_INFO: &[u8] = b"hush root v1";
+pub const ROOT_INFO: &[u8] = hush_crypto::labels::ROOT_INFO;
 
 /// The root key RK.
 pub(crate) struct RootKey(SecretBytes<32>);

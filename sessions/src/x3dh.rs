@@ -14,7 +14,7 @@ use hush_crypto::{
 };
 
 /// HKDF info for the X3DH shared secret.
-pub const X3DH_INFO: &[u8] = b"hush X3DH v1";
+pub const X3DH_INFO: &[u8] = hush_crypto::labels::X3DH_INFO;
 
 /// Length of the X3DH associated data.
 pub const AD_LEN: usize = 64;
