@@ -1,16 +1,12 @@
-//! Compiles the client payloads and the relay protocol with protox (pure Rust: no system
-//! `protoc`). The relay protocol is read from the relay's own `.proto` file, so both sides
-//! build from one definition without the client depending on the relay crate.
+//! Compiles the client payloads (`proto/hush_client.proto`) with protox (pure Rust: no
+//! system `protoc`). The relay protocol comes from `hush-relay-protocol`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = [
-        "proto/hush_client.proto",
-        "../server-reference/proto/hush_relay.proto",
-    ];
+    let files = ["proto/hush_client.proto"];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }
-    let fds = protox::compile(files, ["proto", "../server-reference/proto"])?;
+    let fds = protox::compile(files, ["proto"])?;
     prost_build::Config::new().compile_fds(fds)?;
     Ok(())
 }

@@ -33,7 +33,7 @@ pub(crate) struct ChatArgs {
     link: Option<String>,
     /// Registration token, for relays that require one.
     #[arg(long, env = "HUSH_REGISTRATION_TOKEN")]
-    registration_token: Option<String>,
+    registration_token: Option<hush_relay::Redacted<String>>,
     /// Extra CA certificates (PEM) to trust for wss://.
     #[arg(long)]
     ca_file: Option<PathBuf>,
@@ -119,7 +119,7 @@ pub(crate) async fn run(args: ChatArgs) -> Result<(), String> {
         &args.user,
         args.device,
     );
-    config.registration_token = args.registration_token.map(String::into_bytes);
+    config.registration_token = args.registration_token.map(|t| t.0.into_bytes());
     config.ca_file = args.ca_file;
     let (client, mut events) = Client::open(config).map_err(|e| e.to_string())?;
     if let Some(link) = args.link {

@@ -73,3 +73,40 @@ fn main() -> ExitCode {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::Cli;
+
+    #[test]
+    fn parsed_command_lines_print_no_token_and_no_database_password() {
+        for line in [
+            &[
+                "hush",
+                "chat",
+                "--user",
+                "a",
+                "--registration-token",
+                "tok-3141",
+            ][..],
+            &[
+                "hush",
+                "relay",
+                "--registration-token",
+                "tok-3141",
+                "--postgres",
+                "postgres://u:pw-2718@127.0.0.1/x",
+            ],
+        ] {
+            let cli = Cli::try_parse_from(line).unwrap();
+            let printed = format!("{cli:?}");
+            assert!(printed.contains("<redacted>"), "{printed}");
+            assert!(
+                !printed.contains("tok-3141") && !printed.contains("pw-2718"),
+                "{printed}"
+            );
+        }
+    }
+}

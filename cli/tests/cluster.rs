@@ -17,8 +17,8 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use hush_client::{Event, ReceiptKind};
 use hush_crypto::{IdentityKeyPair, X25519KeyPair};
-use hush_relay::frame;
-use hush_relay::proto::{self as pr, client_frame::Body as In, server_frame::Body as Out};
+use hush_relay_protocol::proto::{self as pr, client_frame::Body as In, server_frame::Body as Out};
+use hush_relay_protocol::signed;
 use prost::Message as _;
 use tokio_tungstenite::tungstenite::Message as Ws;
 
@@ -137,7 +137,13 @@ impl Raw {
             panic!("no challenge")
         };
         let key = id.public().to_bytes().to_vec();
-        let sig = id.sign(&frame::auth_message(&ch.relay_id, &ch.nonce, user, 1, &key));
+        let sig = id.sign(&signed::auth_message(
+            &ch.relay_id,
+            &ch.nonce,
+            user,
+            1,
+            &key,
+        ));
         let mut raw = Self { ws, next: 1 };
         let out = raw
             .call(In::Authenticate(pr::Authenticate {
@@ -269,7 +275,7 @@ async fn cross_node_delivery_receipts_presence_and_exactly_once_prekeys() {
             signed_prekey_id: 1,
             signed_prekey: spk.public().to_bytes().to_vec(),
             signed_prekey_signature: dave
-                .sign(&frame::signed_prekey_message(1, spk.public().as_bytes()))
+                .sign(&signed::signed_prekey_message(1, spk.public().as_bytes()))
                 .to_bytes()
                 .to_vec(),
             one_time_prekeys: (0..60)

@@ -12,7 +12,7 @@ use crate::client::{Client, Progress};
 use crate::error::ClientError;
 use crate::event::{Attachment, Body, Conversation, MessageId};
 use crate::net;
-use crate::proto::relay::{client_frame::Body as In, server_frame::Body as Out};
+use hush_relay_protocol::proto::{client_frame::Body as In, server_frame::Body as Out};
 
 fn att(e: impl std::fmt::Display) -> ClientError {
     ClientError::Attachment(e.to_string())
@@ -167,7 +167,9 @@ impl Client {
         let token = match self
             .inner
             .conn()?
-            .request(In::UploadToken(crate::proto::relay::UploadTokenRequest {}))
+            .request(In::UploadToken(
+                hush_relay_protocol::proto::UploadTokenRequest {},
+            ))
             .await?
         {
             Out::UploadToken(t) => t,

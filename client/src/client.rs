@@ -17,21 +17,20 @@ use prost::Message as _;
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::error::ClientError;
+use crate::error::RelayErrorCode;
 use crate::event::{
     Address, Body, Conversation, DropReason, Event, GroupChange, GroupId, Message, MessageId,
     Presence, ReceiptKind,
 };
 use crate::net::{self, Conn, Credentials, RelayUrl};
 use crate::proto::client as pc;
-use crate::proto::relay::{
-    self as pr, ErrorCode, client_frame::Body as In, server_frame::Body as Out,
-};
 use crate::store::{Store, Tx, label};
+use hush_relay_protocol::proto::{self as pr, client_frame::Body as In, server_frame::Body as Out};
 
 /// Longest text message, in bytes.
 pub const MAX_TEXT: usize = 64 * 1024;
-/// Longest user id, in bytes (as the relay).
-pub const MAX_USER_ID: usize = 64;
+/// Longest user id, in bytes (SPEC §14.1, shared with the relay).
+pub use hush_relay_protocol::limits::MAX_USER_ID;
 
 /// Client settings. [`ClientConfig::new`] fills in the documented defaults.
 pub struct ClientConfig {
@@ -396,11 +395,14 @@ impl Client {
     pub fn link_device(&self, device: u32, identity_key: &IdentityPublicKey) -> DeviceLink {
         DeviceLink {
             linking_device: self.inner.me.device,
-            signature: self.inner.identity.sign(&net::link_message(
-                &self.inner.me.user,
-                device,
-                identity_key.as_bytes(),
-            )),
+            signature: self
+                .inner
+                .identity
+                .sign(&hush_relay_protocol::signed::link_message(
+                    &self.inner.me.user,
+                    device,
+                    identity_key.as_bytes(),
+                )),
         }
     }
 
@@ -911,7 +913,7 @@ async fn list_devices(
             .collect(),
         Ok(_) => Err(ClientError::Protocol),
         Err(ClientError::Relay {
-            code: ErrorCode::NotFound,
+            code: RelayErrorCode::NotFound,
             ..
         }) => Err(ClientError::Unknown("user")),
         Err(e) => Err(e),
@@ -928,7 +930,7 @@ async fn fetch_bundle(conn: &Conn, a: &Address) -> Result<Option<PrekeyBundle>, 
         Ok(Out::Bundle(b)) => b,
         Ok(_) => return Err(ClientError::Protocol),
         Err(ClientError::Relay {
-            code: ErrorCode::NotFound,
+            code: RelayErrorCode::NotFound,
             ..
         }) => return Ok(None),
         Err(e) => return Err(e),
@@ -1302,7 +1304,10 @@ async fn flush(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
                 Err(ClientError::Offline) => return Err(ClientError::Offline),
                 // Transient: keep the draft and try again after the relay's delay.
                 Err(ClientError::Relay {
-                    code: ErrorCode::RateLimited | ErrorCode::Internal | ErrorCode::ShuttingDown,
+                    code:
+                        RelayErrorCode::RateLimited
+                        | RelayErrorCode::Internal
+                        | RelayErrorCode::ShuttingDown,
                     retry_after_ms,
                     ..
                 }) => {
@@ -1335,7 +1340,7 @@ async fn flush(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
                 Ok(Out::Sent(_)) => inner.with_store(|tx| tx.done_ready(seq, idx))?,
                 Ok(_) => return Err(ClientError::Protocol),
                 Err(ClientError::Relay {
-                    code: ErrorCode::RateLimited | ErrorCode::MailboxFull,
+                    code: RelayErrorCode::RateLimited | RelayErrorCode::MailboxFull,
                     retry_after_ms,
                     ..
                 }) => {
@@ -1717,7 +1722,7 @@ async fn registered_key(
             Ok(listed) => return Ok(listed.into_iter().find(|(a, _)| a == &from).map(|(_, k)| k)),
             // Rate limited: wait and ask again; the envelope stays unacknowledged.
             Err(ClientError::Relay {
-                code: ErrorCode::RateLimited,
+                code: RelayErrorCode::RateLimited,
                 retry_after_ms,
                 ..
             }) => tokio::time::sleep(Duration::from_millis(retry_after_ms.clamp(50, 5000))).await,

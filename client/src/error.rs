@@ -1,6 +1,67 @@
 //! Errors of the client SDK. None carries key material or message content.
 
-use crate::proto::relay::ErrorCode;
+use hush_relay_protocol::proto::ErrorCode as WireCode;
+
+/// Why the relay refused a request (docs/SPEC.md §14.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RelayErrorCode {
+    /// The request was not understood.
+    Malformed,
+    /// A frame, envelope, upload or blob over the relay's size limit.
+    TooLarge,
+    /// The request needs an authenticated connection.
+    Unauthenticated,
+    /// Authentication failed.
+    AuthFailed,
+    /// Not allowed (a registration token or device link is missing or invalid...).
+    Forbidden,
+    /// A recipient device is not registered.
+    UnknownRecipient,
+    /// A recipient's mailbox is full.
+    MailboxFull,
+    /// Over a rate limit: retry after the advised delay.
+    RateLimited,
+    /// More recipients than the relay allows in one send.
+    TooManyRecipients,
+    /// No such user, device or bundle.
+    NotFound,
+    /// A key is not a valid public key.
+    InvalidKey,
+    /// A signature does not verify.
+    BadSignature,
+    /// The relay failed.
+    Internal,
+    /// The relay is shutting down.
+    ShuttingDown,
+    /// The relay timed the connection out.
+    Timeout,
+    /// A code this version does not know.
+    Other(i32),
+}
+
+impl From<i32> for RelayErrorCode {
+    fn from(code: i32) -> Self {
+        match WireCode::try_from(code) {
+            Ok(WireCode::Malformed) => Self::Malformed,
+            Ok(WireCode::TooLarge) => Self::TooLarge,
+            Ok(WireCode::Unauthenticated) => Self::Unauthenticated,
+            Ok(WireCode::AuthFailed) => Self::AuthFailed,
+            Ok(WireCode::Forbidden) => Self::Forbidden,
+            Ok(WireCode::UnknownRecipient) => Self::UnknownRecipient,
+            Ok(WireCode::MailboxFull) => Self::MailboxFull,
+            Ok(WireCode::RateLimited) => Self::RateLimited,
+            Ok(WireCode::TooManyRecipients) => Self::TooManyRecipients,
+            Ok(WireCode::NotFound) => Self::NotFound,
+            Ok(WireCode::InvalidKey) => Self::InvalidKey,
+            Ok(WireCode::BadSignature) => Self::BadSignature,
+            Ok(WireCode::Internal) => Self::Internal,
+            Ok(WireCode::ShuttingDown) => Self::ShuttingDown,
+            Ok(WireCode::Timeout) => Self::Timeout,
+            Ok(WireCode::Unspecified) | Err(_) => Self::Other(code),
+        }
+    }
+}
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -19,7 +80,7 @@ pub enum ClientError {
     #[error("relay refused ({code:?}): {message}")]
     Relay {
         /// The relay's error code.
-        code: ErrorCode,
+        code: RelayErrorCode,
         /// The relay's explanation.
         message: String,
         /// How long to wait before retrying, if rate limited.

@@ -82,7 +82,7 @@ mod store;
 pub mod wire;
 
 pub use client::{Client, ClientConfig, DeviceLink, MAX_TEXT, MAX_USER_ID, Progress};
-pub use error::ClientError;
+pub use error::{ClientError, RelayErrorCode};
 pub use event::{
     Address, Attachment, Body, Conversation, DropReason, Event, GroupChange, GroupId, Message,
     MessageId, Presence, ReceiptKind,
@@ -97,14 +97,11 @@ pub use event::{
     clippy::panic
 )]
 pub mod proto {
-    //! Generated protobuf types: the client payloads (`proto/hush_client.proto`) and the
-    //! relay protocol (`server-reference/proto/hush_relay.proto`).
+    //! Generated protobuf types of the client payloads (`proto/hush_client.proto`,
+    //! docs/SPEC.md §16): what [`crate::wire`] parses. The relay protocol's types live in
+    //! `hush-relay-protocol`.
     pub mod client {
         //! `hush.client.v1`.
         include!(concat!(env!("OUT_DIR"), "/hush.client.v1.rs"));
-    }
-    pub mod relay {
-        //! `hush.relay.v1`.
-        include!(concat!(env!("OUT_DIR"), "/hush.relay.v1.rs"));
     }
 }

@@ -17,9 +17,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::error::ClientError;
-use crate::proto::relay::{
-    self as proto, ErrorCode, client_frame::Body as In, server_frame::Body as Out,
-};
+use hush_relay_protocol::proto::{self, client_frame::Body as In, server_frame::Body as Out};
 
 /// How long a request waits for its reply.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -172,7 +170,7 @@ impl Conn {
 
 pub(crate) fn relay_error(e: &proto::Error) -> ClientError {
     ClientError::Relay {
-        code: ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified),
+        code: e.code.into(),
         message: e.message.clone(),
         retry_after_ms: e.retry_after_ms,
     }
@@ -187,35 +185,6 @@ pub(crate) struct Credentials<'a> {
     pub(crate) link: Option<proto::DeviceLink>,
 }
 
-/// The bytes an authentication signature covers (docs/SPEC.md §14.1).
-pub(crate) fn auth_message(
-    relay_id: &[u8],
-    nonce: &[u8],
-    user: &str,
-    device: u32,
-    identity_key: &[u8],
-) -> Vec<u8> {
-    let mut m = b"hush relay auth v1".to_vec();
-    m.extend_from_slice(&(relay_id.len() as u32).to_be_bytes());
-    m.extend_from_slice(relay_id);
-    m.extend_from_slice(nonce);
-    m.extend_from_slice(&(user.len() as u32).to_be_bytes());
-    m.extend_from_slice(user.as_bytes());
-    m.extend_from_slice(&device.to_be_bytes());
-    m.extend_from_slice(identity_key);
-    m
-}
-
-/// The bytes a device link covers (docs/SPEC.md §14.1).
-pub(crate) fn link_message(user: &str, device: u32, identity_key: &[u8]) -> Vec<u8> {
-    let mut m = b"hush relay link v1".to_vec();
-    m.extend_from_slice(&(user.len() as u32).to_be_bytes());
-    m.extend_from_slice(user.as_bytes());
-    m.extend_from_slice(&device.to_be_bytes());
-    m.extend_from_slice(identity_key);
-    m
-}
-
 /// Connects, authenticates, and starts the reader and writer tasks. Returns the
 /// connection, whether this authentication registered the device, and the push channel
 /// (closed when the connection drops).
@@ -226,8 +195,8 @@ pub(crate) async fn connect(
 ) -> Result<(Conn, bool, mpsc::Receiver<proto::ServerFrame>), ClientError> {
     let stream = open_stream(url, extra_roots).await?;
     let mut config = WebSocketConfig::default();
-    config.max_message_size = Some(1 << 20);
-    config.max_frame_size = Some(1 << 20);
+    config.max_message_size = Some(hush_relay_protocol::limits::MAX_SERVER_FRAME);
+    config.max_frame_size = Some(hush_relay_protocol::limits::MAX_SERVER_FRAME);
     let (mut ws, _) = tokio::time::timeout(
         Duration::from_secs(10),
         tokio_tungstenite::client_async_with_config(url.ws(), stream, Some(config)),
@@ -256,13 +225,15 @@ pub(crate) async fn connect(
         };
     };
     let key = creds.identity.public().to_bytes().to_vec();
-    let sig = creds.identity.sign(&auth_message(
-        &ch.relay_id,
-        &ch.nonce,
-        creds.user,
-        creds.device,
-        &key,
-    ));
+    let sig = creds
+        .identity
+        .sign(&hush_relay_protocol::signed::auth_message(
+            &ch.relay_id,
+            &ch.nonce,
+            creds.user,
+            creds.device,
+            &key,
+        ));
     let auth = proto::ClientFrame {
         request_id: 1,
         body: Some(In::Authenticate(proto::Authenticate {

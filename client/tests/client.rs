@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use hush_client::proto::relay::{self as pr, client_frame::Body as In, server_frame::Body as Out};
 use hush_client::{Body, Client, ClientConfig, ClientError, DropReason, Event, Message};
 use hush_crypto::{IdentityKeyPair, StorageKey};
+use hush_relay_protocol::proto::{self as pr, client_frame::Body as In, server_frame::Body as Out};
+use hush_relay_protocol::signed::auth_message;
 use prost::Message as _;
 use tokio_tungstenite::tungstenite::Message as Ws;
 
@@ -86,21 +87,6 @@ impl Dev {
         })
         .await
     }
-}
-
-/// The bytes an authentication signature covers (SPEC §14.1), written from the spec.
-fn auth_message(relay_id: &[u8], nonce: &[u8], user: &str, device: u32, key: &[u8]) -> Vec<u8> {
-    [
-        b"hush relay auth v1".as_slice(),
-        &(relay_id.len() as u32).to_be_bytes(),
-        relay_id,
-        nonce,
-        &(user.len() as u32).to_be_bytes(),
-        user.as_bytes(),
-        &device.to_be_bytes(),
-        key,
-    ]
-    .concat()
 }
 
 /// A hand-driven device that sends whatever bytes it likes.

@@ -103,10 +103,19 @@ pub fn state_bytes(data: &[u8]) {
     let _ = SecretBytes::<32>::from_slice(data);
 }
 
-/// The relay's client-frame decoder: never panics, at any size up to the limit and beyond.
+/// The relay's client-frame decoder and request parser: never panic, at any size up to the limit and beyond.
 pub fn relay_frame(data: &[u8]) {
-    let _ = hush_relay::frame::decode_client(data, 300 * 1024);
-    let _ = hush_relay::frame::decode_client(data, data.len().saturating_sub(1));
+    use hush_relay_protocol::{Request, codec, request::RequestLimits};
+    let limits = RequestLimits {
+        max_recipients: 256,
+        max_envelope_bytes: 257 * 1024,
+        max_prekeys_per_upload: 500,
+    };
+    if let Ok(frame) = codec::decode_client(data, 300 * 1024) {
+        // Parsing a decoded frame never panics either, whatever it holds.
+        let _ = Request::parse(frame, &limits);
+    }
+    let _ = codec::decode_client(data, data.len().saturating_sub(1));
 }
 
 /// The client's payload decoders (`hush_client::wire`): the relay envelope's `Payload`, and

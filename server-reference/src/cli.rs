@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::{Config, PgStore, RateLimit, Relay, SqliteStore, Store, TlsFiles};
+use crate::{Config, PgStore, RateLimit, Redacted, Relay, SqliteStore, Store, TlsFiles};
 use serde::Deserialize;
 
 /// The relay's settings as command-line flags (each also read from a `HUSH_*` environment
@@ -30,7 +30,7 @@ pub struct RelayArgs {
     pub relay_id: Option<String>,
     /// Require this token to register new users [default: none].
     #[arg(long, env = "HUSH_REGISTRATION_TOKEN")]
-    pub registration_token: Option<String>,
+    pub registration_token: Option<Redacted<String>>,
     /// Most simultaneous connections [default: 19000].
     #[arg(long, env = "HUSH_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -58,7 +58,7 @@ pub struct RelayArgs {
     /// Use PostgreSQL at this URL (e.g. `postgres://user@127.0.0.1/db`) instead of SQLite;
     /// several relay nodes may share it [default: none].
     #[arg(long, env = "HUSH_POSTGRES")]
-    pub postgres: Option<String>,
+    pub postgres: Option<Redacted<String>>,
     /// PostgreSQL schema for the relay's tables, created if absent [default: the
     /// connection's search path].
     #[arg(long, env = "HUSH_PG_SCHEMA")]
@@ -85,7 +85,7 @@ struct FileSettings {
     listen: Option<std::net::SocketAddr>,
     db: Option<PathBuf>,
     relay_id: Option<String>,
-    registration_token: Option<String>,
+    registration_token: Option<Redacted<String>>,
     max_connections: Option<usize>,
     device_rate: Option<u32>,
     ip_rate: Option<u32>,
@@ -94,7 +94,7 @@ struct FileSettings {
     mailbox_ttl_days: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
-    postgres: Option<String>,
+    postgres: Option<Redacted<String>>,
     pg_schema: Option<String>,
     pg_pool: Option<usize>,
     nats: Option<String>,
@@ -109,8 +109,8 @@ pub enum Backend {
     Sqlite(PathBuf),
     /// PostgreSQL, shared by every node of a deployment.
     Postgres {
-        /// Connection URL.
-        url: String,
+        /// Connection URL (its `Debug` is redacted: it may hold a password).
+        url: Redacted<String>,
         /// Schema for the tables.
         schema: Option<String>,
         /// Most pooled connections.
@@ -150,7 +150,7 @@ pub fn settings(args: RelayArgs) -> Result<(Config, Backend), String> {
         registration_token: args
             .registration_token
             .or(file.registration_token)
-            .map(String::into_bytes),
+            .map(|t| Redacted(t.0.into_bytes())),
         max_connections: args
             .max_connections
             .or(file.max_connections)
@@ -211,7 +211,11 @@ pub async fn run(args: RelayArgs) -> ExitCode {
         Backend::Sqlite(db) => match SqliteStore::open(&db) {
             Ok(store) => serve(config, store).await,
             Err(e) => {
-                eprintln!("hush-relay: cannot open {}: {e}", db.display());
+                eprintln!(
+                    "hush-relay: cannot open {}: {}",
+                    db.display(),
+                    crate::store::error_chain(&e)
+                );
                 ExitCode::FAILURE
             }
         },
@@ -219,7 +223,7 @@ pub async fn run(args: RelayArgs) -> ExitCode {
             match PgStore::connect(&url, schema.as_deref(), pool).await {
                 Ok(store) => serve(config, store).await,
                 Err(e) => {
-                    eprintln!("hush-relay: PostgreSQL: {e}");
+                    eprintln!("hush-relay: PostgreSQL: {}", crate::store::error_chain(&e));
                     ExitCode::FAILURE
                 }
             }
@@ -274,6 +278,51 @@ async fn serve<S: Store>(config: Config, store: S) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_holds_no_token_and_no_database_password() {
+        let dir = std::env::temp_dir().join(format!("hush-relay-redact-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("relay.toml");
+        std::fs::write(
+            &file,
+            "registration_token = \"file-token-1234\"\npostgres = \"postgres://u:file-pw-5678@127.0.0.1/x\"\n",
+        )
+        .unwrap();
+        let from_file = RelayArgs {
+            config: Some(file.clone()),
+            ..RelayArgs::default()
+        };
+        let from_flags = RelayArgs {
+            registration_token: Some("flag-token-1234".to_string().into()),
+            postgres: Some("postgres://u:flag-pw-5678@127.0.0.1/x".to_string().into()),
+            ..RelayArgs::default()
+        };
+        let file_settings: FileSettings =
+            toml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let mut printed = vec![format!("{from_flags:?}"), format!("{file_settings:?}")];
+        for args in [from_file, from_flags] {
+            let (config, backend) = settings(args).unwrap();
+            // The values are there, only never printed.
+            assert!(
+                config
+                    .registration_token
+                    .as_ref()
+                    .is_some_and(|t| t.ends_with(b"-token-1234"))
+            );
+            let Backend::Postgres { url, .. } = &backend else {
+                panic!("not PostgreSQL");
+            };
+            assert!(url.contains("-pw-5678"));
+            printed.push(format!("{config:?}"));
+            printed.push(format!("{backend:?}"));
+        }
+        for text in printed {
+            assert!(text.contains("<redacted>"), "{text}");
+            assert!(!text.contains("-token-1234"), "{text}");
+            assert!(!text.contains("-pw-5678"), "{text}");
+        }
+    }
 
     #[test]
     fn flags_win_over_the_file_which_wins_over_defaults() {

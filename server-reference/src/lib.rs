@@ -2,7 +2,7 @@
 //!
 //! The reference relay: a thin server that stores only public keys, ciphertext, receipts
 //! and presence timestamps. Devices connect over WebSocket (binary protobuf frames,
-//! `proto/hush_relay.proto`), prove they hold their identity key by signing a fresh
+//! `hush-relay-protocol`), prove they hold their identity key by signing a fresh
 //! challenge, and then upload prekeys, fetch bundles, send envelopes (one ciphertext for up
 //! to 256 recipient devices), receive their mailbox in order, acknowledge, and exchange
 //! delivered and read receipts and presence. The same port serves `/healthz`, `/readyz`,
@@ -27,11 +27,11 @@ mod blobs;
 pub mod cli;
 mod cluster;
 mod connection;
-pub mod frame;
 mod hub;
 pub mod limits;
 pub mod metrics;
 pub mod pg;
+pub mod redacted;
 pub mod store;
 mod tls;
 
@@ -49,20 +49,12 @@ use tokio::sync::watch;
 
 pub use limits::RateLimit;
 pub use pg::PgStore;
+pub use redacted::Redacted;
 pub use store::{SqliteStore, Store};
 
-#[allow(
-    missing_docs,
-    unreachable_pub,
-    clippy::all,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic
-)]
-pub mod proto {
-    //! Generated protobuf types of `proto/hush_relay.proto`.
-    include!(concat!(env!("OUT_DIR"), "/hush.relay.v1.rs"));
-}
+/// The relay protocol's wire types (`hush-relay-protocol`), re-exported for callers of the
+/// relay's library API.
+pub use hush_relay_protocol::proto;
 
 /// Relay settings. Every field has a documented default (see [`Config::default`]).
 #[derive(Clone, Debug)]
@@ -73,7 +65,7 @@ pub struct Config {
     /// `hush-relay`. Give each deployment its own, so a signature for one is useless at another.
     pub relay_id: Vec<u8>,
     /// If set, registering a new user requires this token.
-    pub registration_token: Option<Vec<u8>>,
+    pub registration_token: Option<redacted::Redacted<Vec<u8>>>,
     /// Largest WebSocket frame accepted (bytes). Default 300 KiB.
     pub max_frame_bytes: usize,
     /// Largest envelope ciphertext (bytes). Default 256 KiB + 1 KiB.
@@ -130,6 +122,17 @@ pub struct TlsFiles {
     pub cert: std::path::PathBuf,
     /// The private key.
     pub key: std::path::PathBuf,
+}
+
+impl Config {
+    /// The per-request limits that parsing a request checks.
+    pub fn request_limits(&self) -> hush_relay_protocol::request::RequestLimits {
+        hush_relay_protocol::request::RequestLimits {
+            max_recipients: self.max_recipients,
+            max_envelope_bytes: self.max_envelope_bytes,
+            max_prekeys_per_upload: self.max_prekeys_per_upload,
+        }
+    }
 }
 
 impl Default for Config {

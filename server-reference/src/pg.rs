@@ -108,8 +108,8 @@ pub struct PgStore {
     pool: Pool,
 }
 
-fn db(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Database(e.to_string())
+fn db(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::database(e)
 }
 
 fn valid_schema(s: &str) -> bool {
@@ -132,7 +132,7 @@ impl PgStore {
         let mut config: tokio_postgres::Config = url.parse().map_err(db)?;
         if let Some(s) = schema {
             if !valid_schema(s) {
-                return Err(StoreError::Database("invalid schema name".into()));
+                return Err(StoreError::InvalidSchemaName);
             }
             let (client, conn) = config.connect(NoTls).await.map_err(db)?;
             let task = tokio::spawn(conn);
@@ -163,7 +163,7 @@ impl PgStore {
     /// Drops `schema` and everything in it (for tests).
     pub async fn drop_schema(url: &str, schema: &str) -> Result<(), StoreError> {
         if !valid_schema(schema) {
-            return Err(StoreError::Database("invalid schema name".into()));
+            return Err(StoreError::InvalidSchemaName);
         }
         let config: tokio_postgres::Config = url.parse().map_err(db)?;
         let (client, conn) = config.connect(NoTls).await.map_err(db)?;
@@ -470,12 +470,18 @@ impl Store for PgStore {
         let nth = |i: i32| recipients.get((i - 1).max(0) as usize).cloned();
         match code {
             0 => Ok(()),
-            i if i < 0 => Err(StoreError::UnknownRecipient(
-                nth(-i).ok_or_else(|| db("bad index"))?,
-            )),
-            i => Err(StoreError::MailboxFull(
-                nth(i - 1_000_000).ok_or_else(|| db("bad index"))?,
-            )),
+            i if i < 0 => Err(StoreError::UnknownRecipient(nth(-i).ok_or_else(|| {
+                db(std::io::Error::other(
+                    "hush_enqueue returned a recipient index out of range",
+                ))
+            })?)),
+            i => Err(StoreError::MailboxFull(nth(i - 1_000_000).ok_or_else(
+                || {
+                    db(std::io::Error::other(
+                        "hush_enqueue returned a recipient index out of range",
+                    ))
+                },
+            )?)),
         }
     }
 

@@ -14,14 +14,7 @@ use std::sync::{Arc, OnceLock};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-/// A device address.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Addr {
-    /// The user id.
-    pub user: String,
-    /// The device number.
-    pub device: u32,
-}
+pub use hush_relay_protocol::Addr;
 
 /// A stored one-time prekey or signed prekey.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,7 +138,7 @@ pub struct MailboxLimits {
 }
 
 /// Storage failures.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// A recipient device is not registered.
@@ -154,17 +147,53 @@ pub enum StoreError {
     /// A recipient's mailbox is at its cap; nothing was stored for anyone.
     #[error("mailbox full")]
     MailboxFull(Addr),
-    /// The database failed.
-    #[error("database error: {0}")]
-    Database(String),
+    /// The database failed; the source is the database driver's error (shared: a failed
+    /// batch fails every operation in it with the same error).
+    #[error("database error")]
+    Database(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// The batch's commit failed (the database error is logged where it happened).
+    #[error("commit failed")]
+    CommitFailed,
+    /// A PostgreSQL schema name that is not lower-case letters, digits and `_` (at most 63
+    /// bytes, not starting with a digit).
+    #[error("invalid schema name")]
+    InvalidSchemaName,
     /// The database thread is gone.
     #[error("store closed")]
     Closed,
 }
 
+impl StoreError {
+    /// A database driver's error, kept as the source.
+    pub fn database(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Database(Arc::new(e))
+    }
+
+    /// The database driver's error, for a [`StoreError::Database`] (downcast it to
+    /// `rusqlite::Error` or `tokio_postgres::Error`).
+    pub fn database_error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match self {
+            Self::Database(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+/// An error and its sources, `": "`-separated, for logs and the command line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        Self::Database(e.to_string())
+        Self::database(e)
     }
 }
 
@@ -666,7 +695,7 @@ impl SqliteStore {
             let thread = std::thread::Builder::new()
                 .name("hush-relay-checkpoint".into())
                 .spawn(move || checkpoint(checkpoints, stopped, frames))
-                .map_err(|e| StoreError::Database(e.to_string()))?;
+                .map_err(StoreError::database)?;
             checkpointer = Some((stop, thread));
         }
         std::thread::Builder::new()
@@ -681,7 +710,7 @@ impl SqliteStore {
                     let _ = thread.join();
                 }
             })
-            .map_err(|e| StoreError::Database(e.to_string()))?;
+            .map_err(StoreError::database)?;
         Ok(Self {
             jobs: tx,
             hook: Arc::new(OnceLock::new()),
@@ -720,7 +749,7 @@ impl SqliteStore {
                         }
                         Ok(v)
                     }
-                    Ok(_) => Err(StoreError::Database("commit failed".into())),
+                    Ok(_) => Err(StoreError::CommitFailed),
                     Err(e) => Err(e),
                 };
                 let _ = tx.send(answer);
@@ -1089,12 +1118,7 @@ impl Store for SqliteStore {
             .await;
         match result {
             Ok(results) => results,
-            Err(e) => {
-                let msg = e.to_string();
-                (0..n)
-                    .map(|_| Err(StoreError::Database(msg.clone())))
-                    .collect()
-            }
+            Err(e) => (0..n).map(|_| Err(e.clone())).collect(),
         }
     }
 
@@ -1524,6 +1548,24 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn database_errors_keep_their_source() {
+        let e = StoreError::from(rusqlite::Error::InvalidQuery);
+        let source = e
+            .database_error()
+            .and_then(|s| s.downcast_ref::<rusqlite::Error>());
+        assert!(matches!(source, Some(rusqlite::Error::InvalidQuery)));
+        assert!(std::error::Error::source(&e).is_some());
+        assert_eq!(
+            error_chain(&e),
+            format!("database error: {}", rusqlite::Error::InvalidQuery)
+        );
+        // A failed batch hands every operation in it the same error.
+        assert!(
+            matches!(e.clone(), StoreError::Database(s) if s.to_string() == source.unwrap().to_string())
+        );
+    }
 
     fn addr(user: &str) -> Addr {
         Addr {

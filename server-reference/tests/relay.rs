@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use hush_crypto::{IdentityKeyPair, X25519KeyPair};
-use hush_relay::proto::{self, ErrorCode, client_frame::Body as In, server_frame::Body as Out};
-use hush_relay::{Config, RateLimit, Relay, SqliteStore, frame};
+use hush_relay::{Config, RateLimit, Relay, SqliteStore};
+use hush_relay_protocol::proto::{
+    self, ErrorCode, client_frame::Body as In, server_frame::Body as Out,
+};
+use hush_relay_protocol::signed;
 use prost::Message as _;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -264,7 +267,7 @@ impl Client {
         link: Option<proto::DeviceLink>,
     ) -> Out {
         let key = id.public().to_bytes().to_vec();
-        let sig = id.sign(&frame::auth_message(
+        let sig = id.sign(&signed::auth_message(
             &self.relay_id,
             &self.nonce,
             user,
@@ -367,7 +370,7 @@ fn send_to(recipients: &[(&str, u32)], mid: &[u8], ct: &[u8]) -> In {
 
 fn upload(id: &IdentityKeyPair, spk_id: u32, n: u32) -> In {
     let spk = X25519KeyPair::generate(&mut rand::rng());
-    let sig = id.sign(&frame::signed_prekey_message(
+    let sig = id.sign(&signed::signed_prekey_message(
         spk_id,
         spk.public().as_bytes(),
     ));
@@ -412,7 +415,7 @@ async fn authentication_rules(b: Backend) {
     let forged = proto::DeviceLink {
         linking_device_id: 1,
         signature: mallory
-            .sign(&frame::link_message(
+            .sign(&signed::link_message(
                 "alice",
                 2,
                 mallory.public().as_bytes(),
@@ -428,7 +431,7 @@ async fn authentication_rules(b: Backend) {
     let link = proto::DeviceLink {
         linking_device_id: 1,
         signature: alice
-            .sign(&frame::link_message("alice", 2, phone.public().as_bytes()))
+            .sign(&signed::link_message("alice", 2, phone.public().as_bytes()))
             .to_bytes()
             .to_vec(),
     };
@@ -440,7 +443,7 @@ async fn authentication_rules(b: Backend) {
     // A replayed authentication (signed for another connection's challenge) fails.
     let mut first = connect(&relay).await;
     let key = alice.public().to_bytes().to_vec();
-    let sig = alice.sign(&frame::auth_message(
+    let sig = alice.sign(&signed::auth_message(
         &first.relay_id,
         &first.nonce,
         "alice",
@@ -487,7 +490,7 @@ fn link_for(
     proto::DeviceLink {
         linking_device_id: linking_device,
         signature: linker
-            .sign(&frame::link_message(user, device, key.public().as_bytes()))
+            .sign(&signed::link_message(user, device, key.public().as_bytes()))
             .to_bytes()
             .to_vec(),
     }
@@ -612,7 +615,7 @@ async fn device_list_and_reinstall_with_a_new_key(b: Backend) {
 
 async fn registration_token(b: Backend) {
     let relay = start(b.db("token").await, |c| {
-        c.registration_token = Some(b"let me in".to_vec())
+        c.registration_token = Some(b"let me in".to_vec().into())
     })
     .await;
     let id = IdentityKeyPair::generate(&mut rand::rng());
@@ -620,7 +623,7 @@ async fn registration_token(b: Backend) {
     assert_eq!(code(&c.auth(&id, "u", 1, None).await), ErrorCode::Forbidden);
     let mut c = connect(&relay).await;
     let key = id.public().to_bytes().to_vec();
-    let sig = id.sign(&frame::auth_message(&c.relay_id, &c.nonce, "u", 1, &key));
+    let sig = id.sign(&signed::auth_message(&c.relay_id, &c.nonce, "u", 1, &key));
     let ok = c
         .call(In::Authenticate(proto::Authenticate {
             address: Some(addr("u", 1)),
@@ -1511,7 +1514,7 @@ async fn hostile_clients_do_not_disturb_a_well_behaved_pair(b: Backend) {
     let mut forged = connect(&relay).await;
     let key = mallory.public().to_bytes().to_vec();
     let wrong_nonce = [7u8; 32];
-    let sig = mallory.sign(&frame::auth_message(
+    let sig = mallory.sign(&signed::auth_message(
         &forged.relay_id,
         &wrong_nonce,
         "mallory",
@@ -1532,7 +1535,7 @@ async fn hostile_clients_do_not_disturb_a_well_behaved_pair(b: Backend) {
         "closed after a failed auth"
     );
     let first = connect(&relay).await;
-    let replayed_sig = mallory.sign(&frame::auth_message(
+    let replayed_sig = mallory.sign(&signed::auth_message(
         &first.relay_id,
         &first.nonce,
         "mallory",

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
 use hush_crypto::IdentityKeyPair;
-use hush_relay::frame;
-use hush_relay::proto::{self, client_frame::Body as In, server_frame::Body as Out};
+use hush_relay_protocol::proto::{self, client_frame::Body as In, server_frame::Body as Out};
+use hush_relay_protocol::signed;
 use prost::Message as _;
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
@@ -98,7 +98,13 @@ async fn connect(relay: std::net::SocketAddr, user: &str) -> Result<Ws, String> 
     };
     let id = IdentityKeyPair::generate(&mut rand::rng());
     let key = id.public().to_bytes().to_vec();
-    let sig = id.sign(&frame::auth_message(&ch.relay_id, &ch.nonce, user, 1, &key));
+    let sig = id.sign(&signed::auth_message(
+        &ch.relay_id,
+        &ch.nonce,
+        user,
+        1,
+        &key,
+    ));
     let auth = proto::ClientFrame {
         request_id: 1,
         body: Some(In::Authenticate(proto::Authenticate {

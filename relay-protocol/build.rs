@@ -1,4 +1,4 @@
-//! Compiles the `.proto` files with protox (pure Rust: no system `protoc`).
+//! Compiles `proto/hush_relay.proto` with protox (pure Rust: no system `protoc`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = ["proto/hush_relay.proto"];

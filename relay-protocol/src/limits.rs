@@ -1,0 +1,14 @@
+//! Limits both sides of the relay protocol must agree on (docs/SPEC.md §14.4). Limits that
+//! a relay operator may change (frame size, recipients per send, mailbox size...) are the
+//! relay's settings, not these.
+
+/// Longest user id, in bytes (UTF-8). A user id is never empty.
+pub const MAX_USER_ID: usize = 64;
+/// Longest client-chosen message id, in bytes. A message id is never empty.
+pub const MAX_MESSAGE_ID: usize = 32;
+/// Most message ids in one read receipt frame.
+pub const MAX_READ_IDS: usize = 1024;
+/// Length of the relay's authentication nonce.
+pub const NONCE_LEN: usize = 32;
+/// Largest frame a device accepts from the relay (1 MiB). A relay never sends a larger one.
+pub const MAX_SERVER_FRAME: usize = 1 << 20;

@@ -1,0 +1,449 @@
+//! Requests: a decoded [`ClientFrame`] parsed into a typed [`Request`] with every check that
+//! needs no stored state (addresses, lengths, key encodings, and the relay's per-request
+//! limits in [`RequestLimits`]). The relay then applies the request; a fuzz target can
+//! call [`Request::parse`] directly.
+
+use hush_crypto::{IdentityPublicKey, Signature, X25519PublicKey};
+
+use crate::address::{Addr, valid_user_id};
+use crate::limits::{MAX_MESSAGE_ID, MAX_READ_IDS};
+use crate::proto::{self, ClientFrame, ErrorCode, client_frame::Body};
+
+/// The relay's per-request limits that parsing checks (its settings, with its defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Most recipient addresses in one send (counted before duplicates are removed).
+    pub max_recipients: usize,
+    /// Largest envelope ciphertext, in bytes.
+    pub max_envelope_bytes: usize,
+    /// Most one-time prekeys in one upload.
+    pub max_prekeys_per_upload: usize,
+}
+
+/// A request refused by parsing: the frame's request id, the error code and a fixed
+/// explanation, both sent back in an error frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct RequestError {
+    /// The refused frame's request id.
+    pub request_id: u64,
+    /// The error code.
+    pub code: ErrorCode,
+    /// What was wrong, for the device's developer.
+    pub message: &'static str,
+}
+
+/// The answer to the relay's challenge (SPEC §14.1), with its keys parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Authenticate {
+    /// The device authenticating.
+    pub address: Addr,
+    /// Its identity key.
+    pub identity_key: IdentityPublicKey,
+    /// Its signature over [`crate::signed::auth_message`].
+    pub signature: Signature,
+    /// The registration token, for relays that require one (empty when none).
+    pub registration_token: Vec<u8>,
+    /// Another device of the user vouching for this one.
+    pub link: Option<proto::DeviceLink>,
+}
+
+/// A one-time or signed prekey: its id and a valid X25519 public key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prekey {
+    /// The prekey id.
+    pub id: u32,
+    /// The 32-byte X25519 public key.
+    pub key: Vec<u8>,
+}
+
+/// A prekey upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadPrekeys {
+    /// A new signed prekey and its signature (not yet verified: that needs the stored
+    /// identity key).
+    pub signed_prekey: Option<(Prekey, Vec<u8>)>,
+    /// New one-time prekeys.
+    pub one_time_prekeys: Vec<Prekey>,
+}
+
+/// One envelope for one or more recipient devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Send {
+    /// Distinct recipients, sorted.
+    pub recipients: Vec<Addr>,
+    /// The sender's message id, 1 to [`MAX_MESSAGE_ID`] bytes.
+    pub message_id: Vec<u8>,
+    /// The ciphertext (never empty).
+    pub ciphertext: Vec<u8>,
+}
+
+/// A parsed request.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Request {
+    /// The answer to the challenge (valid only as the first frame; boxed: its parsed keys
+    /// are large).
+    Authenticate(Box<Authenticate>),
+    /// Liveness check.
+    Ping,
+    /// Upload prekeys.
+    UploadPrekeys(UploadPrekeys),
+    /// Fetch a device's prekey bundle (spending one one-time prekey).
+    FetchBundle(Addr),
+    /// Store an envelope.
+    Send(Send),
+    /// Acknowledge envelopes (removes them from the mailbox).
+    Ack(Vec<u64>),
+    /// Read receipts for messages from `sender`.
+    Read {
+        /// The device that sent the messages.
+        sender: Addr,
+        /// Their message ids (1 to [`MAX_READ_IDS`] of them, each valid).
+        message_ids: Vec<Vec<u8>>,
+    },
+    /// Acknowledge receipts.
+    AckReceipts(Vec<u64>),
+    /// A user's presence.
+    Presence(String),
+    /// Whether this user's last-seen time is hidden.
+    PresenceSettings {
+        /// Hide it.
+        hide_last_seen: bool,
+    },
+    /// A token to upload one attachment blob.
+    UploadToken,
+    /// A user's devices and identity keys.
+    ListDevices(String),
+}
+
+fn valid_message_id(id: &[u8]) -> bool {
+    !id.is_empty() && id.len() <= MAX_MESSAGE_ID
+}
+
+impl Request {
+    /// Parses a decoded frame. Returns the request id with the request, or the refusal.
+    pub fn parse(frame: ClientFrame, limits: &RequestLimits) -> Result<(u64, Self), RequestError> {
+        let request_id = frame.request_id;
+        let refuse = |code, message| RequestError {
+            request_id,
+            code,
+            message,
+        };
+        let malformed = |message| refuse(ErrorCode::Malformed, message);
+        let request = match frame.body.ok_or(malformed("malformed frame"))? {
+            Body::Authenticate(a) => {
+                let address =
+                    Addr::from_proto(a.address.as_ref()).ok_or(malformed("bad address"))?;
+                let identity_key = IdentityPublicKey::from_slice(&a.identity_key)
+                    .map_err(|_| refuse(ErrorCode::InvalidKey, "invalid identity key"))?;
+                let signature =
+                    Signature::from_slice(&a.signature).ok_or(malformed("bad signature length"))?;
+                Self::Authenticate(Box::new(Authenticate {
+                    address,
+                    identity_key,
+                    signature,
+                    registration_token: a.registration_token,
+                    link: a.link,
+                }))
+            }
+            Body::Ping(_) => Self::Ping,
+            Body::UploadPrekeys(u) => {
+                if u.one_time_prekeys.len() > limits.max_prekeys_per_upload {
+                    return Err(refuse(
+                        ErrorCode::TooLarge,
+                        "too many prekeys in one upload",
+                    ));
+                }
+                let valid_key = |k: &[u8]| X25519PublicKey::from_slice(k).is_some();
+                if u.one_time_prekeys.iter().any(|k| !valid_key(&k.key)) {
+                    return Err(refuse(
+                        ErrorCode::InvalidKey,
+                        "one-time prekeys are 32-byte X25519 keys",
+                    ));
+                }
+                let signed_prekey = if u.signed_prekey.is_empty() {
+                    None
+                } else if !valid_key(&u.signed_prekey) {
+                    return Err(refuse(
+                        ErrorCode::InvalidKey,
+                        "signed prekey is a 32-byte X25519 key",
+                    ));
+                } else {
+                    Some((
+                        Prekey {
+                            id: u.signed_prekey_id,
+                            key: u.signed_prekey,
+                        },
+                        u.signed_prekey_signature,
+                    ))
+                };
+                Self::UploadPrekeys(UploadPrekeys {
+                    signed_prekey,
+                    one_time_prekeys: u
+                        .one_time_prekeys
+                        .into_iter()
+                        .map(|k| Prekey {
+                            id: k.id,
+                            key: k.key,
+                        })
+                        .collect(),
+                })
+            }
+            Body::FetchBundle(f) => Self::FetchBundle(
+                Addr::from_proto(f.address.as_ref()).ok_or(malformed("bad address"))?,
+            ),
+            Body::Send(s) => {
+                if s.recipients.is_empty() {
+                    return Err(malformed("no recipients"));
+                }
+                if s.recipients.len() > limits.max_recipients {
+                    return Err(refuse(ErrorCode::TooManyRecipients, "too many recipients"));
+                }
+                if !valid_message_id(&s.message_id) {
+                    return Err(malformed("message id must be 1 to 32 bytes"));
+                }
+                if s.ciphertext.is_empty() {
+                    return Err(malformed("empty ciphertext"));
+                }
+                if s.ciphertext.len() > limits.max_envelope_bytes {
+                    return Err(refuse(ErrorCode::TooLarge, "envelope too large"));
+                }
+                let mut recipients = s
+                    .recipients
+                    .iter()
+                    .map(|r| Addr::from_proto(Some(r)))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or(malformed("bad recipient address"))?;
+                recipients.sort();
+                recipients.dedup();
+                Self::Send(Send {
+                    recipients,
+                    message_id: s.message_id,
+                    ciphertext: s.ciphertext,
+                })
+            }
+            Body::Ack(a) => Self::Ack(a.envelope_ids),
+            Body::Read(r) => {
+                let sender = Addr::from_proto(r.sender.as_ref()).ok_or(malformed("bad address"))?;
+                if r.message_ids.len() > MAX_READ_IDS
+                    || r.message_ids.iter().any(|m| !valid_message_id(m))
+                {
+                    return Err(malformed("bad message ids"));
+                }
+                Self::Read {
+                    sender,
+                    message_ids: r.message_ids,
+                }
+            }
+            Body::AckReceipts(a) => Self::AckReceipts(a.receipt_ids),
+            Body::Presence(q) => Self::Presence(q.user_id),
+            Body::PresenceSettings(p) => Self::PresenceSettings {
+                hide_last_seen: p.hide_last_seen,
+            },
+            Body::UploadToken(_) => Self::UploadToken,
+            Body::ListDevices(q) => {
+                if !valid_user_id(&q.user_id) {
+                    return Err(malformed("bad user id"));
+                }
+                Self::ListDevices(q.user_id)
+            }
+        };
+        Ok((request_id, request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::MAX_USER_ID;
+
+    const LIMITS: RequestLimits = RequestLimits {
+        max_recipients: 3,
+        max_envelope_bytes: 10,
+        max_prekeys_per_upload: 2,
+    };
+
+    fn parse(body: Body) -> Result<Request, (ErrorCode, &'static str)> {
+        Request::parse(
+            ClientFrame {
+                request_id: 5,
+                body: Some(body),
+            },
+            &LIMITS,
+        )
+        .map(|(id, r)| {
+            assert_eq!(id, 5);
+            r
+        })
+        .map_err(|e| {
+            assert_eq!(e.request_id, 5);
+            (e.code, e.message)
+        })
+    }
+
+    fn addr(user: &str, device: u32) -> proto::Address {
+        proto::Address {
+            user_id: user.into(),
+            device_id: device,
+        }
+    }
+
+    fn send(recipients: Vec<proto::Address>, message_id: usize, ciphertext: usize) -> Body {
+        Body::Send(proto::Send {
+            recipients,
+            message_id: vec![1; message_id],
+            ciphertext: vec![2; ciphertext],
+        })
+    }
+
+    #[test]
+    fn send_limits_at_their_boundaries() {
+        let three = vec![addr("b", 2), addr("a", 1), addr("b", 2)];
+        let Ok(Request::Send(s)) = parse(send(three.clone(), MAX_MESSAGE_ID, 10)) else {
+            panic!("a valid send was refused");
+        };
+        // Sorted, duplicates removed.
+        assert_eq!(
+            s.recipients,
+            [
+                Addr {
+                    user: "a".into(),
+                    device: 1
+                },
+                Addr {
+                    user: "b".into(),
+                    device: 2
+                }
+            ]
+        );
+        let mut four = three.clone();
+        four.push(addr("c", 1));
+        assert_eq!(
+            parse(send(four, 1, 1)),
+            Err((ErrorCode::TooManyRecipients, "too many recipients"))
+        );
+        assert_eq!(
+            parse(send(vec![], 1, 1)).unwrap_err().0,
+            ErrorCode::Malformed
+        );
+        assert_eq!(
+            parse(send(three.clone(), 0, 1)).unwrap_err().0,
+            ErrorCode::Malformed
+        );
+        assert_eq!(
+            parse(send(three.clone(), MAX_MESSAGE_ID + 1, 1))
+                .unwrap_err()
+                .0,
+            ErrorCode::Malformed
+        );
+        assert_eq!(
+            parse(send(three.clone(), 1, 0)).unwrap_err().0,
+            ErrorCode::Malformed
+        );
+        assert_eq!(
+            parse(send(three, 1, 11)),
+            Err((ErrorCode::TooLarge, "envelope too large"))
+        );
+        let long_user = "u".repeat(MAX_USER_ID + 1);
+        assert_eq!(
+            parse(send(vec![addr(&long_user, 1)], 1, 1)),
+            Err((ErrorCode::Malformed, "bad recipient address"))
+        );
+    }
+
+    #[test]
+    fn read_receipt_limits_at_their_boundaries() {
+        let read = |n: usize, len: usize| {
+            Body::Read(proto::ReadReceipt {
+                sender: Some(addr("a", 1)),
+                message_ids: vec![vec![3; len]; n],
+            })
+        };
+        assert!(matches!(
+            parse(read(MAX_READ_IDS, MAX_MESSAGE_ID)),
+            Ok(Request::Read { .. })
+        ));
+        assert_eq!(
+            parse(read(MAX_READ_IDS + 1, 1)).unwrap_err().0,
+            ErrorCode::Malformed
+        );
+        assert_eq!(
+            parse(read(1, MAX_MESSAGE_ID + 1)).unwrap_err().0,
+            ErrorCode::Malformed
+        );
+        assert_eq!(parse(read(1, 0)).unwrap_err().0, ErrorCode::Malformed);
+    }
+
+    #[test]
+    fn prekey_uploads_are_checked() {
+        let key = |id| proto::OneTimePrekey {
+            id,
+            key: vec![9; 32],
+        };
+        let upload = |n: u32, signed: Vec<u8>| {
+            Body::UploadPrekeys(proto::UploadPrekeys {
+                signed_prekey_id: 1,
+                signed_prekey: signed,
+                signed_prekey_signature: vec![0; 64],
+                one_time_prekeys: (0..n).map(key).collect(),
+            })
+        };
+        let Ok(Request::UploadPrekeys(u)) = parse(upload(2, vec![])) else {
+            panic!("a valid upload was refused");
+        };
+        assert_eq!((u.one_time_prekeys.len(), u.signed_prekey), (2, None));
+        assert_eq!(parse(upload(3, vec![])).unwrap_err().0, ErrorCode::TooLarge);
+        assert_eq!(
+            parse(upload(0, vec![9; 31])).unwrap_err().0,
+            ErrorCode::InvalidKey
+        );
+        assert!(matches!(
+            parse(upload(0, vec![9; 32])),
+            Ok(Request::UploadPrekeys(UploadPrekeys {
+                signed_prekey: Some(_),
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn addresses_and_user_ids_are_checked() {
+        let long = "u".repeat(MAX_USER_ID + 1);
+        for body in [
+            Body::FetchBundle(proto::FetchBundle { address: None }),
+            Body::FetchBundle(proto::FetchBundle {
+                address: Some(addr(&long, 1)),
+            }),
+            Body::ListDevices(proto::ListDevices {
+                user_id: String::new(),
+            }),
+            Body::ListDevices(proto::ListDevices {
+                user_id: long.clone(),
+            }),
+            Body::Authenticate(proto::Authenticate::default()),
+        ] {
+            assert_eq!(parse(body).unwrap_err().0, ErrorCode::Malformed);
+        }
+        let auth = |key: Vec<u8>, sig: Vec<u8>| {
+            Body::Authenticate(proto::Authenticate {
+                address: Some(addr("a", 1)),
+                identity_key: key,
+                signature: sig,
+                ..Default::default()
+            })
+        };
+        assert_eq!(
+            parse(auth(vec![1; 31], vec![0; 64])).unwrap_err().0,
+            ErrorCode::InvalidKey
+        );
+        let frame = ClientFrame {
+            request_id: 1,
+            body: None,
+        };
+        assert_eq!(
+            Request::parse(frame, &LIMITS).unwrap_err().code,
+            ErrorCode::Malformed
+        );
+    }
+}

@@ -1,0 +1,162 @@
+//! Delivery to a connected device: what the hub pushed into its inbox, and what waits in
+//! the store (at connect, after an inbox overflow, on polls), each sent once per connection.
+
+use hush_relay_protocol::codec;
+use hush_relay_protocol::proto::{self, server_frame::Body as Out};
+
+use super::{Sink, feed};
+use crate::hub::Inbox;
+use crate::store::{Addr, Delivery, PushedMessage, Store, StoredReceipt};
+use crate::{Shared, now_ms};
+
+/// Envelopes or receipts fetched per store round trip while draining a mailbox.
+const PAGE: u32 = 256;
+
+/// The newest envelope and receipt this connection has sent: anything at or below is not
+/// sent again.
+#[derive(Default)]
+pub(super) struct Cursor {
+    envelope: u64,
+    receipt: u64,
+}
+
+/// Tells the device how many one-time prekeys it has left (and whether that is low).
+pub(super) async fn prekey_status<S: Store>(
+    sink: &mut Sink,
+    shared: &Shared<S>,
+    addr: &Addr,
+) -> bool {
+    let Ok(n) = shared.store.prekey_count(addr).await else {
+        return true;
+    };
+    feed(sink, prekey_status_frame(shared, n)).await
+}
+
+/// A `PrekeyStatus` frame for a stock of `n`.
+pub(super) fn prekey_status_frame<S>(shared: &Shared<S>, n: u64) -> Vec<u8> {
+    codec::encode_server(
+        0,
+        Out::PrekeyStatus(proto::PrekeyStatus {
+            one_time_prekeys: u32::try_from(n).unwrap_or(u32::MAX),
+            low: n < shared.config.prekey_low_watermark,
+        }),
+    )
+}
+
+fn envelope_frame(envelope_id: u64, m: &PushedMessage) -> Vec<u8> {
+    codec::encode_server(
+        0,
+        Out::Envelope(proto::Envelope {
+            envelope_id,
+            sender: Some(m.sender.to_proto()),
+            message_id: m.message_id.clone(),
+            server_timestamp_ms: m.server_ms,
+            ciphertext: m.ciphertext.clone(),
+        }),
+    )
+}
+
+fn receipt_frame(r: StoredReceipt) -> Vec<u8> {
+    codec::encode_server(
+        0,
+        Out::Receipt(proto::Receipt {
+            receipt_id: r.receipt_id,
+            kind: if r.read {
+                proto::ReceiptKind::Read
+            } else {
+                proto::ReceiptKind::Delivered
+            } as i32,
+            recipient: Some(r.recipient.to_proto()),
+            message_id: r.message_id,
+            timestamp_ms: r.at_ms,
+        }),
+    )
+}
+
+/// Sends what was pushed into the inbox (skipping what this connection already sent from
+/// the store), then reads the store if the inbox says so.
+pub(super) async fn deliver<S: Store>(
+    sink: &mut Sink,
+    shared: &Shared<S>,
+    addr: &Addr,
+    inbox: &Inbox,
+    cursor: &mut Cursor,
+) -> bool {
+    let (items, check_store) = inbox.take();
+    for d in items {
+        let bytes = match d {
+            Delivery::Envelope {
+                envelope_id,
+                message,
+                ..
+            } if envelope_id > cursor.envelope => {
+                cursor.envelope = envelope_id;
+                shared.metrics.envelope_out();
+                envelope_frame(envelope_id, &message)
+            }
+            Delivery::Receipt { receipt, .. } if receipt.receipt_id > cursor.receipt => {
+                cursor.receipt = receipt.receipt_id;
+                shared.metrics.receipt_out();
+                receipt_frame(receipt)
+            }
+            _ => continue,
+        };
+        if !feed(sink, bytes).await {
+            return false;
+        }
+    }
+    !check_store || drain(sink, shared, addr, cursor).await
+}
+
+/// Sends every queued envelope and receipt not sent yet on this connection, in order, from
+/// the store.
+pub(super) async fn drain<S: Store>(
+    sink: &mut Sink,
+    shared: &Shared<S>,
+    addr: &Addr,
+    cursor: &mut Cursor,
+) -> bool {
+    loop {
+        let Ok(page) = shared
+            .store
+            .pending(addr, cursor.envelope, PAGE, now_ms())
+            .await
+        else {
+            return false;
+        };
+        let n = page.len();
+        for e in page {
+            cursor.envelope = e.envelope_id;
+            let env = proto::Envelope {
+                envelope_id: e.envelope_id,
+                sender: Some(e.sender.to_proto()),
+                message_id: e.message_id,
+                server_timestamp_ms: e.server_ms,
+                ciphertext: e.ciphertext,
+            };
+            if !feed(sink, codec::encode_server(0, Out::Envelope(env))).await {
+                return false;
+            }
+            shared.metrics.envelope_out();
+        }
+        if n < PAGE as usize {
+            break;
+        }
+    }
+    loop {
+        let Ok(page) = shared.store.receipts(addr, cursor.receipt, PAGE).await else {
+            return false;
+        };
+        let n = page.len();
+        for r in page {
+            cursor.receipt = r.receipt_id;
+            if !feed(sink, receipt_frame(r)).await {
+                return false;
+            }
+            shared.metrics.receipt_out();
+        }
+        if n < PAGE as usize {
+            return true;
+        }
+    }
+}

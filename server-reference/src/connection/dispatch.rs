@@ -1,0 +1,251 @@
+//! Applying parsed requests (docs/SPEC.md §14.2): each [`Request`] against the store, the
+//! hub and the cluster, answered with one frame. Sends are stored several at a time by
+//! [`store_sends`].
+
+use std::time::Instant;
+
+use hush_crypto::{IdentityPublicKey, Signature};
+use hush_relay_protocol::proto::{self, ErrorCode, server_frame::Body as Out};
+use hush_relay_protocol::request::{Send, UploadPrekeys};
+use hush_relay_protocol::{Request, codec, signed};
+
+use super::refusal::{Refused, refuse};
+use super::{Sink, feed};
+use crate::store::{Addr, DeviceLookup, MailboxLimits, Outgoing, Store, StoredPrekey};
+use crate::{Shared, now_ms};
+
+/// The answer frame to send, if any, or the refusal.
+pub(super) type Handled = Result<Option<Vec<u8>>, Refused>;
+
+/// Applies one request (any but a send) from the authenticated device `addr`.
+pub(super) async fn apply<S: Store>(
+    request: Request,
+    rid: u64,
+    shared: &Shared<S>,
+    addr: &Addr,
+) -> Handled {
+    let done = |body: Out| Ok(Some(codec::encode_server(rid, body)));
+    let started = Instant::now();
+    let result = match request {
+        Request::Authenticate(_) => Err(Refused::ALREADY_AUTHENTICATED),
+        Request::Ping => done(Out::Pong(proto::Pong {})),
+        Request::UploadPrekeys(u) => {
+            let n = upload(shared, addr, u).await?;
+            done(Out::PrekeyStatus(proto::PrekeyStatus {
+                one_time_prekeys: u32::try_from(n).unwrap_or(u32::MAX),
+                low: n < shared.config.prekey_low_watermark,
+            }))
+        }
+        Request::FetchBundle(target) => match shared.store.take_bundle(&target).await? {
+            None => Err(refuse(
+                ErrorCode::NotFound,
+                "no bundle for that device",
+                "not_found",
+            )),
+            Some(b) => {
+                // The owner re-checks its stock (and hears if it ran low).
+                if b.one_time_prekey.is_some() {
+                    shared.prekeys_taken(&target);
+                }
+                done(Out::Bundle(proto::Bundle {
+                    identity_key: b.identity_key,
+                    signed_prekey_id: b.signed_prekey.id,
+                    signed_prekey: b.signed_prekey.key,
+                    signed_prekey_signature: b.signature,
+                    one_time_prekey: b.one_time_prekey.map(|k| proto::OneTimePrekey {
+                        id: k.id,
+                        key: k.key,
+                    }),
+                }))
+            }
+        },
+        // Sends are stored by `store_sends`, several at a time.
+        Request::Send(_) => Err(Refused::INTERNAL),
+        Request::Ack(envelope_ids) => {
+            let n = envelope_ids.len() as u64;
+            let senders = shared.store.ack(addr, envelope_ids, now_ms()).await?;
+            shared.metrics.acked(n);
+            for s in &senders {
+                shared.committed_for(s);
+            }
+            done(Out::Done(proto::Done {}))
+        }
+        Request::Read {
+            sender,
+            message_ids,
+        } => {
+            shared
+                .store
+                .read(addr, &sender, message_ids, now_ms())
+                .await?;
+            shared.committed_for(&sender);
+            done(Out::Done(proto::Done {}))
+        }
+        Request::AckReceipts(receipt_ids) => {
+            shared.store.ack_receipts(addr, receipt_ids).await?;
+            done(Out::Done(proto::Done {}))
+        }
+        Request::Presence(user_id) => {
+            let seen = shared.store.presence(&user_id).await?;
+            let now = now_ms();
+            let window = u64::try_from(shared.config.online_window.as_millis()).unwrap_or(u64::MAX);
+            let (online, last, hidden) = match seen {
+                None => (false, 0, false),
+                Some((t, hidden)) => (
+                    now.saturating_sub(t) <= window,
+                    if hidden { 0 } else { t },
+                    hidden,
+                ),
+            };
+            done(Out::Presence(proto::Presence {
+                user_id,
+                online,
+                last_seen_ms: last,
+                hidden,
+            }))
+        }
+        Request::UploadToken => {
+            let ttl = shared.config.upload_token_ttl;
+            let token = crate::blobs::issue_token(shared, addr, ttl).await?;
+            done(Out::UploadToken(proto::UploadToken {
+                token: token.to_vec(),
+                expires_ms: now_ms()
+                    .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+                max_bytes: shared.config.max_blob_bytes,
+            }))
+        }
+        Request::ListDevices(user_id) => {
+            let devices = shared.store.devices(&user_id).await?;
+            if devices.is_empty() {
+                return Err(refuse(ErrorCode::NotFound, "no such user", "not_found"));
+            }
+            done(Out::Devices(proto::Devices {
+                user_id,
+                devices: devices
+                    .into_iter()
+                    .map(|(device_id, identity_key)| proto::DeviceKey {
+                        device_id,
+                        identity_key,
+                    })
+                    .collect(),
+            }))
+        }
+        Request::PresenceSettings { hide_last_seen } => {
+            shared.store.set_hidden(&addr.user, hide_last_seen).await?;
+            done(Out::Done(proto::Done {}))
+        }
+        _ => Err(Refused::INTERNAL),
+    };
+    shared.metrics.store_latency(started.elapsed());
+    result
+}
+
+/// Stores an upload whose signed prekey (if any) verifies under the device's registered
+/// identity key. Returns the device's one-time prekey stock.
+async fn upload<S: Store>(
+    shared: &Shared<S>,
+    addr: &Addr,
+    u: UploadPrekeys,
+) -> Result<u64, Refused> {
+    let signed = match u.signed_prekey {
+        None => None,
+        Some((prekey, signature)) => {
+            let DeviceLookup::Known(identity) = shared.store.device(addr).await? else {
+                return Err(refuse(
+                    ErrorCode::Unauthenticated,
+                    "device not registered",
+                    "unauthenticated",
+                ));
+            };
+            let key = IdentityPublicKey::from_slice(&identity)
+                .map_err(|_| refuse(ErrorCode::Internal, "stored key invalid", "internal"))?;
+            let ok = Signature::from_slice(&signature).is_some_and(|s| {
+                key.verify(&signed::signed_prekey_message(prekey.id, &prekey.key), &s)
+                    .is_ok()
+            });
+            if !ok {
+                return Err(refuse(
+                    ErrorCode::BadSignature,
+                    "signed prekey signature does not verify",
+                    "bad_signature",
+                ));
+            }
+            Some((
+                StoredPrekey {
+                    id: prekey.id,
+                    key: prekey.key,
+                },
+                signature,
+            ))
+        }
+    };
+    let one_time = u
+        .one_time_prekeys
+        .into_iter()
+        .map(|k| StoredPrekey {
+            id: k.id,
+            key: k.key,
+        })
+        .collect();
+    Ok(shared.store.upload_prekeys(addr, signed, one_time).await?)
+}
+
+/// Stores parsed sends (one store job) and writes each one's answer: `Sent` once it is
+/// durable, or the error. `false` when the connection must close.
+pub(super) async fn store_sends<S: Store>(
+    sink: &mut Sink,
+    shared: &Shared<S>,
+    addr: &Addr,
+    sends: Vec<(u64, Send)>,
+) -> bool {
+    if sends.is_empty() {
+        return true;
+    }
+    let started = Instant::now();
+    let now = now_ms();
+    let limits = MailboxLimits {
+        max_count: shared.config.mailbox_max_count,
+        max_bytes: shared.config.mailbox_max_bytes,
+        ttl_ms: u64::try_from(shared.config.mailbox_ttl.as_millis()).unwrap_or(u64::MAX),
+    };
+    let (ids, batch): (Vec<_>, Vec<_>) = sends
+        .into_iter()
+        .map(|(rid, s)| {
+            let answer = (rid, s.message_id.clone(), s.recipients.clone());
+            let out = Outgoing {
+                recipients: s.recipients,
+                message_id: s.message_id,
+                ciphertext: s.ciphertext,
+            };
+            (answer, out)
+        })
+        .unzip();
+    let results = shared.store.enqueue_many(addr, batch, now, limits).await;
+    shared.metrics.store_latency(started.elapsed());
+    for ((rid, message_id, recipients), result) in ids.into_iter().zip(results) {
+        let reply = match result {
+            Ok(()) => {
+                shared.metrics.envelope_in(recipients.len() as u64);
+                for r in &recipients {
+                    shared.committed_for(r);
+                }
+                codec::encode_server(
+                    rid,
+                    Out::Sent(proto::Sent {
+                        message_id,
+                        server_timestamp_ms: now,
+                    }),
+                )
+            }
+            Err(e) => {
+                let r = Refused::from(e);
+                shared.metrics.reject(r.reason);
+                r.frame(rid)
+            }
+        };
+        if !feed(sink, reply).await {
+            return false;
+        }
+    }
+    true
+}

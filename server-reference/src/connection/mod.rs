@@ -1,0 +1,223 @@
+//! One WebSocket connection: authentication ([`auth`]), then a loop that reads requests
+//! (parsed by `hush-relay-protocol`, applied by [`dispatch`]) and pushes mail and receipts
+//! ([`delivery`]). Every error frame comes from [`refusal`].
+
+mod auth;
+mod delivery;
+mod dispatch;
+mod refusal;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::{FutureExt as _, SinkExt, StreamExt};
+use hush_relay_protocol::{Request, codec};
+
+use self::delivery::Cursor;
+use self::refusal::Refused;
+use crate::store::{Addr, Store};
+use crate::{Shared, now_ms};
+
+type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+
+async fn send(sink: &mut Sink, bytes: Vec<u8>) -> bool {
+    sink.send(Message::Binary(bytes.into())).await.is_ok()
+}
+
+/// Queues a frame without flushing (the caller flushes once per batch of frames).
+async fn feed(sink: &mut Sink, bytes: Vec<u8>) -> bool {
+    sink.feed(Message::Binary(bytes.into())).await.is_ok()
+}
+
+/// Counts a refusal and queues its error frame.
+async fn feed_refusal<S>(
+    sink: &mut Sink,
+    shared: &Shared<S>,
+    request_id: u64,
+    r: &Refused,
+) -> bool {
+    shared.metrics.reject(r.reason);
+    feed(sink, r.frame(request_id)).await
+}
+
+pub(crate) async fn serve<S: Store>(socket: WebSocket, peer: SocketAddr, shared: Arc<Shared<S>>) {
+    shared.metrics.connected();
+    let (mut sink, mut stream) = socket.split();
+    let who = auth::authenticate(&mut sink, &mut stream, &shared).await;
+    if let Some(addr) = who {
+        tracing::debug!(user = %addr.user, device = addr.device, "authenticated");
+        session(&mut sink, &mut stream, peer, &shared, addr).await;
+    }
+    let _ = sink.close().await;
+    shared.metrics.disconnected();
+}
+
+/// Most frames read ahead and handled together (their envelopes stored in one job, their
+/// answers written with one flush).
+const READ_AHEAD: usize = 64;
+
+async fn session<S: Store>(
+    sink: &mut Sink,
+    stream: &mut futures_util::stream::SplitStream<WebSocket>,
+    peer: SocketAddr,
+    shared: &Shared<S>,
+    addr: Addr,
+) {
+    // Registered before the first read of the mailbox: whatever commits from now on reaches
+    // the inbox, and whatever committed before is in the store.
+    let registration = shared.hub.register(&addr);
+    shared.announce(&addr);
+    // With several nodes, also check the mailbox now and then (a wake-up may be lost).
+    let mut poll = shared.config.poll_interval.map(|p| {
+        let mut i = tokio::time::interval(p);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    let mut cursor = Cursor::default();
+    let mut shutdown = shared.shutdown.clone();
+    if !delivery::prekey_status(sink, shared, &addr).await
+        || !delivery::drain(sink, shared, &addr, &mut cursor).await
+        || sink.flush().await.is_err()
+    {
+        return;
+    }
+    let mut last_touch = Instant::now();
+    let mut idle_deadline = tokio::time::Instant::now() + shared.config.idle_timeout;
+    loop {
+        let open = tokio::select! {
+            // The idle deadline moves only when the device sends something: pushes and
+            // polls do not keep a silent connection open.
+            incoming = tokio::time::timeout_at(idle_deadline, stream.next()) => {
+                idle_deadline = tokio::time::Instant::now() + shared.config.idle_timeout;
+                let Ok(first) = incoming else {
+                    shared.metrics.reject(Refused::IDLE.reason);
+                    send(sink, Refused::IDLE.frame(0)).await;
+                    return;
+                };
+                // Read ahead what has already arrived, up to a closed or failed stream.
+                let mut messages = vec![first];
+                while messages.len() < READ_AHEAD
+                    && matches!(messages.last(), Some(Some(Ok(_))))
+                    && let Some(next) = stream.next().now_or_never()
+                {
+                    messages.push(next);
+                }
+                if last_touch.elapsed().as_secs() >= 10 {
+                    let _ = shared.store.touch(&addr.user, now_ms()).await;
+                    last_touch = Instant::now();
+                }
+                handle_frames(sink, messages, peer, shared, &addr).await
+            }
+            () = registration.inbox.notify.notified() => {
+                delivery::deliver(sink, shared, &addr, &registration.inbox, &mut cursor).await
+            }
+            _ = async { match poll.as_mut() { Some(p) => { p.tick().await; } None => std::future::pending::<()>().await } } => {
+                delivery::drain(sink, shared, &addr, &mut cursor).await
+            }
+            () = registration.prekeys.notified() => {
+                match shared.store.prekey_count(&addr).await {
+                    Ok(n) if n < shared.config.prekey_low_watermark => {
+                        feed(sink, delivery::prekey_status_frame(shared, n)).await
+                    }
+                    _ => true,
+                }
+            }
+            () = registration.replaced.notified() => {
+                send(sink, Refused::REPLACED.frame(0)).await;
+                return;
+            }
+            _ = shutdown.changed() => {
+                send(sink, Refused::SHUTTING_DOWN.frame(0)).await;
+                return;
+            }
+        };
+        // Everything a branch wrote goes out in one flush.
+        if !open || sink.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Handles frames read together, in order. Consecutive sends are stored in one store job.
+/// `false` when the connection must close.
+async fn handle_frames<S: Store>(
+    sink: &mut Sink,
+    messages: Vec<Option<Result<Message, axum::Error>>>,
+    peer: SocketAddr,
+    shared: &Shared<S>,
+    addr: &Addr,
+) -> bool {
+    let limits = shared.config.request_limits();
+    let mut sends = Vec::new();
+    for message in messages {
+        let bytes = match message {
+            Some(Ok(Message::Binary(b))) => b,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Text(_))) => {
+                if !feed_refusal(sink, shared, 0, &Refused::TEXT_FRAME).await {
+                    return false;
+                }
+                continue;
+            }
+            // Closed or failed: answer what came before, then close.
+            _ => {
+                dispatch::store_sends(sink, shared, addr, std::mem::take(&mut sends)).await;
+                return false;
+            }
+        };
+        let frame = match codec::decode_client(&bytes, shared.config.max_frame_bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                if !feed_refusal(sink, shared, 0, &e.into()).await {
+                    return false;
+                }
+                continue;
+            }
+        };
+        let limited = shared
+            .device_limits
+            .check(addr)
+            .and_then(|()| shared.ip_limits.check(&peer.ip()));
+        if let Err(wait) = limited {
+            let r = Refused::rate_limited(wait);
+            if !feed_refusal(sink, shared, frame.request_id, &r).await {
+                return false;
+            }
+            continue;
+        }
+        let rid = frame.request_id;
+        let request = match Request::parse(frame, &limits) {
+            Ok((_, request)) => request,
+            Err(e) => {
+                if !feed_refusal(sink, shared, rid, &e.into()).await {
+                    return false;
+                }
+                continue;
+            }
+        };
+        if let Request::Send(s) = request {
+            sends.push((rid, s));
+            continue;
+        }
+        // Any other request runs after the sends before it are stored.
+        if !dispatch::store_sends(sink, shared, addr, std::mem::take(&mut sends)).await {
+            return false;
+        }
+        match dispatch::apply(request, rid, shared, addr).await {
+            Ok(Some(reply)) => {
+                if !feed(sink, reply).await {
+                    return false;
+                }
+            }
+            Ok(None) => {}
+            Err(r) => {
+                if !feed_refusal(sink, shared, rid, &r).await || r.fatal {
+                    return false;
+                }
+            }
+        }
+    }
+    dispatch::store_sends(sink, shared, addr, sends).await
+}
