@@ -30,7 +30,7 @@ mod connection;
 mod hub;
 pub mod limits;
 pub mod metrics;
-pub mod pg;
+pub use store::pg;
 pub mod redacted;
 pub mod store;
 mod tls;

@@ -1,0 +1,391 @@
+//! Storage: the [`Store`] trait the protocol code uses (no SQL outside this module), and its
+//! embedded SQLite implementation.
+//!
+//! [`SqliteStore`] runs every operation on one database thread. Operations that arrive
+//! together are committed together (group commit): each checks before it writes, so one that
+//! refuses has written nothing, then one `COMMIT` makes the whole batch durable (WAL mode,
+//! `synchronous = FULL`; a database error rolls the whole batch back and fails everyone in
+//! it), and only then does any caller get its answer. So a "sent" acknowledgement always means "on disk", and
+//! throughput under load is bounded by batches, not by fsyncs per message.
+//!
+//! The SQLite implementation lives in `store/sqlite`, one file per concern (schema and
+//! migrations, ids, WAL checkpoints, mailbox, directory, presence, blobs); [`pg`] is the
+//! PostgreSQL implementation; [`inspect()`] reads a relay database for auditing.
+
+mod inspect;
+pub mod pg;
+mod sqlite;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use hush_relay_protocol::Addr;
+
+pub use self::inspect::{Inspection, inspect};
+pub use self::sqlite::{MAX_BATCH, SqliteStore};
+
+/// A stored one-time prekey or signed prekey.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredPrekey {
+    /// Its id.
+    pub id: u32,
+    /// The X25519 public key.
+    pub key: Vec<u8>,
+}
+
+/// A prekey bundle as the directory hands it out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredBundle {
+    /// The device's identity key.
+    pub identity_key: Vec<u8>,
+    /// The signed prekey.
+    pub signed_prekey: StoredPrekey,
+    /// Its signature.
+    pub signature: Vec<u8>,
+    /// One one-time prekey, taken out of the directory for this fetch only.
+    pub one_time_prekey: Option<StoredPrekey>,
+}
+
+/// A queued envelope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEnvelope {
+    /// Mailbox entry id, increasing per relay.
+    pub envelope_id: u64,
+    /// The sending device.
+    pub sender: Addr,
+    /// The sender's message id.
+    pub message_id: Vec<u8>,
+    /// When the relay stored it (ms since the Unix epoch).
+    pub server_ms: u64,
+    /// The opaque ciphertext.
+    pub ciphertext: Vec<u8>,
+}
+
+/// A queued receipt, for the sender of a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredReceipt {
+    /// Receipt id, to acknowledge.
+    pub receipt_id: u64,
+    /// `false`: delivered; `true`: read.
+    pub read: bool,
+    /// The device that received (or read) the message.
+    pub recipient: Addr,
+    /// The message id.
+    pub message_id: Vec<u8>,
+    /// When (ms since the Unix epoch).
+    pub at_ms: u64,
+}
+
+/// One envelope for [`Store::enqueue_many`]: a ciphertext for one or more recipients.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The recipient devices (sorted, no duplicates).
+    pub recipients: Vec<Addr>,
+    /// The sender's message id.
+    pub message_id: Vec<u8>,
+    /// The opaque ciphertext.
+    pub ciphertext: Vec<u8>,
+}
+
+/// A stored message as it is pushed: shared by every recipient of a multi-recipient send.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PushedMessage {
+    /// The sending device.
+    pub sender: Addr,
+    /// The sender's message id.
+    pub message_id: Vec<u8>,
+    /// When the relay stored it (ms since the Unix epoch).
+    pub server_ms: u64,
+    /// The opaque ciphertext.
+    pub ciphertext: Vec<u8>,
+}
+
+/// Something that has just been committed and is for one device: see
+/// [`Store::deliver_on_commit`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// A new envelope in `to`'s mailbox.
+    Envelope {
+        /// The recipient device.
+        to: Addr,
+        /// Its mailbox entry id.
+        envelope_id: u64,
+        /// The message.
+        message: std::sync::Arc<PushedMessage>,
+    },
+    /// A new receipt for `to`, the sender of a message.
+    Receipt {
+        /// The device that sent the message.
+        to: Addr,
+        /// The receipt.
+        receipt: StoredReceipt,
+    },
+}
+
+impl Delivery {
+    /// The device it is for.
+    pub fn to(&self) -> &Addr {
+        match self {
+            Self::Envelope { to, .. } | Self::Receipt { to, .. } => to,
+        }
+    }
+}
+
+/// Called by a store with the [`Delivery`]s of each operation, in commit order.
+pub type DeliveryHook = std::sync::Arc<dyn Fn(Vec<Delivery>) + Send + Sync>;
+
+/// Mailbox limits applied by [`Store::enqueue`].
+#[derive(Clone, Copy, Debug)]
+pub struct MailboxLimits {
+    /// Most envelopes queued per device.
+    pub max_count: u64,
+    /// Most ciphertext bytes queued per device.
+    pub max_bytes: u64,
+    /// How long an envelope waits (ms) before it expires.
+    pub ttl_ms: u64,
+}
+
+/// Storage failures.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A recipient device is not registered.
+    #[error("unknown recipient")]
+    UnknownRecipient(Addr),
+    /// A recipient's mailbox is at its cap; nothing was stored for anyone.
+    #[error("mailbox full")]
+    MailboxFull(Addr),
+    /// The database failed; the source is the database driver's error (shared: a failed
+    /// batch fails every operation in it with the same error).
+    #[error("database error")]
+    Database(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// The batch's commit failed (the database error is logged where it happened).
+    #[error("commit failed")]
+    CommitFailed,
+    /// A PostgreSQL schema name that is not lower-case letters, digits and `_` (at most 63
+    /// bytes, not starting with a digit).
+    #[error("invalid schema name")]
+    InvalidSchemaName,
+    /// The database thread is gone.
+    #[error("store closed")]
+    Closed,
+}
+
+impl StoreError {
+    /// A database driver's error, kept as the source.
+    pub fn database(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Database(Arc::new(e))
+    }
+
+    /// The database driver's error, for a [`StoreError::Database`] (downcast it to
+    /// `rusqlite::Error` or `tokio_postgres::Error`).
+    pub fn database_error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match self {
+            Self::Database(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+/// An error and its sources, `": "`-separated, for logs and the command line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::database(e)
+    }
+}
+
+/// Result of registering or authenticating a device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceLookup {
+    /// Registered with this identity key.
+    Known(Vec<u8>),
+    /// Not registered; the user has these devices with these identity keys.
+    Unknown(Vec<(u32, Vec<u8>)>),
+}
+
+/// What the protocol layer needs from storage. Implemented by [`SqliteStore`]; a PostgreSQL
+/// implementation provides the same operations.
+pub trait Store: Send + Sync + 'static {
+    /// Looks up a device.
+    fn device(&self, addr: &Addr) -> impl Future<Output = Result<DeviceLookup, StoreError>> + Send;
+    /// Registers a device; `false` if it already exists (nothing changes).
+    fn register(
+        &self,
+        addr: &Addr,
+        identity_key: &[u8],
+        now_ms: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Every registered device of `user`, by device id, with its identity key.
+    fn devices(
+        &self,
+        user: &str,
+    ) -> impl Future<Output = Result<Vec<(u32, Vec<u8>)>, StoreError>> + Send;
+    /// Gives a registered device a new identity key (a reinstall vouched for by another
+    /// device of the user) if its key is still `old_key`, and drops its prekeys, which
+    /// belonged to the old key. `false` if the key was not `old_key` (nothing changes).
+    fn rekey(
+        &self,
+        addr: &Addr,
+        old_key: &[u8],
+        new_key: &[u8],
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Replaces the signed prekey (if given) and adds one-time prekeys.
+    fn upload_prekeys(
+        &self,
+        addr: &Addr,
+        signed: Option<(StoredPrekey, Vec<u8>)>,
+        one_time: Vec<StoredPrekey>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// A bundle for `addr`, taking one one-time prekey out (each is handed out once).
+    fn take_bundle(
+        &self,
+        addr: &Addr,
+    ) -> impl Future<Output = Result<Option<StoredBundle>, StoreError>> + Send;
+    /// How many one-time prekeys `addr` has left.
+    fn prekey_count(&self, addr: &Addr) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Stores one ciphertext for every recipient, durably, all or nothing.
+    fn enqueue(
+        &self,
+        sender: &Addr,
+        recipients: Vec<Addr>,
+        message_id: Vec<u8>,
+        ciphertext: Vec<u8>,
+        now_ms: u64,
+        limits: MailboxLimits,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Stores several envelopes from one sender, in order, each all or nothing on its own;
+    /// one result per envelope. The default stores them one by one.
+    fn enqueue_many(
+        &self,
+        sender: &Addr,
+        batch: Vec<Outgoing>,
+        now_ms: u64,
+        limits: MailboxLimits,
+    ) -> impl Future<Output = Vec<Result<(), StoreError>>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(batch.len());
+            for o in batch {
+                out.push(
+                    self.enqueue(
+                        sender,
+                        o.recipients,
+                        o.message_id,
+                        o.ciphertext,
+                        now_ms,
+                        limits,
+                    )
+                    .await,
+                );
+            }
+            out
+        }
+    }
+    /// Asks the store to call `hook` with every envelope and receipt it commits, after the
+    /// commit and in commit order, so a relay can push them to connected devices without
+    /// reading them back. `false` if this store cannot promise that order (the relay then
+    /// wakes devices to read their mailbox instead). The default is `false`.
+    fn deliver_on_commit(&self, hook: DeliveryHook) -> bool {
+        let _ = hook;
+        false
+    }
+    /// Queued envelopes for `addr` after `after_id`, oldest first, not expired.
+    fn pending(
+        &self,
+        addr: &Addr,
+        after_id: u64,
+        limit: u32,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Vec<StoredEnvelope>, StoreError>> + Send;
+    /// Deletes acknowledged envelopes of `addr` and queues "delivered" receipts for their
+    /// senders. Ids that are not `addr`'s are ignored. Returns the senders to wake.
+    fn ack(
+        &self,
+        addr: &Addr,
+        envelope_ids: Vec<u64>,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Vec<Addr>, StoreError>> + Send;
+    /// Queues "read" receipts from `reader` for `sender`'s messages.
+    fn read(
+        &self,
+        reader: &Addr,
+        sender: &Addr,
+        message_ids: Vec<Vec<u8>>,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Queued receipts for `addr` after `after_id`.
+    fn receipts(
+        &self,
+        addr: &Addr,
+        after_id: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<StoredReceipt>, StoreError>> + Send;
+    /// Deletes acknowledged receipts of `addr`.
+    fn ack_receipts(
+        &self,
+        addr: &Addr,
+        receipt_ids: Vec<u64>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Records activity of `user`.
+    fn touch(&self, user: &str, now_ms: u64)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// `(last_seen_ms, hidden)` of `user`, if ever seen.
+    fn presence(
+        &self,
+        user: &str,
+    ) -> impl Future<Output = Result<Option<(u64, bool)>, StoreError>> + Send;
+    /// Sets whether `user` hides its last-seen time.
+    fn set_hidden(
+        &self,
+        user: &str,
+        hidden: bool,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Deletes expired envelopes. Returns how many.
+    fn expire(&self, now_ms: u64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Records a stored blob (or extends its expiry if it exists).
+    fn put_blob(
+        &self,
+        id: &str,
+        size: u64,
+        expires_ms: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The size of blob `id`, if it exists and has not expired.
+    fn blob(
+        &self,
+        id: &str,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+    /// Forgets expired blobs and returns their ids (for deleting their files).
+    fn expire_blobs(
+        &self,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// Records a one-time blob upload token (by its SHA-256) for `addr`, valid until
+    /// `expires_ms`. In the database, so any node of a deployment accepts the upload.
+    fn put_upload_token(
+        &self,
+        token_hash: [u8; 32],
+        addr: &Addr,
+        expires_ms: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Takes a token: the device it was issued to, once, if it has not expired.
+    fn take_upload_token(
+        &self,
+        token_hash: [u8; 32],
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Option<Addr>, StoreError>> + Send;
+    /// Operations waiting to run (for the queue-depth metric); 0 if not applicable.
+    fn queue_depth(&self) -> usize {
+        0
+    }
+}

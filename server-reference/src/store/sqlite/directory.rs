@@ -1,0 +1,168 @@
+//! The directory: devices and their identity keys, registration, rekeying, and prekeys.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::store::{DeviceLookup, StoreError, StoredBundle, StoredPrekey};
+
+/// [`Store::device`](crate::store::Store::device), on the database thread.
+pub(super) fn device(
+    c: &Connection,
+    user: String,
+    device: u32,
+) -> Result<DeviceLookup, StoreError> {
+    let key: Option<Vec<u8>> = c
+        .query_row(
+            "SELECT identity_key FROM devices WHERE user_id = ?1 AND device_id = ?2",
+            params![user, device],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(k) = key {
+        return Ok(DeviceLookup::Known(k));
+    }
+    let mut stmt = c.prepare("SELECT device_id, identity_key FROM devices WHERE user_id = ?1")?;
+    let rows = stmt
+        .query_map(params![user], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(DeviceLookup::Unknown(rows))
+}
+
+/// [`Store::register`](crate::store::Store::register), on the database thread.
+pub(super) fn register(
+    c: &Connection,
+    user: String,
+    device: u32,
+    key: Vec<u8>,
+    now_ms: u64,
+) -> Result<bool, StoreError> {
+    let n = c.execute(
+        "INSERT OR IGNORE INTO devices (user_id, device_id, identity_key, registered_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![user, device, key, now_ms as i64],
+    )?;
+    Ok(n == 1)
+}
+
+/// [`Store::devices`](crate::store::Store::devices), on the database thread.
+pub(super) fn devices(c: &Connection, user: String) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT device_id, identity_key FROM devices WHERE user_id = ?1 ORDER BY device_id",
+    )?;
+    let rows = stmt
+        .query_map(params![user], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// [`Store::rekey`](crate::store::Store::rekey), on the database thread.
+pub(super) fn rekey(
+    c: &Connection,
+    user: String,
+    device: u32,
+    old: Vec<u8>,
+    new: Vec<u8>,
+) -> Result<bool, StoreError> {
+    let n = c.execute(
+        "UPDATE devices SET identity_key = ?4 WHERE user_id = ?1 AND device_id = ?2 AND identity_key = ?3",
+        params![user, device, old, new],
+    )?;
+    if n == 1 {
+        c.execute(
+            "DELETE FROM signed_prekeys WHERE user_id = ?1 AND device_id = ?2",
+            params![user, device],
+        )?;
+        c.execute(
+            "DELETE FROM one_time_prekeys WHERE user_id = ?1 AND device_id = ?2",
+            params![user, device],
+        )?;
+    }
+    Ok(n == 1)
+}
+
+/// [`Store::upload_prekeys`](crate::store::Store::upload_prekeys), on the database thread.
+pub(super) fn upload_prekeys(
+    c: &Connection,
+    user: String,
+    device: u32,
+    signed: Option<(StoredPrekey, Vec<u8>)>,
+    one_time: Vec<StoredPrekey>,
+) -> Result<u64, StoreError> {
+    if let Some((spk, sig)) = signed {
+        c.execute(
+            "INSERT OR REPLACE INTO signed_prekeys (user_id, device_id, id, key, signature) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![user, device, spk.id, spk.key, sig],
+        )?;
+    }
+    let mut stmt = c.prepare_cached("INSERT OR REPLACE INTO one_time_prekeys (user_id, device_id, id, key) VALUES (?1, ?2, ?3, ?4)")?;
+    for k in one_time {
+        stmt.execute(params![user, device, k.id, k.key])?;
+    }
+    Ok(c.query_row(
+        "SELECT COUNT(*) FROM one_time_prekeys WHERE user_id = ?1 AND device_id = ?2",
+        params![user, device],
+        |r| r.get::<_, i64>(0),
+    )? as u64)
+}
+
+/// [`Store::take_bundle`](crate::store::Store::take_bundle), on the database thread.
+pub(super) fn take_bundle(
+    c: &Connection,
+    user: String,
+    device: u32,
+) -> Result<Option<StoredBundle>, StoreError> {
+    let Some(identity_key) = c
+        .query_row(
+            "SELECT identity_key FROM devices WHERE user_id = ?1 AND device_id = ?2",
+            params![user, device],
+            |r| r.get::<_, Vec<u8>>(0),
+        )
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let Some((id, key, signature)) = c
+        .query_row(
+            "SELECT id, key, signature FROM signed_prekeys WHERE user_id = ?1 AND device_id = ?2",
+            params![user, device],
+            |r| {
+                Ok((
+                    r.get::<_, u32>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            },
+        )
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    // One writer thread and a savepoint per operation: the select and delete below
+    // cannot interleave with another fetch, so each one-time prekey goes out once.
+    let opk = c
+        .query_row(
+            "SELECT id, key FROM one_time_prekeys WHERE user_id = ?1 AND device_id = ?2 ORDER BY id LIMIT 1",
+            params![user, device],
+            |r| Ok(StoredPrekey { id: r.get(0)?, key: r.get(1)? }),
+        )
+        .optional()?;
+    if let Some(k) = &opk {
+        c.execute(
+            "DELETE FROM one_time_prekeys WHERE user_id = ?1 AND device_id = ?2 AND id = ?3",
+            params![user, device, k.id],
+        )?;
+    }
+    Ok(Some(StoredBundle {
+        identity_key,
+        signed_prekey: StoredPrekey { id, key },
+        signature,
+        one_time_prekey: opk,
+    }))
+}
+
+/// [`Store::prekey_count`](crate::store::Store::prekey_count), on the database thread.
+pub(super) fn prekey_count(c: &Connection, user: String, device: u32) -> Result<u64, StoreError> {
+    Ok(c.query_row(
+        "SELECT COUNT(*) FROM one_time_prekeys WHERE user_id = ?1 AND device_id = ?2",
+        params![user, device],
+        |r| r.get::<_, i64>(0),
+    )? as u64)
+}
