@@ -400,7 +400,16 @@ impl Group {
         .encode()
     }
 
-    fn needs_rotation(&self, now: u64) -> bool {
+    /// Whether [`encrypt`](Self::encrypt) at `now` (the caller's clock, seconds) starts a
+    /// new sender chain, and so returns a distribution that every member must receive over
+    /// a pairwise session: no chain yet, a removal since the last one, or the rotation
+    /// policy due. `false` once this member has left (encrypting then fails). A sender asks
+    /// this before fetching prekey bundles, so none is spent for a message that carries no
+    /// new sender key.
+    pub fn needs_rotation(&self, now: u64) -> bool {
+        if self.left {
+            return false;
+        }
         let Some(chain) = &self.own_chain else {
             return true;
         };

@@ -496,7 +496,16 @@ fn rotation_policy_by_count_and_time() {
     let rotations = |sends: &[u64], g: &mut Group, rng: &mut StdRng| -> Vec<bool> {
         sends
             .iter()
-            .map(|now| g.encrypt(b"m", *now, rng).unwrap().distribution.is_some())
+            .map(|now| {
+                // Asking first predicts exactly what the send does, and changes nothing.
+                let predicted = g.needs_rotation(*now);
+                let before = g.to_bytes();
+                assert_eq!(g.needs_rotation(*now), predicted);
+                assert!(g.to_bytes() == before);
+                let rotated = g.encrypt(b"m", *now, rng).unwrap().distribution.is_some();
+                assert_eq!(rotated, predicted, "needs_rotation at {now}");
+                rotated
+            })
             .collect()
     };
     // First send creates the key; the fourth (after 3 messages) rotates.
@@ -520,7 +529,10 @@ fn removal_rotates_and_locks_out_the_removed_member() {
     let remove = w.groups[0].remove(&admin, w.ids[2].public()).unwrap();
     w.apply_all(0, &remove);
     assert!(!w.groups[2].is_member());
-    // Member 1's next send rotates too.
+    // Member 1's next send rotates too, and it can tell before encrypting; a member who is
+    // out never needs one.
+    assert!(w.groups[1].needs_rotation(NOW));
+    assert!(!w.groups[2].needs_rotation(NOW));
     let sent = w.groups[1].encrypt(b"after", NOW, &mut w.rng).unwrap();
     assert!(sent.distribution.is_some());
     w.groups[0]

@@ -122,6 +122,26 @@ fn valid_message_id(id: &[u8]) -> bool {
 }
 
 impl Request {
+    /// The request's name, as a metrics label: `authenticate`, `ping`, `upload_prekeys`,
+    /// `fetch_bundle`, `send`, `ack`, `read`, `ack_receipts`, `presence`,
+    /// `presence_settings`, `upload_token` or `list_devices`.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Self::Authenticate(_) => "authenticate",
+            Self::Ping => "ping",
+            Self::UploadPrekeys(_) => "upload_prekeys",
+            Self::FetchBundle(_) => "fetch_bundle",
+            Self::Send(_) => "send",
+            Self::Ack(_) => "ack",
+            Self::Read { .. } => "read",
+            Self::AckReceipts(_) => "ack_receipts",
+            Self::Presence(_) => "presence",
+            Self::PresenceSettings { .. } => "presence_settings",
+            Self::UploadToken => "upload_token",
+            Self::ListDevices(_) => "list_devices",
+        }
+    }
+
     /// Parses a decoded frame. Returns the request id with the request, or the refusal.
     pub fn parse(frame: ClientFrame, limits: &RequestLimits) -> Result<(u64, Self), RequestError> {
         let request_id = frame.request_id;

@@ -27,6 +27,8 @@ pub struct Metrics {
     cluster_out: AtomicU64,
     cluster_in: AtomicU64,
     rejections: Mutex<BTreeMap<&'static str, u64>>,
+    /// Parsed requests by kind (`Request::kind`).
+    kinds: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -73,6 +75,19 @@ impl Metrics {
     /// Records how many store operations are waiting for the database.
     pub(crate) fn set_queue_depth(&self, n: u64) {
         self.queue_depth.store(n, Ordering::Relaxed);
+    }
+    pub(crate) fn request(&self, kind: &'static str) {
+        if let Ok(mut k) = self.kinds.lock() {
+            *k.entry(kind).or_default() += 1;
+        }
+    }
+    /// Requests of one kind (`send`, `ack`, `list_devices`...) parsed so far.
+    pub fn requests(&self, kind: &str) -> u64 {
+        self.kinds
+            .lock()
+            .ok()
+            .and_then(|k| k.get(kind).copied())
+            .unwrap_or(0)
     }
     pub(crate) fn reject(&self, reason: &'static str) {
         if let Ok(mut r) = self.rejections.lock() {
@@ -176,6 +191,12 @@ impl Metrics {
                 out.push_str(&format!(
                     "hush_rejections_total{{reason=\"{reason}\"}} {count}\n"
                 ));
+            }
+        }
+        out.push_str("# HELP hush_requests_total Parsed requests by kind, after authentication.\n# TYPE hush_requests_total counter\n");
+        if let Ok(k) = self.kinds.lock() {
+            for (kind, count) in k.iter() {
+                out.push_str(&format!("hush_requests_total{{kind=\"{kind}\"}} {count}\n"));
             }
         }
         out

@@ -189,7 +189,10 @@ async fn handle_frames<S: Store>(
         }
         let rid = frame.request_id;
         let request = match Request::parse(frame, &limits) {
-            Ok((_, request)) => request,
+            Ok((_, request)) => {
+                shared.metrics.request(request.kind());
+                request
+            }
             Err(e) => {
                 if !feed_refusal(sink, shared, rid, &e.into()).await {
                     return false;
