@@ -1163,7 +1163,13 @@ async fn connected(
         tokio::select! {
             push = pushes.recv() => {
                 let Some(f) = push else { return Err(ClientError::Offline) };
-                handle_push(inner, conn, f).await?;
+                // What else has already arrived is handled with it and acknowledged in one
+                // frame.
+                let mut batch = vec![f];
+                while batch.len() < ACK_BATCH && let Ok(f) = pushes.try_recv() {
+                    batch.push(f);
+                }
+                handle_pushes(inner, conn, batch).await?;
                 // Replies sent while handling (acks) and drafts queued by what arrived.
                 flush(inner, conn).await?;
             }
@@ -1460,19 +1466,15 @@ async fn prepare(
             content.body,
             Some(pc::content::Body::Text(_) | pc::content::Body::Attachment(_))
         );
-    // A group message needs pairwise sessions only if it carries a new sender key: find out
-    // with a trial encryption that is rolled back, so no one-time prekey is spent for
-    // nothing.
+    // A group message needs pairwise sessions only if it carries a new sender key: the group
+    // says whether its next message rotates, so no one-time prekey is spent for nothing.
     let needs_sessions = !is_group_message || {
         let Conversation::Group(gid) = &to else {
             return Err(ClientError::Protocol);
         };
         inner.read_store(|tx| {
             let rec = tx.group(gid)?.ok_or(ClientError::Unknown("group"))?;
-            let mut g = load_group(&rec)?;
-            Ok(g.encrypt(b"trial", now_ms() / 1000, &mut rand::rng())
-                .map(|sent| sent.distribution.is_some())
-                .unwrap_or(false))
+            Ok(load_group(&rec)?.needs_rotation(now_ms() / 1000))
         })?
     };
     let pairwise: Vec<(Address, IdentityPublicKey)> = if needs_sessions {
@@ -1615,53 +1617,94 @@ async fn prepare(
     })
 }
 
+/// Most pushed frames handled together and acknowledged with one `Ack` and one
+/// `AckReceipts`.
+const ACK_BATCH: usize = 256;
+
+/// Handles pushed frames in order: each envelope and receipt is committed in its own
+/// transaction, then all of them are acknowledged at once (a crash before the
+/// acknowledgement means the relay sends them again, and the store's record of processed
+/// messages drops the repeats), then their events are emitted.
+async fn handle_pushes(
+    inner: &Arc<Inner>,
+    conn: &Conn,
+    batch: Vec<pr::ServerFrame>,
+) -> Result<(), ClientError> {
+    let mut envelope_ids = Vec::new();
+    let mut receipt_ids = Vec::new();
+    let mut events = Vec::new();
+    let mut fatal = None;
+    for f in batch {
+        match f.body {
+            Some(Out::Envelope(env)) => {
+                let id = env.envelope_id;
+                // Decoded once, here; the checks and the decryption use this.
+                let incoming = Incoming::decode(&env.ciphertext);
+                let registered = registered_key(inner, conn, &env, incoming.as_ref()).await?;
+                events.extend(receive(inner, env, incoming, registered)?);
+                envelope_ids.push(id);
+            }
+            Some(Out::Receipt(r)) => {
+                receipt_ids.push(r.receipt_id);
+                events.extend(receipt(inner, &r)?);
+            }
+            Some(Out::Error(e)) if e.fatal => {
+                fatal = Some(net::relay_error(&e));
+                break;
+            }
+            body => handle_push(inner, conn, body).await?,
+        }
+    }
+    if let Some(e) = fatal {
+        // The connection is closing: what was processed comes again and is dropped as a
+        // repeat.
+        inner.emit_all(events);
+        return Err(e);
+    }
+    if !envelope_ids.is_empty() {
+        conn.request(In::Ack(pr::Ack { envelope_ids })).await?;
+    }
+    if !receipt_ids.is_empty() {
+        conn.request(In::AckReceipts(pr::AckReceipts { receipt_ids }))
+            .await?;
+    }
+    inner.emit_all(events);
+    Ok(())
+}
+
+/// Records a receipt for a message this device sent; `None` for any other (or a repeat).
+fn receipt(inner: &Inner, r: &pr::Receipt) -> Result<Option<Event>, ClientError> {
+    let kind = if r.kind == pr::ReceiptKind::Read as i32 {
+        ReceiptKind::Read
+    } else {
+        ReceiptKind::Delivered
+    };
+    let by = r
+        .recipient
+        .as_ref()
+        .map(|a| Address::new(a.user_id.clone(), a.device_id));
+    let (Some(by), Ok(mid)) = (by, MessageId::try_from(r.message_id.as_slice())) else {
+        return Ok(None);
+    };
+    inner.with_store(|tx| {
+        let known = tx.ticks(&mid)?.iter().any(|(_, k, _)| *k == 255);
+        let new = known && tx.put_tick(&mid, &by, kind as u8, r.timestamp_ms)?;
+        Ok(new.then_some(Event::Receipt {
+            message_id: mid,
+            kind,
+            by,
+            at_ms: r.timestamp_ms,
+        }))
+    })
+}
+
+/// A pushed frame other than an envelope, a receipt or a fatal error.
 async fn handle_push(
     inner: &Arc<Inner>,
     conn: &Conn,
-    f: pr::ServerFrame,
+    body: Option<Out>,
 ) -> Result<(), ClientError> {
-    match f.body {
-        Some(Out::Envelope(env)) => {
-            let id = env.envelope_id;
-            let registered = registered_key(inner, conn, &env).await?;
-            let events = receive(inner, env, registered)?;
-            conn.request(In::Ack(pr::Ack {
-                envelope_ids: vec![id],
-            }))
-            .await?;
-            inner.emit_all(events);
-        }
-        Some(Out::Receipt(r)) => {
-            let kind = if r.kind == pr::ReceiptKind::Read as i32 {
-                ReceiptKind::Read
-            } else {
-                ReceiptKind::Delivered
-            };
-            let by = r
-                .recipient
-                .as_ref()
-                .map(|a| Address::new(a.user_id.clone(), a.device_id));
-            let event = match (by, MessageId::try_from(r.message_id.as_slice())) {
-                (Some(by), Ok(mid)) => inner.with_store(|tx| {
-                    let known = tx.ticks(&mid)?.iter().any(|(_, k, _)| *k == 255);
-                    let new = known && tx.put_tick(&mid, &by, kind as u8, r.timestamp_ms)?;
-                    Ok(new.then_some(Event::Receipt {
-                        message_id: mid,
-                        kind,
-                        by,
-                        at_ms: r.timestamp_ms,
-                    }))
-                })?,
-                _ => None,
-            };
-            conn.request(In::AckReceipts(pr::AckReceipts {
-                receipt_ids: vec![r.receipt_id],
-            }))
-            .await?;
-            if let Some(e) = event {
-                inner.emit(e);
-            }
-        }
+    match body {
         Some(Out::PrekeyStatus(s)) if s.low => {
             // The push may predate an upload of ours: an empty upload asks for the stock now.
             let now = conn
@@ -1696,6 +1739,7 @@ async fn registered_key(
     inner: &Inner,
     conn: &Conn,
     env: &pr::Envelope,
+    incoming: Option<&Incoming>,
 ) -> Result<Option<IdentityPublicKey>, ClientError> {
     let Some(from) = env
         .sender
@@ -1704,13 +1748,7 @@ async fn registered_key(
     else {
         return Ok(None);
     };
-    let Ok(pc::Payload {
-        kind: Some(pc::payload::Kind::Session(bytes)),
-    }) = pc::Payload::decode(&env.ciphertext[..])
-    else {
-        return Ok(None);
-    };
-    let Ok(SessionMessage::Prekey(p)) = SessionMessage::from_bytes(&bytes) else {
+    let Some(Incoming::Session(SessionMessage::Prekey(p))) = incoming else {
         return Ok(None);
     };
     let stored = inner.read_store(|tx| tx.device_key(&from))?;
@@ -1734,9 +1772,33 @@ async fn registered_key(
     Err(ClientError::Offline)
 }
 
+/// What an envelope's ciphertext holds, decoded once through the checked [`crate::wire`]
+/// module.
+enum Incoming {
+    /// A session message (SPEC §9.3).
+    Session(SessionMessage),
+    /// A sender-key message of a group (SPEC §13.3).
+    Group { group_id: GroupId, message: Vec<u8> },
+}
+
+impl Incoming {
+    /// `None` when the bytes are not a valid payload.
+    fn decode(ciphertext: &[u8]) -> Option<Self> {
+        match crate::wire::parse_payload(ciphertext).ok()? {
+            crate::wire::Payload::Session(bytes) => {
+                SessionMessage::from_bytes(&bytes).ok().map(Self::Session)
+            }
+            crate::wire::Payload::Group { group_id, message } => {
+                Some(Self::Group { group_id, message })
+            }
+        }
+    }
+}
+
 fn receive(
     inner: &Inner,
     env: pr::Envelope,
+    incoming: Option<Incoming>,
     registered: Option<IdentityPublicKey>,
 ) -> Result<Vec<Event>, ClientError> {
     let Some(from) = env
@@ -1752,7 +1814,7 @@ fn receive(
             reason,
         }]
     };
-    let Ok(payload) = crate::wire::parse_payload(&env.ciphertext) else {
+    let Some(payload) = incoming else {
         return Ok(drop_event(DropReason::Malformed));
     };
     let mut store = inner
@@ -1766,8 +1828,8 @@ fn receive(
         let now = now_ms();
         let mut events = Vec::new();
         let (content, sender_identity, group) = match payload {
-            crate::wire::Payload::Session(bytes) => {
-                match open_session_message(inner, tx, &from, &bytes, registered.as_ref())? {
+            Incoming::Session(msg) => {
+                match open_session_message(inner, tx, &from, &msg, registered.as_ref())? {
                     Ok((pt, key, changed)) => {
                         if changed {
                             events.push(Event::IdentityChanged {
@@ -1780,7 +1842,7 @@ fn receive(
                     Err(reason) => return Ok(Err(reason)),
                 }
             }
-            crate::wire::Payload::Group { group_id, message } => {
+            Incoming::Group { group_id, message } => {
                 let Some(rec) = tx.group(&group_id)? else {
                     return Ok(Err(DropReason::UnknownGroup));
                 };
@@ -1889,16 +1951,13 @@ fn open_session_message(
     inner: &Inner,
     tx: &Tx<'_>,
     from: &Address,
-    bytes: &[u8],
+    msg: &SessionMessage,
     registered: Option<&IdentityPublicKey>,
 ) -> Result<Result<Opened, DropReason>, ClientError> {
-    let Ok(msg) = SessionMessage::from_bytes(bytes) else {
-        return Ok(Err(DropReason::Malformed));
-    };
     let mut rng = rand::rng();
     let existing = tx.session(from)?;
     if let Some(mut s) = existing {
-        match s.decrypt(&msg, &mut rng) {
+        match s.decrypt(msg, &mut rng) {
             Ok(pt) => {
                 tx.save_session(from, &s)?;
                 let key = *s.remote_identity();
@@ -1909,14 +1968,14 @@ fn open_session_message(
             }
             // A prekey message for the session we already have (a replay, or a repeat
             // that does not decrypt) never replaces it.
-            Err(e) if matches!(&msg, SessionMessage::Prekey(p) if s.base_key() == Some(p.base_key())) =>
+            Err(e) if matches!(msg, SessionMessage::Prekey(p) if s.base_key() == Some(p.base_key())) =>
             {
                 return Ok(Err(DropReason::Undecryptable(e.to_string())));
             }
             Err(_) => {} // a new session from the peer: accept it below
         }
     }
-    let SessionMessage::Prekey(p) = &msg else {
+    let SessionMessage::Prekey(p) = msg else {
         return Ok(Err(DropReason::NoSession));
     };
     let Some(spk) = load_signed_prekey(tx, p.signed_prekey_id())? else {
@@ -2052,15 +2111,18 @@ fn apply_control(
     };
     let change_event = match &change {
         MembershipChange::Added(k, _) => {
-            if let Some(entry) = gc.directory.iter().find(|m| m.identity_key == k.as_bytes()) {
-                rec.directory.retain(|m| m.identity_key != k.as_bytes());
-                rec.directory.push(entry.clone());
-                // Hand the newcomer this device's current sender key.
-                if k != me_key
-                    && let Some(d) = g.sender_key_distribution()
-                {
-                    inner.push_sender_key(tx, &gid, &d, vec![entry.clone()])?;
-                }
+            // Without its directory entry the newcomer could not be addressed and would
+            // silently miss everything: refuse the control, leaving the group as it was.
+            let Some(entry) = gc.directory.iter().find(|m| m.identity_key == k.as_bytes()) else {
+                return Ok(Err(DropReason::Malformed));
+            };
+            rec.directory.retain(|m| m.identity_key != k.as_bytes());
+            rec.directory.push(entry.clone());
+            // Hand the newcomer this device's current sender key.
+            if k != me_key
+                && let Some(d) = g.sender_key_distribution()
+            {
+                inner.push_sender_key(tx, &gid, &d, vec![entry.clone()])?;
             }
             address_of(k, &rec.directory).map(GroupChange::Added)
         }

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use hush_client::{Body, Client, ClientConfig, ClientError, DropReason, Event, Message};
+use hush_client::proto::client as pc;
+use hush_client::{
+    Body, Client, ClientConfig, ClientError, DropReason, Event, GroupChange, Message,
+};
 use hush_crypto::{IdentityKeyPair, StorageKey};
 use hush_relay_protocol::proto::{self as pr, client_frame::Body as In, server_frame::Body as Out};
 use hush_relay_protocol::signed::auth_message;
@@ -95,6 +98,7 @@ struct Raw {
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,
     next: u64,
+    id: IdentityKeyPair,
 }
 
 impl Raw {
@@ -111,7 +115,7 @@ impl Raw {
         let id = IdentityKeyPair::generate(&mut rand::rng());
         let key = id.public().to_bytes().to_vec();
         let sig = id.sign(&auth_message(&ch.relay_id, &ch.nonce, user, 1, &key));
-        let mut raw = Self { ws, next: 1 };
+        let mut raw = Self { ws, next: 1, id };
         let reply = raw
             .call(In::Authenticate(pr::Authenticate {
                 address: Some(pr::Address {
@@ -355,4 +359,239 @@ async fn the_signed_prekey_rotates_on_schedule_and_old_first_messages_still_open
         bob.message().await.body,
         Body::Text("on the new one".into())
     );
+}
+
+/// A counter from the relay's `/metrics` (0 when absent).
+async fn metric(addr: &str, series: &str) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_is_acknowledged_in_batches() {
+    let dir = scratch("ack-batch");
+    let addr = relay(&dir).await;
+    let mut alice = open(&dir, &addr, "alice", [1; 32]).unwrap();
+    let mut bob = open(&dir, &addr, "bob", [2; 32]).unwrap();
+    alice.online().await;
+    bob.online().await;
+    alice.client.send_text("bob", "first").unwrap();
+    assert_eq!(bob.message().await.body, Body::Text("first".into()));
+    bob.client.stop();
+    // While Bob is away, 60 messages wait for him at the relay.
+    const N: usize = 60;
+    for i in 0..N {
+        alice.client.send_text("bob", &format!("m{i}")).unwrap();
+    }
+    for _ in 0..N {
+        alice
+            .next(|e| {
+                matches!(
+                    e,
+                    Event::Receipt {
+                        kind: hush_client::ReceiptKind::Sent,
+                        ..
+                    }
+                )
+                .then_some(())
+            })
+            .await;
+    }
+    let acks_before = metric(&addr, "hush_requests_total{kind=\"ack\"}").await;
+    drop(bob);
+    let mut bob = open(&dir, &addr, "bob", [2; 32]).unwrap();
+    bob.online().await;
+    for i in 0..N {
+        assert_eq!(bob.message().await.body, Body::Text(format!("m{i}")));
+    }
+    // Every envelope is acknowledged (none comes again) with far fewer Ack frames than
+    // envelopes: one per batch of what had arrived, not one per envelope.
+    let mut acked = 0;
+    for _ in 0..100 {
+        acked = metric(&addr, "hush_acks_total").await;
+        if acked > N as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(acked, N as u64 + 1);
+    let ack_frames = metric(&addr, "hush_requests_total{kind=\"ack\"}").await - acks_before;
+    assert!(
+        ack_frames >= 1 && ack_frames <= N as u64 / 4,
+        "{ack_frames} Ack frames for {N} envelopes"
+    );
+}
+
+/// A hand-built device sending client payloads over its own sessions (SPEC §16).
+struct Peer {
+    raw: Raw,
+    user: String,
+    sessions: std::collections::HashMap<String, hush_sessions::Session>,
+}
+
+impl Peer {
+    fn member(&self) -> pc::Member {
+        pc::Member {
+            identity_key: self.raw.id.public().to_bytes().to_vec(),
+            user_id: self.user.clone(),
+            device_id: 1,
+        }
+    }
+
+    /// Encrypts `body` for `user`'s device 1 (starting a session from its bundle the first
+    /// time) and sends it.
+    async fn send_content(&mut self, user: &str, body: pc::content::Body) {
+        if !self.sessions.contains_key(user) {
+            let Out::Bundle(b) = self
+                .raw
+                .call(In::FetchBundle(pr::FetchBundle {
+                    address: Some(pr::Address {
+                        user_id: user.into(),
+                        device_id: 1,
+                    }),
+                }))
+                .await
+            else {
+                panic!("no bundle")
+            };
+            let bundle = hush_sessions::PrekeyBundle::from_public_parts(
+                hush_crypto::IdentityPublicKey::from_slice(&b.identity_key).unwrap(),
+                b.signed_prekey_id,
+                hush_crypto::X25519PublicKey::from_slice(&b.signed_prekey).unwrap(),
+                hush_crypto::Signature::from_slice(&b.signed_prekey_signature).unwrap(),
+                b.one_time_prekey.map(|k| {
+                    (
+                        k.id,
+                        hush_crypto::X25519PublicKey::from_slice(&k.key).unwrap(),
+                    )
+                }),
+            );
+            let s = hush_sessions::Session::initiate(&self.raw.id, &bundle, None, &mut rand::rng())
+                .unwrap();
+            self.sessions.insert(user.to_string(), s);
+        }
+        let mut mid = [0u8; 16];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut mid);
+        let content = pc::Content {
+            message_id: mid.to_vec(),
+            sent_ms: 1,
+            body: Some(body),
+            sync: None,
+        };
+        let session = self.sessions.get_mut(user).unwrap();
+        let m = session.encrypt(&content.encode_to_vec()).unwrap();
+        let payload = pc::Payload {
+            kind: Some(pc::payload::Kind::Session(m.to_bytes())),
+        };
+        let out = self
+            .raw
+            .call(In::Send(pr::Send {
+                recipients: vec![pr::Address {
+                    user_id: user.into(),
+                    device_id: 1,
+                }],
+                message_id: mid.to_vec(),
+                ciphertext: payload.encode_to_vec(),
+            }))
+            .await;
+        assert!(matches!(out, Out::Sent(_)), "{out:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_add_without_the_newcomers_directory_entry_is_refused_and_changes_nothing() {
+    use hush_groups::{Group, GroupConfig, Role};
+    let dir = scratch("add-no-entry");
+    let addr = relay(&dir).await;
+    let mut bob = open(&dir, &addr, "bob", [2; 32]).unwrap();
+    bob.online().await;
+    let bob_key = *bob.client.identity_key();
+    let mut admin = Peer {
+        raw: Raw::connect(&addr, "admin").await,
+        user: "admin".into(),
+        sessions: Default::default(),
+    };
+    // The admin creates a group with Bob, as the SDK would (SPEC §16.6).
+    let (mut group, create) = Group::create(
+        &admin.raw.id,
+        &[(bob_key, Role::Member)],
+        GroupConfig::default(),
+        &mut rand::rng(),
+    )
+    .unwrap();
+    let gid = *group.id();
+    let bob_entry = pc::Member {
+        identity_key: bob_key.to_bytes().to_vec(),
+        user_id: "bob".into(),
+        device_id: 1,
+    };
+    let directory = vec![admin.member(), bob_entry];
+    admin
+        .send_content(
+            "bob",
+            pc::content::Body::GroupControl(pc::GroupControl {
+                group_id: gid.to_vec(),
+                control: create,
+                group_info: vec![],
+                directory,
+                name: "g".into(),
+            }),
+        )
+        .await;
+    bob.next(|e| {
+        matches!(
+            e,
+            Event::Group {
+                change: GroupChange::Joined { .. },
+                ..
+            }
+        )
+        .then_some(())
+    })
+    .await;
+
+    // Carol is added, but the control carries no directory entry for her: refused.
+    let carol = IdentityKeyPair::generate(&mut rand::rng());
+    let (add, _info) = group
+        .add(&admin.raw.id, carol.public(), Role::Member)
+        .unwrap();
+    let control = |directory: Vec<pc::Member>| {
+        pc::content::Body::GroupControl(pc::GroupControl {
+            group_id: gid.to_vec(),
+            control: add.clone(),
+            group_info: vec![],
+            directory,
+            name: String::new(),
+        })
+    };
+    admin.send_content("bob", control(vec![])).await;
+    assert_eq!(bob.dropped().await, DropReason::Malformed);
+    // Nothing changed: the same add, now with Carol's entry, applies (it would be a stale
+    // epoch had the first one been applied).
+    let carol_entry = pc::Member {
+        identity_key: carol.public().to_bytes().to_vec(),
+        user_id: "carol".into(),
+        device_id: 1,
+    };
+    admin.send_content("bob", control(vec![carol_entry])).await;
+    let added = bob
+        .next(|e| match e {
+            Event::Group {
+                change: GroupChange::Added(a),
+                ..
+            } => Some(a.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!((added.user.as_str(), added.device), ("carol", 1));
+    let groups = bob.client.groups().unwrap();
+    assert!(groups[0].2.iter().any(|a| a.user == "carol"));
 }
