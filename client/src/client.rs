@@ -24,7 +24,7 @@ use crate::event::{
 };
 use crate::net::{self, Conn, Credentials, RelayUrl};
 use crate::proto::client as pc;
-use crate::store::{Store, Tx, label};
+use crate::store::{Sealed, SqliteStore, Store, StoreError, Tick, Tx, label};
 use hush_relay_protocol::proto::{self as pr, client_frame::Body as In, server_frame::Body as Out};
 
 /// Longest text message, in bytes.
@@ -140,7 +140,7 @@ pub(crate) struct Inner {
     reconnect: (Duration, Duration),
     poll: Duration,
     group_config: GroupConfig,
-    store: Mutex<Store>,
+    store: Mutex<Sealed>,
     conn: Mutex<Option<Conn>>,
     events: mpsc::UnboundedSender<Event>,
     kick: Notify,
@@ -270,11 +270,21 @@ impl Client {
     pub fn open(
         config: ClientConfig,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Event>), ClientError> {
+        let store = SqliteStore::open(&config.db_path)?;
+        Self::open_with_store(config, store)
+    }
+
+    /// Like [`open`](Self::open), with another store backend (`config.db_path` is not
+    /// used): for example [`crate::MemoryStore`] in tests, or an app's own backend.
+    pub fn open_with_store(
+        config: ClientConfig,
+        store: impl Store + 'static,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Event>), ClientError> {
         if config.user.is_empty() || config.user.len() > MAX_USER_ID {
             return Err(ClientError::Invalid("user id must be 1 to 64 bytes"));
         }
         let url = RelayUrl::parse(&config.relay_url)?;
-        let mut store = Store::open(&config.db_path, config.storage_key)?;
+        let mut store = Sealed::new(Box::new(store), config.storage_key);
         let me = Address::new(config.user.clone(), config.device);
         let batch = config.prekey_batch;
         let identity = store.transaction(|tx| {
@@ -467,10 +477,7 @@ impl Client {
                 },
                 now,
             )?;
-            tx.tx.execute(
-                "INSERT OR IGNORE INTO ticks (message_id, user_id, device_id, kind, at_ms) VALUES (?1, ?2, ?3, 255, ?4)",
-                rusqlite::params![id.to_vec(), me.user, me.device, now as i64],
-            )?;
+            tx.put_tick(&id, &me, Tick::Queued, now)?;
             tx.put_message(
                 &pc::StoredMessage {
                     from_user: me.user.clone(),
@@ -513,7 +520,10 @@ impl Client {
         let rows = self.inner.read_store(|tx| tx.ticks(id))?;
         Ok(rows
             .into_iter()
-            .filter_map(|(a, k, t)| Some((a, tick_kind(k)?, t)))
+            .filter_map(|(a, k, t)| match k {
+                Tick::Receipt(kind) => Some((a, kind, t)),
+                Tick::Queued => None,
+            })
             .collect())
     }
 
@@ -827,13 +837,11 @@ impl Client {
     }
 }
 
-fn tick_kind(k: u8) -> Option<ReceiptKind> {
-    match k {
-        0 => Some(ReceiptKind::Sent),
-        1 => Some(ReceiptKind::Delivered),
-        2 => Some(ReceiptKind::Read),
-        _ => None,
-    }
+/// The store's lock was poisoned by a panic while it was held.
+fn poisoned() -> ClientError {
+    ClientError::Store(StoreError::backend(std::io::Error::other(
+        "store lock poisoned",
+    )))
 }
 
 fn store_signed_prekey(tx: &Tx<'_>, spk: &SignedPrekey, now: u64) -> Result<(), ClientError> {
@@ -980,10 +988,7 @@ impl Inner {
         &self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, ClientError>,
     ) -> Result<T, ClientError> {
-        let mut s = self
-            .store
-            .lock()
-            .map_err(|_| ClientError::Store("poisoned".into()))?;
+        let mut s = self.store.lock().map_err(|_| poisoned())?;
         s.transaction(f)
     }
 
@@ -991,10 +996,7 @@ impl Inner {
         &self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, ClientError>,
     ) -> Result<T, ClientError> {
-        let mut s = self
-            .store
-            .lock()
-            .map_err(|_| ClientError::Store("poisoned".into()))?;
+        let mut s = self.store.lock().map_err(|_| poisoned())?;
         s.read(f)
     }
 
@@ -1367,21 +1369,10 @@ async fn flush(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
         let me = inner.me.clone();
         let visible = inner.with_store(|tx| {
             tx.done_outbox(seq)?;
-            let visible = tx
-                .tx
-                .query_row(
-                    "SELECT 1 FROM ticks WHERE message_id = ?1 AND kind = 255",
-                    rusqlite::params![mid],
-                    |_| Ok(()),
-                )
-                .map(|()| true)
-                .or_else(|e| match e {
-                    rusqlite::Error::QueryReturnedNoRows => Ok(false),
-                    e => Err(e),
-                })?;
+            let visible = tx.queued_here(&mid)?;
             let visible = visible && !refused;
             if visible {
-                tx.put_tick(&mid, &me, 0, now)?;
+                tx.put_tick(&mid, &me, Tick::Receipt(ReceiptKind::Sent), now)?;
             }
             Ok(visible)
         })?;
@@ -1687,8 +1678,8 @@ fn receipt(inner: &Inner, r: &pr::Receipt) -> Result<Option<Event>, ClientError>
         return Ok(None);
     };
     inner.with_store(|tx| {
-        let known = tx.ticks(&mid)?.iter().any(|(_, k, _)| *k == 255);
-        let new = known && tx.put_tick(&mid, &by, kind as u8, r.timestamp_ms)?;
+        let new =
+            tx.queued_here(&mid)? && tx.put_tick(&mid, &by, Tick::Receipt(kind), r.timestamp_ms)?;
         Ok(new.then_some(Event::Receipt {
             message_id: mid,
             kind,
@@ -1817,10 +1808,7 @@ fn receive(
     let Some(payload) = incoming else {
         return Ok(drop_event(DropReason::Malformed));
     };
-    let mut store = inner
-        .store
-        .lock()
-        .map_err(|_| ClientError::Store("poisoned".into()))?;
+    let mut store = inner.store.lock().map_err(|_| poisoned())?;
     if store.read(|tx| tx.processed(&from, &env.message_id))? {
         return Ok(vec![]);
     }

@@ -67,9 +67,13 @@ impl From<i32> for RelayErrorCode {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The on-device database failed.
-    #[error("store: {0}")]
-    Store(String),
+    /// The on-device store failed (its backend's error is the source).
+    #[error("store failed")]
+    Store(#[from] crate::store::StoreError),
+    /// A stored record opened under the storage key but does not decode: written by an
+    /// incompatible version, or corrupted before it was sealed.
+    #[error("a stored record does not decode")]
+    Corrupt,
     /// Stored state did not open under the storage key (wrong key, or tampered with).
     #[error("stored state does not open under this storage key")]
     Sealed,
@@ -115,12 +119,6 @@ pub enum ClientError {
     Invalid(&'static str),
 }
 
-impl From<rusqlite::Error> for ClientError {
-    fn from(e: rusqlite::Error) -> Self {
-        Self::Store(e.to_string())
-    }
-}
-
 impl From<hush_crypto::SealError> for ClientError {
     fn from(_: hush_crypto::SealError) -> Self {
         Self::Sealed
@@ -128,7 +126,8 @@ impl From<hush_crypto::SealError> for ClientError {
 }
 
 impl From<prost::DecodeError> for ClientError {
+    /// Never "sealed with another key": the record opened, its contents are wrong.
     fn from(_: prost::DecodeError) -> Self {
-        Self::Sealed
+        Self::Corrupt
     }
 }

@@ -78,7 +78,7 @@ mod client;
 pub mod error;
 pub mod event;
 mod net;
-mod store;
+pub mod store;
 pub mod wire;
 
 pub use client::{Client, ClientConfig, DeviceLink, MAX_TEXT, MAX_USER_ID, Progress};
@@ -87,6 +87,7 @@ pub use event::{
     Address, Attachment, Body, Conversation, DropReason, Event, GroupChange, GroupId, Message,
     MessageId, Presence, ReceiptKind,
 };
+pub use store::{MemoryStore, SqliteStore, Store, StoreError};
 
 #[allow(
     missing_docs,

@@ -595,3 +595,56 @@ async fn an_add_without_the_newcomers_directory_entry_is_refused_and_changes_not
     let groups = bob.client.groups().unwrap();
     assert!(groups[0].2.iter().any(|a| a.user == "carol"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_on_the_memory_store_talks_and_restarts() {
+    let dir = scratch("memory-store");
+    let addr = relay(&dir).await;
+    let config = |user: &str, key: u8| {
+        ClientConfig::new(
+            format!("ws://{addr}"),
+            dir.join(format!("{user}.db")),
+            StorageKey::from_bytes([key; 32]),
+            user,
+            1,
+        )
+    };
+    let disk = hush_client::MemoryStore::new();
+    let (client, events) = Client::open_with_store(config("alice", 1), disk.clone()).unwrap();
+    let mut alice = Dev { client, events };
+    let mut bob = open(&dir, &addr, "bob", [2; 32]).unwrap();
+    alice.online().await;
+    bob.online().await;
+    alice.client.send_text("bob", "from memory").unwrap();
+    assert_eq!(bob.message().await.body, Body::Text("from memory".into()));
+    bob.client.send_text("alice", "to memory").unwrap();
+    assert_eq!(alice.message().await.body, Body::Text("to memory".into()));
+    alice.client.stop();
+    drop(alice);
+    // The same "disk", reopened: the identity, the session and the history are there, and
+    // the conversation goes on without a new session.
+    let (client, events) = Client::open_with_store(config("alice", 1), disk.clone()).unwrap();
+    let mut alice = Dev { client, events };
+    let history: Vec<Body> = alice
+        .client
+        .messages()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(
+        history,
+        [
+            Body::Text("from memory".into()),
+            Body::Text("to memory".into())
+        ]
+    );
+    alice.online().await;
+    bob.client.send_text("alice", "still here").unwrap();
+    assert_eq!(alice.message().await.body, Body::Text("still here".into()));
+    // Another storage key does not open it.
+    assert!(matches!(
+        Client::open_with_store(config("alice", 9), disk),
+        Err(ClientError::Sealed)
+    ));
+}

@@ -1,0 +1,363 @@
+//! An in-memory backend for tests and deterministic simulations. Clones share one
+//! database, so a test can "restart" a device by opening a new client on a clone: what was
+//! committed is there, what was not is gone. A transaction works on a copy of the tables and
+//! replaces them on commit.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{OutboxRow, ReadsRow, Store, StoreError, StoreTx, Tick};
+use crate::event::{Address, ReceiptKind};
+
+type Key = (String, u32);
+
+fn key(a: &Address) -> Key {
+    (a.user.clone(), a.device)
+}
+
+#[derive(Clone, Default)]
+struct Tables {
+    meta: BTreeMap<String, Vec<u8>>,
+    devices: BTreeMap<Key, Vec<u8>>,
+    sessions: BTreeMap<Key, Vec<u8>>,
+    /// id → (sealed, created_ms)
+    signed_prekeys: BTreeMap<u32, (Vec<u8>, u64)>,
+    /// id → (sealed, uploaded)
+    one_time_prekeys: BTreeMap<u32, (Vec<u8>, bool)>,
+    groups: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// seq → (message id, sealed draft)
+    outbox: BTreeMap<i64, (Vec<u8>, Option<Vec<u8>>)>,
+    outbox_ready: BTreeMap<(i64, i64), Vec<u8>>,
+    next_seq: i64,
+    /// id → (sender, message id)
+    pending_reads: BTreeMap<i64, (Key, Vec<u8>)>,
+    next_read: i64,
+    processed: BTreeSet<(Key, Vec<u8>)>,
+    messages: Vec<Vec<u8>>,
+    /// (message id, tick order, address) → (tick, at_ms)
+    ticks: BTreeMap<(Vec<u8>, u8, Key), (Tick, u64)>,
+}
+
+/// The order SQLite returns ticks in: sent, delivered, read, queued.
+const fn tick_order(t: Tick) -> u8 {
+    match t {
+        Tick::Receipt(ReceiptKind::Sent) => 0,
+        Tick::Receipt(ReceiptKind::Delivered) => 1,
+        Tick::Receipt(ReceiptKind::Read) => 2,
+        Tick::Queued => 255,
+    }
+}
+
+/// A device's store in memory.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    db: Arc<Mutex<Tables>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Tables>, StoreError> {
+        self.db
+            .lock()
+            .map_err(|_| StoreError::backend(std::io::Error::other("memory store poisoned")))
+    }
+}
+
+impl Store for MemoryStore {
+    fn begin(&mut self) -> Result<Box<dyn StoreTx + '_>, StoreError> {
+        let work = self.lock()?.clone();
+        Ok(Box::new(MemoryTx {
+            store: self,
+            work: std::cell::RefCell::new(work),
+        }))
+    }
+}
+
+struct MemoryTx<'a> {
+    store: &'a MemoryStore,
+    work: std::cell::RefCell<Tables>,
+}
+
+impl MemoryTx<'_> {
+    fn with<T>(&self, f: impl FnOnce(&mut Tables) -> T) -> Result<T, StoreError> {
+        let mut t = self
+            .work
+            .try_borrow_mut()
+            .map_err(|_| StoreError::backend(std::io::Error::other("re-entrant use")))?;
+        Ok(f(&mut t))
+    }
+}
+
+impl StoreTx for MemoryTx<'_> {
+    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        let work = self.work.into_inner();
+        *self.store.lock()? = work;
+        Ok(())
+    }
+
+    fn meta(&self, k: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with(|t| t.meta.get(k).cloned())
+    }
+
+    fn set_meta(&self, k: &str, v: &[u8]) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.meta.insert(k.to_string(), v.to_vec());
+        })
+    }
+
+    fn device_key(&self, a: &Address) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with(|t| t.devices.get(&key(a)).cloned())
+    }
+
+    fn devices_of(&self, user: &str) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+        self.with(|t| {
+            t.devices
+                .iter()
+                .filter(|((u, _), _)| u == user)
+                .map(|((_, d), k)| (*d, k.clone()))
+                .collect()
+        })
+    }
+
+    fn set_device_key(&self, a: &Address, k: &[u8]) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.devices.insert(key(a), k.to_vec());
+        })
+    }
+
+    fn forget_device(&self, a: &Address) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.devices.remove(&key(a));
+            t.sessions.remove(&key(a));
+        })
+    }
+
+    fn session(&self, a: &Address) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with(|t| t.sessions.get(&key(a)).cloned())
+    }
+
+    fn put_session(&self, a: &Address, sealed: &[u8]) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.sessions.insert(key(a), sealed.to_vec());
+        })
+    }
+
+    fn delete_session(&self, a: &Address) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.sessions.remove(&key(a));
+        })
+    }
+
+    fn put_signed_prekey(&self, id: u32, sealed: &[u8], created_ms: u64) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.signed_prekeys.insert(id, (sealed.to_vec(), created_ms));
+        })
+    }
+
+    fn signed_prekey(&self, id: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with(|t| t.signed_prekeys.get(&id).map(|(s, _)| s.clone()))
+    }
+
+    fn prune_signed_prekeys(&self, before_ms: u64, keep: u32) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.signed_prekeys
+                .retain(|id, (_, created)| *created >= before_ms || *id == keep);
+        })
+    }
+
+    fn put_one_time_prekey(&self, id: u32, sealed: &[u8]) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.one_time_prekeys.insert(id, (sealed.to_vec(), false));
+        })
+    }
+
+    fn one_time_prekey(&self, id: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with(|t| t.one_time_prekeys.get(&id).map(|(s, _)| s.clone()))
+    }
+
+    fn delete_one_time_prekey(&self, id: u32) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.one_time_prekeys.remove(&id);
+        })
+    }
+
+    fn unuploaded_prekeys(&self, limit: usize) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+        self.with(|t| {
+            t.one_time_prekeys
+                .iter()
+                .filter(|(_, (_, uploaded))| !uploaded)
+                .take(limit)
+                .map(|(id, (s, _))| (*id, s.clone()))
+                .collect()
+        })
+    }
+
+    fn mark_uploaded(&self, ids: &[u32]) -> Result<(), StoreError> {
+        self.with(|t| {
+            for id in ids {
+                if let Some((_, uploaded)) = t.one_time_prekeys.get_mut(id) {
+                    *uploaded = true;
+                }
+            }
+        })
+    }
+
+    fn group(&self, id: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with(|t| t.groups.get(id).cloned())
+    }
+
+    fn put_group(&self, id: &[u8], sealed: &[u8]) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.groups.insert(id.to_vec(), sealed.to_vec());
+        })
+    }
+
+    fn group_ids(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.with(|t| t.groups.keys().cloned().collect())
+    }
+
+    fn push_draft(
+        &self,
+        message_id: &[u8],
+        sealed: &[u8],
+        _now_ms: u64,
+    ) -> Result<i64, StoreError> {
+        self.with(|t| {
+            t.next_seq += 1;
+            t.outbox
+                .insert(t.next_seq, (message_id.to_vec(), Some(sealed.to_vec())));
+            t.next_seq
+        })
+    }
+
+    fn next_outbox(&self) -> Result<Option<OutboxRow>, StoreError> {
+        self.with(|t| {
+            t.outbox
+                .iter()
+                .next()
+                .map(|(seq, (mid, draft))| (*seq, mid.clone(), draft.clone()))
+        })
+    }
+
+    fn set_ready(&self, seq: i64, sealed: &[Vec<u8>]) -> Result<(), StoreError> {
+        self.with(|t| {
+            for (i, r) in (0..).zip(sealed) {
+                t.outbox_ready.insert((seq, i), r.clone());
+            }
+            if let Some((_, draft)) = t.outbox.get_mut(&seq) {
+                *draft = None;
+            }
+        })
+    }
+
+    fn next_ready(&self, seq: i64) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        self.with(|t| {
+            t.outbox_ready
+                .range((seq, i64::MIN)..=(seq, i64::MAX))
+                .next()
+                .map(|((_, idx), s)| (*idx, s.clone()))
+        })
+    }
+
+    fn done_ready(&self, seq: i64, idx: i64) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.outbox_ready.remove(&(seq, idx));
+        })
+    }
+
+    fn done_outbox(&self, seq: i64) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.outbox_ready.retain(|(s, _), _| *s != seq);
+            t.outbox.remove(&seq);
+        })
+    }
+
+    fn outbox_len(&self) -> Result<u64, StoreError> {
+        self.with(|t| t.outbox.len() as u64)
+    }
+
+    fn push_read(&self, from: &Address, message_id: &[u8]) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.next_read += 1;
+            t.pending_reads
+                .insert(t.next_read, (key(from), message_id.to_vec()));
+        })
+    }
+
+    fn pending_reads(&self, limit: usize) -> Result<Option<ReadsRow>, StoreError> {
+        self.with(|t| {
+            let (_, (first, _)) = t.pending_reads.iter().next()?;
+            let first = first.clone();
+            let (ids, mids) = t
+                .pending_reads
+                .iter()
+                .filter(|(_, (from, _))| *from == first)
+                .take(limit)
+                .map(|(id, (_, mid))| (*id, mid.clone()))
+                .unzip();
+            Some((ids, Address::new(first.0, first.1), mids))
+        })
+    }
+
+    fn done_reads(&self, ids: &[i64]) -> Result<(), StoreError> {
+        self.with(|t| {
+            for id in ids {
+                t.pending_reads.remove(id);
+            }
+        })
+    }
+
+    fn processed(&self, from: &Address, message_id: &[u8]) -> Result<bool, StoreError> {
+        self.with(|t| t.processed.contains(&(key(from), message_id.to_vec())))
+    }
+
+    fn mark_processed(
+        &self,
+        from: &Address,
+        message_id: &[u8],
+        _now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.processed.insert((key(from), message_id.to_vec()));
+        })
+    }
+
+    fn put_message(&self, sealed: &[u8], _now_ms: u64) -> Result<(), StoreError> {
+        self.with(|t| t.messages.push(sealed.to_vec()))
+    }
+
+    fn messages(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.with(|t| t.messages.clone())
+    }
+
+    fn put_tick(
+        &self,
+        message_id: &[u8],
+        by: &Address,
+        tick: Tick,
+        at_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.with(|t| {
+            let k = (message_id.to_vec(), tick_order(tick), key(by));
+            if t.ticks.contains_key(&k) {
+                return false;
+            }
+            t.ticks.insert(k, (tick, at_ms));
+            true
+        })
+    }
+
+    fn ticks(&self, message_id: &[u8]) -> Result<Vec<(Address, Tick, u64)>, StoreError> {
+        self.with(|t| {
+            t.ticks
+                .iter()
+                .filter(|((mid, _, _), _)| mid.as_slice() == message_id)
+                .map(|((_, _, (u, d)), (tick, at))| (Address::new(u.clone(), *d), *tick, *at))
+                .collect()
+        })
+    }
+}

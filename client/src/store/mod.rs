@@ -1,0 +1,482 @@
+//! The on-device store, as a small trait of transactional operations ([`Store`],
+//! [`StoreTx`]) that any backend implements: [`SqliteStore`] (the default, one file per
+//! device) and [`MemoryStore`] (tests and simulations). Backends keep only sealed records
+//! and the plain columns SPEC §16.8 lists; sealing and opening, each record under its own
+//! label, happen above them in [`Tx`], so a browser or phone backend stores nothing in the
+//! clear either. Every change caused by one message is one transaction.
+
+mod memory;
+mod sqlite;
+
+use hush_crypto::{StorageKey, Zeroizing};
+use prost::Message as _;
+
+pub use self::memory::MemoryStore;
+pub use self::sqlite::SqliteStore;
+use crate::error::ClientError;
+use crate::event::{Address, ReceiptKind};
+use crate::proto::client as pc;
+
+/// Seal labels: one per kind of record (SPEC §16.8).
+pub(crate) use hush_crypto::labels::client_record as label;
+
+/// A backend failed (the database, the disk...). Its own error is the source.
+#[derive(Debug, thiserror::Error)]
+#[error("store backend failed")]
+pub struct StoreError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+impl StoreError {
+    /// Wraps a backend's error.
+    pub fn backend(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Box::new(e))
+    }
+}
+
+/// A tick recorded for a message this device sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tick {
+    /// The message was written to this device's outbox (not sent yet).
+    Queued,
+    /// One of the three receipts.
+    Receipt(ReceiptKind),
+}
+
+/// An outbox entry as stored: (seq, message id, sealed draft unless already encrypted).
+pub type OutboxRow = (i64, Vec<u8>, Option<Vec<u8>>);
+/// Pending read receipts for one sender: (row ids, sender, message ids).
+pub type ReadsRow = (Vec<i64>, Address, Vec<Vec<u8>>);
+
+/// A store backend: hands out transactions.
+pub trait Store: Send {
+    /// Starts a transaction. Dropping it without [`StoreTx::commit`] rolls it back.
+    fn begin(&mut self) -> Result<Box<dyn StoreTx + '_>, StoreError>;
+}
+
+/// One transaction's operations. Values named `sealed` are sealed records, opaque to the
+/// backend; everything else is what SPEC §16.8 stores in the clear. Sequence numbers and row
+/// ids are the backend's, increasing in insertion order.
+#[allow(missing_docs)] // Each operation is named for the table and action it is.
+pub trait StoreTx {
+    /// Makes every change of this transaction durable, or none.
+    fn commit(self: Box<Self>) -> Result<(), StoreError>;
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+
+    fn device_key(&self, a: &Address) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The user's devices in device-id order.
+    fn devices_of(&self, user: &str) -> Result<Vec<(u32, Vec<u8>)>, StoreError>;
+    fn set_device_key(&self, a: &Address, key: &[u8]) -> Result<(), StoreError>;
+    /// Forgets the device and its session.
+    fn forget_device(&self, a: &Address) -> Result<(), StoreError>;
+
+    fn session(&self, a: &Address) -> Result<Option<Vec<u8>>, StoreError>;
+    fn put_session(&self, a: &Address, sealed: &[u8]) -> Result<(), StoreError>;
+    fn delete_session(&self, a: &Address) -> Result<(), StoreError>;
+
+    fn put_signed_prekey(&self, id: u32, sealed: &[u8], created_ms: u64) -> Result<(), StoreError>;
+    fn signed_prekey(&self, id: u32) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Deletes signed prekeys created before `before_ms`, except `keep`.
+    fn prune_signed_prekeys(&self, before_ms: u64, keep: u32) -> Result<(), StoreError>;
+
+    /// Adds (or replaces) a one-time prekey, not uploaded yet.
+    fn put_one_time_prekey(&self, id: u32, sealed: &[u8]) -> Result<(), StoreError>;
+    fn one_time_prekey(&self, id: u32) -> Result<Option<Vec<u8>>, StoreError>;
+    fn delete_one_time_prekey(&self, id: u32) -> Result<(), StoreError>;
+    /// Up to `limit` one-time prekeys not uploaded yet, in id order.
+    fn unuploaded_prekeys(&self, limit: usize) -> Result<Vec<(u32, Vec<u8>)>, StoreError>;
+    fn mark_uploaded(&self, ids: &[u32]) -> Result<(), StoreError>;
+
+    fn group(&self, id: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    fn put_group(&self, id: &[u8], sealed: &[u8]) -> Result<(), StoreError>;
+    fn group_ids(&self) -> Result<Vec<Vec<u8>>, StoreError>;
+
+    /// Appends a draft to the outbox; returns its sequence number.
+    fn push_draft(&self, message_id: &[u8], sealed: &[u8], now_ms: u64) -> Result<i64, StoreError>;
+    /// The oldest outbox entry: (seq, message id, sealed draft unless already encrypted).
+    fn next_outbox(&self) -> Result<Option<OutboxRow>, StoreError>;
+    /// Replaces the draft of `seq` by its encrypted envelopes, indexed 0, 1, ...
+    fn set_ready(&self, seq: i64, sealed: &[Vec<u8>]) -> Result<(), StoreError>;
+    /// The first envelope of `seq` not sent yet: (index, sealed).
+    fn next_ready(&self, seq: i64) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
+    fn done_ready(&self, seq: i64, idx: i64) -> Result<(), StoreError>;
+    /// Removes the entry `seq` and whatever of it is left.
+    fn done_outbox(&self, seq: i64) -> Result<(), StoreError>;
+    fn outbox_len(&self) -> Result<u64, StoreError>;
+
+    fn push_read(&self, from: &Address, message_id: &[u8]) -> Result<(), StoreError>;
+    /// Up to `limit` pending read receipts for the sender of the oldest one:
+    /// (row ids, sender, message ids).
+    fn pending_reads(&self, limit: usize) -> Result<Option<ReadsRow>, StoreError>;
+    fn done_reads(&self, ids: &[i64]) -> Result<(), StoreError>;
+
+    fn processed(&self, from: &Address, message_id: &[u8]) -> Result<bool, StoreError>;
+    fn mark_processed(
+        &self,
+        from: &Address,
+        message_id: &[u8],
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Appends a history entry.
+    fn put_message(&self, sealed: &[u8], now_ms: u64) -> Result<(), StoreError>;
+    /// The history, oldest first.
+    fn messages(&self) -> Result<Vec<Vec<u8>>, StoreError>;
+
+    /// Records a tick once; `false` if it was already there.
+    fn put_tick(
+        &self,
+        message_id: &[u8],
+        by: &Address,
+        tick: Tick,
+        at_ms: u64,
+    ) -> Result<bool, StoreError>;
+    /// The message's ticks, ordered by tick, then address.
+    fn ticks(&self, message_id: &[u8]) -> Result<Vec<(Address, Tick, u64)>, StoreError>;
+}
+
+/// One-time prekey secrets: (id, secret).
+pub(crate) type PrekeySecrets = Vec<(u32, Zeroizing<Vec<u8>>)>;
+/// An outbox entry: (seq, message id, draft if not encrypted yet).
+pub(crate) type OutboxEntry = (i64, Vec<u8>, Option<pc::Draft>);
+/// Read receipts for one sender: (row ids, sender, message ids).
+pub(crate) type PendingReads = ReadsRow;
+
+/// Most one-time prekeys uploaded at once.
+const UPLOAD_BATCH: usize = 500;
+/// Most read receipts for one sender sent in one frame.
+const READ_BATCH: usize = 64;
+
+/// A backend and the key that seals its records.
+pub(crate) struct Sealed {
+    backend: Box<dyn Store>,
+    key: StorageKey,
+}
+
+impl Sealed {
+    pub(crate) fn new(backend: Box<dyn Store>, key: StorageKey) -> Self {
+        Self { backend, key }
+    }
+
+    /// Runs `f` in one transaction: all of it is committed, or none.
+    pub(crate) fn transaction<T>(
+        &mut self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let raw = self.backend.begin()?;
+        let out = f(&Tx {
+            raw: &*raw,
+            key: &self.key,
+        })?;
+        raw.commit()?;
+        Ok(out)
+    }
+
+    /// Runs `f` in a transaction that is always rolled back (for reads).
+    pub(crate) fn read<T>(
+        &mut self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let raw = self.backend.begin()?;
+        f(&Tx {
+            raw: &*raw,
+            key: &self.key,
+        })
+    }
+}
+
+/// One transaction, with the storage key at hand: typed records in, sealed bytes to the
+/// backend.
+pub(crate) struct Tx<'a> {
+    raw: &'a dyn StoreTx,
+    key: &'a StorageKey,
+}
+
+impl Tx<'_> {
+    pub(crate) fn seal(&self, label: &[u8], bytes: &[u8]) -> Result<Vec<u8>, ClientError> {
+        Ok(self.key.seal(label, bytes, &mut rand::rng())?)
+    }
+
+    pub(crate) fn open(
+        &self,
+        label: &[u8],
+        blob: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+        Ok(self.key.open(label, blob)?)
+    }
+
+    fn open_proto<M: prost::Message + Default>(
+        &self,
+        label: &[u8],
+        blob: &[u8],
+    ) -> Result<M, ClientError> {
+        let bytes = self.open(label, blob)?;
+        M::decode(&bytes[..]).map_err(|_| ClientError::Corrupt)
+    }
+
+    pub(crate) fn meta(&self, k: &str) -> Result<Option<Vec<u8>>, ClientError> {
+        Ok(self.raw.meta(k)?)
+    }
+
+    pub(crate) fn set_meta(&self, k: &str, v: &[u8]) -> Result<(), ClientError> {
+        Ok(self.raw.set_meta(k, v)?)
+    }
+
+    pub(crate) fn meta_u64(&self, k: &str) -> Result<u64, ClientError> {
+        Ok(self
+            .meta(k)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    pub(crate) fn set_meta_u64(&self, k: &str, v: u64) -> Result<(), ClientError> {
+        self.set_meta(k, &v.to_be_bytes())
+    }
+
+    // --- devices and sessions ---
+
+    pub(crate) fn device_key(&self, a: &Address) -> Result<Option<Vec<u8>>, ClientError> {
+        Ok(self.raw.device_key(a)?)
+    }
+
+    pub(crate) fn devices_of(&self, user: &str) -> Result<Vec<(u32, Vec<u8>)>, ClientError> {
+        Ok(self.raw.devices_of(user)?)
+    }
+
+    pub(crate) fn set_device_key(&self, a: &Address, key: &[u8]) -> Result<(), ClientError> {
+        Ok(self.raw.set_device_key(a, key)?)
+    }
+
+    pub(crate) fn forget_device(&self, a: &Address) -> Result<(), ClientError> {
+        Ok(self.raw.forget_device(a)?)
+    }
+
+    pub(crate) fn session(
+        &self,
+        a: &Address,
+    ) -> Result<Option<hush_sessions::Session>, ClientError> {
+        match self.raw.session(a)? {
+            None => Ok(None),
+            Some(b) => {
+                let bytes = self.open(label::SESSION, &b)?;
+                Ok(Some(
+                    hush_sessions::Session::from_bytes(&bytes).map_err(|_| ClientError::Corrupt)?,
+                ))
+            }
+        }
+    }
+
+    pub(crate) fn save_session(
+        &self,
+        a: &Address,
+        s: &hush_sessions::Session,
+    ) -> Result<(), ClientError> {
+        let sealed = self.seal(label::SESSION, &s.to_bytes())?;
+        Ok(self.raw.put_session(a, &sealed)?)
+    }
+
+    // --- prekeys ---
+
+    pub(crate) fn put_signed_prekey(
+        &self,
+        id: u32,
+        secret: &[u8],
+        now_ms: u64,
+    ) -> Result<(), ClientError> {
+        let sealed = self.seal(label::SIGNED_PREKEY, secret)?;
+        Ok(self.raw.put_signed_prekey(id, &sealed, now_ms)?)
+    }
+
+    pub(crate) fn signed_prekey(&self, id: u32) -> Result<Option<Zeroizing<Vec<u8>>>, ClientError> {
+        self.raw
+            .signed_prekey(id)?
+            .map(|b| self.open(label::SIGNED_PREKEY, &b))
+            .transpose()
+    }
+
+    pub(crate) fn prune_signed_prekeys(
+        &self,
+        before_ms: u64,
+        keep: u32,
+    ) -> Result<(), ClientError> {
+        Ok(self.raw.prune_signed_prekeys(before_ms, keep)?)
+    }
+
+    pub(crate) fn put_one_time_prekey(&self, id: u32, secret: &[u8]) -> Result<(), ClientError> {
+        let sealed = self.seal(label::ONE_TIME_PREKEY, secret)?;
+        Ok(self.raw.put_one_time_prekey(id, &sealed)?)
+    }
+
+    pub(crate) fn one_time_prekey(
+        &self,
+        id: u32,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, ClientError> {
+        self.raw
+            .one_time_prekey(id)?
+            .map(|b| self.open(label::ONE_TIME_PREKEY, &b))
+            .transpose()
+    }
+
+    pub(crate) fn delete_one_time_prekey(&self, id: u32) -> Result<(), ClientError> {
+        Ok(self.raw.delete_one_time_prekey(id)?)
+    }
+
+    /// One-time prekeys generated but not yet uploaded: (id, secret).
+    pub(crate) fn unuploaded_prekeys(&self) -> Result<PrekeySecrets, ClientError> {
+        self.raw
+            .unuploaded_prekeys(UPLOAD_BATCH)?
+            .into_iter()
+            .map(|(id, b)| Ok((id, self.open(label::ONE_TIME_PREKEY, &b)?)))
+            .collect()
+    }
+
+    pub(crate) fn mark_uploaded(&self, ids: &[u32]) -> Result<(), ClientError> {
+        Ok(self.raw.mark_uploaded(ids)?)
+    }
+
+    // --- groups ---
+
+    pub(crate) fn group(&self, id: &[u8]) -> Result<Option<pc::GroupRecord>, ClientError> {
+        self.raw
+            .group(id)?
+            .map(|b| self.open_proto(label::GROUP, &b))
+            .transpose()
+    }
+
+    pub(crate) fn save_group(
+        &self,
+        id: &[u8],
+        record: &pc::GroupRecord,
+    ) -> Result<(), ClientError> {
+        let bytes = Zeroizing::new(record.encode_to_vec());
+        let sealed = self.seal(label::GROUP, &bytes)?;
+        Ok(self.raw.put_group(id, &sealed)?)
+    }
+
+    pub(crate) fn group_ids(&self) -> Result<Vec<Vec<u8>>, ClientError> {
+        Ok(self.raw.group_ids()?)
+    }
+
+    // --- outbox ---
+
+    pub(crate) fn push_draft(
+        &self,
+        message_id: &[u8],
+        draft: &pc::Draft,
+        now_ms: u64,
+    ) -> Result<i64, ClientError> {
+        let bytes = Zeroizing::new(draft.encode_to_vec());
+        let sealed = self.seal(label::DRAFT, &bytes)?;
+        Ok(self.raw.push_draft(message_id, &sealed, now_ms)?)
+    }
+
+    /// The oldest outbox entry: (seq, message id, draft if not encrypted yet).
+    pub(crate) fn next_outbox(&self) -> Result<Option<OutboxEntry>, ClientError> {
+        let Some((seq, mid, draft)) = self.raw.next_outbox()? else {
+            return Ok(None);
+        };
+        let draft = draft
+            .map(|b| self.open_proto(label::DRAFT, &b))
+            .transpose()?;
+        Ok(Some((seq, mid, draft)))
+    }
+
+    /// Replaces the draft of `seq` by its encrypted envelopes.
+    pub(crate) fn set_ready(&self, seq: i64, ready: &[pc::Ready]) -> Result<(), ClientError> {
+        let sealed = ready
+            .iter()
+            .map(|r| self.seal(label::READY, &r.encode_to_vec()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.raw.set_ready(seq, &sealed)?)
+    }
+
+    pub(crate) fn next_ready(&self, seq: i64) -> Result<Option<(i64, pc::Ready)>, ClientError> {
+        self.raw
+            .next_ready(seq)?
+            .map(|(idx, b)| Ok((idx, self.open_proto(label::READY, &b)?)))
+            .transpose()
+    }
+
+    pub(crate) fn done_ready(&self, seq: i64, idx: i64) -> Result<(), ClientError> {
+        Ok(self.raw.done_ready(seq, idx)?)
+    }
+
+    pub(crate) fn done_outbox(&self, seq: i64) -> Result<(), ClientError> {
+        Ok(self.raw.done_outbox(seq)?)
+    }
+
+    pub(crate) fn outbox_len(&self) -> Result<u64, ClientError> {
+        Ok(self.raw.outbox_len()?)
+    }
+
+    pub(crate) fn push_read(&self, from: &Address, message_id: &[u8]) -> Result<(), ClientError> {
+        Ok(self.raw.push_read(from, message_id)?)
+    }
+
+    /// Up to 64 pending read receipts for one sender: (ids, sender, message ids).
+    pub(crate) fn pending_reads(&self) -> Result<Option<PendingReads>, ClientError> {
+        Ok(self.raw.pending_reads(READ_BATCH)?)
+    }
+
+    pub(crate) fn done_reads(&self, ids: &[i64]) -> Result<(), ClientError> {
+        Ok(self.raw.done_reads(ids)?)
+    }
+
+    // --- received messages ---
+
+    pub(crate) fn processed(&self, from: &Address, message_id: &[u8]) -> Result<bool, ClientError> {
+        Ok(self.raw.processed(from, message_id)?)
+    }
+
+    pub(crate) fn mark_processed(
+        &self,
+        from: &Address,
+        message_id: &[u8],
+        now_ms: u64,
+    ) -> Result<(), ClientError> {
+        Ok(self.raw.mark_processed(from, message_id, now_ms)?)
+    }
+
+    pub(crate) fn put_message(
+        &self,
+        m: &pc::StoredMessage,
+        now_ms: u64,
+    ) -> Result<(), ClientError> {
+        let bytes = Zeroizing::new(m.encode_to_vec());
+        let sealed = self.seal(label::MESSAGE, &bytes)?;
+        Ok(self.raw.put_message(&sealed, now_ms)?)
+    }
+
+    pub(crate) fn messages(&self) -> Result<Vec<pc::StoredMessage>, ClientError> {
+        self.raw
+            .messages()?
+            .into_iter()
+            .map(|b| self.open_proto(label::MESSAGE, &b))
+            .collect()
+    }
+
+    pub(crate) fn put_tick(
+        &self,
+        message_id: &[u8],
+        by: &Address,
+        tick: Tick,
+        at_ms: u64,
+    ) -> Result<bool, ClientError> {
+        Ok(self.raw.put_tick(message_id, by, tick, at_ms)?)
+    }
+
+    pub(crate) fn ticks(
+        &self,
+        message_id: &[u8],
+    ) -> Result<Vec<(Address, Tick, u64)>, ClientError> {
+        Ok(self.raw.ticks(message_id)?)
+    }
+
+    /// Whether this device queued `message_id` (so its receipts are for us).
+    pub(crate) fn queued_here(&self, message_id: &[u8]) -> Result<bool, ClientError> {
+        Ok(self
+            .ticks(message_id)?
+            .iter()
+            .any(|(_, t, _)| *t == Tick::Queued))
+    }
+}

@@ -1,0 +1,464 @@
+//! The SQLite backend: one database file per device (WAL, synchronous commits), the tables
+//! of SPEC §16.8. Only sealed records and the plain columns that section lists are stored.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{OutboxRow, ReadsRow, Store, StoreError, StoreTx, Tick};
+use crate::event::{Address, ReceiptKind};
+
+/// The schema, one migration per version (`PRAGMA user_version`).
+const MIGRATIONS: &[&str] = &[
+    // 1
+    "CREATE TABLE meta (k TEXT PRIMARY KEY, v BLOB NOT NULL);
+     CREATE TABLE signed_prekeys (id INTEGER PRIMARY KEY, sealed BLOB NOT NULL, created_ms INTEGER NOT NULL);
+     CREATE TABLE one_time_prekeys (id INTEGER PRIMARY KEY, sealed BLOB NOT NULL, uploaded INTEGER NOT NULL);
+     CREATE TABLE devices (user_id TEXT NOT NULL, device_id INTEGER NOT NULL, identity_key BLOB NOT NULL,
+        PRIMARY KEY (user_id, device_id));
+     CREATE TABLE sessions (user_id TEXT NOT NULL, device_id INTEGER NOT NULL, sealed BLOB NOT NULL,
+        PRIMARY KEY (user_id, device_id));
+     CREATE TABLE groups (group_id BLOB PRIMARY KEY, sealed BLOB NOT NULL);
+     CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, message_id BLOB NOT NULL,
+        draft BLOB, created_ms INTEGER NOT NULL);
+     CREATE TABLE outbox_ready (seq INTEGER NOT NULL, idx INTEGER NOT NULL, sealed BLOB NOT NULL,
+        PRIMARY KEY (seq, idx));
+     CREATE TABLE pending_reads (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL,
+        device_id INTEGER NOT NULL, message_id BLOB NOT NULL);
+     CREATE TABLE processed (user_id TEXT NOT NULL, device_id INTEGER NOT NULL, message_id BLOB NOT NULL,
+        at_ms INTEGER NOT NULL, PRIMARY KEY (user_id, device_id, message_id));
+     CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, sealed BLOB NOT NULL, at_ms INTEGER NOT NULL);
+     CREATE TABLE ticks (message_id BLOB NOT NULL, user_id TEXT NOT NULL, device_id INTEGER NOT NULL,
+        kind INTEGER NOT NULL, at_ms INTEGER NOT NULL, PRIMARY KEY (message_id, user_id, device_id, kind));",
+];
+
+/// The `ticks.kind` column: sent 0, delivered 1, read 2, queued 255.
+const fn tick_code(t: Tick) -> i64 {
+    match t {
+        Tick::Receipt(ReceiptKind::Sent) => 0,
+        Tick::Receipt(ReceiptKind::Delivered) => 1,
+        Tick::Receipt(ReceiptKind::Read) => 2,
+        Tick::Queued => 255,
+    }
+}
+
+const fn tick_of(code: i64) -> Option<Tick> {
+    match code {
+        0 => Some(Tick::Receipt(ReceiptKind::Sent)),
+        1 => Some(Tick::Receipt(ReceiptKind::Delivered)),
+        2 => Some(Tick::Receipt(ReceiptKind::Read)),
+        255 => Some(Tick::Queued),
+        _ => None,
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::backend(e)
+    }
+}
+
+/// A device's SQLite database.
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let version = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?;
+        let version = usize::try_from(version).unwrap_or(usize::MAX);
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+            tx.commit()?;
+        }
+        Ok(Self { conn })
+    }
+}
+
+impl Store for SqliteStore {
+    fn begin(&mut self) -> Result<Box<dyn StoreTx + '_>, StoreError> {
+        Ok(Box::new(SqliteTx(self.conn.transaction()?)))
+    }
+}
+
+/// A SQLite transaction (rolled back when dropped uncommitted).
+struct SqliteTx<'a>(rusqlite::Transaction<'a>);
+
+fn ms(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl StoreTx for SqliteTx<'_> {
+    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        Ok(self.0.commit()?)
+    }
+
+    fn meta(&self, k: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .0
+            .query_row("SELECT v FROM meta WHERE k = ?1", params![k], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn set_meta(&self, k: &str, v: &[u8]) -> Result<(), StoreError> {
+        self.0.execute(
+            "INSERT OR REPLACE INTO meta (k, v) VALUES (?1, ?2)",
+            params![k, v],
+        )?;
+        Ok(())
+    }
+
+    fn device_key(&self, a: &Address) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .0
+            .query_row(
+                "SELECT identity_key FROM devices WHERE user_id = ?1 AND device_id = ?2",
+                params![a.user, a.device],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn devices_of(&self, user: &str) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+        let mut s = self.0.prepare_cached(
+            "SELECT device_id, identity_key FROM devices WHERE user_id = ?1 ORDER BY device_id",
+        )?;
+        let rows = s
+            .query_map(params![user], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn set_device_key(&self, a: &Address, key: &[u8]) -> Result<(), StoreError> {
+        self.0.execute(
+            "INSERT OR REPLACE INTO devices (user_id, device_id, identity_key) VALUES (?1, ?2, ?3)",
+            params![a.user, a.device, key],
+        )?;
+        Ok(())
+    }
+
+    fn forget_device(&self, a: &Address) -> Result<(), StoreError> {
+        self.0.execute(
+            "DELETE FROM devices WHERE user_id = ?1 AND device_id = ?2",
+            params![a.user, a.device],
+        )?;
+        self.delete_session(a)
+    }
+
+    fn session(&self, a: &Address) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .0
+            .query_row(
+                "SELECT sealed FROM sessions WHERE user_id = ?1 AND device_id = ?2",
+                params![a.user, a.device],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn put_session(&self, a: &Address, sealed: &[u8]) -> Result<(), StoreError> {
+        self.0.execute(
+            "INSERT OR REPLACE INTO sessions (user_id, device_id, sealed) VALUES (?1, ?2, ?3)",
+            params![a.user, a.device, sealed],
+        )?;
+        Ok(())
+    }
+
+    fn delete_session(&self, a: &Address) -> Result<(), StoreError> {
+        self.0.execute(
+            "DELETE FROM sessions WHERE user_id = ?1 AND device_id = ?2",
+            params![a.user, a.device],
+        )?;
+        Ok(())
+    }
+
+    fn put_signed_prekey(&self, id: u32, sealed: &[u8], created_ms: u64) -> Result<(), StoreError> {
+        self.0.execute(
+            "INSERT OR REPLACE INTO signed_prekeys (id, sealed, created_ms) VALUES (?1, ?2, ?3)",
+            params![id, sealed, ms(created_ms)],
+        )?;
+        Ok(())
+    }
+
+    fn signed_prekey(&self, id: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .0
+            .query_row(
+                "SELECT sealed FROM signed_prekeys WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn prune_signed_prekeys(&self, before_ms: u64, keep: u32) -> Result<(), StoreError> {
+        self.0.execute(
+            "DELETE FROM signed_prekeys WHERE created_ms < ?1 AND id != ?2",
+            params![ms(before_ms), keep],
+        )?;
+        Ok(())
+    }
+
+    fn put_one_time_prekey(&self, id: u32, sealed: &[u8]) -> Result<(), StoreError> {
+        self.0.execute(
+            "INSERT OR REPLACE INTO one_time_prekeys (id, sealed, uploaded) VALUES (?1, ?2, 0)",
+            params![id, sealed],
+        )?;
+        Ok(())
+    }
+
+    fn one_time_prekey(&self, id: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .0
+            .query_row(
+                "SELECT sealed FROM one_time_prekeys WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn delete_one_time_prekey(&self, id: u32) -> Result<(), StoreError> {
+        self.0
+            .execute("DELETE FROM one_time_prekeys WHERE id = ?1", params![id])?;
+        Ok(())
+    }
+
+    fn unuploaded_prekeys(&self, limit: usize) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+        let mut s = self.0.prepare(
+            "SELECT id, sealed FROM one_time_prekeys WHERE uploaded = 0 ORDER BY id LIMIT ?1",
+        )?;
+        let rows = s
+            .query_map(params![ms(limit as u64)], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn mark_uploaded(&self, ids: &[u32]) -> Result<(), StoreError> {
+        let mut s = self
+            .0
+            .prepare_cached("UPDATE one_time_prekeys SET uploaded = 1 WHERE id = ?1")?;
+        for id in ids {
+            s.execute(params![id])?;
+        }
+        Ok(())
+    }
+
+    fn group(&self, id: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .0
+            .query_row(
+                "SELECT sealed FROM groups WHERE group_id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn put_group(&self, id: &[u8], sealed: &[u8]) -> Result<(), StoreError> {
+        self.0.execute(
+            "INSERT OR REPLACE INTO groups (group_id, sealed) VALUES (?1, ?2)",
+            params![id, sealed],
+        )?;
+        Ok(())
+    }
+
+    fn group_ids(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut s = self.0.prepare("SELECT group_id FROM groups")?;
+        let rows = s
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn push_draft(&self, message_id: &[u8], sealed: &[u8], now_ms: u64) -> Result<i64, StoreError> {
+        self.0.execute(
+            "INSERT INTO outbox (message_id, draft, created_ms) VALUES (?1, ?2, ?3)",
+            params![message_id, sealed, ms(now_ms)],
+        )?;
+        Ok(self.0.last_insert_rowid())
+    }
+
+    fn next_outbox(&self) -> Result<Option<OutboxRow>, StoreError> {
+        Ok(self
+            .0
+            .query_row(
+                "SELECT seq, message_id, draft FROM outbox ORDER BY seq LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?)
+    }
+
+    fn set_ready(&self, seq: i64, sealed: &[Vec<u8>]) -> Result<(), StoreError> {
+        for (i, r) in sealed.iter().enumerate() {
+            self.0.execute(
+                "INSERT INTO outbox_ready (seq, idx, sealed) VALUES (?1, ?2, ?3)",
+                params![seq, ms(i as u64), r],
+            )?;
+        }
+        self.0.execute(
+            "UPDATE outbox SET draft = NULL WHERE seq = ?1",
+            params![seq],
+        )?;
+        Ok(())
+    }
+
+    fn next_ready(&self, seq: i64) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        Ok(self
+            .0
+            .query_row(
+                "SELECT idx, sealed FROM outbox_ready WHERE seq = ?1 ORDER BY idx LIMIT 1",
+                params![seq],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    fn done_ready(&self, seq: i64, idx: i64) -> Result<(), StoreError> {
+        self.0.execute(
+            "DELETE FROM outbox_ready WHERE seq = ?1 AND idx = ?2",
+            params![seq, idx],
+        )?;
+        Ok(())
+    }
+
+    fn done_outbox(&self, seq: i64) -> Result<(), StoreError> {
+        self.0
+            .execute("DELETE FROM outbox_ready WHERE seq = ?1", params![seq])?;
+        self.0
+            .execute("DELETE FROM outbox WHERE seq = ?1", params![seq])?;
+        Ok(())
+    }
+
+    fn outbox_len(&self) -> Result<u64, StoreError> {
+        let n = self
+            .0
+            .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn push_read(&self, from: &Address, message_id: &[u8]) -> Result<(), StoreError> {
+        self.0.execute(
+            "INSERT INTO pending_reads (user_id, device_id, message_id) VALUES (?1, ?2, ?3)",
+            params![from.user, from.device, message_id],
+        )?;
+        Ok(())
+    }
+
+    fn pending_reads(&self, limit: usize) -> Result<Option<ReadsRow>, StoreError> {
+        let first: Option<(String, u32)> = self
+            .0
+            .query_row(
+                "SELECT user_id, device_id FROM pending_reads ORDER BY id LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((user, device)) = first else {
+            return Ok(None);
+        };
+        let mut s = self.0.prepare(
+            "SELECT id, message_id FROM pending_reads WHERE user_id = ?1 AND device_id = ?2 ORDER BY id LIMIT ?3",
+        )?;
+        let rows = s
+            .query_map(params![user, device, ms(limit as u64)], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let (ids, mids) = rows.into_iter().unzip();
+        Ok(Some((ids, Address::new(user, device), mids)))
+    }
+
+    fn done_reads(&self, ids: &[i64]) -> Result<(), StoreError> {
+        let mut s = self
+            .0
+            .prepare_cached("DELETE FROM pending_reads WHERE id = ?1")?;
+        for id in ids {
+            s.execute(params![id])?;
+        }
+        Ok(())
+    }
+
+    fn processed(&self, from: &Address, message_id: &[u8]) -> Result<bool, StoreError> {
+        Ok(self
+            .0
+            .query_row(
+                "SELECT 1 FROM processed WHERE user_id = ?1 AND device_id = ?2 AND message_id = ?3",
+                params![from.user, from.device, message_id],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    fn mark_processed(
+        &self,
+        from: &Address,
+        message_id: &[u8],
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.0.execute(
+            "INSERT OR IGNORE INTO processed (user_id, device_id, message_id, at_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![from.user, from.device, message_id, ms(now_ms)],
+        )?;
+        Ok(())
+    }
+
+    fn put_message(&self, sealed: &[u8], now_ms: u64) -> Result<(), StoreError> {
+        self.0.execute(
+            "INSERT INTO messages (sealed, at_ms) VALUES (?1, ?2)",
+            params![sealed, ms(now_ms)],
+        )?;
+        Ok(())
+    }
+
+    fn messages(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut s = self.0.prepare("SELECT sealed FROM messages ORDER BY id")?;
+        let rows = s
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn put_tick(
+        &self,
+        message_id: &[u8],
+        by: &Address,
+        tick: Tick,
+        at_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let n = self.0.execute(
+            "INSERT OR IGNORE INTO ticks (message_id, user_id, device_id, kind, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![message_id, by.user, by.device, tick_code(tick), ms(at_ms)],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn ticks(&self, message_id: &[u8]) -> Result<Vec<(Address, Tick, u64)>, StoreError> {
+        let mut s = self.0.prepare(
+            "SELECT user_id, device_id, kind, at_ms FROM ticks WHERE message_id = ?1 ORDER BY kind, user_id, device_id",
+        )?;
+        let rows = s
+            .query_map(params![message_id], |r| {
+                Ok((
+                    Address::new(r.get::<_, String>(0)?, r.get(1)?),
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        // Unknown kinds (a newer version's) are skipped.
+        Ok(rows
+            .into_iter()
+            .filter_map(|(a, k, t)| Some((a, tick_of(k)?, u64::try_from(t).unwrap_or(0))))
+            .collect())
+    }
+}

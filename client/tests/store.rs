@@ -1,0 +1,196 @@
+//! The store contract: the same operations give the same answers on every backend
+//! (`SqliteStore`, `MemoryStore`), uncommitted transactions leave nothing behind, and
+//! committed ones survive a reopen.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use hush_client::store::{MemoryStore, SqliteStore, Store, Tick};
+use hush_client::{Address, ReceiptKind};
+
+/// Runs a fixed script of operations and returns everything it read, as text.
+fn script(store: &mut dyn Store) -> Vec<String> {
+    let mut seen = Vec::new();
+    let alice = Address::new("alice", 1);
+    let alice2 = Address::new("alice", 2);
+    let bob = Address::new("bob", 7);
+    {
+        let tx = store.begin().unwrap();
+        tx.set_meta("k", b"v").unwrap();
+        tx.set_device_key(&alice2, b"key-a2").unwrap();
+        tx.set_device_key(&alice, b"key-a1").unwrap();
+        tx.set_device_key(&bob, b"key-b").unwrap();
+        tx.put_session(&alice, b"sealed-session").unwrap();
+        tx.put_session(&bob, b"sealed-session-b").unwrap();
+        tx.put_signed_prekey(1, b"spk1", 100).unwrap();
+        tx.put_signed_prekey(2, b"spk2", 200).unwrap();
+        tx.put_signed_prekey(3, b"spk3", 300).unwrap();
+        for id in [5, 3, 9, 1] {
+            tx.put_one_time_prekey(id, format!("otk{id}").as_bytes())
+                .unwrap();
+        }
+        tx.mark_uploaded(&[3]).unwrap();
+        tx.put_group(b"g2", b"group2").unwrap();
+        tx.put_group(b"g1", b"group1").unwrap();
+        let s1 = tx.push_draft(b"m1", b"draft1", 1).unwrap();
+        let s2 = tx.push_draft(b"m2", b"draft2", 2).unwrap();
+        assert!(s2 > s1);
+        tx.set_ready(s1, &[b"r0".to_vec(), b"r1".to_vec()]).unwrap();
+        tx.push_read(&bob, b"x1").unwrap();
+        tx.push_read(&alice, b"y1").unwrap();
+        tx.push_read(&bob, b"x2").unwrap();
+        tx.mark_processed(&bob, b"p1", 5).unwrap();
+        tx.put_message(b"h1", 1).unwrap();
+        tx.put_message(b"h2", 2).unwrap();
+        assert!(tx.put_tick(b"m1", &alice, Tick::Queued, 1).unwrap());
+        assert!(
+            tx.put_tick(b"m1", &bob, Tick::Receipt(ReceiptKind::Read), 9)
+                .unwrap()
+        );
+        assert!(
+            tx.put_tick(b"m1", &bob, Tick::Receipt(ReceiptKind::Delivered), 8)
+                .unwrap()
+        );
+        assert!(
+            !tx.put_tick(b"m1", &bob, Tick::Receipt(ReceiptKind::Read), 10)
+                .unwrap()
+        );
+        tx.commit().unwrap();
+    }
+    {
+        // Rolled back: none of this stays.
+        let tx = store.begin().unwrap();
+        tx.set_meta("k", b"changed").unwrap();
+        tx.forget_device(&bob).unwrap();
+        tx.push_draft(b"m3", b"draft3", 3).unwrap();
+        drop(tx);
+    }
+    let tx = store.begin().unwrap();
+    seen.push(format!("{:?}", tx.meta("k").unwrap()));
+    seen.push(format!("{:?}", tx.meta("absent").unwrap()));
+    seen.push(format!("{:?}", tx.devices_of("alice").unwrap()));
+    seen.push(format!("{:?}", tx.device_key(&bob).unwrap()));
+    tx.forget_device(&bob).unwrap();
+    seen.push(format!(
+        "{:?} {:?}",
+        tx.device_key(&bob).unwrap(),
+        tx.session(&bob).unwrap()
+    ));
+    seen.push(format!("{:?}", tx.session(&alice).unwrap()));
+    tx.prune_signed_prekeys(250, 1).unwrap();
+    seen.push(format!(
+        "{:?}",
+        [1, 2, 3].map(|id| tx.signed_prekey(id).unwrap())
+    ));
+    seen.push(format!("{:?}", tx.unuploaded_prekeys(2).unwrap()));
+    tx.delete_one_time_prekey(1).unwrap();
+    seen.push(format!(
+        "{:?} {:?}",
+        tx.one_time_prekey(1).unwrap(),
+        tx.one_time_prekey(9).unwrap()
+    ));
+    let mut groups = tx.group_ids().unwrap();
+    groups.sort();
+    seen.push(format!("{groups:?} {:?}", tx.group(b"g1").unwrap()));
+    let (seq, mid, draft) = tx.next_outbox().unwrap().unwrap();
+    seen.push(format!("{mid:?} {draft:?} {}", tx.outbox_len().unwrap()));
+    seen.push(format!("{:?}", tx.next_ready(seq).unwrap()));
+    tx.done_ready(seq, 0).unwrap();
+    seen.push(format!("{:?}", tx.next_ready(seq).unwrap()));
+    tx.done_outbox(seq).unwrap();
+    let (_, mid, draft) = tx.next_outbox().unwrap().unwrap();
+    seen.push(format!("{mid:?} {draft:?} {}", tx.outbox_len().unwrap()));
+    let (ids, from, mids) = tx.pending_reads(10).unwrap().unwrap();
+    seen.push(format!("{from} {mids:?} {}", ids.len()));
+    tx.done_reads(&ids).unwrap();
+    let (ids, from, mids) = tx.pending_reads(10).unwrap().unwrap();
+    seen.push(format!("{from} {mids:?} {}", ids.len()));
+    tx.done_reads(&ids).unwrap();
+    seen.push(format!("{:?}", tx.pending_reads(10).unwrap().is_none()));
+    seen.push(format!(
+        "{} {}",
+        tx.processed(&bob, b"p1").unwrap(),
+        tx.processed(&alice, b"p1").unwrap()
+    ));
+    seen.push(format!("{:?}", tx.messages().unwrap()));
+    seen.push(format!("{:?}", tx.ticks(b"m1").unwrap()));
+    seen.push(format!("{:?}", tx.ticks(b"m2").unwrap()));
+    tx.commit().unwrap();
+    seen
+}
+
+#[test]
+fn sqlite_and_memory_stores_answer_alike() {
+    let dir = std::env::temp_dir().join(format!("hush-store-contract-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("device.db");
+    let mut sqlite = SqliteStore::open(&path).unwrap();
+    let mut memory = MemoryStore::new();
+    let a = script(&mut sqlite);
+    let b = script(&mut memory);
+    assert_eq!(a, b);
+    // Spot checks that the script saw what it wrote, on both.
+    assert_eq!(a[0], "Some([118])");
+    assert!(
+        a[3].contains("107, 101, 121, 45, 98"),
+        "bob's key before forgetting"
+    );
+    assert_eq!(a[4], "None None");
+
+    // What was committed survives a reopen (a clone of a memory store is the same database).
+    drop(sqlite);
+    let mut sqlite = SqliteStore::open(&path).unwrap();
+    let mut reopened = memory.clone();
+    for store in [&mut sqlite as &mut dyn Store, &mut reopened] {
+        let tx = store.begin().unwrap();
+        assert_eq!(tx.meta("k").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(tx.outbox_len().unwrap(), 1);
+        assert_eq!(tx.device_key(&Address::new("bob", 7)).unwrap(), None);
+    }
+}
+
+#[test]
+fn a_record_that_opens_but_does_not_decode_is_corrupt_not_sealed() {
+    use hush_client::{Client, ClientConfig, ClientError};
+    use hush_crypto::StorageKey;
+    let key = [4u8; 32];
+    let config = || {
+        ClientConfig::new(
+            "ws://127.0.0.1:9",
+            std::path::PathBuf::from("unused.db"),
+            StorageKey::from_bytes(key),
+            "carol",
+            1,
+        )
+    };
+    let mut disk = MemoryStore::new();
+    let (client, _events) = Client::open_with_store(config(), disk.clone()).unwrap();
+    assert!(client.groups().unwrap().is_empty());
+    drop(client);
+    // A group record sealed under the right key and label, holding bytes that are not a
+    // GroupRecord.
+    let sealed = StorageKey::from_bytes(key)
+        .seal(
+            hush_crypto::labels::client_record::GROUP,
+            &[0xff, 0xff, 0xff],
+            &mut rand::rng(),
+        )
+        .unwrap();
+    let tx = disk.begin().unwrap();
+    tx.put_group(&[7; 32], &sealed).unwrap();
+    tx.commit().unwrap();
+    let (client, _events) = Client::open_with_store(config(), disk.clone()).unwrap();
+    assert!(matches!(client.groups(), Err(ClientError::Corrupt)));
+    // Under another label it does not open at all: that one is Sealed.
+    let wrong = StorageKey::from_bytes(key)
+        .seal(
+            hush_crypto::labels::client_record::DRAFT,
+            b"x",
+            &mut rand::rng(),
+        )
+        .unwrap();
+    let tx = disk.begin().unwrap();
+    tx.put_group(&[7; 32], &wrong).unwrap();
+    tx.commit().unwrap();
+    assert!(matches!(client.groups(), Err(ClientError::Sealed)));
+}
