@@ -7,30 +7,35 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hush_crypto::{
-    IdentityKeyPair, IdentityPublicKey, SafetyNumber, SecretBytes, Signature, StorageKey,
-    X25519PublicKey, Zeroizing,
+    IdentityPublicKey, SafetyNumber, SecretBytes, Signature, StorageKey, X25519PublicKey,
 };
-use hush_groups::{Group, GroupConfig, MembershipChange, Role};
-use hush_sessions::error::AcceptError;
-use hush_sessions::{OneTimePrekey, PrekeyBundle, Session, SessionMessage, SignedPrekey};
+use hush_groups::{Group, GroupConfig, Role};
+use hush_sessions::{OneTimePrekey, PrekeyBundle, SessionMessage, SignedPrekey};
 use prost::Message as _;
+use rand::SeedableRng as _;
 use tokio::sync::{Notify, mpsc, watch};
 
+use crate::core::account::{
+    self, generate_one_time_prekeys, load_signed_prekey, record_devices, store_signed_prekey,
+};
+use crate::core::groups::{load_group, save_group_state};
+use crate::core::inbound::{self, Incoming};
+use crate::core::{
+    Device, conversation_from_proto, identity_of, member_address, outbound, stored_to_message,
+    to_relay,
+};
 use crate::error::ClientError;
 use crate::error::RelayErrorCode;
 use crate::event::{
-    Address, Body, Conversation, DropReason, Event, GroupChange, GroupId, Message, MessageId,
-    Presence, ReceiptKind,
+    Address, Body, Conversation, Event, GroupChange, GroupId, Message, MessageId, Presence,
+    ReceiptKind,
 };
 use crate::net::{self, Conn, Credentials, RelayUrl};
 use crate::proto::client as pc;
-use crate::store::{Sealed, SqliteStore, Store, StoreError, Tick, Tx, label};
+use crate::store::{Sealed, SqliteStore, Store, StoreError, Tick, Tx};
 use hush_relay_protocol::proto::{self as pr, client_frame::Body as In, server_frame::Body as Out};
 
-/// Longest text message, in bytes.
-pub const MAX_TEXT: usize = 64 * 1024;
-/// Longest user id, in bytes (SPEC §14.1, shared with the relay).
-pub use hush_relay_protocol::limits::MAX_USER_ID;
+use crate::core::MAX_USER_ID;
 
 /// Client settings. [`ClientConfig::new`] fills in the documented defaults.
 pub struct ClientConfig {
@@ -129,17 +134,14 @@ pub struct Progress {
 }
 
 pub(crate) struct Inner {
-    pub(crate) me: Address,
-    pub(crate) identity: IdentityKeyPair,
+    pub(crate) dev: Device,
     pub(crate) url: RelayUrl,
     pub(crate) ca_file: Option<PathBuf>,
     pub(crate) blob_dir: PathBuf,
     registration_token: Option<Vec<u8>>,
-    prekey_batch: u32,
     spk_rotation: Duration,
     reconnect: (Duration, Duration),
     poll: Duration,
-    group_config: GroupConfig,
     store: Mutex<Sealed>,
     conn: Mutex<Option<Conn>>,
     events: mpsc::UnboundedSender<Event>,
@@ -160,7 +162,7 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("address", &self.inner.me)
+            .field("address", &self.inner.dev.me)
             .finish_non_exhaustive()
     }
 }
@@ -169,98 +171,6 @@ pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn random_id() -> MessageId {
-    let mut id = [0u8; 16];
-    rand::Rng::fill_bytes(&mut rand::rng(), &mut id);
-    id
-}
-
-fn identity_of(bytes: &[u8]) -> Result<IdentityPublicKey, ClientError> {
-    IdentityPublicKey::from_slice(bytes).map_err(|_| ClientError::Protocol)
-}
-
-fn to_relay(a: &Address) -> pr::Address {
-    pr::Address {
-        user_id: a.user.clone(),
-        device_id: a.device,
-    }
-}
-
-fn member_address(m: &pc::Member) -> Address {
-    Address::new(m.user_id.clone(), m.device_id)
-}
-
-fn conversation_to_proto(c: &Conversation) -> pc::Conversation {
-    pc::Conversation {
-        with: Some(match c {
-            Conversation::Direct(u) => pc::conversation::With::UserId(u.clone()),
-            Conversation::Group(g) => pc::conversation::With::GroupId(g.to_vec()),
-        }),
-    }
-}
-
-fn conversation_from_proto(c: Option<&pc::Conversation>) -> Option<Conversation> {
-    match c?.with.as_ref()? {
-        pc::conversation::With::UserId(u) => Some(Conversation::Direct(u.clone())),
-        pc::conversation::With::GroupId(g) => {
-            Some(Conversation::Group(g.as_slice().try_into().ok()?))
-        }
-    }
-}
-
-fn body_from_content(c: &pc::Content) -> Option<Body> {
-    match c.body.as_ref()? {
-        pc::content::Body::Text(t) => Some(Body::Text(t.clone())),
-        pc::content::Body::Attachment(a) => {
-            Some(Body::Attachment(crate::wire::attachment(a).ok()?))
-        }
-        _ => None,
-    }
-}
-
-fn body_to_content(b: &Body) -> pc::content::Body {
-    match b {
-        Body::Text(t) => pc::content::Body::Text(t.clone()),
-        Body::Attachment(a) => pc::content::Body::Attachment(pc::AttachmentPointer {
-            blob_id: a.blob_id.clone(),
-            key: a.key.to_vec(),
-            digest: a.digest.to_vec(),
-            size: a.size,
-            media_type: a.media_type.clone(),
-            file_name: a.file_name.clone(),
-        }),
-    }
-}
-
-fn stored_to_message(m: &pc::StoredMessage) -> Option<Message> {
-    let c = m.content.as_ref()?;
-    Some(Message {
-        id: c.message_id.as_slice().try_into().ok()?,
-        from: Address::new(m.from_user.clone(), m.from_device),
-        conversation: conversation_from_proto(m.conversation.as_ref())?,
-        body: body_from_content(c)?,
-        sent_ms: c.sent_ms,
-        server_ms: m.server_ms,
-        outgoing: m.outgoing,
-    })
-}
-
-fn load_group(rec: &pc::GroupRecord) -> Result<Group, ClientError> {
-    Group::from_bytes(&rec.state).map_err(|_| ClientError::Sealed)
-}
-
-fn save_group_state(
-    tx: &Tx<'_>,
-    id: &[u8],
-    group: &Group,
-    mut rec: pc::GroupRecord,
-) -> Result<(), ClientError> {
-    rec.state = group.to_bytes().to_vec();
-    let out = tx.save_group(id, &rec);
-    rec.state.iter_mut().for_each(|b| *b = 0);
-    out
 }
 
 impl Client {
@@ -284,48 +194,28 @@ impl Client {
             return Err(ClientError::Invalid("user id must be 1 to 64 bytes"));
         }
         let url = RelayUrl::parse(&config.relay_url)?;
-        let mut store = Sealed::new(Box::new(store), config.storage_key);
+        let rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
+        let mut store = Sealed::new(Box::new(store), config.storage_key, Box::new(rng));
         let me = Address::new(config.user.clone(), config.device);
         let batch = config.prekey_batch;
-        let identity = store.transaction(|tx| {
-            if let Some(blob) = tx.meta("identity")? {
-                let user = tx.meta("user")?.unwrap_or_default();
-                let device = tx.meta_u64("device")?;
-                if user != me.user.as_bytes() || device != u64::from(me.device) {
-                    return Err(ClientError::Invalid("this store belongs to another device"));
-                }
-                let seed = tx.open(label::IDENTITY, &blob)?;
-                let seed = SecretBytes::<32>::from_slice(&seed).ok_or(ClientError::Sealed)?;
-                return Ok(IdentityKeyPair::from_seed(&seed));
-            }
-            let mut rng = rand::rng();
-            let identity = IdentityKeyPair::generate(&mut rng);
-            tx.set_meta(
-                "identity",
-                &tx.seal(label::IDENTITY, identity.seed().expose())?,
-            )?;
-            tx.set_meta("user", me.user.as_bytes())?;
-            tx.set_meta_u64("device", u64::from(me.device))?;
-            let spk = SignedPrekey::generate(1, &identity, &mut rng);
-            store_signed_prekey(tx, &spk, now_ms())?;
-            tx.set_meta_u64("spk_current", 1)?;
-            generate_one_time_prekeys(tx, batch)?;
-            Ok(identity)
-        })?;
+        let identity =
+            store.transaction(|tx| account::open(tx, &me, batch, now_ms(), &mut rand::rng()))?;
         let blob_dir = config.db_path.with_extension("blobs");
         let (events, rx) = mpsc::unbounded_channel();
         let inner = Inner {
-            me,
-            identity,
+            dev: Device {
+                me,
+                identity,
+                group_config: config.group_config,
+                prekey_batch: config.prekey_batch,
+            },
             url,
             ca_file: config.ca_file,
             blob_dir,
             registration_token: config.registration_token,
-            prekey_batch: config.prekey_batch,
             spk_rotation: config.signed_prekey_rotation,
             reconnect: (config.reconnect_min, config.reconnect_max),
             poll: config.poll_interval,
-            group_config: config.group_config,
             store: Mutex::new(store),
             conn: Mutex::new(None),
             events,
@@ -392,24 +282,25 @@ impl Client {
 
     /// This device's address.
     pub fn address(&self) -> &Address {
-        &self.inner.me
+        &self.inner.dev.me
     }
 
     /// This device's identity key.
     pub fn identity_key(&self) -> &IdentityPublicKey {
-        self.inner.identity.public()
+        self.inner.dev.identity.public()
     }
 
     /// Signs a link letting a device with `identity_key` register as `device` of this user
     /// (a new device, or this user's reinstalled device).
     pub fn link_device(&self, device: u32, identity_key: &IdentityPublicKey) -> DeviceLink {
         DeviceLink {
-            linking_device: self.inner.me.device,
+            linking_device: self.inner.dev.me.device,
             signature: self
                 .inner
+                .dev
                 .identity
                 .sign(&hush_relay_protocol::signed::link_message(
-                    &self.inner.me.user,
+                    &self.inner.dev.me.user,
                     device,
                     identity_key.as_bytes(),
                 )),
@@ -443,52 +334,9 @@ impl Client {
 
     /// Queues a message (text or an uploaded attachment) to a conversation.
     pub fn send(&self, to: Conversation, body: Body) -> Result<MessageId, ClientError> {
-        if let Body::Text(t) = &body
-            && t.len() > MAX_TEXT
-        {
-            return Err(ClientError::Invalid("text over 64 KiB"));
-        }
-        if let Conversation::Direct(u) = &to
-            && (u.is_empty() || u.len() > MAX_USER_ID)
-        {
-            return Err(ClientError::Invalid("user id must be 1 to 64 bytes"));
-        }
-        let id = random_id();
         let now = now_ms();
-        let content = pc::Content {
-            message_id: id.to_vec(),
-            sent_ms: now,
-            body: Some(body_to_content(&body)),
-            sync: None,
-        };
-        let me = self.inner.me.clone();
-        self.inner.with_store(|tx| {
-            if let Conversation::Group(g) = &to
-                && tx.group(g)?.is_none()
-            {
-                return Err(ClientError::Unknown("group"));
-            }
-            tx.push_draft(
-                &id,
-                &pc::Draft {
-                    to: Some(conversation_to_proto(&to)),
-                    content: Some(content.clone()),
-                    only: vec![],
-                },
-                now,
-            )?;
-            tx.put_tick(&id, &me, Tick::Queued, now)?;
-            tx.put_message(
-                &pc::StoredMessage {
-                    from_user: me.user.clone(),
-                    from_device: me.device,
-                    conversation: Some(conversation_to_proto(&to)),
-                    content: Some(content.clone()),
-                    server_ms: 0,
-                    outgoing: true,
-                },
-                now,
-            )
+        let id = self.inner.with_store(|tx| {
+            outbound::queue(&self.inner.dev, tx, &to, &body, now, &mut rand::rng())
         })?;
         self.inner.kick.notify_one();
         Ok(id)
@@ -564,14 +412,17 @@ impl Client {
             let listed = list_devices(&conn, user).await?;
             let events = self
                 .inner
-                .with_store(|tx| record_devices(tx, &self.inner, &listed))?;
+                .with_store(|tx| record_devices(tx, &self.inner.dev, &listed))?;
             self.inner.emit_all(events);
         }
         let keys = self.inner.read_store(|tx| tx.devices_of(user))?;
         keys.into_iter()
             .map(|(d, k)| {
                 let key = identity_of(&k)?;
-                Ok((Address::new(user, d), self.inner.safety_number(user, &key)))
+                Ok((
+                    Address::new(user, d),
+                    self.inner.dev.safety_number(user, &key),
+                ))
             })
             .collect()
     }
@@ -582,22 +433,22 @@ impl Client {
         let conn = self.conn()?;
         let mut listed = Vec::new();
         let mut all_users: Vec<&str> = users.to_vec();
-        all_users.push(&self.inner.me.user);
+        all_users.push(&self.inner.dev.me.user);
         all_users.sort_unstable();
         all_users.dedup();
         for u in all_users {
             listed.extend(list_devices(&conn, u).await?);
         }
-        listed.retain(|(a, _)| a != &self.inner.me);
+        listed.retain(|(a, _)| a != &self.inner.dev.me);
         let inner = &self.inner;
         let (gid, events) = inner.with_store(|tx| {
-            let mut events = record_devices(tx, inner, &listed)?;
+            let mut events = record_devices(tx, &inner.dev, &listed)?;
             let others: Vec<(IdentityPublicKey, Role)> =
                 listed.iter().map(|(_, k)| (*k, Role::Member)).collect();
             let (group, create) = Group::create(
-                &inner.identity,
+                &inner.dev.identity,
                 &others,
-                inner.group_config,
+                inner.dev.group_config,
                 &mut rand::rng(),
             )
             .map_err(|e| ClientError::NotAllowed(e.to_string()))?;
@@ -610,15 +461,15 @@ impl Client {
                     device_id: a.device,
                 })
                 .collect();
-            directory.push(inner.own_member());
+            directory.push(inner.dev.own_member());
             let rec = pc::GroupRecord {
                 state: vec![],
                 directory: directory.clone(),
                 name: name.to_string(),
             };
             save_group_state(tx, &gid, &group, rec)?;
-            let others = inner.others(&directory);
-            inner.push_control(
+            let others = inner.dev.others(&directory);
+            inner.dev.push_control(
                 tx,
                 &gid,
                 pc::GroupControl {
@@ -629,6 +480,8 @@ impl Client {
                     name: name.to_string(),
                 },
                 others,
+                now_ms(),
+                &mut rand::rng(),
             )?;
             events.push(Event::Group {
                 group: gid,
@@ -636,7 +489,7 @@ impl Client {
                     name: name.to_string(),
                     members: listed.iter().map(|(a, _)| a.clone()).collect(),
                 },
-                by: inner.me.clone(),
+                by: inner.dev.me.clone(),
             });
             Ok((gid, events))
         })?;
@@ -651,7 +504,7 @@ impl Client {
         let listed = list_devices(&conn, user).await?;
         let inner = &self.inner;
         let events = inner.with_store(|tx| {
-            let mut events = record_devices(tx, inner, &listed)?;
+            let mut events = record_devices(tx, &inner.dev, &listed)?;
             let mut rec = tx.group(group)?.ok_or(ClientError::Unknown("group"))?;
             let mut g = load_group(&rec)?;
             for (addr, key) in &listed {
@@ -662,9 +515,9 @@ impl Client {
                 {
                     continue;
                 }
-                let existing: Vec<pc::Member> = inner.others(&rec.directory);
+                let existing: Vec<pc::Member> = inner.dev.others(&rec.directory);
                 let (add, info) = g
-                    .add(&inner.identity, key, Role::Member)
+                    .add(&inner.dev.identity, key, Role::Member)
                     .map_err(|e| ClientError::NotAllowed(e.to_string()))?;
                 let entry = pc::Member {
                     identity_key: key.to_bytes().to_vec(),
@@ -672,7 +525,7 @@ impl Client {
                     device_id: addr.device,
                 };
                 rec.directory.push(entry.clone());
-                inner.push_control(
+                inner.dev.push_control(
                     tx,
                     group,
                     pc::GroupControl {
@@ -683,8 +536,10 @@ impl Client {
                         name: String::new(),
                     },
                     existing,
+                    now_ms(),
+                    &mut rand::rng(),
                 )?;
-                inner.push_control(
+                inner.dev.push_control(
                     tx,
                     group,
                     pc::GroupControl {
@@ -695,14 +550,23 @@ impl Client {
                         name: rec.name.clone(),
                     },
                     vec![entry.clone()],
+                    now_ms(),
+                    &mut rand::rng(),
                 )?;
                 if let Some(d) = g.sender_key_distribution() {
-                    inner.push_sender_key(tx, group, &d, vec![entry])?;
+                    inner.dev.push_sender_key(
+                        tx,
+                        group,
+                        &d,
+                        vec![entry],
+                        now_ms(),
+                        &mut rand::rng(),
+                    )?;
                 }
                 events.push(Event::Group {
                     group: *group,
                     change: GroupChange::Added(addr.clone()),
-                    by: inner.me.clone(),
+                    by: inner.dev.me.clone(),
                 });
             }
             save_group_state(tx, group, &g, rec)?;
@@ -723,7 +587,7 @@ impl Client {
             let targets: Vec<pc::Member> = rec
                 .directory
                 .iter()
-                .filter(|m| m.user_id == user && member_address(m) != inner.me)
+                .filter(|m| m.user_id == user && member_address(m) != inner.dev.me)
                 .cloned()
                 .collect();
             if targets.is_empty() {
@@ -733,12 +597,12 @@ impl Client {
             for t in &targets {
                 let key = identity_of(&t.identity_key)?;
                 let control = g
-                    .remove(&inner.identity, &key)
+                    .remove(&inner.dev.identity, &key)
                     .map_err(|e| ClientError::NotAllowed(e.to_string()))?;
                 // Everyone still in the group, and the removed device itself, hear of it.
-                let recipients: Vec<pc::Member> = inner.others(&rec.directory);
+                let recipients: Vec<pc::Member> = inner.dev.others(&rec.directory);
                 rec.directory.retain(|m| m.identity_key != t.identity_key);
-                inner.push_control(
+                inner.dev.push_control(
                     tx,
                     group,
                     pc::GroupControl {
@@ -749,11 +613,13 @@ impl Client {
                         name: String::new(),
                     },
                     recipients,
+                    now_ms(),
+                    &mut rand::rng(),
                 )?;
                 events.push(Event::Group {
                     group: *group,
                     change: GroupChange::Removed(member_address(t)),
-                    by: inner.me.clone(),
+                    by: inner.dev.me.clone(),
                 });
             }
             save_group_state(tx, group, &g, rec)?;
@@ -771,10 +637,10 @@ impl Client {
             let rec = tx.group(group)?.ok_or(ClientError::Unknown("group"))?;
             let mut g = load_group(&rec)?;
             let control = g
-                .leave(&inner.identity)
+                .leave(&inner.dev.identity)
                 .map_err(|e| ClientError::NotAllowed(e.to_string()))?;
-            let others: Vec<pc::Member> = inner.others(&rec.directory);
-            inner.push_control(
+            let others: Vec<pc::Member> = inner.dev.others(&rec.directory);
+            inner.dev.push_control(
                 tx,
                 group,
                 pc::GroupControl {
@@ -785,6 +651,8 @@ impl Client {
                     name: String::new(),
                 },
                 others,
+                now_ms(),
+                &mut rand::rng(),
             )?;
             save_group_state(tx, group, &g, rec)
         })?;
@@ -794,7 +662,7 @@ impl Client {
 
     /// The groups this device is in: (id, name, member devices other than this one).
     pub fn groups(&self) -> Result<Vec<(GroupId, String, Vec<Address>)>, ClientError> {
-        let me = self.inner.me.clone();
+        let me = self.inner.dev.me.clone();
         self.inner.read_store(|tx| {
             let mut out = Vec::new();
             for id in tx.group_ids()? {
@@ -842,61 +710,6 @@ fn poisoned() -> ClientError {
     ClientError::Store(StoreError::backend(std::io::Error::other(
         "store lock poisoned",
     )))
-}
-
-fn store_signed_prekey(tx: &Tx<'_>, spk: &SignedPrekey, now: u64) -> Result<(), ClientError> {
-    let secret = spk.secret_bytes();
-    let mut record = Vec::with_capacity(96);
-    record.extend_from_slice(secret.expose());
-    record.extend_from_slice(spk.signature().as_bytes());
-    let record = Zeroizing::new(record);
-    tx.put_signed_prekey(spk.id(), &record, now)
-}
-
-fn load_signed_prekey(tx: &Tx<'_>, id: u32) -> Result<Option<SignedPrekey>, ClientError> {
-    let Some(record) = tx.signed_prekey(id)? else {
-        return Ok(None);
-    };
-    let (secret, sig) = record.split_at_checked(32).ok_or(ClientError::Sealed)?;
-    let secret = SecretBytes::<32>::from_slice(secret).ok_or(ClientError::Sealed)?;
-    let sig = Signature::from_slice(sig).ok_or(ClientError::Sealed)?;
-    Ok(Some(SignedPrekey::from_parts(id, &secret, sig)))
-}
-
-fn generate_one_time_prekeys(tx: &Tx<'_>, n: u32) -> Result<(), ClientError> {
-    let mut next = tx.meta_u64("next_opk")?.max(1);
-    let mut rng = rand::rng();
-    for _ in 0..n {
-        let id = (next % u64::from(u32::MAX)) as u32;
-        let k = OneTimePrekey::generate(id, &mut rng);
-        tx.put_one_time_prekey(id, k.secret_bytes().expose())?;
-        next += 1;
-    }
-    tx.set_meta_u64("next_opk", next)
-}
-
-/// Records listed device keys; a changed key drops the old session and reports the change.
-fn record_devices(
-    tx: &Tx<'_>,
-    inner: &Inner,
-    listed: &[(Address, IdentityPublicKey)],
-) -> Result<Vec<Event>, ClientError> {
-    let mut events = Vec::new();
-    for (a, k) in listed {
-        match tx.device_key(a)? {
-            Some(old) if old == k.as_bytes() => {}
-            Some(_) => {
-                tx.forget_device(a)?;
-                tx.set_device_key(a, k.as_bytes())?;
-                events.push(Event::IdentityChanged {
-                    address: a.clone(),
-                    safety_number: inner.safety_number(&a.user, k),
-                });
-            }
-            None => tx.set_device_key(a, k.as_bytes())?,
-        }
-    }
-    Ok(events)
 }
 
 async fn list_devices(
@@ -1009,86 +822,6 @@ impl Inner {
             self.emit(e);
         }
     }
-
-    fn safety_number(&self, user: &str, key: &IdentityPublicKey) -> SafetyNumber {
-        SafetyNumber::compute(
-            (self.me.user.as_bytes(), self.identity.public()),
-            (user.as_bytes(), key),
-        )
-    }
-
-    /// The devices of a group directory other than this one.
-    fn others(&self, directory: &[pc::Member]) -> Vec<pc::Member> {
-        directory
-            .iter()
-            .filter(|m| member_address(m) != self.me)
-            .cloned()
-            .collect()
-    }
-
-    fn own_member(&self) -> pc::Member {
-        pc::Member {
-            identity_key: self.identity.public().to_bytes().to_vec(),
-            user_id: self.me.user.clone(),
-            device_id: self.me.device,
-        }
-    }
-
-    fn push_control(
-        &self,
-        tx: &Tx<'_>,
-        group: &GroupId,
-        control: pc::GroupControl,
-        to: Vec<pc::Member>,
-    ) -> Result<(), ClientError> {
-        if to.is_empty() {
-            return Ok(());
-        }
-        let id = random_id();
-        tx.push_draft(
-            &id,
-            &pc::Draft {
-                to: Some(conversation_to_proto(&Conversation::Group(*group))),
-                content: Some(pc::Content {
-                    message_id: id.to_vec(),
-                    sent_ms: now_ms(),
-                    body: Some(pc::content::Body::GroupControl(control)),
-                    sync: None,
-                }),
-                only: to,
-            },
-            now_ms(),
-        )?;
-        Ok(())
-    }
-
-    fn push_sender_key(
-        &self,
-        tx: &Tx<'_>,
-        group: &GroupId,
-        distribution: &[u8],
-        to: Vec<pc::Member>,
-    ) -> Result<(), ClientError> {
-        let id = random_id();
-        tx.push_draft(
-            &id,
-            &pc::Draft {
-                to: Some(conversation_to_proto(&Conversation::Group(*group))),
-                content: Some(pc::Content {
-                    message_id: id.to_vec(),
-                    sent_ms: now_ms(),
-                    body: Some(pc::content::Body::SenderKey(pc::SenderKey {
-                        group_id: group.to_vec(),
-                        distribution: distribution.to_vec(),
-                    })),
-                    sync: None,
-                }),
-                only: to,
-            },
-            now_ms(),
-        )?;
-        Ok(())
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1101,9 +834,9 @@ async fn worker(inner: Arc<Inner>) {
     while !*stop.borrow() {
         let link = inner.link.lock().ok().and_then(|l| l.clone());
         let creds = Credentials {
-            identity: &inner.identity,
-            user: &inner.me.user,
-            device: inner.me.device,
+            identity: &inner.dev.identity,
+            user: &inner.dev.me.user,
+            device: inner.dev.me.device,
             registration_token: inner.registration_token.as_deref(),
             link: link.map(|l| pr::DeviceLink {
                 linking_device_id: l.linking_device,
@@ -1118,7 +851,7 @@ async fn worker(inner: Arc<Inner>) {
                 }
                 let _ = inner.connected.send_replace(true);
                 inner.emit(Event::Connected { registered });
-                tracing::info!(device = %inner.me, registered, "connected");
+                tracing::info!(device = %inner.dev.me, registered, "connected");
                 let result = connected(&inner, &conn, registered, pushes, &mut stop).await;
                 if let Ok(mut c) = inner.conn.lock() {
                     *c = None;
@@ -1135,7 +868,7 @@ async fn worker(inner: Arc<Inner>) {
             }
             Err(e) => e.to_string(),
         };
-        tracing::debug!(device = %inner.me, %reason, "not connected");
+        tracing::debug!(device = %inner.dev.me, %reason, "not connected");
         if *stop.borrow() {
             break;
         }
@@ -1202,7 +935,7 @@ async fn housekeeping(inner: &Inner, conn: &Conn, registered: bool) -> Result<()
             tx.set_meta_u64("spk_created", now)?;
         } else if now.saturating_sub(created) >= rotation {
             current = current.wrapping_add(1).max(1);
-            let spk = SignedPrekey::generate(current, &inner.identity, &mut rand::rng());
+            let spk = SignedPrekey::generate(current, &inner.dev.identity, &mut rand::rng());
             store_signed_prekey(tx, &spk, now)?;
             tx.set_meta_u64("spk_current", u64::from(current))?;
             tx.set_meta_u64("spk_created", now)?;
@@ -1366,7 +1099,7 @@ async fn flush(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
             }
         }
         let now = now_ms();
-        let me = inner.me.clone();
+        let me = inner.dev.me.clone();
         let visible = inner.with_store(|tx| {
             tx.done_outbox(seq)?;
             let visible = tx.queued_here(&mid)?;
@@ -1380,7 +1113,7 @@ async fn flush(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
             inner.emit(Event::Receipt {
                 message_id: id,
                 kind: ReceiptKind::Sent,
-                by: inner.me.clone(),
+                by: inner.dev.me.clone(),
                 at_ms: now,
             });
         }
@@ -1421,10 +1154,10 @@ async fn prepare(
     match &to {
         Conversation::Direct(user) => {
             targets = list_devices(conn, user).await?;
-            targets.retain(|(a, _)| a != &inner.me);
-            if user != &inner.me.user {
-                own = list_devices(conn, &inner.me.user).await?;
-                own.retain(|(a, _)| a != &inner.me);
+            targets.retain(|(a, _)| a != &inner.dev.me);
+            if user != &inner.dev.me.user {
+                own = list_devices(conn, &inner.dev.me.user).await?;
+                own.retain(|(a, _)| a != &inner.dev.me);
             }
         }
         Conversation::Group(gid) => {
@@ -1438,7 +1171,7 @@ async fn prepare(
             };
             for m in members {
                 let a = member_address(&m);
-                if a != inner.me {
+                if a != inner.dev.me {
                     targets.push((a, identity_of(&m.identity_key)?));
                 }
             }
@@ -1447,7 +1180,7 @@ async fn prepare(
     let direct = matches!(to, Conversation::Direct(_));
     if direct {
         let all: Vec<_> = targets.iter().chain(own.iter()).cloned().collect();
-        let events = inner.with_store(|tx| record_devices(tx, inner, &all))?;
+        let events = inner.with_store(|tx| record_devices(tx, &inner.dev, &all))?;
         inner.emit_all(events);
     }
     // Sessions to start: fetch bundles outside the store lock.
@@ -1494,117 +1227,24 @@ async fn prepare(
             None => tracing::warn!(device = %a, "no prekey bundle; skipped"),
         }
     }
-    let mut rng = rand::rng();
-    let now_s = now_ms() / 1000;
-    inner.with_store(|tx| {
-        let mut ready = Vec::new();
-        let mut reached = 0usize;
-        let mut encrypt_to = |a: &Address,
-                              key: &IdentityPublicKey,
-                              content: &pc::Content|
-         -> Result<Option<Vec<u8>>, ClientError> {
-            let session = match tx.session(a)? {
-                Some(s) if s.remote_identity() == key => Some(s),
-                _ => match bundles.get(a) {
-                    Some(b) => Some(
-                        Session::initiate(&inner.identity, b, Some(key), &mut rng)
-                            .map_err(|e| ClientError::Encrypt(e.to_string()))?,
-                    ),
-                    None => None,
-                },
-            };
-            let Some(mut session) = session else {
-                return Ok(None);
-            };
-            let bytes = Zeroizing::new(content.encode_to_vec());
-            let m = session
-                .encrypt(&bytes)
-                .map_err(|e| ClientError::Encrypt(e.to_string()))?;
-            tx.save_session(a, &session)?;
-            Ok(Some(
-                pc::Payload {
-                    kind: Some(pc::payload::Kind::Session(m.to_bytes())),
-                }
-                .encode_to_vec(),
-            ))
-        };
-        let recipient = |a: &Address| pc::Recipient {
-            user_id: a.user.clone(),
-            device_id: a.device,
-        };
-        if is_group_message {
-            let Conversation::Group(gid) = &to else {
-                return Err(ClientError::Protocol);
-            };
-            let rec = tx.group(gid)?.ok_or(ClientError::Unknown("group"))?;
-            let mut g = load_group(&rec)?;
-            let bytes = Zeroizing::new(content.encode_to_vec());
-            let sent = g
-                .encrypt(&bytes, now_s, &mut rand::rng())
-                .map_err(|e| ClientError::Encrypt(e.to_string()))?;
-            if let Some(d) = &sent.distribution {
-                let sk = pc::Content {
-                    message_id: random_id().to_vec(),
-                    sent_ms: now_ms(),
-                    body: Some(pc::content::Body::SenderKey(pc::SenderKey {
-                        group_id: gid.to_vec(),
-                        distribution: d.to_vec(),
-                    })),
-                    sync: None,
-                };
-                for (a, k) in &targets {
-                    if let Some(p) = encrypt_to(a, k, &sk)? {
-                        ready.push(pc::Ready {
-                            recipients: vec![recipient(a)],
-                            payload: p,
-                            message_id: sk.message_id.clone(),
-                        });
-                    }
-                }
-            }
-            if !targets.is_empty() {
-                ready.push(pc::Ready {
-                    recipients: targets.iter().map(|(a, _)| recipient(a)).collect(),
-                    payload: pc::Payload {
-                        kind: Some(pc::payload::Kind::Group(pc::GroupPayload {
-                            group_id: gid.to_vec(),
-                            message: sent.message.clone(),
-                        })),
-                    }
-                    .encode_to_vec(),
-                    message_id: vec![],
-                });
-            }
-            save_group_state(tx, gid, &g, rec)?;
-        } else {
-            for (a, k) in &targets {
-                if let Some(p) = encrypt_to(a, k, &content)? {
-                    reached += 1;
-                    ready.push(pc::Ready {
-                        recipients: vec![recipient(a)],
-                        payload: p,
-                        message_id: vec![],
-                    });
-                }
-            }
-            let synced = pc::Content {
-                sync: Some(conversation_to_proto(&to)),
-                ..content.clone()
-            };
-            for (a, k) in &own {
-                if let Some(p) = encrypt_to(a, k, &synced)? {
-                    ready.push(pc::Ready {
-                        recipients: vec![recipient(a)],
-                        payload: p,
-                        message_id: vec![],
-                    });
-                }
-            }
-            if reached == 0 && !targets.is_empty() {
-                return Err(ClientError::Unknown("device with prekeys"));
-            }
-        }
-        tx.set_ready(seq, &ready)
+    let plan = outbound::Plan {
+        to,
+        content,
+        targets,
+        own,
+        group_message: is_group_message,
+    };
+    let mut store = inner.store.lock().map_err(|_| poisoned())?;
+    store.transaction(|tx| {
+        outbound::encrypt(
+            &inner.dev,
+            tx,
+            seq,
+            &plan,
+            &bundles,
+            now_ms(),
+            &mut rand::rng(),
+        )
     })
 }
 
@@ -1632,12 +1272,24 @@ async fn handle_pushes(
                 // Decoded once, here; the checks and the decryption use this.
                 let incoming = Incoming::decode(&env.ciphertext);
                 let registered = registered_key(inner, conn, &env, incoming.as_ref()).await?;
-                events.extend(receive(inner, env, incoming, registered)?);
+                let mut store = inner.store.lock().map_err(|_| poisoned())?;
+                events.extend(inbound::receive(
+                    &inner.dev,
+                    &mut store,
+                    env,
+                    incoming,
+                    registered,
+                    now_ms(),
+                    &mut rand::rng(),
+                )?);
                 envelope_ids.push(id);
             }
             Some(Out::Receipt(r)) => {
                 receipt_ids.push(r.receipt_id);
-                events.extend(receipt(inner, &r)?);
+                events.extend(inbound::receipt(
+                    &mut *inner.store.lock().map_err(|_| poisoned())?,
+                    &r,
+                )?);
             }
             Some(Out::Error(e)) if e.fatal => {
                 fatal = Some(net::relay_error(&e));
@@ -1663,32 +1315,6 @@ async fn handle_pushes(
     Ok(())
 }
 
-/// Records a receipt for a message this device sent; `None` for any other (or a repeat).
-fn receipt(inner: &Inner, r: &pr::Receipt) -> Result<Option<Event>, ClientError> {
-    let kind = if r.kind == pr::ReceiptKind::Read as i32 {
-        ReceiptKind::Read
-    } else {
-        ReceiptKind::Delivered
-    };
-    let by = r
-        .recipient
-        .as_ref()
-        .map(|a| Address::new(a.user_id.clone(), a.device_id));
-    let (Some(by), Ok(mid)) = (by, MessageId::try_from(r.message_id.as_slice())) else {
-        return Ok(None);
-    };
-    inner.with_store(|tx| {
-        let new =
-            tx.queued_here(&mid)? && tx.put_tick(&mid, &by, Tick::Receipt(kind), r.timestamp_ms)?;
-        Ok(new.then_some(Event::Receipt {
-            message_id: mid,
-            kind,
-            by,
-            at_ms: r.timestamp_ms,
-        }))
-    })
-}
-
 /// A pushed frame other than an envelope, a receipt or a fatal error.
 async fn handle_push(
     inner: &Arc<Inner>,
@@ -1704,10 +1330,10 @@ async fn handle_push(
             if !matches!(now, Out::PrekeyStatus(pr::PrekeyStatus { low: true, .. })) {
                 return Ok(());
             }
-            let batch = inner.prekey_batch;
+            let batch = inner.dev.prekey_batch;
             inner.with_store(|tx| {
                 if tx.unuploaded_prekeys()?.is_empty() {
-                    generate_one_time_prekeys(tx, batch)?;
+                    generate_one_time_prekeys(tx, batch, &mut rand::rng())?;
                 }
                 Ok(())
             })?;
@@ -1761,382 +1387,4 @@ async fn registered_key(
         }
     }
     Err(ClientError::Offline)
-}
-
-/// What an envelope's ciphertext holds, decoded once through the checked [`crate::wire`]
-/// module.
-enum Incoming {
-    /// A session message (SPEC §9.3).
-    Session(SessionMessage),
-    /// A sender-key message of a group (SPEC §13.3).
-    Group { group_id: GroupId, message: Vec<u8> },
-}
-
-impl Incoming {
-    /// `None` when the bytes are not a valid payload.
-    fn decode(ciphertext: &[u8]) -> Option<Self> {
-        match crate::wire::parse_payload(ciphertext).ok()? {
-            crate::wire::Payload::Session(bytes) => {
-                SessionMessage::from_bytes(&bytes).ok().map(Self::Session)
-            }
-            crate::wire::Payload::Group { group_id, message } => {
-                Some(Self::Group { group_id, message })
-            }
-        }
-    }
-}
-
-fn receive(
-    inner: &Inner,
-    env: pr::Envelope,
-    incoming: Option<Incoming>,
-    registered: Option<IdentityPublicKey>,
-) -> Result<Vec<Event>, ClientError> {
-    let Some(from) = env
-        .sender
-        .as_ref()
-        .map(|a| Address::new(a.user_id.clone(), a.device_id))
-    else {
-        return Ok(vec![]);
-    };
-    let drop_event = |reason| {
-        vec![Event::Dropped {
-            from: from.clone(),
-            reason,
-        }]
-    };
-    let Some(payload) = incoming else {
-        return Ok(drop_event(DropReason::Malformed));
-    };
-    let mut store = inner.store.lock().map_err(|_| poisoned())?;
-    if store.read(|tx| tx.processed(&from, &env.message_id))? {
-        return Ok(vec![]);
-    }
-    let result = store.transaction(|tx| {
-        let now = now_ms();
-        let mut events = Vec::new();
-        let (content, sender_identity, group) = match payload {
-            Incoming::Session(msg) => {
-                match open_session_message(inner, tx, &from, &msg, registered.as_ref())? {
-                    Ok((pt, key, changed)) => {
-                        if changed {
-                            events.push(Event::IdentityChanged {
-                                address: from.clone(),
-                                safety_number: inner.safety_number(&from.user, &key),
-                            });
-                        }
-                        (pt, key, None)
-                    }
-                    Err(reason) => return Ok(Err(reason)),
-                }
-            }
-            Incoming::Group { group_id, message } => {
-                let Some(rec) = tx.group(&group_id)? else {
-                    return Ok(Err(DropReason::UnknownGroup));
-                };
-                let mut g = load_group(&rec)?;
-                let opened = match g.decrypt(&message) {
-                    Ok(p) => p,
-                    Err(e) => return Ok(Err(DropReason::Undecryptable(e.to_string()))),
-                };
-                // The signature names the sender; it must be the device the relay says.
-                let listed = rec.directory.iter().any(|m| {
-                    m.identity_key == opened.sender.as_bytes() && member_address(m) == from
-                });
-                if !listed {
-                    return Ok(Err(DropReason::UnknownGroup));
-                }
-                save_group_state(tx, &group_id, &g, rec)?;
-                (
-                    Zeroizing::new(opened.plaintext),
-                    opened.sender,
-                    Some(group_id),
-                )
-            }
-        };
-        tx.mark_processed(&from, &env.message_id, now)?;
-        // From here the session (or group chain) has moved on and is committed even if the
-        // content turns out to be invalid.
-        let c = match crate::wire::parse_content(&content, &env.message_id) {
-            Ok(c) => c,
-            Err(crate::wire::WireError::Field("message_id")) => {
-                return Ok(Ok(vec![drop_of(
-                    &from,
-                    DropReason::Undecryptable("message id mismatch".into()),
-                )]));
-            }
-            Err(_) => return Ok(Ok(vec![drop_of(&from, DropReason::Malformed)])),
-        };
-        match &c.body {
-            Some(pc::content::Body::Text(_) | pc::content::Body::Attachment(_)) => {
-                let outgoing = from.user == inner.me.user;
-                let conversation = match (&group, &c.sync) {
-                    (Some(g), _) => Conversation::Group(*g),
-                    (None, Some(s)) if outgoing => {
-                        conversation_from_proto(Some(s)).ok_or(ClientError::Protocol)?
-                    }
-                    _ => Conversation::Direct(from.user.clone()),
-                };
-                let stored = pc::StoredMessage {
-                    from_user: from.user.clone(),
-                    from_device: from.device,
-                    conversation: Some(conversation_to_proto(&conversation)),
-                    content: Some(c.clone()),
-                    server_ms: env.server_timestamp_ms,
-                    outgoing,
-                };
-                tx.put_message(&stored, now)?;
-                if let Some(m) = stored_to_message(&stored) {
-                    events.push(Event::Message(m));
-                }
-            }
-            Some(pc::content::Body::GroupControl(gc)) if group.is_none() => {
-                match apply_control(inner, tx, &from, &sender_identity, gc)? {
-                    Ok(mut e) => events.append(&mut e),
-                    Err(reason) => events.push(drop_of(&from, reason)),
-                }
-            }
-            Some(pc::content::Body::SenderKey(sk)) if group.is_none() => {
-                let ok = match tx.group(&sk.group_id)? {
-                    Some(rec) => {
-                        let mut g = load_group(&rec)?;
-                        match g.process_distribution(&sender_identity, &sk.distribution) {
-                            Ok(()) => {
-                                save_group_state(tx, &sk.group_id, &g, rec)?;
-                                Ok(())
-                            }
-                            Err(e) => Err(DropReason::Undecryptable(e.to_string())),
-                        }
-                    }
-                    None => Err(DropReason::UnknownGroup),
-                };
-                if let Err(reason) = ok {
-                    events.push(drop_of(&from, reason));
-                }
-            }
-            _ => events.push(drop_of(&from, DropReason::Malformed)),
-        }
-        Ok(Ok(events))
-    })?;
-    Ok(match result {
-        Ok(events) => events,
-        Err(reason) => drop_event(reason),
-    })
-}
-
-fn drop_of(from: &Address, reason: DropReason) -> Event {
-    Event::Dropped {
-        from: from.clone(),
-        reason,
-    }
-}
-
-type Opened = (Zeroizing<Vec<u8>>, IdentityPublicKey, bool);
-
-/// Decrypts a session message from `from`, starting a session for a prekey message. The new
-/// state is saved in `tx`; nothing is saved on failure.
-fn open_session_message(
-    inner: &Inner,
-    tx: &Tx<'_>,
-    from: &Address,
-    msg: &SessionMessage,
-    registered: Option<&IdentityPublicKey>,
-) -> Result<Result<Opened, DropReason>, ClientError> {
-    let mut rng = rand::rng();
-    let existing = tx.session(from)?;
-    if let Some(mut s) = existing {
-        match s.decrypt(msg, &mut rng) {
-            Ok(pt) => {
-                tx.save_session(from, &s)?;
-                let key = *s.remote_identity();
-                return Ok(Ok((Zeroizing::new(pt), key, false)));
-            }
-            Err(e) if !matches!(msg, SessionMessage::Prekey(_)) => {
-                return Ok(Err(DropReason::Undecryptable(e.to_string())));
-            }
-            // A prekey message for the session we already have (a replay, or a repeat
-            // that does not decrypt) never replaces it.
-            Err(e) if matches!(msg, SessionMessage::Prekey(p) if s.base_key() == Some(p.base_key())) =>
-            {
-                return Ok(Err(DropReason::Undecryptable(e.to_string())));
-            }
-            Err(_) => {} // a new session from the peer: accept it below
-        }
-    }
-    let SessionMessage::Prekey(p) = msg else {
-        return Ok(Err(DropReason::NoSession));
-    };
-    let Some(spk) = load_signed_prekey(tx, p.signed_prekey_id())? else {
-        return Ok(Err(DropReason::Undecryptable(
-            "unknown signed prekey".into(),
-        )));
-    };
-    let opk = match p.one_time_prekey_id() {
-        None => None,
-        Some(id) => match tx.one_time_prekey(id)? {
-            Some(secret) => {
-                let secret = SecretBytes::<32>::from_slice(&secret).ok_or(ClientError::Sealed)?;
-                Some(OneTimePrekey::from_secret_bytes(id, &secret))
-            }
-            None => {
-                return Ok(Err(DropReason::Undecryptable(
-                    "one-time prekey already used".into(),
-                )));
-            }
-        },
-    };
-    if registered != Some(p.identity_key()) {
-        return Ok(Err(DropReason::Undecryptable(
-            "identity key is not the one registered for the sending device".into(),
-        )));
-    }
-    let known = tx.device_key(from)?.map(|k| identity_of(&k)).transpose()?;
-    let mut changed = false;
-    let accepted = match Session::accept(
-        &inner.identity,
-        &spk,
-        opk.as_ref(),
-        p,
-        known.as_ref(),
-        &mut rng,
-    ) {
-        Err(AcceptError::IdentityChanged(_)) => {
-            changed = true;
-            Session::accept(&inner.identity, &spk, opk.as_ref(), p, None, &mut rng)
-        }
-        other => other,
-    };
-    let (session, pt) = match accepted {
-        Ok(x) => x,
-        Err(e) => return Ok(Err(DropReason::Undecryptable(e.to_string()))),
-    };
-    if let Some(id) = p.one_time_prekey_id() {
-        tx.delete_one_time_prekey(id)?;
-    }
-    tx.set_device_key(from, p.identity_key().as_bytes())?;
-    tx.save_session(from, &session)?;
-    Ok(Ok((Zeroizing::new(pt), *p.identity_key(), changed)))
-}
-
-/// Applies a group control message sent pairwise by `from`.
-fn apply_control(
-    inner: &Inner,
-    tx: &Tx<'_>,
-    from: &Address,
-    sender: &IdentityPublicKey,
-    gc: &pc::GroupControl,
-) -> Result<Result<Vec<Event>, DropReason>, ClientError> {
-    let me_key = inner.identity.public();
-    let Ok(gid) = GroupId::try_from(gc.group_id.as_slice()) else {
-        return Ok(Err(DropReason::Malformed));
-    };
-    let mut events = Vec::new();
-    let existing = tx.group(&gid)?;
-    let Some(mut rec) = existing else {
-        // A new group for this device: created with it, or joining by group info.
-        let created = if gc.group_info.is_empty() {
-            Group::from_create(me_key, &gc.control, inner.group_config)
-        } else {
-            Group::join(me_key, &gc.group_info, sender, inner.group_config)
-        };
-        let g = match created {
-            Ok(g) => g,
-            Err(e) => return Ok(Err(DropReason::Undecryptable(e.to_string()))),
-        };
-        if g.id() != &gid {
-            return Ok(Err(DropReason::Malformed));
-        }
-        // Only keep directory entries for actual members.
-        let members: Vec<[u8; 32]> = g
-            .membership()
-            .members()
-            .map(|(k, _)| k.to_bytes())
-            .collect();
-        let directory: Vec<pc::Member> = gc
-            .directory
-            .iter()
-            .filter(|m| {
-                members
-                    .iter()
-                    .any(|k| k.as_slice() == m.identity_key.as_slice())
-            })
-            .cloned()
-            .collect();
-        let rec = pc::GroupRecord {
-            state: vec![],
-            directory,
-            name: gc.name.clone(),
-        };
-        events.push(Event::Group {
-            group: gid,
-            change: GroupChange::Joined {
-                name: gc.name.clone(),
-                members: rec
-                    .directory
-                    .iter()
-                    .map(member_address)
-                    .filter(|a| a != &inner.me)
-                    .collect(),
-            },
-            by: from.clone(),
-        });
-        save_group_state(tx, &gid, &g, rec)?;
-        return Ok(Ok(events));
-    };
-    if gc.control.is_empty() {
-        // Group info for a group this device is already in: nothing to do.
-        return Ok(Ok(events));
-    }
-    let mut g = load_group(&rec)?;
-    let change = match g.apply(&gc.control) {
-        Ok(c) => c,
-        Err(e) => return Ok(Err(DropReason::Undecryptable(e.to_string()))),
-    };
-    let address_of = |k: &IdentityPublicKey, dir: &[pc::Member]| {
-        dir.iter()
-            .find(|m| m.identity_key == k.as_bytes())
-            .map(member_address)
-    };
-    let change_event = match &change {
-        MembershipChange::Added(k, _) => {
-            // Without its directory entry the newcomer could not be addressed and would
-            // silently miss everything: refuse the control, leaving the group as it was.
-            let Some(entry) = gc.directory.iter().find(|m| m.identity_key == k.as_bytes()) else {
-                return Ok(Err(DropReason::Malformed));
-            };
-            rec.directory.retain(|m| m.identity_key != k.as_bytes());
-            rec.directory.push(entry.clone());
-            // Hand the newcomer this device's current sender key.
-            if k != me_key
-                && let Some(d) = g.sender_key_distribution()
-            {
-                inner.push_sender_key(tx, &gid, &d, vec![entry.clone()])?;
-            }
-            address_of(k, &rec.directory).map(GroupChange::Added)
-        }
-        MembershipChange::Removed(k) | MembershipChange::Left(k) => {
-            let a = address_of(k, &rec.directory);
-            rec.directory.retain(|m| m.identity_key != k.as_bytes());
-            if k == me_key {
-                Some(GroupChange::RemovedSelf)
-            } else if matches!(change, MembershipChange::Left(_)) {
-                a.map(GroupChange::Left)
-            } else {
-                a.map(GroupChange::Removed)
-            }
-        }
-        MembershipChange::Promoted(k) | MembershipChange::Demoted(k) => {
-            address_of(k, &rec.directory).map(GroupChange::RoleChanged)
-        }
-        _ => None,
-    };
-    save_group_state(tx, &gid, &g, rec)?;
-    if let Some(change) = change_event {
-        events.push(Event::Group {
-            group: gid,
-            change,
-            by: from.clone(),
-        });
-    }
-    Ok(Ok(events))
 }

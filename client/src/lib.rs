@@ -72,22 +72,31 @@
 //! ```
 
 #![forbid(unsafe_code)]
+#![cfg_attr(not(feature = "native"), allow(dead_code))]
 
+#[cfg(feature = "native")]
 mod attachment;
+#[cfg(feature = "native")]
 mod client;
+mod core;
 pub mod error;
 pub mod event;
+#[cfg(feature = "native")]
 mod net;
 pub mod store;
 pub mod wire;
 
-pub use client::{Client, ClientConfig, DeviceLink, MAX_TEXT, MAX_USER_ID, Progress};
+pub use crate::core::{MAX_TEXT, MAX_USER_ID};
+#[cfg(feature = "native")]
+pub use client::{Client, ClientConfig, DeviceLink, Progress};
 pub use error::{ClientError, RelayErrorCode};
 pub use event::{
     Address, Attachment, Body, Conversation, DropReason, Event, GroupChange, GroupId, Message,
     MessageId, Presence, ReceiptKind,
 };
-pub use store::{MemoryStore, SqliteStore, Store, StoreError};
+#[cfg(feature = "native")]
+pub use store::SqliteStore;
+pub use store::{MemoryStore, Store, StoreError};
 
 #[allow(
     missing_docs,

@@ -1,17 +1,21 @@
 //! The on-device store, as a small trait of transactional operations ([`Store`],
 //! [`StoreTx`]) that any backend implements: [`SqliteStore`] (the default, one file per
-//! device) and [`MemoryStore`] (tests and simulations). Backends keep only sealed records
+//! device; with the default `native` feature) and [`MemoryStore`] (tests and simulations). Backends keep only sealed records
 //! and the plain columns SPEC §16.8 lists; sealing and opening, each record under its own
 //! label, happen above them in [`Tx`], so a browser or phone backend stores nothing in the
 //! clear either. Every change caused by one message is one transaction.
 
 mod memory;
+#[cfg(feature = "native")]
 mod sqlite;
 
-use hush_crypto::{StorageKey, Zeroizing};
+use std::cell::RefCell;
+
+use hush_crypto::{CryptoRng, StorageKey, Zeroizing};
 use prost::Message as _;
 
 pub use self::memory::MemoryStore;
+#[cfg(feature = "native")]
 pub use self::sqlite::SqliteStore;
 use crate::error::ClientError;
 use crate::event::{Address, ReceiptKind};
@@ -147,15 +151,23 @@ const UPLOAD_BATCH: usize = 500;
 /// Most read receipts for one sender sent in one frame.
 const READ_BATCH: usize = 64;
 
-/// A backend and the key that seals its records.
+/// The randomness that sealing uses (a fresh salt per record), supplied by the caller.
+pub(crate) type SealRng = Box<dyn CryptoRng + Send>;
+
+/// A backend, the key that seals its records, and the randomness for the salts.
 pub(crate) struct Sealed {
     backend: Box<dyn Store>,
     key: StorageKey,
+    rng: RefCell<SealRng>,
 }
 
 impl Sealed {
-    pub(crate) fn new(backend: Box<dyn Store>, key: StorageKey) -> Self {
-        Self { backend, key }
+    pub(crate) fn new(backend: Box<dyn Store>, key: StorageKey, rng: SealRng) -> Self {
+        Self {
+            backend,
+            key,
+            rng: RefCell::new(rng),
+        }
     }
 
     /// Runs `f` in one transaction: all of it is committed, or none.
@@ -167,6 +179,7 @@ impl Sealed {
         let out = f(&Tx {
             raw: &*raw,
             key: &self.key,
+            rng: &self.rng,
         })?;
         raw.commit()?;
         Ok(out)
@@ -181,6 +194,7 @@ impl Sealed {
         f(&Tx {
             raw: &*raw,
             key: &self.key,
+            rng: &self.rng,
         })
     }
 }
@@ -190,11 +204,16 @@ impl Sealed {
 pub(crate) struct Tx<'a> {
     raw: &'a dyn StoreTx,
     key: &'a StorageKey,
+    rng: &'a RefCell<SealRng>,
 }
 
 impl Tx<'_> {
     pub(crate) fn seal(&self, label: &[u8], bytes: &[u8]) -> Result<Vec<u8>, ClientError> {
-        Ok(self.key.seal(label, bytes, &mut rand::rng())?)
+        let mut rng = self
+            .rng
+            .try_borrow_mut()
+            .map_err(|_| StoreError::backend(std::io::Error::other("re-entrant seal")))?;
+        Ok(self.key.seal(label, bytes, &mut **rng)?)
     }
 
     pub(crate) fn open(

@@ -1,0 +1,299 @@
+//! The receive pipeline: an envelope is decoded once ([`Incoming::decode`], through the
+//! checked [`crate::wire`] module), opened (a session or group message; nothing is saved
+//! when that fails), checked and applied, all in one store transaction.
+
+use hush_crypto::{CryptoRng, IdentityPublicKey, SecretBytes, Zeroizing};
+use hush_relay_protocol::proto as pr;
+use hush_sessions::error::AcceptError;
+use hush_sessions::{OneTimePrekey, Session, SessionMessage};
+
+use super::account::load_signed_prekey;
+use super::groups::{apply_control, load_group, save_group_state};
+use super::{
+    Device, conversation_from_proto, conversation_to_proto, identity_of, member_address,
+    stored_to_message,
+};
+use crate::error::ClientError;
+use crate::event::{Address, Conversation, DropReason, Event, GroupId, MessageId, ReceiptKind};
+use crate::proto::client as pc;
+use crate::store::{Sealed, Tick, Tx};
+
+/// What an envelope's ciphertext holds, decoded once through the checked [`crate::wire`]
+/// module.
+pub(crate) enum Incoming {
+    /// A session message (SPEC §9.3).
+    Session(SessionMessage),
+    /// A sender-key message of a group (SPEC §13.3).
+    Group { group_id: GroupId, message: Vec<u8> },
+}
+
+impl Incoming {
+    /// `None` when the bytes are not a valid payload.
+    pub(crate) fn decode(ciphertext: &[u8]) -> Option<Self> {
+        match crate::wire::parse_payload(ciphertext).ok()? {
+            crate::wire::Payload::Session(bytes) => {
+                SessionMessage::from_bytes(&bytes).ok().map(Self::Session)
+            }
+            crate::wire::Payload::Group { group_id, message } => {
+                Some(Self::Group { group_id, message })
+            }
+        }
+    }
+}
+
+type Opened = (Zeroizing<Vec<u8>>, IdentityPublicKey, bool);
+
+/// Opens one envelope and commits everything it causes in one transaction: the session or
+/// group state, the record that it was processed, the history entry, group changes. Returns
+/// the events to emit once the relay has been told. Errors here are store failures only;
+/// undecryptable input becomes a `Dropped` event and leaves every state as it was.
+pub(crate) fn receive<R: CryptoRng + ?Sized>(
+    dev: &Device,
+    store: &mut Sealed,
+    env: pr::Envelope,
+    incoming: Option<Incoming>,
+    registered: Option<IdentityPublicKey>,
+    now: u64,
+    rng: &mut R,
+) -> Result<Vec<Event>, ClientError> {
+    let Some(from) = env
+        .sender
+        .as_ref()
+        .map(|a| Address::new(a.user_id.clone(), a.device_id))
+    else {
+        return Ok(vec![]);
+    };
+    let drop_event = |reason| {
+        vec![Event::Dropped {
+            from: from.clone(),
+            reason,
+        }]
+    };
+    let Some(payload) = incoming else {
+        return Ok(drop_event(DropReason::Malformed));
+    };
+    if store.read(|tx| tx.processed(&from, &env.message_id))? {
+        return Ok(vec![]);
+    }
+    let result = store.transaction(|tx| {
+        let mut events = Vec::new();
+        let (content, sender_identity, group) = match payload {
+            Incoming::Session(msg) => {
+                match open_session_message(dev, tx, &from, &msg, registered.as_ref(), rng)? {
+                    Ok((pt, key, changed)) => {
+                        if changed {
+                            events.push(Event::IdentityChanged {
+                                address: from.clone(),
+                                safety_number: dev.safety_number(&from.user, &key),
+                            });
+                        }
+                        (pt, key, None)
+                    }
+                    Err(reason) => return Ok(Err(reason)),
+                }
+            }
+            Incoming::Group { group_id, message } => {
+                let Some(rec) = tx.group(&group_id)? else {
+                    return Ok(Err(DropReason::UnknownGroup));
+                };
+                let mut g = load_group(&rec)?;
+                let opened = match g.decrypt(&message) {
+                    Ok(p) => p,
+                    Err(e) => return Ok(Err(DropReason::Undecryptable(e.to_string()))),
+                };
+                // The signature names the sender; it must be the device the relay says.
+                let listed = rec.directory.iter().any(|m| {
+                    m.identity_key == opened.sender.as_bytes() && member_address(m) == from
+                });
+                if !listed {
+                    return Ok(Err(DropReason::UnknownGroup));
+                }
+                save_group_state(tx, &group_id, &g, rec)?;
+                (
+                    Zeroizing::new(opened.plaintext),
+                    opened.sender,
+                    Some(group_id),
+                )
+            }
+        };
+        tx.mark_processed(&from, &env.message_id, now)?;
+        // From here the session (or group chain) has moved on and is committed even if the
+        // content turns out to be invalid.
+        let c = match crate::wire::parse_content(&content, &env.message_id) {
+            Ok(c) => c,
+            Err(crate::wire::WireError::Field("message_id")) => {
+                return Ok(Ok(vec![drop_of(
+                    &from,
+                    DropReason::Undecryptable("message id mismatch".into()),
+                )]));
+            }
+            Err(_) => return Ok(Ok(vec![drop_of(&from, DropReason::Malformed)])),
+        };
+        match &c.body {
+            Some(pc::content::Body::Text(_) | pc::content::Body::Attachment(_)) => {
+                let outgoing = from.user == dev.me.user;
+                let conversation = match (&group, &c.sync) {
+                    (Some(g), _) => Conversation::Group(*g),
+                    (None, Some(s)) if outgoing => {
+                        conversation_from_proto(Some(s)).ok_or(ClientError::Protocol)?
+                    }
+                    _ => Conversation::Direct(from.user.clone()),
+                };
+                let stored = pc::StoredMessage {
+                    from_user: from.user.clone(),
+                    from_device: from.device,
+                    conversation: Some(conversation_to_proto(&conversation)),
+                    content: Some(c.clone()),
+                    server_ms: env.server_timestamp_ms,
+                    outgoing,
+                };
+                tx.put_message(&stored, now)?;
+                if let Some(m) = stored_to_message(&stored) {
+                    events.push(Event::Message(m));
+                }
+            }
+            Some(pc::content::Body::GroupControl(gc)) if group.is_none() => {
+                match apply_control(dev, tx, &from, &sender_identity, gc, now, rng)? {
+                    Ok(mut e) => events.append(&mut e),
+                    Err(reason) => events.push(drop_of(&from, reason)),
+                }
+            }
+            Some(pc::content::Body::SenderKey(sk)) if group.is_none() => {
+                let ok = match tx.group(&sk.group_id)? {
+                    Some(rec) => {
+                        let mut g = load_group(&rec)?;
+                        match g.process_distribution(&sender_identity, &sk.distribution) {
+                            Ok(()) => {
+                                save_group_state(tx, &sk.group_id, &g, rec)?;
+                                Ok(())
+                            }
+                            Err(e) => Err(DropReason::Undecryptable(e.to_string())),
+                        }
+                    }
+                    None => Err(DropReason::UnknownGroup),
+                };
+                if let Err(reason) = ok {
+                    events.push(drop_of(&from, reason));
+                }
+            }
+            _ => events.push(drop_of(&from, DropReason::Malformed)),
+        }
+        Ok(Ok(events))
+    })?;
+    Ok(match result {
+        Ok(events) => events,
+        Err(reason) => drop_event(reason),
+    })
+}
+
+pub(crate) fn drop_of(from: &Address, reason: DropReason) -> Event {
+    Event::Dropped {
+        from: from.clone(),
+        reason,
+    }
+}
+
+/// Decrypts a session message from `from`, starting a session for a prekey message. The new
+/// state is saved in `tx`; nothing is saved on failure.
+pub(crate) fn open_session_message<R: CryptoRng + ?Sized>(
+    dev: &Device,
+    tx: &Tx<'_>,
+    from: &Address,
+    msg: &SessionMessage,
+    registered: Option<&IdentityPublicKey>,
+    rng: &mut R,
+) -> Result<Result<Opened, DropReason>, ClientError> {
+    let existing = tx.session(from)?;
+    if let Some(mut s) = existing {
+        match s.decrypt(msg, rng) {
+            Ok(pt) => {
+                tx.save_session(from, &s)?;
+                let key = *s.remote_identity();
+                return Ok(Ok((Zeroizing::new(pt), key, false)));
+            }
+            Err(e) if !matches!(msg, SessionMessage::Prekey(_)) => {
+                return Ok(Err(DropReason::Undecryptable(e.to_string())));
+            }
+            // A prekey message for the session we already have (a replay, or a repeat
+            // that does not decrypt) never replaces it.
+            Err(e) if matches!(msg, SessionMessage::Prekey(p) if s.base_key() == Some(p.base_key())) =>
+            {
+                return Ok(Err(DropReason::Undecryptable(e.to_string())));
+            }
+            Err(_) => {} // a new session from the peer: accept it below
+        }
+    }
+    let SessionMessage::Prekey(p) = msg else {
+        return Ok(Err(DropReason::NoSession));
+    };
+    let Some(spk) = load_signed_prekey(tx, p.signed_prekey_id())? else {
+        return Ok(Err(DropReason::Undecryptable(
+            "unknown signed prekey".into(),
+        )));
+    };
+    let opk = match p.one_time_prekey_id() {
+        None => None,
+        Some(id) => match tx.one_time_prekey(id)? {
+            Some(secret) => {
+                let secret = SecretBytes::<32>::from_slice(&secret).ok_or(ClientError::Sealed)?;
+                Some(OneTimePrekey::from_secret_bytes(id, &secret))
+            }
+            None => {
+                return Ok(Err(DropReason::Undecryptable(
+                    "one-time prekey already used".into(),
+                )));
+            }
+        },
+    };
+    if registered != Some(p.identity_key()) {
+        return Ok(Err(DropReason::Undecryptable(
+            "identity key is not the one registered for the sending device".into(),
+        )));
+    }
+    let known = tx.device_key(from)?.map(|k| identity_of(&k)).transpose()?;
+    let mut changed = false;
+    let accepted = match Session::accept(&dev.identity, &spk, opk.as_ref(), p, known.as_ref(), rng)
+    {
+        Err(AcceptError::IdentityChanged(_)) => {
+            changed = true;
+            Session::accept(&dev.identity, &spk, opk.as_ref(), p, None, rng)
+        }
+        other => other,
+    };
+    let (session, pt) = match accepted {
+        Ok(x) => x,
+        Err(e) => return Ok(Err(DropReason::Undecryptable(e.to_string()))),
+    };
+    if let Some(id) = p.one_time_prekey_id() {
+        tx.delete_one_time_prekey(id)?;
+    }
+    tx.set_device_key(from, p.identity_key().as_bytes())?;
+    tx.save_session(from, &session)?;
+    Ok(Ok((Zeroizing::new(pt), *p.identity_key(), changed)))
+}
+
+/// Records a receipt for a message this device sent; `None` for any other (or a repeat).
+pub(crate) fn receipt(store: &mut Sealed, r: &pr::Receipt) -> Result<Option<Event>, ClientError> {
+    let kind = if r.kind == pr::ReceiptKind::Read as i32 {
+        ReceiptKind::Read
+    } else {
+        ReceiptKind::Delivered
+    };
+    let by = r
+        .recipient
+        .as_ref()
+        .map(|a| Address::new(a.user_id.clone(), a.device_id));
+    let (Some(by), Ok(mid)) = (by, MessageId::try_from(r.message_id.as_slice())) else {
+        return Ok(None);
+    };
+    store.transaction(|tx| {
+        let new =
+            tx.queued_here(&mid)? && tx.put_tick(&mid, &by, Tick::Receipt(kind), r.timestamp_ms)?;
+        Ok(new.then_some(Event::Receipt {
+            message_id: mid,
+            kind,
+            by,
+            at_ms: r.timestamp_ms,
+        }))
+    })
+}

@@ -1,0 +1,196 @@
+//! The client's core: everything that decides what a device does, with no I/O. It takes
+//! the store, the current time and an RNG from its caller and never reads a clock, opens a
+//! socket or runs SQL, so it builds for `wasm32-unknown-unknown`. One room per concept:
+//! [`account`] (identity, prekeys, known devices), [`inbound`] (decode once, open, apply),
+//! [`outbound`] (fan-out of a draft into envelopes), [`groups`] (group records and control
+//! messages). The tokio driver ([`crate::Client`]) does the talking to the relay.
+
+pub(crate) mod account;
+pub(crate) mod groups;
+pub(crate) mod inbound;
+pub(crate) mod outbound;
+
+use hush_crypto::{CryptoRng, IdentityKeyPair, IdentityPublicKey, SafetyNumber};
+use hush_groups::GroupConfig;
+use hush_relay_protocol::proto as pr;
+
+use crate::error::ClientError;
+use crate::event::{Address, Body, Conversation, GroupId, Message, MessageId};
+use crate::proto::client as pc;
+use crate::store::Tx;
+
+/// Longest text message, in bytes.
+pub const MAX_TEXT: usize = 64 * 1024;
+/// Longest user id, in bytes (SPEC §14.1, shared with the relay).
+pub use hush_relay_protocol::limits::MAX_USER_ID;
+
+/// This device: its address, identity and the settings the core needs.
+pub(crate) struct Device {
+    pub(crate) me: Address,
+    pub(crate) identity: IdentityKeyPair,
+    pub(crate) group_config: GroupConfig,
+    pub(crate) prekey_batch: u32,
+}
+
+impl Device {
+    pub(crate) fn safety_number(&self, user: &str, key: &IdentityPublicKey) -> SafetyNumber {
+        SafetyNumber::compute(
+            (self.me.user.as_bytes(), self.identity.public()),
+            (user.as_bytes(), key),
+        )
+    }
+
+    /// The devices of a group directory other than this one.
+    pub(crate) fn others(&self, directory: &[pc::Member]) -> Vec<pc::Member> {
+        directory
+            .iter()
+            .filter(|m| member_address(m) != self.me)
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn own_member(&self) -> pc::Member {
+        pc::Member {
+            identity_key: self.identity.public().to_bytes().to_vec(),
+            user_id: self.me.user.clone(),
+            device_id: self.me.device,
+        }
+    }
+
+    pub(crate) fn push_control(
+        &self,
+        tx: &Tx<'_>,
+        group: &GroupId,
+        control: pc::GroupControl,
+        to: Vec<pc::Member>,
+        now: u64,
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) -> Result<(), ClientError> {
+        if to.is_empty() {
+            return Ok(());
+        }
+        let id = random_id(rng);
+        tx.push_draft(
+            &id,
+            &pc::Draft {
+                to: Some(conversation_to_proto(&Conversation::Group(*group))),
+                content: Some(pc::Content {
+                    message_id: id.to_vec(),
+                    sent_ms: now,
+                    body: Some(pc::content::Body::GroupControl(control)),
+                    sync: None,
+                }),
+                only: to,
+            },
+            now,
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn push_sender_key(
+        &self,
+        tx: &Tx<'_>,
+        group: &GroupId,
+        distribution: &[u8],
+        to: Vec<pc::Member>,
+        now: u64,
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) -> Result<(), ClientError> {
+        let id = random_id(rng);
+        tx.push_draft(
+            &id,
+            &pc::Draft {
+                to: Some(conversation_to_proto(&Conversation::Group(*group))),
+                content: Some(pc::Content {
+                    message_id: id.to_vec(),
+                    sent_ms: now,
+                    body: Some(pc::content::Body::SenderKey(pc::SenderKey {
+                        group_id: group.to_vec(),
+                        distribution: distribution.to_vec(),
+                    })),
+                    sync: None,
+                }),
+                only: to,
+            },
+            now,
+        )?;
+        Ok(())
+    }
+}
+
+pub(crate) fn identity_of(bytes: &[u8]) -> Result<IdentityPublicKey, ClientError> {
+    IdentityPublicKey::from_slice(bytes).map_err(|_| ClientError::Protocol)
+}
+
+pub(crate) fn to_relay(a: &Address) -> pr::Address {
+    pr::Address {
+        user_id: a.user.clone(),
+        device_id: a.device,
+    }
+}
+
+pub(crate) fn member_address(m: &pc::Member) -> Address {
+    Address::new(m.user_id.clone(), m.device_id)
+}
+
+pub(crate) fn conversation_to_proto(c: &Conversation) -> pc::Conversation {
+    pc::Conversation {
+        with: Some(match c {
+            Conversation::Direct(u) => pc::conversation::With::UserId(u.clone()),
+            Conversation::Group(g) => pc::conversation::With::GroupId(g.to_vec()),
+        }),
+    }
+}
+
+pub(crate) fn conversation_from_proto(c: Option<&pc::Conversation>) -> Option<Conversation> {
+    match c?.with.as_ref()? {
+        pc::conversation::With::UserId(u) => Some(Conversation::Direct(u.clone())),
+        pc::conversation::With::GroupId(g) => {
+            Some(Conversation::Group(g.as_slice().try_into().ok()?))
+        }
+    }
+}
+
+pub(crate) fn body_from_content(c: &pc::Content) -> Option<Body> {
+    match c.body.as_ref()? {
+        pc::content::Body::Text(t) => Some(Body::Text(t.clone())),
+        pc::content::Body::Attachment(a) => {
+            Some(Body::Attachment(crate::wire::attachment(a).ok()?))
+        }
+        _ => None,
+    }
+}
+
+pub(crate) fn body_to_content(b: &Body) -> pc::content::Body {
+    match b {
+        Body::Text(t) => pc::content::Body::Text(t.clone()),
+        Body::Attachment(a) => pc::content::Body::Attachment(pc::AttachmentPointer {
+            blob_id: a.blob_id.clone(),
+            key: a.key.to_vec(),
+            digest: a.digest.to_vec(),
+            size: a.size,
+            media_type: a.media_type.clone(),
+            file_name: a.file_name.clone(),
+        }),
+    }
+}
+
+pub(crate) fn stored_to_message(m: &pc::StoredMessage) -> Option<Message> {
+    let c = m.content.as_ref()?;
+    Some(Message {
+        id: c.message_id.as_slice().try_into().ok()?,
+        from: Address::new(m.from_user.clone(), m.from_device),
+        conversation: conversation_from_proto(m.conversation.as_ref())?,
+        body: body_from_content(c)?,
+        sent_ms: c.sent_ms,
+        server_ms: m.server_ms,
+        outgoing: m.outgoing,
+    })
+}
+
+/// A fresh random message id.
+pub(crate) fn random_id<R: CryptoRng + ?Sized>(rng: &mut R) -> MessageId {
+    let mut id = [0u8; 16];
+    rng.fill_bytes(&mut id);
+    id
+}

@@ -1,0 +1,220 @@
+//! Outbound fan-out: one draft of the outbox becomes the envelopes that carry it (SPEC §16.4
+//! and §16.5), encrypted in one store transaction and kept as `Ready` entries, so a crash
+//! afterwards resends the same ciphertexts and never encrypts twice.
+
+use std::collections::HashMap;
+
+use hush_crypto::{CryptoRng, IdentityPublicKey, Zeroizing};
+use hush_sessions::{PrekeyBundle, Session};
+use prost::Message as _;
+
+use super::groups::{load_group, save_group_state};
+use super::{Device, MAX_TEXT, MAX_USER_ID, body_to_content, conversation_to_proto, random_id};
+use crate::error::ClientError;
+use crate::event::{Address, Body, Conversation, MessageId};
+use crate::proto::client as pc;
+use crate::store::{Tick, Tx};
+
+/// Queues a message: checks it, and in one transaction writes the draft to the outbox, the
+/// "queued" tick and the history entry. Nothing is encrypted yet.
+pub(crate) fn queue<R: CryptoRng + ?Sized>(
+    dev: &Device,
+    tx: &Tx<'_>,
+    to: &Conversation,
+    body: &Body,
+    now_ms: u64,
+    rng: &mut R,
+) -> Result<MessageId, ClientError> {
+    if let Body::Text(t) = body
+        && t.len() > MAX_TEXT
+    {
+        return Err(ClientError::Invalid("text over 64 KiB"));
+    }
+    if let Conversation::Direct(u) = to
+        && (u.is_empty() || u.len() > MAX_USER_ID)
+    {
+        return Err(ClientError::Invalid("user id must be 1 to 64 bytes"));
+    }
+    if let Conversation::Group(g) = to
+        && tx.group(g)?.is_none()
+    {
+        return Err(ClientError::Unknown("group"));
+    }
+    let id = random_id(rng);
+    let content = pc::Content {
+        message_id: id.to_vec(),
+        sent_ms: now_ms,
+        body: Some(body_to_content(body)),
+        sync: None,
+    };
+    tx.push_draft(
+        &id,
+        &pc::Draft {
+            to: Some(conversation_to_proto(to)),
+            content: Some(content.clone()),
+            only: vec![],
+        },
+        now_ms,
+    )?;
+    tx.put_tick(&id, &dev.me, Tick::Queued, now_ms)?;
+    tx.put_message(
+        &pc::StoredMessage {
+            from_user: dev.me.user.clone(),
+            from_device: dev.me.device,
+            conversation: Some(conversation_to_proto(to)),
+            content: Some(content),
+            server_ms: 0,
+            outgoing: true,
+        },
+        now_ms,
+    )?;
+    Ok(id)
+}
+
+/// What one draft is to become: its conversation and content, the devices it goes to with
+/// the identity key each must have, and this user's other devices (direct messages only).
+pub(crate) struct Plan {
+    /// The conversation.
+    pub(crate) to: Conversation,
+    /// The content, as the recipients will decrypt it.
+    pub(crate) content: pc::Content,
+    /// The recipients' devices.
+    pub(crate) targets: Vec<(Address, IdentityPublicKey)>,
+    /// This user's other devices, which get a copy marked with the conversation.
+    pub(crate) own: Vec<(Address, IdentityPublicKey)>,
+    /// A group text or attachment: one sender-key message for every member (plus, when
+    /// the sender key rotates, its distribution to each member over their sessions).
+    pub(crate) group_message: bool,
+}
+
+fn recipient(a: &Address) -> pc::Recipient {
+    pc::Recipient {
+        user_id: a.user.clone(),
+        device_id: a.device,
+    }
+}
+
+/// Encrypts `content` for one device over its session, starting one from its bundle when
+/// there is none (or the identity key changed). `None` when there is neither.
+fn encrypt_to<R: CryptoRng + ?Sized>(
+    dev: &Device,
+    tx: &Tx<'_>,
+    bundles: &HashMap<Address, PrekeyBundle>,
+    a: &Address,
+    key: &IdentityPublicKey,
+    content: &pc::Content,
+    rng: &mut R,
+) -> Result<Option<Vec<u8>>, ClientError> {
+    let session = match tx.session(a)? {
+        Some(s) if s.remote_identity() == key => Some(s),
+        _ => match bundles.get(a) {
+            Some(b) => Some(
+                Session::initiate(&dev.identity, b, Some(key), rng)
+                    .map_err(|e| ClientError::Encrypt(e.to_string()))?,
+            ),
+            None => None,
+        },
+    };
+    let Some(mut session) = session else {
+        return Ok(None);
+    };
+    let bytes = Zeroizing::new(content.encode_to_vec());
+    let m = session
+        .encrypt(&bytes)
+        .map_err(|e| ClientError::Encrypt(e.to_string()))?;
+    tx.save_session(a, &session)?;
+    Ok(Some(
+        pc::Payload {
+            kind: Some(pc::payload::Kind::Session(m.to_bytes())),
+        }
+        .encode_to_vec(),
+    ))
+}
+
+/// Encrypts the draft `seq` as `plan` says and replaces it by its ready envelopes, in `tx`.
+/// `bundles` holds the prekey bundles fetched for devices without a session.
+pub(crate) fn encrypt<R: CryptoRng + ?Sized>(
+    dev: &Device,
+    tx: &Tx<'_>,
+    seq: i64,
+    plan: &Plan,
+    bundles: &HashMap<Address, PrekeyBundle>,
+    now_ms: u64,
+    rng: &mut R,
+) -> Result<(), ClientError> {
+    let mut ready = Vec::new();
+    if plan.group_message {
+        let Conversation::Group(gid) = &plan.to else {
+            return Err(ClientError::Protocol);
+        };
+        let rec = tx.group(gid)?.ok_or(ClientError::Unknown("group"))?;
+        let mut g = load_group(&rec)?;
+        let bytes = Zeroizing::new(plan.content.encode_to_vec());
+        let sent = g
+            .encrypt(&bytes, now_ms / 1000, rng)
+            .map_err(|e| ClientError::Encrypt(e.to_string()))?;
+        if let Some(d) = &sent.distribution {
+            let sk = pc::Content {
+                message_id: random_id(rng).to_vec(),
+                sent_ms: now_ms,
+                body: Some(pc::content::Body::SenderKey(pc::SenderKey {
+                    group_id: gid.to_vec(),
+                    distribution: d.to_vec(),
+                })),
+                sync: None,
+            };
+            for (a, k) in &plan.targets {
+                if let Some(p) = encrypt_to(dev, tx, bundles, a, k, &sk, rng)? {
+                    ready.push(pc::Ready {
+                        recipients: vec![recipient(a)],
+                        payload: p,
+                        message_id: sk.message_id.clone(),
+                    });
+                }
+            }
+        }
+        if !plan.targets.is_empty() {
+            ready.push(pc::Ready {
+                recipients: plan.targets.iter().map(|(a, _)| recipient(a)).collect(),
+                payload: pc::Payload {
+                    kind: Some(pc::payload::Kind::Group(pc::GroupPayload {
+                        group_id: gid.to_vec(),
+                        message: sent.message.clone(),
+                    })),
+                }
+                .encode_to_vec(),
+                message_id: vec![],
+            });
+        }
+        save_group_state(tx, gid, &g, rec)?;
+    } else {
+        let mut reached = 0usize;
+        for (a, k) in &plan.targets {
+            if let Some(p) = encrypt_to(dev, tx, bundles, a, k, &plan.content, rng)? {
+                reached += 1;
+                ready.push(pc::Ready {
+                    recipients: vec![recipient(a)],
+                    payload: p,
+                    message_id: vec![],
+                });
+            }
+        }
+        let synced = pc::Content {
+            sync: Some(conversation_to_proto(&plan.to)),
+            ..plan.content.clone()
+        };
+        for (a, k) in &plan.own {
+            if let Some(p) = encrypt_to(dev, tx, bundles, a, k, &synced, rng)? {
+                ready.push(pc::Ready {
+                    recipients: vec![recipient(a)],
+                    payload: p,
+                    message_id: vec![],
+                });
+            }
+        }
+        if reached == 0 && !plan.targets.is_empty() {
+            return Err(ClientError::Unknown("device with prekeys"));
+        }
+    }
+    tx.set_ready(seq, &ready)
+}
