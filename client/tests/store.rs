@@ -21,6 +21,11 @@ fn script(store: &mut dyn Store) -> Vec<String> {
         tx.set_device_key(&bob, b"key-b").unwrap();
         tx.put_session(&alice, b"sealed-session").unwrap();
         tx.put_session(&bob, b"sealed-session-b").unwrap();
+        tx.set_previous_sessions(&alice, &[b"p0".to_vec(), b"p1".to_vec(), b"p2".to_vec()])
+            .unwrap();
+        tx.set_previous_sessions(&alice, &[b"q0".to_vec(), b"q1".to_vec()])
+            .unwrap();
+        tx.set_previous_sessions(&bob, &[b"pb".to_vec()]).unwrap();
         tx.put_signed_prekey(1, b"spk1", 100).unwrap();
         tx.put_signed_prekey(2, b"spk2", 200).unwrap();
         tx.put_signed_prekey(3, b"spk3", 300).unwrap();
@@ -69,11 +74,13 @@ fn script(store: &mut dyn Store) -> Vec<String> {
     seen.push(format!("{:?}", tx.meta("absent").unwrap()));
     seen.push(format!("{:?}", tx.devices_of("alice").unwrap()));
     seen.push(format!("{:?}", tx.device_key(&bob).unwrap()));
+    seen.push(format!("{:?}", tx.previous_sessions(&alice).unwrap()));
     tx.forget_device(&bob).unwrap();
     seen.push(format!(
-        "{:?} {:?}",
+        "{:?} {:?} {:?}",
         tx.device_key(&bob).unwrap(),
-        tx.session(&bob).unwrap()
+        tx.session(&bob).unwrap(),
+        tx.previous_sessions(&bob).unwrap()
     ));
     seen.push(format!("{:?}", tx.session(&alice).unwrap()));
     tx.prune_signed_prekeys(250, 1).unwrap();
@@ -135,7 +142,11 @@ fn sqlite_and_memory_stores_answer_alike() {
         a[3].contains("107, 101, 121, 45, 98"),
         "bob's key before forgetting"
     );
-    assert_eq!(a[4], "None None");
+    assert_eq!(
+        a[4], "[[113, 48], [113, 49]]",
+        "the newest list of previous sessions"
+    );
+    assert_eq!(a[5], "None None []");
 
     // What was committed survives a reopen (a clone of a memory store is the same database).
     drop(sqlite);

@@ -204,24 +204,39 @@ pub(crate) fn open_session_message<R: CryptoRng + ?Sized>(
     rng: &mut R,
 ) -> Result<Result<Opened, DropReason>, ClientError> {
     let existing = tx.session(from)?;
+    let mut previous = tx.previous_sessions(from)?;
     if let Some(mut s) = existing {
-        match s.decrypt(msg, rng) {
+        let error = match s.decrypt(msg, rng) {
             Ok(pt) => {
                 tx.save_session(from, &s)?;
                 let key = *s.remote_identity();
                 return Ok(Ok((Zeroizing::new(pt), key, false)));
             }
-            Err(e) if !matches!(msg, SessionMessage::Prekey(_)) => {
-                return Ok(Err(DropReason::Undecryptable(e.to_string())));
+            Err(e) => e.to_string(),
+        };
+        // A session that a newer one replaced: the peer may still be on it (both sides
+        // started a session at the same time). The first that decrypts becomes current.
+        for i in 0..previous.len() {
+            if let Ok(pt) = previous[i].decrypt(msg, rng) {
+                let promoted = previous.remove(i);
+                keep_previous(&mut previous, s);
+                tx.save_previous_sessions(from, &previous)?;
+                tx.save_session(from, &promoted)?;
+                let key = *promoted.remote_identity();
+                return Ok(Ok((Zeroizing::new(pt), key, false)));
             }
-            // A prekey message for the session we already have (a replay, or a repeat
-            // that does not decrypt) never replaces it.
-            Err(e) if matches!(msg, SessionMessage::Prekey(p) if s.base_key() == Some(p.base_key())) =>
-            {
-                return Ok(Err(DropReason::Undecryptable(e.to_string())));
-            }
-            Err(_) => {} // a new session from the peer: accept it below
         }
+        let SessionMessage::Prekey(p) = msg else {
+            return Ok(Err(DropReason::Undecryptable(error)));
+        };
+        // A prekey message for a session we already have (a replay, or a repeat that does
+        // not decrypt) never replaces it.
+        let known_base = |x: &Session| x.base_key() == Some(p.base_key());
+        if known_base(&s) || previous.iter().any(known_base) {
+            return Ok(Err(DropReason::Undecryptable(error)));
+        }
+        // A new session from the peer: accepted below, this one kept as previous.
+        keep_previous(&mut previous, s);
     }
     let SessionMessage::Prekey(p) = msg else {
         return Ok(Err(DropReason::NoSession));
@@ -268,8 +283,23 @@ pub(crate) fn open_session_message<R: CryptoRng + ?Sized>(
         tx.delete_one_time_prekey(id)?;
     }
     tx.set_device_key(from, p.identity_key().as_bytes())?;
+    if changed {
+        // Sessions with the old identity key are of no use any more.
+        previous.clear();
+    }
+    tx.save_previous_sessions(from, &previous)?;
     tx.save_session(from, &session)?;
     Ok(Ok((Zeroizing::new(pt), *p.identity_key(), changed)))
+}
+
+/// Most sessions kept per peer device after a newer one replaced them (SPEC §16.7).
+pub(crate) const MAX_PREVIOUS_SESSIONS: usize = 8;
+
+/// Puts `replaced` first among the previous sessions, forgetting the oldest past
+/// [`MAX_PREVIOUS_SESSIONS`].
+fn keep_previous<T>(previous: &mut Vec<T>, replaced: T) {
+    previous.insert(0, replaced);
+    previous.truncate(MAX_PREVIOUS_SESSIONS);
 }
 
 /// Records a receipt for a message this device sent; `None` for any other (or a repeat).
@@ -296,4 +326,24 @@ pub(crate) fn receipt(store: &mut Sealed, r: &pr::Receipt) -> Result<Option<Even
             at_ms: r.timestamp_ms,
         }))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_PREVIOUS_SESSIONS, keep_previous};
+
+    #[test]
+    fn previous_sessions_keep_the_newest_up_to_the_limit() {
+        let mut previous = Vec::new();
+        for i in 0..MAX_PREVIOUS_SESSIONS {
+            keep_previous(&mut previous, i);
+        }
+        assert_eq!(previous.len(), MAX_PREVIOUS_SESSIONS);
+        assert_eq!(previous[0], MAX_PREVIOUS_SESSIONS - 1);
+        // One more: the oldest (0) goes.
+        keep_previous(&mut previous, MAX_PREVIOUS_SESSIONS);
+        assert_eq!(previous.len(), MAX_PREVIOUS_SESSIONS);
+        assert_eq!(previous[0], MAX_PREVIOUS_SESSIONS);
+        assert!(!previous.contains(&0));
+    }
 }

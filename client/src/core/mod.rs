@@ -9,6 +9,8 @@ pub(crate) mod account;
 pub(crate) mod groups;
 pub(crate) mod inbound;
 pub(crate) mod outbound;
+#[cfg(test)]
+mod sim;
 
 use hush_crypto::{CryptoRng, IdentityKeyPair, IdentityPublicKey, SafetyNumber};
 use hush_groups::GroupConfig;

@@ -20,6 +20,7 @@ struct Tables {
     meta: BTreeMap<String, Vec<u8>>,
     devices: BTreeMap<Key, Vec<u8>>,
     sessions: BTreeMap<Key, Vec<u8>>,
+    previous_sessions: BTreeMap<Key, Vec<Vec<u8>>>,
     /// id → (sealed, created_ms)
     signed_prekeys: BTreeMap<u32, (Vec<u8>, u64)>,
     /// id → (sealed, uploaded)
@@ -133,6 +134,7 @@ impl StoreTx for MemoryTx<'_> {
         self.with(|t| {
             t.devices.remove(&key(a));
             t.sessions.remove(&key(a));
+            t.previous_sessions.remove(&key(a));
         })
     }
 
@@ -149,6 +151,25 @@ impl StoreTx for MemoryTx<'_> {
     fn delete_session(&self, a: &Address) -> Result<(), StoreError> {
         self.with(|t| {
             t.sessions.remove(&key(a));
+        })
+    }
+
+    fn previous_sessions(&self, a: &Address) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.with(|t| {
+            t.previous_sessions
+                .get(&key(a))
+                .cloned()
+                .unwrap_or_default()
+        })
+    }
+
+    fn set_previous_sessions(&self, a: &Address, sealed: &[Vec<u8>]) -> Result<(), StoreError> {
+        self.with(|t| {
+            if sealed.is_empty() {
+                t.previous_sessions.remove(&key(a));
+            } else {
+                t.previous_sessions.insert(key(a), sealed.to_vec());
+            }
         })
     }
 

@@ -77,6 +77,10 @@ pub trait StoreTx {
     fn session(&self, a: &Address) -> Result<Option<Vec<u8>>, StoreError>;
     fn put_session(&self, a: &Address, sealed: &[u8]) -> Result<(), StoreError>;
     fn delete_session(&self, a: &Address) -> Result<(), StoreError>;
+    /// The sessions a newer one replaced, newest first (SPEC §16.7).
+    fn previous_sessions(&self, a: &Address) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// Replaces the list of previous sessions.
+    fn set_previous_sessions(&self, a: &Address, sealed: &[Vec<u8>]) -> Result<(), StoreError>;
 
     fn put_signed_prekey(&self, id: u32, sealed: &[u8], created_ms: u64) -> Result<(), StoreError>;
     fn signed_prekey(&self, id: u32) -> Result<Option<Vec<u8>>, StoreError>;
@@ -292,6 +296,33 @@ impl Tx<'_> {
     ) -> Result<(), ClientError> {
         let sealed = self.seal(label::SESSION, &s.to_bytes())?;
         Ok(self.raw.put_session(a, &sealed)?)
+    }
+
+    /// The sessions a newer one replaced, newest first.
+    pub(crate) fn previous_sessions(
+        &self,
+        a: &Address,
+    ) -> Result<Vec<hush_sessions::Session>, ClientError> {
+        self.raw
+            .previous_sessions(a)?
+            .iter()
+            .map(|b| {
+                let bytes = self.open(label::SESSION, b)?;
+                hush_sessions::Session::from_bytes(&bytes).map_err(|_| ClientError::Corrupt)
+            })
+            .collect()
+    }
+
+    pub(crate) fn save_previous_sessions(
+        &self,
+        a: &Address,
+        sessions: &[hush_sessions::Session],
+    ) -> Result<(), ClientError> {
+        let sealed = sessions
+            .iter()
+            .map(|s| self.seal(label::SESSION, &s.to_bytes()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.raw.set_previous_sessions(a, &sealed)?)
     }
 
     // --- prekeys ---

@@ -30,6 +30,9 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, sealed BLOB NOT NULL, at_ms INTEGER NOT NULL);
      CREATE TABLE ticks (message_id BLOB NOT NULL, user_id TEXT NOT NULL, device_id INTEGER NOT NULL,
         kind INTEGER NOT NULL, at_ms INTEGER NOT NULL, PRIMARY KEY (message_id, user_id, device_id, kind));",
+    // 2: sessions replaced by a newer one, tried when the current one does not decrypt.
+    "CREATE TABLE previous_sessions (user_id TEXT NOT NULL, device_id INTEGER NOT NULL,
+        idx INTEGER NOT NULL, sealed BLOB NOT NULL, PRIMARY KEY (user_id, device_id, idx));",
 ];
 
 /// The `ticks.kind` column: sent 0, delivered 1, read 2, queued 255.
@@ -149,6 +152,7 @@ impl StoreTx for SqliteTx<'_> {
             "DELETE FROM devices WHERE user_id = ?1 AND device_id = ?2",
             params![a.user, a.device],
         )?;
+        self.set_previous_sessions(a, &[])?;
         self.delete_session(a)
     }
 
@@ -176,6 +180,30 @@ impl StoreTx for SqliteTx<'_> {
             "DELETE FROM sessions WHERE user_id = ?1 AND device_id = ?2",
             params![a.user, a.device],
         )?;
+        Ok(())
+    }
+
+    fn previous_sessions(&self, a: &Address) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut s = self.0.prepare_cached(
+            "SELECT sealed FROM previous_sessions WHERE user_id = ?1 AND device_id = ?2 ORDER BY idx",
+        )?;
+        let rows = s
+            .query_map(params![a.user, a.device], |r| r.get(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn set_previous_sessions(&self, a: &Address, sealed: &[Vec<u8>]) -> Result<(), StoreError> {
+        self.0.execute(
+            "DELETE FROM previous_sessions WHERE user_id = ?1 AND device_id = ?2",
+            params![a.user, a.device],
+        )?;
+        for (i, s) in sealed.iter().enumerate() {
+            self.0.execute(
+                "INSERT INTO previous_sessions (user_id, device_id, idx, sealed) VALUES (?1, ?2, ?3, ?4)",
+                params![a.user, a.device, ms(i as u64), s],
+            )?;
+        }
         Ok(())
     }
 
