@@ -9,13 +9,13 @@ use hush_crypto::hash::Sha256Stream;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::client::{Client, Progress};
-use crate::error::ClientError;
+use crate::error::{AttachmentError, ClientError};
 use crate::event::{Attachment, Body, Conversation, MessageId};
 use crate::net;
 use hush_relay_protocol::proto::{client_frame::Body as In, server_frame::Body as Out};
 
-fn att(e: impl std::fmt::Display) -> ClientError {
-    ClientError::Attachment(e.to_string())
+fn att(e: hush_crypto::attachment::AttachmentError) -> ClientError {
+    ClientError::Attachment(AttachmentError::Chunk(e))
 }
 
 /// Reads up to `buf.len()` bytes, stopping early only at end of file.
@@ -176,10 +176,10 @@ impl Client {
             _ => return Err(ClientError::Protocol),
         };
         if total > token.max_bytes {
-            return Err(ClientError::Attachment(format!(
-                "{total} bytes is over the relay's limit of {}",
-                token.max_bytes
-            )));
+            return Err(ClientError::Attachment(AttachmentError::TooLarge {
+                size: total,
+                max: token.max_bytes,
+            }));
         }
         let head = format!(
             "POST /v1/blobs HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n",
@@ -191,16 +191,12 @@ impl Client {
         let mut body = vec![0u8; content_length(&headers).unwrap_or(0).min(4096) as usize];
         reader.read_exact(&mut body).await?;
         if status != 201 {
-            return Err(ClientError::Attachment(format!(
-                "upload refused: HTTP {status}"
-            )));
+            return Err(ClientError::Attachment(AttachmentError::Http(status)));
         }
         let blob_id = hex::encode(digest);
         let text = String::from_utf8_lossy(&body);
         if !text.contains(&format!("\"{blob_id}\"")) {
-            return Err(ClientError::Attachment(
-                "relay returned another blob id".into(),
-            ));
+            return Err(ClientError::Attachment(AttachmentError::WrongBlobId));
         }
         let file_name = path
             .file_name()
@@ -230,7 +226,7 @@ impl Client {
         if attachment.blob_id.len() != 64
             || !attachment.blob_id.bytes().all(|b| b.is_ascii_hexdigit())
         {
-            return Err(ClientError::Attachment("bad blob id".into()));
+            return Err(ClientError::Attachment(AttachmentError::BadBlobId));
         }
         let expected = chunked::sealed_len(attachment.size);
         let head = format!(
@@ -240,14 +236,10 @@ impl Client {
         );
         let (status, headers, mut reader) = http(self, head, None).await?;
         if status != 200 {
-            return Err(ClientError::Attachment(format!(
-                "download refused: HTTP {status}"
-            )));
+            return Err(ClientError::Attachment(AttachmentError::Http(status)));
         }
         if content_length(&headers) != Some(expected) {
-            return Err(ClientError::Attachment(
-                "blob size does not match the pointer".into(),
-            ));
+            return Err(ClientError::Attachment(AttachmentError::SizeMismatch));
         }
         // Download to a temporary file, hashing as it comes.
         let sealed = TempFile::new(&self.inner.blob_dir, "download")?;
@@ -263,7 +255,7 @@ impl Client {
             let want = ((expected - done) as usize).min(buf.len());
             let n = reader.read(&mut buf[..want]).await?;
             if n == 0 {
-                return Err(ClientError::Attachment("download cut short".into()));
+                return Err(ClientError::Attachment(AttachmentError::CutShort));
             }
             digest.update(&buf[..n]);
             out.write_all(&buf[..n]).await?;
@@ -276,7 +268,7 @@ impl Client {
         out.flush().await?;
         drop(out);
         if !hush_crypto::constant_time_eq(&digest.finish(), &attachment.digest) {
-            return Err(ClientError::Attachment("digest does not match".into()));
+            return Err(ClientError::Attachment(AttachmentError::DigestMismatch));
         }
         // Decrypt segment by segment into a temporary file next to `dest`, then rename.
         let key = AttachmentKey::from_bytes(attachment.key);
@@ -299,9 +291,7 @@ impl Client {
             written += chunk.len() as u64;
         }
         if !opener.is_finished() || written != attachment.size {
-            return Err(ClientError::Attachment(
-                "size does not match the pointer".into(),
-            ));
+            return Err(ClientError::Attachment(AttachmentError::SizeMismatch));
         }
         output.sync_all().await?;
         drop(output);

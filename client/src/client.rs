@@ -451,7 +451,7 @@ impl Client {
                 inner.dev.group_config,
                 &mut rand::rng(),
             )
-            .map_err(|e| ClientError::NotAllowed(e.to_string()))?;
+            .map_err(ClientError::NotAllowed)?;
             let gid = *group.id();
             let mut directory: Vec<pc::Member> = listed
                 .iter()
@@ -518,7 +518,7 @@ impl Client {
                 let existing: Vec<pc::Member> = inner.dev.others(&rec.directory);
                 let (add, info) = g
                     .add(&inner.dev.identity, key, Role::Member)
-                    .map_err(|e| ClientError::NotAllowed(e.to_string()))?;
+                    .map_err(ClientError::NotAllowed)?;
                 let entry = pc::Member {
                     identity_key: key.to_bytes().to_vec(),
                     user_id: addr.user.clone(),
@@ -598,7 +598,7 @@ impl Client {
                 let key = identity_of(&t.identity_key)?;
                 let control = g
                     .remove(&inner.dev.identity, &key)
-                    .map_err(|e| ClientError::NotAllowed(e.to_string()))?;
+                    .map_err(ClientError::NotAllowed)?;
                 // Everyone still in the group, and the removed device itself, hear of it.
                 let recipients: Vec<pc::Member> = inner.dev.others(&rec.directory);
                 rec.directory.retain(|m| m.identity_key != t.identity_key);
@@ -638,7 +638,7 @@ impl Client {
             let mut g = load_group(&rec)?;
             let control = g
                 .leave(&inner.dev.identity)
-                .map_err(|e| ClientError::NotAllowed(e.to_string()))?;
+                .map_err(ClientError::NotAllowed)?;
             let others: Vec<pc::Member> = inner.dev.others(&rec.directory);
             inner.dev.push_control(
                 tx,
@@ -688,10 +688,9 @@ impl Client {
     /// Tries to decrypt a group payload (as stored by the relay) with this device's group
     /// state, without changing anything. For showing that a removed member cannot read.
     pub fn try_decrypt_group_payload(&self, payload: &[u8]) -> Result<Vec<u8>, ClientError> {
-        let p =
-            pc::Payload::decode(payload).map_err(|_| ClientError::Decrypt("malformed".into()))?;
+        let p = pc::Payload::decode(payload).map_err(|_| ClientError::Invalid("not a payload"))?;
         let Some(pc::payload::Kind::Group(gp)) = p.kind else {
-            return Err(ClientError::Decrypt("not a group payload".into()));
+            return Err(ClientError::Invalid("not a group payload"));
         };
         self.inner.read_store(|tx| {
             let rec = tx
@@ -700,7 +699,7 @@ impl Client {
             let mut g = load_group(&rec)?;
             g.decrypt(&gp.message)
                 .map(|p| p.plaintext)
-                .map_err(|e| ClientError::Decrypt(e.to_string()))
+                .map_err(ClientError::Decrypt)
         })
     }
 }

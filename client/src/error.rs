@@ -96,24 +96,25 @@ pub enum ClientError {
     /// Network or file I/O.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
-    /// The relay URL is not `ws://host:port` or `wss://host:port`.
-    #[error("bad relay URL: {0}")]
-    Url(String),
+    /// The relay URL, or the TLS set-up for it, is not usable.
+    #[error("bad relay URL or TLS set-up")]
+    Url(#[source] UrlError),
     /// No such user, device or group.
     #[error("unknown {0}")]
     Unknown(&'static str),
-    /// The operation is not allowed (for example, removing a member without being an admin).
-    #[error("not allowed: {0}")]
-    NotAllowed(String),
-    /// An attachment failed verification or decryption.
-    #[error("attachment: {0}")]
-    Attachment(String),
+    /// The group refused the change (for example, removing a member without being an
+    /// admin).
+    #[error("group change refused")]
+    NotAllowed(#[source] hush_groups::ControlError),
+    /// An attachment failed to upload, download or verify.
+    #[error("attachment failed")]
+    Attachment(#[source] AttachmentError),
     /// A message could not be encrypted.
-    #[error("encrypt: {0}")]
-    Encrypt(String),
-    /// A message could not be decrypted.
-    #[error("decrypt: {0}")]
-    Decrypt(String),
+    #[error("encryption failed")]
+    Encrypt(#[source] EncryptError),
+    /// A group payload did not decrypt.
+    #[error("decryption failed")]
+    Decrypt(#[source] hush_groups::GroupDecryptError),
     /// Input out of range (text too long, user id invalid, ...).
     #[error("invalid input: {0}")]
     Invalid(&'static str),
@@ -130,4 +131,78 @@ impl From<prost::DecodeError> for ClientError {
     fn from(_: prost::DecodeError) -> Self {
         Self::Corrupt
     }
+}
+
+/// Why the relay URL or its TLS set-up is not usable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UrlError {
+    /// The scheme is not `ws://` or `wss://`.
+    #[error("the scheme must be ws:// or wss://")]
+    Scheme,
+    /// The port is not a number from 1 to 65535.
+    #[error("bad port")]
+    Port,
+    /// No host.
+    #[error("no host")]
+    NoHost,
+    /// The host is not a valid TLS server name.
+    #[error("the host is not a valid TLS server name")]
+    TlsName,
+    /// The extra CA file could not be read or parsed.
+    #[error("the CA file could not be read")]
+    CaFile(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// TLS could not be configured.
+    #[error("TLS could not be configured")]
+    Tls(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Why an attachment failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AttachmentError {
+    /// The file is over the relay's blob limit.
+    #[error("{size} bytes is over the relay's limit of {max}")]
+    TooLarge {
+        /// The file's size.
+        size: u64,
+        /// The relay's limit.
+        max: u64,
+    },
+    /// The relay answered with this HTTP status.
+    #[error("the relay answered HTTP {0}")]
+    Http(u16),
+    /// The relay's answer to an upload named another blob.
+    #[error("the relay returned another blob id")]
+    WrongBlobId,
+    /// The pointer's blob id is not a digest.
+    #[error("the pointer's blob id is not valid")]
+    BadBlobId,
+    /// The blob or the decrypted file is not the size the pointer says.
+    #[error("the size does not match the pointer")]
+    SizeMismatch,
+    /// The download ended early.
+    #[error("the download was cut short")]
+    CutShort,
+    /// The blob is not the one the pointer's digest names.
+    #[error("the digest does not match the pointer")]
+    DigestMismatch,
+    /// A chunk did not seal or open (SPEC §15).
+    #[error("a chunk did not seal or open")]
+    Chunk(#[source] hush_crypto::attachment::AttachmentError),
+}
+
+/// Why a message could not be encrypted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncryptError {
+    /// A session could not start from the peer's prekey bundle.
+    #[error("no session from the prekey bundle")]
+    Init(#[source] hush_sessions::error::InitError),
+    /// The session refused to encrypt.
+    #[error("the session refused")]
+    Session(#[source] hush_sessions::error::EncryptError),
+    /// The group refused to encrypt.
+    #[error("the group refused")]
+    Group(#[source] hush_groups::GroupEncryptError),
 }

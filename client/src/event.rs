@@ -131,13 +131,46 @@ pub enum GroupChange {
     RoleChanged(Address),
 }
 
+/// Why an envelope did not decrypt or verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Undecryptable {
+    /// No session (current or previous) decrypts this session message.
+    #[error("no session decrypts it")]
+    Session(#[source] hush_sessions::error::DecryptError),
+    /// A prekey message that could not start a session.
+    #[error("the prekey message was refused")]
+    Accept(#[source] hush_sessions::error::AcceptError),
+    /// A group message that did not decrypt or verify.
+    #[error("the group message did not decrypt")]
+    Group(#[source] hush_groups::GroupDecryptError),
+    /// A group control message or group info that did not build or apply.
+    #[error("the group change was refused")]
+    Control(#[source] hush_groups::ControlError),
+    /// A sender-key distribution that the group refused.
+    #[error("the sender key was refused")]
+    Distribution(#[source] hush_groups::DistributionError),
+    /// A prekey message for a signed prekey this device does not have.
+    #[error("unknown signed prekey")]
+    UnknownSignedPrekey,
+    /// A prekey message for a one-time prekey already used.
+    #[error("one-time prekey already used")]
+    OneTimePrekeyUsed,
+    /// A prekey message whose identity key is not the one registered for the sender.
+    #[error("identity key is not the one registered for the sending device")]
+    NotRegisteredIdentity,
+    /// The content's message id is not the envelope's.
+    #[error("message id mismatch")]
+    MessageIdMismatch,
+}
+
 /// Why an incoming envelope was dropped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DropReason {
     /// It did not decode.
     Malformed,
-    /// It did not decrypt or verify (the session is unchanged).
-    Undecryptable(String),
+    /// It did not decrypt or verify (the session or group is unchanged).
+    Undecryptable(Undecryptable),
     /// No session with the sender and it is not a prekey message.
     NoSession,
     /// A group message for a group this device is not in, or from a non-member.

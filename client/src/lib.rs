@@ -89,10 +89,10 @@ pub mod wire;
 pub use crate::core::{MAX_TEXT, MAX_USER_ID};
 #[cfg(feature = "native")]
 pub use client::{Client, ClientConfig, DeviceLink, Progress};
-pub use error::{ClientError, RelayErrorCode};
+pub use error::{AttachmentError, ClientError, EncryptError, RelayErrorCode, UrlError};
 pub use event::{
     Address, Attachment, Body, Conversation, DropReason, Event, GroupChange, GroupId, Message,
-    MessageId, Presence, ReceiptKind,
+    MessageId, Presence, ReceiptKind, Undecryptable,
 };
 #[cfg(feature = "native")]
 pub use store::SqliteStore;

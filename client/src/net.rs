@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::error::ClientError;
+use crate::error::{ClientError, UrlError};
 use hush_relay_protocol::proto::{self, client_frame::Body as In, server_frame::Body as Out};
 
 /// How long a request waits for its reply.
@@ -37,18 +37,18 @@ impl RelayUrl {
         } else if let Some(r) = url.strip_prefix("ws://") {
             (false, r)
         } else {
-            return Err(ClientError::Url("scheme must be ws:// or wss://".into()));
+            return Err(ClientError::Url(UrlError::Scheme));
         };
         let authority = rest.split('/').next().unwrap_or_default();
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
                 h.trim_start_matches('[').trim_end_matches(']').to_string(),
-                p.parse().map_err(|_| ClientError::Url("bad port".into()))?,
+                p.parse().map_err(|_| ClientError::Url(UrlError::Port))?,
             ),
             _ => (authority.to_string(), if tls { 443 } else { 80 }),
         };
         if host.is_empty() {
-            return Err(ClientError::Url("no host".into()));
+            return Err(ClientError::Url(UrlError::NoHost));
         }
         Ok(Self { tls, host, port })
     }
@@ -99,22 +99,22 @@ pub(crate) async fn open_stream(
     if let Some(path) = extra_roots {
         use rustls_pki_types::pem::PemObject;
         for cert in rustls_pki_types::CertificateDer::pem_file_iter(path)
-            .map_err(|e| ClientError::Url(format!("CA file: {e}")))?
+            .map_err(|e| ClientError::Url(UrlError::CaFile(Box::new(e))))?
         {
-            let cert = cert.map_err(|e| ClientError::Url(format!("CA file: {e}")))?;
+            let cert = cert.map_err(|e| ClientError::Url(UrlError::CaFile(Box::new(e))))?;
             roots
                 .add(cert)
-                .map_err(|e| ClientError::Url(format!("CA file: {e}")))?;
+                .map_err(|e| ClientError::Url(UrlError::CaFile(Box::new(e))))?;
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| ClientError::Url(e.to_string()))?
+        .map_err(|e| ClientError::Url(UrlError::Tls(Box::new(e))))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     let name = rustls_pki_types::ServerName::try_from(url.host.clone())
-        .map_err(|_| ClientError::Url("bad TLS server name".into()))?;
+        .map_err(|_| ClientError::Url(UrlError::TlsName))?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await?;

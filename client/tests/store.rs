@@ -205,3 +205,30 @@ fn a_record_that_opens_but_does_not_decode_is_corrupt_not_sealed() {
     tx.commit().unwrap();
     assert!(matches!(client.groups(), Err(ClientError::Sealed)));
 }
+
+#[test]
+fn bad_relay_urls_are_typed_errors() {
+    use hush_client::{Client, ClientConfig, ClientError, UrlError};
+    use hush_crypto::StorageKey;
+    for (url, want) in [
+        ("http://relay:7800", "Scheme"),
+        ("ws://relay:port", "Port"),
+        ("ws://:7800", "NoHost"),
+    ] {
+        let config = ClientConfig::new(
+            url,
+            std::path::PathBuf::from("unused.db"),
+            StorageKey::from_bytes([1; 32]),
+            "u",
+            1,
+        );
+        let Err(ClientError::Url(e)) = Client::open_with_store(config, MemoryStore::new()) else {
+            panic!("{url} was accepted");
+        };
+        assert_eq!(format!("{e:?}"), want, "{url}");
+        assert!(matches!(
+            e,
+            UrlError::Scheme | UrlError::Port | UrlError::NoHost
+        ));
+    }
+}

@@ -6,7 +6,7 @@ use hush_groups::{Group, MembershipChange};
 
 use super::{Device, member_address};
 use crate::error::ClientError;
-use crate::event::{Address, DropReason, Event, GroupChange, GroupId};
+use crate::event::{Address, DropReason, Event, GroupChange, GroupId, Undecryptable};
 use crate::proto::client as pc;
 use crate::store::Tx;
 
@@ -51,7 +51,7 @@ pub(crate) fn apply_control<R: CryptoRng + ?Sized>(
         };
         let g = match created {
             Ok(g) => g,
-            Err(e) => return Ok(Err(DropReason::Undecryptable(e.to_string()))),
+            Err(e) => return Ok(Err(DropReason::Undecryptable(Undecryptable::Control(e)))),
         };
         if g.id() != &gid {
             return Ok(Err(DropReason::Malformed));
@@ -100,7 +100,7 @@ pub(crate) fn apply_control<R: CryptoRng + ?Sized>(
     let mut g = load_group(&rec)?;
     let change = match g.apply(&gc.control) {
         Ok(c) => c,
-        Err(e) => return Ok(Err(DropReason::Undecryptable(e.to_string()))),
+        Err(e) => return Ok(Err(DropReason::Undecryptable(Undecryptable::Control(e)))),
     };
     let address_of = |k: &IdentityPublicKey, dir: &[pc::Member]| {
         dir.iter()

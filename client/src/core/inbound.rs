@@ -14,7 +14,9 @@ use super::{
     stored_to_message,
 };
 use crate::error::ClientError;
-use crate::event::{Address, Conversation, DropReason, Event, GroupId, MessageId, ReceiptKind};
+use crate::event::{
+    Address, Conversation, DropReason, Event, GroupId, MessageId, ReceiptKind, Undecryptable,
+};
 use crate::proto::client as pc;
 use crate::store::{Sealed, Tick, Tx};
 
@@ -99,7 +101,7 @@ pub(crate) fn receive<R: CryptoRng + ?Sized>(
                 let mut g = load_group(&rec)?;
                 let opened = match g.decrypt(&message) {
                     Ok(p) => p,
-                    Err(e) => return Ok(Err(DropReason::Undecryptable(e.to_string()))),
+                    Err(e) => return Ok(Err(DropReason::Undecryptable(Undecryptable::Group(e)))),
                 };
                 // The signature names the sender; it must be the device the relay says.
                 let listed = rec.directory.iter().any(|m| {
@@ -124,7 +126,7 @@ pub(crate) fn receive<R: CryptoRng + ?Sized>(
             Err(crate::wire::WireError::Field("message_id")) => {
                 return Ok(Ok(vec![drop_of(
                     &from,
-                    DropReason::Undecryptable("message id mismatch".into()),
+                    DropReason::Undecryptable(Undecryptable::MessageIdMismatch),
                 )]));
             }
             Err(_) => return Ok(Ok(vec![drop_of(&from, DropReason::Malformed)])),
@@ -167,7 +169,9 @@ pub(crate) fn receive<R: CryptoRng + ?Sized>(
                                 save_group_state(tx, &sk.group_id, &g, rec)?;
                                 Ok(())
                             }
-                            Err(e) => Err(DropReason::Undecryptable(e.to_string())),
+                            Err(e) => {
+                                Err(DropReason::Undecryptable(Undecryptable::Distribution(e)))
+                            }
                         }
                     }
                     None => Err(DropReason::UnknownGroup),
@@ -212,7 +216,7 @@ pub(crate) fn open_session_message<R: CryptoRng + ?Sized>(
                 let key = *s.remote_identity();
                 return Ok(Ok((Zeroizing::new(pt), key, false)));
             }
-            Err(e) => e.to_string(),
+            Err(e) => e,
         };
         // A session that a newer one replaced: the peer may still be on it (both sides
         // started a session at the same time). The first that decrypts becomes current.
@@ -227,13 +231,17 @@ pub(crate) fn open_session_message<R: CryptoRng + ?Sized>(
             }
         }
         let SessionMessage::Prekey(p) = msg else {
-            return Ok(Err(DropReason::Undecryptable(error)));
+            return Ok(Err(DropReason::Undecryptable(Undecryptable::Session(
+                error,
+            ))));
         };
         // A prekey message for a session we already have (a replay, or a repeat that does
         // not decrypt) never replaces it.
         let known_base = |x: &Session| x.base_key() == Some(p.base_key());
         if known_base(&s) || previous.iter().any(known_base) {
-            return Ok(Err(DropReason::Undecryptable(error)));
+            return Ok(Err(DropReason::Undecryptable(Undecryptable::Session(
+                error,
+            ))));
         }
         // A new session from the peer: accepted below, this one kept as previous.
         keep_previous(&mut previous, s);
@@ -243,7 +251,7 @@ pub(crate) fn open_session_message<R: CryptoRng + ?Sized>(
     };
     let Some(spk) = load_signed_prekey(tx, p.signed_prekey_id())? else {
         return Ok(Err(DropReason::Undecryptable(
-            "unknown signed prekey".into(),
+            Undecryptable::UnknownSignedPrekey,
         )));
     };
     let opk = match p.one_time_prekey_id() {
@@ -255,14 +263,14 @@ pub(crate) fn open_session_message<R: CryptoRng + ?Sized>(
             }
             None => {
                 return Ok(Err(DropReason::Undecryptable(
-                    "one-time prekey already used".into(),
+                    Undecryptable::OneTimePrekeyUsed,
                 )));
             }
         },
     };
     if registered != Some(p.identity_key()) {
         return Ok(Err(DropReason::Undecryptable(
-            "identity key is not the one registered for the sending device".into(),
+            Undecryptable::NotRegisteredIdentity,
         )));
     }
     let known = tx.device_key(from)?.map(|k| identity_of(&k)).transpose()?;
@@ -277,7 +285,7 @@ pub(crate) fn open_session_message<R: CryptoRng + ?Sized>(
     };
     let (session, pt) = match accepted {
         Ok(x) => x,
-        Err(e) => return Ok(Err(DropReason::Undecryptable(e.to_string()))),
+        Err(e) => return Ok(Err(DropReason::Undecryptable(Undecryptable::Accept(e)))),
     };
     if let Some(id) = p.one_time_prekey_id() {
         tx.delete_one_time_prekey(id)?;

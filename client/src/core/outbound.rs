@@ -10,7 +10,7 @@ use prost::Message as _;
 
 use super::groups::{load_group, save_group_state};
 use super::{Device, MAX_TEXT, MAX_USER_ID, body_to_content, conversation_to_proto, random_id};
-use crate::error::ClientError;
+use crate::error::{ClientError, EncryptError};
 use crate::event::{Address, Body, Conversation, MessageId};
 use crate::proto::client as pc;
 use crate::store::{Tick, Tx};
@@ -110,7 +110,7 @@ fn encrypt_to<R: CryptoRng + ?Sized>(
         _ => match bundles.get(a) {
             Some(b) => Some(
                 Session::initiate(&dev.identity, b, Some(key), rng)
-                    .map_err(|e| ClientError::Encrypt(e.to_string()))?,
+                    .map_err(|e| ClientError::Encrypt(EncryptError::Init(e)))?,
             ),
             None => None,
         },
@@ -121,7 +121,7 @@ fn encrypt_to<R: CryptoRng + ?Sized>(
     let bytes = Zeroizing::new(content.encode_to_vec());
     let m = session
         .encrypt(&bytes)
-        .map_err(|e| ClientError::Encrypt(e.to_string()))?;
+        .map_err(|e| ClientError::Encrypt(EncryptError::Session(e)))?;
     tx.save_session(a, &session)?;
     Ok(Some(
         pc::Payload {
@@ -152,7 +152,7 @@ pub(crate) fn encrypt<R: CryptoRng + ?Sized>(
         let bytes = Zeroizing::new(plan.content.encode_to_vec());
         let sent = g
             .encrypt(&bytes, now_ms / 1000, rng)
-            .map_err(|e| ClientError::Encrypt(e.to_string()))?;
+            .map_err(|e| ClientError::Encrypt(EncryptError::Group(e)))?;
         if let Some(d) = &sent.distribution {
             let sk = pc::Content {
                 message_id: random_id(rng).to_vec(),
