@@ -185,7 +185,7 @@ fn show(state: &mut State, event: Event) {
                 if registered { " (registered)" } else { "" }
             )
         }
-        Event::Disconnected { reason } => println!("-- disconnected: {reason}"),
+        Event::Disconnected { reason } => println!("-- disconnected: {}", why(reason.as_deref())),
         Event::Message(m) => {
             let conv = match &m.conversation {
                 Conversation::Direct(u) if m.outgoing => format!("you → {u}"),
@@ -270,7 +270,7 @@ fn show(state: &mut State, event: Event) {
             println!("-- group {}: {what} (by {by})", short(&group));
         }
         Event::SendFailed { message_id, reason } => {
-            println!("-- failed {}: {reason}", short(&message_id))
+            println!("-- failed {}: {}", short(&message_id), why(Some(&reason)))
         }
         Event::Dropped { from, reason } => println!("-- dropped from {from}: {reason:?}"),
         _ => {}
@@ -472,4 +472,19 @@ async fn command(state: &mut State, line: &str) -> Result<bool, String> {
         other => return Err(format!("unknown command /{other} (try /help)")),
     }
     Ok(true)
+}
+
+/// An error and its causes, for one line of output; "stopped" for none.
+pub(crate) fn why(e: Option<&hush_client::ClientError>) -> String {
+    let Some(e) = e else {
+        return "stopped".into();
+    };
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }

@@ -136,7 +136,9 @@ fn print_event(who: &str, e: &Event) {
     let line = match e {
         Event::Connected { registered: true } => "connected; registered with the relay".into(),
         Event::Connected { registered: false } => "connected".into(),
-        Event::Disconnected { reason } => format!("disconnected ({reason})"),
+        Event::Disconnected { reason } => {
+            format!("disconnected ({})", crate::chat::why(reason.as_deref()))
+        }
         Event::Message(m) => {
             let what = match &m.body {
                 Body::Text(t) => format!("\"{t}\""),
@@ -198,7 +200,9 @@ fn print_event(who: &str, e: &Event) {
             };
             format!("group {}: {what} (by {by})", short(group))
         }
-        Event::SendFailed { reason, .. } => format!("send failed: {reason}"),
+        Event::SendFailed { reason, .. } => {
+            format!("send failed: {}", crate::chat::why(Some(reason)))
+        }
         Event::Dropped { from, reason } => format!("dropped an envelope from {from}: {reason:?}"),
         Event::PrekeysUploaded { count } => format!("uploaded {count} one-time prekeys"),
         Event::SignedPrekeyRotated { id } => format!("rotated signed prekey to #{id}"),

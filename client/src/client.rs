@@ -857,13 +857,13 @@ async fn worker(inner: Arc<Inner>) {
                 }
                 let _ = inner.connected.send_replace(false);
                 let reason = match result {
-                    Ok(()) => "stopped".to_string(),
-                    Err(e) => e.to_string(),
+                    Ok(()) => None,
+                    Err(e) => Some(Arc::new(e)),
                 };
                 inner.emit(Event::Disconnected {
                     reason: reason.clone(),
                 });
-                reason
+                reason.map_or_else(|| "stopped".to_string(), |e| e.to_string())
             }
             Err(e) => e.to_string(),
         };
@@ -1057,7 +1057,7 @@ async fn flush(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
                 }
                 Err(e) => {
                     inner.with_store(|tx| tx.done_outbox(seq))?;
-                    fail(inner, &mid, e.to_string());
+                    fail(inner, &mid, e);
                     continue;
                 }
             }
@@ -1088,10 +1088,10 @@ async fn flush(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
                     tokio::time::sleep(Duration::from_millis(retry_after_ms.clamp(100, 5000)))
                         .await;
                 }
-                Err(ClientError::Relay { code, message, .. }) => {
-                    tracing::warn!(?code, "relay refused an envelope");
+                Err(e @ ClientError::Relay { .. }) => {
+                    tracing::warn!(error = %e, "relay refused an envelope");
                     inner.with_store(|tx| tx.done_ready(seq, idx))?;
-                    fail(inner, &mid, format!("relay refused: {message}"));
+                    fail(inner, &mid, e);
                     refused = true;
                 }
                 Err(e) => return Err(e),
@@ -1128,11 +1128,11 @@ fn ready_id(ready: &pc::Ready, outbox_id: &[u8]) -> Vec<u8> {
     }
 }
 
-fn fail(inner: &Inner, mid: &[u8], reason: String) {
+fn fail(inner: &Inner, mid: &[u8], reason: ClientError) {
     if let Ok(id) = MessageId::try_from(mid) {
         inner.emit(Event::SendFailed {
             message_id: id,
-            reason,
+            reason: Arc::new(reason),
         });
     }
 }

@@ -189,8 +189,9 @@ pub enum Event {
     },
     /// The connection dropped; the client reconnects with backoff.
     Disconnected {
-        /// Why (no secrets).
-        reason: String,
+        /// Why: `None` when the app stopped the client, else the error that ended the
+        /// connection (no secrets in it).
+        reason: Option<std::sync::Arc<crate::ClientError>>,
     },
     /// A message arrived (or a copy of one this user sent from another device).
     Message(Message),
@@ -228,8 +229,8 @@ pub enum Event {
     SendFailed {
         /// The message.
         message_id: MessageId,
-        /// Why.
-        reason: String,
+        /// Why (for example `ClientError::Relay` with the relay's code).
+        reason: std::sync::Arc<crate::ClientError>,
     },
     /// An envelope was dropped (acknowledged to the relay, nothing else changed).
     Dropped {
