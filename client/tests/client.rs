@@ -156,6 +156,11 @@ impl Raw {
     async fn send_to(&mut self, user: &str, ciphertext: Vec<u8>) {
         let mut mid = [0u8; 16];
         rand::Rng::fill_bytes(&mut rand::rng(), &mut mid);
+        self.send_as(user, &mid, ciphertext).await;
+    }
+
+    /// Sends `ciphertext` to `user`'s device 1 under message id `mid`; the relay stores it.
+    async fn send_as(&mut self, user: &str, mid: &[u8], ciphertext: Vec<u8>) {
         let out = self
             .call(In::Send(pr::Send {
                 recipients: vec![pr::Address {
@@ -491,18 +496,7 @@ impl Peer {
         let payload = pc::Payload {
             kind: Some(pc::payload::Kind::Session(m.to_bytes())),
         };
-        let out = self
-            .raw
-            .call(In::Send(pr::Send {
-                recipients: vec![pr::Address {
-                    user_id: user.into(),
-                    device_id: 1,
-                }],
-                message_id: mid.to_vec(),
-                ciphertext: payload.encode_to_vec(),
-            }))
-            .await;
-        assert!(matches!(out, Out::Sent(_)), "{out:?}");
+        self.raw.send_as(user, &mid, payload.encode_to_vec()).await;
     }
 }
 

@@ -59,6 +59,7 @@ impl Device {
         }
     }
 
+    /// Queues a group control message to the devices `to` (nothing when there are none).
     pub(crate) fn push_control(
         &self,
         tx: &Tx<'_>,
@@ -71,24 +72,11 @@ impl Device {
         if to.is_empty() {
             return Ok(());
         }
-        let id = random_id(rng);
-        tx.push_draft(
-            &id,
-            &pc::Draft {
-                to: Some(conversation_to_proto(&Conversation::Group(*group))),
-                content: Some(pc::Content {
-                    message_id: id.to_vec(),
-                    sent_ms: now,
-                    body: Some(pc::content::Body::GroupControl(control)),
-                    sync: None,
-                }),
-                only: to,
-            },
-            now,
-        )?;
-        Ok(())
+        let body = pc::content::Body::GroupControl(control);
+        push_group_content(tx, group, body, to, now, rng)
     }
 
+    /// Queues this device's sender-key distribution for `group` to the devices `to`.
     pub(crate) fn push_sender_key(
         &self,
         tx: &Tx<'_>,
@@ -98,25 +86,11 @@ impl Device {
         now: u64,
         rng: &mut (impl CryptoRng + ?Sized),
     ) -> Result<(), ClientError> {
-        let id = random_id(rng);
-        tx.push_draft(
-            &id,
-            &pc::Draft {
-                to: Some(conversation_to_proto(&Conversation::Group(*group))),
-                content: Some(pc::Content {
-                    message_id: id.to_vec(),
-                    sent_ms: now,
-                    body: Some(pc::content::Body::SenderKey(pc::SenderKey {
-                        group_id: group.to_vec(),
-                        distribution: distribution.to_vec(),
-                    })),
-                    sync: None,
-                }),
-                only: to,
-            },
-            now,
-        )?;
-        Ok(())
+        let body = pc::content::Body::SenderKey(pc::SenderKey {
+            group_id: group.to_vec(),
+            distribution: distribution.to_vec(),
+        });
+        push_group_content(tx, group, body, to, now, rng)
     }
 }
 
@@ -188,6 +162,33 @@ pub(crate) fn stored_to_message(m: &pc::StoredMessage) -> Option<Message> {
         server_ms: m.server_ms,
         outgoing: m.outgoing,
     })
+}
+
+/// Queues `body` as a group's pairwise content to the devices `to` (SPEC §16.6).
+fn push_group_content(
+    tx: &Tx<'_>,
+    group: &GroupId,
+    body: pc::content::Body,
+    to: Vec<pc::Member>,
+    now: u64,
+    rng: &mut (impl CryptoRng + ?Sized),
+) -> Result<(), ClientError> {
+    let id = random_id(rng);
+    tx.push_draft(
+        &id,
+        &pc::Draft {
+            to: Some(conversation_to_proto(&Conversation::Group(*group))),
+            content: Some(pc::Content {
+                message_id: id.to_vec(),
+                sent_ms: now,
+                body: Some(body),
+                sync: None,
+            }),
+            only: to,
+        },
+        now,
+    )?;
+    Ok(())
 }
 
 /// A fresh random message id.
