@@ -370,7 +370,7 @@ impl Client {
             .into_iter()
             .filter_map(|(a, k, t)| match k {
                 Tick::Receipt(kind) => Some((a, kind, t)),
-                Tick::Queued => None,
+                Tick::Queued | Tick::Addressed => None,
             })
             .collect())
     }
@@ -398,6 +398,17 @@ impl Client {
             .request(In::PresenceSettings(pr::PresenceSettings {
                 hide_last_seen: hide,
             }))
+            .await?;
+        Ok(())
+    }
+
+    /// Removes another device of this user at the relay (a lost or stolen phone, an old
+    /// browser): its mailbox goes, it is disconnected, and its identity key can never
+    /// register for this user again, whatever device link it holds. Senders stop
+    /// encrypting to it at their next send.
+    pub async fn remove_device(&self, device: u32) -> Result<(), ClientError> {
+        self.conn()?
+            .request(In::RemoveDevice(pr::RemoveDevice { device_id: device }))
             .await?;
         Ok(())
     }
@@ -1030,11 +1041,22 @@ async fn poll_presence(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
 /// Sends pending read receipts, then every outbox entry in order.
 async fn flush(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
     while let Some((ids, from, mids)) = inner.read_store(|tx| tx.pending_reads())? {
-        conn.request(In::Read(pr::ReadReceipt {
-            sender: Some(to_relay(&from)),
-            message_ids: mids,
-        }))
-        .await?;
+        match conn
+            .request(In::Read(pr::ReadReceipt {
+                sender: Some(to_relay(&from)),
+                message_ids: mids,
+            }))
+            .await
+        {
+            // Some ids named nothing the relay delivered here (already read, too old, or
+            // an app's mistake): the others were applied, and these cannot be.
+            Ok(_)
+            | Err(ClientError::Relay {
+                code: RelayErrorCode::NotDelivered,
+                ..
+            }) => {}
+            Err(e) => return Err(e),
+        }
         inner.with_store(|tx| tx.done_reads(&ids))?;
     }
     while let Some((seq, mid, draft)) = inner.read_store(|tx| tx.next_outbox())? {
@@ -1077,7 +1099,9 @@ async fn flush(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
                 ciphertext: ready.payload.clone(),
             });
             match conn.request(send).await {
-                Ok(Out::Sent(_)) => inner.with_store(|tx| tx.done_ready(seq, idx))?,
+                Ok(Out::Sent(_)) => inner.with_store(|tx| {
+                    outbound::envelope_sent(tx, seq, idx, &mid, &ready, now_ms())
+                })?,
                 Ok(_) => return Err(ClientError::Protocol),
                 Err(ClientError::Relay {
                     code: RelayErrorCode::RateLimited | RelayErrorCode::MailboxFull,
@@ -1380,8 +1404,19 @@ async fn registered_key(
                 retry_after_ms,
                 ..
             }) => tokio::time::sleep(Duration::from_millis(retry_after_ms.clamp(50, 5000))).await,
-            // An unknown sender cannot be checked: the message is dropped.
-            Err(ClientError::Unknown(_)) => return Ok(None),
+            // An unknown sender cannot be checked: the message is dropped. So is one the
+            // relay refuses to list (never let one envelope stall the mailbox behind it).
+            Err(
+                ClientError::Unknown(_)
+                | ClientError::Relay {
+                    code:
+                        RelayErrorCode::NotFound
+                        | RelayErrorCode::Malformed
+                        | RelayErrorCode::TooLarge
+                        | RelayErrorCode::Forbidden,
+                    ..
+                },
+            ) => return Ok(None),
             Err(e) => return Err(e),
         }
     }

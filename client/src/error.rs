@@ -36,6 +36,11 @@ pub enum RelayErrorCode {
     ShuttingDown,
     /// The relay timed the connection out.
     Timeout,
+    /// A read receipt named a message the relay did not deliver to this device from that
+    /// sender (or one already marked read, or delivered too long ago).
+    NotDelivered,
+    /// The user already has the most devices the relay allows: remove one first.
+    TooManyDevices,
     /// A code this version does not know.
     Other(i32),
 }
@@ -58,6 +63,8 @@ impl From<i32> for RelayErrorCode {
             Ok(WireCode::Internal) => Self::Internal,
             Ok(WireCode::ShuttingDown) => Self::ShuttingDown,
             Ok(WireCode::Timeout) => Self::Timeout,
+            Ok(WireCode::NotDelivered) => Self::NotDelivered,
+            Ok(WireCode::TooManyDevices) => Self::TooManyDevices,
             Ok(WireCode::Unspecified) | Err(_) => Self::Other(code),
         }
     }

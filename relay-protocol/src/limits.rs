@@ -8,6 +8,11 @@ pub const MAX_USER_ID: usize = 64;
 pub const MAX_MESSAGE_ID: usize = 32;
 /// Most message ids in one read receipt frame.
 pub const MAX_READ_IDS: usize = 1024;
+/// Most ids in one `Ack` or `AckReceipts` frame.
+pub const MAX_ACK_IDS: usize = 1024;
+/// Most devices a relay lets one user register: a `Devices` answer (about 45 bytes a
+/// device) always fits in [`MAX_SERVER_FRAME`]. A relay's own cap is at most this.
+pub const MAX_DEVICES_PER_USER: usize = 1024;
 /// Length of the relay's authentication nonce.
 pub const NONCE_LEN: usize = 32;
 /// Largest frame a device accepts from the relay (1 MiB). A relay never sends a larger one.

@@ -6,7 +6,7 @@
 use hush_crypto::{IdentityPublicKey, Signature, X25519PublicKey};
 
 use crate::address::{Addr, valid_user_id};
-use crate::limits::{MAX_MESSAGE_ID, MAX_READ_IDS};
+use crate::limits::{MAX_ACK_IDS, MAX_MESSAGE_ID, MAX_READ_IDS};
 use crate::proto::{self, ClientFrame, ErrorCode, client_frame::Body};
 
 /// The relay's per-request limits that parsing checks (its settings, with its defaults).
@@ -93,7 +93,7 @@ pub enum Request {
     FetchBundle(Addr),
     /// Store an envelope.
     Send(Send),
-    /// Acknowledge envelopes (removes them from the mailbox).
+    /// Acknowledge envelopes (removes them from the mailbox): at most [`MAX_ACK_IDS`].
     Ack(Vec<u64>),
     /// Read receipts for messages from `sender`.
     Read {
@@ -102,7 +102,7 @@ pub enum Request {
         /// Their message ids (1 to [`MAX_READ_IDS`] of them, each valid).
         message_ids: Vec<Vec<u8>>,
     },
-    /// Acknowledge receipts.
+    /// Acknowledge receipts: at most [`MAX_ACK_IDS`].
     AckReceipts(Vec<u64>),
     /// A user's presence.
     Presence(String),
@@ -115,6 +115,8 @@ pub enum Request {
     UploadToken,
     /// A user's devices and identity keys.
     ListDevices(String),
+    /// Remove another device of the authenticated user.
+    RemoveDevice(u32),
 }
 
 fn valid_message_id(id: &[u8]) -> bool {
@@ -139,6 +141,7 @@ impl Request {
             Self::PresenceSettings { .. } => "presence_settings",
             Self::UploadToken => "upload_token",
             Self::ListDevices(_) => "list_devices",
+            Self::RemoveDevice(_) => "remove_device",
         }
     }
 
@@ -243,7 +246,12 @@ impl Request {
                     ciphertext: s.ciphertext,
                 })
             }
-            Body::Ack(a) => Self::Ack(a.envelope_ids),
+            Body::Ack(a) => {
+                if a.envelope_ids.len() > MAX_ACK_IDS {
+                    return Err(refuse(ErrorCode::TooLarge, "too many ids in one frame"));
+                }
+                Self::Ack(a.envelope_ids)
+            }
             Body::Read(r) => {
                 let sender = Addr::from_proto(r.sender.as_ref()).ok_or(malformed("bad address"))?;
                 if r.message_ids.len() > MAX_READ_IDS
@@ -256,8 +264,19 @@ impl Request {
                     message_ids: r.message_ids,
                 }
             }
-            Body::AckReceipts(a) => Self::AckReceipts(a.receipt_ids),
-            Body::Presence(q) => Self::Presence(q.user_id),
+            Body::AckReceipts(a) => {
+                if a.receipt_ids.len() > MAX_ACK_IDS {
+                    return Err(refuse(ErrorCode::TooLarge, "too many ids in one frame"));
+                }
+                Self::AckReceipts(a.receipt_ids)
+            }
+            Body::Presence(q) => {
+                if !valid_user_id(&q.user_id) {
+                    return Err(malformed("bad user id"));
+                }
+                Self::Presence(q.user_id)
+            }
+            Body::RemoveDevice(r) => Self::RemoveDevice(r.device_id),
             Body::PresenceSettings(p) => Self::PresenceSettings {
                 hide_last_seen: p.hide_last_seen,
             },
@@ -396,6 +415,35 @@ mod tests {
     }
 
     #[test]
+    fn ack_lists_are_capped_at_their_boundary() {
+        let ids = |n: usize| (0..n as u64).collect::<Vec<_>>();
+        assert!(matches!(
+            parse(Body::Ack(proto::Ack {
+                envelope_ids: ids(MAX_ACK_IDS)
+            })),
+            Ok(Request::Ack(v)) if v.len() == MAX_ACK_IDS
+        ));
+        assert_eq!(
+            parse(Body::Ack(proto::Ack {
+                envelope_ids: ids(MAX_ACK_IDS + 1)
+            })),
+            Err((ErrorCode::TooLarge, "too many ids in one frame"))
+        );
+        assert!(matches!(
+            parse(Body::AckReceipts(proto::AckReceipts {
+                receipt_ids: ids(MAX_ACK_IDS)
+            })),
+            Ok(Request::AckReceipts(v)) if v.len() == MAX_ACK_IDS
+        ));
+        assert_eq!(
+            parse(Body::AckReceipts(proto::AckReceipts {
+                receipt_ids: ids(MAX_ACK_IDS + 1)
+            })),
+            Err((ErrorCode::TooLarge, "too many ids in one frame"))
+        );
+    }
+
+    #[test]
     fn prekey_uploads_are_checked() {
         let key = |id| proto::OneTimePrekey {
             id,
@@ -439,6 +487,12 @@ mod tests {
                 user_id: String::new(),
             }),
             Body::ListDevices(proto::ListDevices {
+                user_id: long.clone(),
+            }),
+            Body::Presence(proto::PresenceQuery {
+                user_id: String::new(),
+            }),
+            Body::Presence(proto::PresenceQuery {
                 user_id: long.clone(),
             }),
             Body::Authenticate(proto::Authenticate::default()),

@@ -34,6 +34,9 @@ pub struct RelayArgs {
     /// Most simultaneous connections [default: 19000].
     #[arg(long, env = "HUSH_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Most devices one user may register, 1 to 1024 [default: 16].
+    #[arg(long, env = "HUSH_MAX_DEVICES_PER_USER")]
+    pub max_devices_per_user: Option<usize>,
     /// Frames per second allowed per device, burst twice that [default: 200].
     #[arg(long, env = "HUSH_DEVICE_RATE")]
     pub device_rate: Option<u32>,
@@ -87,6 +90,7 @@ struct FileSettings {
     relay_id: Option<String>,
     registration_token: Option<Redacted<String>>,
     max_connections: Option<usize>,
+    max_devices_per_user: Option<usize>,
     device_rate: Option<u32>,
     ip_rate: Option<u32>,
     blob_dir: Option<PathBuf>,
@@ -155,6 +159,10 @@ pub fn settings(args: RelayArgs) -> Result<(Config, Backend), String> {
             .max_connections
             .or(file.max_connections)
             .unwrap_or(d.max_connections),
+        max_devices_per_user: args
+            .max_devices_per_user
+            .or(file.max_devices_per_user)
+            .unwrap_or(d.max_devices_per_user),
         device_rate: args
             .device_rate
             .or(file.device_rate)
@@ -182,6 +190,7 @@ pub fn settings(args: RelayArgs) -> Result<(Config, Backend), String> {
         },
         ..d
     };
+    config.validate().map_err(|e| e.to_string())?;
     let backend = match postgres {
         Some(url) => Backend::Postgres {
             url,
@@ -322,6 +331,34 @@ mod tests {
             assert!(!text.contains("-token-1234"), "{text}");
             assert!(!text.contains("-pw-5678"), "{text}");
         }
+    }
+
+    #[test]
+    fn bounded_settings_are_refused_outside_their_bounds() {
+        let with = |f: fn(&mut RelayArgs)| {
+            let mut a = RelayArgs::default();
+            f(&mut a);
+            settings(a)
+        };
+        // A zero rate used to panic in the limiter; now it is refused at start.
+        assert!(with(|a| a.device_rate = Some(0)).is_err());
+        assert!(with(|a| a.ip_rate = Some(0)).is_err());
+        assert!(with(|a| a.device_rate = Some(1)).is_ok());
+        assert!(with(|a| a.max_devices_per_user = Some(0)).is_err());
+        assert!(with(|a| a.max_devices_per_user = Some(1)).is_ok());
+        let max = hush_relay_protocol::limits::MAX_DEVICES_PER_USER;
+        assert_eq!(
+            with(|a| a.max_devices_per_user = Some(1024))
+                .unwrap()
+                .0
+                .max_devices_per_user,
+            max
+        );
+        assert!(with(|a| a.max_devices_per_user = Some(1025)).is_err());
+        assert_eq!(
+            with(|_| {}).unwrap().0.max_devices_per_user,
+            Config::default().max_devices_per_user
+        );
     }
 
     #[test]

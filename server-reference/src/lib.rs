@@ -78,6 +78,16 @@ pub struct Config {
     pub mailbox_max_bytes: u64,
     /// How long an envelope waits before it expires. Default 30 days.
     pub mailbox_ttl: Duration,
+    /// Most devices one user may register (a phone and companions). Default 16; at most
+    /// [`hush_relay_protocol::limits::MAX_DEVICES_PER_USER`], so a device list always fits
+    /// in a frame.
+    pub max_devices_per_user: usize,
+    /// Most receipts queued for one device; past it new receipts for that device are
+    /// dropped until it acknowledges some. Default 100,000.
+    pub receipt_max_queued: u64,
+    /// How long a queued receipt is kept, and how long after delivery a message can still
+    /// be marked read. Default 7 days.
+    pub receipt_ttl: Duration,
     /// Most simultaneous connections. Default 19,000.
     pub max_connections: usize,
     /// Time allowed to authenticate after connecting. Default 10 s.
@@ -133,6 +143,36 @@ impl Config {
             max_prekeys_per_upload: self.max_prekeys_per_upload,
         }
     }
+
+    /// The receipt limits the store applies.
+    pub fn receipt_limits(&self) -> store::ReceiptLimits {
+        store::ReceiptLimits {
+            max_queued: self.receipt_max_queued,
+            ttl_ms: u64::try_from(self.receipt_ttl.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Checks the settings that have bounds: a rate of at least one per second, at least
+    /// one device per user and at most
+    /// [`MAX_DEVICES_PER_USER`](hush_relay_protocol::limits::MAX_DEVICES_PER_USER).
+    pub fn validate(&self) -> Result<(), RelayError> {
+        let bad = |what: &str| Err(RelayError::Config(what.to_string()));
+        if !(self.device_rate.per_second >= 1.0 && self.device_rate.burst >= 1.0) {
+            return bad("device_rate must be at least 1 per second");
+        }
+        if !(self.ip_rate.per_second >= 1.0 && self.ip_rate.burst >= 1.0) {
+            return bad("ip_rate must be at least 1 per second");
+        }
+        if self.max_devices_per_user == 0
+            || self.max_devices_per_user > hush_relay_protocol::limits::MAX_DEVICES_PER_USER
+        {
+            return bad("max_devices_per_user must be between 1 and 1024");
+        }
+        if self.receipt_max_queued == 0 {
+            return bad("receipt_max_queued must be at least 1");
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -147,6 +187,9 @@ impl Default for Config {
             mailbox_max_count: 10_000,
             mailbox_max_bytes: 100 * 1024 * 1024,
             mailbox_ttl: Duration::from_secs(30 * 24 * 3600),
+            max_devices_per_user: 16,
+            receipt_max_queued: 100_000,
+            receipt_ttl: Duration::from_secs(7 * 24 * 3600),
             max_connections: 19_000,
             auth_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
@@ -210,6 +253,12 @@ impl<S> Shared<S> {
         }
     }
 
+    /// `addr` was removed: its connection closes, here or on another node.
+    pub(crate) fn evict(&self, addr: &store::Addr) {
+        self.hub.kick(addr);
+        self.announce(addr);
+    }
+
     /// `addr` connected here: its connections on other nodes close.
     pub(crate) fn announce(&self, addr: &store::Addr) {
         if let Some(c) = &self.cluster {
@@ -242,11 +291,15 @@ pub enum RelayError {
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] store::StoreError),
+    /// A setting is out of its bounds.
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 impl<S: Store> Relay<S> {
     /// Binds `config.listen` (use port 0 for any free port).
     pub async fn build(config: Config, store: S) -> Result<Self, RelayError> {
+        config.validate()?;
         let listener = TcpListener::bind(config.listen).await?;
         let (shutdown_tx, shutdown) = watch::channel(false);
         let cluster = match &config.nats_url {
@@ -413,7 +466,10 @@ async fn expire_loop<S: Store>(shared: Arc<Shared<S>>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
-        if let Ok(n) = shared.store.expire(now_ms()).await
+        if let Ok(n) = shared
+            .store
+            .expire(now_ms(), shared.config.receipt_limits())
+            .await
             && n > 0
         {
             tracing::info!(expired = n, "expired envelopes removed");

@@ -24,6 +24,9 @@ impl RateLimit {
     }
 }
 
+/// The longest wait a refusal advises (a zero rate never panics: it waits this long).
+pub(crate) const MAX_RETRY: Duration = Duration::from_secs(60);
+
 /// Buckets by key.
 pub(crate) struct Limiter<K> {
     limit: RateLimit,
@@ -40,6 +43,13 @@ impl<K: Eq + Hash + Clone> Limiter<K> {
 
     /// Takes one token for `key`, or says how long until one is available.
     pub(crate) fn check(&self, key: &K) -> Result<(), Duration> {
+        self.charge(key, 1.0)
+    }
+
+    /// Takes `cost` tokens (at most a full bucket) for `key`, or says how long until they are
+    /// available (at most [`MAX_RETRY`]).
+    pub(crate) fn charge(&self, key: &K, cost: f64) -> Result<(), Duration> {
+        let cost = cost.clamp(0.0, self.limit.burst.max(1.0));
         let now = Instant::now();
         let Ok(mut buckets) = self.buckets.lock() else {
             return Ok(());
@@ -50,13 +60,12 @@ impl<K: Eq + Hash + Clone> Limiter<K> {
         *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.limit.per_second)
             .min(self.limit.burst);
         *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
+        if *tokens >= cost {
+            *tokens -= cost;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64(
-                (1.0 - *tokens) / self.limit.per_second.max(f64::MIN_POSITIVE),
-            ))
+            let wait = (cost - *tokens) / self.limit.per_second;
+            Err(Duration::try_from_secs_f64(wait).map_or(MAX_RETRY, |d| d.min(MAX_RETRY)))
         }
     }
 
@@ -69,5 +78,37 @@ impl<K: Eq + Hash + Clone> Limiter<K> {
                 *tokens + now.duration_since(*last).as_secs_f64() * limit.per_second < limit.burst
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zero_rate_refuses_without_panicking() {
+        let l = Limiter::new(RateLimit {
+            per_second: 0.0,
+            burst: 1.0,
+        });
+        assert_eq!(l.check(&1), Ok(()));
+        assert_eq!(l.check(&1), Err(MAX_RETRY));
+        let empty = Limiter::new(RateLimit {
+            per_second: 0.0,
+            burst: 0.0,
+        });
+        assert_eq!(empty.check(&1), Err(MAX_RETRY));
+    }
+
+    #[test]
+    fn a_charge_takes_its_cost_at_most_a_bucket() {
+        let l = Limiter::new(RateLimit::per_second(1));
+        // The bucket holds 2: a cost of 1.5 fits once.
+        assert_eq!(l.charge(&1, 1.5), Ok(()));
+        assert!(l.charge(&1, 1.5).is_err());
+        // A cost above the bucket is charged as a full bucket, so it can pass at all.
+        let l = Limiter::new(RateLimit::per_second(1));
+        assert_eq!(l.charge(&2, 100.0), Ok(()));
+        assert!(l.check(&2).is_err());
     }
 }

@@ -4,392 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
-use std::time::Duration;
+#[macro_use]
+mod common;
 
-use futures_util::{SinkExt, StreamExt};
-use hush_crypto::{IdentityKeyPair, X25519KeyPair};
-use hush_relay::{Config, RateLimit, Relay, SqliteStore};
-use hush_relay_protocol::proto::{
-    self, ErrorCode, client_frame::Body as In, server_frame::Body as Out,
-};
-use hush_relay_protocol::signed;
-use prost::Message as _;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// Which store a test runs on. Every behaviour test runs on both (see the bottom of the
-/// file): SQLite in its own directory, PostgreSQL (127.0.0.1:5432, database `test`) in its
-/// own schema.
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-const PG_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
-
-/// A test's database: a SQLite file or a PostgreSQL schema.
-#[derive(Clone, Debug)]
-struct Db {
-    backend: Backend,
-    path: PathBuf,
-    schema: String,
-}
-
-impl Backend {
-    /// A fresh, empty database for the test `name`.
-    async fn db(self, name: &str) -> Db {
-        let path = db_path(&format!("{self:?}-{name}"));
-        let schema = format!(
-            "hush_test_{}_{}",
-            std::process::id(),
-            name.replace('-', "_")
-        );
-        if let Self::Postgres = self {
-            hush_relay::PgStore::drop_schema(PG_URL, &schema)
-                .await
-                .unwrap();
-        }
-        Db {
-            backend: self,
-            path,
-            schema,
-        }
-    }
-}
-
-impl Db {
-    /// Every byte the database holds, for scanning.
-    async fn dump(&self) -> Vec<Vec<u8>> {
-        match self.backend {
-            Backend::Sqlite => ["", "-wal", "-shm"]
-                .iter()
-                .filter_map(|ext| std::fs::read(format!("{}{ext}", self.path.display())).ok())
-                .collect(),
-            Backend::Postgres => {
-                let (client, conn) = tokio_postgres::connect(PG_URL, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                tokio::spawn(conn);
-                let tables = client
-                    .query(
-                        "SELECT table_name FROM information_schema.tables WHERE table_schema = $1",
-                        &[&self.schema],
-                    )
-                    .await
-                    .unwrap();
-                let mut out = Vec::new();
-                for t in tables {
-                    let name: String = t.get(0);
-                    for r in client
-                        .query(
-                            &format!("SELECT t::TEXT FROM {}.{} t", self.schema, name),
-                            &[],
-                        )
-                        .await
-                        .unwrap()
-                    {
-                        out.push(r.get::<_, String>(0).into_bytes());
-                    }
-                }
-                out
-            }
-        }
-    }
-}
-
-struct TestRelay {
-    addr: std::net::SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-    db: Db,
-}
-
-fn db_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hush-relay-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("relay.db")
-}
-
-async fn spawn<S: hush_relay::Store>(
-    config: Config,
-    store: S,
-) -> (
-    std::net::SocketAddr,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
-    let relay = Relay::build(config, store).await.unwrap();
-    let addr = relay.local_addr();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        relay
-            .run(async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-    });
-    (addr, tx, task)
-}
-
-async fn start(db: Db, tweak: impl FnOnce(&mut Config)) -> TestRelay {
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        blob_dir: db.path.with_file_name("blobs"),
-        ..Config::default()
-    };
-    tweak(&mut config);
-    let (addr, stop, task) = match db.backend {
-        Backend::Sqlite => spawn(config, SqliteStore::open(&db.path).unwrap()).await,
-        Backend::Postgres => {
-            spawn(
-                config,
-                hush_relay::PgStore::connect(PG_URL, Some(&db.schema), 8)
-                    .await
-                    .unwrap(),
-            )
-            .await
-        }
-    };
-    TestRelay {
-        addr,
-        stop: Some(stop),
-        task,
-        db,
-    }
-}
-
-impl TestRelay {
-    async fn stop(mut self) -> Db {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
-        self.db.clone()
-    }
-}
-
-struct Client {
-    ws: Ws,
-    nonce: Vec<u8>,
-    relay_id: Vec<u8>,
-    next_id: u64,
-    /// Frames received while waiting for something else.
-    queue: Vec<proto::ServerFrame>,
-}
-
-async fn connect(relay: &TestRelay) -> Client {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/ws", relay.addr))
-        .await
-        .unwrap();
-    let mut c = Client {
-        ws,
-        nonce: vec![],
-        relay_id: vec![],
-        next_id: 1,
-        queue: vec![],
-    };
-    let f = c.recv_raw().await.expect("challenge");
-    let Some(Out::Challenge(ch)) = f.body else {
-        panic!("expected a challenge, got {f:?}")
-    };
-    c.nonce = ch.nonce;
-    c.relay_id = ch.relay_id;
-    c
-}
-
-impl Client {
-    async fn recv_raw(&mut self) -> Option<proto::ServerFrame> {
-        loop {
-            let m = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
-                .await
-                .ok()??;
-            match m.ok()? {
-                Message::Binary(b) => return Some(proto::ServerFrame::decode(&b[..]).unwrap()),
-                Message::Close(_) => return None,
-                _ => continue,
-            }
-        }
-    }
-
-    /// The next frame, taking queued ones first.
-    async fn recv(&mut self) -> Option<proto::ServerFrame> {
-        if !self.queue.is_empty() {
-            return Some(self.queue.remove(0));
-        }
-        self.recv_raw().await
-    }
-
-    async fn send_bytes(&mut self, b: Vec<u8>) {
-        self.ws.send(Message::Binary(b.into())).await.unwrap();
-    }
-
-    async fn send(&mut self, body: In) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.send_bytes(
-            proto::ClientFrame {
-                request_id: id,
-                body: Some(body),
-            }
-            .encode_to_vec(),
-        )
-        .await;
-        id
-    }
-
-    /// Sends and waits for the reply to this request (queueing pushes meanwhile).
-    async fn call(&mut self, body: In) -> Out {
-        let id = self.send(body).await;
-        loop {
-            let f = self
-                .recv_raw()
-                .await
-                .expect("connection closed while waiting for a reply");
-            if f.request_id == id {
-                return f.body.unwrap();
-            }
-            self.queue.push(f);
-        }
-    }
-
-    async fn auth(
-        &mut self,
-        id: &IdentityKeyPair,
-        user: &str,
-        device: u32,
-        link: Option<proto::DeviceLink>,
-    ) -> Out {
-        let key = id.public().to_bytes().to_vec();
-        let sig = id.sign(&signed::auth_message(
-            &self.relay_id,
-            &self.nonce,
-            user,
-            device,
-            &key,
-        ));
-        self.call(In::Authenticate(proto::Authenticate {
-            address: Some(addr(user, device)),
-            identity_key: key,
-            signature: sig.to_bytes().to_vec(),
-            registration_token: vec![],
-            link,
-        }))
-        .await
-    }
-
-    /// Waits for a pushed frame matching `f`.
-    async fn expect_push<T>(&mut self, mut f: impl FnMut(&Out) -> Option<T>) -> T {
-        loop {
-            let frame = self
-                .recv()
-                .await
-                .expect("connection closed while waiting for a push");
-            if let Some(body) = &frame.body
-                && let Some(t) = f(body)
-            {
-                return t;
-            }
-        }
-    }
-
-    /// Sends raw bytes that are not a valid frame: the relay answers MALFORMED, and the
-    /// connection still answers a ping.
-    async fn malformed_then_usable(&mut self, frame: Message) {
-        self.ws.send(frame).await.unwrap();
-        let e = self
-            .expect_push(|b| matches!(b, Out::Error(_)).then(|| code(b)))
-            .await;
-        assert_eq!(e, ErrorCode::Malformed);
-        assert!(matches!(
-            self.call(In::Ping(proto::Ping {})).await,
-            Out::Pong(_)
-        ));
-    }
-
-    async fn envelope(&mut self) -> proto::Envelope {
-        self.expect_push(|b| {
-            if let Out::Envelope(e) = b {
-                Some(e.clone())
-            } else {
-                None
-            }
-        })
-        .await
-    }
-
-    async fn receipt(&mut self) -> proto::Receipt {
-        self.expect_push(|b| {
-            if let Out::Receipt(r) = b {
-                Some(r.clone())
-            } else {
-                None
-            }
-        })
-        .await
-    }
-}
-
-fn addr(user: &str, device: u32) -> proto::Address {
-    proto::Address {
-        user_id: user.into(),
-        device_id: device,
-    }
-}
-
-fn code(out: &Out) -> ErrorCode {
-    match out {
-        Out::Error(e) => ErrorCode::try_from(e.code).unwrap(),
-        other => panic!("expected an error frame, got {other:?}"),
-    }
-}
-
-async fn registered(relay: &TestRelay, user: &str) -> (Client, IdentityKeyPair) {
-    let id = IdentityKeyPair::generate(&mut rand::rng());
-    let mut c = connect(relay).await;
-    assert!(matches!(
-        c.auth(&id, user, 1, None).await,
-        Out::Authenticated(_)
-    ));
-    (c, id)
-}
-
-fn send_to(recipients: &[(&str, u32)], mid: &[u8], ct: &[u8]) -> In {
-    In::Send(proto::Send {
-        recipients: recipients.iter().map(|(u, d)| addr(u, *d)).collect(),
-        message_id: mid.to_vec(),
-        ciphertext: ct.to_vec(),
-    })
-}
-
-fn upload(id: &IdentityKeyPair, spk_id: u32, n: u32) -> In {
-    let spk = X25519KeyPair::generate(&mut rand::rng());
-    let sig = id.sign(&signed::signed_prekey_message(
-        spk_id,
-        spk.public().as_bytes(),
-    ));
-    In::UploadPrekeys(proto::UploadPrekeys {
-        signed_prekey_id: spk_id,
-        signed_prekey: spk.public().to_bytes().to_vec(),
-        signed_prekey_signature: sig.to_bytes().to_vec(),
-        one_time_prekeys: (0..n)
-            .map(|i| proto::OneTimePrekey {
-                id: 100 + i,
-                key: X25519KeyPair::generate(&mut rand::rng())
-                    .public()
-                    .to_bytes()
-                    .to_vec(),
-            })
-            .collect(),
-    })
-}
-
+use common::*;
 async fn authentication_rules(b: Backend) {
     let relay = start(b.db("auth").await, |_| {}).await;
     let (_, alice) = registered(&relay, "alice").await;
@@ -478,22 +96,6 @@ async fn authentication_rules(b: Backend) {
     let f = g.recv_raw().await.unwrap();
     assert_eq!(code(&f.body.unwrap()), ErrorCode::Malformed);
     relay.stop().await;
-}
-
-fn link_for(
-    linker: &IdentityKeyPair,
-    linking_device: u32,
-    user: &str,
-    device: u32,
-    key: &IdentityKeyPair,
-) -> proto::DeviceLink {
-    proto::DeviceLink {
-        linking_device_id: linking_device,
-        signature: linker
-            .sign(&signed::link_message(user, device, key.public().as_bytes()))
-            .to_bytes()
-            .to_vec(),
-    }
 }
 
 async fn device_list_and_reinstall_with_a_new_key(b: Backend) {
@@ -1567,14 +1169,24 @@ async fn hostile_clients_do_not_disturb_a_well_behaved_pair(b: Backend) {
         code(&m.call(upload(&other, 1, 5)).await),
         ErrorCode::BadSignature
     );
-    // Acknowledging envelope ids that belong to others: accepted and ignored.
+    // Acknowledging envelope ids that belong to others: accepted and ignored; more ids
+    // than a frame may hold: refused.
     assert!(matches!(
         m.call(In::Ack(proto::Ack {
-            envelope_ids: (1..5000).collect(),
+            envelope_ids: (1..1000).collect(),
         }))
         .await,
         Out::Done(_)
     ));
+    assert_eq!(
+        code(
+            &m.call(In::Ack(proto::Ack {
+                envelope_ids: (1..5000).collect(),
+            }))
+            .await
+        ),
+        ErrorCode::TooLarge
+    );
     // A send to more devices than allowed: TOO_MANY_RECIPIENTS, nothing stored.
     let many: Vec<(String, u32)> = (0..257).map(|i| ("bob".to_string(), i)).collect();
     let many: Vec<(&str, u32)> = many.iter().map(|(u, d)| (u.as_str(), *d)).collect();
@@ -1731,7 +1343,15 @@ async fn pipelined_sends_and_a_stalled_reader_lose_nothing(b: Backend) {
     // Bob acknowledges everything, goes away, and reconnects while Alice's next sends are
     // being stored: what was queued before he connected comes from the mailbox, what commits
     // after from the push, and nothing twice.
-    bob.call(In::Ack(proto::Ack { envelope_ids })).await;
+    for chunk in envelope_ids.chunks(hush_relay_protocol::limits::MAX_ACK_IDS) {
+        assert!(matches!(
+            bob.call(In::Ack(proto::Ack {
+                envelope_ids: chunk.to_vec()
+            }))
+            .await,
+            Out::Done(_)
+        ));
+    }
     drop(bob);
     const M: u32 = 2000;
     let feeder = tokio::spawn(async move {
@@ -1762,24 +1382,6 @@ async fn pipelined_sends_and_a_stalled_reader_lose_nothing(b: Backend) {
     assert_eq!(again, (N..N + M).collect::<Vec<_>>(), "each once, in order");
     drop(feeder.await.unwrap());
     relay.stop().await;
-}
-
-/// Every behaviour test, once per backend.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(super::Backend::Sqlite).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(super::Backend::Postgres).await;
-            })*
-        }
-    };
 }
 
 on_both_backends!(

@@ -325,8 +325,9 @@ pub(crate) fn receipt(store: &mut Sealed, r: &pr::Receipt) -> Result<Option<Even
         return Ok(None);
     };
     store.transaction(|tx| {
-        let new =
-            tx.queued_here(&mid)? && tx.put_tick(&mid, &by, Tick::Receipt(kind), r.timestamp_ms)?;
+        // Only a device this device sent the message to may tick it (SPEC §16.6).
+        let new = tx.addressed_to(&mid, &by)?
+            && tx.put_tick(&mid, &by, Tick::Receipt(kind), r.timestamp_ms)?;
         Ok(new.then_some(Event::Receipt {
             message_id: mid,
             kind,
@@ -338,7 +339,67 @@ pub(crate) fn receipt(store: &mut Sealed, r: &pr::Receipt) -> Result<Option<Even
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_PREVIOUS_SESSIONS, keep_previous};
+    use rand::SeedableRng as _;
+
+    use super::{MAX_PREVIOUS_SESSIONS, keep_previous, receipt};
+    use crate::core::outbound::envelope_sent;
+    use crate::proto::client as pc;
+    use crate::store::{MemoryStore, Sealed, Tick};
+    use crate::{Address, ReceiptKind};
+    use hush_relay_protocol::proto as pr;
+
+    #[test]
+    fn receipts_count_only_from_devices_the_message_was_sent_to() {
+        let mut store = Sealed::new(
+            Box::new(MemoryStore::new()),
+            hush_crypto::StorageKey::from_bytes([7; 32]),
+            Box::new(rand::rngs::StdRng::seed_from_u64(1)),
+        );
+        let mid = vec![1; 16];
+        let me = Address::new("alice", 1);
+        let ready = pc::Ready {
+            recipients: vec![pc::Recipient {
+                user_id: "bob".into(),
+                device_id: 1,
+            }],
+            ..Default::default()
+        };
+        store
+            .transaction(|tx| {
+                tx.put_tick(&mid, &me, Tick::Queued, 1)?;
+                let seq = tx.push_draft(&mid, &pc::Draft::default(), 1)?;
+                tx.set_ready(seq, std::slice::from_ref(&ready))?;
+                envelope_sent(tx, seq, 0, &mid, &ready, 2)
+            })
+            .unwrap();
+        let from = |user: &str, device| pr::Receipt {
+            receipt_id: 1,
+            kind: pr::ReceiptKind::Read as i32,
+            recipient: Some(pr::Address {
+                user_id: user.into(),
+                device_id: device,
+            }),
+            message_id: mid.clone(),
+            timestamp_ms: 5,
+        };
+        // Bob's other device and a stranger were never sent it: dropped.
+        assert!(receipt(&mut store, &from("bob", 2)).unwrap().is_none());
+        assert!(receipt(&mut store, &from("mallory", 1)).unwrap().is_none());
+        // Bob's device 1 was: one event, once.
+        let e = receipt(&mut store, &from("bob", 1)).unwrap();
+        assert!(matches!(
+            e,
+            Some(crate::Event::Receipt {
+                kind: ReceiptKind::Read,
+                ..
+            })
+        ));
+        assert!(receipt(&mut store, &from("bob", 1)).unwrap().is_none());
+        // A receipt for a message never sent: dropped.
+        let mut other = from("bob", 1);
+        other.message_id = vec![2; 16];
+        assert!(receipt(&mut store, &other).unwrap().is_none());
+    }
 
     #[test]
     fn previous_sessions_keep_the_newest_up_to_the_limit() {

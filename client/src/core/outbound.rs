@@ -15,6 +15,28 @@ use crate::event::{Address, Body, Conversation, MessageId};
 use crate::proto::client as pc;
 use crate::store::{Tick, Tx};
 
+/// Records that the relay stored envelope `idx` of outbox entry `seq` (message `mid`): the
+/// envelope is done and, if it carries the message itself (not a sender key or a session
+/// reset), each device it went to may now send receipts for it (SPEC §16.6: receipts from
+/// any other device are dropped).
+pub(crate) fn envelope_sent(
+    tx: &Tx<'_>,
+    seq: i64,
+    idx: i64,
+    mid: &[u8],
+    ready: &pc::Ready,
+    now_ms: u64,
+) -> Result<(), ClientError> {
+    tx.done_ready(seq, idx)?;
+    if ready.message_id.is_empty() || ready.message_id == mid {
+        for r in &ready.recipients {
+            let to = Address::new(r.user_id.clone(), r.device_id);
+            tx.put_tick(mid, &to, Tick::Addressed, now_ms)?;
+        }
+    }
+    Ok(())
+}
+
 /// Queues a message: checks it, and in one transaction writes the draft to the outbox, the
 /// "queued" tick and the history entry. Nothing is encrypted yet.
 pub(crate) fn queue<R: CryptoRng + ?Sized>(

@@ -331,7 +331,7 @@ impl World {
             }
             let d = &mut self.devices[i];
             d.store
-                .transaction(|tx| tx.done_ready(seq, idx))
+                .transaction(|tx| outbound::envelope_sent(tx, seq, idx, &mid, &ready, now))
                 .expect("done ready");
         }
         let d = &mut self.devices[i];

@@ -39,13 +39,14 @@ struct Tables {
     ticks: BTreeMap<(Vec<u8>, u8, Key), (Tick, u64)>,
 }
 
-/// The order SQLite returns ticks in: sent, delivered, read, queued.
+/// The order SQLite returns ticks in: sent, delivered, read, addressed, queued.
 const fn tick_order(t: Tick) -> u8 {
     match t {
         Tick::Receipt(ReceiptKind::Sent) => 0,
         Tick::Receipt(ReceiptKind::Delivered) => 1,
         Tick::Receipt(ReceiptKind::Read) => 2,
         Tick::Queued => 255,
+        Tick::Addressed => 254,
     }
 }
 
@@ -369,6 +370,13 @@ impl StoreTx for MemoryTx<'_> {
             }
             t.ticks.insert(k, (tick, at_ms));
             true
+        })
+    }
+
+    fn has_tick(&self, message_id: &[u8], by: &Address, tick: Tick) -> Result<bool, StoreError> {
+        self.with(|t| {
+            t.ticks
+                .contains_key(&(message_id.to_vec(), tick_order(tick), key(by)))
         })
     }
 

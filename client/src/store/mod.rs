@@ -41,6 +41,9 @@ impl StoreError {
 pub enum Tick {
     /// The message was written to this device's outbox (not sent yet).
     Queued,
+    /// The relay stored the message for this device (recorded per recipient device; only
+    /// these devices' receipts count).
+    Addressed,
     /// One of the three receipts.
     Receipt(ReceiptKind),
 }
@@ -139,6 +142,8 @@ pub trait StoreTx {
         tick: Tick,
         at_ms: u64,
     ) -> Result<bool, StoreError>;
+    /// Whether that one tick is recorded.
+    fn has_tick(&self, message_id: &[u8], by: &Address, tick: Tick) -> Result<bool, StoreError>;
     /// The message's ticks, ordered by tick, then address.
     fn ticks(&self, message_id: &[u8]) -> Result<Vec<(Address, Tick, u64)>, StoreError>;
 }
@@ -523,6 +528,15 @@ impl Tx<'_> {
     }
 
     /// Whether this device queued `message_id` (so its receipts are for us).
+    /// Whether the relay stored message `message_id` of this device for device `by`.
+    pub(crate) fn addressed_to(
+        &self,
+        message_id: &[u8],
+        by: &Address,
+    ) -> Result<bool, ClientError> {
+        Ok(self.raw.has_tick(message_id, by, Tick::Addressed)?)
+    }
+
     pub(crate) fn queued_here(&self, message_id: &[u8]) -> Result<bool, ClientError> {
         Ok(self
             .ticks(message_id)?

@@ -42,6 +42,7 @@ const fn tick_code(t: Tick) -> i64 {
         Tick::Receipt(ReceiptKind::Delivered) => 1,
         Tick::Receipt(ReceiptKind::Read) => 2,
         Tick::Queued => 255,
+        Tick::Addressed => 254,
     }
 }
 
@@ -51,6 +52,7 @@ const fn tick_of(code: i64) -> Option<Tick> {
         1 => Some(Tick::Receipt(ReceiptKind::Delivered)),
         2 => Some(Tick::Receipt(ReceiptKind::Read)),
         255 => Some(Tick::Queued),
+        254 => Some(Tick::Addressed),
         _ => None,
     }
 }
@@ -468,6 +470,17 @@ impl StoreTx for SqliteTx<'_> {
             params![message_id, by.user, by.device, tick_code(tick), ms(at_ms)],
         )?;
         Ok(n == 1)
+    }
+
+    fn has_tick(&self, message_id: &[u8], by: &Address, tick: Tick) -> Result<bool, StoreError> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT 1 FROM ticks WHERE message_id = ?1 AND user_id = ?2 AND device_id = ?3 AND kind = ?4",
+            )?
+            .query_row(params![message_id, by.user, by.device, tick_code(tick)], |_| Ok(()))
+            .optional()?
+            .is_some())
     }
 
     fn ticks(&self, message_id: &[u8]) -> Result<Vec<(Address, Tick, u64)>, StoreError> {

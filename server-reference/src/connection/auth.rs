@@ -185,7 +185,11 @@ async fn register<S: Store>(a: &Authenticate, shared: &Shared<S>) -> Result<bool
                     return Err(link_invalid);
                 }
             }
-            if !shared.store.register(addr, key, now_ms()).await? {
+            if !shared
+                .store
+                .register(addr, key, now_ms(), shared.config.max_devices_per_user)
+                .await?
+            {
                 return Err(refuse(
                     ErrorCode::AuthFailed,
                     "device registered concurrently",

@@ -63,7 +63,10 @@ pub(super) async fn apply<S: Store>(
         Request::Send(_) => Err(Refused::INTERNAL),
         Request::Ack(envelope_ids) => {
             let n = envelope_ids.len() as u64;
-            let senders = shared.store.ack(addr, envelope_ids, now_ms()).await?;
+            let senders = shared
+                .store
+                .ack(addr, envelope_ids, now_ms(), shared.config.receipt_limits())
+                .await?;
             shared.metrics.acked(n);
             for s in &senders {
                 shared.committed_for(s);
@@ -74,11 +77,29 @@ pub(super) async fn apply<S: Store>(
             sender,
             message_ids,
         } => {
-            shared
+            let asked = message_ids.len() as u64;
+            let accepted = shared
                 .store
-                .read(addr, &sender, message_ids, now_ms())
+                .read(
+                    addr,
+                    &sender,
+                    message_ids,
+                    now_ms(),
+                    shared.config.receipt_limits(),
+                )
                 .await?;
-            shared.committed_for(&sender);
+            if accepted > 0 {
+                shared.committed_for(&sender);
+            }
+            if accepted < asked {
+                // The others named nothing this device received from `sender` (or were
+                // marked read already, or too long ago).
+                return Err(refuse(
+                    ErrorCode::NotDelivered,
+                    "a message id names nothing that sender delivered to you",
+                    "not_delivered",
+                ));
+            }
             done(Out::Done(proto::Done {}))
         }
         Request::AckReceipts(receipt_ids) => {
@@ -129,6 +150,24 @@ pub(super) async fn apply<S: Store>(
                     })
                     .collect(),
             }))
+        }
+        Request::RemoveDevice(device) => {
+            if device == addr.device {
+                return Err(refuse(
+                    ErrorCode::Forbidden,
+                    "a device cannot remove itself",
+                    "forbidden",
+                ));
+            }
+            let target = Addr {
+                user: addr.user.clone(),
+                device,
+            };
+            if !shared.store.remove_device(&target).await? {
+                return Err(refuse(ErrorCode::NotFound, "no such device", "not_found"));
+            }
+            shared.evict(&target);
+            done(Out::Done(proto::Done {}))
         }
         Request::PresenceSettings { hide_last_seen } => {
             shared.store.set_hidden(&addr.user, hide_last_seen).await?;

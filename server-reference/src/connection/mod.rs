@@ -125,7 +125,13 @@ async fn session<S: Store>(
                 }
             }
             () = registration.replaced.notified() => {
-                send(sink, Refused::REPLACED.frame(0)).await;
+                // Connected elsewhere, or removed by another device of the user.
+                let removed = matches!(
+                    shared.store.device(&addr).await,
+                    Ok(crate::store::DeviceLookup::Unknown(_))
+                );
+                let why = if removed { Refused::REMOVED } else { Refused::REPLACED };
+                send(sink, why.frame(0)).await;
                 return;
             }
             _ = shutdown.changed() => {
@@ -139,6 +145,10 @@ async fn session<S: Store>(
         }
     }
 }
+
+/// Ids in an `Ack`, `AckReceipts` or read receipt frame that cost as much of the device's
+/// rate limit as one frame (SPEC §14.4).
+pub(crate) const IDS_PER_TOKEN: usize = 64;
 
 /// Handles frames read together, in order. Consecutive sends are stored in one store job.
 /// `false` when the connection must close.
@@ -200,6 +210,22 @@ async fn handle_frames<S: Store>(
                 continue;
             }
         };
+        // Lists of ids cost their length: one more token per `IDS_PER_TOKEN` ids.
+        let ids = match &request {
+            Request::Ack(v) | Request::AckReceipts(v) => v.len(),
+            Request::Read { message_ids, .. } => message_ids.len(),
+            _ => 0,
+        };
+        if ids > 0
+            && let Err(wait) = shared
+                .device_limits
+                .charge(addr, ids as f64 / IDS_PER_TOKEN as f64)
+        {
+            if !feed_refusal(sink, shared, rid, &Refused::rate_limited(wait)).await {
+                return false;
+            }
+            continue;
+        }
         if let Request::Send(s) = request {
             sends.push((rid, s));
             continue;

@@ -48,6 +48,8 @@ const fn reason_of(code: ErrorCode) -> &'static str {
         ErrorCode::AuthFailed => "auth_failed",
         ErrorCode::Forbidden => "forbidden",
         ErrorCode::Timeout => "timeout",
+        ErrorCode::NotDelivered => "not_delivered",
+        ErrorCode::TooManyDevices => "too_many_devices",
         ErrorCode::ShuttingDown => "shutdown",
         ErrorCode::Internal | ErrorCode::Unspecified => "internal",
     }
@@ -103,6 +105,9 @@ impl Refused {
     /// The same device connected again elsewhere.
     pub(crate) const REPLACED: Self =
         refuse(ErrorCode::Forbidden, "connected elsewhere", "replaced").fatal();
+    /// Another device of the user removed this one.
+    pub(crate) const REMOVED: Self =
+        refuse(ErrorCode::Forbidden, "device removed", "removed").fatal();
     /// The relay is stopping: come back in a second.
     pub(crate) const SHUTTING_DOWN: Self = Self {
         retry_after_ms: 1000,
@@ -141,6 +146,16 @@ impl From<StoreError> for Refused {
                 ErrorCode::MailboxFull,
                 "a recipient's mailbox is full",
                 "mailbox_full",
+            ),
+            StoreError::TooManyDevices => refuse(
+                ErrorCode::TooManyDevices,
+                "the user has the most devices this relay allows; remove one first",
+                "too_many_devices",
+            ),
+            StoreError::Revoked => refuse(
+                ErrorCode::Forbidden,
+                "this identity key was removed from the user",
+                "revoked",
             ),
             other => {
                 // The whole chain: "database error: <the driver's message>".

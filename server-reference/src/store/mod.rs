@@ -145,6 +145,18 @@ pub struct MailboxLimits {
     pub ttl_ms: u64,
 }
 
+/// Receipt limits applied by [`Store::ack`], [`Store::read`] and [`Store::expire`]
+/// (docs/SPEC.md §14.2, "Receipts").
+#[derive(Clone, Copy, Debug)]
+pub struct ReceiptLimits {
+    /// Most receipts queued for one device; past it, new receipts for that device are
+    /// dropped (and counted) until it acknowledges some.
+    pub max_queued: u64,
+    /// How long (ms) a queued receipt is kept, and how long after delivery an envelope can
+    /// still be marked read.
+    pub ttl_ms: u64,
+}
+
 /// Storage failures.
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -159,6 +171,12 @@ pub enum StoreError {
     /// batch fails every operation in it with the same error).
     #[error("database error")]
     Database(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// The user already has the most devices allowed; nothing was registered.
+    #[error("too many devices")]
+    TooManyDevices,
+    /// The identity key was removed from this user by its owner and cannot register again.
+    #[error("identity key revoked")]
+    Revoked,
     /// The batch's commit failed (the database error is logged where it happened).
     #[error("commit failed")]
     CommitFailed,
@@ -220,12 +238,20 @@ pub trait Store: Send + Sync + 'static {
     /// Looks up a device.
     fn device(&self, addr: &Addr) -> impl Future<Output = Result<DeviceLookup, StoreError>> + Send;
     /// Registers a device; `false` if it already exists (nothing changes).
+    /// [`StoreError::TooManyDevices`] if the user already has `max_devices` devices,
+    /// [`StoreError::Revoked`] if the user removed a device with this identity key.
     fn register(
         &self,
         addr: &Addr,
         identity_key: &[u8],
         now_ms: u64,
+        max_devices: usize,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Removes a device: its registration, prekeys, mailbox, queued receipts and what it
+    /// could still mark read. Its identity key is revoked for the user: neither
+    /// [`register`](Store::register) nor [`rekey`](Store::rekey) accepts it again. `false`
+    /// if there was no such device.
+    fn remove_device(&self, addr: &Addr) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Every registered device of `user`, by device id, with its identity key.
     fn devices(
         &self,
@@ -233,7 +259,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<(u32, Vec<u8>)>, StoreError>> + Send;
     /// Gives a registered device a new identity key (a reinstall vouched for by another
     /// device of the user) if its key is still `old_key`, and drops its prekeys, which
-    /// belonged to the old key. `false` if the key was not `old_key` (nothing changes).
+    /// belonged to the old key. `false` if the key was not `old_key` (nothing changes);
+    /// [`StoreError::Revoked`] if `new_key` was revoked for the user.
     fn rekey(
         &self,
         addr: &Addr,
@@ -307,22 +334,28 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
         now_ms: u64,
     ) -> impl Future<Output = Result<Vec<StoredEnvelope>, StoreError>> + Send;
-    /// Deletes acknowledged envelopes of `addr` and queues "delivered" receipts for their
-    /// senders. Ids that are not `addr`'s are ignored. Returns the senders to wake.
+    /// Deletes acknowledged envelopes of `addr`, queues "delivered" receipts for their
+    /// senders (within `limits.max_queued`) and remembers, for `limits.ttl_ms`, that `addr`
+    /// may mark each of them read once. Ids that are not `addr`'s are ignored. Returns the
+    /// senders to wake.
     fn ack(
         &self,
         addr: &Addr,
         envelope_ids: Vec<u64>,
         now_ms: u64,
+        limits: ReceiptLimits,
     ) -> impl Future<Output = Result<Vec<Addr>, StoreError>> + Send;
-    /// Queues "read" receipts from `reader` for `sender`'s messages.
+    /// Queues "read" receipts from `reader` for those of `message_ids` that `sender` sent to
+    /// `reader` and `reader` acknowledged (within the last `limits.ttl_ms`), each once;
+    /// the others are ignored. Returns how many ids were accepted.
     fn read(
         &self,
         reader: &Addr,
         sender: &Addr,
         message_ids: Vec<Vec<u8>>,
         now_ms: u64,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+        limits: ReceiptLimits,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Queued receipts for `addr` after `after_id`.
     fn receipts(
         &self,
@@ -350,8 +383,13 @@ pub trait Store: Send + Sync + 'static {
         user: &str,
         hidden: bool,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Deletes expired envelopes. Returns how many.
-    fn expire(&self, now_ms: u64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Deletes expired envelopes, and receipts (queued or still possible) older than
+    /// `receipts.ttl_ms`. Returns how many envelopes.
+    fn expire(
+        &self,
+        now_ms: u64,
+        receipts: ReceiptLimits,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Records a stored blob (or extends its expiry if it exists).
     fn put_blob(
         &self,

@@ -13,8 +13,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 use crate::store::{
-    Addr, DeviceLookup, MailboxLimits, Store, StoreError, StoredBundle, StoredEnvelope,
-    StoredPrekey, StoredReceipt,
+    Addr, DeviceLookup, MailboxLimits, ReceiptLimits, Store, StoreError, StoredBundle,
+    StoredEnvelope, StoredPrekey, StoredReceipt,
 };
 
 /// The schema, one migration per version (table `hush_schema_version`).
@@ -97,6 +97,57 @@ const MIGRATIONS: &[&str] = &[
     // 3: upload tokens live in the database, so any node accepts an upload.
     "CREATE TABLE upload_tokens (token_hash BYTEA PRIMARY KEY, user_id TEXT NOT NULL,
         device_id BIGINT NOT NULL, expires_ms BIGINT NOT NULL);",
+    // 4: abuse resistance (as SQLite's migration 6). `readable`: envelopes a device
+    // acknowledged, which it may mark read once; receipts expire by time and a device's
+    // queue has a cap; `revoked_keys`: identity keys of removed devices.
+    "CREATE TABLE readable (
+        reader_user TEXT NOT NULL, reader_device BIGINT NOT NULL, sender_user TEXT NOT NULL,
+        sender_device BIGINT NOT NULL, message_id BYTEA NOT NULL, expires_ms BIGINT NOT NULL,
+        PRIMARY KEY (reader_user, reader_device, sender_user, sender_device, message_id));
+     CREATE INDEX readable_by_expiry ON readable (expires_ms);
+     CREATE INDEX receipts_by_time ON receipts (at_ms);
+     CREATE TABLE revoked_keys (
+        user_id TEXT NOT NULL, identity_key BYTEA NOT NULL, removed_ms BIGINT NOT NULL,
+        PRIMARY KEY (user_id, identity_key));
+     DROP FUNCTION hush_ack(TEXT, BIGINT, BIGINT[], BIGINT);
+     CREATE FUNCTION hush_ack(r_user TEXT, r_dev BIGINT, ids BIGINT[], now_ms BIGINT,
+        readable_until BIGINT, max_queued BIGINT)
+     RETURNS TABLE (s_user TEXT, s_dev BIGINT) LANGUAGE plpgsql AS $$
+     DECLARE m RECORD;
+     BEGIN
+       CREATE TEMP TABLE IF NOT EXISTS hush_acked (message BIGINT) ON COMMIT DELETE ROWS;
+       WITH gone AS (DELETE FROM mailbox WHERE envelope_id = ANY(ids) AND user_id = r_user AND device_id = r_dev
+                     RETURNING message)
+       INSERT INTO hush_acked SELECT message FROM gone;
+       FOR m IN SELECT DISTINCT x.sender_user, x.sender_device FROM messages x JOIN hush_acked a ON a.message = x.id
+                ORDER BY 1, 2 LOOP
+         PERFORM pg_advisory_xact_lock(hashtextextended('receipts/' || m.sender_user || '/' || m.sender_device::TEXT, 7800));
+       END LOOP;
+       INSERT INTO readable (reader_user, reader_device, sender_user, sender_device, message_id, expires_ms)
+         SELECT DISTINCT ON (x.sender_user, x.sender_device, x.message_id)
+                r_user, r_dev, x.sender_user, x.sender_device, x.message_id, readable_until
+         FROM messages x JOIN hush_acked a ON a.message = x.id
+         ON CONFLICT (reader_user, reader_device, sender_user, sender_device, message_id)
+         DO UPDATE SET expires_ms = EXCLUDED.expires_ms;
+       INSERT INTO receipts (user_id, device_id, read, recipient_user, recipient_device, message_id, at_ms)
+         SELECT y.sender_user, y.sender_device, FALSE, r_user, r_dev, y.message_id, now_ms
+         FROM (SELECT x.id, x.sender_user, x.sender_device, x.message_id,
+                      row_number() OVER (PARTITION BY x.sender_user, x.sender_device ORDER BY x.id) AS n
+               FROM messages x JOIN hush_acked a ON a.message = x.id) y
+         JOIN (SELECT s.sender_user, s.sender_device,
+                      (SELECT COUNT(*) FROM receipts r WHERE r.user_id = s.sender_user
+                         AND r.device_id = s.sender_device) AS queued
+               FROM (SELECT DISTINCT x.sender_user, x.sender_device FROM messages x
+                     JOIN hush_acked a ON a.message = x.id) s) q
+           ON q.sender_user = y.sender_user AND q.sender_device = y.sender_device
+         WHERE y.n + q.queued <= max_queued
+         ORDER BY y.id;
+       RETURN QUERY WITH upd AS (
+           UPDATE messages x SET refs = x.refs - 1 FROM hush_acked a WHERE a.message = x.id
+           RETURNING x.id, x.sender_user, x.sender_device, x.refs)
+         SELECT DISTINCT upd.sender_user, upd.sender_device FROM upd;
+       DELETE FROM messages x USING hush_acked a WHERE a.message = x.id AND x.refs <= 0;
+     END $$;",
 ];
 
 /// Key of the advisory lock that serialises migrations across nodes starting together.
@@ -281,6 +332,21 @@ impl Store for PgStore {
     async fn rekey(&self, addr: &Addr, old_key: &[u8], new_key: &[u8]) -> Result<bool, StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;
+        if tx
+            .query_opt(
+                &tx.prepare_cached(
+                    "SELECT 1 FROM revoked_keys WHERE user_id = $1 AND identity_key = $2",
+                )
+                .await
+                .map_err(db)?,
+                &[&addr.user, &new_key],
+            )
+            .await
+            .map_err(db)?
+            .is_some()
+        {
+            return Err(StoreError::Revoked);
+        }
         let n = tx
             .execute(
                 &tx.prepare_cached("UPDATE devices SET identity_key = $4 WHERE user_id = $1 AND device_id = $2 AND identity_key = $3").await.map_err(db)?,
@@ -307,17 +373,113 @@ impl Store for PgStore {
         addr: &Addr,
         identity_key: &[u8],
         now_ms: u64,
+        max_devices: usize,
     ) -> Result<bool, StoreError> {
-        let c = self.client().await?;
-        let n = c
-            .execute(
-                &c.prepare_cached("INSERT INTO devices (user_id, device_id, identity_key, registered_ms) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT DO NOTHING").await.map_err(db)?,
-                &[&addr.user, &dev(addr), &identity_key, &ms(now_ms)],
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db)?;
+        // One registration per user at a time, so the device count cannot be overrun.
+        tx.execute(
+            &tx.prepare_cached(
+                "SELECT pg_advisory_xact_lock(hashtextextended('devices/' || $1, 7800))",
+            )
+            .await
+            .map_err(db)?,
+            &[&addr.user],
+        )
+        .await
+        .map_err(db)?;
+        let row = tx
+            .query_one(
+                &tx.prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2),
+                            EXISTS (SELECT 1 FROM revoked_keys WHERE user_id = $1 AND identity_key = $3),
+                            (SELECT COUNT(*) FROM devices WHERE user_id = $1)",
+                )
+                .await
+                .map_err(db)?,
+                &[&addr.user, &dev(addr), &identity_key],
             )
             .await
             .map_err(db)?;
-        Ok(n == 1)
+        let (exists, revoked, count): (bool, bool, i64) = (row.get(0), row.get(1), row.get(2));
+        if exists {
+            return Ok(false);
+        }
+        if revoked {
+            return Err(StoreError::Revoked);
+        }
+        if count as u64 >= max_devices as u64 {
+            return Err(StoreError::TooManyDevices);
+        }
+        tx.execute(
+            &tx.prepare_cached("INSERT INTO devices (user_id, device_id, identity_key, registered_ms) VALUES ($1, $2, $3, $4)")
+                .await
+                .map_err(db)?,
+            &[&addr.user, &dev(addr), &identity_key, &ms(now_ms)],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(true)
+    }
+
+    async fn remove_device(&self, addr: &Addr) -> Result<bool, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db)?;
+        let Some(key) = tx
+            .query_opt(
+                &tx.prepare_cached(
+                    "SELECT identity_key FROM devices WHERE user_id = $1 AND device_id = $2 FOR UPDATE",
+                )
+                .await
+                .map_err(db)?,
+                &[&addr.user, &dev(addr)],
+            )
+            .await
+            .map_err(db)?
+            .map(|r| r.get::<_, Vec<u8>>(0))
+        else {
+            return Ok(false);
+        };
+        tx.execute(
+            &tx.prepare_cached("INSERT INTO revoked_keys (user_id, identity_key, removed_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (user_id, identity_key) DO UPDATE SET removed_ms = EXCLUDED.removed_ms")
+                .await
+                .map_err(db)?,
+            &[&addr.user, &key, &ms(crate::now_ms())],
+        )
+        .await
+        .map_err(db)?;
+        // The mailbox goes; its messages lose a reference each, and those nobody else awaits
+        // go too.
+        tx.execute(
+            &tx.prepare_cached(
+                "WITH gone AS (DELETE FROM mailbox WHERE user_id = $1 AND device_id = $2 RETURNING message),
+                      counted AS (SELECT message, COUNT(*) AS n FROM gone GROUP BY message),
+                      upd AS (UPDATE messages x SET refs = x.refs - counted.n FROM counted
+                              WHERE x.id = counted.message RETURNING x.id, x.refs)
+                 DELETE FROM messages WHERE id IN (SELECT id FROM upd WHERE refs <= 0)",
+            )
+            .await
+            .map_err(db)?,
+            &[&addr.user, &dev(addr)],
+        )
+        .await
+        .map_err(db)?;
+        for sql in [
+            "DELETE FROM receipts WHERE user_id = $1 AND device_id = $2",
+            "DELETE FROM readable WHERE reader_user = $1 AND reader_device = $2",
+            "DELETE FROM signed_prekeys WHERE user_id = $1 AND device_id = $2",
+            "DELETE FROM one_time_prekeys WHERE user_id = $1 AND device_id = $2",
+            "DELETE FROM upload_tokens WHERE user_id = $1 AND device_id = $2",
+            "DELETE FROM devices WHERE user_id = $1 AND device_id = $2",
+        ] {
+            tx.execute(sql, &[&addr.user, &dev(addr)])
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(true)
     }
 
     async fn upload_prekeys(
@@ -523,17 +685,26 @@ impl Store for PgStore {
         addr: &Addr,
         envelope_ids: Vec<u64>,
         now_ms: u64,
+        limits: ReceiptLimits,
     ) -> Result<Vec<Addr>, StoreError> {
-        // One round trip (migration 2): delete this device's envelopes among `ids`, queue
-        // "delivered" receipts for their senders, and drop messages no one else awaits.
+        // One round trip (migration 4): delete this device's envelopes among `ids`, record
+        // them as readable, queue "delivered" receipts for their senders (within the cap),
+        // and drop messages no one else awaits.
         let ids: Vec<i64> = envelope_ids.iter().map(|&i| ms(i)).collect();
         let c = self.client().await?;
         let rows = c
             .query(
-                &c.prepare_cached("SELECT s_user, s_dev FROM hush_ack($1, $2, $3, $4)")
+                &c.prepare_cached("SELECT s_user, s_dev FROM hush_ack($1, $2, $3, $4, $5, $6)")
                     .await
                     .map_err(db)?,
-                &[&addr.user, &dev(addr), &ids, &ms(now_ms)],
+                &[
+                    &addr.user,
+                    &dev(addr),
+                    &ids,
+                    &ms(now_ms),
+                    &ms(now_ms.saturating_add(limits.ttl_ms)),
+                    &ms(limits.max_queued),
+                ],
             )
             .await
             .map_err(db)?;
@@ -555,31 +726,44 @@ impl Store for PgStore {
         sender: &Addr,
         message_ids: Vec<Vec<u8>>,
         now_ms: u64,
-    ) -> Result<(), StoreError> {
+        limits: ReceiptLimits,
+    ) -> Result<u64, StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;
-        if tx
-            .query_opt(
-                &tx.prepare_cached("SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2")
-                    .await
-                    .map_err(db)?,
-                &[&sender.user, &dev(sender)],
+        lock_receipts(&tx, sender).await?;
+        // Only what `sender` sent to `reader` and `reader` acknowledged may be marked read,
+        // once each; receipts go in the order asked, within the sender's queue cap.
+        let row = tx
+            .query_one(
+                &tx.prepare_cached(
+                    "WITH ok AS (DELETE FROM readable WHERE reader_user = $3 AND reader_device = $4
+                                 AND sender_user = $1 AND sender_device = $2
+                                 AND message_id = ANY($5) AND expires_ms > $6 RETURNING message_id),
+                          t AS (SELECT m, MIN(n) AS n FROM UNNEST($5::BYTEA[]) WITH ORDINALITY AS u(m, n) GROUP BY m),
+                          y AS (SELECT t.m, t.n, row_number() OVER (ORDER BY t.n) AS k
+                                FROM t JOIN ok ON ok.message_id = t.m),
+                          ins AS (INSERT INTO receipts (user_id, device_id, read, recipient_user, recipient_device, message_id, at_ms)
+                                  SELECT $1, $2, TRUE, $3, $4, y.m, $6 FROM y
+                                  WHERE y.k + (SELECT COUNT(*) FROM receipts r WHERE r.user_id = $1 AND r.device_id = $2) <= $7
+                                  ORDER BY y.n RETURNING 1)
+                     SELECT (SELECT COUNT(*) FROM ok), (SELECT COUNT(*) FROM ins)",
+                )
+                .await
+                .map_err(db)?,
+                &[
+                    &sender.user,
+                    &dev(sender),
+                    &reader.user,
+                    &dev(reader),
+                    &message_ids,
+                    &ms(now_ms),
+                    &ms(limits.max_queued),
+                ],
             )
             .await
-            .map_err(db)?
-            .is_none()
-        {
-            return Err(StoreError::UnknownRecipient(sender.clone()));
-        }
-        lock_receipts(&tx, sender).await?;
-        tx.execute(
-            &tx.prepare_cached("INSERT INTO receipts (user_id, device_id, read, recipient_user, recipient_device, message_id, at_ms)
-             SELECT $1, $2, TRUE, $3, $4, m, $6 FROM UNNEST($5::BYTEA[]) WITH ORDINALITY AS t(m, n) ORDER BY n").await.map_err(db)?,
-            &[&sender.user, &dev(sender), &reader.user, &dev(reader), &message_ids, &ms(now_ms)],
-        )
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(row.get::<_, i64>(0) as u64)
     }
 
     async fn receipts(
@@ -665,9 +849,25 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn expire(&self, now_ms: u64) -> Result<u64, StoreError> {
+    async fn expire(&self, now_ms: u64, receipts: ReceiptLimits) -> Result<u64, StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;
+        tx.execute(
+            &tx.prepare_cached("DELETE FROM receipts WHERE at_ms <= $1")
+                .await
+                .map_err(db)?,
+            &[&ms(now_ms.saturating_sub(receipts.ttl_ms))],
+        )
+        .await
+        .map_err(db)?;
+        tx.execute(
+            &tx.prepare_cached("DELETE FROM readable WHERE expires_ms <= $1")
+                .await
+                .map_err(db)?,
+            &[&ms(now_ms)],
+        )
+        .await
+        .map_err(db)?;
         let gone = tx
             .query(
                 &tx.prepare_cached(

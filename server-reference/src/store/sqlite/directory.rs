@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::store::{DeviceLookup, StoreError, StoredBundle, StoredPrekey};
+use crate::store::{Addr, DeviceLookup, StoreError, StoredBundle, StoredPrekey};
 
 /// [`Store::device`](crate::store::Store::device), on the database thread.
 pub(super) fn device(
@@ -34,12 +34,83 @@ pub(super) fn register(
     device: u32,
     key: Vec<u8>,
     now_ms: u64,
+    max_devices: usize,
 ) -> Result<bool, StoreError> {
-    let n = c.execute(
-        "INSERT OR IGNORE INTO devices (user_id, device_id, identity_key, registered_ms) VALUES (?1, ?2, ?3, ?4)",
-        params![user, device, key, now_ms as i64],
+    let exists = c
+        .prepare_cached("SELECT 1 FROM devices WHERE user_id = ?1 AND device_id = ?2")?
+        .query_row(params![user, device], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if exists {
+        return Ok(false);
+    }
+    if revoked(c, &user, &key)? {
+        return Err(StoreError::Revoked);
+    }
+    let count: i64 = c
+        .prepare_cached("SELECT COUNT(*) FROM devices WHERE user_id = ?1")?
+        .query_row(params![user], |r| r.get(0))?;
+    if count as u64 >= max_devices as u64 {
+        return Err(StoreError::TooManyDevices);
+    }
+    c.prepare_cached(
+        "INSERT INTO devices (user_id, device_id, identity_key, registered_ms) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![user, device, key, now_ms as i64])?;
+    Ok(true)
+}
+
+/// Whether `user` removed a device with identity key `key`.
+fn revoked(c: &Connection, user: &str, key: &[u8]) -> Result<bool, StoreError> {
+    Ok(
+        c.prepare_cached("SELECT 1 FROM revoked_keys WHERE user_id = ?1 AND identity_key = ?2")?
+            .query_row(params![user, key], |_| Ok(()))
+            .optional()?
+            .is_some(),
+    )
+}
+
+/// [`Store::remove_device`](crate::store::Store::remove_device), on the database thread.
+pub(super) fn remove_device(c: &Connection, a: &Addr, now_ms: u64) -> Result<bool, StoreError> {
+    let key: Option<Vec<u8>> = c
+        .query_row(
+            "SELECT identity_key FROM devices WHERE user_id = ?1 AND device_id = ?2",
+            params![a.user, a.device],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(key) = key else {
+        return Ok(false);
+    };
+    c.execute(
+        "INSERT OR REPLACE INTO revoked_keys (user_id, identity_key, removed_ms) VALUES (?1, ?2, ?3)",
+        params![a.user, key, now_ms as i64],
     )?;
-    Ok(n == 1)
+    // Shared messages lose this device's reference; those nobody else awaits go.
+    c.execute(
+        "UPDATE messages SET refs = refs - (SELECT COUNT(*) FROM mailbox mb
+            WHERE mb.message = messages.id AND mb.user_id = ?1 AND mb.device_id = ?2)
+         WHERE id IN (SELECT message FROM mailbox WHERE user_id = ?1 AND device_id = ?2
+            AND message IS NOT NULL)",
+        params![a.user, a.device],
+    )?;
+    c.execute(
+        "DELETE FROM messages WHERE refs <= 0 AND id IN (SELECT message FROM mailbox
+            WHERE user_id = ?1 AND device_id = ?2 AND message IS NOT NULL)",
+        params![a.user, a.device],
+    )?;
+    for sql in [
+        "DELETE FROM mailbox WHERE user_id = ?1 AND device_id = ?2",
+        "DELETE FROM receipts WHERE user_id = ?1 AND device_id = ?2",
+        "DELETE FROM readable WHERE reader_user = ?1 AND reader_device = ?2",
+        "DELETE FROM signed_prekeys WHERE user_id = ?1 AND device_id = ?2",
+        "DELETE FROM one_time_prekeys WHERE user_id = ?1 AND device_id = ?2",
+        "DELETE FROM upload_tokens WHERE user_id = ?1 AND device_id = ?2",
+        "DELETE FROM devices WHERE user_id = ?1 AND device_id = ?2",
+    ] {
+        c.execute(sql, params![a.user, a.device])?;
+    }
+    Ok(true)
 }
 
 /// [`Store::devices`](crate::store::Store::devices), on the database thread.
@@ -61,6 +132,9 @@ pub(super) fn rekey(
     old: Vec<u8>,
     new: Vec<u8>,
 ) -> Result<bool, StoreError> {
+    if revoked(c, &user, &new)? {
+        return Err(StoreError::Revoked);
+    }
     let n = c.execute(
         "UPDATE devices SET identity_key = ?4 WHERE user_id = ?1 AND device_id = ?2 AND identity_key = ?3",
         params![user, device, old, new],

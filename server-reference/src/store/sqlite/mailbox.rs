@@ -7,8 +7,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::Db;
 use crate::store::{
-    Addr, Delivery, MailboxLimits, Outgoing, PushedMessage, StoreError, StoredEnvelope,
-    StoredReceipt,
+    Addr, Delivery, MailboxLimits, Outgoing, PushedMessage, ReceiptLimits, StoreError,
+    StoredEnvelope, StoredReceipt,
 };
 
 /// Checks every recipient of `out` (registered, mailbox under its caps), then stores the
@@ -145,34 +145,28 @@ pub(super) fn pending(
 /// [`Store::ack`](crate::store::Store::ack), on the database thread.
 pub(super) fn ack(
     db: &mut Db,
-    user: String,
-    device: u32,
     me: Addr,
     envelope_ids: Vec<u64>,
     now_ms: u64,
+    limits: ReceiptLimits,
 ) -> Result<(Vec<Addr>, Vec<Delivery>), StoreError> {
-    let c = &db.conn;
     let mut senders = vec![];
     let mut deliveries = vec![];
     let (mut count, mut bytes) = (0u64, 0u64);
-    // Plain statements, not RETURNING: that costs a temporary table per statement.
-    let mut find = c.prepare_cached(
-        "SELECT mb.message, mb.size, m.refs, COALESCE(mb.sender_user, m.sender_user),
+    let readable_until = now_ms.saturating_add(limits.ttl_ms) as i64;
+    for id in envelope_ids {
+        let c = &db.conn;
+        // Not ours, or already acknowledged: nothing to do.
+        // (shared message and its reference count, if any; size; sender; message id)
+        // Plain statements, not RETURNING: that costs a temporary table per statement.
+        let row = c
+            .prepare_cached(
+                "SELECT mb.message, mb.size, m.refs, COALESCE(mb.sender_user, m.sender_user),
                         COALESCE(mb.sender_device, m.sender_device), COALESCE(mb.message_id, m.message_id)
                  FROM mailbox mb LEFT JOIN messages m ON m.id = mb.message
                  WHERE mb.envelope_id = ?1 AND mb.user_id = ?2 AND mb.device_id = ?3",
-    )?;
-    let mut take = c.prepare_cached("DELETE FROM mailbox WHERE envelope_id = ?1")?;
-    let mut unref = c.prepare_cached("UPDATE messages SET refs = refs - 1 WHERE id = ?1")?;
-    let mut drop_message = c.prepare_cached("DELETE FROM messages WHERE id = ?1")?;
-    let mut receipt = c.prepare_cached(
-        "INSERT INTO receipts (receipt_id, user_id, device_id, read, recipient_user, recipient_device, message_id, at_ms) VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7)",
-    )?;
-    for id in envelope_ids {
-        // Not ours, or already acknowledged: nothing to do.
-        // (shared message and its reference count, if any; size; sender; message id)
-        let row = find
-            .query_row(params![id as i64, user, device], |r| {
+            )?
+            .query_row(params![id as i64, me.user, me.device], |r| {
                 Ok((
                     (r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(2)?),
                     r.get::<_, i64>(1)?,
@@ -187,37 +181,30 @@ pub(super) fn ack(
         let Some(((message, refs), size, sender, mid)) = row else {
             continue;
         };
-        take.execute(params![id as i64])?;
+        c.prepare_cached("DELETE FROM mailbox WHERE envelope_id = ?1")?
+            .execute(params![id as i64])?;
         count += 1;
         bytes += size as u64;
         match (message, refs) {
-            (Some(m), Some(refs)) if refs > 1 => unref.execute(params![m])?,
-            (Some(m), _) => drop_message.execute(params![m])?,
+            (Some(m), Some(refs)) if refs > 1 => c
+                .prepare_cached("UPDATE messages SET refs = refs - 1 WHERE id = ?1")?
+                .execute(params![m])?,
+            (Some(m), _) => c
+                .prepare_cached("DELETE FROM messages WHERE id = ?1")?
+                .execute(params![m])?,
             (None, _) => 0,
         };
-        let receipt_id = db.receipt_ids.take(c)?;
-        receipt.execute(params![
-            receipt_id as i64,
-            sender.user,
-            sender.device,
-            user,
-            device,
-            mid,
-            now_ms as i64
-        ])?;
-        deliveries.push(Delivery::Receipt {
-            to: sender.clone(),
-            receipt: StoredReceipt {
-                receipt_id,
-                read: false,
-                recipient: me.clone(),
-                message_id: mid,
-                at_ms: now_ms,
-            },
-        });
+        // This device may now mark the message read, once.
+        c.prepare_cached(
+            "INSERT OR REPLACE INTO readable (reader_user, reader_device, sender_user, sender_device, message_id, expires_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![me.user, me.device, sender.user, sender.device, mid, readable_until])?;
+        if let Some(d) = queue_receipt(db, &sender, &me, mid, false, now_ms, limits)? {
+            deliveries.push(d);
+        }
         senders.push(sender);
     }
-    drop((find, take, unref, drop_message, receipt));
     if let Some(u) = db.usage.get_mut(&me) {
         u.0 = u.0.saturating_sub(count);
         u.1 = u.1.saturating_sub(bytes);
@@ -227,47 +214,77 @@ pub(super) fn ack(
     Ok((senders, deliveries))
 }
 
+/// Queues a receipt for `to` if its queue has room (else drops it, counted in the log);
+/// returns its delivery.
+fn queue_receipt(
+    db: &mut Db,
+    to: &Addr,
+    by: &Addr,
+    message_id: Vec<u8>,
+    read: bool,
+    now_ms: u64,
+    limits: ReceiptLimits,
+) -> Result<Option<Delivery>, StoreError> {
+    if !db.take_receipt_room(to, limits.max_queued)? {
+        tracing::debug!(user = %to.user, device = to.device, "receipt queue full; receipt dropped");
+        return Ok(None);
+    }
+    let receipt_id = db.receipt_ids.take(&db.conn)?;
+    db.conn
+        .prepare_cached(
+            "INSERT INTO receipts (receipt_id, user_id, device_id, read, recipient_user, recipient_device, message_id, at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            receipt_id as i64,
+            to.user,
+            to.device,
+            i64::from(read),
+            by.user,
+            by.device,
+            message_id,
+            now_ms as i64
+        ])?;
+    Ok(Some(Delivery::Receipt {
+        to: to.clone(),
+        receipt: StoredReceipt {
+            receipt_id,
+            read,
+            recipient: by.clone(),
+            message_id,
+            at_ms: now_ms,
+        },
+    }))
+}
+
 /// [`Store::read`](crate::store::Store::read), on the database thread.
 pub(super) fn read(
     db: &mut Db,
-    ru: String,
-    rd: u32,
     reader: Addr,
     sender: Addr,
     message_ids: Vec<Vec<u8>>,
     now_ms: u64,
-) -> Result<((), Vec<Delivery>), StoreError> {
-    if !db.known(&sender)? {
-        return Err(StoreError::UnknownRecipient(sender));
-    }
-    let c = &db.conn;
-    let mut insert = c.prepare_cached(
-        "INSERT INTO receipts (receipt_id, user_id, device_id, read, recipient_user, recipient_device, message_id, at_ms) VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7)",
-    )?;
-    let mut deliveries = Vec::with_capacity(message_ids.len());
+    limits: ReceiptLimits,
+) -> Result<(u64, Vec<Delivery>), StoreError> {
+    let mut accepted = 0;
+    let mut deliveries = Vec::new();
     for mid in message_ids {
-        let receipt_id = db.receipt_ids.take(c)?;
-        insert.execute(params![
-            receipt_id as i64,
-            sender.user,
-            sender.device,
-            ru,
-            rd,
-            mid,
-            now_ms as i64
-        ])?;
-        deliveries.push(Delivery::Receipt {
-            to: sender.clone(),
-            receipt: StoredReceipt {
-                receipt_id,
-                read: true,
-                recipient: reader.clone(),
-                message_id: mid,
-                at_ms: now_ms,
-            },
-        });
+        let taken = db
+            .conn
+            .prepare_cached(
+                "DELETE FROM readable WHERE reader_user = ?1 AND reader_device = ?2 AND sender_user = ?3
+                 AND sender_device = ?4 AND message_id = ?5 AND expires_ms > ?6",
+            )?
+            .execute(params![reader.user, reader.device, sender.user, sender.device, mid, now_ms as i64])?;
+        if taken == 0 {
+            continue;
+        }
+        accepted += 1;
+        if let Some(d) = queue_receipt(db, &sender, &reader, mid, true, now_ms, limits)? {
+            deliveries.push(d);
+        }
     }
-    Ok(((), deliveries))
+    Ok((accepted, deliveries))
 }
 
 /// [`Store::receipts`](crate::store::Store::receipts), on the database thread.
@@ -302,22 +319,37 @@ pub(super) fn receipts(
 /// [`Store::ack_receipts`](crate::store::Store::ack_receipts), on the database thread.
 pub(super) fn ack_receipts(
     c: &Connection,
-    user: String,
-    device: u32,
+    a: &Addr,
     receipt_ids: Vec<u64>,
 ) -> Result<(), StoreError> {
+    let mut delete = c.prepare_cached(
+        "DELETE FROM receipts WHERE receipt_id = ?1 AND user_id = ?2 AND device_id = ?3",
+    )?;
     for id in receipt_ids {
-        c.execute(
-            "DELETE FROM receipts WHERE receipt_id = ?1 AND user_id = ?2 AND device_id = ?3",
-            params![id as i64, user, device],
-        )?;
+        delete.execute(params![id as i64, a.user, a.device])?;
     }
     Ok(())
 }
 
 /// [`Store::expire`](crate::store::Store::expire), on the database thread.
-pub(super) fn expire(db: &mut Db, now_ms: u64) -> Result<(u64, Vec<Delivery>), StoreError> {
+pub(super) fn expire(
+    db: &mut Db,
+    now_ms: u64,
+    receipts: ReceiptLimits,
+) -> Result<(u64, Vec<Delivery>), StoreError> {
     let c = &db.conn;
+    let old_receipts = c.execute(
+        "DELETE FROM receipts WHERE at_ms <= ?1",
+        params![now_ms.saturating_sub(receipts.ttl_ms) as i64],
+    )?;
+    if old_receipts > 0 {
+        db.queued_receipts.clear();
+    }
+    let c = &db.conn;
+    c.execute(
+        "DELETE FROM readable WHERE expires_ms <= ?1",
+        params![now_ms as i64],
+    )?;
     c.execute(
         "DELETE FROM upload_tokens WHERE expires_ms <= ?1",
         params![now_ms as i64],

@@ -23,8 +23,8 @@ use self::ids::IdCounter;
 use self::schema::migrate;
 use self::wal::{checkpoint, reset_wal_if_long};
 use super::{
-    Addr, Delivery, DeliveryHook, DeviceLookup, MailboxLimits, Outgoing, Store, StoreError,
-    StoredBundle, StoredEnvelope, StoredPrekey, StoredReceipt,
+    Addr, Delivery, DeliveryHook, DeviceLookup, MailboxLimits, Outgoing, ReceiptLimits, Store,
+    StoreError, StoredBundle, StoredEnvelope, StoredPrekey, StoredReceipt,
 };
 
 type Reply = Box<dyn FnOnce(bool) + Send>;
@@ -38,11 +38,13 @@ const CACHE_ENTRIES: usize = 100_000;
 /// The database thread's connection, and what it remembers between operations so the hot
 /// path reads less: each device's mailbox usage (count, bytes), computed from the mailbox
 /// when first needed and kept in step by every write, and which devices are registered
-/// (devices are never unregistered, so a positive answer stays true). The usage is forgotten
-/// whenever a batch rolls back. It also hands out envelope and receipt ids.
+/// (a removed device is forgotten when it is removed), and each device's count of queued
+/// receipts (forgotten when it acknowledges receipts or receipts expire). What it remembers
+/// is forgotten whenever a batch rolls back. It also hands out envelope and receipt ids.
 struct Db {
     conn: Connection,
     usage: std::collections::HashMap<Addr, (u64, u64)>,
+    queued_receipts: std::collections::HashMap<Addr, u64>,
     known: std::collections::HashSet<Addr>,
     envelope_ids: IdCounter,
     receipt_ids: IdCounter,
@@ -65,6 +67,7 @@ impl Db {
         Ok(Self {
             conn,
             usage: Default::default(),
+            queued_receipts: Default::default(),
             known: Default::default(),
             envelope_ids,
             receipt_ids,
@@ -89,6 +92,36 @@ impl Db {
         Ok(u)
     }
 
+    /// Whether `a` may take one more receipt under `max`; if so, counts it.
+    fn take_receipt_room(&mut self, a: &Addr, max: u64) -> Result<bool, StoreError> {
+        let n = match self.queued_receipts.get(a) {
+            Some(n) => *n,
+            None => {
+                let n: i64 = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT COUNT(*) FROM receipts WHERE user_id = ?1 AND device_id = ?2",
+                    )?
+                    .query_row(params![a.user, a.device], |r| r.get(0))?;
+                if self.queued_receipts.len() >= CACHE_ENTRIES {
+                    self.queued_receipts.clear();
+                }
+                n as u64
+            }
+        };
+        let room = n < max;
+        self.queued_receipts
+            .insert(a.clone(), if room { n + 1 } else { n });
+        Ok(room)
+    }
+
+    /// Forgets what is remembered of a removed device.
+    fn forget(&mut self, a: &Addr) {
+        self.usage.remove(a);
+        self.known.remove(a);
+        self.queued_receipts.remove(a);
+    }
+
     fn known(&mut self, a: &Addr) -> Result<bool, StoreError> {
         if self.known.contains(a) {
             return Ok(true);
@@ -111,6 +144,7 @@ impl Db {
     /// After a rollback: what was remembered may no longer match the database.
     fn rolled_back(&mut self) {
         self.usage.clear();
+        self.queued_receipts.clear();
         self.envelope_ids.unreserve();
         self.receipt_ids.unreserve();
     }
@@ -313,11 +347,22 @@ impl Store for SqliteStore {
         addr: &Addr,
         identity_key: &[u8],
         now_ms: u64,
+        max_devices: usize,
     ) -> Result<bool, StoreError> {
         let (user, device) = addr_params(addr);
         let key = identity_key.to_vec();
-        self.call(move |c| directory::register(c, user, device, key, now_ms))
+        self.call(move |c| directory::register(c, user, device, key, now_ms, max_devices))
             .await
+    }
+
+    async fn remove_device(&self, addr: &Addr) -> Result<bool, StoreError> {
+        let addr = addr.clone();
+        self.call_delivering(move |db| {
+            let removed = directory::remove_device(&db.conn, &addr, crate::now_ms())?;
+            db.forget(&addr);
+            Ok((removed, Vec::new()))
+        })
+        .await
     }
 
     async fn devices(&self, user: &str) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
@@ -422,10 +467,10 @@ impl Store for SqliteStore {
         addr: &Addr,
         envelope_ids: Vec<u64>,
         now_ms: u64,
+        limits: ReceiptLimits,
     ) -> Result<Vec<Addr>, StoreError> {
-        let (user, device) = addr_params(addr);
         let me = addr.clone();
-        self.call_delivering(move |db| mailbox::ack(db, user, device, me, envelope_ids, now_ms))
+        self.call_delivering(move |db| mailbox::ack(db, me, envelope_ids, now_ms, limits))
             .await
     }
 
@@ -435,11 +480,11 @@ impl Store for SqliteStore {
         sender: &Addr,
         message_ids: Vec<Vec<u8>>,
         now_ms: u64,
-    ) -> Result<(), StoreError> {
-        let (ru, rd) = addr_params(reader);
+        limits: ReceiptLimits,
+    ) -> Result<u64, StoreError> {
         let (reader, sender) = (reader.clone(), sender.clone());
         self.call_delivering(move |db| {
-            mailbox::read(db, ru, rd, reader, sender, message_ids, now_ms)
+            mailbox::read(db, reader, sender, message_ids, now_ms, limits)
         })
         .await
     }
@@ -456,9 +501,13 @@ impl Store for SqliteStore {
     }
 
     async fn ack_receipts(&self, addr: &Addr, receipt_ids: Vec<u64>) -> Result<(), StoreError> {
-        let (user, device) = addr_params(addr);
-        self.call(move |c| mailbox::ack_receipts(c, user, device, receipt_ids))
-            .await
+        let addr = addr.clone();
+        self.call_delivering(move |db| {
+            mailbox::ack_receipts(&db.conn, &addr, receipt_ids)?;
+            db.queued_receipts.remove(&addr);
+            Ok(((), Vec::new()))
+        })
+        .await
     }
 
     async fn touch(&self, user: &str, now_ms: u64) -> Result<(), StoreError> {
@@ -477,8 +526,8 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn expire(&self, now_ms: u64) -> Result<u64, StoreError> {
-        self.call_delivering(move |db| mailbox::expire(db, now_ms))
+    async fn expire(&self, now_ms: u64, receipts: ReceiptLimits) -> Result<u64, StoreError> {
+        self.call_delivering(move |db| mailbox::expire(db, now_ms, receipts))
             .await
     }
 

@@ -23,6 +23,11 @@ fn database_errors_keep_their_source() {
     );
 }
 
+const RECEIPTS: ReceiptLimits = ReceiptLimits {
+    max_queued: 100,
+    ttl_ms: 60_000,
+};
+
 fn addr(user: &str) -> Addr {
     Addr {
         user: user.into(),
@@ -110,13 +115,19 @@ async fn migrations_keep_queued_mail_and_ids() {
     assert_eq!(bob[0].ciphertext, b"c3");
     // Acknowledging the shared message for Bob keeps it for Carol; both acks free it.
     assert_eq!(
-        store.ack(&addr("bob"), vec![41, 42], 3000).await.unwrap(),
+        store
+            .ack(&addr("bob"), vec![41, 42], 3000, RECEIPTS)
+            .await
+            .unwrap(),
         vec![addr("alice")]
     );
     let carol = store.pending(&addr("carol"), 0, 10, 3000).await.unwrap();
     assert_eq!(carol.len(), 1);
     assert_eq!(carol[0].ciphertext, b"c2");
-    store.ack(&addr("carol"), vec![43], 3000).await.unwrap();
+    store
+        .ack(&addr("carol"), vec![43], 3000, RECEIPTS)
+        .await
+        .unwrap();
     let receipts = store.receipts(&addr("alice"), 0, 10).await.unwrap();
     let ids: Vec<u64> = receipts.iter().map(|r| r.receipt_id).collect();
     assert_eq!(ids, vec![500, 601, 602, 603]);
@@ -148,7 +159,7 @@ fn scratch(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
 async fn store_with_alice_and_bob(path: &Path) -> SqliteStore {
     let store = SqliteStore::open_at(path, 1).unwrap();
     for who in ["alice", "bob"] {
-        assert!(store.register(&addr(who), &[1; 32], 1).await.unwrap());
+        assert!(store.register(&addr(who), &[1; 32], 1, 16).await.unwrap());
     }
     store
 }
@@ -213,7 +224,7 @@ async fn ids_are_not_reused_after_a_restart_or_a_restore() {
     let handed_out = queued_for_bob(&store).await;
     assert_eq!(handed_out, (1024..1034).collect::<Vec<_>>());
     store
-        .ack(&addr("bob"), handed_out.clone(), 1)
+        .ack(&addr("bob"), handed_out.clone(), 1, RECEIPTS)
         .await
         .unwrap();
     assert!(queued_for_bob(&store).await.is_empty());

@@ -1,0 +1,448 @@
+//! Abusive clients (issue 15) against the relay, on both backends: each attack runs beside a
+//! well-behaved pair, which must lose nothing and keep its delivery time within a stated
+//! bound; each new limit is tested at its boundary.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[macro_use]
+mod common;
+
+use std::time::Instant;
+
+use common::*;
+use hush_relay::Store;
+use hush_relay::store::{Addr, MailboxLimits, ReceiptLimits};
+
+/// The bound the well-behaved pair's next message must arrive within while an attack runs.
+const PAIR_BOUND: Duration = Duration::from_secs(2);
+
+/// Sends one message from `from` to `to` (device 1) and waits for it: the time it took.
+async fn pair_round(from: &mut Client, to: &mut Client, to_user: &str, i: u32) -> Duration {
+    let started = Instant::now();
+    let mid = i.to_be_bytes();
+    assert!(matches!(
+        from.call(send_to(&[(to_user, 1)], &mid, b"hello")).await,
+        Out::Sent(_)
+    ));
+    let e = to.envelope().await;
+    assert_eq!(e.message_id, mid, "the pair lost or reordered a message");
+    assert!(matches!(
+        to.call(In::Ack(proto::Ack {
+            envelope_ids: vec![e.envelope_id]
+        }))
+        .await,
+        Out::Done(_)
+    ));
+    started.elapsed()
+}
+
+fn read(sender: &str, ids: Vec<Vec<u8>>) -> In {
+    In::Read(proto::ReadReceipt {
+        sender: Some(addr(sender, 1)),
+        message_ids: ids,
+    })
+}
+
+/// Finding 1: read receipts for envelopes the relay never delivered are refused; a real
+/// receipt is accepted once; the pair's mail is not delayed.
+async fn forged_read_receipts_are_refused(b: Backend) {
+    let relay = start(b.db("forged-reads").await, |_| {}).await;
+    let (mut alice, _) = registered(&relay, "alice").await;
+    let (mut bob, _) = registered(&relay, "bob").await;
+    let (mut mallory, _) = registered(&relay, "mallory").await;
+    // The attack, at full speed, on its own task: frames of 1,024 random ids "read" by
+    // Mallory, claiming to be receipts for Bob's messages.
+    let attack = tokio::spawn(async move {
+        let mut refused = 0;
+        for round in 0..40u32 {
+            let ids = (0..1024u32)
+                .map(|i| [round.to_be_bytes(), i.to_be_bytes()].concat())
+                .collect();
+            let answer = mallory.call(read("bob", ids)).await;
+            match code(&answer) {
+                ErrorCode::NotDelivered | ErrorCode::RateLimited => refused += 1,
+                other => panic!("a forged receipt frame got {other:?}"),
+            }
+        }
+        refused
+    });
+    let mut worst = Duration::ZERO;
+    for i in 0..20 {
+        worst = worst.max(pair_round(&mut alice, &mut bob, "bob", i).await);
+    }
+    assert_eq!(attack.await.unwrap(), 40, "every forged frame is refused");
+    assert!(
+        worst < PAIR_BOUND,
+        "the pair's delivery took {worst:?} during the attack"
+    );
+    // Bob holds no receipt from Mallory: a ping flushes what was pushed.
+    bob.call(In::Ping(proto::Ping {})).await;
+    assert!(
+        bob.queue
+            .iter()
+            .all(|f| !matches!(&f.body, Some(Out::Receipt(r)) if r.recipient.as_ref().unwrap().user_id == "mallory")),
+        "a forged receipt reached Bob"
+    );
+    // Bob really received message 3 from Alice: he may mark it read, once. Mallory, who
+    // never received it, may not; nor may Bob mark what Alice never sent him.
+    assert_eq!(
+        code(&mallory_read(&relay, "alice", 3).await),
+        ErrorCode::NotDelivered
+    );
+    assert!(matches!(
+        bob.call(read("alice", vec![3u32.to_be_bytes().to_vec()]))
+            .await,
+        Out::Done(_)
+    ));
+    let r = alice
+        .expect_push(|b| match b {
+            Out::Receipt(r) if r.kind == proto::ReceiptKind::Read as i32 => Some(r.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(r.message_id, 3u32.to_be_bytes());
+    assert_eq!(
+        code(
+            &bob.call(read("alice", vec![3u32.to_be_bytes().to_vec()]))
+                .await
+        ),
+        ErrorCode::NotDelivered,
+        "a second read receipt for the same message"
+    );
+    assert_eq!(
+        code(&bob.call(read("alice", vec![vec![9; 8]])).await),
+        ErrorCode::NotDelivered
+    );
+    // A frame mixing a real id with a forged one: the real one counts, the answer says
+    // some did not.
+    assert_eq!(
+        code(
+            &bob.call(read("alice", vec![4u32.to_be_bytes().to_vec(), vec![9; 8]]))
+                .await
+        ),
+        ErrorCode::NotDelivered
+    );
+    let r = alice
+        .expect_push(|b| match b {
+            Out::Receipt(r) if r.kind == proto::ReceiptKind::Read as i32 => Some(r.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(r.message_id, 4u32.to_be_bytes());
+    relay.stop().await;
+}
+
+/// A fresh device "mallory2" of its own user tries to mark Alice's message `i` read.
+async fn mallory_read(relay: &TestRelay, sender: &str, i: u32) -> Out {
+    let (mut m, _) = registered(relay, "mallory2").await;
+    m.call(read(sender, vec![i.to_be_bytes().to_vec()])).await
+}
+
+/// Finding 5: id lists are capped per frame and charged to the device's rate limit.
+async fn ack_lists_are_capped_and_charged(b: Backend) {
+    let relay = start(b.db("ack-caps").await, |c| {
+        c.device_rate = hush_relay::RateLimit::per_second(10);
+    })
+    .await;
+    let (mut m, _) = registered(&relay, "mallory").await;
+    let ids = |n: u64| (1..=n).collect::<Vec<_>>();
+    let max = hush_relay_protocol::limits::MAX_ACK_IDS as u64;
+    assert_eq!(
+        code(
+            &m.call(In::Ack(proto::Ack {
+                envelope_ids: ids(max + 1)
+            }))
+            .await
+        ),
+        ErrorCode::TooLarge
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await; // the bucket refills (20 tokens)
+    // 1,024 ids cost 16 tokens beside the frame's own: one such frame fits in the bucket
+    // of 20, a second at once does not.
+    assert!(matches!(
+        m.call(In::Ack(proto::Ack {
+            envelope_ids: ids(max)
+        }))
+        .await,
+        Out::Done(_)
+    ));
+    assert_eq!(
+        code(
+            &m.call(In::AckReceipts(proto::AckReceipts {
+                receipt_ids: ids(max)
+            }))
+            .await
+        ),
+        ErrorCode::RateLimited
+    );
+    relay.stop().await;
+}
+
+/// Finding 2 (device bomb) and 6 (stale links): a cap on devices per user, removal by the
+/// owner, and a removed key that cannot come back with its old link.
+async fn device_cap_removal_and_revoked_links(b: Backend) {
+    let relay = start(b.db("devices").await, |c| c.max_devices_per_user = 3).await;
+    let (mut phone, phone_id) = registered(&relay, "alice").await;
+    let mut ids = vec![];
+    let mut conns = vec![];
+    for device in 2..=4u32 {
+        let key = IdentityKeyPair::generate(&mut rand::rng());
+        let mut c = connect(&relay).await;
+        let answer = c
+            .auth(
+                &key,
+                "alice",
+                device,
+                Some(link_for(&phone_id, 1, "alice", device, &key)),
+            )
+            .await;
+        if device <= 3 {
+            assert!(matches!(answer, Out::Authenticated(_)), "device {device}");
+        } else {
+            // The boundary: the fourth device of a user capped at three.
+            assert_eq!(code(&answer), ErrorCode::TooManyDevices);
+        }
+        ids.push(key);
+        conns.push(c);
+    }
+    let listed = |out: Out| match out {
+        Out::Devices(d) => d.devices.iter().map(|d| d.device_id).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    let list = In::ListDevices(proto::ListDevices {
+        user_id: "alice".into(),
+    });
+    assert_eq!(listed(phone.call(list.clone()).await), [1, 2, 3]);
+    // Mail waiting for device 3 goes with it.
+    let (mut bob, _) = registered(&relay, "bob").await;
+    assert!(matches!(
+        bob.call(send_to(&[("alice", 3)], b"m", b"x")).await,
+        Out::Sent(_)
+    ));
+    let remove = |device| In::RemoveDevice(proto::RemoveDevice { device_id: device });
+    assert_eq!(code(&phone.call(remove(1)).await), ErrorCode::Forbidden);
+    assert_eq!(code(&phone.call(remove(9)).await), ErrorCode::NotFound);
+    assert!(matches!(phone.call(remove(3)).await, Out::Done(_)));
+    // The removed device's connection is closed with a fatal error that says why.
+    let closed = conns[1]
+        .expect_push(|b| match b {
+            Out::Error(e) if e.fatal => Some(e.message.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(closed, "device removed");
+    assert_eq!(listed(phone.call(list.clone()).await), [1, 2]);
+    // Its old key with its old link cannot take the slot back...
+    let mut stolen = connect(&relay).await;
+    assert_eq!(
+        code(
+            &stolen
+                .auth(
+                    &ids[1],
+                    "alice",
+                    3,
+                    Some(link_for(&phone_id, 1, "alice", 3, &ids[1]))
+                )
+                .await
+        ),
+        ErrorCode::Forbidden
+    );
+    // ...nor any other slot, nor replace another device's key.
+    let mut stolen = connect(&relay).await;
+    assert_eq!(
+        code(
+            &stolen
+                .auth(
+                    &ids[1],
+                    "alice",
+                    2,
+                    Some(link_for(&phone_id, 1, "alice", 2, &ids[1]))
+                )
+                .await
+        ),
+        ErrorCode::Forbidden
+    );
+    // A new installation, vouched for anew, takes the slot; the old mail is gone.
+    let fresh = IdentityKeyPair::generate(&mut rand::rng());
+    let mut c = connect(&relay).await;
+    assert!(matches!(
+        c.auth(
+            &fresh,
+            "alice",
+            3,
+            Some(link_for(&phone_id, 1, "alice", 3, &fresh))
+        )
+        .await,
+        Out::Authenticated(_)
+    ));
+    c.call(In::Ping(proto::Ping {})).await;
+    assert!(
+        c.queue
+            .iter()
+            .all(|f| !matches!(f.body, Some(Out::Envelope(_)))),
+        "the removed device's mail was delivered to its successor"
+    );
+    relay.stop().await;
+}
+
+async fn store_of(b: Backend, name: &str) -> Stores {
+    let db = b.db(name).await;
+    match b {
+        Backend::Sqlite => Stores::Sqlite(hush_relay::SqliteStore::open(&db.path).unwrap()),
+        Backend::Postgres => Stores::Postgres(
+            hush_relay::PgStore::connect(PG_URL, Some(&db.schema), 4)
+                .await
+                .unwrap(),
+        ),
+    }
+}
+
+enum Stores {
+    Sqlite(hush_relay::SqliteStore),
+    Postgres(hush_relay::PgStore),
+}
+
+fn a(user: &str) -> Addr {
+    Addr {
+        user: user.into(),
+        device: 1,
+    }
+}
+
+/// The receipt rules at the store, each at its boundary: the per-device queue cap, the
+/// time-to-live, read-once, and that only delivered envelopes can be marked read.
+async fn receipt_limits_at_the_store<S: Store>(store: S) {
+    let limits = ReceiptLimits {
+        max_queued: 3,
+        ttl_ms: 10_000,
+    };
+    let mailbox = MailboxLimits {
+        max_count: 100,
+        max_bytes: 1 << 20,
+        ttl_ms: 1 << 40,
+    };
+    for u in ["alice", "bob"] {
+        assert!(store.register(&a(u), &[7; 32], 1, 16).await.unwrap());
+    }
+    for i in 0..5u8 {
+        store
+            .enqueue(
+                &a("alice"),
+                vec![a("bob")],
+                vec![i],
+                vec![i; 4],
+                1000,
+                mailbox,
+            )
+            .await
+            .unwrap();
+    }
+    let ids: Vec<u64> = store
+        .pending(&a("bob"), 0, 10, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.envelope_id)
+        .collect();
+    // Five delivered, but Alice's queue holds at most three receipts.
+    store.ack(&a("bob"), ids, 1000, limits).await.unwrap();
+    let queued = store.receipts(&a("alice"), 0, 100).await.unwrap();
+    assert_eq!(
+        queued
+            .iter()
+            .map(|r| r.message_id.clone())
+            .collect::<Vec<_>>(),
+        [vec![0], vec![1], vec![2]]
+    );
+    // Full: a read receipt is accepted (the envelope was delivered) but not queued.
+    assert_eq!(
+        store
+            .read(&a("bob"), &a("alice"), vec![vec![3]], 2000, limits)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.receipts(&a("alice"), 0, 100).await.unwrap().len(), 3);
+    // Once Alice acknowledges one, there is room for one more.
+    store
+        .ack_receipts(&a("alice"), vec![queued[0].receipt_id])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .read(
+                &a("bob"),
+                &a("alice"),
+                vec![vec![4], vec![4], vec![3], vec![8]],
+                2000,
+                limits
+            )
+            .await
+            .unwrap(),
+        1,
+        "4 once (asked twice), 3 already read, 8 never delivered"
+    );
+    let now = store.receipts(&a("alice"), 0, 100).await.unwrap();
+    assert_eq!(now.len(), 3);
+    assert!(now.iter().any(|r| r.read && r.message_id == [4]));
+    // The read window closes at ttl after delivery: 0 was delivered at 1000.
+    assert_eq!(
+        store
+            .read(&a("bob"), &a("alice"), vec![vec![0]], 1000 + 10_000, limits)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .read(&a("bob"), &a("alice"), vec![vec![0]], 1000 + 9_999, limits)
+            .await
+            .unwrap(),
+        1
+    );
+    // (That one was accepted, but the queue was full: not queued.) Queued receipts expire
+    // at their ttl: the delivered ones made at 1000 go at 11000, the read receipt made at
+    // 2000 stays.
+    store.expire(1000 + 10_000, limits).await.unwrap();
+    let left = store.receipts(&a("alice"), 0, 100).await.unwrap();
+    assert_eq!(
+        left.iter()
+            .map(|r| (r.read, r.message_id.clone()))
+            .collect::<Vec<_>>(),
+        [(true, vec![4])]
+    );
+    // Removal: the device's key is revoked, its slot can be taken by another key only.
+    assert!(store.remove_device(&a("bob")).await.unwrap());
+    assert!(!store.remove_device(&a("bob")).await.unwrap());
+    assert!(matches!(
+        store.register(&a("bob"), &[7; 32], 1, 16).await,
+        Err(hush_relay::store::StoreError::Revoked)
+    ));
+    assert!(store.register(&a("bob"), &[8; 32], 1, 16).await.unwrap());
+    // The device cap, at its boundary.
+    let dev = |d| Addr {
+        user: "carol".into(),
+        device: d,
+    };
+    assert!(store.register(&dev(1), &[1; 32], 1, 2).await.unwrap());
+    assert!(store.register(&dev(2), &[2; 32], 1, 2).await.unwrap());
+    assert!(matches!(
+        store.register(&dev(3), &[3; 32], 1, 2).await,
+        Err(hush_relay::store::StoreError::TooManyDevices)
+    ));
+    assert!(!store.register(&dev(2), &[2; 32], 1, 2).await.unwrap());
+}
+
+async fn receipt_and_device_limits_at_the_store(b: Backend) {
+    match store_of(b, "store-limits").await {
+        Stores::Sqlite(s) => receipt_limits_at_the_store(s).await,
+        Stores::Postgres(s) => receipt_limits_at_the_store(s).await,
+    }
+}
+
+on_both_backends!(
+    forged_read_receipts_are_refused,
+    ack_lists_are_capped_and_charged,
+    device_cap_removal_and_revoked_links,
+    receipt_and_device_limits_at_the_store,
+);
