@@ -15,9 +15,7 @@ use prost::Message as _;
 use rand::SeedableRng as _;
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::core::account::{
-    self, generate_one_time_prekeys, load_signed_prekey, record_devices, store_signed_prekey,
-};
+use crate::core::account::{self, load_signed_prekey, record_devices, store_signed_prekey};
 use crate::core::groups::{load_group, save_group_state};
 use crate::core::inbound::{self, Incoming};
 use crate::core::{
@@ -56,6 +54,16 @@ pub struct ClientConfig {
     pub ca_file: Option<PathBuf>,
     /// One-time prekeys uploaded per batch. Default 100.
     pub prekey_batch: u32,
+    /// How long a one-time prekey the relay handed out is kept, for a prekey message still
+    /// on its way (then deleted). Default 30 days, the relay's mailbox lifetime.
+    pub prekey_grace: Duration,
+    /// Most one-time prekeys generated in any 24 hours, however fast others take them.
+    /// Default 1,000.
+    pub prekey_daily_budget: u32,
+    /// The relay's identity (its `relay_id`, `hush relay --relay-id`). When set, the client
+    /// refuses to authenticate to a relay announcing another, so a relay in the middle
+    /// cannot use this device's signature to log in as it elsewhere. Default: none (any).
+    pub relay_id: Option<Vec<u8>>,
     /// How often the signed prekey is replaced. Default 7 days.
     pub signed_prekey_rotation: Duration,
     /// First reconnect delay; doubles up to `reconnect_max`. Default 200 ms.
@@ -86,6 +94,9 @@ impl ClientConfig {
             registration_token: None,
             ca_file: None,
             prekey_batch: 100,
+            prekey_grace: Duration::from_secs(30 * 24 * 3600),
+            prekey_daily_budget: 1000,
+            relay_id: None,
             signed_prekey_rotation: Duration::from_secs(7 * 24 * 3600),
             reconnect_min: Duration::from_millis(200),
             reconnect_max: Duration::from_secs(30),
@@ -139,6 +150,7 @@ pub(crate) struct Inner {
     pub(crate) ca_file: Option<PathBuf>,
     pub(crate) blob_dir: PathBuf,
     registration_token: Option<Vec<u8>>,
+    relay_id: Option<Vec<u8>>,
     spk_rotation: Duration,
     reconnect: (Duration, Duration),
     poll: Duration,
@@ -207,12 +219,17 @@ impl Client {
                 me,
                 identity,
                 group_config: config.group_config,
-                prekey_batch: config.prekey_batch,
+                prekeys: account::PrekeyPolicy {
+                    batch: config.prekey_batch,
+                    grace_ms: u64::try_from(config.prekey_grace.as_millis()).unwrap_or(u64::MAX),
+                    daily_budget: config.prekey_daily_budget,
+                },
             },
             url,
             ca_file: config.ca_file,
             blob_dir,
             registration_token: config.registration_token,
+            relay_id: config.relay_id,
             spk_rotation: config.signed_prekey_rotation,
             reconnect: (config.reconnect_min, config.reconnect_max),
             poll: config.poll_interval,
@@ -841,6 +858,7 @@ async fn worker(inner: Arc<Inner>) {
     let mut stop = inner.stop.subscribe();
     let (min, max) = inner.reconnect;
     let mut backoff = min;
+    let mut last_failure: Option<String> = None;
     while !*stop.borrow() {
         let link = inner.link.lock().ok().and_then(|l| l.clone());
         let creds = Credentials {
@@ -848,6 +866,7 @@ async fn worker(inner: Arc<Inner>) {
             user: &inner.dev.me.user,
             device: inner.dev.me.device,
             registration_token: inner.registration_token.as_deref(),
+            relay_id: inner.relay_id.as_deref(),
             link: link.map(|l| pr::DeviceLink {
                 linking_device_id: l.linking_device,
                 signature: l.signature.to_bytes().to_vec(),
@@ -876,8 +895,19 @@ async fn worker(inner: Arc<Inner>) {
                 });
                 reason.map_or_else(|| "stopped".to_string(), |e| e.to_string())
             }
-            Err(e) => e.to_string(),
+            Err(e) => {
+                // The app hears why connecting fails (a wrong relay, a refused
+                // registration...), once per kind of failure, not on every retry.
+                let reason = e.to_string();
+                if last_failure.as_deref() != Some(reason.as_str()) {
+                    inner.emit(Event::Disconnected {
+                        reason: Some(Arc::new(e)),
+                    });
+                }
+                reason
+            }
         };
+        last_failure = Some(reason.clone());
         tracing::debug!(device = %inner.dev.me, %reason, "not connected");
         if *stop.borrow() {
             break;
@@ -996,15 +1026,32 @@ async fn upload_one_time_prekeys(inner: &Inner, conn: &Conn) -> Result<(), Clien
             })
         })
         .collect::<Result<Vec<_>, ClientError>>()?;
-    conn.request(In::UploadPrekeys(pr::UploadPrekeys {
-        signed_prekey_id: 0,
-        signed_prekey: vec![],
-        signed_prekey_signature: vec![],
-        one_time_prekeys,
-    }))
-    .await?;
     let ids: Vec<u32> = keys.iter().map(|(id, _)| *id).collect();
-    inner.with_store(|tx| tx.mark_uploaded(&ids))?;
+    let answer = conn
+        .request(In::UploadPrekeys(pr::UploadPrekeys {
+            signed_prekey_id: 0,
+            signed_prekey: vec![],
+            signed_prekey_signature: vec![],
+            one_time_prekeys,
+        }))
+        .await;
+    let stock = match answer {
+        Ok(Out::PrekeyStatus(s)) => s.one_time_prekeys,
+        Ok(_) => return Err(ClientError::Protocol),
+        // The relay's stock is at its cap: these keys will never be handed out.
+        Err(ClientError::Relay {
+            code: RelayErrorCode::TooLarge,
+            ..
+        }) => {
+            inner.with_store(|tx| ids.iter().try_for_each(|id| tx.delete_one_time_prekey(*id)))?;
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    inner.with_store(|tx| {
+        tx.mark_uploaded(&ids)?;
+        tx.set_prekey_stock(u64::from(stock), now_ms())
+    })?;
     inner.emit(Event::PrekeysUploaded {
         count: ids.len() as u32,
     });
@@ -1345,22 +1392,31 @@ async fn handle_push(
     body: Option<Out>,
 ) -> Result<(), ClientError> {
     match body {
-        Some(Out::PrekeyStatus(s)) if s.low => {
-            // The push may predate an upload of ours: an empty upload asks for the stock now.
-            let now = conn
-                .request(In::UploadPrekeys(pr::UploadPrekeys::default()))
-                .await?;
-            if !matches!(now, Out::PrekeyStatus(pr::PrekeyStatus { low: true, .. })) {
-                return Ok(());
-            }
-            let batch = inner.dev.prekey_batch;
-            inner.with_store(|tx| {
-                if tx.unuploaded_prekeys()?.is_empty() {
-                    generate_one_time_prekeys(tx, batch, &mut rand::rng())?;
+        Some(Out::PrekeyStatus(mut s)) => {
+            if s.low {
+                // The push may predate an upload of ours: an empty upload asks for the stock
+                // now.
+                match conn
+                    .request(In::UploadPrekeys(pr::UploadPrekeys::default()))
+                    .await?
+                {
+                    Out::PrekeyStatus(now) => s = now,
+                    _ => return Err(ClientError::Protocol),
                 }
-                Ok(())
+            }
+            let pending = inner.with_store(|tx| {
+                account::prekey_stock(
+                    tx,
+                    &inner.dev.prekeys,
+                    u64::from(s.one_time_prekeys),
+                    s.low,
+                    now_ms(),
+                    &mut rand::rng(),
+                )
             })?;
-            upload_one_time_prekeys(inner, conn).await?;
+            if pending {
+                upload_one_time_prekeys(inner, conn).await?;
+            }
         }
         Some(Out::Error(e)) if e.fatal => return Err(net::relay_error(&e)),
         _ => {}

@@ -100,6 +100,10 @@ pub enum ClientError {
     /// The relay answered something unexpected.
     #[error("unexpected reply from the relay")]
     Protocol,
+    /// The relay announced another `relay_id` than the one configured
+    /// (`ClientConfig::relay_id`): the device did not authenticate to it.
+    #[error("the relay is not the configured one")]
+    WrongRelay,
     /// Network or file I/O.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),

@@ -187,7 +187,8 @@ pub enum Event {
         /// This connection registered the device.
         registered: bool,
     },
-    /// The connection dropped; the client reconnects with backoff.
+    /// The connection dropped, or connecting failed (reported once per kind of failure, not
+    /// on every retry); the client tries again with backoff.
     Disconnected {
         /// Why: `None` when the app stopped the client, else the error that ended the
         /// connection (no secrets in it).

@@ -182,6 +182,8 @@ pub(crate) struct Credentials<'a> {
     pub(crate) user: &'a str,
     pub(crate) device: u32,
     pub(crate) registration_token: Option<&'a [u8]>,
+    /// The relay id to expect in the challenge, if bound.
+    pub(crate) relay_id: Option<&'a [u8]>,
     pub(crate) link: Option<proto::DeviceLink>,
 }
 
@@ -224,6 +226,12 @@ pub(crate) async fn connect(
             _ => Err(ClientError::Protocol),
         };
     };
+    if creds
+        .relay_id
+        .is_some_and(|expected| !hush_crypto::constant_time_eq(expected, &ch.relay_id))
+    {
+        return Err(ClientError::WrongRelay);
+    }
     let key = creds.identity.public().to_bytes().to_vec();
     let sig = creds
         .identity

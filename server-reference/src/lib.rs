@@ -102,6 +102,15 @@ pub struct Config {
     pub online_window: Duration,
     /// Below this many one-time prekeys, a device is told to refill. Default 20.
     pub prekey_low_watermark: u64,
+    /// Bundle fetches per requesting device. Default 10/s with a burst of 1,000 (a new
+    /// group of 256 members with several devices each).
+    pub bundle_rate: RateLimit,
+    /// One-time prekeys handed out per target device; past it, bundles come without one
+    /// (the session is still set up, with less forward secrecy for its first message).
+    /// Default 1 per 30 s with a burst of 100.
+    pub prekey_handout_rate: RateLimit,
+    /// Most one-time prekeys the relay keeps for one device. Default 1,000.
+    pub max_one_time_prekeys: u64,
     /// Most one-time prekeys in one upload. Default 500.
     pub max_prekeys_per_upload: usize,
     /// Directory for attachment blobs. Default `hush-blobs`.
@@ -198,6 +207,15 @@ impl Default for Config {
             online_window: Duration::from_secs(60),
             prekey_low_watermark: 20,
             max_prekeys_per_upload: 500,
+            bundle_rate: RateLimit {
+                per_second: 10.0,
+                burst: 1000.0,
+            },
+            prekey_handout_rate: RateLimit {
+                per_second: 1.0 / 30.0,
+                burst: 100.0,
+            },
+            max_one_time_prekeys: 1000,
             blob_dir: std::path::PathBuf::from("hush-blobs"),
             max_blob_bytes: 100 * 1024 * 1024,
             blob_ttl: Duration::from_secs(30 * 24 * 3600),
@@ -221,6 +239,10 @@ pub(crate) struct Shared<S> {
     pub(crate) metrics: Arc<metrics::Metrics>,
     pub(crate) ip_limits: limits::Limiter<std::net::IpAddr>,
     pub(crate) device_limits: limits::Limiter<store::Addr>,
+    /// Bundle fetches, by requesting device.
+    pub(crate) bundle_limits: limits::Limiter<store::Addr>,
+    /// One-time prekeys handed out, by target device.
+    pub(crate) handout_limits: limits::Limiter<store::Addr>,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
 
@@ -332,6 +354,8 @@ impl<S: Store> Relay<S> {
             direct,
             ip_limits: limits::Limiter::new(config.ip_rate),
             device_limits: limits::Limiter::new(config.device_rate),
+            bundle_limits: limits::Limiter::new(config.bundle_rate),
+            handout_limits: limits::Limiter::new(config.prekey_handout_rate),
             config,
             store,
             hub,
@@ -477,6 +501,8 @@ async fn expire_loop<S: Store>(shared: Arc<Shared<S>>) {
         blobs::expire(&shared).await;
         shared.ip_limits.prune();
         shared.device_limits.prune();
+        shared.bundle_limits.prune();
+        shared.handout_limits.prune();
     }
 }
 

@@ -285,6 +285,80 @@ async fn device_cap_removal_and_revoked_links(b: Backend) {
     relay.stop().await;
 }
 
+/// Finding 3 and 14: a stranger drains one-time prekeys only at the target's hand-out rate
+/// (bundles keep coming, without one), fetches bundles only at its own rate, and the relay
+/// keeps at most `max_one_time_prekeys` per device.
+async fn prekey_drain_is_bounded(b: Backend) {
+    let relay = start(b.db("prekey-drain").await, |c| {
+        c.prekey_handout_rate = hush_relay::RateLimit {
+            per_second: 0.001,
+            burst: 5.0,
+        };
+        c.bundle_rate = hush_relay::RateLimit {
+            per_second: 0.001,
+            burst: 20.0,
+        };
+        c.max_one_time_prekeys = 12;
+    })
+    .await;
+    let (mut victim, victim_id) = registered(&relay, "victim").await;
+    assert!(matches!(
+        victim.call(upload(&victim_id, 1, 10)).await,
+        Out::PrekeyStatus(proto::PrekeyStatus {
+            one_time_prekeys: 10,
+            ..
+        })
+    ));
+    let (mut mallory, _) = registered(&relay, "mallory").await;
+    let fetch = In::FetchBundle(proto::FetchBundle {
+        address: Some(addr("victim", 1)),
+    });
+    let mut with_key = 0;
+    for i in 0..20 {
+        match mallory.call(fetch.clone()).await {
+            Out::Bundle(bundle) => with_key += usize::from(bundle.one_time_prekey.is_some()),
+            other => panic!("fetch {i}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        with_key, 5,
+        "one-time prekeys handed out beyond the target's rate"
+    );
+    // The 21st fetch is over Mallory's own bundle rate.
+    assert_eq!(
+        code(&mallory.call(fetch.clone()).await),
+        ErrorCode::RateLimited
+    );
+    // A well-behaved sender still gets the victim's bundle (without a one-time prekey) and
+    // reaches the victim at once.
+    let (mut alice, _) = registered(&relay, "alice").await;
+    let started = Instant::now();
+    assert!(matches!(alice.call(fetch.clone()).await, Out::Bundle(_)));
+    assert!(matches!(
+        alice.call(send_to(&[("victim", 1)], b"hi", b"x")).await,
+        Out::Sent(_)
+    ));
+    victim.envelope().await;
+    assert!(started.elapsed() < PAIR_BOUND);
+    // Five of ten are left; the stock cap is 12: seven more fit, then nothing.
+    let status = victim.call(upload(&victim_id, 2, 7)).await;
+    assert!(
+        matches!(
+            status,
+            Out::PrekeyStatus(proto::PrekeyStatus {
+                one_time_prekeys: 12,
+                ..
+            })
+        ),
+        "{status:?}"
+    );
+    assert_eq!(
+        code(&victim.call(upload(&victim_id, 3, 1)).await),
+        ErrorCode::TooLarge
+    );
+    relay.stop().await;
+}
+
 async fn store_of(b: Backend, name: &str) -> Stores {
     let db = b.db(name).await;
     match b {
@@ -445,4 +519,5 @@ on_both_backends!(
     ack_lists_are_capped_and_charged,
     device_cap_removal_and_revoked_links,
     receipt_and_device_limits_at_the_store,
+    prekey_drain_is_bounded,
 );

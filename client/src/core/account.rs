@@ -86,6 +86,54 @@ pub(crate) fn generate_one_time_prekeys<R: CryptoRng + ?Sized>(
     tx.set_meta_u64("next_opk", next)
 }
 
+/// How this device keeps its one-time prekeys (SPEC §16.8).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PrekeyPolicy {
+    /// Keys generated and uploaded per refill.
+    pub(crate) batch: u32,
+    /// How long a handed-out key is kept for a prekey message still in flight.
+    pub(crate) grace_ms: u64,
+    /// Most keys generated in any 24 hours: past it the stock stays empty and sessions to
+    /// this device start from the signed prekey alone until the day is over.
+    pub(crate) daily_budget: u32,
+}
+
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
+/// The relay's report of this device's one-time prekey stock (`remaining` keys, `low` if
+/// under its watermark): records which keys it handed out, deletes those handed out before
+/// the grace window, and if the stock is low and nothing waits for upload, generates a
+/// batch within the daily budget. Returns whether keys wait for upload.
+pub(crate) fn prekey_stock<R: CryptoRng + ?Sized>(
+    tx: &Tx<'_>,
+    policy: &PrekeyPolicy,
+    remaining: u64,
+    low: bool,
+    now_ms: u64,
+    rng: &mut R,
+) -> Result<bool, ClientError> {
+    tx.set_prekey_stock(remaining, now_ms)?;
+    tx.prune_handed_out(now_ms.saturating_sub(policy.grace_ms))?;
+    if !tx.unuploaded_prekeys()?.is_empty() {
+        return Ok(true);
+    }
+    if !low {
+        return Ok(false);
+    }
+    let (mut day, mut used) = (tx.meta_u64("opk_day")?, tx.meta_u64("opk_day_used")?);
+    if now_ms.saturating_sub(day) >= DAY_MS {
+        (day, used) = (now_ms, 0);
+    }
+    let n = u64::from(policy.batch).min(u64::from(policy.daily_budget).saturating_sub(used));
+    if n == 0 {
+        return Ok(false);
+    }
+    generate_one_time_prekeys(tx, n as u32, rng)?;
+    tx.set_meta_u64("opk_day", day)?;
+    tx.set_meta_u64("opk_day_used", used + n)?;
+    Ok(true)
+}
+
 /// Records listed device keys; a changed key drops the old session and reports the change.
 pub(crate) fn record_devices(
     tx: &Tx<'_>,

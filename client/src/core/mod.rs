@@ -31,7 +31,7 @@ pub(crate) struct Device {
     pub(crate) me: Address,
     pub(crate) identity: IdentityKeyPair,
     pub(crate) group_config: GroupConfig,
-    pub(crate) prekey_batch: u32,
+    pub(crate) prekeys: account::PrekeyPolicy,
 }
 
 impl Device {

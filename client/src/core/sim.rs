@@ -99,7 +99,11 @@ impl SimDevice {
                 me,
                 identity,
                 group_config: GroupConfig::default(),
-                prekey_batch: 20,
+                prekeys: account::PrekeyPolicy {
+                    batch: 20,
+                    grace_ms: 30 * 24 * 3600 * 1000,
+                    daily_budget: 1000,
+                },
             },
             disk,
             key,

@@ -23,8 +23,8 @@ struct Tables {
     previous_sessions: BTreeMap<Key, Vec<Vec<u8>>>,
     /// id → (sealed, created_ms)
     signed_prekeys: BTreeMap<u32, (Vec<u8>, u64)>,
-    /// id → (sealed, uploaded)
-    one_time_prekeys: BTreeMap<u32, (Vec<u8>, bool)>,
+    /// id → (sealed, uploaded, handed out at)
+    one_time_prekeys: BTreeMap<u32, (Vec<u8>, bool, Option<u64>)>,
     groups: BTreeMap<Vec<u8>, Vec<u8>>,
     /// seq → (message id, sealed draft)
     outbox: BTreeMap<i64, (Vec<u8>, Option<Vec<u8>>)>,
@@ -193,12 +193,13 @@ impl StoreTx for MemoryTx<'_> {
 
     fn put_one_time_prekey(&self, id: u32, sealed: &[u8]) -> Result<(), StoreError> {
         self.with(|t| {
-            t.one_time_prekeys.insert(id, (sealed.to_vec(), false));
+            t.one_time_prekeys
+                .insert(id, (sealed.to_vec(), false, None));
         })
     }
 
     fn one_time_prekey(&self, id: u32) -> Result<Option<Vec<u8>>, StoreError> {
-        self.with(|t| t.one_time_prekeys.get(&id).map(|(s, _)| s.clone()))
+        self.with(|t| t.one_time_prekeys.get(&id).map(|(s, _, _)| s.clone()))
     }
 
     fn delete_one_time_prekey(&self, id: u32) -> Result<(), StoreError> {
@@ -211,9 +212,9 @@ impl StoreTx for MemoryTx<'_> {
         self.with(|t| {
             t.one_time_prekeys
                 .iter()
-                .filter(|(_, (_, uploaded))| !uploaded)
+                .filter(|(_, (_, uploaded, _))| !uploaded)
                 .take(limit)
-                .map(|(id, (s, _))| (*id, s.clone()))
+                .map(|(id, (s, _, _))| (*id, s.clone()))
                 .collect()
         })
     }
@@ -221,10 +222,36 @@ impl StoreTx for MemoryTx<'_> {
     fn mark_uploaded(&self, ids: &[u32]) -> Result<(), StoreError> {
         self.with(|t| {
             for id in ids {
-                if let Some((_, uploaded)) = t.one_time_prekeys.get_mut(id) {
+                if let Some((_, uploaded, _)) = t.one_time_prekeys.get_mut(id) {
                     *uploaded = true;
                 }
             }
+        })
+    }
+
+    fn set_prekey_stock(&self, remaining: u64, now_ms: u64) -> Result<(), StoreError> {
+        self.with(|t| {
+            let mut kept = 0;
+            for (_, uploaded, handed_out) in t.one_time_prekeys.values_mut().rev() {
+                if !*uploaded {
+                    continue;
+                }
+                if kept < remaining {
+                    kept += 1;
+                    *handed_out = None;
+                } else if handed_out.is_none() {
+                    *handed_out = Some(now_ms);
+                }
+            }
+        })
+    }
+
+    fn prune_handed_out(&self, before_ms: u64) -> Result<u64, StoreError> {
+        self.with(|t| {
+            let before = t.one_time_prekeys.len();
+            t.one_time_prekeys
+                .retain(|_, (_, _, handed_out)| handed_out.is_none_or(|at| at > before_ms));
+            (before - t.one_time_prekeys.len()) as u64
         })
     }
 

@@ -97,6 +97,12 @@ pub trait StoreTx {
     /// Up to `limit` one-time prekeys not uploaded yet, in id order.
     fn unuploaded_prekeys(&self, limit: usize) -> Result<Vec<(u32, Vec<u8>)>, StoreError>;
     fn mark_uploaded(&self, ids: &[u32]) -> Result<(), StoreError>;
+    /// The relay holds `remaining` of this device's uploaded one-time prekeys, the highest
+    /// ids (it hands out the lowest first, SPEC §14.2): those are not handed out; every other
+    /// uploaded key is, since `now_ms` unless already marked earlier.
+    fn set_prekey_stock(&self, remaining: u64, now_ms: u64) -> Result<(), StoreError>;
+    /// Deletes one-time prekeys handed out at or before `before_ms`; returns how many.
+    fn prune_handed_out(&self, before_ms: u64) -> Result<u64, StoreError>;
 
     fn group(&self, id: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     fn put_group(&self, id: &[u8], sealed: &[u8]) -> Result<(), StoreError>;
@@ -387,6 +393,14 @@ impl Tx<'_> {
 
     pub(crate) fn mark_uploaded(&self, ids: &[u32]) -> Result<(), ClientError> {
         Ok(self.raw.mark_uploaded(ids)?)
+    }
+
+    pub(crate) fn set_prekey_stock(&self, remaining: u64, now_ms: u64) -> Result<(), ClientError> {
+        Ok(self.raw.set_prekey_stock(remaining, now_ms)?)
+    }
+
+    pub(crate) fn prune_handed_out(&self, before_ms: u64) -> Result<u64, ClientError> {
+        Ok(self.raw.prune_handed_out(before_ms)?)
     }
 
     // --- groups ---

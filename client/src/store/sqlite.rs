@@ -33,6 +33,8 @@ const MIGRATIONS: &[&str] = &[
     // 2: sessions replaced by a newer one, tried when the current one does not decrypt.
     "CREATE TABLE previous_sessions (user_id TEXT NOT NULL, device_id INTEGER NOT NULL,
         idx INTEGER NOT NULL, sealed BLOB NOT NULL, PRIMARY KEY (user_id, device_id, idx));",
+    // 3: when the relay handed each one-time prekey out (deleted after a grace window).
+    "ALTER TABLE one_time_prekeys ADD COLUMN handed_out_ms INTEGER;",
 ];
 
 /// The `ticks.kind` column: sent 0, delivered 1, read 2, queued 255.
@@ -279,6 +281,29 @@ impl StoreTx for SqliteTx<'_> {
             s.execute(params![id])?;
         }
         Ok(())
+    }
+
+    fn set_prekey_stock(&self, remaining: u64, now_ms: u64) -> Result<(), StoreError> {
+        let kept = "SELECT id FROM one_time_prekeys WHERE uploaded = 1 ORDER BY id DESC LIMIT ?1";
+        self.0.execute(
+            &format!("UPDATE one_time_prekeys SET handed_out_ms = NULL WHERE id IN ({kept})"),
+            params![ms(remaining)],
+        )?;
+        self.0.execute(
+            &format!(
+                "UPDATE one_time_prekeys SET handed_out_ms = ?2 WHERE uploaded = 1
+                 AND handed_out_ms IS NULL AND id NOT IN ({kept})"
+            ),
+            params![ms(remaining), ms(now_ms)],
+        )?;
+        Ok(())
+    }
+
+    fn prune_handed_out(&self, before_ms: u64) -> Result<u64, StoreError> {
+        Ok(self.0.execute(
+            "DELETE FROM one_time_prekeys WHERE handed_out_ms <= ?1",
+            params![ms(before_ms)],
+        )? as u64)
     }
 
     fn group(&self, id: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

@@ -36,29 +36,15 @@ pub(super) async fn apply<S: Store>(
                 low: n < shared.config.prekey_low_watermark,
             }))
         }
-        Request::FetchBundle(target) => match shared.store.take_bundle(&target).await? {
-            None => Err(refuse(
-                ErrorCode::NotFound,
-                "no bundle for that device",
-                "not_found",
-            )),
-            Some(b) => {
-                // The owner re-checks its stock (and hears if it ran low).
-                if b.one_time_prekey.is_some() {
-                    shared.prekeys_taken(&target);
-                }
-                done(Out::Bundle(proto::Bundle {
-                    identity_key: b.identity_key,
-                    signed_prekey_id: b.signed_prekey.id,
-                    signed_prekey: b.signed_prekey.key,
-                    signed_prekey_signature: b.signature,
-                    one_time_prekey: b.one_time_prekey.map(|k| proto::OneTimePrekey {
-                        id: k.id,
-                        key: k.key,
-                    }),
-                }))
+        Request::FetchBundle(target) => {
+            if let Err(wait) = shared.bundle_limits.check(addr) {
+                return Err(Refused::rate_limited(wait));
             }
-        },
+            // A one-time prekey only within the target's hand-out rate: nobody can drain
+            // a device's stock faster, and bundles keep coming without one.
+            let one_time = target == *addr || shared.handout_limits.check(&target).is_ok();
+            fetch_bundle(shared, &target, one_time, rid).await
+        }
         // Sends are stored by `store_sends`, several at a time.
         Request::Send(_) => Err(Refused::INTERNAL),
         Request::Ack(envelope_ids) => {
@@ -179,6 +165,39 @@ pub(super) async fn apply<S: Store>(
     result
 }
 
+/// A bundle for `target`, with a one-time prekey if `one_time` and one is left.
+async fn fetch_bundle<S: Store>(
+    shared: &Shared<S>,
+    target: &Addr,
+    one_time: bool,
+    rid: u64,
+) -> Handled {
+    let Some(b) = shared.store.take_bundle(target, one_time).await? else {
+        return Err(refuse(
+            ErrorCode::NotFound,
+            "no bundle for that device",
+            "not_found",
+        ));
+    };
+    // The owner re-checks its stock (and hears if it ran low).
+    if b.one_time_prekey.is_some() {
+        shared.prekeys_taken(target);
+    }
+    Ok(Some(codec::encode_server(
+        rid,
+        Out::Bundle(proto::Bundle {
+            identity_key: b.identity_key,
+            signed_prekey_id: b.signed_prekey.id,
+            signed_prekey: b.signed_prekey.key,
+            signed_prekey_signature: b.signature,
+            one_time_prekey: b.one_time_prekey.map(|k| proto::OneTimePrekey {
+                id: k.id,
+                key: k.key,
+            }),
+        }),
+    )))
+}
+
 /// Stores an upload whose signed prekey (if any) verifies under the device's registered
 /// identity key. Returns the device's one-time prekey stock.
 async fn upload<S: Store>(
@@ -226,7 +245,10 @@ async fn upload<S: Store>(
             key: k.key,
         })
         .collect();
-    Ok(shared.store.upload_prekeys(addr, signed, one_time).await?)
+    Ok(shared
+        .store
+        .upload_prekeys(addr, signed, one_time, shared.config.max_one_time_prekeys)
+        .await?)
 }
 
 /// Stores parsed sends (one store job) and writes each one's answer: `Sent` once it is

@@ -147,6 +147,11 @@ impl From<StoreError> for Refused {
                 "a recipient's mailbox is full",
                 "mailbox_full",
             ),
+            StoreError::PrekeyStockFull => refuse(
+                ErrorCode::TooLarge,
+                "one-time prekey stock full",
+                "prekey_stock_full",
+            ),
             StoreError::TooManyDevices => refuse(
                 ErrorCode::TooManyDevices,
                 "the user has the most devices this relay allows; remove one first",

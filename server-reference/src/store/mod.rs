@@ -171,6 +171,9 @@ pub enum StoreError {
     /// batch fails every operation in it with the same error).
     #[error("database error")]
     Database(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// An upload would take the device's one-time prekey stock over its cap.
+    #[error("one-time prekey stock full")]
+    PrekeyStockFull,
     /// The user already has the most devices allowed; nothing was registered.
     #[error("too many devices")]
     TooManyDevices,
@@ -267,17 +270,22 @@ pub trait Store: Send + Sync + 'static {
         old_key: &[u8],
         new_key: &[u8],
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Replaces the signed prekey (if given) and adds one-time prekeys.
+    /// Replaces the signed prekey (if given) and adds one-time prekeys, unless the stock
+    /// would then exceed `max_stock` ([`StoreError::PrekeyStockFull`]; nothing changes).
+    /// Returns the stock.
     fn upload_prekeys(
         &self,
         addr: &Addr,
         signed: Option<(StoredPrekey, Vec<u8>)>,
         one_time: Vec<StoredPrekey>,
+        max_stock: u64,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
-    /// A bundle for `addr`, taking one one-time prekey out (each is handed out once).
+    /// A bundle for `addr`, taking one one-time prekey out (each is handed out once) if
+    /// `one_time`, lowest id first.
     fn take_bundle(
         &self,
         addr: &Addr,
+        one_time: bool,
     ) -> impl Future<Output = Result<Option<StoredBundle>, StoreError>> + Send;
     /// How many one-time prekeys `addr` has left.
     fn prekey_count(&self, addr: &Addr) -> impl Future<Output = Result<u64, StoreError>> + Send;

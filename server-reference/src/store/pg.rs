@@ -487,9 +487,24 @@ impl Store for PgStore {
         addr: &Addr,
         signed: Option<(StoredPrekey, Vec<u8>)>,
         one_time: Vec<StoredPrekey>,
+        max_stock: u64,
     ) -> Result<u64, StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;
+        let count = "SELECT COUNT(*) FROM one_time_prekeys WHERE user_id = $1 AND device_id = $2";
+        if !one_time.is_empty() {
+            let stock: i64 = tx
+                .query_one(
+                    &tx.prepare_cached(count).await.map_err(db)?,
+                    &[&addr.user, &dev(addr)],
+                )
+                .await
+                .map_err(db)?
+                .get(0);
+            if stock as u64 + one_time.len() as u64 > max_stock {
+                return Err(StoreError::PrekeyStockFull);
+            }
+        }
         if let Some((spk, sig)) = signed {
             tx.execute(
                 &tx.prepare_cached("INSERT INTO signed_prekeys (user_id, device_id, id, key, signature) VALUES ($1, $2, $3, $4, $5)
@@ -517,11 +532,7 @@ impl Store for PgStore {
         }
         let n: i64 = tx
             .query_one(
-                &tx.prepare_cached(
-                    "SELECT COUNT(*) FROM one_time_prekeys WHERE user_id = $1 AND device_id = $2",
-                )
-                .await
-                .map_err(db)?,
+                &tx.prepare_cached(count).await.map_err(db)?,
                 &[&addr.user, &dev(addr)],
             )
             .await
@@ -531,7 +542,11 @@ impl Store for PgStore {
         Ok(n as u64)
     }
 
-    async fn take_bundle(&self, addr: &Addr) -> Result<Option<StoredBundle>, StoreError> {
+    async fn take_bundle(
+        &self,
+        addr: &Addr,
+        one_time: bool,
+    ) -> Result<Option<StoredBundle>, StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;
         let Some(row) = tx
@@ -551,8 +566,10 @@ impl Store for PgStore {
             return Ok(None);
         };
         // Each key is handed out once: a concurrent fetch skips a key another holds.
-        let opk = tx
-            .query_opt(
+        let opk = if !one_time {
+            None
+        } else {
+            tx.query_opt(
                 &tx.prepare_cached("DELETE FROM one_time_prekeys WHERE (user_id, device_id, id) = (
                     SELECT user_id, device_id, id FROM one_time_prekeys
                     WHERE user_id = $1 AND device_id = $2 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
@@ -564,7 +581,8 @@ impl Store for PgStore {
             .map(|r| StoredPrekey {
                 id: r.get::<_, i64>(0) as u32,
                 key: r.get(1),
-            });
+            })
+        };
         tx.commit().await.map_err(db)?;
         Ok(Some(StoredBundle {
             identity_key: row.get(0),

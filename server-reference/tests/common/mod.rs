@@ -385,7 +385,7 @@ pub(crate) fn upload(id: &IdentityKeyPair, spk_id: u32, n: u32) -> In {
         signed_prekey_signature: sig.to_bytes().to_vec(),
         one_time_prekeys: (0..n)
             .map(|i| proto::OneTimePrekey {
-                id: 100 + i,
+                id: spk_id * 10_000 + i,
                 key: X25519KeyPair::generate(&mut rand::rng())
                     .public()
                     .to_bytes()

@@ -159,7 +159,12 @@ pub(super) fn upload_prekeys(
     device: u32,
     signed: Option<(StoredPrekey, Vec<u8>)>,
     one_time: Vec<StoredPrekey>,
+    max_stock: u64,
 ) -> Result<u64, StoreError> {
+    let stock = prekey_count(c, user.clone(), device)?;
+    if !one_time.is_empty() && stock + one_time.len() as u64 > max_stock {
+        return Err(StoreError::PrekeyStockFull);
+    }
     if let Some((spk, sig)) = signed {
         c.execute(
             "INSERT OR REPLACE INTO signed_prekeys (user_id, device_id, id, key, signature) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -182,6 +187,7 @@ pub(super) fn take_bundle(
     c: &Connection,
     user: String,
     device: u32,
+    one_time: bool,
 ) -> Result<Option<StoredBundle>, StoreError> {
     let Some(identity_key) = c
         .query_row(
@@ -211,13 +217,16 @@ pub(super) fn take_bundle(
     };
     // One writer thread and a savepoint per operation: the select and delete below
     // cannot interleave with another fetch, so each one-time prekey goes out once.
-    let opk = c
-        .query_row(
+    let opk = if one_time {
+        c.query_row(
             "SELECT id, key FROM one_time_prekeys WHERE user_id = ?1 AND device_id = ?2 ORDER BY id LIMIT 1",
             params![user, device],
             |r| Ok(StoredPrekey { id: r.get(0)?, key: r.get(1)? }),
         )
-        .optional()?;
+        .optional()?
+    } else {
+        None
+    };
     if let Some(k) = &opk {
         c.execute(
             "DELETE FROM one_time_prekeys WHERE user_id = ?1 AND device_id = ?2 AND id = ?3",

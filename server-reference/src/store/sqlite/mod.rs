@@ -382,15 +382,20 @@ impl Store for SqliteStore {
         addr: &Addr,
         signed: Option<(StoredPrekey, Vec<u8>)>,
         one_time: Vec<StoredPrekey>,
+        max_stock: u64,
     ) -> Result<u64, StoreError> {
         let (user, device) = addr_params(addr);
-        self.call(move |c| directory::upload_prekeys(c, user, device, signed, one_time))
+        self.call(move |c| directory::upload_prekeys(c, user, device, signed, one_time, max_stock))
             .await
     }
 
-    async fn take_bundle(&self, addr: &Addr) -> Result<Option<StoredBundle>, StoreError> {
+    async fn take_bundle(
+        &self,
+        addr: &Addr,
+        one_time: bool,
+    ) -> Result<Option<StoredBundle>, StoreError> {
         let (user, device) = addr_params(addr);
-        self.call(move |c| directory::take_bundle(c, user, device))
+        self.call(move |c| directory::take_bundle(c, user, device, one_time))
             .await
     }
 

@@ -1,0 +1,127 @@
+//! Abusive peers and relays (issue 15) against the real SDK as the victim: each attack runs
+//! beside a well-behaved sender, whose next message must still arrive within a stated bound.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Instant;
+
+use common::*;
+
+/// The bound the well-behaved sender's message must arrive within while an attack runs.
+const PAIR_BOUND: Duration = Duration::from_secs(2);
+
+/// One-time prekeys kept in a device's store (the table holds ids in the clear, SPEC §16.8).
+fn local_prekeys(dir: &Path, user: &str) -> (u64, u64) {
+    let db = rusqlite::Connection::open(dir.join(format!("{user}.db"))).unwrap();
+    db.query_row(
+        "SELECT COUNT(*), COUNT(handed_out_ms) FROM one_time_prekeys",
+        [],
+        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+    )
+    .unwrap()
+}
+
+/// Finding 3: a stranger draining the victim's one-time prekeys as fast as it can gets only
+/// the relay's hand-out rate; the victim refills within its daily budget, deletes the keys
+/// handed out once their grace window has passed, and its mail is not delayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prekey_drain_is_bounded_and_handed_out_keys_are_deleted() {
+    let dir = scratch("abuse-prekeys");
+    let addr = relay_with(&dir, |c| {
+        c.prekey_handout_rate = hush_relay::RateLimit {
+            per_second: 0.001,
+            burst: 30.0,
+        };
+    })
+    .await;
+    let config = |user: &str| {
+        let mut c = ClientConfig::new(
+            format!("ws://{addr}"),
+            dir.join(format!("{user}.db")),
+            StorageKey::from_bytes([3; 32]),
+            user,
+            1,
+        );
+        c.prekey_batch = 10;
+        c.prekey_daily_budget = 15;
+        c.prekey_grace = Duration::ZERO;
+        c
+    };
+    let (client, events) = Client::open(config("victim")).unwrap();
+    let mut victim = Dev { client, events };
+    victim.online().await;
+    let (client, events) = Client::open(config("alice")).unwrap();
+    let alice = Dev { client, events };
+    alice.online().await;
+    // Mallory takes bundles as fast as the relay answers.
+    let mut mallory = Raw::connect(&addr, "mallory").await;
+    let mut taken = 0;
+    for _ in 0..200 {
+        let Out::Bundle(b) = mallory
+            .call(In::FetchBundle(pr::FetchBundle {
+                address: Some(pr::Address {
+                    user_id: "victim".into(),
+                    device_id: 1,
+                }),
+            }))
+            .await
+        else {
+            panic!("a bundle fetch was refused")
+        };
+        taken += usize::from(b.one_time_prekey.is_some());
+    }
+    // The victim generated its first batch of 10 and refilled within its daily budget of
+    // 15: that is all anyone could take (the relay's hand-out rate, 30, did not bind).
+    assert!(taken <= 10 + 15, "{taken} one-time prekeys handed out");
+    // The pair still talks at once.
+    let started = Instant::now();
+    alice.client.send_text("victim", "still here?").unwrap();
+    let m = victim.message().await;
+    assert_eq!(m.body, Body::Text("still here?".into()));
+    assert!(started.elapsed() < PAIR_BOUND, "{:?}", started.elapsed());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    victim.client.stop();
+    // With a grace window of zero, handed-out keys are gone from the device: what is left
+    // is the relay's stock, none of it handed out.
+    let (kept, handed_out) = local_prekeys(&dir, "victim");
+    assert_eq!(handed_out, 0);
+    assert_eq!(kept, 10 + 15 - taken as u64, "kept {kept}, taken {taken}");
+}
+
+/// Finding 12: with the relay's id configured, the client does not sign a challenge from a
+/// relay announcing another id (a relay in the middle cannot log in as it elsewhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_announcing_another_id_gets_no_signature() {
+    let dir = scratch("abuse-relay-id");
+    let addr = relay(&dir).await;
+    let config = |relay_id: &[u8]| {
+        let mut c = ClientConfig::new(
+            format!("ws://{addr}"),
+            dir.join("alice.db"),
+            StorageKey::from_bytes([4; 32]),
+            "alice",
+            1,
+        );
+        c.relay_id = Some(relay_id.to_vec());
+        c
+    };
+    let (client, events) = Client::open(config(b"another-relay")).unwrap();
+    let mut wrong = Dev { client, events };
+    wrong.client.start();
+    let error = wrong
+        .next(|e| match e {
+            Event::Disconnected { reason: Some(e) } => Some(e.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(matches!(*error, ClientError::WrongRelay), "{error:?}");
+    assert!(!wrong.client.is_connected());
+    wrong.client.stop();
+    drop(wrong);
+    // The relay's own id (the default, "hush-relay"): connects.
+    let (client, events) = Client::open(config(b"hush-relay")).unwrap();
+    let right = Dev { client, events };
+    right.online().await;
+}

@@ -1,0 +1,189 @@
+//! What the client's integration tests share: an in-process relay on loopback, a device
+//! driven through the SDK, and a raw device that sends whatever bytes it likes.
+
+#![allow(
+    dead_code,
+    unused_imports,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+pub(crate) use std::path::{Path, PathBuf};
+pub(crate) use std::time::Duration;
+
+pub(crate) use futures_util::{SinkExt, StreamExt};
+pub(crate) use hush_client::proto::client as pc;
+pub(crate) use hush_client::{
+    Body, Client, ClientConfig, ClientError, DropReason, Event, GroupChange, Message,
+};
+pub(crate) use hush_crypto::{IdentityKeyPair, StorageKey};
+pub(crate) use hush_relay_protocol::proto::{
+    self as pr, client_frame::Body as In, server_frame::Body as Out,
+};
+pub(crate) use hush_relay_protocol::signed::auth_message;
+pub(crate) use prost::Message as _;
+pub(crate) use tokio_tungstenite::tungstenite::Message as Ws;
+
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
+
+pub(crate) fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("hush-client-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub(crate) async fn relay(dir: &Path) -> String {
+    relay_with(dir, |_| {}).await
+}
+
+/// A relay with some settings changed.
+pub(crate) async fn relay_with(dir: &Path, tweak: impl FnOnce(&mut hush_relay::Config)) -> String {
+    let store = hush_relay::SqliteStore::open(&dir.join("relay.db")).unwrap();
+    let mut config = hush_relay::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        blob_dir: dir.join("blobs"),
+        ..Default::default()
+    };
+    tweak(&mut config);
+    let relay = hush_relay::Relay::build(config, store).await.unwrap();
+    let addr = relay.local_addr().to_string();
+    tokio::spawn(relay.run(std::future::pending()));
+    addr
+}
+
+pub(crate) struct Dev {
+    pub(crate) client: Client,
+    pub(crate) events: tokio::sync::mpsc::UnboundedReceiver<Event>,
+}
+
+pub(crate) fn open(dir: &Path, addr: &str, user: &str, key: [u8; 32]) -> Result<Dev, ClientError> {
+    let config = ClientConfig::new(
+        format!("ws://{addr}"),
+        dir.join(format!("{user}.db")),
+        StorageKey::from_bytes(key),
+        user,
+        1,
+    );
+    let (client, events) = Client::open(config)?;
+    Ok(Dev { client, events })
+}
+
+impl Dev {
+    pub(crate) async fn online(&self) {
+        self.client.start();
+        self.client.wait_connected(WAIT).await.unwrap();
+    }
+
+    pub(crate) async fn next<T>(&mut self, mut f: impl FnMut(&Event) -> Option<T>) -> T {
+        loop {
+            let e = tokio::time::timeout(WAIT, self.events.recv())
+                .await
+                .expect("timed out")
+                .expect("client gone");
+            if let Some(t) = f(&e) {
+                return t;
+            }
+        }
+    }
+
+    pub(crate) async fn message(&mut self) -> Message {
+        self.next(|e| match e {
+            Event::Message(m) => Some(m.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    pub(crate) async fn dropped(&mut self) -> DropReason {
+        self.next(|e| match e {
+            Event::Dropped { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .await
+    }
+}
+
+/// A hand-driven device that sends whatever bytes it likes.
+pub(crate) struct Raw {
+    pub(crate) ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    pub(crate) next: u64,
+    pub(crate) id: IdentityKeyPair,
+}
+
+impl Raw {
+    pub(crate) async fn connect(addr: &str, user: &str) -> Self {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/ws"))
+            .await
+            .unwrap();
+        let Some(Ok(Ws::Binary(b))) = ws.next().await else {
+            panic!("no challenge")
+        };
+        let Some(Out::Challenge(ch)) = pr::ServerFrame::decode(&b[..]).unwrap().body else {
+            panic!("no challenge")
+        };
+        let id = IdentityKeyPair::generate(&mut rand::rng());
+        let key = id.public().to_bytes().to_vec();
+        let sig = id.sign(&auth_message(&ch.relay_id, &ch.nonce, user, 1, &key));
+        let mut raw = Self { ws, next: 1, id };
+        let reply = raw
+            .call(In::Authenticate(pr::Authenticate {
+                address: Some(pr::Address {
+                    user_id: user.into(),
+                    device_id: 1,
+                }),
+                identity_key: key,
+                signature: sig.to_bytes().to_vec(),
+                ..Default::default()
+            }))
+            .await;
+        assert!(matches!(reply, Out::Authenticated(_)));
+        raw
+    }
+
+    pub(crate) async fn call(&mut self, body: In) -> Out {
+        let id = self.next;
+        self.next += 1;
+        let f = pr::ClientFrame {
+            request_id: id,
+            body: Some(body),
+        };
+        self.ws
+            .send(Ws::Binary(f.encode_to_vec().into()))
+            .await
+            .unwrap();
+        loop {
+            let Some(Ok(Ws::Binary(b))) = self.ws.next().await else {
+                panic!("closed")
+            };
+            let f = pr::ServerFrame::decode(&b[..]).unwrap();
+            if f.request_id == id {
+                return f.body.unwrap();
+            }
+        }
+    }
+
+    pub(crate) async fn send_to(&mut self, user: &str, ciphertext: Vec<u8>) {
+        let mut mid = [0u8; 16];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut mid);
+        self.send_as(user, &mid, ciphertext).await;
+    }
+
+    /// Sends `ciphertext` to `user`'s device 1 under message id `mid`; the relay stores it.
+    pub(crate) async fn send_as(&mut self, user: &str, mid: &[u8], ciphertext: Vec<u8>) {
+        let out = self
+            .call(In::Send(pr::Send {
+                recipients: vec![pr::Address {
+                    user_id: user.into(),
+                    device_id: 1,
+                }],
+                message_id: mid.to_vec(),
+                ciphertext,
+            }))
+            .await;
+        assert!(matches!(out, Out::Sent(_)), "{out:?}");
+    }
+}
