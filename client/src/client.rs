@@ -1,7 +1,7 @@
 //! The client: its public API, and the worker that keeps the relay connection, flushes the
 //! outbox, and processes what arrives.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -932,10 +932,19 @@ async fn connected(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), ClientError> {
     housekeeping(inner, conn, registered).await?;
-    flush(inner, conn).await?;
+    let mut retry = flush(inner, conn).await?;
     let mut tick = tokio::time::interval(inner.poll);
     loop {
+        let wait = retry.map(|d| tokio::time::Instant::now() + d);
         tokio::select! {
+            () = async {
+                match wait {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                retry = flush(inner, conn).await?;
+            }
             push = pushes.recv() => {
                 let Some(f) = push else { return Err(ClientError::Offline) };
                 // What else has already arrived is handled with it and acknowledged in one
@@ -946,11 +955,11 @@ async fn connected(
                 }
                 handle_pushes(inner, conn, batch).await?;
                 // Replies sent while handling (acks) and drafts queued by what arrived.
-                flush(inner, conn).await?;
+                retry = flush(inner, conn).await?;
             }
             () = inner.kick.notified() => {
                 if *stop.borrow() { return Ok(()); }
-                flush(inner, conn).await?;
+                retry = flush(inner, conn).await?;
             }
             _ = tick.tick() => {
                 conn.request(In::Ping(pr::Ping {})).await?;
@@ -1085,8 +1094,10 @@ async fn poll_presence(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
     Ok(())
 }
 
-/// Sends pending read receipts, then every outbox entry in order.
-async fn flush(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
+/// Sends pending read receipts, then every outbox entry in order. An envelope refused for a
+/// full mailbox stays queued, and so does everything after it for that device; the rest
+/// goes on. Returns when to try those again, if any.
+async fn flush(inner: &Inner, conn: &Conn) -> Result<Option<Duration>, ClientError> {
     while let Some((ids, from, mids)) = inner.read_store(|tx| tx.pending_reads())? {
         match conn
             .request(In::Read(pr::ReadReceipt {
@@ -1106,7 +1117,13 @@ async fn flush(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
         }
         inner.with_store(|tx| tx.done_reads(&ids))?;
     }
-    while let Some((seq, mid, draft)) = inner.read_store(|tx| tx.next_outbox())? {
+    // Devices whose mailbox refused an envelope in this pass: nothing more goes to them
+    // until the next pass (their order is kept), while everyone else's mail goes on.
+    let mut full: HashSet<(String, u32)> = HashSet::new();
+    let mut retry = None;
+    let mut after = 0;
+    while let Some((seq, mid, draft)) = inner.read_store(|tx| tx.next_outbox(after))? {
+        after = seq;
         if let Some(draft) = draft {
             match prepare(inner, conn, seq, draft).await {
                 Ok(()) => {}
@@ -1122,6 +1139,7 @@ async fn flush(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
                 }) => {
                     tokio::time::sleep(Duration::from_millis(retry_after_ms.clamp(100, 5000)))
                         .await;
+                    after = seq - 1;
                     continue;
                 }
                 Err(e) => {
@@ -1132,7 +1150,19 @@ async fn flush(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
             }
         }
         let mut refused = false;
-        while let Some((idx, ready)) = inner.read_store(|tx| tx.next_ready(seq))? {
+        let mut deferred = false;
+        let mut idx_after = -1;
+        while let Some((idx, ready)) = inner.read_store(|tx| tx.next_ready(seq, idx_after))? {
+            let to: Vec<(String, u32)> = ready
+                .recipients
+                .iter()
+                .map(|r| (r.user_id.clone(), r.device_id))
+                .collect();
+            if to.iter().any(|r| full.contains(r)) {
+                deferred = true;
+                idx_after = idx;
+                continue;
+            }
             let send = In::Send(pr::Send {
                 recipients: ready
                     .recipients
@@ -1151,13 +1181,25 @@ async fn flush(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
                 })?,
                 Ok(_) => return Err(ClientError::Protocol),
                 Err(ClientError::Relay {
-                    code: RelayErrorCode::RateLimited | RelayErrorCode::MailboxFull,
+                    code: RelayErrorCode::RateLimited,
                     retry_after_ms,
                     ..
                 }) => {
                     // Keep it; try again after the relay's delay.
                     tokio::time::sleep(Duration::from_millis(retry_after_ms.clamp(100, 5000)))
                         .await;
+                }
+                Err(ClientError::Relay {
+                    code: RelayErrorCode::MailboxFull,
+                    retry_after_ms,
+                    ..
+                }) => {
+                    // Keep it for a later pass; go on with the rest.
+                    full.extend(to);
+                    deferred = true;
+                    idx_after = idx;
+                    let wait = Duration::from_millis(retry_after_ms.clamp(MAILBOX_RETRY_MS, 5000));
+                    retry = Some(retry.map_or(wait, |r: Duration| r.min(wait)));
                 }
                 Err(e @ ClientError::Relay { .. }) => {
                     tracing::warn!(error = %e, "relay refused an envelope");
@@ -1167,6 +1209,9 @@ async fn flush(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
                 }
                 Err(e) => return Err(e),
             }
+        }
+        if deferred {
+            continue;
         }
         let now = now_ms();
         let me = inner.dev.me.clone();
@@ -1188,8 +1233,11 @@ async fn flush(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
             });
         }
     }
-    Ok(())
+    Ok(retry)
 }
+
+/// The least wait before an envelope a full mailbox refused is offered again.
+const MAILBOX_RETRY_MS: u64 = 500;
 
 fn ready_id(ready: &pc::Ready, outbox_id: &[u8]) -> Vec<u8> {
     if ready.message_id.is_empty() {

@@ -125,3 +125,58 @@ async fn a_relay_announcing_another_id_gets_no_signature() {
     let right = Dev { client, events };
     right.online().await;
 }
+
+/// Finding 4, the sender's side: an envelope refused for a full mailbox waits (and is
+/// delivered once there is room) while the outbox goes on serving everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_mailbox_does_not_hold_up_mail_to_others() {
+    let dir = scratch("abuse-full-mailbox");
+    let addr = relay_with(&dir, |c| {
+        c.mailbox_max_count = 5;
+        c.mailbox_sender_max_count = 5;
+    })
+    .await;
+    let mut alice = open(&dir, &addr, "alice", [1; 32]).unwrap();
+    let mut bob = open(&dir, &addr, "bob", [2; 32]).unwrap();
+    let mut carol = open(&dir, &addr, "carol", [3; 32]).unwrap();
+    alice.online().await;
+    bob.online().await;
+    carol.online().await;
+    carol.client.stop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Mallory fills Carol's mailbox while she is away.
+    let mut mallory = Raw::connect(&addr, "mallory").await;
+    for _ in 0..5 {
+        mallory.send_to("carol", vec![7; 30]).await;
+    }
+    let to_carol = alice.client.send_text("carol", "for carol").unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    alice.client.send_text("bob", "for bob").unwrap();
+    let m = bob.message().await;
+    assert_eq!(m.body, Body::Text("for bob".into()));
+    assert!(
+        started.elapsed() < PAIR_BOUND,
+        "mail to Bob waited {:?} behind Carol's full mailbox",
+        started.elapsed()
+    );
+    assert_eq!(
+        alice.client.outbox_len().unwrap(),
+        1,
+        "Carol's message waits"
+    );
+    // Carol comes back: Mallory's junk is dropped, and Alice's message arrives.
+    carol.client.start();
+    let m = carol.message().await;
+    assert_eq!((m.id, m.body), (to_carol, Body::Text("for carol".into())));
+    alice
+        .next(|e| match e {
+            Event::Receipt {
+                message_id,
+                kind: hush_client::ReceiptKind::Sent,
+                ..
+            } if *message_id == to_carol => Some(()),
+            _ => None,
+        })
+        .await;
+}

@@ -98,13 +98,13 @@ fn script(store: &mut dyn Store) -> Vec<String> {
     let mut groups = tx.group_ids().unwrap();
     groups.sort();
     seen.push(format!("{groups:?} {:?}", tx.group(b"g1").unwrap()));
-    let (seq, mid, draft) = tx.next_outbox().unwrap().unwrap();
+    let (seq, mid, draft) = tx.next_outbox(0).unwrap().unwrap();
     seen.push(format!("{mid:?} {draft:?} {}", tx.outbox_len().unwrap()));
-    seen.push(format!("{:?}", tx.next_ready(seq).unwrap()));
+    seen.push(format!("{:?}", tx.next_ready(seq, -1).unwrap()));
     tx.done_ready(seq, 0).unwrap();
-    seen.push(format!("{:?}", tx.next_ready(seq).unwrap()));
+    seen.push(format!("{:?}", tx.next_ready(seq, -1).unwrap()));
     tx.done_outbox(seq).unwrap();
-    let (_, mid, draft) = tx.next_outbox().unwrap().unwrap();
+    let (_, mid, draft) = tx.next_outbox(0).unwrap().unwrap();
     seen.push(format!("{mid:?} {draft:?} {}", tx.outbox_len().unwrap()));
     let (ids, from, mids) = tx.pending_reads(10).unwrap().unwrap();
     seen.push(format!("{from} {mids:?} {}", ids.len()));

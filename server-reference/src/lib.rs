@@ -76,6 +76,11 @@ pub struct Config {
     pub mailbox_max_count: u64,
     /// Most bytes queued per device. Default 100 MiB.
     pub mailbox_max_bytes: u64,
+    /// Most envelopes one sending user may have queued in one device's mailbox, so no
+    /// stranger fills it. Default 1,000 (a tenth of the mailbox).
+    pub mailbox_sender_max_count: u64,
+    /// Most bytes one sending user may have queued in one device's mailbox. Default 10 MiB.
+    pub mailbox_sender_max_bytes: u64,
     /// How long an envelope waits before it expires. Default 30 days.
     pub mailbox_ttl: Duration,
     /// Most devices one user may register (a phone and companions). Default 16; at most
@@ -195,6 +200,8 @@ impl Default for Config {
             max_recipients: 256,
             mailbox_max_count: 10_000,
             mailbox_max_bytes: 100 * 1024 * 1024,
+            mailbox_sender_max_count: 1000,
+            mailbox_sender_max_bytes: 10 * 1024 * 1024,
             mailbox_ttl: Duration::from_secs(30 * 24 * 3600),
             max_devices_per_user: 16,
             receipt_max_queued: 100_000,

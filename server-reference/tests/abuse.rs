@@ -359,6 +359,92 @@ async fn prekey_drain_is_bounded(b: Backend) {
     relay.stop().await;
 }
 
+/// Finding 4: one sending user fills at most its share of a device's mailbox (count and
+/// bytes, each at its boundary); others still reach the device, and a flood at full speed
+/// does not delay a well-behaved pair.
+async fn mailbox_flooding_takes_only_a_share(b: Backend) {
+    let relay = start(b.db("mailbox-share").await, |c| {
+        c.mailbox_max_count = 50;
+        c.mailbox_sender_max_count = 5;
+        c.mailbox_sender_max_bytes = 200;
+    })
+    .await;
+    let (mut alice, _) = registered(&relay, "alice").await;
+    let (bob_conn, bob_id) = registered(&relay, "bob").await;
+    drop(bob_conn);
+    let (mut mallory, _) = registered(&relay, "mallory").await;
+    for i in 0..5u8 {
+        assert!(matches!(
+            mallory.call(send_to(&[("bob", 1)], &[i], &[i; 10])).await,
+            Out::Sent(_)
+        ));
+    }
+    let refused = mallory.call(send_to(&[("bob", 1)], &[9], &[9; 10])).await;
+    assert_eq!(code(&refused), ErrorCode::MailboxFull);
+    // Alice's share is her own: 200 bytes, at the boundary.
+    assert!(matches!(
+        alice.call(send_to(&[("bob", 1)], b"a1", &[1; 200])).await,
+        Out::Sent(_)
+    ));
+    assert_eq!(
+        code(&alice.call(send_to(&[("bob", 1)], b"a2", &[1; 1])).await),
+        ErrorCode::MailboxFull
+    );
+    // Bob reads and acknowledges: the shares free up.
+    let mut bob = connect(&relay).await;
+    bob.auth(&bob_id, "bob", 1, None).await;
+    let mut ids = vec![];
+    for _ in 0..6 {
+        ids.push(bob.envelope().await.envelope_id);
+    }
+    assert!(matches!(
+        bob.call(In::Ack(proto::Ack { envelope_ids: ids })).await,
+        Out::Done(_)
+    ));
+    // Now Mallory floods at full speed (refusals included) while Alice and Bob talk.
+    let flood = tokio::spawn(async move {
+        let (mut sent, mut full) = (0, 0);
+        for i in 0..300u32 {
+            match mallory
+                .call(send_to(&[("bob", 1)], &i.to_be_bytes(), b"spam"))
+                .await
+            {
+                Out::Sent(_) => sent += 1,
+                out if code(&out) == ErrorCode::MailboxFull => full += 1,
+                out if code(&out) == ErrorCode::RateLimited => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        (sent, full)
+    });
+    let mut worst = Duration::ZERO;
+    for i in 0..10u32 {
+        let started = Instant::now();
+        let mid = (1000 + i).to_be_bytes();
+        assert!(matches!(
+            alice.call(send_to(&[("bob", 1)], &mid, b"hello")).await,
+            Out::Sent(_)
+        ));
+        // Bob sees Alice's message (Mallory's spam comes too, and stays unacknowledged).
+        loop {
+            let e = bob.envelope().await;
+            if e.message_id == mid {
+                bob.call(In::Ack(proto::Ack {
+                    envelope_ids: vec![e.envelope_id],
+                }))
+                .await;
+                break;
+            }
+        }
+        worst = worst.max(started.elapsed());
+    }
+    let (sent, full) = flood.await.unwrap();
+    assert_eq!(sent, 5, "the flood got past its share");
+    assert!(full > 0);
+    assert!(worst < PAIR_BOUND, "the pair took {worst:?}");
+    relay.stop().await;
+}
+
 async fn store_of(b: Backend, name: &str) -> Stores {
     let db = b.db(name).await;
     match b {
@@ -393,6 +479,8 @@ async fn receipt_limits_at_the_store<S: Store>(store: S) {
     let mailbox = MailboxLimits {
         max_count: 100,
         max_bytes: 1 << 20,
+        sender_max_count: 100,
+        sender_max_bytes: 1 << 20,
         ttl_ms: 1 << 40,
     };
     for u in ["alice", "bob"] {
@@ -520,4 +608,5 @@ on_both_backends!(
     device_cap_removal_and_revoked_links,
     receipt_and_device_limits_at_the_store,
     prekey_drain_is_bounded,
+    mailbox_flooding_takes_only_a_share,
 );

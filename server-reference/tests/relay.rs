@@ -1267,6 +1267,9 @@ async fn pipelined_sends_and_a_stalled_reader_lose_nothing(b: Backend) {
     let relay = start(b.db("pipelined").await, |c| {
         c.device_rate = RateLimit::per_second(100_000);
         c.ip_rate = RateLimit::per_second(100_000);
+        // One sender fills Bob's mailbox with thousands of envelopes on purpose.
+        c.mailbox_sender_max_count = c.mailbox_max_count;
+        c.mailbox_sender_max_bytes = c.mailbox_max_bytes;
     })
     .await;
     let (mut bob, bob_id) = registered(&relay, "bob").await;

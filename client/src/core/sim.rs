@@ -249,7 +249,7 @@ impl World {
         let now = self.now;
         let entry = self.devices[i]
             .store
-            .read(|tx| tx.next_outbox())
+            .read(|tx| tx.next_outbox(0))
             .expect("outbox");
         let Some((seq, mid, draft)) = entry else {
             return;
@@ -310,7 +310,8 @@ impl World {
         }
         loop {
             let d = &mut self.devices[i];
-            let Some((idx, ready)) = d.store.read(|tx| tx.next_ready(seq)).expect("ready") else {
+            let Some((idx, ready)) = d.store.read(|tx| tx.next_ready(seq, -1)).expect("ready")
+            else {
                 break;
             };
             // The relay stores it for every recipient (the "sent" tick)...

@@ -283,10 +283,10 @@ impl StoreTx for MemoryTx<'_> {
         })
     }
 
-    fn next_outbox(&self) -> Result<Option<OutboxRow>, StoreError> {
+    fn next_outbox(&self, after: i64) -> Result<Option<OutboxRow>, StoreError> {
         self.with(|t| {
             t.outbox
-                .iter()
+                .range(after.saturating_add(1)..)
                 .next()
                 .map(|(seq, (mid, draft))| (*seq, mid.clone(), draft.clone()))
         })
@@ -303,10 +303,10 @@ impl StoreTx for MemoryTx<'_> {
         })
     }
 
-    fn next_ready(&self, seq: i64) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+    fn next_ready(&self, seq: i64, after: i64) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
         self.with(|t| {
             t.outbox_ready
-                .range((seq, i64::MIN)..=(seq, i64::MAX))
+                .range((seq, after.saturating_add(1))..=(seq, i64::MAX))
                 .next()
                 .map(|((_, idx), s)| (*idx, s.clone()))
         })

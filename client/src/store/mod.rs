@@ -110,12 +110,14 @@ pub trait StoreTx {
 
     /// Appends a draft to the outbox; returns its sequence number.
     fn push_draft(&self, message_id: &[u8], sealed: &[u8], now_ms: u64) -> Result<i64, StoreError>;
-    /// The oldest outbox entry: (seq, message id, sealed draft unless already encrypted).
-    fn next_outbox(&self) -> Result<Option<OutboxRow>, StoreError>;
+    /// The oldest outbox entry after sequence number `after` (0 for the oldest of all):
+    /// (seq, message id, sealed draft unless already encrypted).
+    fn next_outbox(&self, after: i64) -> Result<Option<OutboxRow>, StoreError>;
     /// Replaces the draft of `seq` by its encrypted envelopes, indexed 0, 1, ...
     fn set_ready(&self, seq: i64, sealed: &[Vec<u8>]) -> Result<(), StoreError>;
-    /// The first envelope of `seq` not sent yet: (index, sealed).
-    fn next_ready(&self, seq: i64) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
+    /// The first envelope of `seq` not sent yet with an index above `after` (-1 for the
+    /// first of all): (index, sealed).
+    fn next_ready(&self, seq: i64, after: i64) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
     fn done_ready(&self, seq: i64, idx: i64) -> Result<(), StoreError>;
     /// Removes the entry `seq` and whatever of it is left.
     fn done_outbox(&self, seq: i64) -> Result<(), StoreError>;
@@ -440,8 +442,8 @@ impl Tx<'_> {
     }
 
     /// The oldest outbox entry: (seq, message id, draft if not encrypted yet).
-    pub(crate) fn next_outbox(&self) -> Result<Option<OutboxEntry>, ClientError> {
-        let Some((seq, mid, draft)) = self.raw.next_outbox()? else {
+    pub(crate) fn next_outbox(&self, after: i64) -> Result<Option<OutboxEntry>, ClientError> {
+        let Some((seq, mid, draft)) = self.raw.next_outbox(after)? else {
             return Ok(None);
         };
         let draft = draft
@@ -459,9 +461,13 @@ impl Tx<'_> {
         Ok(self.raw.set_ready(seq, &sealed)?)
     }
 
-    pub(crate) fn next_ready(&self, seq: i64) -> Result<Option<(i64, pc::Ready)>, ClientError> {
+    pub(crate) fn next_ready(
+        &self,
+        seq: i64,
+        after: i64,
+    ) -> Result<Option<(i64, pc::Ready)>, ClientError> {
         self.raw
-            .next_ready(seq)?
+            .next_ready(seq, after)?
             .map(|(idx, b)| Ok((idx, self.open_proto(label::READY, &b)?)))
             .transpose()
     }

@@ -341,12 +341,12 @@ impl StoreTx for SqliteTx<'_> {
         Ok(self.0.last_insert_rowid())
     }
 
-    fn next_outbox(&self) -> Result<Option<OutboxRow>, StoreError> {
+    fn next_outbox(&self, after: i64) -> Result<Option<OutboxRow>, StoreError> {
         Ok(self
             .0
             .query_row(
-                "SELECT seq, message_id, draft FROM outbox ORDER BY seq LIMIT 1",
-                [],
+                "SELECT seq, message_id, draft FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT 1",
+                params![after],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?)
@@ -366,12 +366,12 @@ impl StoreTx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn next_ready(&self, seq: i64) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+    fn next_ready(&self, seq: i64, after: i64) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
         Ok(self
             .0
             .query_row(
-                "SELECT idx, sealed FROM outbox_ready WHERE seq = ?1 ORDER BY idx LIMIT 1",
-                params![seq],
+                "SELECT idx, sealed FROM outbox_ready WHERE seq = ?1 AND idx > ?2 ORDER BY idx LIMIT 1",
+                params![seq, after],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?)

@@ -267,6 +267,8 @@ pub(super) async fn store_sends<S: Store>(
     let limits = MailboxLimits {
         max_count: shared.config.mailbox_max_count,
         max_bytes: shared.config.mailbox_max_bytes,
+        sender_max_count: shared.config.mailbox_sender_max_count,
+        sender_max_bytes: shared.config.mailbox_sender_max_bytes,
         ttl_ms: u64::try_from(shared.config.mailbox_ttl.as_millis()).unwrap_or(u64::MAX),
     };
     let (ids, batch): (Vec<_>, Vec<_>) = sends

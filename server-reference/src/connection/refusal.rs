@@ -147,6 +147,11 @@ impl From<StoreError> for Refused {
                 "a recipient's mailbox is full",
                 "mailbox_full",
             ),
+            StoreError::SenderShareFull(_) => refuse(
+                ErrorCode::MailboxFull,
+                "your share of a recipient's mailbox is full",
+                "mailbox_share_full",
+            ),
             StoreError::PrekeyStockFull => refuse(
                 ErrorCode::TooLarge,
                 "one-time prekey stock full",

@@ -141,6 +141,10 @@ pub struct MailboxLimits {
     pub max_count: u64,
     /// Most ciphertext bytes queued per device.
     pub max_bytes: u64,
+    /// Most envelopes one sending user may have queued in one device's mailbox.
+    pub sender_max_count: u64,
+    /// Most ciphertext bytes one sending user may have queued in one device's mailbox.
+    pub sender_max_bytes: u64,
     /// How long an envelope waits (ms) before it expires.
     pub ttl_ms: u64,
 }
@@ -167,6 +171,9 @@ pub enum StoreError {
     /// A recipient's mailbox is at its cap; nothing was stored for anyone.
     #[error("mailbox full")]
     MailboxFull(Addr),
+    /// The sender's share of a recipient's mailbox is full; nothing was stored for anyone.
+    #[error("sender's share of a mailbox full")]
+    SenderShareFull(Addr),
     /// The database failed; the source is the database driver's error (shared: a failed
     /// batch fails every operation in it with the same error).
     #[error("database error")]

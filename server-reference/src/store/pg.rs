@@ -148,6 +148,39 @@ const MIGRATIONS: &[&str] = &[
          SELECT DISTINCT upd.sender_user, upd.sender_device FROM upd;
        DELETE FROM messages x USING hush_acked a WHERE a.message = x.id AND x.refs <= 0;
      END $$;",
+    // 5: a sending user's share of each mailbox (`s_max_count`, `s_max_bytes`; 2000000 + i
+    // when recipient i's share for this sender is full).
+    "DROP FUNCTION hush_enqueue(TEXT, BIGINT, BYTEA, BIGINT, BIGINT, BYTEA, TEXT[], BIGINT[], BIGINT, BIGINT);
+     CREATE FUNCTION hush_enqueue(s_user TEXT, s_dev BIGINT, mid BYTEA, now_ms BIGINT, exp_ms BIGINT,
+        ct BYTEA, r_users TEXT[], r_devs BIGINT[], max_count BIGINT, max_bytes BIGINT,
+        s_max_count BIGINT, s_max_bytes BIGINT)
+     RETURNS INT LANGUAGE plpgsql AS $$
+     DECLARE i INT; c BIGINT; b BIGINT; sc BIGINT; sb BIGINT; msg BIGINT;
+     BEGIN
+       FOR i IN 1 .. coalesce(array_length(r_users, 1), 0) LOOP
+         IF NOT EXISTS (SELECT 1 FROM devices WHERE user_id = r_users[i] AND device_id = r_devs[i]) THEN
+           RETURN -i;
+         END IF;
+         -- Held until commit: this recipient's envelope ids commit in order.
+         PERFORM pg_advisory_xact_lock(hashtextextended('mailbox/' || r_users[i] || '/' || r_devs[i]::TEXT, 7800));
+         SELECT COUNT(*), COALESCE(SUM(mb.size), 0),
+                COUNT(*) FILTER (WHERE m.sender_user = s_user),
+                COALESCE(SUM(mb.size) FILTER (WHERE m.sender_user = s_user), 0)
+           INTO c, b, sc, sb FROM mailbox mb JOIN messages m ON m.id = mb.message
+           WHERE mb.user_id = r_users[i] AND mb.device_id = r_devs[i];
+         IF c >= max_count OR b + length(ct) > max_bytes THEN
+           RETURN 1000000 + i;
+         END IF;
+         IF sc >= s_max_count OR sb + length(ct) > s_max_bytes THEN
+           RETURN 2000000 + i;
+         END IF;
+       END LOOP;
+       INSERT INTO messages (sender_user, sender_device, message_id, server_ms, expires_ms, ciphertext, refs)
+         VALUES (s_user, s_dev, mid, now_ms, exp_ms, ct, array_length(r_users, 1)) RETURNING id INTO msg;
+       INSERT INTO mailbox (user_id, device_id, message, size, expires_ms)
+         SELECT u, d, msg, length(ct), exp_ms FROM UNNEST(r_users, r_devs) WITH ORDINALITY AS t(u, d, n) ORDER BY n;
+       RETURN 0;
+     END $$;",
 ];
 
 /// Key of the advisory lock that serialises migrations across nodes starting together.
@@ -628,9 +661,11 @@ impl Store for PgStore {
         let devices: Vec<i64> = recipients.iter().map(dev).collect();
         let code: i32 = c
             .query_one(
-                &c.prepare_cached("SELECT hush_enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
-                    .await
-                    .map_err(db)?,
+                &c.prepare_cached(
+                    "SELECT hush_enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                )
+                .await
+                .map_err(db)?,
                 &[
                     &sender.user,
                     &dev(sender),
@@ -642,26 +677,28 @@ impl Store for PgStore {
                     &devices,
                     &ms(limits.max_count),
                     &ms(limits.max_bytes),
+                    &ms(limits.sender_max_count),
+                    &ms(limits.sender_max_bytes),
                 ],
             )
             .await
             .map_err(db)?
             .get(0);
-        let nth = |i: i32| recipients.get((i - 1).max(0) as usize).cloned();
-        match code {
-            0 => Ok(()),
-            i if i < 0 => Err(StoreError::UnknownRecipient(nth(-i).ok_or_else(|| {
-                db(std::io::Error::other(
-                    "hush_enqueue returned a recipient index out of range",
-                ))
-            })?)),
-            i => Err(StoreError::MailboxFull(nth(i - 1_000_000).ok_or_else(
-                || {
+        let nth = |i: i32| {
+            recipients
+                .get((i - 1).max(0) as usize)
+                .cloned()
+                .ok_or_else(|| {
                     db(std::io::Error::other(
                         "hush_enqueue returned a recipient index out of range",
                     ))
-                },
-            )?)),
+                })
+        };
+        match code {
+            0 => Ok(()),
+            i if i < 0 => Err(StoreError::UnknownRecipient(nth(-i)?)),
+            i if i >= 2_000_000 => Err(StoreError::SenderShareFull(nth(i - 2_000_000)?)),
+            i => Err(StoreError::MailboxFull(nth(i - 1_000_000)?)),
         }
     }
 

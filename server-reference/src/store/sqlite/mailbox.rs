@@ -30,6 +30,10 @@ pub(super) fn store_envelope(
         if count >= limits.max_count || bytes + size as u64 > limits.max_bytes {
             return Err(StoreError::MailboxFull(r.clone()));
         }
+        let (count, bytes) = db.sender_usage(r, &sender.user)?;
+        if count >= limits.sender_max_count || bytes + size as u64 > limits.sender_max_bytes {
+            return Err(StoreError::SenderShareFull(r.clone()));
+        }
     }
     let c = &db.conn;
     let mut ids = Vec::with_capacity(out.recipients.len());
@@ -57,6 +61,10 @@ pub(super) fn store_envelope(
     }
     for r in &out.recipients {
         if let Some(u) = db.usage.get_mut(r) {
+            u.0 += 1;
+            u.1 += size as u64;
+        }
+        if let Some(u) = db.sender_usage.get_mut(&(r.clone(), sender.user.clone())) {
             u.0 += 1;
             u.1 += size as u64;
         }
@@ -185,6 +193,11 @@ pub(super) fn ack(
             .execute(params![id as i64])?;
         count += 1;
         bytes += size as u64;
+        if let Some(u) = db.sender_usage.get_mut(&(me.clone(), sender.user.clone())) {
+            u.0 = u.0.saturating_sub(1);
+            u.1 = u.1.saturating_sub(size as u64);
+        }
+        let c = &db.conn;
         match (message, refs) {
             (Some(m), Some(refs)) if refs > 1 => c
                 .prepare_cached("UPDATE messages SET refs = refs - 1 WHERE id = ?1")?
@@ -365,6 +378,7 @@ pub(super) fn expire(
     if removed > 0 {
         // Recounted from the mailbox when next needed.
         db.usage.clear();
+        db.sender_usage.clear();
     }
     Ok((removed as u64, Vec::new()))
 }

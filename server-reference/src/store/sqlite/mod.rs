@@ -44,6 +44,8 @@ const CACHE_ENTRIES: usize = 100_000;
 struct Db {
     conn: Connection,
     usage: std::collections::HashMap<Addr, (u64, u64)>,
+    /// (recipient, sending user) → (count, bytes) of that sender's envelopes in the mailbox.
+    sender_usage: std::collections::HashMap<(Addr, String), (u64, u64)>,
     queued_receipts: std::collections::HashMap<Addr, u64>,
     known: std::collections::HashSet<Addr>,
     envelope_ids: IdCounter,
@@ -67,6 +69,7 @@ impl Db {
         Ok(Self {
             conn,
             usage: Default::default(),
+            sender_usage: Default::default(),
             queued_receipts: Default::default(),
             known: Default::default(),
             envelope_ids,
@@ -89,6 +92,27 @@ impl Db {
         }
         let u = (count as u64, bytes as u64);
         self.usage.insert(a.clone(), u);
+        Ok(u)
+    }
+
+    /// The envelopes (count, bytes) that user `sender` has queued for `a`.
+    fn sender_usage(&mut self, a: &Addr, sender: &str) -> Result<(u64, u64), StoreError> {
+        let key = (a.clone(), sender.to_string());
+        if let Some(u) = self.sender_usage.get(&key) {
+            return Ok(*u);
+        }
+        let (count, bytes): (i64, i64) = self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*), COALESCE(SUM(mb.size), 0) FROM mailbox mb LEFT JOIN messages m ON m.id = mb.message
+                 WHERE mb.user_id = ?1 AND mb.device_id = ?2 AND COALESCE(mb.sender_user, m.sender_user) = ?3",
+            )?
+            .query_row(params![a.user, a.device, sender], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        if self.sender_usage.len() >= CACHE_ENTRIES {
+            self.sender_usage.clear();
+        }
+        let u = (count as u64, bytes as u64);
+        self.sender_usage.insert(key, u);
         Ok(u)
     }
 
@@ -118,6 +142,7 @@ impl Db {
     /// Forgets what is remembered of a removed device.
     fn forget(&mut self, a: &Addr) {
         self.usage.remove(a);
+        self.sender_usage.retain(|(r, _), _| r != a);
         self.known.remove(a);
         self.queued_receipts.remove(a);
     }
@@ -144,6 +169,7 @@ impl Db {
     /// After a rollback: what was remembered may no longer match the database.
     fn rolled_back(&mut self) {
         self.usage.clear();
+        self.sender_usage.clear();
         self.queued_receipts.clear();
         self.envelope_ids.unreserve();
         self.receipt_ids.unreserve();

@@ -80,6 +80,8 @@ async fn migrations_keep_queued_mail_and_ids() {
     let limits = MailboxLimits {
         max_count: 3,
         max_bytes: 1 << 20,
+        sender_max_count: u64::MAX,
+        sender_max_bytes: u64::MAX,
         ttl_ms: 1000,
     };
     store
@@ -168,6 +170,8 @@ async fn send_to_bob(store: &SqliteStore, n: usize) {
     let limits = MailboxLimits {
         max_count: 1000,
         max_bytes: 1 << 20,
+        sender_max_count: u64::MAX,
+        sender_max_bytes: u64::MAX,
         ttl_ms: 1 << 40,
     };
     for i in 0..n {
@@ -262,6 +266,8 @@ async fn the_wal_stays_bounded_under_writes_that_never_pause() {
     let limits = MailboxLimits {
         max_count: u64::MAX,
         max_bytes: u64::MAX,
+        sender_max_count: u64::MAX,
+        sender_max_bytes: u64::MAX,
         ttl_ms: 1 << 40,
     };
     let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
