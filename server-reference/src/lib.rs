@@ -29,6 +29,7 @@ mod cluster;
 mod connection;
 mod hub;
 pub mod limits;
+mod listen;
 pub mod metrics;
 pub use store::pg;
 pub mod redacted;
@@ -93,7 +94,16 @@ pub struct Config {
     /// How long a queued receipt is kept, and how long after delivery a message can still
     /// be marked read. Default 7 days.
     pub receipt_ttl: Duration,
-    /// Most simultaneous connections. Default 19,000.
+    /// Most sockets from one IP address that have not sent a complete HTTP request yet.
+    /// Default 64.
+    pub max_pending_per_ip: usize,
+    /// Time allowed for a request's header, from the socket's accept (or the previous
+    /// response); a slower client is disconnected. Default 10 s.
+    pub header_read_timeout: Duration,
+    /// Time allowed for a TLS handshake. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Most simultaneous connections: WebSocket connections and every other open socket
+    /// together. Default 19,000.
     pub max_connections: usize,
     /// Time allowed to authenticate after connecting. Default 10 s.
     pub auth_timeout: Duration,
@@ -207,6 +217,9 @@ impl Default for Config {
             receipt_max_queued: 100_000,
             receipt_ttl: Duration::from_secs(7 * 24 * 3600),
             max_connections: 19_000,
+            max_pending_per_ip: 64,
+            header_read_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
             auth_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             device_rate: RateLimit::per_second(200),
@@ -246,6 +259,8 @@ pub(crate) struct Shared<S> {
     pub(crate) metrics: Arc<metrics::Metrics>,
     pub(crate) ip_limits: limits::Limiter<std::net::IpAddr>,
     pub(crate) device_limits: limits::Limiter<store::Addr>,
+    /// Open sockets not (yet) WebSocket connections.
+    pub(crate) sockets: Arc<listen::Sockets>,
     /// Bundle fetches, by requesting device.
     pub(crate) bundle_limits: limits::Limiter<store::Addr>,
     /// One-time prekeys handed out, by target device.
@@ -362,6 +377,7 @@ impl<S: Store> Relay<S> {
             ip_limits: limits::Limiter::new(config.ip_rate),
             device_limits: limits::Limiter::new(config.device_rate),
             bundle_limits: limits::Limiter::new(config.bundle_rate),
+            sockets: Arc::default(),
             handout_limits: limits::Limiter::new(config.prekey_handout_rate),
             config,
             store,
@@ -409,28 +425,31 @@ impl<S: Store> Relay<S> {
             shutdown.await;
             let _ = tx.send(true);
         };
-        let served = match &shared.config.tls {
-            None => axum::serve(
-                self.listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(graceful)
-            .await
-            .map_err(RelayError::Io),
-            Some(files) => match tls::acceptor(files) {
-                Ok(acceptor) => {
-                    tls::serve(
-                        self.listener,
-                        acceptor,
-                        app,
-                        graceful,
-                        shared.shutdown.clone(),
-                    )
-                    .await
-                }
-                Err(e) => Err(e),
-            },
+        let tls = match &shared.config.tls {
+            None => None,
+            Some(files) => Some(tls::acceptor(files)?),
         };
+        let c = &shared.config;
+        let limits = listen::ListenLimits {
+            max_connections: c.max_connections,
+            max_pending_per_ip: c.max_pending_per_ip,
+            handshake_timeout: c.handshake_timeout,
+            header_read_timeout: c.header_read_timeout,
+        };
+        let gate = listen::Gate {
+            limits,
+            sockets: shared.sockets.clone(),
+            metrics: shared.metrics.clone(),
+        };
+        let served = listen::serve(
+            self.listener,
+            tls,
+            app,
+            gate,
+            graceful,
+            shared.shutdown.clone(),
+        )
+        .await;
         expiry.abort();
         if let Some(l) = listener {
             l.abort();
@@ -490,6 +509,7 @@ async fn metrics_text<S: Store>(State(shared): State<Arc<Shared<S>>>) -> String 
     shared
         .metrics
         .set_queue_depth(shared.store.queue_depth() as u64);
+    shared.metrics.set_sockets(shared.sockets.open());
     shared.metrics.render()
 }
 

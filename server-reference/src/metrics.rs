@@ -24,6 +24,7 @@ pub struct Metrics {
     /// Requests at or under each bound of [`LATENCY_BOUNDS_US`].
     latency_buckets: [AtomicU64; LATENCY_BOUNDS_US.len()],
     queue_depth: AtomicU64,
+    sockets: AtomicU64,
     cluster_out: AtomicU64,
     cluster_in: AtomicU64,
     rejections: Mutex<BTreeMap<&'static str, u64>>,
@@ -73,6 +74,9 @@ impl Metrics {
         }
     }
     /// Records how many store operations are waiting for the database.
+    pub(crate) fn set_sockets(&self, n: u64) {
+        self.sockets.store(n, Ordering::Relaxed);
+    }
     pub(crate) fn set_queue_depth(&self, n: u64) {
         self.queue_depth.store(n, Ordering::Relaxed);
     }
@@ -117,6 +121,12 @@ impl Metrics {
             "gauge",
             "Open WebSocket connections.",
             self.connections(),
+        );
+        line(
+            "hush_sockets",
+            "gauge",
+            "Open sockets that are not WebSocket connections (HTTP requests, and sockets that have not sent a complete request yet).",
+            get(&self.sockets),
         );
         line(
             "hush_connections_total",

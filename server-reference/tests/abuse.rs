@@ -445,6 +445,84 @@ async fn mailbox_flooding_takes_only_a_share(b: Backend) {
     relay.stop().await;
 }
 
+/// A TCP socket to the relay from another loopback address (the attacker's).
+async fn socket_from(ip: [u8; 4], relay: &TestRelay) -> tokio::net::TcpStream {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind((std::net::Ipv4Addr::from(ip), 0).into()).unwrap();
+    s.connect(relay.addr).await.unwrap()
+}
+
+/// Whether the relay closes `s` within `within` (reads end or fail).
+async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            // An error page (a timed-out header gets 408): keep reading to the close.
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Finding 7 (slow loris): sockets that never finish their request are closed after the
+/// header-read timeout, at most `max_pending_per_ip` of them per address are held at all,
+/// and the pair (and a new device on another address) is served meanwhile.
+async fn slow_clients_are_cut_off_and_capped(b: Backend) {
+    let relay = start(b.db("slowloris").await, |c| {
+        c.header_read_timeout = Duration::from_secs(1);
+        c.max_pending_per_ip = 20;
+    })
+    .await;
+    let (mut alice, _) = registered(&relay, "alice").await;
+    let (mut bob, _) = registered(&relay, "bob").await;
+    let attacker = [127, 0, 0, 2];
+    let mut held = Vec::new();
+    for i in 0..30 {
+        let mut s = socket_from(attacker, &relay).await;
+        if i % 2 == 0 {
+            use tokio::io::AsyncWriteExt;
+            // Half a request, never finished.
+            s.write_all(b"GET /v1/ws HTTP/1.1\r\nHost: relay\r\nUpgrade: web")
+                .await
+                .unwrap();
+        }
+        held.push(s);
+    }
+    // The ten beyond the cap are closed at once (well within the 1 s header timeout).
+    let refused = futures_util::future::join_all(
+        held.iter_mut()
+            .map(|s| closed_within(s, Duration::from_millis(300))),
+    )
+    .await;
+    assert_eq!(
+        refused.iter().filter(|c| **c).count(),
+        10,
+        "sockets past max_pending_per_ip"
+    );
+    // The pair talks, and a new device from another address connects, meanwhile.
+    for i in 0..5 {
+        assert!(pair_round(&mut alice, &mut bob, "bob", i).await < PAIR_BOUND);
+    }
+    let (_carol, _) = registered(&relay, "carol").await;
+    // The twenty held are all cut off by the header-read timeout.
+    let cut = futures_util::future::join_all(
+        held.iter_mut()
+            .map(|s| closed_within(s, Duration::from_secs(3))),
+    )
+    .await;
+    assert!(
+        cut.iter().all(|c| *c),
+        "a slow socket outlived the header timeout: {cut:?}"
+    );
+    // And the address may open sockets again.
+    let mut again = socket_from(attacker, &relay).await;
+    assert!(!closed_within(&mut again, Duration::from_millis(200)).await);
+    relay.stop().await;
+}
+
 async fn store_of(b: Backend, name: &str) -> Stores {
     let db = b.db(name).await;
     match b {
@@ -609,4 +687,5 @@ on_both_backends!(
     receipt_and_device_limits_at_the_store,
     prekey_drain_is_bounded,
     mailbox_flooding_takes_only_a_share,
+    slow_clients_are_cut_off_and_capped,
 );
