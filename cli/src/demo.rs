@@ -314,12 +314,11 @@ async fn scenario(dir: &Path, db: &Path, url: &str, sent: &mut Vec<String>) -> R
         .await
         .map_err(|e| e.to_string())?;
     check(
-        !p.online && p.last_seen_ms.is_some(),
-        "Bob should be offline with a last-seen time",
+        !p.online && p.last_seen_ms.is_none(),
+        "Bob's presence should be hidden from Alice: he has never written to her",
     )?;
     println!(
-        "  alice asks: bob is offline, last seen {}",
-        p.last_seen_ms.map(clock).unwrap_or_default()
+        "  alice asks: the relay tells her nothing (Bob has never written to her, so his presence is not hers to see)"
     );
 
     step("First contact: Alice writes to Bob while he is offline");

@@ -227,12 +227,15 @@ async fn cross_node_delivery_receipts_presence_and_exactly_once_prekeys() {
         metric(&a2, "hush_cluster_signals_in_total").await > 0,
         "bob's node was woken over NATS"
     );
-    // Presence, asked on a third node.
-    let p = carol.client.presence("bob").await.unwrap();
-    assert!(p.online && p.last_seen_ms.is_some());
     // Bob answers; Alice on another node gets it.
     bob.client.send_text("alice", "and back").unwrap();
     assert_eq!(text(&alice.message().await), "and back");
+    // Presence, asked on another node than Bob's: Alice, whom Bob wrote to, sees him;
+    // Carol, on a third node, whom he never wrote to, does not.
+    let p = alice.client.presence("bob").await.unwrap();
+    assert!(p.online && p.last_seen_ms.is_some());
+    let p = carol.client.presence("bob").await.unwrap();
+    assert!(!p.online && p.last_seen_ms.is_none());
 
     // An attachment through a balancer: Erin's WebSocket lands on one node and her upload
     // on the next, which accepts the token the first issued (tokens are in PostgreSQL; the

@@ -203,7 +203,12 @@ async fn groups_attachments_presence_receipts_and_prekey_refill() {
     );
     assert_eq!(alice.client.receipts(&id).unwrap().len(), 3);
 
-    // Presence: online, then last seen when gone.
+    // Presence: hidden from a user Dave never wrote to; online once he has; last seen when
+    // gone.
+    let p = alice.client.presence("dave").await.unwrap();
+    assert!(!p.online && p.last_seen_ms.is_none());
+    dave.client.send_text("alice", "hi from dave").unwrap();
+    assert_eq!(text(&alice.message().await), "hi from dave");
     assert!(alice.client.presence("dave").await.unwrap().online);
 
     // A group: create with Bob and Carol, add Dave, remove Bob, Carol leaves.

@@ -113,6 +113,9 @@ pub struct Config {
     pub device_rate: RateLimit,
     /// Frames per second per IP address. Default 1,000.
     pub ip_rate: RateLimit,
+    /// How long a user that sent envelopes to another lets it see its presence (renewed by
+    /// every send). Default 30 days.
+    pub presence_grant_ttl: Duration,
     /// A user is online if active within this window. Default 60 s.
     pub online_window: Duration,
     /// Below this many one-time prekeys, a device is told to refill. Default 20.
@@ -225,6 +228,7 @@ impl Default for Config {
             device_rate: RateLimit::per_second(200),
             ip_rate: RateLimit::per_second(1000),
             online_window: Duration::from_secs(60),
+            presence_grant_ttl: Duration::from_secs(30 * 24 * 3600),
             prekey_low_watermark: 20,
             max_prekeys_per_upload: 500,
             bundle_rate: RateLimit {
@@ -261,6 +265,9 @@ pub(crate) struct Shared<S> {
     pub(crate) device_limits: limits::Limiter<store::Addr>,
     /// Open sockets not (yet) WebSocket connections.
     pub(crate) sockets: Arc<listen::Sockets>,
+    /// Presence grants (owner, viewer) this node wrote recently, and when: a grant is
+    /// written again only once a day, not with every envelope.
+    pub(crate) grants: std::sync::Mutex<std::collections::HashMap<(String, String), u64>>,
     /// Bundle fetches, by requesting device.
     pub(crate) bundle_limits: limits::Limiter<store::Addr>,
     /// One-time prekeys handed out, by target device.
@@ -378,6 +385,7 @@ impl<S: Store> Relay<S> {
             device_limits: limits::Limiter::new(config.device_rate),
             bundle_limits: limits::Limiter::new(config.bundle_rate),
             sockets: Arc::default(),
+            grants: Default::default(),
             handout_limits: limits::Limiter::new(config.prekey_handout_rate),
             config,
             store,

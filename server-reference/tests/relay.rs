@@ -594,37 +594,41 @@ async fn presence_online_last_seen_and_hidden(b: Backend) {
     let relay = start(b.db("presence").await, |_| {}).await;
     let (mut alice, _) = registered(&relay, "alice").await;
     let (mut bob, _) = registered(&relay, "bob").await;
-    let Out::Presence(p) = alice
-        .call(In::Presence(proto::PresenceQuery {
-            user_id: "bob".into(),
-        }))
-        .await
-    else {
-        panic!()
+    let (mut mallory, _) = registered(&relay, "mallory").await;
+    let ask = |user: &str| {
+        In::Presence(proto::PresenceQuery {
+            user_id: user.into(),
+        })
     };
-    assert!(p.online && p.last_seen_ms > 0 && !p.hidden);
+    let presence = |out: Out| match out {
+        Out::Presence(p) => (p.online, p.last_seen_ms > 0, p.hidden),
+        other => panic!("{other:?}"),
+    };
+    // Before Bob has sent Alice anything, his presence is not hers to see: it looks
+    // hidden, exactly as for a user that does not exist.
+    assert_eq!(presence(alice.call(ask("bob")).await), (false, false, true));
+    assert_eq!(
+        presence(alice.call(ask("nobody")).await),
+        (false, false, true)
+    );
+    // A user always sees its own.
+    assert_eq!(presence(bob.call(ask("bob")).await), (true, true, false));
+    // Bob writes to Alice: from then on she sees him; Mallory, a stranger, still does not.
+    assert!(matches!(
+        bob.call(send_to(&[("alice", 1)], b"hi", b"x")).await,
+        Out::Sent(_)
+    ));
+    assert_eq!(presence(alice.call(ask("bob")).await), (true, true, false));
+    assert_eq!(
+        presence(mallory.call(ask("bob")).await),
+        (false, false, true)
+    );
+    // Hiding hides both: not online, no last-seen time.
     bob.call(In::PresenceSettings(proto::PresenceSettings {
         hide_last_seen: true,
     }))
     .await;
-    let Out::Presence(p) = alice
-        .call(In::Presence(proto::PresenceQuery {
-            user_id: "bob".into(),
-        }))
-        .await
-    else {
-        panic!()
-    };
-    assert!(p.hidden && p.last_seen_ms == 0);
-    let Out::Presence(p) = alice
-        .call(In::Presence(proto::PresenceQuery {
-            user_id: "nobody".into(),
-        }))
-        .await
-    else {
-        panic!()
-    };
-    assert!(!p.online);
+    assert_eq!(presence(alice.call(ask("bob")).await), (false, false, true));
     relay.stop().await;
 }
 

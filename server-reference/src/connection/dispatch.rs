@@ -93,16 +93,25 @@ pub(super) async fn apply<S: Store>(
             done(Out::Done(proto::Done {}))
         }
         Request::Presence(user_id) => {
-            let seen = shared.store.presence(&user_id).await?;
             let now = now_ms();
+            // Only a user `user_id` has sent to sees its presence (and the user itself);
+            // to anyone else it looks hidden, which says nothing of whether it exists.
+            let allowed = user_id == addr.user
+                || shared
+                    .store
+                    .presence_allowed(&user_id, &addr.user, now)
+                    .await?;
+            let seen = if allowed {
+                shared.store.presence(&user_id).await?
+            } else {
+                Some((0, true))
+            };
             let window = u64::try_from(shared.config.online_window.as_millis()).unwrap_or(u64::MAX);
             let (online, last, hidden) = match seen {
                 None => (false, 0, false),
-                Some((t, hidden)) => (
-                    now.saturating_sub(t) <= window,
-                    if hidden { 0 } else { t },
-                    hidden,
-                ),
+                // Hiding hides both: not online, no last-seen time.
+                Some((_, true)) => (false, 0, true),
+                Some((t, false)) => (now.saturating_sub(t) <= window, t, false),
             };
             done(Out::Presence(proto::Presence {
                 user_id,
@@ -285,9 +294,11 @@ pub(super) async fn store_sends<S: Store>(
         .unzip();
     let results = shared.store.enqueue_many(addr, batch, now, limits).await;
     shared.metrics.store_latency(started.elapsed());
+    let mut viewers = Vec::new();
     for ((rid, message_id, recipients), result) in ids.into_iter().zip(results) {
         let reply = match result {
             Ok(()) => {
+                viewers.extend(recipients.iter().map(|r| r.user.clone()));
                 shared.metrics.envelope_in(recipients.len() as u64);
                 for r in &recipients {
                     shared.committed_for(r);
@@ -310,5 +321,58 @@ pub(super) async fn store_sends<S: Store>(
             return false;
         }
     }
+    grant_presence(shared, addr, viewers, now).await;
     true
+}
+
+/// The sender of stored envelopes lets their recipients see its presence (SPEC §14.2):
+/// written once a day per pair at most, after the answers have gone out.
+async fn grant_presence<S: Store>(
+    shared: &Shared<S>,
+    sender: &Addr,
+    viewers: Vec<String>,
+    now: u64,
+) {
+    const RENEW_MS: u64 = 24 * 3600 * 1000;
+    let mut due: Vec<String> = {
+        let Ok(mut written) = shared.grants.lock() else {
+            return;
+        };
+        if written.len() > 100_000 {
+            written.clear();
+        }
+        viewers
+            .into_iter()
+            .filter(|v| *v != sender.user)
+            .filter(|v| {
+                let key = (sender.user.clone(), v.clone());
+                match written.get(&key) {
+                    Some(at) if now.saturating_sub(*at) < RENEW_MS => false,
+                    _ => {
+                        written.insert(key, now);
+                        true
+                    }
+                }
+            })
+            .collect()
+    };
+    if due.is_empty() {
+        return;
+    }
+    due.sort();
+    due.dedup();
+    let ttl = u64::try_from(shared.config.presence_grant_ttl.as_millis()).unwrap_or(u64::MAX);
+    if let Err(e) = shared
+        .store
+        .grant_presence(&sender.user, due.clone(), now.saturating_add(ttl))
+        .await
+    {
+        // Not written: try again with the next envelope.
+        tracing::warn!(error = %crate::store::error_chain(&e), "presence grant not stored");
+        if let Ok(mut written) = shared.grants.lock() {
+            for v in due {
+                written.remove(&(sender.user.clone(), v));
+            }
+        }
+    }
 }

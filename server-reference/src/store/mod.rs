@@ -392,14 +392,29 @@ pub trait Store: Send + Sync + 'static {
         &self,
         user: &str,
     ) -> impl Future<Output = Result<Option<(u64, bool)>, StoreError>> + Send;
+    /// Lets each of `viewers` see `owner`'s presence until `until_ms` (or later, if already
+    /// allowed longer).
+    fn grant_presence(
+        &self,
+        owner: &str,
+        viewers: Vec<String>,
+        until_ms: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Whether `viewer` may see `owner`'s presence at `now_ms`.
+    fn presence_allowed(
+        &self,
+        owner: &str,
+        viewer: &str,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Sets whether `user` hides its last-seen time.
     fn set_hidden(
         &self,
         user: &str,
         hidden: bool,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Deletes expired envelopes, and receipts (queued or still possible) older than
-    /// `receipts.ttl_ms`. Returns how many envelopes.
+    /// Deletes expired envelopes, presence grants, and receipts (queued or still possible)
+    /// older than `receipts.ttl_ms`. Returns how many envelopes.
     fn expire(
         &self,
         now_ms: u64,

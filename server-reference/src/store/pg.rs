@@ -181,6 +181,10 @@ const MIGRATIONS: &[&str] = &[
          SELECT u, d, msg, length(ct), exp_ms FROM UNNEST(r_users, r_devs) WITH ORDINALITY AS t(u, d, n) ORDER BY n;
        RETURN 0;
      END $$;",
+    // 6: who may see whose presence (as SQLite's migration 7).
+    "CREATE TABLE presence_grants (owner TEXT NOT NULL, viewer TEXT NOT NULL,
+        until_ms BIGINT NOT NULL, PRIMARY KEY (owner, viewer));
+     CREATE INDEX presence_grants_by_expiry ON presence_grants (until_ms);",
 ];
 
 /// Key of the advisory lock that serialises migrations across nodes starting together.
@@ -888,6 +892,49 @@ impl Store for PgStore {
         .map(|r| (r.get::<_, i64>(0) as u64, r.get(1))))
     }
 
+    async fn grant_presence(
+        &self,
+        owner: &str,
+        viewers: Vec<String>,
+        until_ms: u64,
+    ) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute(
+            &c.prepare_cached(
+                "INSERT INTO presence_grants (owner, viewer, until_ms)
+                 SELECT $1, v, $3 FROM UNNEST($2::TEXT[]) AS t(v)
+                 ON CONFLICT (owner, viewer)
+                 DO UPDATE SET until_ms = GREATEST(presence_grants.until_ms, EXCLUDED.until_ms)",
+            )
+            .await
+            .map_err(db)?,
+            &[&owner, &viewers, &ms(until_ms)],
+        )
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn presence_allowed(
+        &self,
+        owner: &str,
+        viewer: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let c = self.client().await?;
+        Ok(c.query_opt(
+            &c.prepare_cached(
+                "SELECT 1 FROM presence_grants WHERE owner = $1 AND viewer = $2 AND until_ms > $3",
+            )
+            .await
+            .map_err(db)?,
+            &[&owner, &viewer, &ms(now_ms)],
+        )
+        .await
+        .map_err(db)?
+        .is_some())
+    }
+
     async fn set_hidden(&self, user: &str, hidden: bool) -> Result<(), StoreError> {
         let c = self.client().await?;
         c.execute(
@@ -915,14 +962,14 @@ impl Store for PgStore {
         )
         .await
         .map_err(db)?;
-        tx.execute(
-            &tx.prepare_cached("DELETE FROM readable WHERE expires_ms <= $1")
+        for sql in [
+            "DELETE FROM readable WHERE expires_ms <= $1",
+            "DELETE FROM presence_grants WHERE until_ms <= $1",
+        ] {
+            tx.execute(&tx.prepare_cached(sql).await.map_err(db)?, &[&ms(now_ms)])
                 .await
-                .map_err(db)?,
-            &[&ms(now_ms)],
-        )
-        .await
-        .map_err(db)?;
+                .map_err(db)?;
+        }
         let gone = tx
             .query(
                 &tx.prepare_cached(

@@ -364,6 +364,10 @@ pub(super) fn expire(
         params![now_ms as i64],
     )?;
     c.execute(
+        "DELETE FROM presence_grants WHERE until_ms <= ?1",
+        params![now_ms as i64],
+    )?;
+    c.execute(
         "DELETE FROM upload_tokens WHERE expires_ms <= ?1",
         params![now_ms as i64],
     )?;

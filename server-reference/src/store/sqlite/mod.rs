@@ -551,6 +551,28 @@ impl Store for SqliteStore {
         self.call(move |c| presence::presence(c, user)).await
     }
 
+    async fn grant_presence(
+        &self,
+        owner: &str,
+        viewers: Vec<String>,
+        until_ms: u64,
+    ) -> Result<(), StoreError> {
+        let owner = owner.to_string();
+        self.call(move |c| presence::grant(c, owner, viewers, until_ms))
+            .await
+    }
+
+    async fn presence_allowed(
+        &self,
+        owner: &str,
+        viewer: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let (owner, viewer) = (owner.to_string(), viewer.to_string());
+        self.call(move |c| presence::allowed(c, owner, viewer, now_ms))
+            .await
+    }
+
     async fn set_hidden(&self, user: &str, hidden: bool) -> Result<(), StoreError> {
         let user = user.to_string();
         self.call(move |c| presence::set_hidden(c, user, hidden))

@@ -1,4 +1,4 @@
-//! Presence: when each user was last seen, and whether it hides that.
+//! Presence: when each user was last seen, whether it hides that, and who may see it.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -32,4 +32,37 @@ pub(super) fn set_hidden(c: &Connection, user: String, hidden: bool) -> Result<(
         params![user, i64::from(hidden)],
     )?;
     Ok(())
+}
+
+/// [`Store::grant_presence`](crate::store::Store::grant_presence), on the database thread.
+pub(super) fn grant(
+    c: &Connection,
+    owner: String,
+    viewers: Vec<String>,
+    until_ms: u64,
+) -> Result<(), StoreError> {
+    let mut insert = c.prepare_cached(
+        "INSERT INTO presence_grants (owner, viewer, until_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT (owner, viewer) DO UPDATE SET until_ms = MAX(until_ms, ?3)",
+    )?;
+    for v in viewers {
+        insert.execute(params![owner, v, until_ms as i64])?;
+    }
+    Ok(())
+}
+
+/// [`Store::presence_allowed`](crate::store::Store::presence_allowed), on the database
+/// thread.
+pub(super) fn allowed(
+    c: &Connection,
+    owner: String,
+    viewer: String,
+    now_ms: u64,
+) -> Result<bool, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT 1 FROM presence_grants WHERE owner = ?1 AND viewer = ?2 AND until_ms > ?3",
+    )?
+    .query_row(params![owner, viewer, now_ms as i64], |_| Ok(()))
+    .optional()?
+    .is_some())
 }

@@ -103,6 +103,11 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE revoked_keys (
         user_id TEXT NOT NULL, identity_key BLOB NOT NULL, removed_ms INTEGER NOT NULL,
         PRIMARY KEY (user_id, identity_key));",
+    // 7: who may see whose presence: a user that sent envelopes to another lets it see its
+    // presence for a while (SPEC §14.2).
+    "CREATE TABLE presence_grants (owner TEXT NOT NULL, viewer TEXT NOT NULL,
+        until_ms INTEGER NOT NULL, PRIMARY KEY (owner, viewer)) WITHOUT ROWID;
+     CREATE INDEX presence_grants_by_expiry ON presence_grants (until_ms);",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
