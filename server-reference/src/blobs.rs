@@ -93,7 +93,20 @@ pub(crate) async fn upload<S: Store>(
             "blob storage unavailable",
         );
     }
-    let tmp = dir.join(format!("upload-{}", hex(&token[..8])));
+    // Within the device's daily quota: what is left of it caps this upload too.
+    let day = now_ms() / crate::store::DAY_MS;
+    let quota = shared.config.blob_bytes_per_day;
+    let Ok(used) = shared.store.blob_usage(&owner, day).await else {
+        return status(StatusCode::INTERNAL_SERVER_ERROR, "store failed");
+    };
+    if used >= quota {
+        shared.metrics.reject("blob_quota");
+        return status(StatusCode::TOO_MANY_REQUESTS, "daily upload quota used");
+    }
+    // A random name, unrelated to the token.
+    let mut name = [0u8; 16];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut name);
+    let tmp = dir.join(format!("upload-{}", hex(&name)));
     let Ok(mut file) = tokio::fs::File::create(&tmp).await else {
         return status(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -115,6 +128,11 @@ pub(crate) async fn upload<S: Store>(
             shared.metrics.reject("blob_too_large");
             return status(StatusCode::PAYLOAD_TOO_LARGE, "blob exceeds the size cap");
         }
+        if used + size > quota {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            shared.metrics.reject("blob_quota");
+            return status(StatusCode::TOO_MANY_REQUESTS, "daily upload quota used");
+        }
         hasher.update(&chunk);
         if file.write_all(&chunk).await.is_err() {
             let _ = tokio::fs::remove_file(&tmp).await;
@@ -126,6 +144,19 @@ pub(crate) async fn upload<S: Store>(
         return status(StatusCode::INTERNAL_SERVER_ERROR, "write failed");
     }
     drop(file);
+    // Counted before the blob exists (concurrent uploads of one device cannot overrun it).
+    match shared.store.add_blob_usage(&owner, day, size, quota).await {
+        Ok(true) => {}
+        Ok(false) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            shared.metrics.reject("blob_quota");
+            return status(StatusCode::TOO_MANY_REQUESTS, "daily upload quota used");
+        }
+        Err(_) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return status(StatusCode::INTERNAL_SERVER_ERROR, "store failed");
+        }
+    }
     let id = hex(&hasher.finish());
     if tokio::fs::rename(&tmp, blob_path(dir, &id)).await.is_err() {
         return status(StatusCode::INTERNAL_SERVER_ERROR, "write failed");

@@ -137,6 +137,10 @@ pub struct Config {
     pub max_blob_bytes: u64,
     /// How long a blob is kept. Default 30 days.
     pub blob_ttl: Duration,
+    /// Upload tokens per device. Default a burst of 20, then one per 5 s.
+    pub upload_token_rate: RateLimit,
+    /// Blob bytes one device may upload per UTC day. Default 1 GiB.
+    pub blob_bytes_per_day: u64,
     /// How long an upload token stays valid. Default 5 minutes.
     pub upload_token_ttl: Duration,
     /// Serve TLS with this certificate chain and private key (PEM files). Default: none
@@ -244,6 +248,11 @@ impl Default for Config {
             max_blob_bytes: 100 * 1024 * 1024,
             blob_ttl: Duration::from_secs(30 * 24 * 3600),
             upload_token_ttl: Duration::from_secs(300),
+            upload_token_rate: RateLimit {
+                per_second: 0.2,
+                burst: 20.0,
+            },
+            blob_bytes_per_day: 1 << 30,
             tls: None,
             nats_url: None,
             nats_prefix: "hush".into(),
@@ -272,6 +281,8 @@ pub(crate) struct Shared<S> {
     pub(crate) bundle_limits: limits::Limiter<store::Addr>,
     /// One-time prekeys handed out, by target device.
     pub(crate) handout_limits: limits::Limiter<store::Addr>,
+    /// Upload tokens, by device.
+    pub(crate) token_limits: limits::Limiter<store::Addr>,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
 
@@ -387,6 +398,7 @@ impl<S: Store> Relay<S> {
             sockets: Arc::default(),
             grants: Default::default(),
             handout_limits: limits::Limiter::new(config.prekey_handout_rate),
+            token_limits: limits::Limiter::new(config.upload_token_rate),
             config,
             store,
             hub,
@@ -538,6 +550,7 @@ async fn expire_loop<S: Store>(shared: Arc<Shared<S>>) {
         shared.device_limits.prune();
         shared.bundle_limits.prune();
         shared.handout_limits.prune();
+        shared.token_limits.prune();
     }
 }
 

@@ -523,6 +523,59 @@ async fn slow_clients_are_cut_off_and_capped(b: Backend) {
     relay.stop().await;
 }
 
+/// Finding 9: upload tokens come at the device's token rate, and each device uploads at
+/// most its daily quota of blob bytes (each at its boundary); another device is unaffected.
+async fn blob_tokens_and_bytes_are_rationed(b: Backend) {
+    let relay = start(b.db("blob-quota").await, |c| {
+        c.max_blob_bytes = 600;
+        c.blob_bytes_per_day = 1000;
+        c.upload_token_rate = hush_relay::RateLimit {
+            per_second: 0.001,
+            burst: 4.0,
+        };
+    })
+    .await;
+    let (mut m, _) = registered(&relay, "mallory").await;
+    let mut tokens = Vec::new();
+    for _ in 0..4 {
+        let Out::UploadToken(t) = m.call(In::UploadToken(proto::UploadTokenRequest {})).await
+        else {
+            panic!("a token within the rate was refused")
+        };
+        tokens.push(t.token);
+    }
+    assert_eq!(
+        code(&m.call(In::UploadToken(proto::UploadTokenRequest {})).await),
+        ErrorCode::RateLimited
+    );
+    // 600 + 400 = the quota of 1,000 exactly; one byte more is refused.
+    assert_eq!(http(&relay, post(Some(&tokens[0]), &[1; 600])).await.0, 201);
+    assert_eq!(http(&relay, post(Some(&tokens[1]), &[2; 400])).await.0, 201);
+    assert_eq!(http(&relay, post(Some(&tokens[2]), &[3; 1])).await.0, 429);
+    // Someone else's quota is their own.
+    let (mut alice, _) = registered(&relay, "alice").await;
+    let Out::UploadToken(t) = alice
+        .call(In::UploadToken(proto::UploadTokenRequest {}))
+        .await
+    else {
+        panic!()
+    };
+    assert_eq!(http(&relay, post(Some(&t.token), &[4; 600])).await.0, 201);
+    // Nothing of the refused upload is left behind in the blob directory.
+    let leftovers = std::fs::read_dir(relay.db.path.with_file_name("blobs"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("upload-")
+        })
+        .count();
+    assert_eq!(leftovers, 0);
+    relay.stop().await;
+}
+
 async fn store_of(b: Backend, name: &str) -> Stores {
     let db = b.db(name).await;
     match b {
@@ -688,4 +741,5 @@ on_both_backends!(
     prekey_drain_is_bounded,
     mailbox_flooding_takes_only_a_share,
     slow_clients_are_cut_off_and_capped,
+    blob_tokens_and_bytes_are_rationed,
 );

@@ -705,49 +705,6 @@ async fn health_and_metrics(b: Backend) {
     relay.stop().await;
 }
 
-async fn http(relay: &TestRelay, request: Vec<u8>) -> (u16, String, Vec<u8>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = TcpStream::connect(relay.addr).await.unwrap();
-    s.write_all(&request).await.unwrap();
-    let mut out = vec![];
-    s.read_to_end(&mut out).await.unwrap();
-    let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&out[..split]).to_string();
-    let status: u16 = head[9..12].parse().unwrap();
-    let mut body = out[split + 4..].to_vec();
-    if head.to_lowercase().contains("transfer-encoding: chunked") {
-        // De-chunk.
-        let mut plain = vec![];
-        let mut rest = &body[..];
-        loop {
-            let nl = rest.windows(2).position(|w| w == b"\r\n").unwrap();
-            let n = usize::from_str_radix(std::str::from_utf8(&rest[..nl]).unwrap().trim(), 16)
-                .unwrap();
-            if n == 0 {
-                break;
-            }
-            plain.extend_from_slice(&rest[nl + 2..nl + 2 + n]);
-            rest = &rest[nl + 2 + n + 2..];
-        }
-        body = plain;
-    }
-    (status, head, body)
-}
-
-fn post(token: Option<&[u8]>, body: &[u8]) -> Vec<u8> {
-    let auth = token
-        .map(|t| {
-            format!(
-                "Authorization: Bearer {}\r\n",
-                t.iter().map(|b| format!("{b:02x}")).collect::<String>()
-            )
-        })
-        .unwrap_or_default();
-    let mut r = format!("POST /v1/blobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n", body.len()).into_bytes();
-    r.extend_from_slice(body);
-    r
-}
-
 fn get(id: &str, range: Option<&str>) -> Vec<u8> {
     let range = range.map(|r| format!("Range: {r}\r\n")).unwrap_or_default();
     format!("GET /v1/blobs/{id} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{range}\r\n")

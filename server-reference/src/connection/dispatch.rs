@@ -121,6 +121,9 @@ pub(super) async fn apply<S: Store>(
             }))
         }
         Request::UploadToken => {
+            if let Err(wait) = shared.token_limits.check(addr) {
+                return Err(Refused::rate_limited(wait));
+            }
             let ttl = shared.config.upload_token_ttl;
             let token = crate::blobs::issue_token(shared, addr, ttl).await?;
             done(Out::UploadToken(proto::UploadToken {

@@ -149,6 +149,9 @@ pub struct MailboxLimits {
     pub ttl_ms: u64,
 }
 
+/// A day in ms: blob quotas count per UTC day, `now_ms / DAY_MS`.
+pub const DAY_MS: u64 = 24 * 3600 * 1000;
+
 /// Receipt limits applied by [`Store::ack`], [`Store::read`] and [`Store::expire`]
 /// (docs/SPEC.md §14.2, "Receipts").
 #[derive(Clone, Copy, Debug)]
@@ -452,6 +455,21 @@ pub trait Store: Send + Sync + 'static {
         token_hash: [u8; 32],
         now_ms: u64,
     ) -> impl Future<Output = Result<Option<Addr>, StoreError>> + Send;
+    /// Blob bytes `addr` uploaded on `day` (days since the epoch, UTC).
+    fn blob_usage(
+        &self,
+        addr: &Addr,
+        day: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Counts `bytes` more against `addr`'s `day`, unless that takes it over `quota`
+    /// (`false`; nothing counted). Days before yesterday are forgotten.
+    fn add_blob_usage(
+        &self,
+        addr: &Addr,
+        day: u64,
+        bytes: u64,
+        quota: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Operations waiting to run (for the queue-depth metric); 0 if not applicable.
     fn queue_depth(&self) -> usize {
         0

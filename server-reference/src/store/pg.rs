@@ -13,7 +13,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 use crate::store::{
-    Addr, DeviceLookup, MailboxLimits, ReceiptLimits, Store, StoreError, StoredBundle,
+    Addr, DAY_MS, DeviceLookup, MailboxLimits, ReceiptLimits, Store, StoreError, StoredBundle,
     StoredEnvelope, StoredPrekey, StoredReceipt,
 };
 
@@ -185,6 +185,9 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE presence_grants (owner TEXT NOT NULL, viewer TEXT NOT NULL,
         until_ms BIGINT NOT NULL, PRIMARY KEY (owner, viewer));
      CREATE INDEX presence_grants_by_expiry ON presence_grants (until_ms);",
+    // 7: blob bytes per device per day (as SQLite's migration 8).
+    "CREATE TABLE blob_usage (user_id TEXT NOT NULL, device_id BIGINT NOT NULL,
+        day BIGINT NOT NULL, bytes BIGINT NOT NULL, PRIMARY KEY (user_id, device_id, day));",
 ];
 
 /// Key of the advisory lock that serialises migrations across nodes starting together.
@@ -935,6 +938,53 @@ impl Store for PgStore {
         .is_some())
     }
 
+    async fn blob_usage(&self, addr: &Addr, day: u64) -> Result<u64, StoreError> {
+        let c = self.client().await?;
+        Ok(c.query_opt(
+            &c.prepare_cached(
+                "SELECT bytes FROM blob_usage WHERE user_id = $1 AND device_id = $2 AND day = $3",
+            )
+            .await
+            .map_err(db)?,
+            &[&addr.user, &dev(addr), &ms(day)],
+        )
+        .await
+        .map_err(db)?
+        .map_or(0, |r| r.get::<_, i64>(0) as u64))
+    }
+
+    async fn add_blob_usage(
+        &self,
+        addr: &Addr,
+        day: u64,
+        bytes: u64,
+        quota: u64,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db)?;
+        // The row's lock serialises one device's concurrent uploads.
+        let added = tx
+            .query_opt(
+                &tx.prepare_cached(
+                    "INSERT INTO blob_usage (user_id, device_id, day, bytes) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (user_id, device_id, day) DO UPDATE SET bytes = blob_usage.bytes + EXCLUDED.bytes
+                     RETURNING bytes",
+                )
+                .await
+                .map_err(db)?,
+                &[&addr.user, &dev(addr), &ms(day), &ms(bytes)],
+            )
+            .await
+            .map_err(db)?
+            .is_some_and(|r| r.get::<_, i64>(0) as u64 <= quota);
+        if !added {
+            // Rolled back: nothing counted.
+            return Ok(false);
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(true)
+    }
+
     async fn set_hidden(&self, user: &str, hidden: bool) -> Result<(), StoreError> {
         let c = self.client().await?;
         c.execute(
@@ -959,6 +1009,14 @@ impl Store for PgStore {
                 .await
                 .map_err(db)?,
             &[&ms(now_ms.saturating_sub(receipts.ttl_ms))],
+        )
+        .await
+        .map_err(db)?;
+        tx.execute(
+            &tx.prepare_cached("DELETE FROM blob_usage WHERE day < $1")
+                .await
+                .map_err(db)?,
+            &[&ms((now_ms / DAY_MS).saturating_sub(1))],
         )
         .await
         .map_err(db)?;

@@ -75,3 +75,34 @@ pub(super) fn expire_blobs(c: &Connection, now_ms: u64) -> Result<Vec<String>, S
     )?;
     Ok(ids)
 }
+
+/// [`Store::blob_usage`](crate::store::Store::blob_usage), on the database thread.
+pub(super) fn usage(c: &Connection, a: &Addr, day: u64) -> Result<u64, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT bytes FROM blob_usage WHERE user_id = ?1 AND device_id = ?2 AND day = ?3",
+    )?
+    .query_row(params![a.user, a.device, day as i64], |r| {
+        r.get::<_, i64>(0)
+    })
+    .optional()?
+    .unwrap_or(0) as u64)
+}
+
+/// [`Store::add_blob_usage`](crate::store::Store::add_blob_usage), on the database thread.
+pub(super) fn add_usage(
+    c: &Connection,
+    a: &Addr,
+    day: u64,
+    bytes: u64,
+    quota: u64,
+) -> Result<bool, StoreError> {
+    if usage(c, a, day)?.saturating_add(bytes) > quota {
+        return Ok(false);
+    }
+    c.prepare_cached(
+        "INSERT INTO blob_usage (user_id, device_id, day, bytes) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (user_id, device_id, day) DO UPDATE SET bytes = bytes + ?4",
+    )?
+    .execute(params![a.user, a.device, day as i64, bytes as i64])?;
+    Ok(true)
+}

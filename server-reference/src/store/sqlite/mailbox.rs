@@ -368,6 +368,10 @@ pub(super) fn expire(
         params![now_ms as i64],
     )?;
     c.execute(
+        "DELETE FROM blob_usage WHERE day < ?1",
+        params![((now_ms / crate::store::DAY_MS).saturating_sub(1)) as i64],
+    )?;
+    c.execute(
         "DELETE FROM upload_tokens WHERE expires_ms <= ?1",
         params![now_ms as i64],
     )?;

@@ -590,6 +590,23 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn blob_usage(&self, addr: &Addr, day: u64) -> Result<u64, StoreError> {
+        let addr = addr.clone();
+        self.call(move |c| blobs::usage(c, &addr, day)).await
+    }
+
+    async fn add_blob_usage(
+        &self,
+        addr: &Addr,
+        day: u64,
+        bytes: u64,
+        quota: u64,
+    ) -> Result<bool, StoreError> {
+        let addr = addr.clone();
+        self.call(move |c| blobs::add_usage(c, &addr, day, bytes, quota))
+            .await
+    }
+
     async fn put_upload_token(
         &self,
         token_hash: [u8; 32],

@@ -108,6 +108,10 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE presence_grants (owner TEXT NOT NULL, viewer TEXT NOT NULL,
         until_ms INTEGER NOT NULL, PRIMARY KEY (owner, viewer)) WITHOUT ROWID;
      CREATE INDEX presence_grants_by_expiry ON presence_grants (until_ms);",
+    // 8: blob bytes each device uploaded per day (UTC), for its daily quota.
+    "CREATE TABLE blob_usage (user_id TEXT NOT NULL, device_id INTEGER NOT NULL,
+        day INTEGER NOT NULL, bytes INTEGER NOT NULL, PRIMARY KEY (user_id, device_id, day))
+        WITHOUT ROWID;",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
