@@ -199,6 +199,12 @@ fn show(state: &mut State, event: Event) {
                         .map_or_else(|| short(g), |(n, _)| n.clone())
                 ),
             };
+            if m.before_removal {
+                println!(
+                    "-- warning: {} sent the next message before it learned of the group's latest removal; the removed member may be able to read it",
+                    m.from
+                );
+            }
             match m.body {
                 Body::Text(t) => println!("<< {} [{conv}]: {t}", m.from),
                 Body::Attachment(a) => {

@@ -96,6 +96,10 @@ pub struct Message {
     pub server_ms: u64,
     /// Sent by this user (from this device, or synced from another of the user's devices).
     pub outgoing: bool,
+    /// A group message whose sender had not yet applied the group's latest removal when it
+    /// sent it: the removed member may be able to read it too. Show a warning; a relay
+    /// withholding a removal from some members shows up this way (SPEC §13.3).
+    pub before_removal: bool,
 }
 
 /// The three ticks.

@@ -180,3 +180,89 @@ async fn a_full_mailbox_does_not_hold_up_mail_to_others() {
         })
         .await;
 }
+
+/// Finding 13: a group's create change forwarded by another member (with that member's own
+/// directory and name) is refused; only the creator's own counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_creator_can_bring_a_device_into_a_new_group() {
+    use hush_groups::{Group, GroupConfig, Role};
+    let dir = scratch("abuse-forwarded-create");
+    let addr = relay(&dir).await;
+    let mut bob = open(&dir, &addr, "bob", [2; 32]).unwrap();
+    bob.online().await;
+    let bob_key = *bob.client.identity_key();
+    let mut admin = Peer {
+        raw: Raw::connect(&addr, "admin").await,
+        user: "admin".into(),
+        sessions: Default::default(),
+    };
+    let mut mallory = Peer {
+        raw: Raw::connect(&addr, "mallory").await,
+        user: "mallory".into(),
+        sessions: Default::default(),
+    };
+    let (_group, create) = Group::create(
+        &admin.raw.id,
+        &[
+            (bob_key, Role::Member),
+            (*mallory.raw.id.public(), Role::Member),
+        ],
+        GroupConfig::default(),
+        &mut rand::rng(),
+    )
+    .unwrap();
+    let gid = Group::from_create(&bob_key, &create, GroupConfig::default())
+        .unwrap()
+        .id()
+        .to_vec();
+    let bob_entry = pc::Member {
+        identity_key: bob_key.to_bytes().to_vec(),
+        user_id: "bob".into(),
+        device_id: 1,
+    };
+    let control = |directory: Vec<pc::Member>, name: &str| {
+        pc::content::Body::GroupControl(pc::GroupControl {
+            group_id: gid.clone(),
+            control: create.clone(),
+            group_info: vec![],
+            directory,
+            name: name.into(),
+        })
+    };
+    // Mallory, a member, forwards the create first, claiming the admin's key is her device.
+    let forged = pc::Member {
+        identity_key: admin.raw.id.public().to_bytes().to_vec(),
+        user_id: "mallory".into(),
+        device_id: 1,
+    };
+    mallory
+        .send_content(
+            "bob",
+            control(vec![forged, bob_entry.clone()], "free gifts"),
+        )
+        .await;
+    assert_eq!(
+        bob.dropped().await,
+        DropReason::Undecryptable(hush_client::Undecryptable::Control(
+            hush_groups::ControlError::NotFromCreator
+        ))
+    );
+    assert!(bob.client.groups().unwrap().is_empty());
+    // The admin's own create is accepted, with the admin's name and directory.
+    admin
+        .send_content(
+            "bob",
+            control(vec![admin.member(), mallory.member(), bob_entry], "team"),
+        )
+        .await;
+    let name = bob
+        .next(|e| match e {
+            Event::Group {
+                change: GroupChange::Joined { name, .. },
+                ..
+            } => Some(name.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(name, "team");
+}

@@ -127,6 +127,12 @@ pub enum ControlError {
     /// The signature does not verify under the signer's key.
     #[error("bad signature")]
     BadSignature,
+    /// A group's create change that did not come from its creator (another member
+    /// forwarded it): only the creator's own counts ([`Group::from_create_by`]).
+    ///
+    /// [`Group::from_create_by`]: crate::Group::from_create_by
+    #[error("the create change did not come from its creator")]
+    NotFromCreator,
     /// The signer may not make this change (not an admin; or not a member, for leave).
     #[error("signer is not allowed to make this change")]
     Unauthorized,

@@ -38,6 +38,11 @@ pub struct GroupPlaintext {
     pub sender: IdentityPublicKey,
     /// The sender's membership epoch when it sent.
     pub epoch: u64,
+    /// The epoch of the newest removal (or departure) this member has applied, when the
+    /// message's epoch is older: the sender had not applied that removal yet, so it may
+    /// have sent on a chain the removed member holds, who may then read this message too.
+    /// A relay that withholds a removal from some members shows up here (SPEC §13.3).
+    pub sent_before_removal: Option<u64>,
     /// The plaintext.
     pub plaintext: Vec<u8>,
 }
@@ -102,6 +107,22 @@ impl Group {
             }));
         let group = Self::from_create(me.public(), &bytes, config)?;
         Ok((group, bytes))
+    }
+
+    /// [`from_create`](Self::from_create) for a create change that arrived over a pairwise
+    /// session with `from`: refused ([`ControlError::NotFromCreator`]) unless `from` signed
+    /// it, so a member forwarding the create cannot pass off its own directory or name.
+    pub fn from_create_by(
+        me: &IdentityPublicKey,
+        control: &[u8],
+        from: &IdentityPublicKey,
+        config: GroupConfig,
+    ) -> Result<Self, ControlError> {
+        let group = Self::from_create(me, control, config)?;
+        if Control::decode(control)?.signer != *from {
+            return Err(ControlError::NotFromCreator);
+        }
+        Ok(group)
     }
 
     /// Builds our view of a group from the signed create change we received.
@@ -573,9 +594,11 @@ impl Group {
         if let Some(chains) = self.senders.get_mut(&m.sender) {
             chains.commit(advance, self.config.max_skipped_keys);
         }
+        let last_removal = self.removed.iter().map(|(_, e)| *e).max();
         Ok(GroupPlaintext {
             sender,
             epoch: m.epoch,
+            sent_before_removal: last_removal.filter(|removal| m.epoch < *removal),
             plaintext,
         })
     }

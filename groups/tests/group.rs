@@ -521,6 +521,59 @@ fn rotation_policy_by_count_and_time() {
 }
 
 #[test]
+fn a_create_counts_only_from_its_creator() {
+    let mut rng = StdRng::seed_from_u64(19);
+    let ids: Vec<_> = (0..3)
+        .map(|_| IdentityKeyPair::generate(&mut rng))
+        .collect();
+    let others = [
+        (*ids[1].public(), Role::Member),
+        (*ids[2].public(), Role::Member),
+    ];
+    let (_, create) = Group::create(&ids[0], &others, GroupConfig::default(), &mut rng).unwrap();
+    let config = GroupConfig::default();
+    assert!(Group::from_create_by(ids[1].public(), &create, ids[0].public(), config).is_ok());
+    assert_eq!(
+        Group::from_create_by(ids[1].public(), &create, ids[2].public(), config).unwrap_err(),
+        ControlError::NotFromCreator
+    );
+}
+
+#[test]
+fn a_message_from_before_the_latest_removal_is_flagged() {
+    // 0 admin, 1 kept in the dark by the relay, 2 up to date, 3 removed.
+    let mut w = world(4, GroupConfig::default(), 17);
+    let before = w.send(1, b"before");
+    assert_eq!(
+        w.groups[2].decrypt(&before).unwrap().sent_before_removal,
+        None
+    );
+    let admin = w.ids[0].clone_for_test();
+    let remove = w.groups[0].remove(&admin, w.ids[3].public()).unwrap();
+    // The relay withholds the removal from member 1.
+    for j in [2, 3] {
+        w.groups[j].apply(&remove).unwrap();
+    }
+    let epoch = w.groups[2].epoch();
+    // Member 1 still sends on the chain member 3 holds: member 2 reads it, flagged with
+    // the removal's epoch; member 3 can read it too, which is what the flag warns of.
+    let stale = w.groups[1].encrypt(b"stale", NOW, &mut w.rng).unwrap();
+    assert!(stale.distribution.is_none());
+    let opened = w.groups[2].decrypt(&stale.message).unwrap();
+    assert_eq!(opened.plaintext, b"stale");
+    assert_eq!(opened.sent_before_removal, Some(epoch));
+    // Once member 1 applies the removal it rotates, and its messages are no longer flagged.
+    w.groups[1].apply(&remove).unwrap();
+    let fresh = w.send(1, b"fresh");
+    let opened = w.groups[2].decrypt(&fresh).unwrap();
+    assert_eq!(opened.sent_before_removal, None);
+    assert_eq!(
+        w.groups[3].decrypt(&fresh).unwrap_err(),
+        GroupDecryptError::UnknownChain
+    );
+}
+
+#[test]
 fn removal_rotates_and_locks_out_the_removed_member() {
     let mut w = world(3, GroupConfig::default(), 13);
     let m = w.send(0, b"everyone");

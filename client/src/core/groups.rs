@@ -45,7 +45,7 @@ pub(crate) fn apply_control<R: CryptoRng + ?Sized>(
     let Some(mut rec) = existing else {
         // A new group for this device: created with it, or joining by group info.
         let created = if gc.group_info.is_empty() {
-            Group::from_create(me_key, &gc.control, dev.group_config)
+            Group::from_create_by(me_key, &gc.control, sender, dev.group_config)
         } else {
             Group::join(me_key, &gc.group_info, sender, dev.group_config)
         };

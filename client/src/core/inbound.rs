@@ -79,7 +79,7 @@ pub(crate) fn receive<R: CryptoRng + ?Sized>(
     }
     let result = store.transaction(|tx| {
         let mut events = Vec::new();
-        let (content, sender_identity, group) = match payload {
+        let (content, sender_identity, group, before_removal) = match payload {
             Incoming::Session(msg) => {
                 match open_session_message(dev, tx, &from, &msg, registered.as_ref(), rng)? {
                     Ok((pt, key, changed)) => {
@@ -89,7 +89,7 @@ pub(crate) fn receive<R: CryptoRng + ?Sized>(
                                 safety_number: dev.safety_number(&from.user, &key),
                             });
                         }
-                        (pt, key, None)
+                        (pt, key, None, false)
                     }
                     Err(reason) => return Ok(Err(reason)),
                 }
@@ -115,6 +115,7 @@ pub(crate) fn receive<R: CryptoRng + ?Sized>(
                     Zeroizing::new(opened.plaintext),
                     opened.sender,
                     Some(group_id),
+                    opened.sent_before_removal.is_some(),
                 )
             }
         };
@@ -148,6 +149,7 @@ pub(crate) fn receive<R: CryptoRng + ?Sized>(
                     content: Some(c.clone()),
                     server_ms: env.server_timestamp_ms,
                     outgoing,
+                    before_removal,
                 };
                 tx.put_message(&stored, now)?;
                 if let Some(m) = stored_to_message(&stored) {

@@ -161,6 +161,7 @@ pub(crate) fn stored_to_message(m: &pc::StoredMessage) -> Option<Message> {
         sent_ms: c.sent_ms,
         server_ms: m.server_ms,
         outgoing: m.outgoing,
+        before_removal: m.before_removal,
     })
 }
 

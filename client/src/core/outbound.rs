@@ -87,6 +87,7 @@ pub(crate) fn queue<R: CryptoRng + ?Sized>(
             content: Some(content),
             server_ms: 0,
             outgoing: true,
+            before_removal: false,
         },
         now_ms,
     )?;

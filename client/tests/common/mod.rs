@@ -187,3 +187,68 @@ impl Raw {
         assert!(matches!(out, Out::Sent(_)), "{out:?}");
     }
 }
+
+/// A hand-driven device with real sessions: sends whatever content it likes.
+pub(crate) struct Peer {
+    pub(crate) raw: Raw,
+    pub(crate) user: String,
+    pub(crate) sessions: std::collections::HashMap<String, hush_sessions::Session>,
+}
+
+impl Peer {
+    pub(crate) fn member(&self) -> pc::Member {
+        pc::Member {
+            identity_key: self.raw.id.public().to_bytes().to_vec(),
+            user_id: self.user.clone(),
+            device_id: 1,
+        }
+    }
+
+    /// Encrypts `body` for `user`'s device 1 (starting a session from its bundle the first
+    /// time) and sends it.
+    pub(crate) async fn send_content(&mut self, user: &str, body: pc::content::Body) {
+        if !self.sessions.contains_key(user) {
+            let Out::Bundle(b) = self
+                .raw
+                .call(In::FetchBundle(pr::FetchBundle {
+                    address: Some(pr::Address {
+                        user_id: user.into(),
+                        device_id: 1,
+                    }),
+                }))
+                .await
+            else {
+                panic!("no bundle")
+            };
+            let bundle = hush_sessions::PrekeyBundle::from_public_parts(
+                hush_crypto::IdentityPublicKey::from_slice(&b.identity_key).unwrap(),
+                b.signed_prekey_id,
+                hush_crypto::X25519PublicKey::from_slice(&b.signed_prekey).unwrap(),
+                hush_crypto::Signature::from_slice(&b.signed_prekey_signature).unwrap(),
+                b.one_time_prekey.map(|k| {
+                    (
+                        k.id,
+                        hush_crypto::X25519PublicKey::from_slice(&k.key).unwrap(),
+                    )
+                }),
+            );
+            let s = hush_sessions::Session::initiate(&self.raw.id, &bundle, None, &mut rand::rng())
+                .unwrap();
+            self.sessions.insert(user.to_string(), s);
+        }
+        let mut mid = [0u8; 16];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut mid);
+        let content = pc::Content {
+            message_id: mid.to_vec(),
+            sent_ms: 1,
+            body: Some(body),
+            sync: None,
+        };
+        let session = self.sessions.get_mut(user).unwrap();
+        let m = session.encrypt(&content.encode_to_vec()).unwrap();
+        let payload = pc::Payload {
+            kind: Some(pc::payload::Kind::Session(m.to_bytes())),
+        };
+        self.raw.send_as(user, &mid, payload.encode_to_vec()).await;
+    }
+}
