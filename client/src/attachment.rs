@@ -57,6 +57,27 @@ impl Drop for TempFile {
     }
 }
 
+/// Most bytes of a response's status line and headers together.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+/// Time allowed for a response's status line and headers.
+const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads one line of a response head into `line`, taking its length from `budget`: a
+/// line that would exceed what is left of the budget is a protocol error, so a relay (or
+/// anyone in its place) cannot make the client buffer without limit.
+async fn read_head_line<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut String,
+    budget: &mut usize,
+) -> Result<usize, ClientError> {
+    let n = (&mut *reader).take(*budget as u64).read_line(line).await?;
+    if n > 0 && !line.ends_with('\n') {
+        return Err(ClientError::Protocol);
+    }
+    *budget -= n;
+    Ok(n)
+}
+
 /// A file to send as the request body: path, length, progress callback.
 type Upload<'a> = (&'a Path, u64, &'a mut dyn FnMut(Progress));
 
@@ -87,30 +108,37 @@ async fn http(
     }
     stream.flush().await?;
     let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line).await?;
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or(ClientError::Protocol)?;
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).await? == 0 {
-            break;
+    let read_head = async {
+        let mut budget = MAX_RESPONSE_HEAD;
+        let mut line = String::new();
+        read_head_line(&mut reader, &mut line, &mut budget).await?;
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or(ClientError::Protocol)?;
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            if read_head_line(&mut reader, &mut line, &mut budget).await? == 0 {
+                break;
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+            if headers.len() > 100 {
+                return Err(ClientError::Protocol);
+            }
         }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-        if headers.len() > 100 {
-            return Err(ClientError::Protocol);
-        }
-    }
+        Ok((status, headers))
+    };
+    let (status, headers) = tokio::time::timeout(HEAD_TIMEOUT, read_head)
+        .await
+        .map_err(|_| ClientError::Io(std::io::ErrorKind::TimedOut.into()))??;
     Ok((status, headers, reader))
 }
 
@@ -300,5 +328,41 @@ impl Client {
             tokio::fs::rename(&p, dest).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_response_head_is_read_within_its_budget() {
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc";
+        let mut r = BufReader::new(&head[..]);
+        let (mut line, mut budget) = (String::new(), MAX_RESPONSE_HEAD);
+        assert_eq!(
+            read_head_line(&mut r, &mut line, &mut budget)
+                .await
+                .unwrap(),
+            17
+        );
+        assert_eq!(budget, MAX_RESPONSE_HEAD - 17);
+        // A header line longer than what is left: refused, not buffered.
+        let long = [
+            b"HTTP/1.1 200 OK\r\nX: ".as_slice(),
+            &vec![b'a'; MAX_RESPONSE_HEAD],
+        ]
+        .concat();
+        let mut r = BufReader::new(&long[..]);
+        let (mut line, mut budget) = (String::new(), MAX_RESPONSE_HEAD);
+        read_head_line(&mut r, &mut line, &mut budget)
+            .await
+            .unwrap();
+        line.clear();
+        assert!(matches!(
+            read_head_line(&mut r, &mut line, &mut budget).await,
+            Err(ClientError::Protocol)
+        ));
+        assert!(line.len() <= MAX_RESPONSE_HEAD);
     }
 }

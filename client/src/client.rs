@@ -33,8 +33,6 @@ use crate::proto::client as pc;
 use crate::store::{Sealed, SqliteStore, Store, StoreError, Tick, Tx};
 use hush_relay_protocol::proto::{self as pr, client_frame::Body as In, server_frame::Body as Out};
 
-use crate::core::MAX_USER_ID;
-
 /// Client settings. [`ClientConfig::new`] fills in the documented defaults.
 pub struct ClientConfig {
     /// `ws://host:port` or `wss://host:port`.
@@ -202,8 +200,10 @@ impl Client {
         config: ClientConfig,
         store: impl Store + 'static,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Event>), ClientError> {
-        if config.user.is_empty() || config.user.len() > MAX_USER_ID {
-            return Err(ClientError::Invalid("user id must be 1 to 64 bytes"));
+        if !hush_relay_protocol::valid_user_id(&config.user) {
+            return Err(ClientError::Invalid(
+                "user id must be 1 to 64 bytes of a-z, 0-9, '.', '_' and '-'",
+            ));
         }
         let url = RelayUrl::parse(&config.relay_url)?;
         let rng = rand::rngs::StdRng::from_rng(&mut rand::rng());

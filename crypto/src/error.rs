@@ -12,8 +12,9 @@ pub enum KeyError {
     /// The bytes are not a canonical point on the Ed25519 curve.
     #[error("identity key is not a valid Ed25519 point")]
     InvalidEncoding,
-    /// The point has small order, so it binds nothing.
-    #[error("identity key has small order")]
+    /// The point has small order, so it binds nothing, or has a small-order component
+    /// (it is not in the prime-order subgroup).
+    #[error("identity key is not of prime order")]
     WeakKey,
 }
 

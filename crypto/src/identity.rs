@@ -252,6 +252,27 @@ mod tests {
     }
 
     #[test]
+    fn rejects_keys_with_a_torsion_component() {
+        use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+        use curve25519_dalek::scalar::Scalar;
+        let honest = ED25519_BASEPOINT_POINT * Scalar::from(12345u64);
+        assert!(IdentityPublicKey::from_bytes(honest.compress().as_bytes()).is_ok());
+        // The same key plus a point of order 8: canonical, not itself of small order, but
+        // not in the prime-order subgroup.
+        let mixed = (honest + EIGHT_TORSION[1]).compress();
+        assert_eq!(
+            hex::encode(mixed.as_bytes()),
+            "40a4cf5c611d737a2f1c6fcca84d9cabfed80987f186a5a6c57e629bff1af27f",
+            "the key in test-vectors/vectors/identity.json"
+        );
+        assert_eq!(
+            IdentityPublicKey::from_bytes(mixed.as_bytes()).unwrap_err(),
+            KeyError::WeakKey
+        );
+        assert!(crate::SigningPublicKey::from_bytes(mixed.as_bytes()).is_err());
+    }
+
+    #[test]
     fn rejects_weak_and_invalid_keys() {
         // The identity point (y = 1) has small order.
         let mut ident = [0u8; 32];

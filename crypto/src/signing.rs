@@ -25,7 +25,9 @@ impl SigningPublicKey {
         if key.to_edwards().compress().as_bytes() != bytes {
             return Err(KeyError::InvalidEncoding);
         }
-        if key.is_weak() {
+        // Prime order only: no small-order point, and no honest key plus a small-order
+        // component (which would give one key several equivalent forms).
+        if key.is_weak() || !key.to_edwards().is_torsion_free() {
             return Err(KeyError::WeakKey);
         }
         Ok(Self(key))

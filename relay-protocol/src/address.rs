@@ -6,15 +6,22 @@ use crate::proto;
 /// One device of one user.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Addr {
-    /// The user id: 1 to [`MAX_USER_ID`] bytes of UTF-8.
+    /// The user id (see [`valid_user_id`]).
     pub user: String,
     /// The device number.
     pub device: u32,
 }
 
-/// Whether `user` is a valid user id: 1 to [`MAX_USER_ID`] bytes.
+/// Whether `user` is a valid user id: 1 to [`MAX_USER_ID`] bytes of lower-case ASCII
+/// letters, digits, `.`, `_` and `-`, starting with a letter or digit. One spelling per
+/// name: no upper case, no look-alike letters from other scripts, no invisible characters,
+/// so two ids that look the same are the same id (SPEC §14.1).
 pub fn valid_user_id(user: &str) -> bool {
-    !user.is_empty() && user.len() <= MAX_USER_ID
+    let b = user.as_bytes();
+    (1..=MAX_USER_ID).contains(&b.len())
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(c))
 }
 
 impl Addr {
@@ -39,6 +46,27 @@ impl Addr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_ids_have_one_spelling() {
+        for ok in ["alice", "a", "bob.smith", "x_1-2", "0day", &"a".repeat(64)] {
+            assert!(valid_user_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "Alice",         // upper case: "alice" is the one spelling
+            "аlice",         // a Cyrillic а that looks like a Latin a
+            "ali\u{200b}ce", // a zero-width space
+            "alice ",
+            ".alice",
+            "-alice",
+            "al/ice",
+            "élise",
+            &"a".repeat(65),
+        ] {
+            assert!(!valid_user_id(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn user_id_length_boundary() {

@@ -50,7 +50,7 @@ pub mod limits;
 pub mod request;
 pub mod signed;
 
-pub use address::Addr;
+pub use address::{Addr, valid_user_id};
 pub use codec::FrameError;
 pub use request::{Authenticate, Request, RequestError};
 

@@ -79,9 +79,28 @@ def valid_point(enc):
     pt = ed_decode(enc)
     return pt is not None and not ed_small_order(pt)
 
+def ed_mul(k, pt):
+    """[k]P by double-and-add."""
+    r, q = (0, 1), pt
+    while k:
+        if k & 1:
+            r = ed_add(r, q)
+        q, k = ed_add(q, q), k >> 1
+    return r
+
+_prime_order_cache = {}
+
+def valid_public_key(enc):
+    """§2/§3: a canonical point of prime order L: [L]A is the identity."""
+    if enc not in _prime_order_cache:
+        pt = ed_decode(enc)
+        _prime_order_cache[enc] = (pt is not None and not ed_small_order(pt)
+                                   and ed_mul(L, pt) == (0, 1))
+    return _prime_order_cache[enc]
+
 def check_identity_key(key):
-    """§3: an identity key is a canonical, non-small-order Ed25519 point (class Decode)."""
-    if len(key) != 32 or not valid_point(key):
+    """§3: an identity key is a canonical Ed25519 point of prime order (class Decode)."""
+    if len(key) != 32 or not valid_public_key(key):
         raise HushError("Decode", "invalid identity key")
     return key
 
@@ -93,7 +112,7 @@ def sign(seed, msg):
 
 def verify(pub, msg, sig):
     """Strict Ed25519 verification of §2: RFC 8032 plus canonical/small-order/S<L checks."""
-    if len(pub) != 32 or len(sig) != 64 or not valid_point(pub) or not valid_point(sig[:32]):
+    if len(pub) != 32 or len(sig) != 64 or not valid_public_key(pub) or not valid_point(sig[:32]):
         return False
     if int.from_bytes(sig[32:], "little") >= L:
         return False

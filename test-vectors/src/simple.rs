@@ -75,9 +75,14 @@ pub(crate) fn identity() -> Value {
             {"key": h(&[0u8; 32]), "error": "Decode", "reason": "y = 0: a point of order 4"},
             {"key": h(&p_plus_1), "error": "Decode", "reason": "y = p + 1: non-canonical encoding"},
             {"key": h(&two), "error": "Decode", "reason": "y = 2: not on the curve"},
+            {"key": TORSION_KEY, "error": "Decode", "reason": "12345·B plus a point of order 8: canonical, not of small order, but not in the prime-order subgroup"},
         ],
     })
 }
+
+/// `12345·B + T8`, `T8` the order-8 point encoded `c7176a70…ac037a`: a canonical encoding
+/// of a point that is not of small order, with a torsion component (SPEC §3).
+const TORSION_KEY: &str = "40a4cf5c611d737a2f1c6fcca84d9cabfed80987f186a5a6c57e629bff1af27f";
 
 pub(crate) fn verify_identity(v: &Value, r: &mut Report) -> Result<(), VectorError> {
     for (i, c) in list(v, "identities")?.iter().enumerate() {

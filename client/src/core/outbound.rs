@@ -9,7 +9,7 @@ use hush_sessions::{PrekeyBundle, Session};
 use prost::Message as _;
 
 use super::groups::{load_group, save_group_state};
-use super::{Device, MAX_TEXT, MAX_USER_ID, body_to_content, conversation_to_proto, random_id};
+use super::{Device, MAX_TEXT, body_to_content, conversation_to_proto, random_id};
 use crate::error::{ClientError, EncryptError};
 use crate::event::{Address, Body, Conversation, MessageId};
 use crate::proto::client as pc;
@@ -53,9 +53,11 @@ pub(crate) fn queue<R: CryptoRng + ?Sized>(
         return Err(ClientError::Invalid("text over 64 KiB"));
     }
     if let Conversation::Direct(u) = to
-        && (u.is_empty() || u.len() > MAX_USER_ID)
+        && !hush_relay_protocol::valid_user_id(u)
     {
-        return Err(ClientError::Invalid("user id must be 1 to 64 bytes"));
+        return Err(ClientError::Invalid(
+            "user id must be 1 to 64 bytes of a-z, 0-9, '.', '_' and '-'",
+        ));
     }
     if let Conversation::Group(g) = to
         && tx.group(g)?.is_none()
