@@ -34,6 +34,10 @@ pub struct RelayArgs {
     /// Most simultaneous connections [default: 19000].
     #[arg(long, env = "HUSH_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Ask this http:// endpoint before a new user id is claimed (a 2xx answer allows it)
+    /// [default: none].
+    #[arg(long, env = "HUSH_REGISTRATION_HOOK")]
+    pub registration_hook: Option<String>,
     /// Most devices one user may register, 1 to 1024 [default: 16].
     #[arg(long, env = "HUSH_MAX_DEVICES_PER_USER")]
     pub max_devices_per_user: Option<usize>,
@@ -91,6 +95,7 @@ struct FileSettings {
     registration_token: Option<Redacted<String>>,
     max_connections: Option<usize>,
     max_devices_per_user: Option<usize>,
+    registration_hook: Option<String>,
     device_rate: Option<u32>,
     ip_rate: Option<u32>,
     blob_dir: Option<PathBuf>,
@@ -159,6 +164,11 @@ pub fn settings(args: RelayArgs) -> Result<(Config, Backend), String> {
             .max_connections
             .or(file.max_connections)
             .unwrap_or(d.max_connections),
+        registration_hook: args
+            .registration_hook
+            .or(file.registration_hook)
+            .map(|u| crate::hook::HookUrl::parse(&u))
+            .transpose()?,
         max_devices_per_user: args
             .max_devices_per_user
             .or(file.max_devices_per_user)

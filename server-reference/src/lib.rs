@@ -27,6 +27,7 @@ mod blobs;
 pub mod cli;
 mod cluster;
 mod connection;
+pub mod hook;
 mod hub;
 pub mod limits;
 mod listen;
@@ -67,6 +68,11 @@ pub struct Config {
     pub relay_id: Vec<u8>,
     /// If set, registering a new user requires this token.
     pub registration_token: Option<redacted::Redacted<Vec<u8>>>,
+    /// If set, the relay asks this HTTP endpoint before a new user id is claimed
+    /// (`POST` with the user id, device, identity key and registration token as JSON; a
+    /// `2xx` answer allows it, anything else or no answer within 5 s refuses it). Default:
+    /// none.
+    pub registration_hook: Option<hook::HookUrl>,
     /// Largest WebSocket frame accepted (bytes). Default 300 KiB.
     pub max_frame_bytes: usize,
     /// Largest envelope ciphertext (bytes). Default 256 KiB + 1 KiB.
@@ -212,6 +218,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7800)),
             relay_id: b"hush-relay".to_vec(),
             registration_token: None,
+            registration_hook: None,
             max_frame_bytes: 300 * 1024,
             max_envelope_bytes: 256 * 1024 + 1024,
             max_recipients: 256,

@@ -576,6 +576,102 @@ async fn blob_tokens_and_bytes_are_rationed(b: Backend) {
     relay.stop().await;
 }
 
+/// A registration check of the operator's: allows the code "123456", counts its calls.
+async fn hook_server() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicU32>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = calls.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = vec![0u8; 4096];
+            let mut got = Vec::new();
+            // Read the head and the JSON body (it ends with "}").
+            while !got.ends_with(b"}") {
+                let n = s.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            let text = String::from_utf8_lossy(&got);
+            let code = hex::encode(b"123456");
+            let answer = if text.contains(&format!("\"token\":\"{code}\"")) {
+                "HTTP/1.1 204 No Content\r\n\r\n"
+            } else {
+                "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"
+            };
+            let _ = s.write_all(answer.as_bytes()).await;
+        }
+    });
+    (addr, calls)
+}
+
+/// The operator's own registration check (a phone or e-mail code, say): asked before a
+/// new user id is claimed, never for a user's other devices; it fails closed.
+async fn registration_goes_through_the_operators_check(b: Backend) {
+    let (hook, calls) = hook_server().await;
+    let relay = start(b.db("registration-hook").await, |c| {
+        c.registration_hook =
+            Some(hush_relay::hook::HookUrl::parse(&format!("http://{hook}/check")).unwrap());
+    })
+    .await;
+    let calls = || calls.load(std::sync::atomic::Ordering::SeqCst);
+    let mallory = IdentityKeyPair::generate(&mut rand::rng());
+    let mut c = connect(&relay).await;
+    let out = c
+        .auth_with_token(&mallory, "mallory", 1, None, b"000000".to_vec())
+        .await;
+    assert_eq!(code(&out), ErrorCode::Forbidden);
+    assert_eq!(calls(), 1);
+    let alice = IdentityKeyPair::generate(&mut rand::rng());
+    let mut c = connect(&relay).await;
+    assert!(matches!(
+        c.auth_with_token(&alice, "alice", 1, None, b"123456".to_vec())
+            .await,
+        Out::Authenticated(_)
+    ));
+    assert_eq!(calls(), 2);
+    // Alice's other device (vouched for by a link) and her next logins: no check.
+    let phone2 = IdentityKeyPair::generate(&mut rand::rng());
+    let mut c2 = connect(&relay).await;
+    assert!(matches!(
+        c2.auth(
+            &phone2,
+            "alice",
+            2,
+            Some(link_for(&alice, 1, "alice", 2, &phone2))
+        )
+        .await,
+        Out::Authenticated(_)
+    ));
+    let mut again = connect(&relay).await;
+    assert!(matches!(
+        again.auth(&alice, "alice", 1, None).await,
+        Out::Authenticated(_)
+    ));
+    assert_eq!(calls(), 2);
+    relay.stop().await;
+    // A check that does not answer refuses (and says when to retry).
+    let relay = start(b.db("registration-hook-down").await, |c| {
+        // A port nobody listens on.
+        c.registration_hook =
+            Some(hush_relay::hook::HookUrl::parse("http://127.0.0.1:9/").unwrap());
+    })
+    .await;
+    let mut c = connect(&relay).await;
+    let out = c
+        .auth_with_token(&alice, "alice", 1, None, b"123456".to_vec())
+        .await;
+    assert_eq!(code(&out), ErrorCode::Internal);
+    relay.stop().await;
+}
+
 async fn store_of(b: Backend, name: &str) -> Stores {
     let db = b.db(name).await;
     match b {
@@ -742,4 +838,5 @@ on_both_backends!(
     mailbox_flooding_takes_only_a_share,
     slow_clients_are_cut_off_and_capped,
     blob_tokens_and_bytes_are_rationed,
+    registration_goes_through_the_operators_check,
 );

@@ -174,6 +174,35 @@ async fn register<S: Store>(a: &Authenticate, shared: &Shared<S>) -> Result<bool
                         "registration_token",
                     ));
                 }
+                if let Some(hook) = &shared.config.registration_hook {
+                    let claim = crate::hook::Claim {
+                        user_id: &addr.user,
+                        device_id: addr.device,
+                        identity_key: key,
+                        token: &a.registration_token,
+                    };
+                    match crate::hook::allows(hook, &claim).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            return Err(refuse(
+                                ErrorCode::Forbidden,
+                                "registration refused by the operator's check",
+                                "registration_hook",
+                            ));
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "registration hook unreachable");
+                            return Err(Refused {
+                                retry_after_ms: 5000,
+                                ..refuse(
+                                    ErrorCode::Internal,
+                                    "the operator's registration check did not answer",
+                                    "registration_hook_down",
+                                )
+                            });
+                        }
+                    }
+                }
             } else {
                 // Another device of an existing user: an existing device must vouch for it.
                 let link = a.link.as_ref().ok_or(refuse(

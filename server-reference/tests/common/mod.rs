@@ -271,6 +271,18 @@ impl Client {
         device: u32,
         link: Option<proto::DeviceLink>,
     ) -> Out {
+        self.auth_with_token(id, user, device, link, vec![]).await
+    }
+
+    /// Authenticates presenting a registration token.
+    pub(crate) async fn auth_with_token(
+        &mut self,
+        id: &IdentityKeyPair,
+        user: &str,
+        device: u32,
+        link: Option<proto::DeviceLink>,
+        registration_token: Vec<u8>,
+    ) -> Out {
         let key = id.public().to_bytes().to_vec();
         let sig = id.sign(&signed::auth_message(
             &self.relay_id,
@@ -283,7 +295,7 @@ impl Client {
             address: Some(addr(user, device)),
             identity_key: key,
             signature: sig.to_bytes().to_vec(),
-            registration_token: vec![],
+            registration_token,
             link,
         }))
         .await
