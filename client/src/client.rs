@@ -1122,7 +1122,16 @@ async fn flush(inner: &Inner, conn: &Conn) -> Result<Option<Duration>, ClientErr
     let mut full: HashSet<(String, u32)> = HashSet::new();
     let mut retry = None;
     let mut after = 0;
-    while let Some((seq, mid, draft)) = inner.read_store(|tx| tx.next_outbox(after))? {
+    'entries: loop {
+        let Some((seq, mid, draft)) = (match inner.read_store(|tx| tx.next_outbox(after)) {
+            Err(ClientError::Corrupt | ClientError::Sealed) => {
+                set_aside_outbox(inner, after)?;
+                continue;
+            }
+            next => next?,
+        }) else {
+            break;
+        };
         after = seq;
         if let Some(draft) = draft {
             match prepare(inner, conn, seq, draft).await {
@@ -1152,7 +1161,16 @@ async fn flush(inner: &Inner, conn: &Conn) -> Result<Option<Duration>, ClientErr
         let mut refused = false;
         let mut deferred = false;
         let mut idx_after = -1;
-        while let Some((idx, ready)) = inner.read_store(|tx| tx.next_ready(seq, idx_after))? {
+        loop {
+            let Some((idx, ready)) = (match inner.read_store(|tx| tx.next_ready(seq, idx_after)) {
+                Err(ClientError::Corrupt | ClientError::Sealed) => {
+                    set_aside_outbox(inner, seq - 1)?;
+                    continue 'entries;
+                }
+                next => next?,
+            }) else {
+                break;
+            };
             let to: Vec<(String, u32)> = ready
                 .recipients
                 .iter()
@@ -1234,6 +1252,19 @@ async fn flush(inner: &Inner, conn: &Conn) -> Result<Option<Duration>, ClientErr
         }
     }
     Ok(retry)
+}
+
+/// Sets aside the outbox entry after `after` whose draft or envelopes do not open (it is
+/// not sent) and tells the app; an error if there is none such (the failure is elsewhere).
+fn set_aside_outbox(inner: &Inner, after: i64) -> Result<(), ClientError> {
+    match inner.with_store(|tx| tx.set_aside_outbox(after, now_ms()))? {
+        Some(record) => {
+            tracing::warn!(?record, "an outbox entry does not open: set aside");
+            inner.emit(Event::RecordSetAside { record });
+            Ok(())
+        }
+        None => Err(ClientError::Corrupt),
+    }
 }
 
 /// The least wait before an envelope a full mailbox refused is offered again.

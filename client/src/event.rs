@@ -198,6 +198,13 @@ pub enum Event {
         /// connection (no secrets in it).
         reason: Option<std::sync::Arc<crate::ClientError>>,
     },
+    /// A stored record did not open under the storage key or did not decode (a damaged
+    /// disk, a bug): it was moved out of the way, kept in the store's `set_aside` table, and
+    /// everything else goes on. What was lost with it is in [`crate::StoredRecord`]'s docs.
+    RecordSetAside {
+        /// Which record.
+        record: crate::StoredRecord,
+    },
     /// A message arrived (or a copy of one this user sent from another device).
     Message(Message),
     /// A tick for a message this device sent.

@@ -96,7 +96,7 @@ pub use event::{
 };
 #[cfg(feature = "native")]
 pub use store::SqliteStore;
-pub use store::{MemoryStore, Store, StoreError};
+pub use store::{MemoryStore, Store, StoreError, StoredRecord};
 
 #[allow(
     missing_docs,

@@ -266,3 +266,72 @@ async fn only_the_creator_can_bring_a_device_into_a_new_group() {
         .await;
     assert_eq!(name, "team");
 }
+
+/// Finding 15: a stored record that does not open (here: damaged on disk) is set aside and
+/// reported; the message that needed it is dropped, and everything else goes on (the
+/// client used to reconnect forever, the same envelope first each time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_record_is_set_aside_and_everything_else_goes_on() {
+    let dir = scratch("abuse-corrupt-record");
+    let addr = relay(&dir).await;
+    let alice = open(&dir, &addr, "alice", [1; 32]).unwrap();
+    let mut bob = open(&dir, &addr, "bob", [2; 32]).unwrap();
+    let mut carol = open(&dir, &addr, "carol", [3; 32]).unwrap();
+    for d in [&alice, &bob, &carol] {
+        d.online().await;
+    }
+    alice.client.send_text("bob", "first").unwrap();
+    assert_eq!(bob.message().await.body, Body::Text("first".into()));
+    bob.client.stop();
+    // Bob is away; his session with Alice, and a draft he queued, are damaged on disk.
+    let queued = bob.client.send_text("carol", "never sent").unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    {
+        let db = rusqlite::Connection::open(dir.join("bob.db")).unwrap();
+        let n = db
+            .execute(
+                "UPDATE sessions SET sealed = zeroblob(80) WHERE user_id = 'alice'",
+                [],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+        let n = db
+            .execute("UPDATE outbox SET draft = zeroblob(80)", [])
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    alice.client.send_text("bob", "second").unwrap();
+    carol.client.send_text("bob", "from carol").unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    bob.client.start();
+    // The outbox entry and the session are set aside, each reported once.
+    let mut set_aside = Vec::new();
+    let mut dropped = Vec::new();
+    let from_carol = loop {
+        match bob.next(|e| Some(e.clone())).await {
+            Event::RecordSetAside { record } => set_aside.push(record),
+            Event::Dropped { from, reason } => dropped.push((from.user, reason)),
+            Event::Message(m) => break m,
+            _ => {}
+        }
+    };
+    assert_eq!(from_carol.body, Body::Text("from carol".into()));
+    assert!(set_aside.contains(&hush_client::StoredRecord::Outbox(queued.to_vec())));
+    assert!(set_aside.contains(&hush_client::StoredRecord::Session(
+        hush_client::Address::new("alice", 1)
+    )));
+    // Alice's second message needed the damaged session: dropped (it is a prekey message
+    // whose one-time prekey the first one used), not retried forever.
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert_eq!(dropped[0].0, "alice");
+    // Bob's queue is clear, and new mail goes out.
+    assert_eq!(bob.client.outbox_len().unwrap(), 0);
+    bob.client.send_text("carol", "back").unwrap();
+    assert_eq!(carol.message().await.body, Body::Text("back".into()));
+    // What was set aside is kept in the store.
+    let kept: i64 = rusqlite::Connection::open(dir.join("bob.db"))
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM set_aside", [], |r| r.get(0))
+        .unwrap();
+    assert!(kept >= 2, "{kept}");
+}

@@ -77,11 +77,65 @@ pub(crate) fn receive<R: CryptoRng + ?Sized>(
     if store.read(|tx| tx.processed(&from, &env.message_id))? {
         return Ok(vec![]);
     }
-    let result = store.transaction(|tx| {
+    // A record this message needs that does not open is set aside, and the message tried
+    // again (at most a few times): one bad record never stalls the mailbox behind it.
+    let mut set_aside = Vec::new();
+    let result = loop {
+        let attempt = open_and_apply(
+            dev,
+            store,
+            &env,
+            &from,
+            &payload,
+            registered.as_ref(),
+            now,
+            rng,
+        );
+        match attempt {
+            Err(ClientError::Corrupt | ClientError::Sealed) if set_aside.len() < 4 => {
+                let group = match &payload {
+                    Incoming::Group { group_id, .. } => Some(group_id.as_slice()),
+                    Incoming::Session(_) => None,
+                };
+                let records = store.transaction(|tx| tx.set_aside_for(&from, group, now))?;
+                if records.is_empty() {
+                    break attempt;
+                }
+                set_aside.extend(
+                    records
+                        .into_iter()
+                        .map(|record| Event::RecordSetAside { record }),
+                );
+            }
+            other => break other,
+        }
+    };
+    let mut events = set_aside;
+    match result? {
+        Ok(mut e) => events.append(&mut e),
+        Err(reason) => events.append(&mut drop_event(reason)),
+    }
+    Ok(events)
+}
+
+/// One attempt at [`receive`]: opens the message and applies it in one transaction.
+#[allow(clippy::too_many_arguments)]
+fn open_and_apply<R: CryptoRng + ?Sized>(
+    dev: &Device,
+    store: &mut Sealed,
+    env: &pr::Envelope,
+    from: &Address,
+    payload: &Incoming,
+    registered: Option<&IdentityPublicKey>,
+    now: u64,
+    rng: &mut R,
+) -> Result<Result<Vec<Event>, DropReason>, ClientError> {
+    let from = from.clone();
+    store.transaction(|tx| {
         let mut events = Vec::new();
         let (content, sender_identity, group, before_removal) = match payload {
             Incoming::Session(msg) => {
-                match open_session_message(dev, tx, &from, &msg, registered.as_ref(), rng)? {
+                match open_session_message(dev, tx, &from, msg, registered, rng)? {
                     Ok((pt, key, changed)) => {
                         if changed {
                             events.push(Event::IdentityChanged {
@@ -95,11 +149,11 @@ pub(crate) fn receive<R: CryptoRng + ?Sized>(
                 }
             }
             Incoming::Group { group_id, message } => {
-                let Some(rec) = tx.group(&group_id)? else {
+                let Some(rec) = tx.group(group_id)? else {
                     return Ok(Err(DropReason::UnknownGroup));
                 };
                 let mut g = load_group(&rec)?;
-                let opened = match g.decrypt(&message) {
+                let opened = match g.decrypt(message) {
                     Ok(p) => p,
                     Err(e) => return Ok(Err(DropReason::Undecryptable(Undecryptable::Group(e)))),
                 };
@@ -110,11 +164,11 @@ pub(crate) fn receive<R: CryptoRng + ?Sized>(
                 if !listed {
                     return Ok(Err(DropReason::UnknownGroup));
                 }
-                save_group_state(tx, &group_id, &g, rec)?;
+                save_group_state(tx, group_id, &g, rec)?;
                 (
                     Zeroizing::new(opened.plaintext),
                     opened.sender,
-                    Some(group_id),
+                    Some(*group_id),
                     opened.sent_before_removal.is_some(),
                 )
             }
@@ -185,10 +239,6 @@ pub(crate) fn receive<R: CryptoRng + ?Sized>(
             _ => events.push(drop_of(&from, DropReason::Malformed)),
         }
         Ok(Ok(events))
-    })?;
-    Ok(match result {
-        Ok(events) => events,
-        Err(reason) => drop_event(reason),
     })
 }
 

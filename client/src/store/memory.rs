@@ -26,6 +26,8 @@ struct Tables {
     /// id → (sealed, uploaded, handed out at)
     one_time_prekeys: BTreeMap<u32, (Vec<u8>, bool, Option<u64>)>,
     groups: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// (kind, key, sealed, at_ms)
+    set_aside: Vec<(String, Vec<u8>, Vec<u8>, u64)>,
     /// seq → (message id, sealed draft)
     outbox: BTreeMap<i64, (Vec<u8>, Option<Vec<u8>>)>,
     outbox_ready: BTreeMap<(i64, i64), Vec<u8>>,
@@ -263,6 +265,29 @@ impl StoreTx for MemoryTx<'_> {
         self.with(|t| {
             t.groups.insert(id.to_vec(), sealed.to_vec());
         })
+    }
+
+    fn delete_group(&self, id: &[u8]) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.groups.remove(id);
+        })
+    }
+
+    fn put_aside(
+        &self,
+        kind: &str,
+        key: &[u8],
+        sealed: &[u8],
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.set_aside
+                .push((kind.to_string(), key.to_vec(), sealed.to_vec(), at_ms));
+        })
+    }
+
+    fn set_aside_count(&self) -> Result<u64, StoreError> {
+        self.with(|t| t.set_aside.len() as u64)
     }
 
     fn group_ids(&self) -> Result<Vec<Vec<u8>>, StoreError> {

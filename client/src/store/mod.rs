@@ -18,7 +18,7 @@ pub use self::memory::MemoryStore;
 #[cfg(feature = "native")]
 pub use self::sqlite::SqliteStore;
 use crate::error::ClientError;
-use crate::event::{Address, ReceiptKind};
+use crate::event::{Address, GroupId, ReceiptKind};
 use crate::proto::client as pc;
 
 /// Seal labels: one per kind of record (SPEC §16.8).
@@ -34,6 +34,22 @@ impl StoreError {
     pub fn backend(e: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self(Box::new(e))
     }
+}
+
+/// A stored record that did not open under the storage key or did not decode, and was set
+/// aside so that everything else goes on (see [`crate::Event::RecordSetAside`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoredRecord {
+    /// The session with this device (a new one starts with its next prekey message).
+    Session(Address),
+    /// The sessions a newer one replaced, with this device.
+    PreviousSessions(Address),
+    /// A group's state, directory and name: this device is no longer in the group until it
+    /// is added again.
+    Group(crate::event::GroupId),
+    /// An outbox entry, by its message id: the message was not sent.
+    Outbox(Vec<u8>),
 }
 
 /// A tick recorded for a message this device sent.
@@ -106,6 +122,18 @@ pub trait StoreTx {
 
     fn group(&self, id: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     fn put_group(&self, id: &[u8], sealed: &[u8]) -> Result<(), StoreError>;
+    fn delete_group(&self, id: &[u8]) -> Result<(), StoreError>;
+    /// Keeps a record that could not be used (`kind`, its key, its bytes as stored), out of
+    /// the way (SPEC §16.8, "Records set aside").
+    fn put_aside(
+        &self,
+        kind: &str,
+        key: &[u8],
+        sealed: &[u8],
+        at_ms: u64,
+    ) -> Result<(), StoreError>;
+    /// How many records were set aside.
+    fn set_aside_count(&self) -> Result<u64, StoreError>;
     fn group_ids(&self) -> Result<Vec<Vec<u8>>, StoreError>;
 
     /// Appends a draft to the outbox; returns its sequence number.
@@ -403,6 +431,100 @@ impl Tx<'_> {
 
     pub(crate) fn prune_handed_out(&self, before_ms: u64) -> Result<u64, ClientError> {
         Ok(self.raw.prune_handed_out(before_ms)?)
+    }
+
+    // --- records set aside ---
+
+    /// Whether `f` fails because a stored record does not open or decode.
+    fn unusable<T>(r: Result<T, ClientError>) -> Result<bool, ClientError> {
+        match r {
+            Ok(_) => Ok(false),
+            Err(ClientError::Corrupt | ClientError::Sealed) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sets aside, for a message from `from` (in group `group`, if a group message), every
+    /// record it needs that does not open or decode: the session with `from`, its previous
+    /// sessions, the group; or, if none of those, any group that does not open (a session
+    /// message may carry a group change or sender key). Returns what was set aside.
+    pub(crate) fn set_aside_for(
+        &self,
+        from: &Address,
+        group: Option<&[u8]>,
+        now_ms: u64,
+    ) -> Result<Vec<StoredRecord>, ClientError> {
+        let mut out = Vec::new();
+        let key = |a: &Address| [a.user.as_bytes(), b"\0", &a.device.to_be_bytes()].concat();
+        if Self::unusable(self.session(from))? {
+            if let Some(b) = self.raw.session(from)? {
+                self.raw.put_aside("session", &key(from), &b, now_ms)?;
+            }
+            self.raw.delete_session(from)?;
+            out.push(StoredRecord::Session(from.clone()));
+        }
+        if Self::unusable(self.previous_sessions(from))? {
+            for b in self.raw.previous_sessions(from)? {
+                self.raw
+                    .put_aside("previous_session", &key(from), &b, now_ms)?;
+            }
+            self.raw.set_previous_sessions(from, &[])?;
+            out.push(StoredRecord::PreviousSessions(from.clone()));
+        }
+        let groups = match group {
+            Some(g) => vec![g.to_vec()],
+            None if out.is_empty() => self.raw.group_ids()?,
+            None => vec![],
+        };
+        for id in groups {
+            let usable = self
+                .group(&id)
+                .and_then(|rec| rec.map(|r| crate::core::groups::load_group(&r)).transpose());
+            if Self::unusable(usable)? {
+                if let Some(b) = self.raw.group(&id)? {
+                    self.raw.put_aside("group", &id, &b, now_ms)?;
+                }
+                self.raw.delete_group(&id)?;
+                if let Ok(gid) = GroupId::try_from(id.as_slice()) {
+                    out.push(StoredRecord::Group(gid));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets aside the first outbox entry after `after` if its draft or one of its
+    /// envelopes does not open or decode. Returns it.
+    pub(crate) fn set_aside_outbox(
+        &self,
+        after: i64,
+        now_ms: u64,
+    ) -> Result<Option<StoredRecord>, ClientError> {
+        let Some((seq, mid, draft)) = self.raw.next_outbox(after)? else {
+            return Ok(None);
+        };
+        let mut bad = Self::unusable(self.next_outbox(after))?;
+        let mut idx = -1;
+        while !bad {
+            match self.next_ready(seq, idx) {
+                Ok(Some((i, _))) => idx = i,
+                Ok(None) => break,
+                Err(ClientError::Corrupt | ClientError::Sealed) => bad = true,
+                Err(e) => return Err(e),
+            }
+        }
+        if !bad {
+            return Ok(None);
+        }
+        self.raw
+            .put_aside("outbox", &mid, &draft.unwrap_or_default(), now_ms)?;
+        let mut idx = -1;
+        while let Some((i, b)) = self.raw.next_ready(seq, idx)? {
+            self.raw.put_aside("outbox_ready", &mid, &b, now_ms)?;
+            idx = i;
+        }
+        self.raw.done_outbox(seq)?;
+        Ok(Some(StoredRecord::Outbox(mid)))
     }
 
     // --- groups ---

@@ -35,6 +35,9 @@ const MIGRATIONS: &[&str] = &[
         idx INTEGER NOT NULL, sealed BLOB NOT NULL, PRIMARY KEY (user_id, device_id, idx));",
     // 3: when the relay handed each one-time prekey out (deleted after a grace window).
     "ALTER TABLE one_time_prekeys ADD COLUMN handed_out_ms INTEGER;",
+    // 4: records that did not open or decode, kept out of the way (SPEC §16.8).
+    "CREATE TABLE set_aside (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,
+        key BLOB NOT NULL, sealed BLOB NOT NULL, at_ms INTEGER NOT NULL);",
 ];
 
 /// The `ticks.kind` column: sent 0, delivered 1, read 2, queued 255.
@@ -323,6 +326,33 @@ impl StoreTx for SqliteTx<'_> {
             params![id, sealed],
         )?;
         Ok(())
+    }
+
+    fn delete_group(&self, id: &[u8]) -> Result<(), StoreError> {
+        self.0
+            .execute("DELETE FROM groups WHERE group_id = ?1", params![id])?;
+        Ok(())
+    }
+
+    fn put_aside(
+        &self,
+        kind: &str,
+        key: &[u8],
+        sealed: &[u8],
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.0.execute(
+            "INSERT INTO set_aside (kind, key, sealed, at_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![kind, key, sealed, ms(at_ms)],
+        )?;
+        Ok(())
+    }
+
+    fn set_aside_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .0
+            .query_row("SELECT COUNT(*) FROM set_aside", [], |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     fn group_ids(&self) -> Result<Vec<Vec<u8>>, StoreError> {
