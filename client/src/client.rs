@@ -1098,24 +1098,12 @@ async fn poll_presence(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
 /// full mailbox stays queued, and so does everything after it for that device; the rest
 /// goes on. Returns when to try those again, if any.
 async fn flush(inner: &Inner, conn: &Conn) -> Result<Option<Duration>, ClientError> {
+    // Read receipts go end to end, as an outbox entry for the device that sent the messages.
     while let Some((ids, from, mids)) = inner.read_store(|tx| tx.pending_reads())? {
-        match conn
-            .request(In::Read(pr::ReadReceipt {
-                sender: Some(to_relay(&from)),
-                message_ids: mids,
-            }))
-            .await
-        {
-            // Some ids named nothing the relay delivered here (already read, too old, or
-            // an app's mistake): the others were applied, and these cannot be.
-            Ok(_)
-            | Err(ClientError::Relay {
-                code: RelayErrorCode::NotDelivered,
-                ..
-            }) => {}
-            Err(e) => return Err(e),
-        }
-        inner.with_store(|tx| tx.done_reads(&ids))?;
+        inner.with_store(|tx| {
+            outbound::queue_read(tx, &from, mids, now_ms(), &mut rand::rng())?;
+            tx.done_reads(&ids)
+        })?;
     }
     // Devices whose mailbox refused an envelope in this pass: nothing more goes to them
     // until the next pass (their order is kept), while everyone else's mail goes on.
@@ -1195,7 +1183,7 @@ async fn flush(inner: &Inner, conn: &Conn) -> Result<Option<Duration>, ClientErr
             });
             match conn.request(send).await {
                 Ok(Out::Sent(_)) => inner.with_store(|tx| {
-                    outbound::envelope_sent(tx, seq, idx, &mid, &ready, now_ms())
+                    outbound::envelope_sent(tx, &inner.dev.me, seq, idx, &mid, &ready, now_ms())
                 })?,
                 Ok(_) => return Err(ClientError::Protocol),
                 Err(ClientError::Relay {
@@ -1301,6 +1289,12 @@ async fn prepare(
     let mut targets: Vec<(Address, IdentityPublicKey)> = Vec::new();
     let mut own: Vec<(Address, IdentityPublicKey)> = Vec::new();
     match &to {
+        // To one known device (a read receipt): its stored key, no device lists.
+        Conversation::Direct(_) if !draft.only.is_empty() => {
+            for m in &draft.only {
+                targets.push((member_address(m), identity_of(&m.identity_key)?));
+            }
+        }
         Conversation::Direct(user) => {
             targets = list_devices(conn, user).await?;
             targets.retain(|(a, _)| a != &inner.dev.me);
@@ -1327,7 +1321,7 @@ async fn prepare(
         }
     }
     let direct = matches!(to, Conversation::Direct(_));
-    if direct {
+    if direct && draft.only.is_empty() {
         let all: Vec<_> = targets.iter().chain(own.iter()).cloned().collect();
         let events = inner.with_store(|tx| record_devices(tx, &inner.dev, &all))?;
         inner.emit_all(events);

@@ -36,9 +36,6 @@ pub enum RelayErrorCode {
     ShuttingDown,
     /// The relay timed the connection out.
     Timeout,
-    /// A read receipt named a message the relay did not deliver to this device from that
-    /// sender (or one already marked read, or delivered too long ago).
-    NotDelivered,
     /// The user already has the most devices the relay allows: remove one first.
     TooManyDevices,
     /// A code this version does not know.
@@ -63,7 +60,6 @@ impl From<i32> for RelayErrorCode {
             Ok(WireCode::Internal) => Self::Internal,
             Ok(WireCode::ShuttingDown) => Self::ShuttingDown,
             Ok(WireCode::Timeout) => Self::Timeout,
-            Ok(WireCode::NotDelivered) => Self::NotDelivered,
             Ok(WireCode::TooManyDevices) => Self::TooManyDevices,
             Ok(WireCode::Unspecified) | Err(_) => Self::Other(code),
         }

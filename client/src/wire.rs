@@ -74,6 +74,13 @@ pub fn parse_content(bytes: &[u8], envelope_message_id: &[u8]) -> Result<pc::Con
         Some(pc::content::Body::GroupControl(g)) if g.group_id.len() != 32 => {
             return Err(WireError::Field("group_id"));
         }
+        Some(pc::content::Body::Read(r))
+            if r.message_ids.is_empty()
+                || r.message_ids.len() > hush_relay_protocol::limits::MAX_READ_IDS
+                || r.message_ids.iter().any(|m| m.len() != 16) =>
+        {
+            return Err(WireError::Field("read"));
+        }
         Some(pc::content::Body::SenderKey(k)) if k.group_id.len() != 32 => {
             return Err(WireError::Field("group_id"));
         }

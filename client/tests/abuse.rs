@@ -283,6 +283,8 @@ async fn a_corrupt_record_is_set_aside_and_everything_else_goes_on() {
     alice.client.send_text("bob", "first").unwrap();
     assert_eq!(bob.message().await.body, Body::Text("first".into()));
     bob.client.stop();
+    bob.next(|e| matches!(e, Event::Disconnected { .. }).then_some(()))
+        .await;
     // Bob is away; his session with Alice, and a draft he queued, are damaged on disk.
     let queued = bob.client.send_text("carol", "never sent").unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -334,4 +336,62 @@ async fn a_corrupt_record_is_set_aside_and_everything_else_goes_on() {
         .query_row("SELECT COUNT(*) FROM set_aside", [], |r| r.get(0))
         .unwrap();
     assert!(kept >= 2, "{kept}");
+}
+
+/// Finding 1, end to end: read receipts are messages from the reader's device; one naming
+/// messages that were never sent to its device (a stranger's forgery, thousands of ids at
+/// a time) changes no tick, and the real reader's receipt still counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_read_receipts_change_nothing() {
+    let dir = scratch("abuse-forged-reads");
+    let addr = relay(&dir).await;
+    let mut alice = open(&dir, &addr, "alice", [1; 32]).unwrap();
+    let mut bob = open(&dir, &addr, "bob", [2; 32]).unwrap();
+    alice.online().await;
+    bob.online().await;
+    let id = alice.client.send_text("bob", "hello").unwrap();
+    let m = bob.message().await;
+    // Mallory claims, again and again, to have read Alice's message (and 1,023 others).
+    let mut mallory = Peer {
+        raw: Raw::connect(&addr, "mallory").await,
+        user: "mallory".into(),
+        sessions: Default::default(),
+    };
+    for _ in 0..10 {
+        let mut ids = vec![id.to_vec()];
+        ids.extend((0..1023u32).map(|i| [i.to_be_bytes(); 4].concat()));
+        mallory
+            .send_content(
+                "alice",
+                pc::content::Body::Read(pc::ReadReceipts { message_ids: ids }),
+            )
+            .await;
+    }
+    // Bob really reads it: Alice's only "read" tick is Bob's, and it arrives promptly.
+    let started = Instant::now();
+    bob.client.mark_read(&m.from, &[m.id]).unwrap();
+    let (kind, by) = alice
+        .next(|e| match e {
+            Event::Receipt {
+                message_id,
+                kind: hush_client::ReceiptKind::Read,
+                by,
+                ..
+            } if *message_id == id => Some((hush_client::ReceiptKind::Read, by.clone())),
+            Event::Receipt { by, .. } if by.user == "mallory" => {
+                panic!("a forged receipt counted")
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        (kind, by.user.as_str()),
+        (hush_client::ReceiptKind::Read, "bob")
+    );
+    assert!(started.elapsed() < PAIR_BOUND, "{:?}", started.elapsed());
+    let ticks = alice.client.receipts(&id).unwrap();
+    assert!(
+        ticks.iter().all(|(a, _, _)| a.user != "mallory"),
+        "{ticks:?}"
+    );
 }

@@ -6,7 +6,7 @@
 pub const MAX_USER_ID: usize = 64;
 /// Longest client-chosen message id, in bytes. A message id is never empty.
 pub const MAX_MESSAGE_ID: usize = 32;
-/// Most message ids in one read receipt frame.
+/// Most message ids in one end-to-end read receipt (SPEC §16.2).
 pub const MAX_READ_IDS: usize = 1024;
 /// Most ids in one `Ack` or `AckReceipts` frame.
 pub const MAX_ACK_IDS: usize = 1024;

@@ -6,7 +6,7 @@
 use hush_crypto::{IdentityPublicKey, Signature, X25519PublicKey};
 
 use crate::address::{Addr, valid_user_id};
-use crate::limits::{MAX_ACK_IDS, MAX_MESSAGE_ID, MAX_READ_IDS};
+use crate::limits::{MAX_ACK_IDS, MAX_MESSAGE_ID};
 use crate::proto::{self, ClientFrame, ErrorCode, client_frame::Body};
 
 /// The relay's per-request limits that parsing checks (its settings, with its defaults).
@@ -95,13 +95,6 @@ pub enum Request {
     Send(Send),
     /// Acknowledge envelopes (removes them from the mailbox): at most [`MAX_ACK_IDS`].
     Ack(Vec<u64>),
-    /// Read receipts for messages from `sender`.
-    Read {
-        /// The device that sent the messages.
-        sender: Addr,
-        /// Their message ids (1 to [`MAX_READ_IDS`] of them, each valid).
-        message_ids: Vec<Vec<u8>>,
-    },
     /// Acknowledge receipts: at most [`MAX_ACK_IDS`].
     AckReceipts(Vec<u64>),
     /// A user's presence.
@@ -135,7 +128,6 @@ impl Request {
             Self::FetchBundle(_) => "fetch_bundle",
             Self::Send(_) => "send",
             Self::Ack(_) => "ack",
-            Self::Read { .. } => "read",
             Self::AckReceipts(_) => "ack_receipts",
             Self::Presence(_) => "presence",
             Self::PresenceSettings { .. } => "presence_settings",
@@ -251,18 +243,6 @@ impl Request {
                     return Err(refuse(ErrorCode::TooLarge, "too many ids in one frame"));
                 }
                 Self::Ack(a.envelope_ids)
-            }
-            Body::Read(r) => {
-                let sender = Addr::from_proto(r.sender.as_ref()).ok_or(malformed("bad address"))?;
-                if r.message_ids.len() > MAX_READ_IDS
-                    || r.message_ids.iter().any(|m| !valid_message_id(m))
-                {
-                    return Err(malformed("bad message ids"));
-                }
-                Self::Read {
-                    sender,
-                    message_ids: r.message_ids,
-                }
             }
             Body::AckReceipts(a) => {
                 if a.receipt_ids.len() > MAX_ACK_IDS {
@@ -389,29 +369,6 @@ mod tests {
             parse(send(vec![addr(&long_user, 1)], 1, 1)),
             Err((ErrorCode::Malformed, "bad recipient address"))
         );
-    }
-
-    #[test]
-    fn read_receipt_limits_at_their_boundaries() {
-        let read = |n: usize, len: usize| {
-            Body::Read(proto::ReadReceipt {
-                sender: Some(addr("a", 1)),
-                message_ids: vec![vec![3; len]; n],
-            })
-        };
-        assert!(matches!(
-            parse(read(MAX_READ_IDS, MAX_MESSAGE_ID)),
-            Ok(Request::Read { .. })
-        ));
-        assert_eq!(
-            parse(read(MAX_READ_IDS + 1, 1)).unwrap_err().0,
-            ErrorCode::Malformed
-        );
-        assert_eq!(
-            parse(read(1, MAX_MESSAGE_ID + 1)).unwrap_err().0,
-            ErrorCode::Malformed
-        );
-        assert_eq!(parse(read(1, 0)).unwrap_err().0, ErrorCode::Malformed);
     }
 
     #[test]

@@ -236,6 +236,25 @@ fn open_and_apply<R: CryptoRng + ?Sized>(
                     events.push(drop_of(&from, reason));
                 }
             }
+            Some(pc::content::Body::Read(r)) if group.is_none() => {
+                // Only for messages this device sent to that very device.
+                for mid in &r.message_ids {
+                    let Ok(id) = MessageId::try_from(mid.as_slice()) else {
+                        continue;
+                    };
+                    let at = env.server_timestamp_ms;
+                    if tx.addressed_to(mid, &from)?
+                        && tx.put_tick(mid, &from, Tick::Receipt(ReceiptKind::Read), at)?
+                    {
+                        events.push(Event::Receipt {
+                            message_id: id,
+                            kind: ReceiptKind::Read,
+                            by: from.clone(),
+                            at_ms: at,
+                        });
+                    }
+                }
+            }
             _ => events.push(drop_of(&from, DropReason::Malformed)),
         }
         Ok(Ok(events))
@@ -377,7 +396,7 @@ pub(crate) fn receipt(store: &mut Sealed, r: &pr::Receipt) -> Result<Option<Even
         return Ok(None);
     };
     store.transaction(|tx| {
-        // Only a device this device sent the message to may tick it (SPEC §16.6).
+        // Only a device this device sent the message to may tick it (SPEC §16.4).
         let new = tx.addressed_to(&mid, &by)?
             && tx.put_tick(&mid, &by, Tick::Receipt(kind), r.timestamp_ms)?;
         Ok(new.then_some(Event::Receipt {
@@ -421,7 +440,7 @@ mod tests {
                 tx.put_tick(&mid, &me, Tick::Queued, 1)?;
                 let seq = tx.push_draft(&mid, &pc::Draft::default(), 1)?;
                 tx.set_ready(seq, std::slice::from_ref(&ready))?;
-                envelope_sent(tx, seq, 0, &mid, &ready, 2)
+                envelope_sent(tx, &me, seq, 0, &mid, &ready, 2)
             })
             .unwrap();
         let from = |user: &str, device| pr::Receipt {

@@ -21,6 +21,7 @@ use crate::store::{Tick, Tx};
 /// any other device are dropped).
 pub(crate) fn envelope_sent(
     tx: &Tx<'_>,
+    me: &Address,
     seq: i64,
     idx: i64,
     mid: &[u8],
@@ -28,12 +29,50 @@ pub(crate) fn envelope_sent(
     now_ms: u64,
 ) -> Result<(), ClientError> {
     tx.done_ready(seq, idx)?;
-    if ready.message_id.is_empty() || ready.message_id == mid {
+    // Only for messages (which have ticks), not receipts or group plumbing.
+    if (ready.message_id.is_empty() || ready.message_id == mid) && tx.queued_by(mid, me)? {
         for r in &ready.recipients {
             let to = Address::new(r.user_id.clone(), r.device_id);
             tx.put_tick(mid, &to, Tick::Addressed, now_ms)?;
         }
     }
+    Ok(())
+}
+
+/// Queues read receipts for messages `from` sent to this device: one end-to-end message to
+/// that device alone, through the outbox like any other (SPEC §16.4). Nothing is queued if
+/// this device does not know `from`'s identity key (it never had a session with it).
+pub(crate) fn queue_read<R: CryptoRng + ?Sized>(
+    tx: &Tx<'_>,
+    from: &Address,
+    message_ids: Vec<Vec<u8>>,
+    now_ms: u64,
+    rng: &mut R,
+) -> Result<(), ClientError> {
+    let Some(key) = tx.device_key(from)? else {
+        return Ok(());
+    };
+    let id = random_id(rng);
+    tx.push_draft(
+        &id,
+        &pc::Draft {
+            to: Some(conversation_to_proto(&Conversation::Direct(
+                from.user.clone(),
+            ))),
+            content: Some(pc::Content {
+                message_id: id.to_vec(),
+                sent_ms: now_ms,
+                body: Some(pc::content::Body::Read(pc::ReadReceipts { message_ids })),
+                sync: None,
+            }),
+            only: vec![pc::Member {
+                identity_key: key,
+                user_id: from.user.clone(),
+                device_id: from.device,
+            }],
+        },
+        now_ms,
+    )?;
     Ok(())
 }
 

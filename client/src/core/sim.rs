@@ -335,8 +335,9 @@ impl World {
                 return self.devices[i].restart(now, &mut self.rng);
             }
             let d = &mut self.devices[i];
+            let me = d.dev.me.clone();
             d.store
-                .transaction(|tx| outbound::envelope_sent(tx, seq, idx, &mid, &ready, now))
+                .transaction(|tx| outbound::envelope_sent(tx, &me, seq, idx, &mid, &ready, now))
                 .expect("done ready");
         }
         let d = &mut self.devices[i];

@@ -679,6 +679,11 @@ impl Tx<'_> {
         Ok(self.raw.has_tick(message_id, by, Tick::Addressed)?)
     }
 
+    /// Whether `me` (this device) wrote message `message_id`.
+    pub(crate) fn queued_by(&self, message_id: &[u8], me: &Address) -> Result<bool, ClientError> {
+        Ok(self.raw.has_tick(message_id, me, Tick::Queued)?)
+    }
+
     pub(crate) fn queued_here(&self, message_id: &[u8]) -> Result<bool, ClientError> {
         Ok(self
             .ticks(message_id)?

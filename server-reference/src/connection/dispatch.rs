@@ -59,35 +59,6 @@ pub(super) async fn apply<S: Store>(
             }
             done(Out::Done(proto::Done {}))
         }
-        Request::Read {
-            sender,
-            message_ids,
-        } => {
-            let asked = message_ids.len() as u64;
-            let accepted = shared
-                .store
-                .read(
-                    addr,
-                    &sender,
-                    message_ids,
-                    now_ms(),
-                    shared.config.receipt_limits(),
-                )
-                .await?;
-            if accepted > 0 {
-                shared.committed_for(&sender);
-            }
-            if accepted < asked {
-                // The others named nothing this device received from `sender` (or were
-                // marked read already, or too long ago).
-                return Err(refuse(
-                    ErrorCode::NotDelivered,
-                    "a message id names nothing that sender delivered to you",
-                    "not_delivered",
-                ));
-            }
-            done(Out::Done(proto::Done {}))
-        }
         Request::AckReceipts(receipt_ids) => {
             shared.store.ack_receipts(addr, receipt_ids).await?;
             done(Out::Done(proto::Done {}))

@@ -213,7 +213,6 @@ async fn handle_frames<S: Store>(
         // Lists of ids cost their length: one more token per `IDS_PER_TOKEN` ids.
         let ids = match &request {
             Request::Ack(v) | Request::AckReceipts(v) => v.len(),
-            Request::Read { message_ids, .. } => message_ids.len(),
             _ => 0,
         };
         if ids > 0

@@ -48,7 +48,6 @@ const fn reason_of(code: ErrorCode) -> &'static str {
         ErrorCode::AuthFailed => "auth_failed",
         ErrorCode::Forbidden => "forbidden",
         ErrorCode::Timeout => "timeout",
-        ErrorCode::NotDelivered => "not_delivered",
         ErrorCode::TooManyDevices => "too_many_devices",
         ErrorCode::ShuttingDown => "shutdown",
         ErrorCode::Internal | ErrorCode::Unspecified => "internal",

@@ -152,15 +152,14 @@ pub struct MailboxLimits {
 /// A day in ms: blob quotas count per UTC day, `now_ms / DAY_MS`.
 pub const DAY_MS: u64 = 24 * 3600 * 1000;
 
-/// Receipt limits applied by [`Store::ack`], [`Store::read`] and [`Store::expire`]
-/// (docs/SPEC.md §14.2, "Receipts").
+/// Receipt limits applied by [`Store::ack`] and [`Store::expire`] (docs/SPEC.md §14.3,
+/// "Receipts").
 #[derive(Clone, Copy, Debug)]
 pub struct ReceiptLimits {
     /// Most receipts queued for one device; past it, new receipts for that device are
     /// dropped (and counted) until it acknowledges some.
     pub max_queued: u64,
-    /// How long (ms) a queued receipt is kept, and how long after delivery an envelope can
-    /// still be marked read.
+    /// How long (ms) a queued receipt is kept.
     pub ttl_ms: u64,
 }
 
@@ -260,8 +259,8 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
         max_devices: usize,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Removes a device: its registration, prekeys, mailbox, queued receipts and what it
-    /// could still mark read. Its identity key is revoked for the user: neither
+    /// Removes a device: its registration, prekeys, mailbox and queued receipts. Its
+    /// identity key is revoked for the user: neither
     /// [`register`](Store::register) nor [`rekey`](Store::rekey) accepts it again. `false`
     /// if there was no such device.
     fn remove_device(&self, addr: &Addr) -> impl Future<Output = Result<bool, StoreError>> + Send;
@@ -352,10 +351,9 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
         now_ms: u64,
     ) -> impl Future<Output = Result<Vec<StoredEnvelope>, StoreError>> + Send;
-    /// Deletes acknowledged envelopes of `addr`, queues "delivered" receipts for their
-    /// senders (within `limits.max_queued`) and remembers, for `limits.ttl_ms`, that `addr`
-    /// may mark each of them read once. Ids that are not `addr`'s are ignored. Returns the
-    /// senders to wake.
+    /// Deletes acknowledged envelopes of `addr` and queues "delivered" receipts for their
+    /// senders (within `limits.max_queued`). Ids that are not `addr`'s are ignored. Returns
+    /// the senders to wake.
     fn ack(
         &self,
         addr: &Addr,
@@ -363,17 +361,6 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
         limits: ReceiptLimits,
     ) -> impl Future<Output = Result<Vec<Addr>, StoreError>> + Send;
-    /// Queues "read" receipts from `reader` for those of `message_ids` that `sender` sent to
-    /// `reader` and `reader` acknowledged (within the last `limits.ttl_ms`), each once;
-    /// the others are ignored. Returns how many ids were accepted.
-    fn read(
-        &self,
-        reader: &Addr,
-        sender: &Addr,
-        message_ids: Vec<Vec<u8>>,
-        now_ms: u64,
-        limits: ReceiptLimits,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Queued receipts for `addr` after `after_id`.
     fn receipts(
         &self,
@@ -416,8 +403,8 @@ pub trait Store: Send + Sync + 'static {
         user: &str,
         hidden: bool,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Deletes expired envelopes, presence grants, and receipts (queued or still possible)
-    /// older than `receipts.ttl_ms`. Returns how many envelopes.
+    /// Deletes expired envelopes, presence grants, and receipts queued longer than
+    /// `receipts.ttl_ms`. Returns how many envelopes.
     fn expire(
         &self,
         now_ms: u64,

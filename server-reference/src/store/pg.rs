@@ -97,21 +97,14 @@ const MIGRATIONS: &[&str] = &[
     // 3: upload tokens live in the database, so any node accepts an upload.
     "CREATE TABLE upload_tokens (token_hash BYTEA PRIMARY KEY, user_id TEXT NOT NULL,
         device_id BIGINT NOT NULL, expires_ms BIGINT NOT NULL);",
-    // 4: abuse resistance (as SQLite's migration 6). `readable`: envelopes a device
-    // acknowledged, which it may mark read once; receipts expire by time and a device's
+    // 4: abuse resistance (as SQLite's migration 6): receipts expire by time and a device's
     // queue has a cap; `revoked_keys`: identity keys of removed devices.
-    "CREATE TABLE readable (
-        reader_user TEXT NOT NULL, reader_device BIGINT NOT NULL, sender_user TEXT NOT NULL,
-        sender_device BIGINT NOT NULL, message_id BYTEA NOT NULL, expires_ms BIGINT NOT NULL,
-        PRIMARY KEY (reader_user, reader_device, sender_user, sender_device, message_id));
-     CREATE INDEX readable_by_expiry ON readable (expires_ms);
-     CREATE INDEX receipts_by_time ON receipts (at_ms);
-     CREATE TABLE revoked_keys (
+    "CREATE TABLE revoked_keys (
         user_id TEXT NOT NULL, identity_key BYTEA NOT NULL, removed_ms BIGINT NOT NULL,
         PRIMARY KEY (user_id, identity_key));
      DROP FUNCTION hush_ack(TEXT, BIGINT, BIGINT[], BIGINT);
      CREATE FUNCTION hush_ack(r_user TEXT, r_dev BIGINT, ids BIGINT[], now_ms BIGINT,
-        readable_until BIGINT, max_queued BIGINT)
+        max_queued BIGINT)
      RETURNS TABLE (s_user TEXT, s_dev BIGINT) LANGUAGE plpgsql AS $$
      DECLARE m RECORD;
      BEGIN
@@ -123,12 +116,6 @@ const MIGRATIONS: &[&str] = &[
                 ORDER BY 1, 2 LOOP
          PERFORM pg_advisory_xact_lock(hashtextextended('receipts/' || m.sender_user || '/' || m.sender_device::TEXT, 7800));
        END LOOP;
-       INSERT INTO readable (reader_user, reader_device, sender_user, sender_device, message_id, expires_ms)
-         SELECT DISTINCT ON (x.sender_user, x.sender_device, x.message_id)
-                r_user, r_dev, x.sender_user, x.sender_device, x.message_id, readable_until
-         FROM messages x JOIN hush_acked a ON a.message = x.id
-         ON CONFLICT (reader_user, reader_device, sender_user, sender_device, message_id)
-         DO UPDATE SET expires_ms = EXCLUDED.expires_ms;
        INSERT INTO receipts (user_id, device_id, read, recipient_user, recipient_device, message_id, at_ms)
          SELECT y.sender_user, y.sender_device, FALSE, r_user, r_dev, y.message_id, now_ms
          FROM (SELECT x.id, x.sender_user, x.sender_device, x.message_id,
@@ -508,7 +495,6 @@ impl Store for PgStore {
         .map_err(db)?;
         for sql in [
             "DELETE FROM receipts WHERE user_id = $1 AND device_id = $2",
-            "DELETE FROM readable WHERE reader_user = $1 AND reader_device = $2",
             "DELETE FROM signed_prekeys WHERE user_id = $1 AND device_id = $2",
             "DELETE FROM one_time_prekeys WHERE user_id = $1 AND device_id = $2",
             "DELETE FROM upload_tokens WHERE user_id = $1 AND device_id = $2",
@@ -749,14 +735,14 @@ impl Store for PgStore {
         now_ms: u64,
         limits: ReceiptLimits,
     ) -> Result<Vec<Addr>, StoreError> {
-        // One round trip (migration 4): delete this device's envelopes among `ids`, record
-        // them as readable, queue "delivered" receipts for their senders (within the cap),
-        // and drop messages no one else awaits.
+        // One round trip (migration 4): delete this device's envelopes among `ids`, queue
+        // "delivered" receipts for their senders (within the cap), and drop messages no one
+        // else awaits.
         let ids: Vec<i64> = envelope_ids.iter().map(|&i| ms(i)).collect();
         let c = self.client().await?;
         let rows = c
             .query(
-                &c.prepare_cached("SELECT s_user, s_dev FROM hush_ack($1, $2, $3, $4, $5, $6)")
+                &c.prepare_cached("SELECT s_user, s_dev FROM hush_ack($1, $2, $3, $4, $5)")
                     .await
                     .map_err(db)?,
                 &[
@@ -764,7 +750,6 @@ impl Store for PgStore {
                     &dev(addr),
                     &ids,
                     &ms(now_ms),
-                    &ms(now_ms.saturating_add(limits.ttl_ms)),
                     &ms(limits.max_queued),
                 ],
             )
@@ -780,52 +765,6 @@ impl Store for PgStore {
         out.sort();
         out.dedup();
         Ok(out)
-    }
-
-    async fn read(
-        &self,
-        reader: &Addr,
-        sender: &Addr,
-        message_ids: Vec<Vec<u8>>,
-        now_ms: u64,
-        limits: ReceiptLimits,
-    ) -> Result<u64, StoreError> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(db)?;
-        lock_receipts(&tx, sender).await?;
-        // Only what `sender` sent to `reader` and `reader` acknowledged may be marked read,
-        // once each; receipts go in the order asked, within the sender's queue cap.
-        let row = tx
-            .query_one(
-                &tx.prepare_cached(
-                    "WITH ok AS (DELETE FROM readable WHERE reader_user = $3 AND reader_device = $4
-                                 AND sender_user = $1 AND sender_device = $2
-                                 AND message_id = ANY($5) AND expires_ms > $6 RETURNING message_id),
-                          t AS (SELECT m, MIN(n) AS n FROM UNNEST($5::BYTEA[]) WITH ORDINALITY AS u(m, n) GROUP BY m),
-                          y AS (SELECT t.m, t.n, row_number() OVER (ORDER BY t.n) AS k
-                                FROM t JOIN ok ON ok.message_id = t.m),
-                          ins AS (INSERT INTO receipts (user_id, device_id, read, recipient_user, recipient_device, message_id, at_ms)
-                                  SELECT $1, $2, TRUE, $3, $4, y.m, $6 FROM y
-                                  WHERE y.k + (SELECT COUNT(*) FROM receipts r WHERE r.user_id = $1 AND r.device_id = $2) <= $7
-                                  ORDER BY y.n RETURNING 1)
-                     SELECT (SELECT COUNT(*) FROM ok), (SELECT COUNT(*) FROM ins)",
-                )
-                .await
-                .map_err(db)?,
-                &[
-                    &sender.user,
-                    &dev(sender),
-                    &reader.user,
-                    &dev(reader),
-                    &message_ids,
-                    &ms(now_ms),
-                    &ms(limits.max_queued),
-                ],
-            )
-            .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        Ok(row.get::<_, i64>(0) as u64)
     }
 
     async fn receipts(
@@ -1020,14 +959,14 @@ impl Store for PgStore {
         )
         .await
         .map_err(db)?;
-        for sql in [
-            "DELETE FROM readable WHERE expires_ms <= $1",
-            "DELETE FROM presence_grants WHERE until_ms <= $1",
-        ] {
-            tx.execute(&tx.prepare_cached(sql).await.map_err(db)?, &[&ms(now_ms)])
+        tx.execute(
+            &tx.prepare_cached("DELETE FROM presence_grants WHERE until_ms <= $1")
                 .await
-                .map_err(db)?;
-        }
+                .map_err(db)?,
+            &[&ms(now_ms)],
+        )
+        .await
+        .map_err(db)?;
         let gone = tx
             .query(
                 &tx.prepare_cached(
@@ -1142,19 +1081,4 @@ impl Store for PgStore {
             .map_err(db)?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
-}
-
-/// Serialises receipt inserts for one owner until commit, so its receipt ids commit in
-/// order.
-async fn lock_receipts(
-    tx: &deadpool_postgres::Transaction<'_>,
-    owner: &Addr,
-) -> Result<(), StoreError> {
-    tx.execute(
-        &tx.prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended('receipts/' || $1 || '/' || $2::BIGINT::TEXT, 7800))").await.map_err(db)?,
-        &[&owner.user, &dev(owner)],
-    )
-    .await
-    .map_err(db)?;
-    Ok(())
 }

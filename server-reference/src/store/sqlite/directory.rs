@@ -102,7 +102,6 @@ pub(super) fn remove_device(c: &Connection, a: &Addr, now_ms: u64) -> Result<boo
     for sql in [
         "DELETE FROM mailbox WHERE user_id = ?1 AND device_id = ?2",
         "DELETE FROM receipts WHERE user_id = ?1 AND device_id = ?2",
-        "DELETE FROM readable WHERE reader_user = ?1 AND reader_device = ?2",
         "DELETE FROM signed_prekeys WHERE user_id = ?1 AND device_id = ?2",
         "DELETE FROM one_time_prekeys WHERE user_id = ?1 AND device_id = ?2",
         "DELETE FROM upload_tokens WHERE user_id = ?1 AND device_id = ?2",

@@ -1,5 +1,5 @@
 //! Mailboxes and receipts: storing an envelope for its recipients, reading, acknowledging
-//! (which queues "delivered" receipts), "read" receipts, and expiry.
+//! (which queues "delivered" receipts), and expiry.
 
 use std::sync::Arc;
 
@@ -161,7 +161,6 @@ pub(super) fn ack(
     let mut senders = vec![];
     let mut deliveries = vec![];
     let (mut count, mut bytes) = (0u64, 0u64);
-    let readable_until = now_ms.saturating_add(limits.ttl_ms) as i64;
     for id in envelope_ids {
         let c = &db.conn;
         // Not ours, or already acknowledged: nothing to do.
@@ -207,12 +206,6 @@ pub(super) fn ack(
                 .execute(params![m])?,
             (None, _) => 0,
         };
-        // This device may now mark the message read, once.
-        c.prepare_cached(
-            "INSERT OR REPLACE INTO readable (reader_user, reader_device, sender_user, sender_device, message_id, expires_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?
-        .execute(params![me.user, me.device, sender.user, sender.device, mid, readable_until])?;
         if let Some(d) = queue_receipt(db, &sender, &me, mid, false, now_ms, limits)? {
             deliveries.push(d);
         }
@@ -268,36 +261,6 @@ fn queue_receipt(
             at_ms: now_ms,
         },
     }))
-}
-
-/// [`Store::read`](crate::store::Store::read), on the database thread.
-pub(super) fn read(
-    db: &mut Db,
-    reader: Addr,
-    sender: Addr,
-    message_ids: Vec<Vec<u8>>,
-    now_ms: u64,
-    limits: ReceiptLimits,
-) -> Result<(u64, Vec<Delivery>), StoreError> {
-    let mut accepted = 0;
-    let mut deliveries = Vec::new();
-    for mid in message_ids {
-        let taken = db
-            .conn
-            .prepare_cached(
-                "DELETE FROM readable WHERE reader_user = ?1 AND reader_device = ?2 AND sender_user = ?3
-                 AND sender_device = ?4 AND message_id = ?5 AND expires_ms > ?6",
-            )?
-            .execute(params![reader.user, reader.device, sender.user, sender.device, mid, now_ms as i64])?;
-        if taken == 0 {
-            continue;
-        }
-        accepted += 1;
-        if let Some(d) = queue_receipt(db, &sender, &reader, mid, true, now_ms, limits)? {
-            deliveries.push(d);
-        }
-    }
-    Ok((accepted, deliveries))
 }
 
 /// [`Store::receipts`](crate::store::Store::receipts), on the database thread.
@@ -359,10 +322,6 @@ pub(super) fn expire(
         db.queued_receipts.clear();
     }
     let c = &db.conn;
-    c.execute(
-        "DELETE FROM readable WHERE expires_ms <= ?1",
-        params![now_ms as i64],
-    )?;
     c.execute(
         "DELETE FROM presence_grants WHERE until_ms <= ?1",
         params![now_ms as i64],

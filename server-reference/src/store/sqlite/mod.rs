@@ -505,21 +505,6 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn read(
-        &self,
-        reader: &Addr,
-        sender: &Addr,
-        message_ids: Vec<Vec<u8>>,
-        now_ms: u64,
-        limits: ReceiptLimits,
-    ) -> Result<u64, StoreError> {
-        let (reader, sender) = (reader.clone(), sender.clone());
-        self.call_delivering(move |db| {
-            mailbox::read(db, reader, sender, message_ids, now_ms, limits)
-        })
-        .await
-    }
-
     async fn receipts(
         &self,
         addr: &Addr,

@@ -89,18 +89,10 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX mailbox_by_device ON mailbox (user_id, device_id, envelope_id);
      CREATE INDEX mailbox_by_expiry ON mailbox (expires_ms);
      CREATE INDEX receipts_by_device ON receipts (user_id, device_id, receipt_id);",
-    // 6: abuse resistance. `readable`: an envelope a device acknowledged, which it may mark
-    // read once (a read receipt for anything else is refused). Receipts expire by time.
-    // `revoked_keys`: identity keys whose device its owner removed; they cannot register
-    // again, whatever link they carry.
-    "CREATE TABLE readable (
-        reader_user TEXT NOT NULL, reader_device INTEGER NOT NULL, sender_user TEXT NOT NULL,
-        sender_device INTEGER NOT NULL, message_id BLOB NOT NULL, expires_ms INTEGER NOT NULL,
-        PRIMARY KEY (reader_user, reader_device, sender_user, sender_device, message_id))
-        WITHOUT ROWID;
-     CREATE INDEX readable_by_expiry ON readable (expires_ms);
-     CREATE INDEX receipts_by_time ON receipts (at_ms);
-     CREATE TABLE revoked_keys (
+    // 6: abuse resistance. `revoked_keys`: identity keys whose device its owner removed;
+    // they cannot register again, whatever link they carry. (Receipts expire by time,
+    // found by a scan once a minute: an index on their time would cost every receipt.)
+    "CREATE TABLE revoked_keys (
         user_id TEXT NOT NULL, identity_key BLOB NOT NULL, removed_ms INTEGER NOT NULL,
         PRIMARY KEY (user_id, identity_key));",
     // 7: who may see whose presence: a user that sent envelopes to another lets it see its
