@@ -43,7 +43,28 @@ impl Incoming {
     }
 }
 
-type Opened = (Zeroizing<Vec<u8>>, IdentityPublicKey, bool);
+/// A session message opened by [`open_session_message`].
+pub(crate) struct Opened {
+    plaintext: Zeroizing<Vec<u8>>,
+    /// The sending device's identity key.
+    identity: IdentityPublicKey,
+    /// The sender's identity key differs from the one stored for its address.
+    identity_changed: bool,
+    /// A prekey message started a new session, which replaces the current one only if the
+    /// content proves the message new (SPEC §16.7).
+    new_session: bool,
+}
+
+impl Opened {
+    fn existing(plaintext: Vec<u8>, identity: IdentityPublicKey) -> Self {
+        Self {
+            plaintext: Zeroizing::new(plaintext),
+            identity,
+            identity_changed: false,
+            new_session: false,
+        }
+    }
+}
 
 /// Opens one envelope and commits everything it causes in one transaction: the session or
 /// group state, the record that it was processed, the history entry, group changes. Returns
@@ -131,19 +152,22 @@ fn open_and_apply<R: CryptoRng + ?Sized>(
     rng: &mut R,
 ) -> Result<Result<Vec<Event>, DropReason>, ClientError> {
     let from = from.clone();
-    store.transaction(|tx| {
+    // Committed only when the message is applied or dropped after its state moved on.
+    store.transaction_if_ok(|tx| {
         let mut events = Vec::new();
+        let mut new_session = false;
         let (content, sender_identity, group, before_removal) = match payload {
             Incoming::Session(msg) => {
                 match open_session_message(dev, tx, &from, msg, registered, rng)? {
-                    Ok((pt, key, changed)) => {
-                        if changed {
+                    Ok(o) => {
+                        if o.identity_changed {
                             events.push(Event::IdentityChanged {
                                 address: from.clone(),
-                                safety_number: dev.safety_number(&from.user, &key),
+                                safety_number: dev.safety_number(&from.user, &o.identity),
                             });
                         }
-                        (pt, key, None, false)
+                        new_session = o.new_session;
+                        (o.plaintext, o.identity, None, false)
                     }
                     Err(reason) => return Ok(Err(reason)),
                 }
@@ -174,17 +198,24 @@ fn open_and_apply<R: CryptoRng + ?Sized>(
             }
         };
         tx.mark_processed(&from, &env.message_id, now)?;
-        // From here the session (or group chain) has moved on and is committed even if the
-        // content turns out to be invalid.
+        // From here an existing session (or group chain) has moved on and is committed even
+        // if the content turns out to be invalid. A new session is not: an old prekey message
+        // replayed under a fresh envelope id must not replace the session in use (§16.7).
+        let invalid = |reason| {
+            if new_session {
+                Err(reason)
+            } else {
+                Ok(vec![drop_of(&from, reason)])
+            }
+        };
         let c = match crate::wire::parse_content(&content, &env.message_id) {
             Ok(c) => c,
             Err(crate::wire::WireError::Field("message_id")) => {
-                return Ok(Ok(vec![drop_of(
-                    &from,
-                    DropReason::Undecryptable(Undecryptable::MessageIdMismatch),
-                )]));
+                return Ok(invalid(DropReason::Undecryptable(
+                    Undecryptable::MessageIdMismatch,
+                )));
             }
-            Err(_) => return Ok(Ok(vec![drop_of(&from, DropReason::Malformed)])),
+            Err(_) => return Ok(invalid(DropReason::Malformed)),
         };
         match &c.body {
             Some(pc::content::Body::Text(_) | pc::content::Body::Attachment(_)) => {
@@ -284,8 +315,7 @@ pub(crate) fn open_session_message<R: CryptoRng + ?Sized>(
         let error = match s.decrypt(msg, rng) {
             Ok(pt) => {
                 tx.save_session(from, &s)?;
-                let key = *s.remote_identity();
-                return Ok(Ok((Zeroizing::new(pt), key, false)));
+                return Ok(Ok(Opened::existing(pt, *s.remote_identity())));
             }
             Err(e) => e,
         };
@@ -297,8 +327,7 @@ pub(crate) fn open_session_message<R: CryptoRng + ?Sized>(
                 keep_previous(&mut previous, s);
                 tx.save_previous_sessions(from, &previous)?;
                 tx.save_session(from, &promoted)?;
-                let key = *promoted.remote_identity();
-                return Ok(Ok((Zeroizing::new(pt), key, false)));
+                return Ok(Ok(Opened::existing(pt, *promoted.remote_identity())));
             }
         }
         let SessionMessage::Prekey(p) = msg else {
@@ -368,7 +397,12 @@ pub(crate) fn open_session_message<R: CryptoRng + ?Sized>(
     }
     tx.save_previous_sessions(from, &previous)?;
     tx.save_session(from, &session)?;
-    Ok(Ok((Zeroizing::new(pt), *p.identity_key(), changed)))
+    Ok(Ok(Opened {
+        plaintext: Zeroizing::new(pt),
+        identity: *p.identity_key(),
+        identity_changed: changed,
+        new_session: true,
+    }))
 }
 
 /// Most sessions kept per peer device after a newer one replaced them (SPEC §16.7).

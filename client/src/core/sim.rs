@@ -211,12 +211,18 @@ impl World {
 
     fn send(&mut self) {
         let i = self.rng.random_range(0..self.devices.len());
-        let me = self.devices[i].dev.me.clone();
+        let me = self.devices[i].dev.me.user.clone();
         let others: Vec<&str> = ["alice", "bob", "carol"]
             .into_iter()
-            .filter(|u| *u != me.user)
+            .filter(|u| *u != me)
             .collect();
         let user = others[self.rng.random_range(0..others.len())].to_string();
+        self.send_to(i, &user);
+    }
+
+    /// Queues a text from device `i` to `user`.
+    fn send_to(&mut self, i: usize, user: &str) -> MessageId {
+        let me = self.devices[i].dev.me.clone();
         let d = &mut self.devices[i];
         let text = format!("{me} #{}", self.sent.len());
         let now = self.now;
@@ -227,7 +233,7 @@ impl World {
                 outbound::queue(
                     &d.dev,
                     tx,
-                    &Conversation::Direct(user.clone()),
+                    &Conversation::Direct(user.to_string()),
                     &Body::Text(text),
                     now,
                     rng,
@@ -242,6 +248,7 @@ impl World {
         let n = self.sent.iter().filter(|s| s.from == me).count();
         self.order.insert(id, n);
         self.sent.push(Sent { from: me, id, to });
+        id
     }
 
     /// Flushes the oldest outbox entry of a device, maybe crashing between two transactions.
@@ -527,4 +534,105 @@ fn seeded_simulations_lose_and_repeat_nothing() {
     for seed in 0..seeds {
         run(seed);
     }
+}
+
+/// SPEC §16.7: a relay that held back an old prekey message made without a one-time prekey,
+/// and hands it over under a fresh envelope id once its session is forgotten, cannot make it
+/// replace the session the pair is using; the pair keeps talking both ways.
+#[test]
+fn a_replayed_prekey_message_does_not_replace_the_session_in_use() {
+    let mut w = World::new(5);
+    let (alice, bob) = (0, 2);
+    let bob_addr = w.devices[bob].dev.me.clone();
+    let alice_addr = w.devices[alice].dev.me.clone();
+    // Bob's one-time prekeys are gone: Alice's sessions start from his signed prekey alone.
+    w.relay
+        .devices
+        .get_mut(&bob_addr)
+        .expect("bob published")
+        .one_time
+        .clear();
+    let held_id = w.send_to(alice, "bob");
+    w.flush(alice, false);
+    let held = w
+        .relay
+        .mailboxes
+        .get_mut(&bob_addr)
+        .and_then(VecDeque::pop_back)
+        .expect("alice's first prekey message to bob");
+    for s in w.sent.iter_mut().filter(|s| s.id == held_id) {
+        s.to.retain(|a| *a != bob_addr);
+    }
+    // More new sessions from Alice than Bob remembers, each delivered.
+    for _ in 0..=inbound::MAX_PREVIOUS_SESSIONS {
+        let d = &mut w.devices[alice];
+        d.store
+            .transaction(|tx| tx.forget_device(&bob_addr))
+            .expect("forget");
+        w.send_to(alice, "bob");
+        w.settle();
+    }
+    let base_key = |w: &mut World| {
+        w.devices[bob]
+            .store
+            .read(|tx| tx.session(&alice_addr))
+            .expect("session")
+            .and_then(|s| s.base_key().copied())
+    };
+    let in_use = base_key(&mut w).expect("bob's session with alice");
+    let Some(Incoming::Session(SessionMessage::Prekey(p))) = Incoming::decode(&held.ciphertext)
+    else {
+        panic!("the held message is a prekey message")
+    };
+    assert_ne!(*p.base_key(), in_use, "the held session is forgotten");
+    let replay = |message_id: Vec<u8>, w: &mut World| {
+        let envelope = pr::Envelope {
+            envelope_id: 1,
+            sender: Some(pr::Address {
+                user_id: alice_addr.user.clone(),
+                device_id: alice_addr.device,
+            }),
+            message_id,
+            server_timestamp_ms: w.now,
+            ciphertext: held.ciphertext.clone(),
+        };
+        let registered = w.relay.devices.get(&alice_addr).map(|p| p.identity);
+        let now = w.now;
+        let d = &mut w.devices[bob];
+        inbound::receive(
+            &d.dev,
+            &mut d.store,
+            envelope,
+            Incoming::decode(&held.ciphertext),
+            registered,
+            now,
+            &mut w.rng,
+        )
+        .expect("receive")
+    };
+    for attempt in 0..2 {
+        let events = replay(vec![0xEE; 16], &mut w);
+        assert!(
+            matches!(
+                events.as_slice(),
+                [Event::Dropped {
+                    reason: crate::DropReason::Undecryptable(
+                        crate::event::Undecryptable::MessageIdMismatch
+                    ),
+                    ..
+                }]
+            ),
+            "attempt {attempt}: {events:?}"
+        );
+        assert_eq!(
+            base_key(&mut w),
+            Some(in_use),
+            "the session in use was replaced"
+        );
+    }
+    // The pair still talks both ways on it.
+    w.send_to(bob, "alice");
+    w.send_to(alice, "bob");
+    w.settle();
+    w.final_checks();
 }

@@ -230,6 +230,24 @@ impl Sealed {
         Ok(out)
     }
 
+    /// Runs `f` in a transaction that commits only when `f` returns `Ok(Ok(_))`: an
+    /// `Ok(Err(_))` (input refused) is rolled back like a store error.
+    pub(crate) fn transaction_if_ok<T, E>(
+        &mut self,
+        f: impl FnOnce(&Tx<'_>) -> Result<Result<T, E>, ClientError>,
+    ) -> Result<Result<T, E>, ClientError> {
+        let raw = self.backend.begin()?;
+        let out = f(&Tx {
+            raw: &*raw,
+            key: &self.key,
+            rng: &self.rng,
+        })?;
+        if out.is_ok() {
+            raw.commit()?;
+        }
+        Ok(out)
+    }
+
     /// Runs `f` in a transaction that is always rolled back (for reads).
     pub(crate) fn read<T>(
         &mut self,
