@@ -395,3 +395,169 @@ async fn forged_read_receipts_change_nothing() {
         "{ticks:?}"
     );
 }
+
+/// Finding 2 (device bomb) with the real SDK as the victim: a stranger adds devices at full
+/// speed until the relay's cap (`max_devices_per_user`, default 16) refuses the next, and
+/// writes to the victim from them; the victim's receive pipeline answers for that user's
+/// whole device list at once, its reply to the stranger does not hold up its outbox, and
+/// a friend's messages keep arriving within the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_bomb_stops_at_the_cap_and_the_victim_keeps_its_mail() {
+    let dir = scratch("abuse-device-bomb");
+    let addr = relay(&dir).await;
+    let cap = u32::try_from(hush_relay::Config::default().max_devices_per_user).unwrap();
+    let mut victim = open(&dir, &addr, "victim", [5; 32]).unwrap();
+    victim.online().await;
+    let alice = open(&dir, &addr, "alice", [6; 32]).unwrap();
+    alice.online().await;
+    let mut mallory = Peer {
+        raw: Raw::connect(&addr, "mallory").await,
+        user: "mallory".into(),
+        sessions: Default::default(),
+    };
+    // Links for many more devices than the cap, made before the attack starts.
+    let links: Vec<_> = (2..=cap + 40)
+        .map(|device| {
+            let key = IdentityKeyPair::generate(&mut rand::rng());
+            let link = mallory.raw.link("mallory", device, &key);
+            (device, key, link)
+        })
+        .collect();
+    let bomb_addr = addr.clone();
+    let bomb = tokio::spawn(async move {
+        let (mut added, mut capped, mut kept) = (0, 0, Vec::new());
+        for (device, key, link) in links {
+            match Raw::connect_device(&bomb_addr, "mallory", device, key, Some(link)).await {
+                Ok(raw) => {
+                    added += 1;
+                    kept.push(raw);
+                }
+                Err(refused) => {
+                    let Out::Error(e) = &refused else {
+                        panic!("{refused:?}")
+                    };
+                    assert_eq!(e.code, pr::ErrorCode::TooManyDevices as i32, "{e:?}");
+                    capped += 1;
+                }
+            }
+        }
+        (added, capped, kept)
+    });
+    // Meanwhile Mallory writes to the victim (a prekey message: the victim lists her
+    // devices), and Alice writes too.
+    let mut worst = Duration::ZERO;
+    for i in 0..5 {
+        mallory
+            .send_content("victim", pc::content::Body::Text(format!("spam {i}")))
+            .await;
+        let started = Instant::now();
+        let text = format!("alice {i}");
+        alice.client.send_text("victim", &text).unwrap();
+        loop {
+            let m = victim.message().await;
+            if m.body == Body::Text(text.clone()) {
+                break;
+            }
+            assert_eq!(m.from.user, "mallory");
+        }
+        worst = worst.max(started.elapsed());
+    }
+    let (added, capped, _kept) = bomb.await.unwrap();
+    assert_eq!(added, cap - 1, "devices 2..={cap} are added");
+    assert_eq!(capped, 40, "every device past the cap is refused");
+    assert!(worst < PAIR_BOUND, "Alice's messages took up to {worst:?}");
+    // The victim answers Mallory (all her devices) and then Alice: Alice's message is not
+    // held up behind the stranger's device list.
+    let mut alice = alice;
+    victim.client.send_text("mallory", "go away").unwrap();
+    let started = Instant::now();
+    victim.client.send_text("alice", "still here").unwrap();
+    let m = alice.message().await;
+    assert_eq!(m.body, Body::Text("still here".into()));
+    assert!(started.elapsed() < PAIR_BOUND, "{:?}", started.elapsed());
+}
+
+/// Finding 10 with the real SDK: a relay withholds a removal from one member, who goes on
+/// sending on the chain the removed member still holds. The others accept the message but
+/// flag it (`Message::before_removal`, SPEC §13.3), and did not flag the same member's
+/// message from before the removal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_a_removal_was_withheld_from_is_flagged() {
+    let dir = scratch("abuse-withheld-removal");
+    let addr = relay(&dir).await;
+    let mut alice = open(&dir, &addr, "alice", [7; 32]).unwrap();
+    let mut bob = open(&dir, &addr, "bob", [8; 32]).unwrap();
+    let mut carol = open(&dir, &addr, "carol", [9; 32]).unwrap();
+    for d in [&alice, &bob, &carol] {
+        d.online().await;
+    }
+    let group = alice
+        .client
+        .create_group("withheld", &["bob", "carol"])
+        .await
+        .unwrap();
+    for d in [&mut bob, &mut carol] {
+        d.next(|e| {
+            matches!(
+                e,
+                Event::Group {
+                    change: GroupChange::Joined { .. },
+                    ..
+                }
+            )
+            .then_some(())
+        })
+        .await;
+    }
+    bob.client.send_group_text(&group, "before").unwrap();
+    let m = alice.message().await;
+    assert_eq!(m.body, Body::Text("before".into()));
+    assert!(
+        !m.before_removal,
+        "a message from before any removal was flagged"
+    );
+    carol.message().await;
+    // Bob goes offline; Alice removes Carol; the relay drops everything queued for Bob.
+    bob.client.stop();
+    while bob.client.is_connected() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    alice.client.remove_from_group(&group, "carol").unwrap();
+    carol
+        .next(|e| {
+            matches!(
+                e,
+                Event::Group {
+                    change: GroupChange::RemovedSelf,
+                    ..
+                }
+            )
+            .then_some(())
+        })
+        .await;
+    while alice.client.outbox_len().unwrap() > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let db = rusqlite::Connection::open(dir.join("relay.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let withheld = db
+        .execute("DELETE FROM mailbox WHERE user_id = 'bob'", [])
+        .unwrap();
+    assert!(withheld > 0, "the removal was not queued for Bob");
+    // Bob, unaware, writes to the group as he knew it.
+    bob.online().await;
+    bob.client.send_group_text(&group, "after").unwrap();
+    let m = alice.message().await;
+    assert_eq!(m.body, Body::Text("after".into()));
+    assert!(
+        m.before_removal,
+        "a message on a chain from before the removal was not flagged"
+    );
+    let shown = alice.client.messages().unwrap();
+    assert!(
+        shown
+            .iter()
+            .any(|m| m.body == Body::Text("after".into()) && m.before_removal),
+        "the flag is not kept in the history"
+    );
+}

@@ -484,7 +484,8 @@ async fn slow_clients_are_cut_off_and_capped(b: Backend) {
 }
 
 /// Finding 9: upload tokens come at the device's token rate, and each device uploads at
-/// most its daily quota of blob bytes (each at its boundary); another device is unaffected.
+/// most its daily quota of blob bytes (each at its boundary); another device is unaffected,
+/// and a pair is not delayed while the refused device keeps trying at full speed.
 async fn blob_tokens_and_bytes_are_rationed(b: Backend) {
     let relay = start(b.db("blob-quota").await, |c| {
         c.max_blob_bytes = 600;
@@ -521,7 +522,32 @@ async fn blob_tokens_and_bytes_are_rationed(b: Backend) {
         panic!()
     };
     assert_eq!(http(&relay, post(Some(&t.token), &[4; 600])).await.0, 201);
-    // Nothing of the refused upload is left behind in the blob directory.
+    // At full speed, Mallory asks for tokens and uploads past her quota while a pair talks:
+    // each is refused at once, and the pair is not delayed.
+    let (mut bob, _) = registered(&relay, "bob").await;
+    let flood = async {
+        let (mut tokens_refused, mut statuses) = (0, Vec::new());
+        for _ in 0..100 {
+            let out = m.call(In::UploadToken(proto::UploadTokenRequest {})).await;
+            tokens_refused += usize::from(code(&out) == ErrorCode::RateLimited);
+            statuses.push(http(&relay, post(Some(&tokens[3]), &[5; 600])).await.0);
+        }
+        (tokens_refused, statuses)
+    };
+    let pair = async {
+        let mut worst = Duration::ZERO;
+        for i in 0..20 {
+            worst = worst.max(pair_round(&mut alice, &mut bob, "bob", i).await);
+        }
+        worst
+    };
+    let ((tokens_refused, statuses), worst) = tokio::join!(flood, pair);
+    assert_eq!(tokens_refused, 100, "a token got past the rate");
+    // Over the quota (429); the refused upload spent its one-use token (401 from then on).
+    assert_eq!(statuses[0], 429);
+    assert!(statuses[1..].iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(worst < PAIR_BOUND, "the pair took {worst:?}");
+    // Nothing of the refused uploads is left behind in the blob directory.
     let leftovers = std::fs::read_dir(relay.db.path.with_file_name("blobs"))
         .unwrap()
         .filter(|e| {

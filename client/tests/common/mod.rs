@@ -116,6 +116,22 @@ pub(crate) struct Raw {
 
 impl Raw {
     pub(crate) async fn connect(addr: &str, user: &str) -> Self {
+        let id = IdentityKeyPair::generate(&mut rand::rng());
+        match Self::connect_device(addr, user, 1, id, None).await {
+            Ok(raw) => raw,
+            Err(refused) => panic!("{refused:?}"),
+        }
+    }
+
+    /// Authenticates as `user`'s device `device` with key `id` (and a link for a further
+    /// device): the connection, or the relay's answer when it refuses.
+    pub(crate) async fn connect_device(
+        addr: &str,
+        user: &str,
+        device: u32,
+        id: IdentityKeyPair,
+        link: Option<pr::DeviceLink>,
+    ) -> Result<Self, Out> {
         let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/ws"))
             .await
             .unwrap();
@@ -125,23 +141,41 @@ impl Raw {
         let Some(Out::Challenge(ch)) = pr::ServerFrame::decode(&b[..]).unwrap().body else {
             panic!("no challenge")
         };
-        let id = IdentityKeyPair::generate(&mut rand::rng());
         let key = id.public().to_bytes().to_vec();
-        let sig = id.sign(&auth_message(&ch.relay_id, &ch.nonce, user, 1, &key));
+        let sig = id.sign(&auth_message(&ch.relay_id, &ch.nonce, user, device, &key));
         let mut raw = Self { ws, next: 1, id };
         let reply = raw
             .call(In::Authenticate(pr::Authenticate {
                 address: Some(pr::Address {
                     user_id: user.into(),
-                    device_id: 1,
+                    device_id: device,
                 }),
                 identity_key: key,
                 signature: sig.to_bytes().to_vec(),
+                link,
                 ..Default::default()
             }))
             .await;
-        assert!(matches!(reply, Out::Authenticated(_)));
-        raw
+        match reply {
+            Out::Authenticated(_) => Ok(raw),
+            refused => Err(refused),
+        }
+    }
+
+    /// A link by this device (device 1 of `user`) for `user`'s device `device` with `key`.
+    pub(crate) fn link(&self, user: &str, device: u32, key: &IdentityKeyPair) -> pr::DeviceLink {
+        pr::DeviceLink {
+            linking_device_id: 1,
+            signature: self
+                .id
+                .sign(&hush_relay_protocol::signed::link_message(
+                    user,
+                    device,
+                    key.public().as_bytes(),
+                ))
+                .to_bytes()
+                .to_vec(),
+        }
     }
 
     pub(crate) async fn call(&mut self, body: In) -> Out {
