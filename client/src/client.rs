@@ -1159,32 +1159,64 @@ async fn flush(inner: &Inner, conn: &Conn) -> Result<Option<Duration>, ClientErr
             }) else {
                 break;
             };
-            let to: Vec<(String, u32)> = ready
+            // Recipients whose mailbox refused an earlier envelope wait (their order is
+            // kept); the others get this one now.
+            let (held, to): (Vec<_>, Vec<_>) = ready
                 .recipients
                 .iter()
-                .map(|r| (r.user_id.clone(), r.device_id))
-                .collect();
-            if to.iter().any(|r| full.contains(r)) {
+                .partition(|r| full.contains(&(r.user_id.clone(), r.device_id)));
+            let held: Vec<pc::Recipient> = held.into_iter().cloned().collect();
+            if to.is_empty() {
                 deferred = true;
                 idx_after = idx;
                 continue;
             }
+            let to: Vec<(String, u32)> = to
+                .into_iter()
+                .map(|r| (r.user_id.clone(), r.device_id))
+                .collect();
             let send = In::Send(pr::Send {
-                recipients: ready
-                    .recipients
+                recipients: to
                     .iter()
-                    .map(|r| pr::Address {
-                        user_id: r.user_id.clone(),
-                        device_id: r.device_id,
+                    .map(|(user_id, device_id)| pr::Address {
+                        user_id: user_id.clone(),
+                        device_id: *device_id,
                     })
                     .collect(),
                 message_id: ready_id(&ready, &mid),
                 ciphertext: ready.payload.clone(),
             });
             match conn.request(send).await {
-                Ok(Out::Sent(_)) => inner.with_store(|tx| {
-                    outbound::envelope_sent(tx, &inner.dev.me, seq, idx, &mid, &ready, now_ms())
-                })?,
+                Ok(Out::Sent(sent)) if sent.refused.is_empty() && held.is_empty() => inner
+                    .with_store(|tx| {
+                        outbound::envelope_sent(tx, &inner.dev.me, seq, idx, &mid, &ready, now_ms())
+                    })?,
+                Ok(Out::Sent(sent)) => {
+                    // Stored for all but the held and the refused (full mailboxes): they
+                    // get it later, and mail to them waits behind it; everyone else goes on.
+                    let mut refused = held;
+                    refused.extend(sent.refused.into_iter().map(|a| pc::Recipient {
+                        user_id: a.user_id,
+                        device_id: a.device_id,
+                    }));
+                    inner.with_store(|tx| {
+                        outbound::envelope_partly_sent(
+                            tx,
+                            &inner.dev.me,
+                            seq,
+                            idx,
+                            &mid,
+                            &ready,
+                            &refused,
+                            now_ms(),
+                        )
+                    })?;
+                    full.extend(refused.into_iter().map(|r| (r.user_id, r.device_id)));
+                    deferred = true;
+                    idx_after = idx;
+                    let wait = Duration::from_millis(MAILBOX_RETRY_MS);
+                    retry = Some(retry.map_or(wait, |r: Duration| r.min(wait)));
+                }
                 Ok(_) => return Err(ClientError::Protocol),
                 Err(ClientError::Relay {
                     code: RelayErrorCode::RateLimited,

@@ -23,6 +23,25 @@ fn local_prekeys(dir: &Path, user: &str) -> (u64, u64) {
     .unwrap()
 }
 
+/// Waits until `user`'s device has uploaded one-time prekeys to the relay.
+async fn uploaded_prekeys(dir: &Path, user: &str) {
+    let db = rusqlite::Connection::open(dir.join(format!("{user}.db"))).unwrap();
+    for _ in 0..1000 {
+        let n: i64 = db
+            .query_row(
+                "SELECT COUNT(*) FROM one_time_prekeys WHERE uploaded = 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or(0);
+        if n > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{user} uploaded no one-time prekeys");
+}
+
 /// Finding 3: a stranger draining the victim's one-time prekeys as fast as it can gets only
 /// the relay's hand-out rate; the victim refills within its daily budget, deletes the keys
 /// handed out once their grace window has passed, and its mail is not delayed.
@@ -181,6 +200,98 @@ async fn a_full_mailbox_does_not_hold_up_mail_to_others() {
         .await;
 }
 
+/// Finding 4 for a group: one member's full mailbox refuses that member alone (SPEC §14.2),
+/// so a group message reaches every other member at once, and later ones too; the full
+/// member gets them, in order, once there is room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_mailbox_does_not_hold_up_a_group_message_to_the_others() {
+    let dir = scratch("abuse-full-mailbox-group");
+    let addr = relay_with(&dir, |c| {
+        c.mailbox_max_count = 5;
+        c.mailbox_sender_max_count = 5;
+    })
+    .await;
+    let mut alice = open(&dir, &addr, "alice", [1; 32]).unwrap();
+    let mut bob = open(&dir, &addr, "bob", [2; 32]).unwrap();
+    let mut carol = open(&dir, &addr, "carol", [3; 32]).unwrap();
+    for d in [&alice, &bob, &carol] {
+        d.online().await;
+    }
+    let group = alice
+        .client
+        .create_group("full", &["bob", "carol"])
+        .await
+        .unwrap();
+    for d in [&mut bob, &mut carol] {
+        d.next(|e| {
+            matches!(
+                e,
+                Event::Group {
+                    change: GroupChange::Joined { .. },
+                    ..
+                }
+            )
+            .then_some(())
+        })
+        .await;
+    }
+    // Sender keys are handed out with the first message: from then on each group message
+    // is one envelope for both.
+    alice.client.send_group_text(&group, "zero").unwrap();
+    for d in [&mut bob, &mut carol] {
+        assert_eq!(d.message().await.body, Body::Text("zero".into()));
+    }
+    carol.client.stop();
+    while carol.client.is_connected() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Mallory fills Carol's mailbox while she is away.
+    let mut mallory = Raw::connect(&addr, "mallory").await;
+    for _ in 0..5 {
+        mallory.send_to("carol", vec![7; 30]).await;
+    }
+    // "first" is stored for Bob and refused for Carol in one answer (`Sent.refused`);
+    // "second" goes to Bob alone while Carol's copy of "first" waits.
+    let mut sent = Vec::new();
+    for text in ["first", "second"] {
+        let started = Instant::now();
+        sent.push(alice.client.send_group_text(&group, text).unwrap());
+        let m = bob.message().await;
+        assert_eq!(m.body, Body::Text(text.into()));
+        assert!(
+            started.elapsed() < PAIR_BOUND,
+            "the group message waited {:?} behind Carol's full mailbox",
+            started.elapsed()
+        );
+    }
+    assert!(
+        alice.client.outbox_len().unwrap() > 0,
+        "Carol's copies wait"
+    );
+    // Carol comes back: Mallory's junk is dropped, and both arrive, in order.
+    carol.client.start();
+    for text in ["first", "second"] {
+        let m = carol.message().await;
+        assert_eq!(m.body, Body::Text(text.into()));
+    }
+    // Each is "sent" once every member has it.
+    for id in sent {
+        alice
+            .next(|e| match e {
+                Event::Receipt {
+                    message_id,
+                    kind: hush_client::ReceiptKind::Sent,
+                    ..
+                } if *message_id == id => Some(()),
+                _ => None,
+            })
+            .await;
+    }
+    while alice.client.outbox_len().unwrap() > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Finding 13: a group's create change forwarded by another member (with that member's own
 /// directory and name) is refused; only the creator's own counts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,6 +391,8 @@ async fn a_corrupt_record_is_set_aside_and_everything_else_goes_on() {
     for d in [&alice, &bob, &carol] {
         d.online().await;
     }
+    // Alice's first message must spend one of Bob's one-time prekeys: wait for his upload.
+    uploaded_prekeys(&dir, "bob").await;
     alice.client.send_text("bob", "first").unwrap();
     assert_eq!(bob.message().await.body, Body::Text("first".into()));
     bob.client.stop();

@@ -242,6 +242,80 @@ async fn device_cap_removal_and_revoked_links(b: Backend) {
             .all(|f| !matches!(f.body, Some(Out::Envelope(_)))),
         "the removed device's mail was delivered to its successor"
     );
+    // The stolen key tries its old link again and again, at full speed, while a pair
+    // talks: every attempt is refused, and the pair is not delayed.
+    let retries = async {
+        let mut refused = 0;
+        for _ in 0..50 {
+            let mut stolen = connect(&relay).await;
+            let answer = stolen
+                .auth(
+                    &ids[1],
+                    "alice",
+                    3,
+                    Some(link_for(&phone_id, 1, "alice", 3, &ids[1])),
+                )
+                .await;
+            refused += usize::from(code(&answer) == ErrorCode::Forbidden);
+        }
+        refused
+    };
+    let pair = async {
+        let mut worst = Duration::ZERO;
+        for i in 0..20 {
+            worst = worst.max(pair_round(&mut bob, &mut phone, "alice", i).await);
+        }
+        worst
+    };
+    let (refused, worst) = tokio::join!(retries, pair);
+    assert_eq!(refused, 50);
+    assert!(worst < PAIR_BOUND, "the pair took {worst:?}");
+    relay.stop().await;
+}
+
+/// Finding 8 at full speed: a stranger asks for a user's presence as fast as the relay
+/// answers, beside a pair of which that user is one; every answer it gets says "hidden"
+/// (or refuses it for its rate), the friend who was written to sees the user, and the pair
+/// is not delayed.
+async fn presence_floods_learn_nothing(b: Backend) {
+    let relay = start(b.db("presence-flood").await, |_| {}).await;
+    let (mut alice, _) = registered(&relay, "alice").await;
+    let (mut bob, _) = registered(&relay, "bob").await;
+    let (mut mallory, _) = registered(&relay, "mallory").await;
+    let ask = In::Presence(proto::PresenceQuery {
+        user_id: "bob".into(),
+    });
+    let flood = async {
+        let (mut hidden, mut limited) = (0, 0);
+        for _ in 0..2_000 {
+            match mallory.call(ask.clone()).await {
+                Out::Presence(p) => {
+                    assert!(!p.online && p.last_seen_ms == 0 && p.hidden, "{p:?}");
+                    hidden += 1;
+                }
+                out => {
+                    assert_eq!(code(&out), ErrorCode::RateLimited);
+                    limited += 1;
+                }
+            }
+        }
+        (hidden, limited)
+    };
+    let pair = async {
+        let mut worst = Duration::ZERO;
+        for i in 0..20 {
+            worst = worst.max(pair_round(&mut bob, &mut alice, "alice", i).await);
+        }
+        worst
+    };
+    let ((hidden, limited), worst) = tokio::join!(flood, pair);
+    assert_eq!(hidden + limited, 2_000);
+    assert!(worst < PAIR_BOUND, "the pair took {worst:?}");
+    // Bob wrote to Alice: she sees him.
+    let Out::Presence(p) = alice.call(ask).await else {
+        panic!("no presence")
+    };
+    assert!(p.online && !p.hidden, "{p:?}");
     relay.stop().await;
 }
 
@@ -806,4 +880,5 @@ on_both_backends!(
     slow_clients_are_cut_off_and_capped,
     blob_tokens_and_bytes_are_rationed,
     registration_goes_through_the_operators_check,
+    presence_floods_learn_nothing,
 );

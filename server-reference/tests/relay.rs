@@ -537,6 +537,34 @@ async fn multi_recipient_limits_and_errors(b: Backend) {
         code(&alice.call(send_to(&[("b", 1)], b"over", b"full")).await),
         ErrorCode::MailboxFull
     );
+    // A full mailbox refuses its recipient alone: the others get the envelope now, and the
+    // answer names who did not (SPEC §14.2).
+    let Out::Sent(sent) = alice
+        .call(send_to(&[("b", 1), ("c", 1)], b"part", b"partly"))
+        .await
+    else {
+        panic!("a send with one full mailbox was refused for everyone")
+    };
+    let refused: Vec<_> = sent
+        .refused
+        .iter()
+        .map(|a| (a.user_id.as_str(), a.device_id))
+        .collect();
+    assert_eq!(refused, [("b", 1)]);
+    assert_eq!(others[1].0.envelope().await.ciphertext, b"partly");
+    // Every recipient full: an error, and nothing stored for anyone.
+    assert!(matches!(
+        alice.call(send_to(&[("c", 1)], b"fill c", b"fill")).await,
+        Out::Sent(_)
+    ));
+    assert_eq!(
+        code(
+            &alice
+                .call(send_to(&[("b", 1), ("c", 1)], b"none", b"x"))
+                .await
+        ),
+        ErrorCode::MailboxFull
+    );
     // Oversized envelope and bad message ids.
     let big = vec![0u8; Config::default().max_envelope_bytes + 1];
     assert_eq!(

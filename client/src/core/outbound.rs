@@ -28,11 +28,44 @@ pub(crate) fn envelope_sent(
     ready: &pc::Ready,
     now_ms: u64,
 ) -> Result<(), ClientError> {
-    tx.done_ready(seq, idx)?;
+    envelope_partly_sent(tx, me, seq, idx, mid, ready, &[], now_ms)
+}
+
+/// Records that the relay stored envelope `idx` of outbox entry `seq` for every recipient
+/// but those in `refused` (their mailboxes were full, SPEC §14.2): the envelope stays, for
+/// them alone, to be sent again.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn envelope_partly_sent(
+    tx: &Tx<'_>,
+    me: &Address,
+    seq: i64,
+    idx: i64,
+    mid: &[u8],
+    ready: &pc::Ready,
+    refused: &[pc::Recipient],
+    now_ms: u64,
+) -> Result<(), ClientError> {
+    let (left, stored): (Vec<_>, Vec<_>) = ready
+        .recipients
+        .iter()
+        .cloned()
+        .partition(|r| refused.contains(r));
+    if left.is_empty() {
+        tx.done_ready(seq, idx)?;
+    } else {
+        tx.replace_ready(
+            seq,
+            idx,
+            &pc::Ready {
+                recipients: left,
+                ..ready.clone()
+            },
+        )?;
+    }
     // Only for messages (which have ticks), not receipts or group plumbing.
     if (ready.message_id.is_empty() || ready.message_id == mid) && tx.queued_by(mid, me)? {
-        for r in &ready.recipients {
-            let to = Address::new(r.user_id.clone(), r.device_id);
+        for r in stored {
+            let to = Address::new(r.user_id, r.device_id);
             tx.put_tick(mid, &to, Tick::Addressed, now_ms)?;
         }
     }

@@ -343,6 +343,14 @@ impl StoreTx for MemoryTx<'_> {
         })
     }
 
+    fn replace_ready(&self, seq: i64, idx: i64, sealed: &[u8]) -> Result<(), StoreError> {
+        self.with(|t| {
+            if let Some(r) = t.outbox_ready.get_mut(&(seq, idx)) {
+                *r = sealed.to_vec();
+            }
+        })
+    }
+
     fn done_outbox(&self, seq: i64) -> Result<(), StoreError> {
         self.with(|t| {
             t.outbox_ready.retain(|(s, _), _| *s != seq);

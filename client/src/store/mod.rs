@@ -147,6 +147,9 @@ pub trait StoreTx {
     /// first of all): (index, sealed).
     fn next_ready(&self, seq: i64, after: i64) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
     fn done_ready(&self, seq: i64, idx: i64) -> Result<(), StoreError>;
+    /// Replaces the envelope `idx` of `seq` (some of its recipients have it; the rest are
+    /// to be sent again).
+    fn replace_ready(&self, seq: i64, idx: i64, sealed: &[u8]) -> Result<(), StoreError>;
     /// Removes the entry `seq` and whatever of it is left.
     fn done_outbox(&self, seq: i64) -> Result<(), StoreError>;
     fn outbox_len(&self) -> Result<u64, StoreError>;
@@ -614,6 +617,16 @@ impl Tx<'_> {
 
     pub(crate) fn done_ready(&self, seq: i64, idx: i64) -> Result<(), ClientError> {
         Ok(self.raw.done_ready(seq, idx)?)
+    }
+
+    pub(crate) fn replace_ready(
+        &self,
+        seq: i64,
+        idx: i64,
+        ready: &pc::Ready,
+    ) -> Result<(), ClientError> {
+        let sealed = self.seal(label::READY, &ready.encode_to_vec())?;
+        Ok(self.raw.replace_ready(seq, idx, &sealed)?)
     }
 
     pub(crate) fn done_outbox(&self, seq: i64) -> Result<(), ClientError> {

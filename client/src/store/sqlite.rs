@@ -415,6 +415,14 @@ impl StoreTx for SqliteTx<'_> {
         Ok(())
     }
 
+    fn replace_ready(&self, seq: i64, idx: i64, sealed: &[u8]) -> Result<(), StoreError> {
+        self.0.execute(
+            "UPDATE outbox_ready SET sealed = ?3 WHERE seq = ?1 AND idx = ?2",
+            params![seq, idx, sealed],
+        )?;
+        Ok(())
+    }
+
     fn done_outbox(&self, seq: i64) -> Result<(), StoreError> {
         self.0
             .execute("DELETE FROM outbox_ready WHERE seq = ?1", params![seq])?;

@@ -11,7 +11,7 @@ use hush_relay_protocol::{Request, codec, signed};
 
 use super::refusal::{Refused, refuse};
 use super::{Sink, feed};
-use crate::store::{Addr, DeviceLookup, MailboxLimits, Outgoing, Store, StoredPrekey};
+use crate::store::{Addr, DeviceLookup, MailboxLimits, Outgoing, Store, StoreError, StoredPrekey};
 use crate::{Shared, now_ms};
 
 /// The answer frame to send, if any, or the refusal.
@@ -271,17 +271,34 @@ pub(super) async fn store_sends<S: Store>(
     let mut viewers = Vec::new();
     for ((rid, message_id, recipients), result) in ids.into_iter().zip(results) {
         let reply = match result {
-            Ok(()) => {
-                viewers.extend(recipients.iter().map(|r| r.user.clone()));
-                shared.metrics.envelope_in(recipients.len() as u64);
-                for r in &recipients {
-                    shared.committed_for(r);
+            Ok(full) => {
+                let mut refused = Vec::with_capacity(full.len());
+                for e in full {
+                    if let StoreError::MailboxFull(a) | StoreError::SenderShareFull(a) = &e {
+                        refused.push(a.clone());
+                    }
+                    shared.metrics.reject(Refused::from(e).reason);
                 }
+                let stored = recipients.into_iter().filter(|r| !refused.contains(r));
+                let mut n = 0;
+                for r in stored {
+                    shared.committed_for(&r);
+                    viewers.push(r.user);
+                    n += 1;
+                }
+                shared.metrics.envelope_in(n);
                 codec::encode_server(
                     rid,
                     Out::Sent(proto::Sent {
                         message_id,
                         server_timestamp_ms: now,
+                        refused: refused
+                            .into_iter()
+                            .map(|a| proto::Address {
+                                user_id: a.user,
+                                device_id: a.device,
+                            })
+                            .collect(),
                     }),
                 )
             }

@@ -87,6 +87,11 @@ pub struct Outgoing {
     pub ciphertext: Vec<u8>,
 }
 
+/// The recipients an envelope was not stored for because their mailbox (or the sender's
+/// share of it) was full: [`StoreError::MailboxFull`] or [`StoreError::SenderShareFull`],
+/// in recipient order. Empty when it was stored for every recipient.
+pub type Refusals = Vec<StoreError>;
+
 /// A stored message as it is pushed: shared by every recipient of a multi-recipient send.
 #[derive(Debug, PartialEq, Eq)]
 pub struct PushedMessage {
@@ -170,10 +175,12 @@ pub enum StoreError {
     /// A recipient device is not registered.
     #[error("unknown recipient")]
     UnknownRecipient(Addr),
-    /// A recipient's mailbox is at its cap; nothing was stored for anyone.
+    /// A recipient's mailbox is at its cap (as an error: every recipient's was, and nothing
+    /// was stored).
     #[error("mailbox full")]
     MailboxFull(Addr),
-    /// The sender's share of a recipient's mailbox is full; nothing was stored for anyone.
+    /// The sender's share of a recipient's mailbox is full (as an error: every recipient
+    /// was full, and nothing was stored).
     #[error("sender's share of a mailbox full")]
     SenderShareFull(Addr),
     /// The database failed; the source is the database driver's error (shared: a failed
@@ -298,7 +305,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<StoredBundle>, StoreError>> + Send;
     /// How many one-time prekeys `addr` has left.
     fn prekey_count(&self, addr: &Addr) -> impl Future<Output = Result<u64, StoreError>> + Send;
-    /// Stores one ciphertext for every recipient, durably, all or nothing.
+    /// Stores one ciphertext, durably and in one transaction, for every recipient whose
+    /// mailbox (and the sender's share of it) has room, and returns the others, each with
+    /// why ([`StoreError::MailboxFull`] or [`StoreError::SenderShareFull`]); one full
+    /// mailbox does not hold the envelope back from the rest. If every recipient is full,
+    /// or one is not registered, nothing is stored and that is the error.
     fn enqueue(
         &self,
         sender: &Addr,
@@ -307,16 +318,16 @@ pub trait Store: Send + Sync + 'static {
         ciphertext: Vec<u8>,
         now_ms: u64,
         limits: MailboxLimits,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Stores several envelopes from one sender, in order, each all or nothing on its own;
-    /// one result per envelope. The default stores them one by one.
+    ) -> impl Future<Output = Result<Refusals, StoreError>> + Send;
+    /// Stores several envelopes from one sender, in order, each on its own as
+    /// [`Store::enqueue`] does; one result per envelope. The default stores them one by one.
     fn enqueue_many(
         &self,
         sender: &Addr,
         batch: Vec<Outgoing>,
         now_ms: u64,
         limits: MailboxLimits,
-    ) -> impl Future<Output = Vec<Result<(), StoreError>>> + Send {
+    ) -> impl Future<Output = Vec<Result<Refusals, StoreError>>> + Send {
         async move {
             let mut out = Vec::with_capacity(batch.len());
             for o in batch {

@@ -13,8 +13,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 use crate::store::{
-    Addr, DAY_MS, DeviceLookup, MailboxLimits, ReceiptLimits, Store, StoreError, StoredBundle,
-    StoredEnvelope, StoredPrekey, StoredReceipt,
+    Addr, DAY_MS, DeviceLookup, MailboxLimits, ReceiptLimits, Refusals, Store, StoreError,
+    StoredBundle, StoredEnvelope, StoredPrekey, StoredReceipt,
 };
 
 /// The schema, one migration per version (table `hush_schema_version`).
@@ -175,6 +175,48 @@ const MIGRATIONS: &[&str] = &[
     // 7: blob bytes per device per day (as SQLite's migration 8).
     "CREATE TABLE blob_usage (user_id TEXT NOT NULL, device_id BIGINT NOT NULL,
         day BIGINT NOT NULL, bytes BIGINT NOT NULL, PRIMARY KEY (user_id, device_id, day));",
+    // 8: a full mailbox refuses its recipient alone. The answer is an array: `{-i}` when
+    // recipient i is not registered (nothing stored), else one code per refused recipient
+    // (1000000 + i: its mailbox is full; 2000000 + i: the sender's share of it), the
+    // envelope stored for every other recipient (for none if all are refused).
+    "DROP FUNCTION hush_enqueue(TEXT, BIGINT, BYTEA, BIGINT, BIGINT, BYTEA, TEXT[], BIGINT[],
+        BIGINT, BIGINT, BIGINT, BIGINT);
+     CREATE FUNCTION hush_enqueue(s_user TEXT, s_dev BIGINT, mid BYTEA, now_ms BIGINT, exp_ms BIGINT,
+        ct BYTEA, r_users TEXT[], r_devs BIGINT[], max_count BIGINT, max_bytes BIGINT,
+        s_max_count BIGINT, s_max_bytes BIGINT)
+     RETURNS INT[] LANGUAGE plpgsql AS $$
+     DECLARE i INT; c BIGINT; b BIGINT; sc BIGINT; sb BIGINT; msg BIGINT;
+       refused INT[] := '{}'; k_users TEXT[] := '{}'; k_devs BIGINT[] := '{}';
+     BEGIN
+       FOR i IN 1 .. coalesce(array_length(r_users, 1), 0) LOOP
+         IF NOT EXISTS (SELECT 1 FROM devices WHERE user_id = r_users[i] AND device_id = r_devs[i]) THEN
+           RETURN ARRAY[-i];
+         END IF;
+         -- Held until commit: this recipient's envelope ids commit in order.
+         PERFORM pg_advisory_xact_lock(hashtextextended('mailbox/' || r_users[i] || '/' || r_devs[i]::TEXT, 7800));
+         SELECT COUNT(*), COALESCE(SUM(mb.size), 0),
+                COUNT(*) FILTER (WHERE m.sender_user = s_user),
+                COALESCE(SUM(mb.size) FILTER (WHERE m.sender_user = s_user), 0)
+           INTO c, b, sc, sb FROM mailbox mb JOIN messages m ON m.id = mb.message
+           WHERE mb.user_id = r_users[i] AND mb.device_id = r_devs[i];
+         IF c >= max_count OR b + length(ct) > max_bytes THEN
+           refused := refused || (1000000 + i);
+         ELSIF sc >= s_max_count OR sb + length(ct) > s_max_bytes THEN
+           refused := refused || (2000000 + i);
+         ELSE
+           k_users := k_users || r_users[i];
+           k_devs := k_devs || r_devs[i];
+         END IF;
+       END LOOP;
+       IF coalesce(array_length(k_users, 1), 0) = 0 THEN
+         RETURN refused;
+       END IF;
+       INSERT INTO messages (sender_user, sender_device, message_id, server_ms, expires_ms, ciphertext, refs)
+         VALUES (s_user, s_dev, mid, now_ms, exp_ms, ct, array_length(k_users, 1)) RETURNING id INTO msg;
+       INSERT INTO mailbox (user_id, device_id, message, size, expires_ms)
+         SELECT u, d, msg, length(ct), exp_ms FROM UNNEST(k_users, k_devs) WITH ORDINALITY AS t(u, d, n) ORDER BY n;
+       RETURN refused;
+     END $$;",
 ];
 
 /// Key of the advisory lock that serialises migrations across nodes starting together.
@@ -646,13 +688,14 @@ impl Store for PgStore {
         ciphertext: Vec<u8>,
         now_ms: u64,
         limits: MailboxLimits,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Refusals, StoreError> {
         // One round trip: the function checks each recipient, locks its mailbox (in the
-        // sorted order recipients arrive in), checks the caps, and stores (migration 2).
+        // sorted order recipients arrive in), checks the caps, and stores for those with room
+        // (migration 8).
         let c = self.client().await?;
         let users: Vec<&str> = recipients.iter().map(|r| r.user.as_str()).collect();
         let devices: Vec<i64> = recipients.iter().map(dev).collect();
-        let code: i32 = c
+        let codes: Vec<i32> = c
             .query_one(
                 &c.prepare_cached(
                     "SELECT hush_enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
@@ -687,12 +730,18 @@ impl Store for PgStore {
                     ))
                 })
         };
-        match code {
-            0 => Ok(()),
-            i if i < 0 => Err(StoreError::UnknownRecipient(nth(-i)?)),
-            i if i >= 2_000_000 => Err(StoreError::SenderShareFull(nth(i - 2_000_000)?)),
-            i => Err(StoreError::MailboxFull(nth(i - 1_000_000)?)),
+        let mut refused = Vec::with_capacity(codes.len());
+        for code in codes {
+            refused.push(match code {
+                i if i < 0 => return Err(StoreError::UnknownRecipient(nth(-i)?)),
+                i if i >= 2_000_000 => StoreError::SenderShareFull(nth(i - 2_000_000)?),
+                i => StoreError::MailboxFull(nth(i - 1_000_000)?),
+            });
         }
+        if !refused.is_empty() && refused.len() == recipients.len() {
+            return Err(refused.swap_remove(0));
+        }
+        Ok(refused)
     }
 
     async fn pending(

@@ -7,33 +7,46 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::Db;
 use crate::store::{
-    Addr, Delivery, MailboxLimits, Outgoing, PushedMessage, ReceiptLimits, StoreError,
+    Addr, Delivery, MailboxLimits, Outgoing, PushedMessage, ReceiptLimits, Refusals, StoreError,
     StoredEnvelope, StoredReceipt,
 };
 
 /// Checks every recipient of `out` (registered, mailbox under its caps), then stores the
-/// message once and an entry in each mailbox. Nothing is written if a check fails.
+/// message once and an entry in the mailbox of each recipient with room; the others are
+/// returned. Nothing is written if a recipient is unknown or none has room.
 pub(super) fn store_envelope(
     db: &mut Db,
     sender: &Addr,
-    out: Outgoing,
+    mut out: Outgoing,
     now_ms: u64,
     limits: MailboxLimits,
-) -> Result<Vec<Delivery>, StoreError> {
+) -> Result<(Refusals, Vec<Delivery>), StoreError> {
     let size = out.ciphertext.len() as i64;
     let expires = now_ms.saturating_add(limits.ttl_ms) as i64;
+    let mut refused = Vec::new();
     for r in &out.recipients {
         if !db.known(r)? {
             return Err(StoreError::UnknownRecipient(r.clone()));
         }
         let (count, bytes) = db.usage(r)?;
-        if count >= limits.max_count || bytes + size as u64 > limits.max_bytes {
-            return Err(StoreError::MailboxFull(r.clone()));
+        let full = if count >= limits.max_count || bytes + size as u64 > limits.max_bytes {
+            Some(StoreError::MailboxFull(r.clone()))
+        } else {
+            let (count, bytes) = db.sender_usage(r, &sender.user)?;
+            (count >= limits.sender_max_count || bytes + size as u64 > limits.sender_max_bytes)
+                .then(|| StoreError::SenderShareFull(r.clone()))
+        };
+        refused.extend(full);
+    }
+    if !refused.is_empty() {
+        if refused.len() == out.recipients.len() {
+            return Err(refused.swap_remove(0));
         }
-        let (count, bytes) = db.sender_usage(r, &sender.user)?;
-        if count >= limits.sender_max_count || bytes + size as u64 > limits.sender_max_bytes {
-            return Err(StoreError::SenderShareFull(r.clone()));
-        }
+        out.recipients.retain(|r| {
+            !refused.iter().any(|e| {
+                matches!(e, StoreError::MailboxFull(a) | StoreError::SenderShareFull(a) if a == r)
+            })
+        });
     }
     let c = &db.conn;
     let mut ids = Vec::with_capacity(out.recipients.len());
@@ -75,7 +88,7 @@ pub(super) fn store_envelope(
         server_ms: now_ms,
         ciphertext: out.ciphertext,
     });
-    Ok(out
+    let deliveries = out
         .recipients
         .into_iter()
         .zip(ids)
@@ -84,12 +97,13 @@ pub(super) fn store_envelope(
             envelope_id,
             message: pushed.clone(),
         })
-        .collect())
+        .collect();
+    Ok((refused, deliveries))
 }
 
 /// What [`enqueue_many`] gives back: one result per envelope, and the deliveries of those
 /// stored.
-type Batch = (Vec<Result<(), StoreError>>, Vec<Delivery>);
+type Batch = (Vec<Result<Refusals, StoreError>>, Vec<Delivery>);
 
 /// [`Store::enqueue_many`](crate::store::Store::enqueue_many), on the database thread.
 pub(super) fn enqueue_many(
@@ -103,9 +117,9 @@ pub(super) fn enqueue_many(
     let mut deliveries = Vec::with_capacity(batch.len());
     for out in batch {
         match store_envelope(db, &sender, out, now_ms, limits) {
-            Ok(d) => {
+            Ok((refused, d)) => {
                 deliveries.extend(d);
-                results.push(Ok(()));
+                results.push(Ok(refused));
             }
             Err(e @ StoreError::Database(_)) => return Err(e),
             Err(e) => results.push(Err(e)),

@@ -23,8 +23,8 @@ use self::ids::IdCounter;
 use self::schema::migrate;
 use self::wal::{checkpoint, reset_wal_if_long};
 use super::{
-    Addr, Delivery, DeliveryHook, DeviceLookup, MailboxLimits, Outgoing, ReceiptLimits, Store,
-    StoreError, StoredBundle, StoredEnvelope, StoredPrekey, StoredReceipt,
+    Addr, Delivery, DeliveryHook, DeviceLookup, MailboxLimits, Outgoing, ReceiptLimits, Refusals,
+    Store, StoreError, StoredBundle, StoredEnvelope, StoredPrekey, StoredReceipt,
 };
 
 type Reply = Box<dyn FnOnce(bool) + Send>;
@@ -439,20 +439,15 @@ impl Store for SqliteStore {
         ciphertext: Vec<u8>,
         now_ms: u64,
         limits: MailboxLimits,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Refusals, StoreError> {
         let sender = sender.clone();
         let out = Outgoing {
             recipients,
             message_id,
             ciphertext,
         };
-        self.call_delivering(move |db| {
-            Ok((
-                (),
-                mailbox::store_envelope(db, &sender, out, now_ms, limits)?,
-            ))
-        })
-        .await
+        self.call_delivering(move |db| mailbox::store_envelope(db, &sender, out, now_ms, limits))
+            .await
     }
 
     async fn enqueue_many(
@@ -461,7 +456,7 @@ impl Store for SqliteStore {
         batch: Vec<Outgoing>,
         now_ms: u64,
         limits: MailboxLimits,
-    ) -> Vec<Result<(), StoreError>> {
+    ) -> Vec<Result<Refusals, StoreError>> {
         let n = batch.len();
         let sender = sender.clone();
         // One job: each envelope is checked before any of its rows is written, so a refused
