@@ -68,3 +68,15 @@ pub enum SealError {
     #[error("plaintext too large to seal")]
     TooLarge,
 }
+
+/// An ML-KEM public key or ciphertext could not be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum KemError {
+    /// Not 1,184 bytes (a public key) or 1,088 bytes (a ciphertext).
+    #[error("ML-KEM key or ciphertext has the wrong length")]
+    InvalidLength,
+    /// The public key is not a canonical encoding (a coefficient is not below q).
+    #[error("ML-KEM public key is not canonical")]
+    InvalidKey,
+}

@@ -7,6 +7,7 @@
 //!   (the birational map, as libsodium) also does Diffie-Hellman;
 //! * [`X25519KeyPair`], [`EphemeralKeyPair`]: X25519 that rejects all-zero results;
 //! * [`kdf`]: HKDF-SHA256, HMAC-SHA256 and the chain-key step;
+//! * [`kem`]: ML-KEM-768 (FIPS 203), the post-quantum key encapsulation;
 //! * [`MessageKeys`]: ChaCha20-Poly1305 keyed from a message key;
 //! * [`attachment`]: chunked ChaCha20-Poly1305 for files;
 //! * [`StorageKey`]: sealing state at rest;
@@ -62,6 +63,7 @@ pub mod error;
 pub mod hash;
 pub mod identity;
 pub mod kdf;
+pub mod kem;
 pub mod labels;
 pub mod safety_number;
 pub mod seal;
@@ -70,7 +72,7 @@ pub mod signing;
 pub mod x25519;
 
 pub use aead::MessageKeys;
-pub use error::{AeadError, DhError, KdfError, KeyError, SealError, SignatureError};
+pub use error::{AeadError, DhError, KdfError, KemError, KeyError, SealError, SignatureError};
 pub use identity::{IdentityKeyPair, IdentityPublicKey, Signature};
 pub use safety_number::SafetyNumber;
 pub use seal::StorageKey;

