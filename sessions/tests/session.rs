@@ -159,6 +159,21 @@ fn prekey_message_for_another_session_is_wrong_session() {
     );
 }
 
+/// SPEC §7.4: the initiator's own session takes no prekey message, not even its own first
+/// message reflected back to it; nothing changes.
+#[test]
+fn the_initiator_refuses_its_own_prekey_message() {
+    let mut p = established(26);
+    let m = p.alice.encrypt(b"to bob").unwrap();
+    assert!(matches!(m, SessionMessage::Prekey(_)));
+    let before = p.alice.to_bytes();
+    assert_eq!(
+        p.alice.decrypt(&m, &mut p.rng),
+        Err(DecryptError::WrongSession)
+    );
+    assert_eq!(*before, *p.alice.to_bytes());
+}
+
 #[test]
 fn gap_limit_boundary_on_a_chain() {
     let mut p = ratcheted(10);
