@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use prost::Message as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -17,6 +16,8 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::error::{ClientError, UrlError};
+use hush_relay_protocol::codec;
+use hush_relay_protocol::limits::MAX_SERVER_FRAME;
 use hush_relay_protocol::proto::{self, client_frame::Body as In, server_frame::Body as Out};
 
 /// How long a request waits for its reply.
@@ -143,11 +144,7 @@ impl Conn {
             .lock()
             .map_err(|_| ClientError::Offline)?
             .insert(id, tx);
-        let frame = proto::ClientFrame {
-            request_id: id,
-            body: Some(body),
-        }
-        .encode_to_vec();
+        let frame = codec::encode_client(id, body);
         if self.out.send(frame).await.is_err() {
             return Err(ClientError::Offline);
         }
@@ -197,8 +194,8 @@ pub(crate) async fn connect(
 ) -> Result<(Conn, bool, mpsc::Receiver<proto::ServerFrame>), ClientError> {
     let stream = open_stream(url, extra_roots).await?;
     let mut config = WebSocketConfig::default();
-    config.max_message_size = Some(hush_relay_protocol::limits::MAX_SERVER_FRAME);
-    config.max_frame_size = Some(hush_relay_protocol::limits::MAX_SERVER_FRAME);
+    config.max_message_size = Some(MAX_SERVER_FRAME);
+    config.max_frame_size = Some(MAX_SERVER_FRAME);
     let (mut ws, _) = tokio::time::timeout(
         Duration::from_secs(10),
         tokio_tungstenite::client_async_with_config(url.ws(), stream, Some(config)),
@@ -210,7 +207,7 @@ pub(crate) async fn connect(
     let recv = |m: Option<Result<WsMessage, _>>| -> Result<proto::ServerFrame, ClientError> {
         match m {
             Some(Ok(WsMessage::Binary(b))) => {
-                proto::ServerFrame::decode(&b[..]).map_err(|_| ClientError::Protocol)
+                codec::decode_server(&b, MAX_SERVER_FRAME).map_err(|_| ClientError::Protocol)
             }
             _ => Err(ClientError::Offline),
         }
@@ -242,9 +239,9 @@ pub(crate) async fn connect(
             creds.device,
             &key,
         ));
-    let auth = proto::ClientFrame {
-        request_id: 1,
-        body: Some(In::Authenticate(proto::Authenticate {
+    let auth = codec::encode_client(
+        1,
+        In::Authenticate(proto::Authenticate {
             address: Some(proto::Address {
                 user_id: creds.user.to_string(),
                 device_id: creds.device,
@@ -256,9 +253,9 @@ pub(crate) async fn connect(
                 .map(<[u8]>::to_vec)
                 .unwrap_or_default(),
             link: creds.link,
-        })),
-    };
-    ws.send(WsMessage::Binary(auth.encode_to_vec().into()))
+        }),
+    );
+    ws.send(WsMessage::Binary(auth.into()))
         .await
         .map_err(|_| ClientError::Offline)?;
     let reply = recv(
@@ -303,7 +300,8 @@ pub(crate) async fn connect(
                 }
                 continue;
             };
-            let Ok(f) = proto::ServerFrame::decode(&b[..]) else {
+            // A frame that does not decode, or has no body, is skipped (SPEC §14).
+            let Ok(f) = codec::decode_server(&b, MAX_SERVER_FRAME) else {
                 continue;
             };
             if f.request_id != 0 {
