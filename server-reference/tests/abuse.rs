@@ -863,6 +863,92 @@ async fn receipt_limits_at_the_store<S: Store>(store: S) {
     assert!(!store.register(&dev(2), &[2; 32], 1, 2).await.unwrap());
 }
 
+/// A batch of sends (a connection's consecutive `Send`s, one store job or one PostgreSQL
+/// round trip) keeps each envelope on its own: an unknown recipient refuses that envelope
+/// alone, a full mailbox refuses its recipient alone (the envelope goes to the others), and
+/// every recipient gets its envelopes in the batch's order.
+async fn sends_in_one_batch_are_each_on_their_own<S: Store>(store: S) {
+    use hush_relay::store::{Outgoing, StoreError};
+    let limits = MailboxLimits {
+        max_count: 3,
+        max_bytes: 1 << 20,
+        sender_max_count: 100,
+        sender_max_bytes: 1 << 20,
+        ttl_ms: 1 << 40,
+    };
+    for u in ["alice", "bob", "carol"] {
+        assert!(store.register(&a(u), &[7; 32], 1, 16).await.unwrap());
+    }
+    let out = |to: &[&str], id: u8| Outgoing {
+        recipients: to.iter().map(|u| a(u)).collect(),
+        message_id: vec![id],
+        ciphertext: vec![id; 8],
+    };
+    let batch = vec![
+        out(&["bob", "carol"], 1),
+        out(&["bob", "nobody"], 2),
+        out(&["bob"], 3),
+        out(&["bob", "carol"], 4),
+        out(&["bob", "carol"], 5),
+        out(&["bob"], 6),
+    ];
+    let results = store.enqueue_many(&a("alice"), batch, 1000, limits).await;
+    assert_eq!(results.len(), 6);
+    assert!(
+        matches!(&results[0], Ok(r) if r.is_empty()),
+        "{:?}",
+        results[0]
+    );
+    assert!(
+        matches!(&results[1], Err(StoreError::UnknownRecipient(r)) if r.user == "nobody"),
+        "{:?}",
+        results[1]
+    );
+    assert!(
+        matches!(&results[2], Ok(r) if r.is_empty()),
+        "{:?}",
+        results[2]
+    );
+    // Bob's mailbox (3) is full after 1, 3 and 4: 5 goes to Carol alone, 6 to nobody.
+    assert!(
+        matches!(&results[3], Ok(r) if r.is_empty()),
+        "{:?}",
+        results[3]
+    );
+    assert!(
+        matches!(&results[4], Ok(r) if matches!(r.as_slice(), [StoreError::MailboxFull(x)] if x.user == "bob")),
+        "{:?}",
+        results[4]
+    );
+    assert!(
+        matches!(&results[5], Err(StoreError::MailboxFull(x)) if x.user == "bob"),
+        "{:?}",
+        results[5]
+    );
+    let ids = |user: &str| {
+        let store = &store;
+        let user = user.to_string();
+        async move {
+            store
+                .pending(&a(&user), 0, 10, 1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.message_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ids("bob").await, [vec![1], vec![3], vec![4]]);
+    assert_eq!(ids("carol").await, [vec![1], vec![4], vec![5]]);
+}
+
+async fn batches_at_the_store(b: Backend) {
+    match store_of(b, "store-batch").await {
+        Stores::Sqlite(s) => sends_in_one_batch_are_each_on_their_own(s).await,
+        Stores::Postgres(s) => sends_in_one_batch_are_each_on_their_own(s).await,
+    }
+}
+
 async fn receipt_and_device_limits_at_the_store(b: Backend) {
     match store_of(b, "store-limits").await {
         Stores::Sqlite(s) => receipt_limits_at_the_store(s).await,
@@ -881,4 +967,5 @@ on_both_backends!(
     blob_tokens_and_bytes_are_rationed,
     registration_goes_through_the_operators_check,
     presence_floods_learn_nothing,
+    batches_at_the_store,
 );
