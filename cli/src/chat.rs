@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use hush_client::{
     Address, Attachment, Body, Client, ClientConfig, Conversation, DeviceLink, Event, GroupChange,
-    GroupId, Presence, ReceiptKind,
+    GroupId, Message, Presence, ReceiptKind,
 };
 use hush_crypto::StorageKey;
 use tokio::io::AsyncBufReadExt;
@@ -48,6 +48,8 @@ const HELP: &str = "commands:
   /send TEXT                send (plain lines are sent too)
   /file PATH [MEDIA-TYPE]   send a file, with a progress bar
   /save N PATH              save received attachment number N
+  /forward USER|#GROUP…     forward the last message shown (at most 5 chats; 1 once
+                            it was forwarded many times)
   /verify USER              show safety numbers with USER's devices
   /presence USER            show USER's presence (and watch it)
   /hide on|off              hide or show your last-seen time
@@ -98,6 +100,8 @@ struct State {
     groups: HashMap<String, GroupId>,
     attachments: Vec<Attachment>,
     presence: HashMap<String, Presence>,
+    /// The last message shown, for `/forward`.
+    last: Option<Message>,
 }
 
 pub(crate) async fn run(args: ChatArgs) -> Result<(), String> {
@@ -140,6 +144,7 @@ pub(crate) async fn run(args: ChatArgs) -> Result<(), String> {
         to: None,
         groups: HashMap::new(),
         attachments: Vec::new(),
+        last: None,
         presence: HashMap::new(),
     };
     refresh_groups(&mut state);
@@ -205,7 +210,15 @@ fn show(state: &mut State, event: Event) {
                     m.from
                 );
             }
-            match m.body {
+            let conv = if m.forwarded_many_times() {
+                format!("{conv}, forwarded many times")
+            } else if m.is_forwarded() {
+                format!("{conv}, forwarded")
+            } else {
+                conv
+            };
+            state.last = Some(m.clone());
+            match &m.body {
                 Body::Text(t) => println!("<< {} [{conv}]: {t}", m.from),
                 Body::Attachment(a) => {
                     state.attachments.push(a.clone());
@@ -364,6 +377,23 @@ async fn command(state: &mut State, line: &str) -> Result<bool, String> {
                 .await
                 .map_err(e)?;
             println!("-- queued {}", short(&id));
+        }
+        "forward" => {
+            let m = state.last.clone().ok_or("no message to forward yet")?;
+            refresh_groups(state);
+            let to = rest
+                .split_whitespace()
+                .map(|t| match t.strip_prefix('#') {
+                    Some(name) => state
+                        .groups
+                        .get(name)
+                        .map(|g| Conversation::Group(*g))
+                        .ok_or_else(|| format!("no group #{name}")),
+                    None => Ok(Conversation::Direct(t.to_string())),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let ids = state.client.forward(&m, &to).map_err(e)?;
+            println!("-- forwarded to {} chat(s)", ids.len());
         }
         "save" => {
             let mut parts = rest.split_whitespace();

@@ -447,3 +447,35 @@ async fn logs_at_trace_level_hold_no_plaintext_and_no_keys() {
     // The logs are not empty: the check above looked at something.
     assert!(total > 1000, "trace logging produced only {total} bytes");
 }
+
+/// `hush chat` shows a forwarded message as such and forwards the last message shown with
+/// `/forward`, the count going up by one each time (SPEC §16.2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hush_chat_shows_and_forwards_messages() {
+    let dir = scratch("chat-forward");
+    let (_relay, addr) = relay(&dir, "127.0.0.1:0", &[]);
+    let mut bob = open(&dir, &addr, "bob", 1, [2; 32], |_| {});
+    let mut carol = open(&dir, &addr, "carol", 1, [3; 32], |_| {});
+    bob.online().await;
+    carol.online().await;
+    let alice_key = hex::encode([7u8; 32]);
+    let mut alice = chat(&dir, &addr, "alice", &alice_key);
+    alice.say("/register");
+    alice.wait_for("-- registered as alice.1");
+    // Bob writes to Carol, who forwards it to Alice.
+    bob.client.send_text("carol", "worth reading").unwrap();
+    let original = carol.message().await;
+    carol
+        .client
+        .forward(&original, &[Conversation::Direct("alice".into())])
+        .unwrap();
+    alice.wait_for("<< carol.1 [you, forwarded]: worth reading");
+    // Alice passes it on to Bob from the chat.
+    alice.say("/forward bob");
+    alice.wait_for("-- forwarded to 1 chat(s)");
+    let copy = bob.message().await;
+    assert_eq!(text(&copy), "worth reading");
+    assert_eq!(copy.forwarded, 2);
+    bob.client.stop();
+    carol.client.stop();
+}

@@ -19,8 +19,8 @@ use crate::core::account::{self, load_signed_prekey, record_devices, store_signe
 use crate::core::groups::{load_group, save_group_state};
 use crate::core::inbound::{self, Incoming};
 use crate::core::{
-    Device, conversation_from_proto, identity_of, member_address, outbound, stored_to_message,
-    to_relay,
+    Device, ForwardLimits, conversation_from_proto, identity_of, member_address, outbound,
+    stored_to_message, to_relay,
 };
 use crate::error::ClientError;
 use crate::error::RelayErrorCode;
@@ -72,6 +72,8 @@ pub struct ClientConfig {
     pub poll_interval: Duration,
     /// Limits of every group this device is in.
     pub group_config: GroupConfig,
+    /// How many chats one forward may go to.
+    pub forward_limits: ForwardLimits,
 }
 
 impl ClientConfig {
@@ -100,6 +102,7 @@ impl ClientConfig {
             reconnect_max: Duration::from_secs(30),
             poll_interval: Duration::from_secs(5),
             group_config: GroupConfig::default(),
+            forward_limits: ForwardLimits::default(),
         }
     }
 }
@@ -150,6 +153,7 @@ pub(crate) struct Inner {
     registration_token: Option<Vec<u8>>,
     relay_id: Option<Vec<u8>>,
     spk_rotation: Duration,
+    forward_limits: ForwardLimits,
     reconnect: (Duration, Duration),
     poll: Duration,
     store: Mutex<Sealed>,
@@ -231,6 +235,7 @@ impl Client {
             registration_token: config.registration_token,
             relay_id: config.relay_id,
             spk_rotation: config.signed_prekey_rotation,
+            forward_limits: config.forward_limits,
             reconnect: (config.reconnect_min, config.reconnect_max),
             poll: config.poll_interval,
             store: Mutex::new(store),
@@ -357,6 +362,40 @@ impl Client {
         })?;
         self.inner.kick.notify_one();
         Ok(id)
+    }
+
+    /// Forwards a message (one received or sent, as the app holds it) to each chat in `to`,
+    /// as a new message in each, marked as forwarded once more than `message` (SPEC §16.2):
+    /// to at most [`ForwardLimits::max_chats`] chats at once, or
+    /// [`ForwardLimits::max_chats_many_times`] once the message was forwarded many times
+    /// (`ClientError::ForwardLimit` otherwise, and nothing is queued). All copies are queued
+    /// in one transaction; returns their ids, in the order of `to`.
+    pub fn forward(
+        &self,
+        message: &Message,
+        to: &[Conversation],
+    ) -> Result<Vec<MessageId>, ClientError> {
+        outbound::forward_allowed(&self.inner.forward_limits, message.forwarded, to.len())?;
+        let forwarded = message.forwarded.saturating_add(1);
+        let now = now_ms();
+        let ids = self.inner.with_store(|tx| {
+            let mut rng = rand::rng();
+            to.iter()
+                .map(|c| {
+                    outbound::queue_forwarded(
+                        &self.inner.dev,
+                        tx,
+                        c,
+                        &message.body,
+                        forwarded,
+                        now,
+                        &mut rng,
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        self.inner.kick.notify_one();
+        Ok(ids)
     }
 
     /// Tells the senders of these messages that they were read (queued if offline).

@@ -125,6 +125,12 @@ pub enum ClientError {
     /// Input out of range (text too long, user id invalid, ...).
     #[error("invalid input: {0}")]
     Invalid(&'static str),
+    /// A forward to more chats than allowed at once ([`crate::ForwardLimits`]).
+    #[error("a forward may go to at most {max} chat(s) at once")]
+    ForwardLimit {
+        /// The chats allowed for this message.
+        max: usize,
+    },
 }
 
 impl From<hush_crypto::SealError> for ClientError {

@@ -100,6 +100,22 @@ pub struct Message {
     /// sent it: the removed member may be able to read it too. Show a warning; a relay
     /// withholding a removal from some members shows up this way (SPEC §13.3).
     pub before_removal: bool,
+    /// How many times it was forwarded before it reached this device (0: written by its
+    /// sender). The forwarding clients set it; a modified client can lie (SPEC §16.2).
+    pub forwarded: u32,
+}
+
+impl Message {
+    /// Forwarded at least once: show it as "forwarded".
+    pub const fn is_forwarded(&self) -> bool {
+        self.forwarded > 0
+    }
+
+    /// Forwarded [`crate::FORWARDED_MANY_TIMES`] times or more: show it as "forwarded many
+    /// times"; it can be forwarded to one chat at a time.
+    pub const fn forwarded_many_times(&self) -> bool {
+        self.forwarded >= crate::FORWARDED_MANY_TIMES
+    }
 }
 
 /// The three ticks.

@@ -86,7 +86,7 @@ mod net;
 pub mod store;
 pub mod wire;
 
-pub use crate::core::{MAX_TEXT, MAX_USER_ID};
+pub use crate::core::{FORWARDED_MANY_TIMES, ForwardLimits, MAX_TEXT, MAX_USER_ID};
 #[cfg(feature = "native")]
 pub use client::{Client, ClientConfig, DeviceLink, Progress};
 pub use error::{AttachmentError, ClientError, EncryptError, RelayErrorCode, UrlError};

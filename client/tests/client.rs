@@ -411,3 +411,83 @@ async fn a_device_on_the_memory_store_talks_and_restarts() {
         Err(ClientError::Sealed)
     ));
 }
+
+/// Forwarding (SPEC §16.2): a forwarded copy carries the count inside the encrypted content,
+/// one more than the message it copies; a forward goes to at most 5 chats at once, and to 1
+/// once the message was forwarded 5 times or more (each at its boundary; a refused forward
+/// queues nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_carry_their_count_and_obey_the_limits() {
+    use hush_client::Conversation;
+    let dir = scratch("forward");
+    let addr = relay(&dir).await;
+    let mut alice = open(&dir, &addr, "alice", [1; 32]).unwrap();
+    let mut bob = open(&dir, &addr, "bob", [2; 32]).unwrap();
+    let mut carol = open(&dir, &addr, "carol", [3; 32]).unwrap();
+    for d in [&alice, &bob, &carol] {
+        d.online().await;
+    }
+    alice.client.send_text("bob", "pass it on").unwrap();
+    let original = bob.message().await;
+    assert_eq!((original.forwarded, original.is_forwarded()), (0, false));
+    // Bob forwards it to Carol (and Alice): Carol sees it forwarded once.
+    let to = |users: &[&str]| -> Vec<Conversation> {
+        users
+            .iter()
+            .map(|u| Conversation::Direct(u.to_string()))
+            .collect()
+    };
+    let ids = bob
+        .client
+        .forward(&original, &to(&["carol", "alice"]))
+        .unwrap();
+    assert_eq!(ids.len(), 2);
+    let copy = carol.message().await;
+    assert_eq!(copy.body, Body::Text("pass it on".into()));
+    assert_eq!(copy.id, ids[0]);
+    assert!(copy.is_forwarded() && !copy.forwarded_many_times());
+    assert_eq!(copy.forwarded, 1);
+    assert_eq!(alice.message().await.forwarded, 1);
+    // The limits, at their boundaries. Six chats (the users need not exist: nothing is
+    // sent when the forward is refused).
+    let six = to(&["u1", "u2", "u3", "u4", "u5", "u6"]);
+    let queued = bob.client.outbox_len().unwrap();
+    assert!(matches!(
+        bob.client.forward(&copy, &six),
+        Err(ClientError::ForwardLimit { max: 5 })
+    ));
+    assert!(matches!(
+        bob.client.forward(&copy, &[]),
+        Err(ClientError::Invalid(_))
+    ));
+    assert_eq!(
+        bob.client.outbox_len().unwrap(),
+        queued,
+        "a refused forward queued something"
+    );
+    // Forwarded four times: still five chats; the copies are "forwarded many times".
+    let four = Message {
+        forwarded: 4,
+        ..copy.clone()
+    };
+    assert!(!four.forwarded_many_times());
+    let five_chats = to(&["carol", "alice", "u3", "u4", "u5"]);
+    assert!(matches!(
+        bob.client.forward(&four, &six),
+        Err(ClientError::ForwardLimit { max: 5 })
+    ));
+    // (u3..u5 do not exist: those copies fail at the relay; Carol's and Alice's arrive.)
+    bob.client.forward(&four, &five_chats).unwrap();
+    let many = carol.message().await;
+    assert_eq!(many.forwarded, 5);
+    assert!(many.forwarded_many_times());
+    // Forwarded many times: one chat at a time.
+    assert!(matches!(
+        carol.client.forward(&many, &to(&["alice", "bob"])),
+        Err(ClientError::ForwardLimit { max: 1 })
+    ));
+    carol.client.forward(&many, &to(&["bob"])).unwrap();
+    let last = bob.message().await;
+    assert_eq!(last.forwarded, 6);
+    assert!(last.forwarded_many_times());
+}

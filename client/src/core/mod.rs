@@ -23,6 +23,30 @@ use crate::store::Tx;
 
 /// Longest text message, in bytes.
 pub const MAX_TEXT: usize = 64 * 1024;
+
+/// A message forwarded this many times or more is "forwarded many times" (SPEC §16.2), and
+/// goes on only to [`ForwardLimits::max_chats_many_times`] chats at once.
+pub const FORWARDED_MANY_TIMES: u32 = 5;
+
+/// How far one forward may go (SPEC §16.2). The defaults are WhatsApp's published rule: at
+/// most 5 chats at once, and 1 once the message was forwarded many times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForwardLimits {
+    /// Chats one forward may go to. Default 5.
+    pub max_chats: usize,
+    /// Chats one forward may go to once the message was forwarded
+    /// [`FORWARDED_MANY_TIMES`] times or more. Default 1.
+    pub max_chats_many_times: usize,
+}
+
+impl Default for ForwardLimits {
+    fn default() -> Self {
+        Self {
+            max_chats: 5,
+            max_chats_many_times: 1,
+        }
+    }
+}
 /// Longest user id, in bytes (SPEC §14.1, shared with the relay).
 pub use hush_relay_protocol::limits::MAX_USER_ID;
 
@@ -162,6 +186,7 @@ pub(crate) fn stored_to_message(m: &pc::StoredMessage) -> Option<Message> {
         server_ms: m.server_ms,
         outgoing: m.outgoing,
         before_removal: m.before_removal,
+        forwarded: c.forwarded,
     })
 }
 
@@ -184,6 +209,7 @@ fn push_group_content(
                 sent_ms: now,
                 body: Some(body),
                 sync: None,
+                forwarded: 0,
             }),
             only: to,
         },

@@ -9,7 +9,10 @@ use hush_sessions::{PrekeyBundle, Session};
 use prost::Message as _;
 
 use super::groups::{load_group, save_group_state};
-use super::{Device, MAX_TEXT, body_to_content, conversation_to_proto, random_id};
+use super::{
+    Device, FORWARDED_MANY_TIMES, ForwardLimits, MAX_TEXT, body_to_content, conversation_to_proto,
+    random_id,
+};
 use crate::error::{ClientError, EncryptError};
 use crate::event::{Address, Body, Conversation, MessageId};
 use crate::proto::client as pc;
@@ -97,6 +100,7 @@ pub(crate) fn queue_read<R: CryptoRng + ?Sized>(
                 sent_ms: now_ms,
                 body: Some(pc::content::Body::Read(pc::ReadReceipts { message_ids })),
                 sync: None,
+                forwarded: 0,
             }),
             only: vec![pc::Member {
                 identity_key: key,
@@ -116,6 +120,41 @@ pub(crate) fn queue<R: CryptoRng + ?Sized>(
     tx: &Tx<'_>,
     to: &Conversation,
     body: &Body,
+    now_ms: u64,
+    rng: &mut R,
+) -> Result<MessageId, ClientError> {
+    queue_forwarded(dev, tx, to, body, 0, now_ms, rng)
+}
+
+/// How many chats one forward may go to, by how often the message was already forwarded
+/// (SPEC §16.2): `limits.max_chats`, or `limits.max_chats_many_times` once the message was
+/// forwarded [`FORWARDED_MANY_TIMES`] times or more.
+pub(crate) fn forward_allowed(
+    limits: &ForwardLimits,
+    forwarded: u32,
+    chats: usize,
+) -> Result<(), ClientError> {
+    let max = if forwarded >= FORWARDED_MANY_TIMES {
+        limits.max_chats_many_times
+    } else {
+        limits.max_chats
+    };
+    if chats == 0 {
+        return Err(ClientError::Invalid("forward to at least one chat"));
+    }
+    if chats > max {
+        return Err(ClientError::ForwardLimit { max });
+    }
+    Ok(())
+}
+
+/// [`queue`] for a copy that was forwarded `forwarded` times before (0 for a new message).
+pub(crate) fn queue_forwarded<R: CryptoRng + ?Sized>(
+    dev: &Device,
+    tx: &Tx<'_>,
+    to: &Conversation,
+    body: &Body,
+    forwarded: u32,
     now_ms: u64,
     rng: &mut R,
 ) -> Result<MessageId, ClientError> {
@@ -142,6 +181,7 @@ pub(crate) fn queue<R: CryptoRng + ?Sized>(
         sent_ms: now_ms,
         body: Some(body_to_content(body)),
         sync: None,
+        forwarded,
     };
     tx.push_draft(
         &id,
@@ -259,6 +299,7 @@ pub(crate) fn encrypt<R: CryptoRng + ?Sized>(
                     distribution: d.to_vec(),
                 })),
                 sync: None,
+                forwarded: 0,
             };
             for (a, k) in &plan.targets {
                 if let Some(p) = encrypt_to(dev, tx, bundles, a, k, &sk, rng)? {
@@ -314,4 +355,36 @@ pub(crate) fn encrypt<R: CryptoRng + ?Sized>(
         }
     }
     tx.set_ready(seq, &ready)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forward_limits_at_their_boundaries() {
+        let limits = ForwardLimits::default();
+        let max = |e: Result<(), ClientError>| match e {
+            Err(ClientError::ForwardLimit { max }) => Some(max),
+            _ => None,
+        };
+        assert!(forward_allowed(&limits, 0, 5).is_ok());
+        assert_eq!(max(forward_allowed(&limits, 0, 6)), Some(5));
+        assert!(forward_allowed(&limits, FORWARDED_MANY_TIMES - 1, 5).is_ok());
+        assert!(forward_allowed(&limits, FORWARDED_MANY_TIMES, 1).is_ok());
+        assert_eq!(
+            max(forward_allowed(&limits, FORWARDED_MANY_TIMES, 2)),
+            Some(1)
+        );
+        assert!(matches!(
+            forward_allowed(&limits, 0, 0),
+            Err(ClientError::Invalid(_))
+        ));
+        let wide = ForwardLimits {
+            max_chats: 10,
+            max_chats_many_times: 3,
+        };
+        assert!(forward_allowed(&wide, 0, 10).is_ok());
+        assert_eq!(max(forward_allowed(&wide, 9, 4)), Some(3));
+    }
 }

@@ -277,6 +277,7 @@ impl Peer {
             sent_ms: 1,
             body: Some(body),
             sync: None,
+            forwarded: 0,
         };
         let session = self.sessions.get_mut(user).unwrap();
         let m = session.encrypt(&content.encode_to_vec()).unwrap();
