@@ -223,17 +223,7 @@ async fn a_full_mailbox_does_not_hold_up_a_group_message_to_the_others() {
         .await
         .unwrap();
     for d in [&mut bob, &mut carol] {
-        d.next(|e| {
-            matches!(
-                e,
-                Event::Group {
-                    change: GroupChange::Joined { .. },
-                    ..
-                }
-            )
-            .then_some(())
-        })
-        .await;
+        d.joined().await;
     }
     // Sender keys are handed out with the first message: from then on each group message
     // is one envelope for both.
@@ -610,17 +600,7 @@ async fn a_member_a_removal_was_withheld_from_is_flagged() {
         .await
         .unwrap();
     for d in [&mut bob, &mut carol] {
-        d.next(|e| {
-            matches!(
-                e,
-                Event::Group {
-                    change: GroupChange::Joined { .. },
-                    ..
-                }
-            )
-            .then_some(())
-        })
-        .await;
+        d.joined().await;
     }
     bob.client.send_group_text(&group, "before").unwrap();
     let m = alice.message().await;

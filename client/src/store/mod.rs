@@ -223,14 +223,7 @@ impl Sealed {
         &mut self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, ClientError>,
     ) -> Result<T, ClientError> {
-        let raw = self.backend.begin()?;
-        let out = f(&Tx {
-            raw: &*raw,
-            key: &self.key,
-            rng: &self.rng,
-        })?;
-        raw.commit()?;
-        Ok(out)
+        self.transaction_when(f, |_| true)
     }
 
     /// Runs `f` in a transaction that commits only when `f` returns `Ok(Ok(_))`: an
@@ -239,13 +232,22 @@ impl Sealed {
         &mut self,
         f: impl FnOnce(&Tx<'_>) -> Result<Result<T, E>, ClientError>,
     ) -> Result<Result<T, E>, ClientError> {
+        self.transaction_when(f, Result::is_ok)
+    }
+
+    /// Runs `f` in a transaction, committed if `commit` says so of its result.
+    fn transaction_when<T>(
+        &mut self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, ClientError>,
+        commit: impl FnOnce(&T) -> bool,
+    ) -> Result<T, ClientError> {
         let raw = self.backend.begin()?;
         let out = f(&Tx {
             raw: &*raw,
             key: &self.key,
             rng: &self.rng,
         })?;
-        if out.is_ok() {
+        if commit(&out) {
             raw.commit()?;
         }
         Ok(out)
@@ -256,12 +258,7 @@ impl Sealed {
         &mut self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, ClientError>,
     ) -> Result<T, ClientError> {
-        let raw = self.backend.begin()?;
-        f(&Tx {
-            raw: &*raw,
-            key: &self.key,
-            rng: &self.rng,
-        })
+        self.transaction_when(f, |_| false)
     }
 }
 

@@ -96,6 +96,21 @@ impl Dev {
         .await
     }
 
+    /// Waits until this device has joined a group.
+    pub(crate) async fn joined(&mut self) {
+        self.next(|e| {
+            matches!(
+                e,
+                Event::Group {
+                    change: GroupChange::Joined { .. },
+                    ..
+                }
+            )
+            .then_some(())
+        })
+        .await;
+    }
+
     pub(crate) async fn dropped(&mut self) -> DropReason {
         self.next(|e| match e {
             Event::Dropped { reason, .. } => Some(reason.clone()),
