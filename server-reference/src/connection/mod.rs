@@ -233,7 +233,9 @@ async fn handle_frames<S: Store>(
         if !dispatch::store_sends(sink, shared, addr, std::mem::take(&mut sends)).await {
             return false;
         }
-        match dispatch::apply(request, rid, shared, addr).await {
+        // Boxed: the largest of the request handlers' states would otherwise size every
+        // connection's task for its whole life (BENCHMARKS, memory per idle connection).
+        match Box::pin(dispatch::apply(request, rid, shared, addr)).await {
             Ok(Some(reply)) => {
                 if !feed(sink, reply).await {
                     return false;
