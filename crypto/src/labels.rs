@@ -8,12 +8,20 @@
 
 /// HKDF `info` of the X3DH shared secret (SPEC §6).
 pub const X3DH_INFO: &[u8] = b"hush X3DH v1";
+/// HKDF `info` of the PQXDH shared secret: X3DH's four DH outputs and an ML-KEM-768 secret
+/// (SPEC §6.2).
+pub const PQXDH_INFO: &[u8] = b"hush PQXDH X25519 ML-KEM-768 v1";
 /// HKDF `info` of the root KDF (SPEC §7).
 pub const ROOT_INFO: &[u8] = b"hush root v1";
 /// HKDF `info` expanding a one-to-one message key into an AEAD key and nonce (SPEC §7).
 pub const MESSAGE_INFO: &[u8] = b"hush message v1";
 /// Prefix of what an identity key signs to certify a signed prekey (SPEC §5.1).
 pub const SIGNED_PREKEY_CONTEXT: &[u8] = b"hush signed prekey v1";
+/// Prefix of what an identity key signs to certify a signed prekey that promises a KEM prekey
+/// beside it: a bundle that carries it without one was stripped (SPEC §5.1).
+pub const PQ_SIGNED_PREKEY_CONTEXT: &[u8] = b"hush signed prekey PQXDH v1";
+/// Prefix of what an identity key signs to certify an ML-KEM-768 prekey (SPEC §5.3).
+pub const KEM_PREKEY_CONTEXT: &[u8] = b"hush KEM prekey ML-KEM-768 v1";
 /// HKDF `info` prefix of a sealing key; the record's label follows it (SPEC §11.1).
 pub const SEAL_INFO: &[u8] = b"hush seal v1";
 /// Prefix of what a group sender chain's key signs (SPEC §13.3).
@@ -55,9 +63,12 @@ pub mod client_record {
 /// Every label above, for checks that they stay distinct.
 pub const ALL: &[&[u8]] = &[
     X3DH_INFO,
+    PQXDH_INFO,
     ROOT_INFO,
     MESSAGE_INFO,
     SIGNED_PREKEY_CONTEXT,
+    PQ_SIGNED_PREKEY_CONTEXT,
+    KEM_PREKEY_CONTEXT,
     SEAL_INFO,
     GROUP_MESSAGE_SIGNATURE_CONTEXT,
     GROUP_KEYS_INFO,

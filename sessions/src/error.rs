@@ -36,6 +36,10 @@ pub enum DecodeError {
         /// The required length.
         expected: usize,
     },
+    /// A KEM public key is not the canonical encoding of an ML-KEM-768 key (a coefficient
+    /// is not below q).
+    #[error("field {0} is not a valid ML-KEM-768 public key")]
+    InvalidKemKey(&'static str),
     /// An identity key is not a valid Ed25519 key.
     #[error("invalid identity key: {0}")]
     IdentityKey(#[from] KeyError),
@@ -48,9 +52,17 @@ pub enum DecodeError {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum BundleError {
-    /// The signed prekey's signature does not verify under the bundle's identity key.
+    /// The signed prekey's signature does not verify under the bundle's identity key (for
+    /// the suite the bundle offers).
     #[error("signed prekey signature is invalid")]
     InvalidSignature,
+    /// The KEM prekey's signature does not verify under the bundle's identity key.
+    #[error("KEM prekey signature is invalid")]
+    InvalidKemPrekeySignature,
+    /// The signed prekey was signed for the post-quantum suite, but the bundle has no KEM
+    /// prekey: it was removed on the way (a downgrade attempt).
+    #[error("the bundle's KEM prekey was removed")]
+    KemPrekeyRemoved,
 }
 
 /// A peer presented an identity key other than the one the caller trusts.
@@ -77,6 +89,10 @@ pub enum InitError {
     /// A prekey in the bundle has low order.
     #[error("bundle contains a non-contributory key")]
     NonContributory,
+    /// The bundle offers only the classical suite and the caller's policy requires
+    /// post-quantum ([`SuitePolicy::PostQuantumOnly`](crate::SuitePolicy::PostQuantumOnly)).
+    #[error("the bundle offers no post-quantum key agreement and the policy requires one")]
+    ClassicalRefused,
 }
 
 /// An incoming prekey message could not start a session.
@@ -97,6 +113,10 @@ pub enum AcceptError {
     /// The message names a one-time prekey, and the caller passed none or another.
     #[error("one-time prekey {0:?} is not available")]
     MissingOneTimePrekey(Option<u32>),
+    /// The message names a KEM prekey, and the caller passed none or another (a one-time
+    /// KEM prekey is deleted after its first session, so a replay names one that is gone).
+    #[error("KEM prekey {0} is not available")]
+    MissingKemPrekey(u32),
     /// The message's base key has low order.
     #[error("base key is non-contributory")]
     NonContributory,

@@ -78,13 +78,13 @@ mod proto {
     }
 }
 
-pub use bundle::{OneTimePrekey, PrekeyBundle, SignedPrekey};
+pub use bundle::{BundleKemPrekey, KemPrekey, OneTimePrekey, PrekeyBundle, SignedPrekey, Suite};
 pub use error::{
     AcceptError, BundleError, DecodeError, DecryptError, EncryptError, IdentityChange, InitError,
     StateError,
 };
 pub use hush_crypto::{IdentityKeyPair, IdentityPublicKey};
-pub use message::{Header, PrekeyMessage, RatchetMessage, SessionMessage};
+pub use message::{Header, KemPrekeyUse, PrekeyMessage, RatchetMessage, SessionMessage};
 pub use message_key::MESSAGE_INFO;
 pub use root_key::ROOT_INFO;
-pub use session::Session;
+pub use session::{Session, SuitePolicy};

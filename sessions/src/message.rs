@@ -4,7 +4,8 @@
 //! (fields in order, defaults omitted, minimal varints, no unknown fields), so every message
 //! has exactly one byte form.
 
-use hush_crypto::{IdentityPublicKey, Signature, X25519PublicKey};
+use hush_crypto::kem::{KEM_PUBLIC_KEY_LEN, KemCiphertext, KemPublicKey};
+use hush_crypto::{IdentityPublicKey, KemError, Signature, X25519PublicKey};
 use prost::Message as _;
 
 use crate::error::DecodeError;
@@ -36,6 +37,28 @@ pub(crate) fn key32(bytes: &[u8], field: &'static str) -> Result<X25519PublicKey
         field,
         len: bytes.len(),
         expected: 32,
+    })
+}
+
+pub(crate) fn kem_key(bytes: &[u8], field: &'static str) -> Result<KemPublicKey, DecodeError> {
+    KemPublicKey::from_slice(bytes).map_err(|e| match e {
+        KemError::InvalidKey => DecodeError::InvalidKemKey(field),
+        _ => DecodeError::BadLength {
+            field,
+            len: bytes.len(),
+            expected: KEM_PUBLIC_KEY_LEN,
+        },
+    })
+}
+
+pub(crate) fn kem_ciphertext(
+    bytes: &[u8],
+    field: &'static str,
+) -> Result<KemCiphertext, DecodeError> {
+    KemCiphertext::from_slice(bytes).map_err(|_| DecodeError::BadLength {
+        field,
+        len: bytes.len(),
+        expected: hush_crypto::kem::KEM_CIPHERTEXT_LEN,
     })
 }
 
@@ -140,7 +163,20 @@ impl RatchetMessage {
     }
 }
 
-/// The initiator's message until it receives a reply: X3DH parameters and a ratchet message.
+/// What the owner of a last-resort KEM prekey records for each session it accepts with it, and
+/// refuses to accept twice: the KEM prekey id, the signed prekey id and the base key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KemPrekeyUse {
+    /// The KEM prekey's id.
+    pub kem_prekey_id: u32,
+    /// The signed prekey's id.
+    pub signed_prekey_id: u32,
+    /// The initiator's base key.
+    pub base_key: X25519PublicKey,
+}
+
+/// The initiator's message until it receives a reply: X3DH or PQXDH parameters and a
+/// ratchet message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PrekeyMessage {
     identity_key: IdentityPublicKey,
@@ -148,6 +184,7 @@ pub struct PrekeyMessage {
     signed_prekey_id: u32,
     one_time_prekey_id: Option<u32>,
     message: RatchetMessage,
+    kem: Option<(u32, KemCiphertext)>,
 }
 
 impl PrekeyMessage {
@@ -157,6 +194,7 @@ impl PrekeyMessage {
         signed_prekey_id: u32,
         one_time_prekey_id: Option<u32>,
         message: RatchetMessage,
+        kem: Option<(u32, KemCiphertext)>,
     ) -> Self {
         Self {
             identity_key,
@@ -164,7 +202,34 @@ impl PrekeyMessage {
             signed_prekey_id,
             one_time_prekey_id,
             message,
+            kem,
         }
+    }
+
+    /// Whether the message starts a post-quantum (PQXDH) session: it carries a KEM
+    /// ciphertext.
+    pub const fn is_post_quantum(&self) -> bool {
+        self.kem.is_some()
+    }
+
+    /// The id of the responder's KEM prekey that was used, if any.
+    pub fn kem_prekey_id(&self) -> Option<u32> {
+        self.kem.as_ref().map(|(id, _)| *id)
+    }
+
+    /// The KEM ciphertext, if any.
+    pub fn kem_ciphertext(&self) -> Option<&KemCiphertext> {
+        self.kem.as_ref().map(|(_, ct)| ct)
+    }
+
+    /// What the responder records if the KEM prekey is its last-resort one, and checks before
+    /// accepting another session with it; `None` for a classical message.
+    pub fn kem_prekey_use(&self) -> Option<KemPrekeyUse> {
+        self.kem.as_ref().map(|(id, _)| KemPrekeyUse {
+            kem_prekey_id: *id,
+            signed_prekey_id: self.signed_prekey_id,
+            base_key: self.base_key,
+        })
     }
 
     /// The initiator's identity key.
@@ -222,6 +287,12 @@ impl SessionMessage {
                 signed_prekey_id: p.signed_prekey_id,
                 one_time_prekey_id: p.one_time_prekey_id,
                 message: Some(p.message.to_proto()),
+                kem_prekey_id: p.kem.as_ref().map(|(id, _)| *id),
+                kem_ciphertext: p
+                    .kem
+                    .as_ref()
+                    .map(|(_, ct)| ct.as_bytes().to_vec())
+                    .unwrap_or_default(),
             }),
         };
         proto::SessionMessage { body: Some(body) }.encode_to_vec()
@@ -238,6 +309,15 @@ impl SessionMessage {
                 if p.version != MESSAGE_VERSION {
                     return Err(DecodeError::UnsupportedVersion(p.version));
                 }
+                // Both KEM fields or neither.
+                let kem = match (p.kem_prekey_id, p.kem_ciphertext.is_empty()) {
+                    (None, true) => None,
+                    (Some(id), false) => {
+                        Some((id, kem_ciphertext(&p.kem_ciphertext, "kem_ciphertext")?))
+                    }
+                    (None, false) => return Err(DecodeError::MissingField("kem_prekey_id")),
+                    (Some(_), true) => return Err(DecodeError::MissingField("kem_ciphertext")),
+                };
                 Ok(Self::Prekey(Box::new(PrekeyMessage {
                     identity_key: IdentityPublicKey::from_slice(&p.identity_key)?,
                     base_key: key32(&p.base_key, "base_key")?,
@@ -246,6 +326,7 @@ impl SessionMessage {
                     message: RatchetMessage::from_proto(
                         p.message.ok_or(DecodeError::MissingField("message"))?,
                     )?,
+                    kem,
                 })))
             }
         }

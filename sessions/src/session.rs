@@ -2,11 +2,12 @@
 
 use core::fmt;
 
+use hush_crypto::kem::KemCiphertext;
 use hush_crypto::{
     CryptoRng, EphemeralKeyPair, IdentityKeyPair, IdentityPublicKey, X25519KeyPair, X25519PublicKey,
 };
 
-use crate::bundle::{OneTimePrekey, PrekeyBundle, SignedPrekey};
+use crate::bundle::{KemPrekey, OneTimePrekey, PrekeyBundle, SignedPrekey, Suite};
 use crate::chain_key::ChainKey;
 use crate::error::{AcceptError, DecryptError, EncryptError, IdentityChange, InitError};
 use crate::limits::MAX_PLAINTEXT_LEN;
@@ -22,13 +23,27 @@ pub(crate) struct SenderChain {
     pub(crate) chain_key: ChainKey,
 }
 
-/// The X3DH parameters a prekey message carries: the initiator repeats them in every message
-/// until it hears back, and the responder remembers them to recognise those repeats.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// The X3DH or PQXDH parameters a prekey message carries: the initiator repeats them in every
+/// message until it hears back, and the responder remembers them to recognise those repeats.
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct PrekeyParams {
     pub(crate) base_key: X25519PublicKey,
     pub(crate) signed_prekey_id: u32,
     pub(crate) one_time_prekey_id: Option<u32>,
+    /// PQXDH: the KEM prekey id and the ciphertext.
+    pub(crate) kem: Option<(u32, KemCiphertext)>,
+}
+
+/// Which bundles [`Session::initiate_with`] starts a session from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SuitePolicy {
+    /// PQXDH whenever the bundle offers it, X3DH from a bundle whose signed prekey is
+    /// classical (a peer that has not moved to the post-quantum suite). A bundle whose
+    /// signed prekey promises a KEM prekey it lacks is always refused.
+    #[default]
+    PostQuantumWhenOffered,
+    /// PQXDH only: a classical bundle is refused with [`InitError::ClassicalRefused`].
+    PostQuantumOnly,
 }
 
 /// A one-to-one session: X3DH followed by the Double Ratchet.
@@ -46,6 +61,8 @@ pub struct Session {
     pub(crate) receivers: ReceiverChains,
     pub(crate) pending_prekey: Option<PrekeyParams>,
     pub(crate) accepted_prekey: Option<PrekeyParams>,
+    /// Whether the session was agreed with PQXDH.
+    pub(crate) post_quantum: bool,
 }
 
 /// Changes a successful decryption will commit.
@@ -82,6 +99,9 @@ impl PrekeyParams {
             base_key: *message.base_key(),
             signed_prekey_id: message.signed_prekey_id(),
             one_time_prekey_id: message.one_time_prekey_id(),
+            kem: message
+                .kem_prekey_id()
+                .zip(message.kem_ciphertext().cloned()),
         }
     }
 }
@@ -100,7 +120,8 @@ fn check_trust(
 }
 
 impl Session {
-    /// Starts a session as the initiator (Alice) from the peer's prekey bundle.
+    /// Starts a session as the initiator (Alice) from the peer's prekey bundle, with the
+    /// default [`SuitePolicy`]: PQXDH when the bundle offers it.
     ///
     /// `known_identity` is the peer identity key the caller already trusts, if any. A bundle
     /// with a different key is refused with [`InitError::IdentityChanged`]; it is never
@@ -111,10 +132,34 @@ impl Session {
         known_identity: Option<&IdentityPublicKey>,
         rng: &mut R,
     ) -> Result<Self, InitError> {
+        Self::initiate_with(
+            our_identity,
+            bundle,
+            known_identity,
+            SuitePolicy::default(),
+            rng,
+        )
+    }
+
+    /// [`Session::initiate`] under an explicit [`SuitePolicy`].
+    pub fn initiate_with<R: CryptoRng + ?Sized>(
+        our_identity: &IdentityKeyPair,
+        bundle: &PrekeyBundle,
+        known_identity: Option<&IdentityPublicKey>,
+        policy: SuitePolicy,
+        rng: &mut R,
+    ) -> Result<Self, InitError> {
         check_trust(known_identity, bundle.identity_key()).map_err(InitError::IdentityChanged)?;
-        bundle.verify()?;
+        let suite = bundle.verify()?;
+        if suite == Suite::Classical && policy == SuitePolicy::PostQuantumOnly {
+            return Err(InitError::ClassicalRefused);
+        }
         let base = EphemeralKeyPair::generate(rng);
         let base_key = *base.public();
+        let kem = bundle.kem_prekey().map(|k| {
+            let (ciphertext, secret) = k.key.encapsulate(rng);
+            (k.id, ciphertext, secret)
+        });
         let opk = bundle.one_time_prekey();
         let sk = x3dh::initiator(
             our_identity,
@@ -122,6 +167,7 @@ impl Session {
             bundle.identity_key(),
             bundle.signed_prekey(),
             opk.map(|(_, k)| k),
+            kem.as_ref().map(|(_, _, ss)| ss),
         )
         .map_err(|_| InitError::NonContributory)?;
         let ratchet = X25519KeyPair::generate(rng);
@@ -141,21 +187,48 @@ impl Session {
                 base_key,
                 signed_prekey_id: bundle.signed_prekey_id(),
                 one_time_prekey_id: opk.map(|(id, _)| *id),
+                kem: kem.map(|(id, ct, _)| (id, ct)),
             }),
             accepted_prekey: None,
+            post_quantum: suite == Suite::PostQuantum,
         })
+    }
+
+    /// Starts a session as the responder (Bob) from an incoming X3DH prekey message, and
+    /// decrypts it: [`Session::accept_with_kem`] without a KEM prekey.
+    pub fn accept<R: CryptoRng + ?Sized>(
+        our_identity: &IdentityKeyPair,
+        signed_prekey: &SignedPrekey,
+        one_time_prekey: Option<&OneTimePrekey>,
+        message: &PrekeyMessage,
+        known_identity: Option<&IdentityPublicKey>,
+        rng: &mut R,
+    ) -> Result<(Self, Vec<u8>), AcceptError> {
+        Self::accept_with_kem(
+            our_identity,
+            signed_prekey,
+            one_time_prekey,
+            None,
+            message,
+            known_identity,
+            rng,
+        )
     }
 
     /// Starts a session as the responder (Bob) from an incoming prekey message, and decrypts
     /// it. Returns the session and the first plaintext.
     ///
     /// The caller looks up the prekeys the message names ([`PrekeyMessage::signed_prekey_id`],
-    /// [`PrekeyMessage::one_time_prekey_id`]) and passes them in. Nothing is consumed on
-    /// failure; on success the caller must delete the one-time prekey, so it is used once.
-    pub fn accept<R: CryptoRng + ?Sized>(
+    /// [`PrekeyMessage::one_time_prekey_id`], [`PrekeyMessage::kem_prekey_id`]) and passes
+    /// them in. Nothing is consumed on failure; on success the caller must delete the
+    /// one-time prekey and the one-time KEM prekey, so each is used once, and for its
+    /// last-resort KEM prekey record [`PrekeyMessage::kem_prekey_use`], having refused the
+    /// message before calling this if that use was already recorded.
+    pub fn accept_with_kem<R: CryptoRng + ?Sized>(
         our_identity: &IdentityKeyPair,
         signed_prekey: &SignedPrekey,
         one_time_prekey: Option<&OneTimePrekey>,
+        kem_prekey: Option<&KemPrekey>,
         message: &PrekeyMessage,
         known_identity: Option<&IdentityPublicKey>,
         rng: &mut R,
@@ -173,12 +246,22 @@ impl Session {
             (Some(id), Some(k)) if k.id() == id => Some(k.key_pair()),
             (Some(id), _) => return Err(AcceptError::MissingOneTimePrekey(Some(id))),
         };
+        let kem = match (
+            message.kem_prekey_id(),
+            message.kem_ciphertext(),
+            kem_prekey,
+        ) {
+            (Some(id), Some(ct), Some(k)) if k.id() == id => Some(k.key_pair().decapsulate(ct)),
+            (Some(id), _, _) => return Err(AcceptError::MissingKemPrekey(id)),
+            (None, _, _) => None,
+        };
         let sk = x3dh::responder(
             our_identity,
             signed_prekey.key_pair(),
             opk,
             message.identity_key(),
             message.base_key(),
+            kem.as_ref(),
         )
         .map_err(|_| AcceptError::NonContributory)?;
         let mut session = Self {
@@ -195,6 +278,7 @@ impl Session {
             receivers: ReceiverChains::default(),
             pending_prekey: None,
             accepted_prekey: Some(PrekeyParams::of(message)),
+            post_quantum: message.is_post_quantum(),
         };
         let plaintext = session.decrypt_ratchet(message.message(), rng)?;
         Ok((session, plaintext))
@@ -220,6 +304,12 @@ impl Session {
     /// [`MAX_RECEIVER_CHAINS`](crate::limits::MAX_RECEIVER_CHAINS)).
     pub fn receiving_chains(&self) -> usize {
         self.receivers.chains.len()
+    }
+
+    /// Whether the session was agreed with PQXDH (an ML-KEM-768 secret in its root key), so
+    /// that recording its first messages now and breaking X25519 later does not reveal them.
+    pub const fn is_post_quantum(&self) -> bool {
+        self.post_quantum
     }
 
     /// Whether outgoing messages still carry the X3DH parameters (the initiator has not yet
@@ -274,6 +364,7 @@ impl Session {
                 p.signed_prekey_id,
                 p.one_time_prekey_id,
                 message,
+                p.kem.clone(),
             ))),
         })
     }
@@ -288,7 +379,7 @@ impl Session {
         rng: &mut R,
     ) -> Result<Vec<u8>, DecryptError> {
         if let SessionMessage::Prekey(p) = message
-            && (self.accepted_prekey != Some(PrekeyParams::of(p))
+            && (self.accepted_prekey.as_ref() != Some(&PrekeyParams::of(p))
                 || p.identity_key() != &self.remote_identity)
         {
             return Err(DecryptError::WrongSession);
@@ -465,6 +556,7 @@ impl fmt::Debug for Session {
             .field("receiving_chains", &self.receivers.chains.len())
             .field("skipped_keys", &self.receivers.skipped.len())
             .field("awaiting_reply", &self.awaiting_reply())
+            .field("post_quantum", &self.post_quantum)
             .finish_non_exhaustive()
     }
 }

@@ -9,7 +9,7 @@ use prost::Message as _;
 use crate::chain_key::ChainKey;
 use crate::error::{DecodeError, StateError};
 use crate::limits::{MAX_RECEIVER_CHAINS, MAX_SKIPPED_KEYS, MAX_STATE_LEN};
-use crate::message::key32;
+use crate::message::{kem_ciphertext, key32};
 use crate::message_key::MessageKey;
 use crate::proto::state as ps;
 use crate::receiver_chain::{ReceiverChain, ReceiverChains, SkippedKey};
@@ -31,19 +31,35 @@ fn secret32(bytes: &[u8], field: &'static str) -> Result<SecretBytes<32>, Decode
     })
 }
 
-fn params_to_proto(p: PrekeyParams) -> ps::PrekeyParams {
+fn params_to_proto(p: &PrekeyParams) -> ps::PrekeyParams {
     ps::PrekeyParams {
         base_key: p.base_key.to_bytes().to_vec(),
         signed_prekey_id: p.signed_prekey_id,
         one_time_prekey_id: p.one_time_prekey_id,
+        kem_prekey_id: p.kem.as_ref().map(|(id, _)| *id),
+        kem_ciphertext: p
+            .kem
+            .as_ref()
+            .map(|(_, ct)| ct.as_bytes().to_vec())
+            .unwrap_or_default(),
     }
 }
 
 fn params_from_proto(p: &ps::PrekeyParams) -> Result<PrekeyParams, DecodeError> {
+    let kem = match (p.kem_prekey_id, p.kem_ciphertext.is_empty()) {
+        (None, true) => None,
+        (Some(id), false) => Some((
+            id,
+            kem_ciphertext(&p.kem_ciphertext, "prekey_params.kem_ciphertext")?,
+        )),
+        (None, false) => return Err(DecodeError::MissingField("prekey_params.kem_prekey_id")),
+        (Some(_), true) => return Err(DecodeError::MissingField("prekey_params.kem_ciphertext")),
+    };
     Ok(PrekeyParams {
         base_key: key32(&p.base_key, "prekey_params.base_key")?,
         signed_prekey_id: p.signed_prekey_id,
         one_time_prekey_id: p.one_time_prekey_id,
+        kem,
     })
 }
 
@@ -82,8 +98,9 @@ impl Session {
                     message_key: s.key.key().expose().to_vec(),
                 })
                 .collect(),
-            pending_prekey: self.pending_prekey.map(params_to_proto),
-            accepted_prekey: self.accepted_prekey.map(params_to_proto),
+            pending_prekey: self.pending_prekey.as_ref().map(params_to_proto),
+            accepted_prekey: self.accepted_prekey.as_ref().map(params_to_proto),
+            post_quantum: self.post_quantum,
         };
         Zeroizing::new(state.encode_to_vec())
     }
@@ -179,6 +196,7 @@ impl Session {
             receivers,
             pending_prekey,
             accepted_prekey,
+            post_quantum: state.post_quantum,
         })
     }
 

@@ -2,7 +2,8 @@
 """Independent verifier for the hush test vectors.
 
 Written from docs/SPEC.md and test-vectors/README.md only: it shares no code with the
-Rust crates.  Every positive value in the vector files is recomputed from its inputs and
+Rust crates. Primitives come from `cryptography` and, for ML-KEM-768, the pure-Python
+`kyber-py` (a different implementation from the Rust side's libcrux).  Every positive value in the vector files is recomputed from its inputs and
 compared byte for byte; every negative entry must be refused with exactly the stated error
 class, and (for session and group rejects) leave the receiver's state unchanged.
 
@@ -27,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.exceptions import InvalidTag
+from kyber_py.ml_kem import ML_KEM_768                  # FIPS 203, pure Python
 
 
 class HushError(Exception):
@@ -168,6 +170,29 @@ def u32be(n):
 
 
 # ---------------------------------------------------------------- §7 KDFs
+# ML-KEM-768 (FIPS 203) from kyber-py: keys from a 64-byte seed d ‖ z (§3), encapsulation
+# with the 32 bytes m given (the initiator's recorded randomness), and decapsulation.
+KEM_PK_LEN, KEM_CT_LEN, Q = 1184, 1088, 3329
+
+def kem_key_valid(ek):
+    """§3: 1,184 bytes whose 12-bit coefficients (first 1,152 bytes) are all below q."""
+    if len(ek) != KEM_PK_LEN:
+        return False
+    for i in range(0, 1152, 3):
+        if ek[i] | (ek[i + 1] & 0x0F) << 8 >= Q or ek[i + 1] >> 4 | ek[i + 2] << 4 >= Q:
+            return False
+    return True
+
+def kem_keys(seed):
+    return ML_KEM_768.key_derive(seed)              # (encapsulation key, decapsulation key)
+
+def kem_encaps(ek, m):
+    ss, ct = ML_KEM_768._encaps_internal(ek, m)     # FIPS 203 Algorithm 17, ML-KEM.Encaps_internal
+    return ct, ss
+
+def kem_decaps(dk, ct):
+    return ML_KEM_768.decaps(dk, ct)
+
 def kdf_rk(rk, dh_out):
     okm = hkdf(rk, dh_out, b"hush root v1", 64)
     return okm[:32], okm[32:]
@@ -214,6 +239,7 @@ def unseal(storage_key, label, blob):
 # A field is (number, name, kind, options).  kind: "u32", "u64" (varints), "bytes", or a
 # message type name.  options: "opt" (proto3 optional: present iff set), "rep" (repeated),
 # "oneof", "ik" (identity key, §3), an int n (bytes of exactly n), "ct" (>= 16 bytes),
+# "kempk" (an ML-KEM-768 public key, §3), "kemct" (empty or a 1,088-byte KEM ciphertext),
 # "req" (message field that must be present), "ver" (must be 1), "role" (0 or 1), or a
 # message name: a bytes field holding that message's canonical encoding (signed or
 # authenticated as-is, e.g. the header bytes of §7.4), which is decoded strictly too.
@@ -224,10 +250,13 @@ S = {
     "SessionMessage": [(1, "ratchet", "RatchetMessage", "oneof"), (2, "prekey", "PrekeyMessage", "oneof")],
     "PrekeyMessage": [(1, "version", "u32", "ver"), (2, "identity_key", "bytes", "ik"),
                       (3, "base_key", "bytes", 32), (4, "signed_prekey_id", "u32", ""),
-                      (5, "one_time_prekey_id", "u32", "opt"), (6, "message", "RatchetMessage", "req")],
+                      (5, "one_time_prekey_id", "u32", "opt"), (6, "message", "RatchetMessage", "req"),
+                      (7, "kem_prekey_id", "u32", "opt"), (8, "kem_ciphertext", "bytes", "kemct")],
     "PrekeyBundle": [(1, "version", "u32", "ver"), (2, "identity_key", "bytes", "ik"),
                      (3, "signed_prekey_id", "u32", ""), (4, "signed_prekey", "bytes", 32),
-                     (5, "signed_prekey_signature", "bytes", 64), (6, "one_time_prekey", "OneTimePrekey", "")],
+                     (5, "signed_prekey_signature", "bytes", 64), (6, "one_time_prekey", "OneTimePrekey", ""),
+                     (7, "kem_prekey", "KemPrekey", "")],
+    "KemPrekey": [(1, "id", "u32", ""), (2, "key", "bytes", "kempk"), (3, "signature", "bytes", 64)],
     "OneTimePrekey": [(1, "id", "u32", ""), (2, "key", "bytes", 32)],
     "GroupMessageContent": [(1, "version", "u32", "ver"), (2, "group_id", "bytes", 32),
                             (3, "sender", "bytes", "ik"), (4, "epoch", "u64", ""), (5, "chain_id", "u32", ""),
@@ -342,13 +371,19 @@ def validate(t, msg):
                 raise HushError("Decode", f"{t}.{name} is {len(v)} bytes, not {opts}")
             if "ik" in opts:
                 check_identity_key(v)
-            if "ct" in opts and len(v) < 16:
+            if opts == "kempk" and not kem_key_valid(v):
+                raise HushError("Decode", f"{t}.{name} is not an ML-KEM-768 public key")
+            if opts == "kemct" and len(v) not in (0, KEM_CT_LEN):
+                raise HushError("Decode", f"{t}.{name} is {len(v)} bytes, not {KEM_CT_LEN}")
+            if opts == "ct" and len(v) < 16:
                 raise HushError("Decode", f"{t}.{name} shorter than a tag")
             if opts in S:
                 decode(opts, v)
         if kind not in ("u32", "u64", "bytes") and v is not None:
             for sub in (v if "rep" in opts else [v]):
                 validate(kind, sub)
+    if t == "PrekeyMessage" and ("kem_prekey_id" in msg) != bool(msg.get("kem_ciphertext")):
+        raise HushError("Decode", "PrekeyMessage: kem_prekey_id and kem_ciphertext go together")  # §9.4
     if any("oneof" in str(f[3]) for f in S[t]) and oneofs != 1:
         raise HushError("Decode", f"{t}: needs exactly one of its oneof fields, has {oneofs}")
 
@@ -482,12 +517,26 @@ def make_bundle(ik_seed, spk_id, spk_priv, opk_id, opk_priv):
         bundle["one_time_prekey"] = {"id": opk_id, "key": x_public(opk_priv)}
     return signed, sig, encode("PrekeyBundle", bundle)
 
-def open_bundle(data):
-    """§5.2: decode and verify a bundle before use."""
+SPK_LABEL, PQ_SPK_LABEL = b"hush signed prekey v1", b"hush signed prekey PQXDH v1"
+KEM_PREKEY_LABEL = b"hush KEM prekey ML-KEM-768 v1"
+
+def open_bundle(data, policy="post_quantum_when_offered"):
+    """§5.2: decode and verify a bundle before use, under the initiator's policy (§6.3)."""
     b = decode("PrekeyBundle", data)
-    signed = b"hush signed prekey v1" + u32be(b.get("signed_prekey_id", 0)) + b["signed_prekey"]
-    if not verify(b["identity_key"], signed, b["signed_prekey_signature"]):
-        raise HushError("InvalidSignature", "signed prekey signature")
+    ik = b["identity_key"]
+    signed_for = lambda label: verify(ik, label + u32be(b.get("signed_prekey_id", 0)) + b["signed_prekey"],
+                                      b["signed_prekey_signature"])
+    kem = b.get("kem_prekey")
+    if kem is not None:
+        if not signed_for(PQ_SPK_LABEL):
+            raise HushError("InvalidSignature", "signed prekey not signed for PQXDH")
+        if not verify(ik, KEM_PREKEY_LABEL + u32be(kem.get("id", 0)) + kem["key"], kem["signature"]):
+            raise HushError("InvalidKemPrekeySignature")
+        return b
+    if not signed_for(SPK_LABEL):
+        raise HushError("KemPrekeyRemoved" if signed_for(PQ_SPK_LABEL) else "InvalidSignature")
+    if policy == "post_quantum_only":
+        raise HushError("ClassicalRefused")
     return b
 
 def x3dh_initiator(ik_a_seed, bundle, ek_priv):
@@ -506,6 +555,10 @@ def x3dh_responder(ik_b_seed, spk_priv, opk_priv, ik_a, ek):
 
 def x3dh_sk(dhs):
     return hkdf(bytes(32), b"\xff" * 32 + b"".join(dhs), b"hush X3DH v1", 32)
+
+def pqxdh_sk(dhs, ss):
+    """§6.2: the X3DH input with the KEM secret appended, under the PQXDH label."""
+    return hkdf(bytes(32), b"\xff" * 32 + b"".join(dhs) + ss, b"hush PQXDH X25519 ML-KEM-768 v1", 32)
 
 def check_x3dh(c, v):
     for i, e in enumerate(v["cases"]):
@@ -529,6 +582,72 @@ def check_x3dh(c, v):
         c.eq(w + " responder agrees", dhs, bob)
 
 
+# ---------------------------------------------------------------- §5, §6.2 PQXDH
+def pq_bob_keys(e):
+    ek, dk = kem_keys(h(e["kem_seed"]))
+    return dict(spk_id=e["spk_id"], spk=h(e["spk_private"]), opk_id=e["opk_id"], opk=h(e["opk_private"]),
+                kem_id=e["kem_id"], kem_ek=ek, kem_dk=dk, kem_last_resort=e["kem_last_resort"],
+                kem_deleted=False, kem_used=set())
+
+def pq_accept(e, keys, wire):
+    """A responder that forgets each session after accepting it (so a repeat is a new
+    session), deleting a one-time KEM prekey and recording a last-resort use (§6.2)."""
+    bob = Party("bob", h(e["ik_b_seed"]), [bytes([i]) * 32 for i in range(1, 4)])
+    pt, _ = receive(bob, keys, wire)
+    pk = decode("SessionMessage", wire)["prekey"]
+    if keys["kem_last_resort"]:
+        keys["kem_used"].add((pk["kem_prekey_id"], pk.get("signed_prekey_id", 0), pk["base_key"]))
+    else:
+        keys["kem_deleted"] = True
+    return pt
+
+def check_pqxdh(c, v):
+    for i, e in enumerate(v["cases"]):
+        w = f"pqxdh.cases[{i}]"
+        ik_b, keys = h(e["ik_b_seed"]), pq_bob_keys(e)
+        spk = x_public(keys["spk"])
+        signed = PQ_SPK_LABEL + u32be(e["spk_id"]) + spk
+        kem_signed = KEM_PREKEY_LABEL + u32be(e["kem_id"]) + keys["kem_ek"]
+        bundle = {"version": 1, "identity_key": ed_public(ik_b), "signed_prekey_id": e["spk_id"],
+                  "signed_prekey": spk, "signed_prekey_signature": sign(ik_b, signed),
+                  "kem_prekey": {"id": e["kem_id"], "key": keys["kem_ek"], "signature": sign(ik_b, kem_signed)}}
+        if keys["opk"] is not None:
+            bundle["one_time_prekey"] = {"id": e["opk_id"], "key": x_public(keys["opk"])}
+        c.eq(w + ".ik_a", h(e["ik_a"]), ed_public(h(e["ik_a_seed"])))
+        c.eq(w + ".ik_b", h(e["ik_b"]), ed_public(ik_b))
+        c.eq(w + ".spk", h(e["spk"]), spk)
+        c.eq(w + ".opk", h(e["opk"]), keys["opk"] and x_public(keys["opk"]))
+        c.eq(w + ".ek", h(e["ek"]), x_public(h(e["ek_private"])))
+        c.eq(w + ".spk_signed_message", h(e["spk_signed_message"]), signed)
+        c.eq(w + ".spk_signature", h(e["spk_signature"]), bundle["signed_prekey_signature"])
+        c.eq(w + ".kem_public", h(e["kem_public"]), keys["kem_ek"])
+        c.eq(w + ".kem_signed_message", h(e["kem_signed_message"]), kem_signed)
+        c.eq(w + ".kem_signature", h(e["kem_signature"]), bundle["kem_prekey"]["signature"])
+        c.eq(w + ".bundle", h(e["bundle"]), encode("PrekeyBundle", bundle))
+        # Alice: her recorded randomness is EK_A, m, DHs_A (§6.2).
+        alice = Party("alice", h(e["ik_a_seed"]), [h(e["ek_private"]), h(e["kem_m"]), h(e["dhs_a_private"])])
+        x = alice_start(alice, h(e["bundle"]))
+        dhs = x["dhs_list"]
+        c.eq(w + ".dh1..dh4", [h(e[k]) for k in ("dh1", "dh2", "dh3", "dh4")], dhs + [None] * (4 - len(dhs)))
+        for k in ("kem_ciphertext", "ss", "sk", "ad"):
+            c.eq(f"{w}.{k}", h(e[k]), x[k])
+        c.eq(w + ".wire", h(e["wire"]), ratchet_send(alice, h(e["plaintext"]))["wire"])
+        try:
+            c.eq(w + " responder opens it", h(e["plaintext"]), pq_accept(e, keys, h(e["wire"])))
+        except HushError as err:
+            c.fail(w + " responder opens it", f"refused: {err}")
+    for i, nb in enumerate(v["bundle_negative"]):
+        c.refuses(f"pqxdh.bundle_negative[{i}] ({nb['note']})", nb["error"],
+                  lambda: open_bundle(h(nb["bundle"]), nb["policy"]))
+    for i, rn in enumerate(v["responder_negative"]):
+        e = v["cases"][rn["case"]]
+        keys = pq_bob_keys(e)
+        for j in rn["accepted"]:
+            pq_accept(v["cases"][j], keys, h(v["cases"][j]["wire"]))
+        c.refuses(f"pqxdh.responder_negative[{i}] ({rn['note']})", rn["error"],
+                  lambda: pq_accept(e, keys, h(rn["wire"])), lambda: (keys["kem_deleted"], sorted(keys["kem_used"])))
+
+
 # ---------------------------------------------------------------- §7 Double Ratchet
 MAX_MESSAGE_GAP, MAX_SKIPPED_KEYS, MAX_RECEIVER_CHAINS, MAX_PLAINTEXT_LEN = 1000, 2000, 5, 262144
 
@@ -550,13 +669,20 @@ def alice_start(alice, bundle_bytes):
     b = open_bundle(bundle_bytes)
     ek = alice.draw()
     dhs_list, sk, ad = x3dh_initiator(alice.seed, b, ek)
+    kem, out = b.get("kem_prekey"), {}
+    if kem is not None:                            # §6.2: EK_A, then m, then DHs
+        ct, ss = kem_encaps(kem["key"], alice.draw())
+        sk = pqxdh_sk(dhs_list, ss)
+        kem = (kem.get("id", 0), ct)
+        out.update(kem_ciphertext=ct, ss=ss, dhs_list=dhs_list)
     dhs = alice.draw()
     dh0 = dh(dhs, b["signed_prekey"])
     rk, cks = kdf_rk(sk, dh0)
     opk = b.get("one_time_prekey")
     alice.s = dict(ad=ad, rk=rk, dhs=dhs, cks=cks, ns=0, pn=0, chains=[], skipped=[], pending=True,
-                   params=(ed_public(alice.seed), x_public(ek), b.get("signed_prekey_id", 0), opk and opk.get("id", 0)))
-    return dict(sk=sk, ad=ad, dh=dh0, root_key=rk, sending_chain_key=cks)
+                   params=(ed_public(alice.seed), x_public(ek), b.get("signed_prekey_id", 0), opk and opk.get("id", 0), kem))
+    out.update(sk=sk, ad=ad, dh=dh0, root_key=rk, sending_chain_key=cks)
+    return out
 
 def ratchet_send(p, plaintext):
     s = p.s
@@ -574,9 +700,11 @@ def ratchet_send(p, plaintext):
     s["ns"] += 1
     rm = {"header": out["header"], "ciphertext": out["ciphertext"]}
     if s["pending"]:                               # §6: a PrekeyMessage until Alice has received
-        ik, base, spk_id, opk_id = s["params"]
+        ik, base, spk_id, opk_id, kem = s["params"]
         pk = {"version": 1, "identity_key": ik, "base_key": base, "signed_prekey_id": spk_id,
               "one_time_prekey_id": opk_id, "message": rm}
+        if kem is not None:                        # §9.4 fields 7 and 8
+            pk.update(kem_prekey_id=kem[0], kem_ciphertext=kem[1])
         out["wire"] = encode("SessionMessage", {"prekey": pk})
     else:
         out["wire"] = encode("SessionMessage", {"ratchet": rm})
@@ -656,7 +784,8 @@ def receive(p, bob_keys, wire):
     try:
         if "prekey" in msg:
             pk = msg["prekey"]
-            params = (pk["identity_key"], pk["base_key"], pk.get("signed_prekey_id", 0), pk.get("one_time_prekey_id"))
+            kem = (pk["kem_prekey_id"], pk["kem_ciphertext"]) if "kem_prekey_id" in pk else None
+            params = (pk["identity_key"], pk["base_key"], pk.get("signed_prekey_id", 0), pk.get("one_time_prekey_id"), kem)
             if p.s is not None:
                 if p.s["params"] != params:
                     raise HushError("WrongSession")
@@ -665,7 +794,16 @@ def receive(p, bob_keys, wire):
                 if bob_keys is None or params[2] != bob_keys["spk_id"] or (params[3] is not None and params[3] != bob_keys["opk_id"]):
                     raise HushError("UnknownPrekey")   # not named by SPEC §7.6
                 opk = bob_keys["opk"] if params[3] is not None else None
-                sk = x3dh_sk(x3dh_responder(p.seed, bob_keys["spk"], opk, pk["identity_key"], pk["base_key"]))
+                dhs = x3dh_responder(p.seed, bob_keys["spk"], opk, pk["identity_key"], pk["base_key"])
+                if kem is None:
+                    sk = x3dh_sk(dhs)
+                else:                              # §6.2 responder: its checks before decapsulating
+                    use = (kem[0], params[2], pk["base_key"])
+                    if bob_keys.get("kem_last_resort") and use in bob_keys["kem_used"]:
+                        raise HushError("KemPrekeyReused")
+                    if kem[0] != bob_keys.get("kem_id") or bob_keys.get("kem_deleted"):
+                        raise HushError("MissingKemPrekey")
+                    sk = pqxdh_sk(dhs, kem_decaps(bob_keys["kem_dk"], kem[1]))
                 s = dict(ad=pk["identity_key"] + ed_public(p.seed), rk=sk, dhs=bob_keys["spk"], cks=None, ns=0, pn=0,
                          chains=[], skipped=[], pending=False, params=params)
             rm = pk["message"]
@@ -1138,6 +1276,7 @@ def check_attachment(c, v):
 
 # ---------------------------------------------------------------- main
 FILES = [("identity.json", check_identity), ("kdf.json", check_kdf), ("x3dh.json", check_x3dh),
+         ("pqxdh.json", check_pqxdh),
          ("seal.json", check_seal), ("wire.json", check_wire), ("session.json", check_session),
          ("group.json", check_group), ("attachment.json", check_attachment)]
 

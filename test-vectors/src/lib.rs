@@ -17,6 +17,7 @@
 
 mod attachment;
 mod group;
+mod pqxdh;
 mod session;
 mod simple;
 mod util;
@@ -27,10 +28,11 @@ use std::path::Path;
 pub use util::{Report, VectorError};
 
 /// The vector files, in the order they are written and checked.
-pub const FILES: [&str; 8] = [
+pub const FILES: [&str; 9] = [
     "identity.json",
     "kdf.json",
     "x3dh.json",
+    "pqxdh.json",
     "seal.json",
     "wire.json",
     "session.json",
@@ -45,6 +47,7 @@ pub fn generate(dir: &Path) -> Result<(), VectorError> {
         simple::identity(),
         simple::kdf(),
         simple::x3dh(),
+        pqxdh::generate()?,
         simple::seal(),
         simple::wire()?,
         session::generate()?,
@@ -70,6 +73,7 @@ pub fn verify(dir: &Path) -> Result<Report, VectorError> {
             "identity.json" => simple::verify_identity(&value, &mut file),
             "kdf.json" => simple::verify_kdf(&value, &mut file),
             "x3dh.json" => simple::verify_x3dh(&value, &mut file),
+            "pqxdh.json" => pqxdh::verify(&value, &mut file),
             "seal.json" => simple::verify_seal(&value, &mut file),
             "wire.json" => simple::verify_wire(&value, &mut file),
             "session.json" => session::verify(&value, &mut file),

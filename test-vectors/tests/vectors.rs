@@ -48,13 +48,20 @@ fn independent(dir: &Path) -> Option<bool> {
 }
 
 /// One hex digit changed in a value: `(file, a JSON path, what it is)`.
-const MUTATIONS: [(&str, &str, &str); 9] = [
+const MUTATIONS: [(&str, &str, &str); 12] = [
     (
         "attachment.json",
         "/cases/5/blob_sha256",
         "an attachment blob digest",
     ),
     ("x3dh.json", "/cases/0/dh2", "an X3DH DH output"),
+    ("pqxdh.json", "/cases/0/ss", "a PQXDH KEM shared secret"),
+    ("pqxdh.json", "/cases/1/kem_seed", "a KEM prekey seed"),
+    (
+        "pqxdh.json",
+        "/responder_negative/3/wire",
+        "a refused PQXDH first message",
+    ),
     ("kdf.json", "/root_kdf/1/ck_out", "a root-KDF output"),
     (
         "identity.json",
@@ -111,4 +118,47 @@ fn single_byte_changes_are_reported_by_both_verifiers() {
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// SPEC §12.1 quotes `pqxdh.json`'s first case: its hex blocks are exactly these values of
+/// the vector, in this order.
+#[test]
+fn the_spec_pqxdh_example_is_the_vector() {
+    let spec =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/SPEC.md"))
+            .unwrap();
+    let start = spec.find("### 12.1 PQXDH example").unwrap();
+    let example = &spec[start..start + spec[start..].find("## 13. Groups").unwrap()];
+    // Each block follows a line ending in ':' and wraps its hex at 64 digits a line.
+    let is_hex = |l: &str| !l.is_empty() && l.chars().all(|c| c.is_ascii_hexdigit());
+    let blocks: Vec<String> = example
+        .split(":\n")
+        .skip(1)
+        .map(|b| b.lines().map(str::trim).take_while(|l| is_hex(l)).collect())
+        .filter(|b: &String| !b.is_empty())
+        .collect();
+    let text = std::fs::read_to_string(published().join("pqxdh.json")).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let hex_of = |k: &str| value["cases"][0][k].as_str().unwrap().to_string();
+    let sha = |k: &str| {
+        hex::encode(hush_crypto::hash::sha256(&[
+            &hex::decode(hex_of(k)).unwrap()
+        ]))
+    };
+    let quoted = vec![
+        hex_of("kem_seed"),
+        hex_of("kem_public")[..64].to_string(),
+        sha("kem_public"),
+        hex_of("spk_signed_message"),
+        hex_of("spk_signature"),
+        hex_of("kem_signature"),
+        sha("bundle"),
+        hex_of("kem_m"),
+        hex_of("kem_ciphertext")[..64].to_string(),
+        sha("kem_ciphertext"),
+        hex_of("ss"),
+        hex_of("sk"),
+        sha("wire"),
+    ];
+    assert_eq!(blocks, quoted);
 }

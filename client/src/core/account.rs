@@ -67,7 +67,12 @@ pub(crate) fn load_signed_prekey(
     let (secret, sig) = record.split_at_checked(32).ok_or(ClientError::Corrupt)?;
     let secret = SecretBytes::<32>::from_slice(secret).ok_or(ClientError::Corrupt)?;
     let sig = Signature::from_slice(sig).ok_or(ClientError::Corrupt)?;
-    Ok(Some(SignedPrekey::from_parts(id, &secret, sig)))
+    Ok(Some(SignedPrekey::from_parts(
+        hush_sessions::Suite::Classical,
+        id,
+        &secret,
+        sig,
+    )))
 }
 
 /// Generates `n` one-time prekeys (not uploaded yet), numbered on from the last.
