@@ -268,17 +268,30 @@ async fn cross_node_delivery_receipts_presence_and_exactly_once_prekeys() {
     bob.client.download(a, &out, |_| {}).await.unwrap();
     assert_eq!(std::fs::read(&out).unwrap(), data);
 
-    // Dave uploads 60 one-time prekeys; 6 fetchers, 2 per node, fetch 12 times each, all
-    // at once: each key goes out exactly once, then bundles come without one.
+    // Dave uploads 60 one-time prekeys and 60 one-time KEM prekeys beside a post-quantum
+    // signed prekey and a last-resort KEM prekey; 6 fetchers, 2 per node, fetch 12 times
+    // each, all at once: each one-time key goes out exactly once, then bundles come without
+    // a one-time prekey and with the last-resort KEM prekey.
     let dave = IdentityKeyPair::generate(&mut rand::rng());
     let mut d = Raw::connect(&a1, "dave", &dave).await;
     let spk = X25519KeyPair::generate(&mut rand::rng());
+    let kem = |id: u32| {
+        let k = hush_sessions::KemPrekey::generate_one_time(id, &dave, &mut rand::rng());
+        pr::KemPrekey {
+            id,
+            key: k.public_key().as_bytes().to_vec(),
+            signature: k.signature().to_bytes().to_vec(),
+        }
+    };
     let out = d
         .call(In::UploadPrekeys(pr::UploadPrekeys {
             signed_prekey_id: 1,
             signed_prekey: spk.public().to_bytes().to_vec(),
             signed_prekey_signature: dave
-                .sign(&signed::signed_prekey_message(1, spk.public().as_bytes()))
+                .sign(&signed::pq_signed_prekey_message(
+                    1,
+                    spk.public().as_bytes(),
+                ))
                 .to_bytes()
                 .to_vec(),
             one_time_prekeys: (0..60)
@@ -290,12 +303,16 @@ async fn cross_node_delivery_receipts_presence_and_exactly_once_prekeys() {
                         .to_vec(),
                 })
                 .collect(),
+            kem_prekeys: (0..60).map(|i| kem(2000 + i)).collect(),
+            last_resort_kem_prekey: Some(kem(7)),
         }))
         .await;
     assert!(matches!(
         out,
         Out::PrekeyStatus(pr::PrekeyStatus {
             one_time_prekeys: 60,
+            kem_prekeys: 60,
+            last_resort_kem_prekey: true,
             ..
         })
     ));
@@ -316,7 +333,10 @@ async fn cross_node_delivery_receipts_presence_and_exactly_once_prekeys() {
                     }))
                     .await
                 {
-                    Out::Bundle(b) => got.push(b.one_time_prekey.map(|k| k.id)),
+                    Out::Bundle(b) => got.push((
+                        b.one_time_prekey.map(|k| k.id),
+                        b.kem_prekey.map(|k| k.id),
+                    )),
                     Out::Error(e) if e.code == pr::ErrorCode::RateLimited as i32 => {
                         tokio::time::sleep(Duration::from_millis(e.retry_after_ms)).await;
                     }
@@ -327,12 +347,19 @@ async fn cross_node_delivery_receipts_presence_and_exactly_once_prekeys() {
         }));
     }
     let mut ids = Vec::new();
+    let mut kem_ids = Vec::new();
     let mut empty = 0;
     for t in tasks {
-        for k in t.await.unwrap() {
+        for (k, q) in t.await.unwrap() {
             match k {
-                Some(id) => ids.push(id),
-                None => empty += 1,
+                Some(id) => {
+                    ids.push(id);
+                    kem_ids.push(q.unwrap());
+                }
+                None => {
+                    empty += 1;
+                    assert_eq!(q, Some(7), "without one-time keys, the last-resort KEM prekey");
+                }
             }
         }
     }
@@ -343,6 +370,13 @@ async fn cross_node_delivery_receipts_presence_and_exactly_once_prekeys() {
         "a one-time prekey was handed out twice"
     );
     assert_eq!(unique, (1000..1060).collect::<BTreeSet<u32>>());
+    let unique: BTreeSet<u32> = kem_ids.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        kem_ids.len(),
+        "a one-time KEM prekey was handed out twice"
+    );
+    assert_eq!(unique, (2000..2060).collect::<BTreeSet<u32>>());
     assert!(empty > 0);
 }
 

@@ -1045,6 +1045,7 @@ async fn housekeeping(inner: &Inner, conn: &Conn, registered: bool) -> Result<()
             signed_prekey: spk.public_key().to_bytes().to_vec(),
             signed_prekey_signature: spk.signature().to_bytes().to_vec(),
             one_time_prekeys: vec![],
+            ..Default::default()
         }))
         .await?;
         let id = spk.id();
@@ -1081,6 +1082,7 @@ async fn upload_one_time_prekeys(inner: &Inner, conn: &Conn) -> Result<(), Clien
             signed_prekey: vec![],
             signed_prekey_signature: vec![],
             one_time_prekeys,
+            ..Default::default()
         }))
         .await;
     let stock = match answer {

@@ -110,6 +110,7 @@ pub fn relay_frame(data: &[u8]) {
         max_recipients: 256,
         max_envelope_bytes: 257 * 1024,
         max_prekeys_per_upload: 500,
+        max_kem_prekeys_per_upload: 100,
     };
     if let Ok(frame) = codec::decode_client(data, 300 * 1024) {
         // Parsing a decoded frame never panics either, whatever it holds.

@@ -3,6 +3,7 @@
 //! limits in [`RequestLimits`]). The relay then applies the request; a fuzz target can
 //! call [`Request::parse`] directly.
 
+use hush_crypto::kem::KemPublicKey;
 use hush_crypto::{IdentityPublicKey, Signature, X25519PublicKey};
 
 use crate::address::{Addr, valid_user_id};
@@ -18,6 +19,8 @@ pub struct RequestLimits {
     pub max_envelope_bytes: usize,
     /// Most one-time prekeys in one upload.
     pub max_prekeys_per_upload: usize,
+    /// Most one-time KEM prekeys in one upload (each about 1.25 KB).
+    pub max_kem_prekeys_per_upload: usize,
 }
 
 /// A request refused by parsing: the frame's request id, the error code and a fixed
@@ -57,6 +60,18 @@ pub struct Prekey {
     pub key: Vec<u8>,
 }
 
+/// A KEM prekey: its id, a valid ML-KEM-768 public key, and a 64-byte signature (not yet
+/// verified: that needs the stored identity key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KemPrekey {
+    /// The prekey id.
+    pub id: u32,
+    /// The 1,184-byte encapsulation key.
+    pub key: Vec<u8>,
+    /// The identity key's signature over [`crate::signed::kem_prekey_message`].
+    pub signature: Vec<u8>,
+}
+
 /// A prekey upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadPrekeys {
@@ -65,6 +80,27 @@ pub struct UploadPrekeys {
     pub signed_prekey: Option<(Prekey, Vec<u8>)>,
     /// New one-time prekeys.
     pub one_time_prekeys: Vec<Prekey>,
+    /// New one-time KEM prekeys.
+    pub kem_prekeys: Vec<KemPrekey>,
+    /// A new last-resort KEM prekey.
+    pub last_resort_kem_prekey: Option<KemPrekey>,
+}
+
+fn kem_prekey(k: proto::KemPrekey) -> Result<KemPrekey, (ErrorCode, &'static str)> {
+    if KemPublicKey::from_slice(&k.key).is_err() {
+        return Err((
+            ErrorCode::InvalidKey,
+            "KEM prekeys are 1,184-byte ML-KEM-768 keys",
+        ));
+    }
+    if k.signature.len() != 64 {
+        return Err((ErrorCode::Malformed, "bad KEM prekey signature length"));
+    }
+    Ok(KemPrekey {
+        id: k.id,
+        key: k.key,
+        signature: k.signature,
+    })
 }
 
 /// One envelope for one or more recipient devices.
@@ -193,6 +229,13 @@ impl Request {
                         u.signed_prekey_signature,
                     ))
                 };
+                if u.kem_prekeys.len() > limits.max_kem_prekeys_per_upload {
+                    return Err(refuse(
+                        ErrorCode::TooLarge,
+                        "too many KEM prekeys in one upload",
+                    ));
+                }
+                let kem = |k| kem_prekey(k).map_err(|(code, message)| refuse(code, message));
                 Self::UploadPrekeys(UploadPrekeys {
                     signed_prekey,
                     one_time_prekeys: u
@@ -203,6 +246,12 @@ impl Request {
                             key: k.key,
                         })
                         .collect(),
+                    kem_prekeys: u
+                        .kem_prekeys
+                        .into_iter()
+                        .map(kem)
+                        .collect::<Result<_, _>>()?,
+                    last_resort_kem_prekey: u.last_resort_kem_prekey.map(kem).transpose()?,
                 })
             }
             Body::FetchBundle(f) => Self::FetchBundle(
@@ -281,6 +330,7 @@ mod tests {
         max_recipients: 3,
         max_envelope_bytes: 10,
         max_prekeys_per_upload: 2,
+        max_kem_prekeys_per_upload: 2,
     };
 
     fn parse(body: Body) -> Result<Request, (ErrorCode, &'static str)> {
@@ -412,6 +462,7 @@ mod tests {
                 signed_prekey: signed,
                 signed_prekey_signature: vec![0; 64],
                 one_time_prekeys: (0..n).map(key).collect(),
+                ..Default::default()
             })
         };
         let Ok(Request::UploadPrekeys(u)) = parse(upload(2, vec![])) else {
@@ -430,6 +481,52 @@ mod tests {
                 ..
             }))
         ));
+    }
+
+    #[test]
+    fn kem_prekey_uploads_are_checked() {
+        let valid = hush_crypto::kem::KemKeyPair::generate(&mut rand::rng())
+            .public()
+            .to_bytes()
+            .to_vec();
+        let kem = |key: &[u8], sig: usize| proto::KemPrekey {
+            id: 4,
+            key: key.to_vec(),
+            signature: vec![1; sig],
+        };
+        let upload = |n: usize, last: Option<proto::KemPrekey>| {
+            Body::UploadPrekeys(proto::UploadPrekeys {
+                kem_prekeys: (0..n).map(|_| kem(&valid, 64)).collect(),
+                last_resort_kem_prekey: last,
+                ..Default::default()
+            })
+        };
+        // At the limit (2 here), and one over.
+        let Ok(Request::UploadPrekeys(u)) = parse(upload(2, Some(kem(&valid, 64)))) else {
+            panic!("a valid upload was refused");
+        };
+        assert_eq!(u.kem_prekeys.len(), 2);
+        assert_eq!(u.last_resort_kem_prekey.unwrap().key, valid);
+        assert_eq!(
+            parse(upload(3, None)),
+            Err((ErrorCode::TooLarge, "too many KEM prekeys in one upload"))
+        );
+        // A short key, a key with a coefficient not below q, a short signature.
+        let mut not_canonical = valid.clone();
+        not_canonical[0] = 0xff;
+        not_canonical[1] |= 0x0f;
+        for (bad, code) in [
+            (kem(&valid[..1183], 64), ErrorCode::InvalidKey),
+            (kem(&not_canonical, 64), ErrorCode::InvalidKey),
+            (kem(&valid, 63), ErrorCode::Malformed),
+        ] {
+            assert_eq!(parse(upload(0, Some(bad.clone()))).unwrap_err().0, code);
+            let in_list = Body::UploadPrekeys(proto::UploadPrekeys {
+                kem_prekeys: vec![bad],
+                ..Default::default()
+            });
+            assert_eq!(parse(in_list).unwrap_err().0, code);
+        }
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! variable-length field is prefixed with its length (`u32be`), so no two distinct inputs
 //! give the same bytes.
 
-use hush_crypto::labels::{RELAY_AUTH_CONTEXT, RELAY_LINK_CONTEXT, SIGNED_PREKEY_CONTEXT};
+use hush_crypto::labels::{
+    KEM_PREKEY_CONTEXT, PQ_SIGNED_PREKEY_CONTEXT, RELAY_AUTH_CONTEXT, RELAY_LINK_CONTEXT,
+    SIGNED_PREKEY_CONTEXT,
+};
 
 fn push_lv(out: &mut Vec<u8>, bytes: &[u8]) {
     // Every field here is bounded far below 4 GiB by the frame size limit.
@@ -46,6 +49,24 @@ pub fn link_message(user: &str, device: u32, identity_key: &[u8]) -> Vec<u8> {
 /// `hush_sessions::signed_prekey_message`).
 pub fn signed_prekey_message(id: u32, key: &[u8]) -> Vec<u8> {
     let mut m = SIGNED_PREKEY_CONTEXT.to_vec();
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(key);
+    m
+}
+
+/// What an identity key signs to certify a post-quantum signed prekey `id`, one that promises
+/// a KEM prekey in every bundle: `"hush signed prekey PQXDH v1" ‖ u32be(id) ‖ key` (SPEC §5.1).
+pub fn pq_signed_prekey_message(id: u32, key: &[u8]) -> Vec<u8> {
+    let mut m = PQ_SIGNED_PREKEY_CONTEXT.to_vec();
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(key);
+    m
+}
+
+/// What an identity key signs to certify KEM prekey `id`:
+/// `"hush KEM prekey ML-KEM-768 v1" ‖ u32be(id) ‖ key` (SPEC §5.3).
+pub fn kem_prekey_message(id: u32, key: &[u8]) -> Vec<u8> {
+    let mut m = KEM_PREKEY_CONTEXT.to_vec();
     m.extend_from_slice(&id.to_be_bytes());
     m.extend_from_slice(key);
     m

@@ -124,7 +124,8 @@ pub struct Config {
     pub presence_grant_ttl: Duration,
     /// A user is online if active within this window. Default 60 s.
     pub online_window: Duration,
-    /// Below this many one-time prekeys, a device is told to refill. Default 20.
+    /// Below this many one-time prekeys, or one-time KEM prekeys, a device is told to refill.
+    /// Default 20.
     pub prekey_low_watermark: u64,
     /// Bundle fetches per requesting device. Default 10/s with a burst of 1,000 (a new
     /// group of 256 members with several devices each).
@@ -137,6 +138,12 @@ pub struct Config {
     pub max_one_time_prekeys: u64,
     /// Most one-time prekeys in one upload. Default 500.
     pub max_prekeys_per_upload: usize,
+    /// Most one-time KEM prekeys the relay keeps for one device (about 1.25 KB each).
+    /// Default 200.
+    pub max_one_time_kem_prekeys: u64,
+    /// Most one-time KEM prekeys in one upload. Default 100 (about 125 KiB, within
+    /// `max_frame_bytes`).
+    pub max_kem_prekeys_per_upload: usize,
     /// Directory for attachment blobs. Default `hush-blobs`.
     pub blob_dir: std::path::PathBuf,
     /// Largest blob (bytes). Default 100 MiB.
@@ -178,6 +185,7 @@ impl Config {
             max_recipients: self.max_recipients,
             max_envelope_bytes: self.max_envelope_bytes,
             max_prekeys_per_upload: self.max_prekeys_per_upload,
+            max_kem_prekeys_per_upload: self.max_kem_prekeys_per_upload,
         }
     }
 
@@ -251,6 +259,8 @@ impl Default for Config {
                 burst: 100.0,
             },
             max_one_time_prekeys: 1000,
+            max_one_time_kem_prekeys: 200,
+            max_kem_prekeys_per_upload: 100,
             blob_dir: std::path::PathBuf::from("hush-blobs"),
             max_blob_bytes: 100 * 1024 * 1024,
             blob_ttl: Duration::from_secs(30 * 24 * 3600),

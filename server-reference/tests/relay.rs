@@ -115,7 +115,7 @@ async fn device_list_and_reinstall_with_a_new_key(b: Backend) {
         Out::Authenticated(_)
     ));
     assert!(matches!(
-        p.call(upload(&phone, 1, 3)).await,
+        p.call(upload_pq(&phone, 1, 3, 2, Some(5))).await,
         Out::PrekeyStatus(_)
     ));
     let list = |user: &str| {
@@ -212,6 +212,25 @@ async fn device_list_and_reinstall_with_a_new_key(b: Backend) {
         code(&old.auth(&phone, "alice", 2, None).await),
         ErrorCode::AuthFailed
     );
+    // The old KEM prekeys went with the rest: a classical upload by the new installation
+    // gives bundles without one.
+    assert!(matches!(
+        r.call(upload(&reinstalled, 1, 0)).await,
+        Out::PrekeyStatus(proto::PrekeyStatus {
+            kem_prekeys: 0,
+            last_resort_kem_prekey: false,
+            ..
+        })
+    ));
+    let Out::Bundle(b) = bob
+        .call(In::FetchBundle(proto::FetchBundle {
+            address: Some(addr("alice", 2)),
+        }))
+        .await
+    else {
+        panic!()
+    };
+    assert!(b.kem_prekey.is_none());
     relay.stop().await;
 }
 
@@ -318,13 +337,127 @@ async fn prekey_directory(b: Backend) {
     relay.stop().await;
 }
 
+/// Post-quantum prekeys (SPEC §5.3, §14.2): signatures checked on upload, one-time KEM
+/// prekeys handed out once each and then the last-resort one, stock and caps, and a
+/// post-quantum signed prekey never stored without a last-resort KEM prekey.
+async fn post_quantum_prekey_directory(b: Backend) {
+    use hush_sessions::Suite;
+    let relay = start(b.db("pq_prekeys").await, |c| {
+        c.prekey_low_watermark = 2;
+        c.max_one_time_kem_prekeys = 4;
+        c.max_kem_prekeys_per_upload = 3;
+    })
+    .await;
+    let (mut bob, bob_id) = registered(&relay, "bob").await;
+    let (mut alice, alice_id) = registered(&relay, "alice").await;
+    let fetch = |who: &'static str| {
+        In::FetchBundle(proto::FetchBundle {
+            address: Some(addr(who, 1)),
+        })
+    };
+    // A post-quantum signed prekey alone is refused: its bundles would lack the KEM prekey
+    // it promises. Nothing is stored.
+    let refused = bob.call(upload_pq(&bob_id, 1, 2, 0, None)).await;
+    assert_eq!(code(&refused), ErrorCode::Malformed, "{refused:?}");
+    assert_eq!(code(&alice.call(fetch("bob")).await), ErrorCode::NotFound);
+    // KEM prekeys signed by someone else, with a bad key, or too many at once.
+    let other = IdentityKeyPair::generate(&mut rand::rng());
+    let In::UploadPrekeys(mut forged) = upload_pq(&bob_id, 1, 0, 1, Some(9)) else {
+        unreachable!()
+    };
+    forged.kem_prekeys[0] = kem_prekey(&other, 20_000);
+    assert_eq!(
+        code(&bob.call(In::UploadPrekeys(forged.clone())).await),
+        ErrorCode::BadSignature
+    );
+    forged.kem_prekeys.clear();
+    forged.last_resort_kem_prekey = Some(kem_prekey(&other, 9));
+    assert_eq!(
+        code(&bob.call(In::UploadPrekeys(forged.clone())).await),
+        ErrorCode::BadSignature
+    );
+    let mut bad_key = kem_prekey(&bob_id, 9);
+    bad_key.key[0] = 0xff;
+    bad_key.key[1] |= 0x0f;
+    forged.last_resort_kem_prekey = Some(bad_key);
+    assert_eq!(
+        code(&bob.call(In::UploadPrekeys(forged)).await),
+        ErrorCode::InvalidKey
+    );
+    assert_eq!(
+        code(&bob.call(upload_pq(&bob_id, 1, 0, 4, Some(9))).await),
+        ErrorCode::TooLarge,
+        "4 KEM prekeys in one upload, over max_kem_prekeys_per_upload (3)"
+    );
+    assert_eq!(code(&alice.call(fetch("bob")).await), ErrorCode::NotFound);
+    // At the limit: 3 one-time KEM prekeys (20000..20002) and last-resort KEM prekey 9.
+    let Out::PrekeyStatus(s) = bob.call(upload_pq(&bob_id, 1, 3, 3, Some(9))).await else {
+        panic!()
+    };
+    assert_eq!(
+        (s.one_time_prekeys, s.kem_prekeys, s.last_resort_kem_prekey, s.low),
+        (3, 3, true, false)
+    );
+    // The stock cap (4): one more fits, two more do not (and nothing of them is kept).
+    let In::UploadPrekeys(mut more) = upload_pq(&bob_id, 1, 0, 2, None) else {
+        unreachable!()
+    };
+    more.signed_prekey.clear();
+    more.signed_prekey_signature.clear();
+    more.signed_prekey_id = 0;
+    for (i, k) in more.kem_prekeys.iter_mut().enumerate() {
+        *k = kem_prekey(&bob_id, 30_000 + i as u32);
+    }
+    assert_eq!(
+        code(&bob.call(In::UploadPrekeys(more.clone())).await),
+        ErrorCode::TooLarge
+    );
+    more.kem_prekeys.truncate(1);
+    let Out::PrekeyStatus(s) = bob.call(In::UploadPrekeys(more)).await else {
+        panic!()
+    };
+    assert_eq!(s.kem_prekeys, 4);
+    // Four fetches get the four one-time KEM prekeys once each, lowest id first; then every
+    // bundle carries the last-resort one. Each bundle verifies as post-quantum.
+    let mut kem_ids = vec![];
+    for _ in 0..6 {
+        let Out::Bundle(bundle) = alice.call(fetch("bob")).await else {
+            panic!()
+        };
+        assert_eq!(session_bundle(&bundle).verify(), Ok(Suite::PostQuantum));
+        kem_ids.push(bundle.kem_prekey.unwrap().id);
+    }
+    assert_eq!(kem_ids, [20_000, 20_001, 20_002, 30_000, 9, 9]);
+    // Bob heard his KEM stock run low (below 2), with the last-resort key still there
+    // (skipping the status he was sent on connecting, before his first upload).
+    let live = bob
+        .expect_push(|b| match b {
+            Out::PrekeyStatus(s) if s.last_resort_kem_prekey && s.kem_prekeys < 2 => Some(*s),
+            _ => None,
+        })
+        .await;
+    assert!(live.low, "{live:?}");
+    // A classical device's bundles carry no KEM prekey, verify as classical, and its low
+    // notices are about one-time prekeys only.
+    let Out::PrekeyStatus(s) = alice.call(upload(&alice_id, 1, 5)).await else {
+        panic!()
+    };
+    assert_eq!((s.kem_prekeys, s.last_resort_kem_prekey, s.low), (0, false, false));
+    let Out::Bundle(bundle) = bob.call(fetch("alice")).await else {
+        panic!()
+    };
+    assert!(bundle.kem_prekey.is_none());
+    assert_eq!(session_bundle(&bundle).verify(), Ok(Suite::Classical));
+    relay.stop().await;
+}
+
 async fn concurrent_fetches_hand_out_each_prekey_once(b: Backend) {
     let relay = start(b.db("concurrent").await, |c| {
         c.device_rate = RateLimit::per_second(10_000)
     })
     .await;
     let (mut bob, bob_id) = registered(&relay, "bob").await;
-    bob.call(upload(&bob_id, 1, 40)).await;
+    bob.call(upload_pq(&bob_id, 1, 40, 40, Some(7))).await;
     let mut tasks = vec![];
     for i in 0..8 {
         let addr_s = relay.addr;
@@ -346,16 +479,27 @@ async fn concurrent_fetches_hand_out_each_prekey_once(b: Backend) {
                     .await
                     && let Some(k) = b.one_time_prekey
                 {
-                    got.push(k.id);
+                    // The one-time KEM prekey comes with the one-time prekey.
+                    got.push((k.id, b.kem_prekey.unwrap().id));
                 }
             }
             got
         }));
     }
     let mut all = vec![];
+    let mut kem = vec![];
     for t in tasks {
-        all.extend(t.await.unwrap());
+        for (k, q) in t.await.unwrap() {
+            all.push(k);
+            kem.push(q);
+        }
     }
+    let kem: std::collections::BTreeSet<_> = kem.into_iter().collect();
+    assert_eq!(
+        kem,
+        (20_000..20_040).collect(),
+        "each one-time KEM prekey went out exactly once"
+    );
     let unique: std::collections::HashSet<_> = all.iter().collect();
     assert_eq!(
         all.len(),
@@ -1377,6 +1521,7 @@ on_both_backends!(
     device_list_and_reinstall_with_a_new_key,
     registration_token,
     prekey_directory,
+    post_quantum_prekey_directory,
     concurrent_fetches_hand_out_each_prekey_once,
     offline_delivery_receipts_and_ack_rules,
     restart_loses_and_duplicates_nothing,

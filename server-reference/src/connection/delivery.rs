@@ -6,7 +6,7 @@ use hush_relay_protocol::proto::{self, server_frame::Body as Out};
 
 use super::{Sink, feed};
 use crate::hub::Inbox;
-use crate::store::{Addr, Delivery, PushedMessage, Store, StoredReceipt};
+use crate::store::{Addr, Delivery, PrekeyStock, PushedMessage, Store, StoredReceipt};
 use crate::{Shared, now_ms};
 
 /// Envelopes or receipts fetched per store round trip while draining a mailbox.
@@ -26,21 +26,33 @@ pub(super) async fn prekey_status<S: Store>(
     shared: &Shared<S>,
     addr: &Addr,
 ) -> bool {
-    let Ok(n) = shared.store.prekey_count(addr).await else {
+    let Ok(stock) = shared.store.prekey_count(addr).await else {
         return true;
     };
-    feed(sink, prekey_status_frame(shared, n)).await
+    feed(sink, prekey_status_frame(shared, stock)).await
 }
 
-/// A `PrekeyStatus` frame for a stock of `n`.
-pub(super) fn prekey_status_frame<S>(shared: &Shared<S>, n: u64) -> Vec<u8> {
-    codec::encode_server(
-        0,
-        Out::PrekeyStatus(proto::PrekeyStatus {
-            one_time_prekeys: u32::try_from(n).unwrap_or(u32::MAX),
-            low: n < shared.config.prekey_low_watermark,
-        }),
-    )
+/// A `PrekeyStatus` frame for `stock`.
+pub(super) fn prekey_status_frame<S>(shared: &Shared<S>, stock: PrekeyStock) -> Vec<u8> {
+    codec::encode_server(0, Out::PrekeyStatus(prekey_status_of(shared, stock)))
+}
+
+/// The status of `stock`: low if the one-time prekeys, or (for a device with a last-resort
+/// KEM prekey, which uses post-quantum prekeys) the one-time KEM prekeys, are below the
+/// watermark.
+pub(super) fn prekey_status_of<S>(shared: &Shared<S>, stock: PrekeyStock) -> proto::PrekeyStatus {
+    proto::PrekeyStatus {
+        one_time_prekeys: u32::try_from(stock.one_time).unwrap_or(u32::MAX),
+        low: prekeys_low(shared, stock),
+        kem_prekeys: u32::try_from(stock.kem_one_time).unwrap_or(u32::MAX),
+        last_resort_kem_prekey: stock.kem_last_resort,
+    }
+}
+
+/// Whether `stock` needs a refill.
+pub(super) fn prekeys_low<S>(shared: &Shared<S>, stock: PrekeyStock) -> bool {
+    let watermark = shared.config.prekey_low_watermark;
+    stock.one_time < watermark || (stock.kem_last_resort && stock.kem_one_time < watermark)
 }
 
 fn envelope_frame(envelope_id: u64, m: &PushedMessage) -> Vec<u8> {

@@ -6,12 +6,15 @@ use std::time::Instant;
 
 use hush_crypto::{IdentityPublicKey, Signature};
 use hush_relay_protocol::proto::{self, ErrorCode, server_frame::Body as Out};
-use hush_relay_protocol::request::{Send, UploadPrekeys};
+use hush_relay_protocol::request::{KemPrekey, Send, UploadPrekeys};
 use hush_relay_protocol::{Request, codec, signed};
 
 use super::refusal::{Refused, refuse};
 use super::{Sink, feed};
-use crate::store::{Addr, DeviceLookup, MailboxLimits, Outgoing, Store, StoreError, StoredPrekey};
+use crate::store::{
+    Addr, DeviceLookup, MailboxLimits, Outgoing, PrekeyCaps, PrekeyStock, PrekeyUpload, Store,
+    StoreError, StoredKemPrekey, StoredPrekey,
+};
 use crate::{Shared, now_ms};
 
 /// The answer frame to send, if any, or the refusal.
@@ -30,11 +33,10 @@ pub(super) async fn apply<S: Store>(
         Request::Authenticate(_) => Err(Refused::ALREADY_AUTHENTICATED),
         Request::Ping => done(Out::Pong(proto::Pong {})),
         Request::UploadPrekeys(u) => {
-            let n = upload(shared, addr, u).await?;
-            done(Out::PrekeyStatus(proto::PrekeyStatus {
-                one_time_prekeys: u32::try_from(n).unwrap_or(u32::MAX),
-                low: n < shared.config.prekey_low_watermark,
-            }))
+            let stock = upload(shared, addr, u).await?;
+            done(Out::PrekeyStatus(super::delivery::prekey_status_of(
+                shared, stock,
+            )))
         }
         Request::FetchBundle(target) => {
             if let Err(wait) = shared.bundle_limits.check(addr) {
@@ -163,7 +165,7 @@ async fn fetch_bundle<S: Store>(
         ));
     };
     // The owner re-checks its stock (and hears if it ran low).
-    if b.one_time_prekey.is_some() {
+    if b.one_time_prekey.is_some() || b.kem_prekey.as_ref().is_some_and(|(_, one_time)| *one_time) {
         shared.prekeys_taken(target);
     }
     Ok(Some(codec::encode_server(
@@ -177,39 +179,55 @@ async fn fetch_bundle<S: Store>(
                 id: k.id,
                 key: k.key,
             }),
+            kem_prekey: b.kem_prekey.map(|(k, _)| proto::KemPrekey {
+                id: k.id,
+                key: k.key,
+                signature: k.signature,
+            }),
         }),
     )))
 }
 
-/// Stores an upload whose signed prekey (if any) verifies under the device's registered
-/// identity key. Returns the device's one-time prekey stock.
+/// Stores an upload whose signatures verify under the device's registered identity key: the
+/// signed prekey's, for either suite (SPEC §5.1), and every KEM prekey's (§5.3). Returns the
+/// device's prekey stock.
 async fn upload<S: Store>(
     shared: &Shared<S>,
     addr: &Addr,
     u: UploadPrekeys,
-) -> Result<u64, Refused> {
+) -> Result<PrekeyStock, Refused> {
+    let needs_key = u.signed_prekey.is_some()
+        || !u.kem_prekeys.is_empty()
+        || u.last_resort_kem_prekey.is_some();
+    let identity = if needs_key {
+        let DeviceLookup::Known(identity) = shared.store.device(addr).await? else {
+            return Err(refuse(
+                ErrorCode::Unauthenticated,
+                "device not registered",
+                "unauthenticated",
+            ));
+        };
+        Some(
+            IdentityPublicKey::from_slice(&identity)
+                .map_err(|_| refuse(ErrorCode::Internal, "stored key invalid", "internal"))?,
+        )
+    } else {
+        None
+    };
+    let signed_by = |message: &[u8], signature: &[u8]| {
+        identity.as_ref().is_some_and(|key| {
+            Signature::from_slice(signature).is_some_and(|s| key.verify(message, &s).is_ok())
+        })
+    };
+    let bad = |what| refuse(ErrorCode::BadSignature, what, "bad_signature");
+    let mut post_quantum = false;
     let signed = match u.signed_prekey {
         None => None,
         Some((prekey, signature)) => {
-            let DeviceLookup::Known(identity) = shared.store.device(addr).await? else {
-                return Err(refuse(
-                    ErrorCode::Unauthenticated,
-                    "device not registered",
-                    "unauthenticated",
-                ));
-            };
-            let key = IdentityPublicKey::from_slice(&identity)
-                .map_err(|_| refuse(ErrorCode::Internal, "stored key invalid", "internal"))?;
-            let ok = Signature::from_slice(&signature).is_some_and(|s| {
-                key.verify(&signed::signed_prekey_message(prekey.id, &prekey.key), &s)
-                    .is_ok()
-            });
-            if !ok {
-                return Err(refuse(
-                    ErrorCode::BadSignature,
-                    "signed prekey signature does not verify",
-                    "bad_signature",
-                ));
+            if signed_by(&signed::pq_signed_prekey_message(prekey.id, &prekey.key), &signature) {
+                post_quantum = true;
+            } else if !signed_by(&signed::signed_prekey_message(prekey.id, &prekey.key), &signature) {
+                return Err(bad("signed prekey signature does not verify"));
             }
             Some((
                 StoredPrekey {
@@ -220,6 +238,23 @@ async fn upload<S: Store>(
             ))
         }
     };
+    let mut kem = |k: KemPrekey| {
+        if signed_by(&signed::kem_prekey_message(k.id, &k.key), &k.signature) {
+            Ok(StoredKemPrekey {
+                id: k.id,
+                key: k.key,
+                signature: k.signature,
+            })
+        } else {
+            Err(bad("KEM prekey signature does not verify"))
+        }
+    };
+    let kem_one_time = u
+        .kem_prekeys
+        .into_iter()
+        .map(&mut kem)
+        .collect::<Result<_, _>>()?;
+    let kem_last_resort = u.last_resort_kem_prekey.map(&mut kem).transpose()?;
     let one_time = u
         .one_time_prekeys
         .into_iter()
@@ -228,10 +263,18 @@ async fn upload<S: Store>(
             key: k.key,
         })
         .collect();
-    Ok(shared
-        .store
-        .upload_prekeys(addr, signed, one_time, shared.config.max_one_time_prekeys)
-        .await?)
+    let caps = PrekeyCaps {
+        one_time: shared.config.max_one_time_prekeys,
+        kem_one_time: shared.config.max_one_time_kem_prekeys,
+    };
+    let upload = PrekeyUpload {
+        signed,
+        post_quantum,
+        one_time,
+        kem_one_time,
+        kem_last_resort,
+    };
+    Ok(shared.store.upload_prekeys(addr, upload, caps).await?)
 }
 
 /// Stores parsed sends (one store job) and writes each one's answer: `Sent` once it is

@@ -118,8 +118,8 @@ async fn session<S: Store>(
             }
             () = registration.prekeys.notified() => {
                 match shared.store.prekey_count(&addr).await {
-                    Ok(n) if n < shared.config.prekey_low_watermark => {
-                        feed(sink, delivery::prekey_status_frame(shared, n)).await
+                    Ok(stock) if delivery::prekeys_low(shared, stock) => {
+                        feed(sink, delivery::prekey_status_frame(shared, stock)).await
                     }
                     _ => true,
                 }

@@ -156,6 +156,11 @@ impl From<StoreError> for Refused {
                 "one-time prekey stock full",
                 "prekey_stock_full",
             ),
+            StoreError::NoLastResort => refuse(
+                ErrorCode::Malformed,
+                "a post-quantum signed prekey needs a last-resort KEM prekey",
+                "no_last_resort_kem_prekey",
+            ),
             StoreError::TooManyDevices => refuse(
                 ErrorCode::TooManyDevices,
                 "the user has the most devices this relay allows; remove one first",

@@ -33,6 +33,53 @@ pub struct StoredPrekey {
     pub key: Vec<u8>,
 }
 
+/// A stored KEM prekey (one-time or last-resort), with its owner's signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredKemPrekey {
+    /// Its id.
+    pub id: u32,
+    /// The ML-KEM-768 public key (1,184 bytes).
+    pub key: Vec<u8>,
+    /// The identity key's signature over it.
+    pub signature: Vec<u8>,
+}
+
+/// A checked prekey upload (signatures verified under the device's identity key).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PrekeyUpload {
+    /// A new signed prekey and its signature.
+    pub signed: Option<(StoredPrekey, Vec<u8>)>,
+    /// Whether that signature is for the post-quantum suite: then the device must have a
+    /// last-resort KEM prekey once the upload is stored ([`StoreError::NoLastResort`]).
+    pub post_quantum: bool,
+    /// New one-time prekeys.
+    pub one_time: Vec<StoredPrekey>,
+    /// New one-time KEM prekeys.
+    pub kem_one_time: Vec<StoredKemPrekey>,
+    /// A new last-resort KEM prekey (replacing the stored one).
+    pub kem_last_resort: Option<StoredKemPrekey>,
+}
+
+/// The most prekeys of each kind the store keeps for one device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrekeyCaps {
+    /// One-time prekeys.
+    pub one_time: u64,
+    /// One-time KEM prekeys.
+    pub kem_one_time: u64,
+}
+
+/// A device's prekey stock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PrekeyStock {
+    /// One-time prekeys left.
+    pub one_time: u64,
+    /// One-time KEM prekeys left.
+    pub kem_one_time: u64,
+    /// Whether a last-resort KEM prekey is stored.
+    pub kem_last_resort: bool,
+}
+
 /// A prekey bundle as the directory hands it out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredBundle {
@@ -44,6 +91,9 @@ pub struct StoredBundle {
     pub signature: Vec<u8>,
     /// One one-time prekey, taken out of the directory for this fetch only.
     pub one_time_prekey: Option<StoredPrekey>,
+    /// One one-time KEM prekey, taken out for this fetch only, or else the last-resort one
+    /// (`true` when one-time).
+    pub kem_prekey: Option<(StoredKemPrekey, bool)>,
 }
 
 /// A queued envelope.
@@ -187,9 +237,13 @@ pub enum StoreError {
     /// batch fails every operation in it with the same error).
     #[error("database error")]
     Database(#[source] Arc<dyn std::error::Error + Send + Sync>),
-    /// An upload would take the device's one-time prekey stock over its cap.
+    /// An upload would take the device's one-time prekey (or one-time KEM prekey) stock
+    /// over its cap.
     #[error("one-time prekey stock full")]
     PrekeyStockFull,
+    /// A post-quantum signed prekey without a last-resort KEM prekey beside it.
+    #[error("a post-quantum signed prekey needs a last-resort KEM prekey")]
+    NoLastResort,
     /// The user already has the most devices allowed; nothing was registered.
     #[error("too many devices")]
     TooManyDevices,
@@ -286,25 +340,30 @@ pub trait Store: Send + Sync + 'static {
         old_key: &[u8],
         new_key: &[u8],
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Replaces the signed prekey (if given) and adds one-time prekeys, unless the stock
-    /// would then exceed `max_stock` ([`StoreError::PrekeyStockFull`]; nothing changes).
-    /// Returns the stock.
+    /// Stores an upload in one transaction: replaces the signed prekey and the last-resort
+    /// KEM prekey (if given) and adds one-time prekeys and one-time KEM prekeys, unless a
+    /// stock would then exceed its cap ([`StoreError::PrekeyStockFull`]) or a post-quantum
+    /// signed prekey would be left without a last-resort KEM prekey
+    /// ([`StoreError::NoLastResort`]); then nothing changes. Returns the stock.
     fn upload_prekeys(
         &self,
         addr: &Addr,
-        signed: Option<(StoredPrekey, Vec<u8>)>,
-        one_time: Vec<StoredPrekey>,
-        max_stock: u64,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
-    /// A bundle for `addr`, taking one one-time prekey out (each is handed out once) if
-    /// `one_time`, lowest id first.
+        upload: PrekeyUpload,
+        caps: PrekeyCaps,
+    ) -> impl Future<Output = Result<PrekeyStock, StoreError>> + Send;
+    /// A bundle for `addr`. If `one_time`, it takes one one-time prekey and one one-time
+    /// KEM prekey out (each is handed out once), lowest id first; without a one-time KEM
+    /// prekey it carries the last-resort one, if any.
     fn take_bundle(
         &self,
         addr: &Addr,
         one_time: bool,
     ) -> impl Future<Output = Result<Option<StoredBundle>, StoreError>> + Send;
-    /// How many one-time prekeys `addr` has left.
-    fn prekey_count(&self, addr: &Addr) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// `addr`'s prekey stock.
+    fn prekey_count(
+        &self,
+        addr: &Addr,
+    ) -> impl Future<Output = Result<PrekeyStock, StoreError>> + Send;
     /// Stores one ciphertext, durably and in one transaction, for every recipient whose
     /// mailbox (and the sender's share of it) has room, and returns the others, each with
     /// why ([`StoreError::MailboxFull`] or [`StoreError::SenderShareFull`]); one full

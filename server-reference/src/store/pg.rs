@@ -13,9 +13,32 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 use crate::store::{
-    Addr, DAY_MS, DeviceLookup, MailboxLimits, ReceiptLimits, Refusals, Store, StoreError,
-    StoredBundle, StoredEnvelope, StoredPrekey, StoredReceipt,
+    Addr, DAY_MS, DeviceLookup, MailboxLimits, PrekeyCaps, PrekeyStock, PrekeyUpload,
+    ReceiptLimits, Refusals, Store, StoreError, StoredBundle, StoredEnvelope, StoredKemPrekey,
+    StoredPrekey, StoredReceipt,
 };
+
+/// Deletes every prekey of device ($1, $2).
+const DROP_PREKEYS: [&str; 4] = [
+    "DELETE FROM signed_prekeys WHERE user_id = $1 AND device_id = $2",
+    "DELETE FROM one_time_prekeys WHERE user_id = $1 AND device_id = $2",
+    "DELETE FROM kem_prekeys WHERE user_id = $1 AND device_id = $2",
+    "DELETE FROM last_resort_kem_prekeys WHERE user_id = $1 AND device_id = $2",
+];
+
+/// A device's prekey stock, from ($1, $2).
+const PREKEY_STOCK: &str = "SELECT
+    (SELECT COUNT(*) FROM one_time_prekeys WHERE user_id = $1 AND device_id = $2),
+    (SELECT COUNT(*) FROM kem_prekeys WHERE user_id = $1 AND device_id = $2),
+    EXISTS (SELECT 1 FROM last_resort_kem_prekeys WHERE user_id = $1 AND device_id = $2)";
+
+fn stock(row: &tokio_postgres::Row) -> PrekeyStock {
+    PrekeyStock {
+        one_time: row.get::<_, i64>(0) as u64,
+        kem_one_time: row.get::<_, i64>(1) as u64,
+        kem_last_resort: row.get(2),
+    }
+}
 
 /// The schema, one migration per version (table `hush_schema_version`).
 const MIGRATIONS: &[&str] = &[
@@ -217,7 +240,23 @@ const MIGRATIONS: &[&str] = &[
          SELECT u, d, msg, length(ct), exp_ms FROM UNNEST(k_users, k_devs) WITH ORDINALITY AS t(u, d, n) ORDER BY n;
        RETURN refused;
      END $$;",
+    // 9: post-quantum prekeys (SPEC §5.3): signed one-time KEM prekeys, handed out once
+    // each, and one last-resort KEM prekey per device.
+    "CREATE TABLE kem_prekeys (user_id TEXT NOT NULL, device_id BIGINT NOT NULL,
+        id BIGINT NOT NULL, key BYTEA NOT NULL, signature BYTEA NOT NULL,
+        PRIMARY KEY (user_id, device_id, id));
+     CREATE TABLE last_resort_kem_prekeys (user_id TEXT NOT NULL, device_id BIGINT NOT NULL,
+        id BIGINT NOT NULL, key BYTEA NOT NULL, signature BYTEA NOT NULL,
+        PRIMARY KEY (user_id, device_id));",
 ];
+
+fn kem_prekey(r: &tokio_postgres::Row) -> StoredKemPrekey {
+    StoredKemPrekey {
+        id: r.get::<_, i64>(0) as u32,
+        key: r.get(1),
+        signature: r.get(2),
+    }
+}
 
 /// Key of the advisory lock that serialises migrations across nodes starting together.
 const MIGRATION_LOCK: i64 = 0x6875_7368_0001;
@@ -424,10 +463,7 @@ impl Store for PgStore {
             .await
             .map_err(db)?;
         if n == 1 {
-            for sql in [
-                "DELETE FROM signed_prekeys WHERE user_id = $1 AND device_id = $2",
-                "DELETE FROM one_time_prekeys WHERE user_id = $1 AND device_id = $2",
-            ] {
+            for sql in DROP_PREKEYS {
                 tx.execute(sql, &[&addr.user, &dev(addr)])
                     .await
                     .map_err(db)?;
@@ -537,11 +573,12 @@ impl Store for PgStore {
         .map_err(db)?;
         for sql in [
             "DELETE FROM receipts WHERE user_id = $1 AND device_id = $2",
-            "DELETE FROM signed_prekeys WHERE user_id = $1 AND device_id = $2",
-            "DELETE FROM one_time_prekeys WHERE user_id = $1 AND device_id = $2",
             "DELETE FROM upload_tokens WHERE user_id = $1 AND device_id = $2",
             "DELETE FROM devices WHERE user_id = $1 AND device_id = $2",
-        ] {
+        ]
+        .into_iter()
+        .chain(DROP_PREKEYS)
+        {
             tx.execute(sql, &[&addr.user, &dev(addr)])
                 .await
                 .map_err(db)?;
@@ -553,38 +590,45 @@ impl Store for PgStore {
     async fn upload_prekeys(
         &self,
         addr: &Addr,
-        signed: Option<(StoredPrekey, Vec<u8>)>,
-        one_time: Vec<StoredPrekey>,
-        max_stock: u64,
-    ) -> Result<u64, StoreError> {
+        upload: PrekeyUpload,
+        caps: PrekeyCaps,
+    ) -> Result<PrekeyStock, StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;
-        let count = "SELECT COUNT(*) FROM one_time_prekeys WHERE user_id = $1 AND device_id = $2";
-        if !one_time.is_empty() {
-            let stock: i64 = tx
-                .query_one(
-                    &tx.prepare_cached(count).await.map_err(db)?,
-                    &[&addr.user, &dev(addr)],
-                )
+        let (user, device) = (&addr.user, &dev(addr));
+        // Serialises uploads of one device, so the caps hold under concurrent uploads.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('prekeys/' || $1 || '/' || $2::BIGINT::TEXT, 7801))",
+            &[user, device],
+        )
+        .await
+        .map_err(db)?;
+        let before = stock(
+            &tx.query_one(&tx.prepare_cached(PREKEY_STOCK).await.map_err(db)?, &[user, device])
                 .await
-                .map_err(db)?
-                .get(0);
-            if stock as u64 + one_time.len() as u64 > max_stock {
-                return Err(StoreError::PrekeyStockFull);
-            }
+                .map_err(db)?,
+        );
+        let over = |have: u64, adding: usize, cap: u64| adding > 0 && have + adding as u64 > cap;
+        if over(before.one_time, upload.one_time.len(), caps.one_time)
+            || over(before.kem_one_time, upload.kem_one_time.len(), caps.kem_one_time)
+        {
+            return Err(StoreError::PrekeyStockFull);
         }
-        if let Some((spk, sig)) = signed {
+        if upload.post_quantum && !before.kem_last_resort && upload.kem_last_resort.is_none() {
+            return Err(StoreError::NoLastResort);
+        }
+        if let Some((spk, sig)) = upload.signed {
             tx.execute(
                 &tx.prepare_cached("INSERT INTO signed_prekeys (user_id, device_id, id, key, signature) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (user_id, device_id) DO UPDATE SET id = EXCLUDED.id, key = EXCLUDED.key, signature = EXCLUDED.signature").await.map_err(db)?,
-                &[&addr.user, &dev(addr), &i64::from(spk.id), &spk.key, &sig],
+                &[user, device, &i64::from(spk.id), &spk.key, &sig],
             )
             .await
             .map_err(db)?;
         }
-        if !one_time.is_empty() {
-            let ids: Vec<i64> = one_time.iter().map(|k| i64::from(k.id)).collect();
-            let keys: Vec<Vec<u8>> = one_time.into_iter().map(|k| k.key).collect();
+        if !upload.one_time.is_empty() {
+            let ids: Vec<i64> = upload.one_time.iter().map(|k| i64::from(k.id)).collect();
+            let keys: Vec<Vec<u8>> = upload.one_time.into_iter().map(|k| k.key).collect();
             tx.execute(
                 &tx.prepare_cached(
                     "INSERT INTO one_time_prekeys (user_id, device_id, id, key)
@@ -593,21 +637,47 @@ impl Store for PgStore {
                 )
                 .await
                 .map_err(db)?,
-                &[&addr.user, &dev(addr), &ids, &keys],
+                &[user, device, &ids, &keys],
             )
             .await
             .map_err(db)?;
         }
-        let n: i64 = tx
-            .query_one(
-                &tx.prepare_cached(count).await.map_err(db)?,
-                &[&addr.user, &dev(addr)],
+        if !upload.kem_one_time.is_empty() {
+            let ids: Vec<i64> = upload.kem_one_time.iter().map(|k| i64::from(k.id)).collect();
+            let (keys, sigs): (Vec<Vec<u8>>, Vec<Vec<u8>>) = upload
+                .kem_one_time
+                .into_iter()
+                .map(|k| (k.key, k.signature))
+                .unzip();
+            tx.execute(
+                &tx.prepare_cached(
+                    "INSERT INTO kem_prekeys (user_id, device_id, id, key, signature)
+                 SELECT $1, $2, i, k, s FROM UNNEST($3::BIGINT[], $4::BYTEA[], $5::BYTEA[]) AS t(i, k, s)
+                 ON CONFLICT (user_id, device_id, id) DO UPDATE SET key = EXCLUDED.key, signature = EXCLUDED.signature",
+                )
+                .await
+                .map_err(db)?,
+                &[user, device, &ids, &keys, &sigs],
             )
             .await
-            .map_err(db)?
-            .get(0);
+            .map_err(db)?;
+        }
+        if let Some(k) = upload.kem_last_resort {
+            tx.execute(
+                &tx.prepare_cached("INSERT INTO last_resort_kem_prekeys (user_id, device_id, id, key, signature) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (user_id, device_id) DO UPDATE SET id = EXCLUDED.id, key = EXCLUDED.key, signature = EXCLUDED.signature").await.map_err(db)?,
+                &[user, device, &i64::from(k.id), &k.key, &k.signature],
+            )
+            .await
+            .map_err(db)?;
+        }
+        let after = stock(
+            &tx.query_one(&tx.prepare_cached(PREKEY_STOCK).await.map_err(db)?, &[user, device])
+                .await
+                .map_err(db)?,
+        );
         tx.commit().await.map_err(db)?;
-        Ok(n as u64)
+        Ok(after)
     }
 
     async fn take_bundle(
@@ -617,6 +687,7 @@ impl Store for PgStore {
     ) -> Result<Option<StoredBundle>, StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;
+        let (user, device) = (&addr.user, &dev(addr));
         let Some(row) = tx
             .query_opt(
                 &tx.prepare_cached(
@@ -626,7 +697,7 @@ impl Store for PgStore {
                 )
                 .await
                 .map_err(db)?,
-                &[&addr.user, &dev(addr)],
+                &[user, device],
             )
             .await
             .map_err(db)?
@@ -634,22 +705,51 @@ impl Store for PgStore {
             return Ok(None);
         };
         // Each key is handed out once: a concurrent fetch skips a key another holds.
-        let opk = if !one_time {
-            None
+        let (opk, kem_one_time) = if !one_time {
+            (None, None)
         } else {
-            tx.query_opt(
-                &tx.prepare_cached("DELETE FROM one_time_prekeys WHERE (user_id, device_id, id) = (
+            let opk = tx
+                .query_opt(
+                    &tx.prepare_cached("DELETE FROM one_time_prekeys WHERE (user_id, device_id, id) = (
                     SELECT user_id, device_id, id FROM one_time_prekeys
                     WHERE user_id = $1 AND device_id = $2 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
                  RETURNING id, key").await.map_err(db)?,
-                &[&addr.user, &dev(addr)],
-            )
-            .await
-            .map_err(db)?
-            .map(|r| StoredPrekey {
-                id: r.get::<_, i64>(0) as u32,
-                key: r.get(1),
-            })
+                    &[user, device],
+                )
+                .await
+                .map_err(db)?
+                .map(|r| StoredPrekey {
+                    id: r.get::<_, i64>(0) as u32,
+                    key: r.get(1),
+                });
+            let kem = tx
+                .query_opt(
+                    &tx.prepare_cached("DELETE FROM kem_prekeys WHERE (user_id, device_id, id) = (
+                    SELECT user_id, device_id, id FROM kem_prekeys
+                    WHERE user_id = $1 AND device_id = $2 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                 RETURNING id, key, signature").await.map_err(db)?,
+                    &[user, device],
+                )
+                .await
+                .map_err(db)?
+                .map(|r| kem_prekey(&r));
+            (opk, kem)
+        };
+        let kem_prekey = match kem_one_time {
+            Some(k) => Some((k, true)),
+            None => tx
+                .query_opt(
+                    &tx.prepare_cached(
+                        "SELECT id, key, signature FROM last_resort_kem_prekeys
+                         WHERE user_id = $1 AND device_id = $2",
+                    )
+                    .await
+                    .map_err(db)?,
+                    &[user, device],
+                )
+                .await
+                .map_err(db)?
+                .map(|r| (kem_prekey(&r), false)),
         };
         tx.commit().await.map_err(db)?;
         Ok(Some(StoredBundle {
@@ -660,24 +760,20 @@ impl Store for PgStore {
             },
             signature: row.get(3),
             one_time_prekey: opk,
+            kem_prekey,
         }))
     }
 
-    async fn prekey_count(&self, addr: &Addr) -> Result<u64, StoreError> {
+    async fn prekey_count(&self, addr: &Addr) -> Result<PrekeyStock, StoreError> {
         let c = self.client().await?;
-        let n: i64 = c
+        let row = c
             .query_one(
-                &c.prepare_cached(
-                    "SELECT COUNT(*) FROM one_time_prekeys WHERE user_id = $1 AND device_id = $2",
-                )
-                .await
-                .map_err(db)?,
+                &c.prepare_cached(PREKEY_STOCK).await.map_err(db)?,
                 &[&addr.user, &dev(addr)],
             )
             .await
-            .map_err(db)?
-            .get(0);
-        Ok(n as u64)
+            .map_err(db)?;
+        Ok(stock(&row))
     }
 
     async fn enqueue(

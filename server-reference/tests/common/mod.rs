@@ -404,7 +404,72 @@ pub(crate) fn upload(id: &IdentityKeyPair, spk_id: u32, n: u32) -> In {
                     .to_vec(),
             })
             .collect(),
+        ..Default::default()
     })
+}
+
+/// A signed one-time or last-resort KEM prekey of `id` numbered `key_id`.
+pub(crate) fn kem_prekey(id: &IdentityKeyPair, key_id: u32) -> proto::KemPrekey {
+    let k = hush_sessions::KemPrekey::generate_one_time(key_id, id, &mut rand::rng());
+    proto::KemPrekey {
+        id: key_id,
+        key: k.public_key().as_bytes().to_vec(),
+        signature: k.signature().to_bytes().to_vec(),
+    }
+}
+
+/// A post-quantum upload: signed prekey `spk_id` signed for PQXDH, `n` one-time prekeys and
+/// `kem` one-time KEM prekeys (ids `spk_id * 10_000 + i` and `spk_id * 20_000 + i`), and a
+/// last-resort KEM prekey if `last_resort` names its id.
+pub(crate) fn upload_pq(
+    id: &IdentityKeyPair,
+    spk_id: u32,
+    n: u32,
+    kem: u32,
+    last_resort: Option<u32>,
+) -> In {
+    let spk = X25519KeyPair::generate(&mut rand::rng());
+    let sig = id.sign(&signed::pq_signed_prekey_message(
+        spk_id,
+        spk.public().as_bytes(),
+    ));
+    In::UploadPrekeys(proto::UploadPrekeys {
+        signed_prekey_id: spk_id,
+        signed_prekey: spk.public().to_bytes().to_vec(),
+        signed_prekey_signature: sig.to_bytes().to_vec(),
+        one_time_prekeys: (0..n)
+            .map(|i| proto::OneTimePrekey {
+                id: spk_id * 10_000 + i,
+                key: X25519KeyPair::generate(&mut rand::rng())
+                    .public()
+                    .to_bytes()
+                    .to_vec(),
+            })
+            .collect(),
+        kem_prekeys: (0..kem).map(|i| kem_prekey(id, spk_id * 20_000 + i)).collect(),
+        last_resort_kem_prekey: last_resort.map(|k| kem_prekey(id, k)),
+    })
+}
+
+/// The relay's bundle as hush-sessions reads it.
+pub(crate) fn session_bundle(b: &proto::Bundle) -> hush_sessions::PrekeyBundle {
+    let bundle = hush_sessions::PrekeyBundle::from_public_parts(
+        hush_crypto::IdentityPublicKey::from_slice(&b.identity_key).unwrap(),
+        b.signed_prekey_id,
+        hush_crypto::X25519PublicKey::from_slice(&b.signed_prekey).unwrap(),
+        hush_crypto::Signature::from_slice(&b.signed_prekey_signature).unwrap(),
+        b.one_time_prekey
+            .as_ref()
+            .map(|k| (k.id, hush_crypto::X25519PublicKey::from_slice(&k.key).unwrap())),
+    );
+    match &b.kem_prekey {
+        None => bundle,
+        Some(k) => bundle.with_kem_public(hush_sessions::BundleKemPrekey {
+            id: k.id,
+            key: hush_crypto::kem::KemPublicKey::from_slice(&k.key).unwrap(),
+            signature: hush_crypto::Signature::from_slice(&k.signature).unwrap(),
+        }),
+    }
 }
 
 /// A device link: `linker` (device `linking_device` of `user`) vouches for `key` as `device`.

@@ -2,7 +2,28 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::store::{Addr, DeviceLookup, StoreError, StoredBundle, StoredPrekey};
+use crate::store::{
+    Addr, DeviceLookup, PrekeyCaps, PrekeyStock, PrekeyUpload, StoreError, StoredBundle,
+    StoredKemPrekey, StoredPrekey,
+};
+
+/// Every table that holds a device's prekeys.
+const PREKEY_TABLES: [&str; 4] = [
+    "signed_prekeys",
+    "one_time_prekeys",
+    "kem_prekeys",
+    "last_resort_kem_prekeys",
+];
+
+fn drop_prekeys(c: &Connection, user: &str, device: u32) -> Result<(), StoreError> {
+    for table in PREKEY_TABLES {
+        c.execute(
+            &format!("DELETE FROM {table} WHERE user_id = ?1 AND device_id = ?2"),
+            params![user, device],
+        )?;
+    }
+    Ok(())
+}
 
 /// [`Store::device`](crate::store::Store::device), on the database thread.
 pub(super) fn device(
@@ -102,13 +123,12 @@ pub(super) fn remove_device(c: &Connection, a: &Addr, now_ms: u64) -> Result<boo
     for sql in [
         "DELETE FROM mailbox WHERE user_id = ?1 AND device_id = ?2",
         "DELETE FROM receipts WHERE user_id = ?1 AND device_id = ?2",
-        "DELETE FROM signed_prekeys WHERE user_id = ?1 AND device_id = ?2",
-        "DELETE FROM one_time_prekeys WHERE user_id = ?1 AND device_id = ?2",
         "DELETE FROM upload_tokens WHERE user_id = ?1 AND device_id = ?2",
         "DELETE FROM devices WHERE user_id = ?1 AND device_id = ?2",
     ] {
         c.execute(sql, params![a.user, a.device])?;
     }
+    drop_prekeys(c, &a.user, a.device)?;
     Ok(true)
 }
 
@@ -139,46 +159,51 @@ pub(super) fn rekey(
         params![user, device, old, new],
     )?;
     if n == 1 {
-        c.execute(
-            "DELETE FROM signed_prekeys WHERE user_id = ?1 AND device_id = ?2",
-            params![user, device],
-        )?;
-        c.execute(
-            "DELETE FROM one_time_prekeys WHERE user_id = ?1 AND device_id = ?2",
-            params![user, device],
-        )?;
+        drop_prekeys(c, &user, device)?;
     }
     Ok(n == 1)
 }
 
-/// [`Store::upload_prekeys`](crate::store::Store::upload_prekeys), on the database thread.
+/// [`Store::upload_prekeys`](crate::store::Store::upload_prekeys), on the database thread
+/// (inside the operation's savepoint: an error leaves nothing behind).
 pub(super) fn upload_prekeys(
     c: &Connection,
     user: String,
     device: u32,
-    signed: Option<(StoredPrekey, Vec<u8>)>,
-    one_time: Vec<StoredPrekey>,
-    max_stock: u64,
-) -> Result<u64, StoreError> {
+    upload: PrekeyUpload,
+    caps: PrekeyCaps,
+) -> Result<PrekeyStock, StoreError> {
     let stock = prekey_count(c, user.clone(), device)?;
-    if !one_time.is_empty() && stock + one_time.len() as u64 > max_stock {
+    let over = |have: u64, adding: usize, cap: u64| adding > 0 && have + adding as u64 > cap;
+    if over(stock.one_time, upload.one_time.len(), caps.one_time)
+        || over(stock.kem_one_time, upload.kem_one_time.len(), caps.kem_one_time)
+    {
         return Err(StoreError::PrekeyStockFull);
     }
-    if let Some((spk, sig)) = signed {
+    if upload.post_quantum && !stock.kem_last_resort && upload.kem_last_resort.is_none() {
+        return Err(StoreError::NoLastResort);
+    }
+    if let Some((spk, sig)) = upload.signed {
         c.execute(
             "INSERT OR REPLACE INTO signed_prekeys (user_id, device_id, id, key, signature) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![user, device, spk.id, spk.key, sig],
         )?;
     }
     let mut stmt = c.prepare_cached("INSERT OR REPLACE INTO one_time_prekeys (user_id, device_id, id, key) VALUES (?1, ?2, ?3, ?4)")?;
-    for k in one_time {
+    for k in upload.one_time {
         stmt.execute(params![user, device, k.id, k.key])?;
     }
-    Ok(c.query_row(
-        "SELECT COUNT(*) FROM one_time_prekeys WHERE user_id = ?1 AND device_id = ?2",
-        params![user, device],
-        |r| r.get::<_, i64>(0),
-    )? as u64)
+    let mut stmt = c.prepare_cached("INSERT OR REPLACE INTO kem_prekeys (user_id, device_id, id, key, signature) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    for k in upload.kem_one_time {
+        stmt.execute(params![user, device, k.id, k.key, k.signature])?;
+    }
+    if let Some(k) = upload.kem_last_resort {
+        c.execute(
+            "INSERT OR REPLACE INTO last_resort_kem_prekeys (user_id, device_id, id, key, signature) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![user, device, k.id, k.key, k.signature],
+        )?;
+    }
+    prekey_count(c, user, device)
 }
 
 /// [`Store::take_bundle`](crate::store::Store::take_bundle), on the database thread.
@@ -214,37 +239,79 @@ pub(super) fn take_bundle(
     else {
         return Ok(None);
     };
-    // One writer thread and a savepoint per operation: the select and delete below
-    // cannot interleave with another fetch, so each one-time prekey goes out once.
+    // One writer thread and a savepoint per operation: the selects and deletes below
+    // cannot interleave with another fetch, so each one-time key goes out once.
     let opk = if one_time {
-        c.query_row(
-            "SELECT id, key FROM one_time_prekeys WHERE user_id = ?1 AND device_id = ?2 ORDER BY id LIMIT 1",
-            params![user, device],
-            |r| Ok(StoredPrekey { id: r.get(0)?, key: r.get(1)? }),
-        )
+        c.prepare_cached(
+            "DELETE FROM one_time_prekeys WHERE rowid = (SELECT rowid FROM one_time_prekeys
+                WHERE user_id = ?1 AND device_id = ?2 ORDER BY id LIMIT 1) RETURNING id, key",
+        )?
+        .query_row(params![user, device], |r| {
+            Ok(StoredPrekey {
+                id: r.get(0)?,
+                key: r.get(1)?,
+            })
+        })
         .optional()?
     } else {
         None
     };
-    if let Some(k) = &opk {
-        c.execute(
-            "DELETE FROM one_time_prekeys WHERE user_id = ?1 AND device_id = ?2 AND id = ?3",
-            params![user, device, k.id],
-        )?;
-    }
+    let kem_row = |r: &rusqlite::Row<'_>| {
+        Ok(StoredKemPrekey {
+            id: r.get(0)?,
+            key: r.get(1)?,
+            signature: r.get(2)?,
+        })
+    };
+    let kem_one_time = if one_time {
+        c.prepare_cached(
+            "DELETE FROM kem_prekeys WHERE (user_id, device_id, id) = (SELECT user_id, device_id, id
+                FROM kem_prekeys WHERE user_id = ?1 AND device_id = ?2 ORDER BY id LIMIT 1)
+             RETURNING id, key, signature",
+        )?
+        .query_row(params![user, device], kem_row)
+        .optional()?
+    } else {
+        None
+    };
+    let kem_prekey = match kem_one_time {
+        Some(k) => Some((k, true)),
+        None => c
+            .prepare_cached(
+                "SELECT id, key, signature FROM last_resort_kem_prekeys
+                 WHERE user_id = ?1 AND device_id = ?2",
+            )?
+            .query_row(params![user, device], kem_row)
+            .optional()?
+            .map(|k| (k, false)),
+    };
     Ok(Some(StoredBundle {
         identity_key,
         signed_prekey: StoredPrekey { id, key },
         signature,
         one_time_prekey: opk,
+        kem_prekey,
     }))
 }
 
 /// [`Store::prekey_count`](crate::store::Store::prekey_count), on the database thread.
-pub(super) fn prekey_count(c: &Connection, user: String, device: u32) -> Result<u64, StoreError> {
-    Ok(c.query_row(
-        "SELECT COUNT(*) FROM one_time_prekeys WHERE user_id = ?1 AND device_id = ?2",
-        params![user, device],
-        |r| r.get::<_, i64>(0),
-    )? as u64)
+pub(super) fn prekey_count(
+    c: &Connection,
+    user: String,
+    device: u32,
+) -> Result<PrekeyStock, StoreError> {
+    let (one_time, kem_one_time, kem_last_resort) = c
+        .prepare_cached(
+            "SELECT (SELECT COUNT(*) FROM one_time_prekeys WHERE user_id = ?1 AND device_id = ?2),
+                    (SELECT COUNT(*) FROM kem_prekeys WHERE user_id = ?1 AND device_id = ?2),
+                    EXISTS (SELECT 1 FROM last_resort_kem_prekeys WHERE user_id = ?1 AND device_id = ?2)",
+        )?
+        .query_row(params![user, device], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, bool>(2)?))
+        })?;
+    Ok(PrekeyStock {
+        one_time: one_time as u64,
+        kem_one_time: kem_one_time as u64,
+        kem_last_resort,
+    })
 }

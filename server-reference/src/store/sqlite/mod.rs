@@ -23,8 +23,9 @@ use self::ids::IdCounter;
 use self::schema::migrate;
 use self::wal::{checkpoint, reset_wal_if_long};
 use super::{
-    Addr, Delivery, DeliveryHook, DeviceLookup, MailboxLimits, Outgoing, ReceiptLimits, Refusals,
-    Store, StoreError, StoredBundle, StoredEnvelope, StoredPrekey, StoredReceipt,
+    Addr, Delivery, DeliveryHook, DeviceLookup, MailboxLimits, Outgoing, PrekeyCaps, PrekeyStock,
+    PrekeyUpload, ReceiptLimits, Refusals, Store, StoreError, StoredBundle, StoredEnvelope,
+    StoredReceipt,
 };
 
 type Reply = Box<dyn FnOnce(bool) + Send>;
@@ -406,12 +407,11 @@ impl Store for SqliteStore {
     async fn upload_prekeys(
         &self,
         addr: &Addr,
-        signed: Option<(StoredPrekey, Vec<u8>)>,
-        one_time: Vec<StoredPrekey>,
-        max_stock: u64,
-    ) -> Result<u64, StoreError> {
+        upload: PrekeyUpload,
+        caps: PrekeyCaps,
+    ) -> Result<PrekeyStock, StoreError> {
         let (user, device) = addr_params(addr);
-        self.call(move |c| directory::upload_prekeys(c, user, device, signed, one_time, max_stock))
+        self.call(move |c| directory::upload_prekeys(c, user, device, upload, caps))
             .await
     }
 
@@ -425,7 +425,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn prekey_count(&self, addr: &Addr) -> Result<u64, StoreError> {
+    async fn prekey_count(&self, addr: &Addr) -> Result<PrekeyStock, StoreError> {
         let (user, device) = addr_params(addr);
         self.call(move |c| directory::prekey_count(c, user, device))
             .await

@@ -104,6 +104,14 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE blob_usage (user_id TEXT NOT NULL, device_id INTEGER NOT NULL,
         day INTEGER NOT NULL, bytes INTEGER NOT NULL, PRIMARY KEY (user_id, device_id, day))
         WITHOUT ROWID;",
+    // 9: post-quantum prekeys (SPEC §5.3): signed one-time KEM prekeys, handed out once
+    // each, and one last-resort KEM prekey per device.
+    "CREATE TABLE kem_prekeys (user_id TEXT NOT NULL, device_id INTEGER NOT NULL,
+        id INTEGER NOT NULL, key BLOB NOT NULL, signature BLOB NOT NULL,
+        PRIMARY KEY (user_id, device_id, id)) WITHOUT ROWID;
+     CREATE TABLE last_resort_kem_prekeys (user_id TEXT NOT NULL, device_id INTEGER NOT NULL,
+        id INTEGER NOT NULL, key BLOB NOT NULL, signature BLOB NOT NULL,
+        PRIMARY KEY (user_id, device_id)) WITHOUT ROWID;",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
