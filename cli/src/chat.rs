@@ -292,6 +292,16 @@ fn show(state: &mut State, event: Event) {
             println!("-- failed {}: {}", short(&message_id), why(Some(&reason)))
         }
         Event::Dropped { from, reason } => println!("-- dropped from {from}: {reason:?}"),
+        Event::SessionStarted {
+            with, post_quantum, ..
+        } => println!(
+            "-- new session with {with}{}",
+            if post_quantum {
+                " (post-quantum)"
+            } else {
+                " (classical: the device publishes no post-quantum keys)"
+            }
+        ),
         _ => {}
     }
 }
@@ -418,10 +428,16 @@ async fn command(state: &mut State, line: &str) -> Result<bool, String> {
         }
         "verify" | "presence" if rest.is_empty() => return Err(format!("usage: /{cmd} USER")),
         "verify" => {
-            for (a, n) in state.client.safety_numbers(rest).await.map_err(e)? {
+            for d in state.client.safety_numbers(rest).await.map_err(e)? {
                 println!(
-                    "-- safety number with {a}: {}",
-                    n.display_groups().join(" ")
+                    "-- safety number with {}: {} (post-quantum: {})",
+                    d.address,
+                    d.safety_number.display_groups().join(" "),
+                    match d.post_quantum {
+                        Some(true) => "yes",
+                        Some(false) => "no",
+                        None => "no session yet",
+                    }
                 );
             }
         }

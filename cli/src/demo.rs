@@ -206,6 +206,26 @@ fn print_event(who: &str, e: &Event) {
         Event::Dropped { from, reason } => format!("dropped an envelope from {from}: {reason:?}"),
         Event::PrekeysUploaded { count } => format!("uploaded {count} one-time prekeys"),
         Event::SignedPrekeyRotated { id } => format!("rotated signed prekey to #{id}"),
+        Event::KemPrekeysUploaded { count } => {
+            format!("uploaded {count} one-time KEM prekeys (ML-KEM-768)")
+        }
+        Event::SessionStarted {
+            with,
+            post_quantum,
+            initiated,
+        } => format!(
+            "{} session with {with}: {}",
+            if *initiated {
+                "started a"
+            } else {
+                "accepted a"
+            },
+            if *post_quantum {
+                "post-quantum (PQXDH)"
+            } else {
+                "classical (X3DH)"
+            }
+        ),
         other => format!("{other:?}"),
     };
     println!("  [{who:>5}] {line}");
@@ -329,8 +349,22 @@ async fn scenario(dir: &Path, db: &Path, url: &str, sent: &mut Vec<String>) -> R
         .send_text("bob", text)
         .map_err(|e| e.to_string())?;
     println!(
-        "  alice queued message {} (her client fetches Bob's prekey bundle and runs X3DH)",
+        "  alice queued message {} (her client fetches Bob's prekey bundle and runs PQXDH)",
         short(&first)
+    );
+    let pq = alice
+        .expect("the session", |e| match e {
+            Event::SessionStarted {
+                with,
+                post_quantum,
+                initiated: true,
+            } if *with == Address::new("bob", 1) => Some(*post_quantum),
+            _ => None,
+        })
+        .await?;
+    check(pq, "the first contact should be post-quantum")?;
+    println!(
+        "  alice's session with bob.1 is post-quantum: X25519 and ML-KEM-768 (PQXDH), so a recording of it stays safe from a future quantum computer"
     );
     alice.expect("the sent tick", |e| matches!(e, Event::Receipt { message_id, kind: ReceiptKind::Sent, .. } if *message_id == first).then_some(())).await?;
 
@@ -549,11 +583,17 @@ async fn scenario(dir: &Path, db: &Path, url: &str, sent: &mut Vec<String>) -> R
         .safety_numbers("alice")
         .await
         .map_err(|e| e.to_string())?;
-    let (Some((_, na)), Some((_, nb))) = (a.first(), b.first()) else {
+    let (Some(da), Some(db)) = (a.first(), b.first()) else {
         return Err("no safety numbers".into());
     };
+    let (na, nb) = (&da.safety_number, &db.safety_number);
     println!("  alice sees: {}", na.display_groups().join(" "));
     println!("  bob sees:   {}", nb.display_groups().join(" "));
+    check(
+        da.post_quantum == Some(true) && db.post_quantum == Some(true),
+        "both sessions should be post-quantum",
+    )?;
+    println!("  post-quantum: yes (on both sides)");
     check(
         na.digits() == nb.digits() && na.matches_scanned(nb.scannable()),
         "safety numbers should match",
@@ -573,8 +613,12 @@ fn report_relay(db: &Path, blob_dir: &Path, sent: &[String]) -> Result<()> {
         println!("    {}.{}  {}", a.user, a.device, hex::encode(k));
     }
     println!(
-        "  signed prekeys: {}, one-time prekeys left: {}",
-        i.signed_prekeys, i.one_time_prekeys
+        "  signed prekeys: {} ({} post-quantum), one-time prekeys left: {}",
+        i.signed_prekeys, i.post_quantum_signed_prekeys, i.one_time_prekeys
+    );
+    println!(
+        "  ML-KEM-768 prekeys (1,184-byte public keys, signed): {} one-time left, {} last-resort",
+        i.kem_prekeys, i.last_resort_kem_prekeys
     );
     println!(
         "  presence: {}",

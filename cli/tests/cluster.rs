@@ -333,10 +333,9 @@ async fn cross_node_delivery_receipts_presence_and_exactly_once_prekeys() {
                     }))
                     .await
                 {
-                    Out::Bundle(b) => got.push((
-                        b.one_time_prekey.map(|k| k.id),
-                        b.kem_prekey.map(|k| k.id),
-                    )),
+                    Out::Bundle(b) => {
+                        got.push((b.one_time_prekey.map(|k| k.id), b.kem_prekey.map(|k| k.id)))
+                    }
                     Out::Error(e) if e.code == pr::ErrorCode::RateLimited as i32 => {
                         tokio::time::sleep(Duration::from_millis(e.retry_after_ms)).await;
                     }
@@ -358,7 +357,11 @@ async fn cross_node_delivery_receipts_presence_and_exactly_once_prekeys() {
                 }
                 None => {
                     empty += 1;
-                    assert_eq!(q, Some(7), "without one-time keys, the last-resort KEM prekey");
+                    assert_eq!(
+                        q,
+                        Some(7),
+                        "without one-time keys, the last-resort KEM prekey"
+                    );
                 }
             }
         }

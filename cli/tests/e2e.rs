@@ -156,7 +156,7 @@ async fn two_devices_of_one_user_and_an_identity_change() {
     assert!(
         expected
             .iter()
-            .any(|(a, n)| a.device == 2 && n.digits() == number)
+            .any(|d| d.address.device == 2 && d.safety_number.digits() == number)
     );
     assert_eq!(text(&reinstalled.message().await), "after the reinstall");
     assert_eq!(text(&phone.message().await), "after the reinstall");
@@ -476,6 +476,10 @@ async fn hush_chat_shows_and_forwards_messages() {
     let copy = bob.message().await;
     assert_eq!(text(&copy), "worth reading");
     assert_eq!(copy.forwarded, 2);
+    // Alice's session with Bob (her first contact) is post-quantum, and /verify says so.
+    alice.wait_for("-- new session with bob.1 (post-quantum)");
+    alice.say("/verify bob");
+    alice.wait_for("(post-quantum: yes)");
     bob.client.stop();
     carol.client.stop();
 }

@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hush_crypto::{
-    IdentityPublicKey, SafetyNumber, SecretBytes, Signature, StorageKey, X25519PublicKey,
-};
+use hush_crypto::kem::KemPublicKey;
+use hush_crypto::{IdentityPublicKey, SecretBytes, Signature, StorageKey, X25519PublicKey};
 use hush_groups::{Group, GroupConfig, Role};
-use hush_sessions::{OneTimePrekey, PrekeyBundle, SessionMessage, SignedPrekey};
+use hush_sessions::{
+    BundleKemPrekey, KemPrekey, OneTimePrekey, PrekeyBundle, SessionMessage, SignedPrekey, Suite,
+};
 use prost::Message as _;
 use rand::SeedableRng as _;
 use tokio::sync::{Notify, mpsc, watch};
@@ -19,14 +20,14 @@ use crate::core::account::{self, load_signed_prekey, record_devices, store_signe
 use crate::core::groups::{load_group, save_group_state};
 use crate::core::inbound::{self, Incoming};
 use crate::core::{
-    Device, ForwardLimits, conversation_from_proto, identity_of, member_address, outbound,
-    stored_to_message, to_relay,
+    Device, ForwardLimits, PostQuantum, conversation_from_proto, identity_of, member_address,
+    outbound, stored_to_message, to_relay,
 };
 use crate::error::ClientError;
 use crate::error::RelayErrorCode;
 use crate::event::{
-    Address, Body, Conversation, Event, GroupChange, GroupId, Message, MessageId, Presence,
-    ReceiptKind,
+    Address, Body, Conversation, DeviceSafety, Event, GroupChange, GroupId, Message, MessageId,
+    Presence, ReceiptKind,
 };
 use crate::net::{self, Conn, Credentials, RelayUrl};
 use crate::proto::client as pc;
@@ -74,6 +75,11 @@ pub struct ClientConfig {
     pub group_config: GroupConfig,
     /// How many chats one forward may go to.
     pub forward_limits: ForwardLimits,
+    /// Post-quantum session setup. Default [`PostQuantum::WhenOffered`].
+    pub post_quantum: PostQuantum,
+    /// One-time KEM prekeys uploaded per batch (each about 1.25 KB at the relay, whose
+    /// default cap is 200 per device). Default 50.
+    pub kem_prekey_batch: u32,
 }
 
 impl ClientConfig {
@@ -103,6 +109,8 @@ impl ClientConfig {
             poll_interval: Duration::from_secs(5),
             group_config: GroupConfig::default(),
             forward_limits: ForwardLimits::default(),
+            post_quantum: PostQuantum::default(),
+            kem_prekey_batch: 50,
         }
     }
 }
@@ -213,9 +221,15 @@ impl Client {
         let rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
         let mut store = Sealed::new(Box::new(store), config.storage_key, Box::new(rng));
         let me = Address::new(config.user.clone(), config.device);
-        let batch = config.prekey_batch;
+        let policy = account::PrekeyPolicy {
+            batch: config.prekey_batch,
+            grace_ms: u64::try_from(config.prekey_grace.as_millis()).unwrap_or(u64::MAX),
+            daily_budget: config.prekey_daily_budget,
+            post_quantum: config.post_quantum != PostQuantum::Off,
+            kem_batch: config.kem_prekey_batch,
+        };
         let identity =
-            store.transaction(|tx| account::open(tx, &me, batch, now_ms(), &mut rand::rng()))?;
+            store.transaction(|tx| account::open(tx, &me, &policy, now_ms(), &mut rand::rng()))?;
         let blob_dir = config.db_path.with_extension("blobs");
         let (events, rx) = mpsc::unbounded_channel();
         let inner = Inner {
@@ -223,11 +237,8 @@ impl Client {
                 me,
                 identity,
                 group_config: config.group_config,
-                prekeys: account::PrekeyPolicy {
-                    batch: config.prekey_batch,
-                    grace_ms: u64::try_from(config.prekey_grace.as_millis()).unwrap_or(u64::MAX),
-                    daily_budget: config.prekey_daily_budget,
-                },
+                prekeys: policy,
+                post_quantum: config.post_quantum,
             },
             url,
             ca_file: config.ca_file,
@@ -470,11 +481,9 @@ impl Client {
     }
 
     /// Safety numbers between this device and each known device of `user` (refreshing the
-    /// device list from the relay when connected).
-    pub async fn safety_numbers(
-        &self,
-        user: &str,
-    ) -> Result<Vec<(Address, SafetyNumber)>, ClientError> {
+    /// device list from the relay when connected), with whether the session with each is
+    /// post-quantum.
+    pub async fn safety_numbers(&self, user: &str) -> Result<Vec<DeviceSafety>, ClientError> {
         if let Ok(conn) = self.conn() {
             let listed = list_devices(&conn, user).await?;
             let events = self
@@ -482,16 +491,24 @@ impl Client {
                 .with_store(|tx| record_devices(tx, &self.inner.dev, &listed))?;
             self.inner.emit_all(events);
         }
-        let keys = self.inner.read_store(|tx| tx.devices_of(user))?;
-        keys.into_iter()
-            .map(|(d, k)| {
-                let key = identity_of(&k)?;
-                Ok((
-                    Address::new(user, d),
-                    self.inner.dev.safety_number(user, &key),
-                ))
-            })
-            .collect()
+        self.inner.read_store(|tx| {
+            tx.devices_of(user)?
+                .into_iter()
+                .map(|(d, k)| {
+                    let key = identity_of(&k)?;
+                    let address = Address::new(user, d);
+                    let post_quantum = tx
+                        .session(&address)?
+                        .filter(|s| *s.remote_identity() == key)
+                        .map(|s| s.is_post_quantum());
+                    Ok(DeviceSafety {
+                        safety_number: self.inner.dev.safety_number(user, &key),
+                        address,
+                        post_quantum,
+                    })
+                })
+                .collect()
+        })
     }
 
     /// Creates a group of this device, every device of `users`, and this user's other
@@ -833,7 +850,16 @@ async fn fetch_bundle(conn: &Conn, a: &Address) -> Result<Option<PrekeyBundle>, 
         None => None,
     };
     let bundle = PrekeyBundle::from_public_parts(identity, b.signed_prekey_id, spk, sig, opk);
-    bundle.verify().map_err(|_| ClientError::Protocol)?;
+    let bundle = match b.kem_prekey {
+        Some(k) => bundle.with_kem_public(BundleKemPrekey {
+            id: k.id,
+            key: KemPublicKey::from_slice(&k.key).map_err(|_| ClientError::Protocol)?,
+            signature: Signature::from_slice(&k.signature).ok_or(ClientError::Protocol)?,
+        }),
+        None => bundle,
+    };
+    // Verified when a session starts from it (`Session::initiate_with`): a bundle that does
+    // not verify, or that the policy refuses, fails the message with the reason.
     Ok(Some(bundle))
 }
 
@@ -1010,20 +1036,41 @@ async fn connected(
     }
 }
 
-/// Uploads the signed prekey if the relay lacks it, rotates it when due, and uploads
-/// one-time prekeys not uploaded yet.
+/// Uploads the signed prekey and the last-resort KEM prekey if the relay lacks them, rotates
+/// them when due (and the signed prekey at once if it is not of the suite this device
+/// uses: an account from before PQXDH), and uploads one-time prekeys and one-time KEM
+/// prekeys not uploaded yet.
 async fn housekeeping(inner: &Inner, conn: &Conn, registered: bool) -> Result<(), ClientError> {
     let now = now_ms();
     let rotation = inner.spk_rotation.as_millis() as u64;
-    let (spk, rotated) = inner.with_store(|tx| {
+    let pq = inner.dev.prekeys.post_quantum;
+    let identity = &inner.dev.identity;
+    let (spk, last_resort, rotated) = inner.with_store(|tx| {
+        let rng = &mut rand::rng();
+        if pq {
+            let current = tx.meta_u64("kem_lr_current")? as u32;
+            let created = tx.meta_u64("kem_lr_created")?;
+            if current == 0 || now.saturating_sub(created) >= rotation {
+                let id = account::new_last_resort(tx, identity, now, rng)?;
+                // The previous key stays for prekey messages in flight; older ones go, with
+                // the uses recorded for them.
+                tx.prune_last_resort_kem_prekeys(now.saturating_sub(2 * rotation), id)?;
+            }
+        }
+        let wanted = if pq {
+            Suite::PostQuantum
+        } else {
+            Suite::Classical
+        };
         let mut current = tx.meta_u64("spk_current")? as u32;
         let created = tx.meta_u64("spk_created")?;
+        let suite = load_signed_prekey(tx, current)?.map(|k| k.suite());
         let mut rotated = None;
-        if created == 0 {
+        if created == 0 && suite == Some(wanted) {
             tx.set_meta_u64("spk_created", now)?;
-        } else if now.saturating_sub(created) >= rotation {
+        } else if now.saturating_sub(created) >= rotation || suite != Some(wanted) {
             current = current.wrapping_add(1).max(1);
-            let spk = SignedPrekey::generate(current, &inner.dev.identity, &mut rand::rng());
+            let spk = SignedPrekey::generate_for(wanted, current, identity, rng);
             store_signed_prekey(tx, &spk, now)?;
             tx.set_meta_u64("spk_current", u64::from(current))?;
             tx.set_meta_u64("spk_created", now)?;
@@ -1037,24 +1084,88 @@ async fn housekeeping(inner: &Inner, conn: &Conn, registered: bool) -> Result<()
         } else {
             None
         };
-        Ok((spk, rotated))
+        let lr = tx.meta_u64("kem_lr_current")? as u32;
+        let last_resort = if pq && (registered || tx.meta_u64("kem_lr_uploaded")? as u32 != lr) {
+            account::load_kem_prekey(tx, lr)?
+        } else {
+            None
+        };
+        Ok((spk, last_resort, rotated))
     })?;
-    if let Some(spk) = &spk {
-        conn.request(In::UploadPrekeys(pr::UploadPrekeys {
-            signed_prekey_id: spk.id(),
-            signed_prekey: spk.public_key().to_bytes().to_vec(),
-            signed_prekey_signature: spk.signature().to_bytes().to_vec(),
-            one_time_prekeys: vec![],
+    if spk.is_some() || last_resort.is_some() {
+        // One upload: the relay takes a post-quantum signed prekey only with a last-resort
+        // KEM prekey, stored or beside it.
+        let mut upload = pr::UploadPrekeys {
+            last_resort_kem_prekey: last_resort.as_ref().map(kem_to_relay),
             ..Default::default()
-        }))
-        .await?;
-        let id = spk.id();
-        inner.with_store(|tx| tx.set_meta_u64("spk_uploaded", u64::from(id)))?;
+        };
+        if let Some(spk) = &spk {
+            upload.signed_prekey_id = spk.id();
+            upload.signed_prekey = spk.public_key().to_bytes().to_vec();
+            upload.signed_prekey_signature = spk.signature().to_bytes().to_vec();
+        }
+        conn.request(In::UploadPrekeys(upload)).await?;
+        inner.with_store(|tx| {
+            if let Some(spk) = &spk {
+                tx.set_meta_u64("spk_uploaded", u64::from(spk.id()))?;
+            }
+            if let Some(k) = &last_resort {
+                tx.set_meta_u64("kem_lr_uploaded", u64::from(k.id()))?;
+            }
+            Ok(())
+        })?;
     }
     if let Some(id) = rotated {
         inner.emit(Event::SignedPrekeyRotated { id });
     }
-    upload_one_time_prekeys(inner, conn).await
+    upload_one_time_prekeys(inner, conn).await?;
+    upload_kem_prekeys(inner, conn).await
+}
+
+fn kem_to_relay(k: &KemPrekey) -> pr::KemPrekey {
+    pr::KemPrekey {
+        id: k.id(),
+        key: k.public_key().as_bytes().to_vec(),
+        signature: k.signature().to_bytes().to_vec(),
+    }
+}
+
+/// Most one-time KEM prekeys in one upload (the relay's default limit).
+const KEM_UPLOAD_BATCH: usize = 100;
+
+async fn upload_kem_prekeys(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
+    let keys = inner.read_store(|tx| account::unuploaded_kem_prekeys(tx, KEM_UPLOAD_BATCH))?;
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<u32> = keys.iter().map(KemPrekey::id).collect();
+    let answer = conn
+        .request(In::UploadPrekeys(pr::UploadPrekeys {
+            kem_prekeys: keys.iter().map(kem_to_relay).collect(),
+            ..Default::default()
+        }))
+        .await;
+    let stock = match answer {
+        Ok(Out::PrekeyStatus(s)) => s.kem_prekeys,
+        Ok(_) => return Err(ClientError::Protocol),
+        // The relay's stock is at its cap: these keys will never be handed out.
+        Err(ClientError::Relay {
+            code: RelayErrorCode::TooLarge,
+            ..
+        }) => {
+            inner.with_store(|tx| ids.iter().try_for_each(|id| tx.delete_kem_prekey(*id)))?;
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    inner.with_store(|tx| {
+        tx.mark_kem_uploaded(&ids)?;
+        tx.set_kem_stock(u64::from(stock), now_ms())
+    })?;
+    inner.emit(Event::KemPrekeysUploaded {
+        count: ids.len() as u32,
+    });
+    Ok(())
 }
 
 async fn upload_one_time_prekeys(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
@@ -1450,18 +1561,22 @@ async fn prepare(
         own,
         group_message: is_group_message,
     };
-    let mut store = inner.store.lock().map_err(|_| poisoned())?;
-    store.transaction(|tx| {
-        outbound::encrypt(
-            &inner.dev,
-            tx,
-            seq,
-            &plan,
-            &bundles,
-            now_ms(),
-            &mut rand::rng(),
-        )
-    })
+    let started = {
+        let mut store = inner.store.lock().map_err(|_| poisoned())?;
+        store.transaction(|tx| {
+            outbound::encrypt(
+                &inner.dev,
+                tx,
+                seq,
+                &plan,
+                &bundles,
+                now_ms(),
+                &mut rand::rng(),
+            )
+        })?
+    };
+    inner.emit_all(started);
+    Ok(())
 }
 
 /// Most pushed frames handled together and acknowledged with one `Ack` and one
@@ -1550,18 +1665,32 @@ async fn handle_push(
                     _ => return Err(ClientError::Protocol),
                 }
             }
-            let pending = inner.with_store(|tx| {
-                account::prekey_stock(
-                    tx,
-                    &inner.dev.prekeys,
-                    u64::from(s.one_time_prekeys),
-                    s.low,
-                    now_ms(),
-                    &mut rand::rng(),
-                )
+            let (pending, kem_pending) = inner.with_store(|tx| {
+                let rng = &mut rand::rng();
+                Ok((
+                    account::prekey_stock(
+                        tx,
+                        &inner.dev.prekeys,
+                        u64::from(s.one_time_prekeys),
+                        s.low,
+                        now_ms(),
+                        rng,
+                    )?,
+                    account::kem_stock(
+                        tx,
+                        &inner.dev.identity,
+                        &inner.dev.prekeys,
+                        u64::from(s.kem_prekeys),
+                        now_ms(),
+                        rng,
+                    )?,
+                ))
             })?;
             if pending {
                 upload_one_time_prekeys(inner, conn).await?;
+            }
+            if kem_pending {
+                upload_kem_prekeys(inner, conn).await?;
             }
         }
         Some(Out::Error(e)) if e.fatal => return Err(net::relay_error(&e)),

@@ -176,6 +176,17 @@ pub enum Undecryptable {
     /// A prekey message for a one-time prekey already used.
     #[error("one-time prekey already used")]
     OneTimePrekeyUsed,
+    /// A post-quantum prekey message for a KEM prekey this device does not hold (a one-time
+    /// KEM prekey already used, or a last-resort one rotated away).
+    #[error("KEM prekey not available")]
+    KemPrekeyUsed,
+    /// A post-quantum prekey message that repeats a session already started with the
+    /// last-resort KEM prekey (a replay, SPEC §6.2).
+    #[error("last-resort KEM prekey use repeated")]
+    KemPrekeyReused,
+    /// A classical prekey message, refused under [`crate::PostQuantum::Required`].
+    #[error("a classical session was refused: post-quantum is required")]
+    ClassicalRefused,
     /// A prekey message whose identity key is not the one registered for the sender.
     #[error("identity key is not the one registered for the sending device")]
     NotRegisteredIdentity,
@@ -273,11 +284,40 @@ pub enum Event {
         /// How many.
         count: u32,
     },
+    /// One-time KEM prekeys were uploaded (at registration, or after the relay reported
+    /// its stock low).
+    KemPrekeysUploaded {
+        /// How many.
+        count: u32,
+    },
+    /// A new session with a device started: this device's first message to it, or its
+    /// first message to this device. Says whether the session is post-quantum (PQXDH).
+    SessionStarted {
+        /// The other device.
+        with: Address,
+        /// Agreed with PQXDH (ML-KEM-768 beside X25519), so that recording it now and
+        /// breaking X25519 later does not reveal it.
+        post_quantum: bool,
+        /// This device started it (else the other device did).
+        initiated: bool,
+    },
     /// The signed prekey was rotated.
     SignedPrekeyRotated {
         /// Its new id.
         id: u32,
     },
+}
+
+/// A known device of a user, as [`crate::Client::safety_numbers`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSafety {
+    /// The device.
+    pub address: Address,
+    /// The safety number between this device and it.
+    pub safety_number: SafetyNumber,
+    /// Whether the current session with it is post-quantum (PQXDH); `None` before the first
+    /// session.
+    pub post_quantum: Option<bool>,
 }
 
 /// A user's presence.

@@ -86,13 +86,13 @@ mod net;
 pub mod store;
 pub mod wire;
 
-pub use crate::core::{FORWARDED_MANY_TIMES, ForwardLimits, MAX_TEXT, MAX_USER_ID};
+pub use crate::core::{FORWARDED_MANY_TIMES, ForwardLimits, MAX_TEXT, MAX_USER_ID, PostQuantum};
 #[cfg(feature = "native")]
 pub use client::{Client, ClientConfig, DeviceLink, Progress};
 pub use error::{AttachmentError, ClientError, EncryptError, RelayErrorCode, UrlError};
 pub use event::{
-    Address, Attachment, Body, Conversation, DropReason, Event, GroupChange, GroupId, Message,
-    MessageId, Presence, ReceiptKind, Undecryptable,
+    Address, Attachment, Body, Conversation, DeviceSafety, DropReason, Event, GroupChange, GroupId,
+    Message, MessageId, Presence, ReceiptKind, Undecryptable,
 };
 #[cfg(feature = "native")]
 pub use store::SqliteStore;

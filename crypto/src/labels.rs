@@ -48,6 +48,8 @@ pub mod client_record {
     pub const SIGNED_PREKEY: &[u8] = b"hush client signed prekey";
     /// A one-time prekey's private key.
     pub const ONE_TIME_PREKEY: &[u8] = b"hush client one-time prekey";
+    /// A KEM prekey's flags, seed and signature (one-time or last-resort).
+    pub const KEM_PREKEY: &[u8] = b"hush client KEM prekey";
     /// A session state.
     pub const SESSION: &[u8] = b"hush client session";
     /// A group record.
@@ -80,6 +82,7 @@ pub const ALL: &[&[u8]] = &[
     client_record::IDENTITY,
     client_record::SIGNED_PREKEY,
     client_record::ONE_TIME_PREKEY,
+    client_record::KEM_PREKEY,
     client_record::SESSION,
     client_record::GROUP,
     client_record::DRAFT,

@@ -395,7 +395,12 @@ async fn post_quantum_prekey_directory(b: Backend) {
         panic!()
     };
     assert_eq!(
-        (s.one_time_prekeys, s.kem_prekeys, s.last_resort_kem_prekey, s.low),
+        (
+            s.one_time_prekeys,
+            s.kem_prekeys,
+            s.last_resort_kem_prekey,
+            s.low
+        ),
         (3, 3, true, false)
     );
     // The stock cap (4): one more fits, two more do not (and nothing of them is kept).
@@ -437,12 +442,29 @@ async fn post_quantum_prekey_directory(b: Backend) {
         })
         .await;
     assert!(live.low, "{live:?}");
+    // A classical signed prekey (post-quantum turned off): bundles carry no KEM prekey,
+    // which its signature does not promise; a post-quantum one again brings it back.
+    bob.call(upload(&bob_id, 2, 0)).await;
+    let Out::Bundle(bundle) = alice.call(fetch("bob")).await else {
+        panic!()
+    };
+    assert!(bundle.kem_prekey.is_none());
+    assert_eq!(session_bundle(&bundle).verify(), Ok(Suite::Classical));
+    bob.call(upload_pq(&bob_id, 3, 0, 0, None)).await;
+    let Out::Bundle(bundle) = alice.call(fetch("bob")).await else {
+        panic!()
+    };
+    assert_eq!(bundle.kem_prekey.as_ref().map(|k| k.id), Some(9));
+    assert_eq!(session_bundle(&bundle).verify(), Ok(Suite::PostQuantum));
     // A classical device's bundles carry no KEM prekey, verify as classical, and its low
     // notices are about one-time prekeys only.
     let Out::PrekeyStatus(s) = alice.call(upload(&alice_id, 1, 5)).await else {
         panic!()
     };
-    assert_eq!((s.kem_prekeys, s.last_resort_kem_prekey, s.low), (0, false, false));
+    assert_eq!(
+        (s.kem_prekeys, s.last_resort_kem_prekey, s.low),
+        (0, false, false)
+    );
     let Out::Bundle(bundle) = bob.call(fetch("alice")).await else {
         panic!()
     };

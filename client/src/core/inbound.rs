@@ -7,11 +7,11 @@ use hush_relay_protocol::proto as pr;
 use hush_sessions::error::AcceptError;
 use hush_sessions::{OneTimePrekey, Session, SessionMessage};
 
-use super::account::load_signed_prekey;
+use super::account::{load_kem_prekey, load_signed_prekey};
 use super::groups::{apply_control, load_group, save_group_state};
 use super::{
-    Device, conversation_from_proto, conversation_to_proto, identity_of, member_address,
-    stored_to_message,
+    Device, PostQuantum, conversation_from_proto, conversation_to_proto, identity_of,
+    member_address, stored_to_message,
 };
 use crate::error::ClientError;
 use crate::event::{
@@ -53,6 +53,8 @@ pub(crate) struct Opened {
     /// A prekey message started a new session, which replaces the current one only if the
     /// content proves the message new (SPEC §16.7).
     new_session: bool,
+    /// The new session is post-quantum (PQXDH).
+    post_quantum: bool,
 }
 
 impl Opened {
@@ -62,6 +64,7 @@ impl Opened {
             identity,
             identity_changed: false,
             new_session: false,
+            post_quantum: false,
         }
     }
 }
@@ -155,7 +158,7 @@ fn open_and_apply<R: CryptoRng + ?Sized>(
     // Committed only when the message is applied or dropped after its state moved on.
     store.transaction_if_ok(|tx| {
         let mut events = Vec::new();
-        let mut new_session = false;
+        let mut new_session = None;
         let (content, sender_identity, group, before_removal) = match payload {
             Incoming::Session(msg) => {
                 match open_session_message(dev, tx, &from, msg, registered, rng)? {
@@ -166,7 +169,7 @@ fn open_and_apply<R: CryptoRng + ?Sized>(
                                 safety_number: dev.safety_number(&from.user, &o.identity),
                             });
                         }
-                        new_session = o.new_session;
+                        new_session = o.new_session.then_some(o.post_quantum);
                         (o.plaintext, o.identity, None, false)
                     }
                     Err(reason) => return Ok(Err(reason)),
@@ -202,7 +205,7 @@ fn open_and_apply<R: CryptoRng + ?Sized>(
         // if the content turns out to be invalid. A new session is not: an old prekey message
         // replayed under a fresh envelope id must not replace the session in use (§16.7).
         let invalid = |reason| {
-            if new_session {
+            if new_session.is_some() {
                 Err(reason)
             } else {
                 Ok(vec![drop_of(&from, reason)])
@@ -217,6 +220,13 @@ fn open_and_apply<R: CryptoRng + ?Sized>(
             }
             Err(_) => return Ok(invalid(DropReason::Malformed)),
         };
+        if let Some(post_quantum) = new_session {
+            events.push(Event::SessionStarted {
+                with: from.clone(),
+                post_quantum,
+                initiated: false,
+            });
+        }
         match &c.body {
             Some(pc::content::Body::Text(_) | pc::content::Body::Attachment(_)) => {
                 let outgoing = from.user == dev.me.user;
@@ -368,6 +378,26 @@ pub(crate) fn open_session_message<R: CryptoRng + ?Sized>(
             }
         },
     };
+    let kem = match p.kem_prekey_id() {
+        None if dev.post_quantum == PostQuantum::Required => {
+            return Ok(Err(DropReason::Undecryptable(
+                Undecryptable::ClassicalRefused,
+            )));
+        }
+        None => None,
+        Some(id) => match load_kem_prekey(tx, id)? {
+            None => {
+                return Ok(Err(DropReason::Undecryptable(Undecryptable::KemPrekeyUsed)));
+            }
+            // A last-resort key starts one session per (key, signed prekey, base key).
+            Some(k) if k.is_last_resort() && is_reuse(tx, p)? => {
+                return Ok(Err(DropReason::Undecryptable(
+                    Undecryptable::KemPrekeyReused,
+                )));
+            }
+            Some(k) => Some(k),
+        },
+    };
     if registered != Some(p.identity_key()) {
         return Ok(Err(DropReason::Undecryptable(
             Undecryptable::NotRegisteredIdentity,
@@ -375,11 +405,21 @@ pub(crate) fn open_session_message<R: CryptoRng + ?Sized>(
     }
     let known = tx.device_key(from)?.map(|k| identity_of(&k)).transpose()?;
     let mut changed = false;
-    let accepted = match Session::accept(&dev.identity, &spk, opk.as_ref(), p, known.as_ref(), rng)
-    {
+    let accept = |known: Option<&IdentityPublicKey>, rng: &mut R| {
+        Session::accept_with_kem(
+            &dev.identity,
+            &spk,
+            opk.as_ref(),
+            kem.as_ref(),
+            p,
+            known,
+            rng,
+        )
+    };
+    let accepted = match accept(known.as_ref(), rng) {
         Err(AcceptError::IdentityChanged(_)) => {
             changed = true;
-            Session::accept(&dev.identity, &spk, opk.as_ref(), p, None, rng)
+            accept(None, rng)
         }
         other => other,
     };
@@ -390,6 +430,11 @@ pub(crate) fn open_session_message<R: CryptoRng + ?Sized>(
     if let Some(id) = p.one_time_prekey_id() {
         tx.delete_one_time_prekey(id)?;
     }
+    match (&kem, p.kem_prekey_use()) {
+        (Some(k), Some(u)) if k.is_last_resort() => tx.record_kem_prekey_use(&u)?,
+        (Some(k), _) => tx.delete_kem_prekey(k.id())?,
+        _ => {}
+    }
     tx.set_device_key(from, p.identity_key().as_bytes())?;
     if changed {
         // Sessions with the old identity key are of no use any more.
@@ -397,12 +442,21 @@ pub(crate) fn open_session_message<R: CryptoRng + ?Sized>(
     }
     tx.save_previous_sessions(from, &previous)?;
     tx.save_session(from, &session)?;
+    let post_quantum = session.is_post_quantum();
     Ok(Ok(Opened {
         plaintext: Zeroizing::new(pt),
         identity: *p.identity_key(),
         identity_changed: changed,
         new_session: true,
+        post_quantum,
     }))
+}
+
+fn is_reuse(tx: &Tx<'_>, p: &hush_sessions::PrekeyMessage) -> Result<bool, ClientError> {
+    match p.kem_prekey_use() {
+        Some(u) => tx.kem_prekey_used(&u),
+        None => Ok(false),
+    }
 }
 
 /// Most sessions kept per peer device after a newer one replaced them (SPEC §16.7).

@@ -47,6 +47,33 @@ impl Default for ForwardLimits {
         }
     }
 }
+/// Post-quantum session setup (PQXDH, SPEC §6.2) for this device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PostQuantum {
+    /// No KEM prekeys are published, so sessions other devices start with this one are
+    /// classical (X3DH): for a relay that does not carry KEM prekeys yet. Sessions this
+    /// device starts are still post-quantum with devices whose bundles offer it.
+    Off,
+    /// KEM prekeys are published (and signed prekeys signed for PQXDH). A new session with
+    /// a device whose bundle offers PQXDH is post-quantum, and a bundle stripped of its KEM
+    /// prekey is refused; a device that publishes no KEM prekeys still gets a classical
+    /// session, and so is accepted from it.
+    #[default]
+    WhenOffered,
+    /// As `WhenOffered`, but no classical session is started or accepted.
+    Required,
+}
+
+impl PostQuantum {
+    /// The policy for sessions this device starts.
+    pub(crate) const fn suite_policy(self) -> hush_sessions::SuitePolicy {
+        match self {
+            Self::Required => hush_sessions::SuitePolicy::PostQuantumOnly,
+            Self::Off | Self::WhenOffered => hush_sessions::SuitePolicy::PostQuantumWhenOffered,
+        }
+    }
+}
+
 /// Longest user id, in bytes (SPEC §14.1, shared with the relay).
 pub use hush_relay_protocol::limits::MAX_USER_ID;
 
@@ -56,6 +83,7 @@ pub(crate) struct Device {
     pub(crate) identity: IdentityKeyPair,
     pub(crate) group_config: GroupConfig,
     pub(crate) prekeys: account::PrekeyPolicy,
+    pub(crate) post_quantum: PostQuantum,
 }
 
 impl Device {

@@ -14,7 +14,7 @@ use super::{
     random_id,
 };
 use crate::error::{ClientError, EncryptError};
-use crate::event::{Address, Body, Conversation, MessageId};
+use crate::event::{Address, Body, Conversation, Event, MessageId};
 use crate::proto::client as pc;
 use crate::store::{Tick, Tx};
 
@@ -232,7 +232,9 @@ fn recipient(a: &Address) -> pc::Recipient {
 }
 
 /// Encrypts `content` for one device over its session, starting one from its bundle when
-/// there is none (or the identity key changed). `None` when there is neither.
+/// there is none (or the identity key changed; `started` then gets a
+/// [`Event::SessionStarted`]). `None` when there is neither.
+#[allow(clippy::too_many_arguments)]
 fn encrypt_to<R: CryptoRng + ?Sized>(
     dev: &Device,
     tx: &Tx<'_>,
@@ -240,15 +242,28 @@ fn encrypt_to<R: CryptoRng + ?Sized>(
     a: &Address,
     key: &IdentityPublicKey,
     content: &pc::Content,
+    started: &mut Vec<Event>,
     rng: &mut R,
 ) -> Result<Option<Vec<u8>>, ClientError> {
     let session = match tx.session(a)? {
         Some(s) if s.remote_identity() == key => Some(s),
         _ => match bundles.get(a) {
-            Some(b) => Some(
-                Session::initiate(&dev.identity, b, Some(key), rng)
-                    .map_err(|e| ClientError::Encrypt(EncryptError::Init(e)))?,
-            ),
+            Some(b) => {
+                let s = Session::initiate_with(
+                    &dev.identity,
+                    b,
+                    Some(key),
+                    dev.post_quantum.suite_policy(),
+                    rng,
+                )
+                .map_err(|e| ClientError::Encrypt(EncryptError::Init(e)))?;
+                started.push(Event::SessionStarted {
+                    with: a.clone(),
+                    post_quantum: s.is_post_quantum(),
+                    initiated: true,
+                });
+                Some(s)
+            }
             None => None,
         },
     };
@@ -269,7 +284,8 @@ fn encrypt_to<R: CryptoRng + ?Sized>(
 }
 
 /// Encrypts the draft `seq` as `plan` says and replaces it by its ready envelopes, in `tx`.
-/// `bundles` holds the prekey bundles fetched for devices without a session.
+/// `bundles` holds the prekey bundles fetched for devices without a session. Returns the
+/// sessions it started, as events to report once `tx` commits.
 pub(crate) fn encrypt<R: CryptoRng + ?Sized>(
     dev: &Device,
     tx: &Tx<'_>,
@@ -278,8 +294,9 @@ pub(crate) fn encrypt<R: CryptoRng + ?Sized>(
     bundles: &HashMap<Address, PrekeyBundle>,
     now_ms: u64,
     rng: &mut R,
-) -> Result<(), ClientError> {
+) -> Result<Vec<Event>, ClientError> {
     let mut ready = Vec::new();
+    let mut started = Vec::new();
     if plan.group_message {
         let Conversation::Group(gid) = &plan.to else {
             return Err(ClientError::Protocol);
@@ -302,7 +319,7 @@ pub(crate) fn encrypt<R: CryptoRng + ?Sized>(
                 forwarded: 0,
             };
             for (a, k) in &plan.targets {
-                if let Some(p) = encrypt_to(dev, tx, bundles, a, k, &sk, rng)? {
+                if let Some(p) = encrypt_to(dev, tx, bundles, a, k, &sk, &mut started, rng)? {
                     ready.push(pc::Ready {
                         recipients: vec![recipient(a)],
                         payload: p,
@@ -328,7 +345,7 @@ pub(crate) fn encrypt<R: CryptoRng + ?Sized>(
     } else {
         let mut reached = 0usize;
         for (a, k) in &plan.targets {
-            if let Some(p) = encrypt_to(dev, tx, bundles, a, k, &plan.content, rng)? {
+            if let Some(p) = encrypt_to(dev, tx, bundles, a, k, &plan.content, &mut started, rng)? {
                 reached += 1;
                 ready.push(pc::Ready {
                     recipients: vec![recipient(a)],
@@ -342,7 +359,7 @@ pub(crate) fn encrypt<R: CryptoRng + ?Sized>(
             ..plan.content.clone()
         };
         for (a, k) in &plan.own {
-            if let Some(p) = encrypt_to(dev, tx, bundles, a, k, &synced, rng)? {
+            if let Some(p) = encrypt_to(dev, tx, bundles, a, k, &synced, &mut started, rng)? {
                 ready.push(pc::Ready {
                     recipients: vec![recipient(a)],
                     payload: p,
@@ -354,7 +371,8 @@ pub(crate) fn encrypt<R: CryptoRng + ?Sized>(
             return Err(ClientError::Unknown("device with prekeys"));
         }
     }
-    tx.set_ready(seq, &ready)
+    tx.set_ready(seq, &ready)?;
+    Ok(started)
 }
 
 #[cfg(test)]

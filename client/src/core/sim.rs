@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use hush_crypto::{IdentityPublicKey, Signature, StorageKey, X25519PublicKey};
 use hush_groups::GroupConfig;
 use hush_relay_protocol::proto as pr;
-use hush_sessions::{OneTimePrekey, PrekeyBundle, SessionMessage};
+use hush_sessions::{BundleKemPrekey, KemPrekey, OneTimePrekey, PrekeyBundle, SessionMessage};
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 
@@ -31,11 +31,22 @@ const SIM_SEEDS: u64 = 24;
 /// Steps per run.
 const STEPS: usize = 250;
 
+/// The devices' prekey settings: post-quantum, small batches.
+const SIM_PREKEYS: account::PrekeyPolicy = account::PrekeyPolicy {
+    batch: 20,
+    grace_ms: 30 * 24 * 3600 * 1000,
+    daily_budget: 1000,
+    post_quantum: true,
+    kem_batch: 4,
+};
+
 /// What the relay holds for one device.
 struct Published {
     identity: IdentityPublicKey,
     signed: (u32, X25519PublicKey, Signature),
     one_time: VecDeque<(u32, X25519PublicKey)>,
+    kem_one_time: VecDeque<BundleKemPrekey>,
+    last_resort: Option<BundleKemPrekey>,
 }
 
 struct Envelope {
@@ -65,6 +76,10 @@ impl Relay {
         let (id, spk, sig) = p.signed;
         let bundle =
             PrekeyBundle::from_public_parts(p.identity, id, spk, sig, p.one_time.pop_front());
+        let bundle = match p.kem_one_time.pop_front().or_else(|| p.last_resort.clone()) {
+            Some(k) => bundle.with_kem_public(k),
+            None => bundle,
+        };
         bundle.verify().ok()?;
         Some(bundle)
     }
@@ -92,18 +107,15 @@ impl SimDevice {
     fn open(me: Address, disk: MemoryStore, key: [u8; 32], now: u64, rng: &mut StdRng) -> Self {
         let mut store = sealed(&disk, key, rng);
         let identity = store
-            .transaction(|tx| account::open(tx, &me, 20, now, rng))
+            .transaction(|tx| account::open(tx, &me, &SIM_PREKEYS, now, rng))
             .expect("account opens");
         Self {
             dev: Device {
                 me,
                 identity,
                 group_config: GroupConfig::default(),
-                prekeys: account::PrekeyPolicy {
-                    batch: 20,
-                    grace_ms: 30 * 24 * 3600 * 1000,
-                    daily_budget: 1000,
-                },
+                prekeys: SIM_PREKEYS,
+                post_quantum: super::PostQuantum::WhenOffered,
             },
             disk,
             key,
@@ -124,11 +136,17 @@ impl SimDevice {
         self.store = reopened.store;
     }
 
-    /// Uploads the current signed prekey and the one-time prekeys not uploaded yet.
+    /// Uploads the current signed prekey, the current last-resort KEM prekey, and the
+    /// one-time prekeys and KEM prekeys not uploaded yet.
     fn publish(&mut self, relay: &mut Relay) {
         let me = self.dev.me.clone();
         let identity = *self.dev.identity.public();
-        let (spk, fresh) = self
+        let public = |k: &KemPrekey| BundleKemPrekey {
+            id: k.id(),
+            key: k.public_key().clone(),
+            signature: *k.signature(),
+        };
+        let (spk, fresh, kem, last_resort) = self
             .store
             .transaction(|tx| {
                 let current = u32::try_from(tx.meta_u64("spk_current")?).unwrap_or(1);
@@ -145,16 +163,30 @@ impl SimDevice {
                         (*id, *k.public_key())
                     })
                     .collect();
-                Ok(((spk.id(), *spk.public_key(), *spk.signature()), fresh))
+                let kem = account::unuploaded_kem_prekeys(tx, 100)?;
+                let ids: Vec<u32> = kem.iter().map(KemPrekey::id).collect();
+                tx.mark_kem_uploaded(&ids)?;
+                let lr = u32::try_from(tx.meta_u64("kem_lr_current")?).unwrap_or(0);
+                let last_resort = account::load_kem_prekey(tx, lr)?;
+                Ok((
+                    (spk.id(), *spk.public_key(), *spk.signature()),
+                    fresh,
+                    kem.iter().map(public).collect::<Vec<_>>(),
+                    last_resort.as_ref().map(public),
+                ))
             })
             .expect("publish");
         let entry = relay.devices.entry(me).or_insert(Published {
             identity,
             signed: spk,
             one_time: VecDeque::new(),
+            kem_one_time: VecDeque::new(),
+            last_resort: None,
         });
         entry.signed = spk;
         entry.one_time.extend(fresh);
+        entry.kem_one_time.extend(kem);
+        entry.last_resort = last_resort;
     }
 }
 
@@ -635,4 +667,103 @@ fn a_replayed_prekey_message_does_not_replace_the_session_in_use() {
     w.send_to(alice, "bob");
     w.settle();
     w.final_checks();
+}
+
+/// SPEC §6.2: a post-quantum first message that Bob accepted, replayed under a fresh
+/// envelope id once its session is forgotten, is refused before anything is decrypted: its
+/// one-time KEM prekey is gone, or its use of the last-resort KEM prekey is recorded.
+#[test]
+fn a_replayed_post_quantum_prekey_message_is_refused() {
+    for last_resort in [false, true] {
+        let mut w = World::new(6);
+        let (alice, bob) = (0, 2);
+        let bob_addr = w.devices[bob].dev.me.clone();
+        let alice_addr = w.devices[alice].dev.me.clone();
+        // Bob's one-time prekeys are gone (so only the KEM prekey tells a replay), and
+        // for the last-resort case his one-time KEM prekeys too.
+        let published = w.relay.devices.get_mut(&bob_addr).expect("bob published");
+        published.one_time.clear();
+        if last_resort {
+            published.kem_one_time.clear();
+        }
+        w.send_to(alice, "bob");
+        w.flush(alice, false);
+        let first = w
+            .relay
+            .mailboxes
+            .get(&bob_addr)
+            .and_then(VecDeque::back)
+            .map(|e| e.ciphertext.clone())
+            .expect("alice's first prekey message to bob");
+        let Some(Incoming::Session(SessionMessage::Prekey(p))) = Incoming::decode(&first) else {
+            panic!("a prekey message")
+        };
+        let kem_id = p.kem_prekey_id().expect("a post-quantum first message");
+        assert_eq!(kem_id >= account::LAST_RESORT_BASE, last_resort);
+        w.settle();
+        // More new sessions from Alice than Bob remembers, each delivered.
+        for _ in 0..=inbound::MAX_PREVIOUS_SESSIONS {
+            w.devices[alice]
+                .store
+                .transaction(|tx| tx.forget_device(&bob_addr))
+                .expect("forget");
+            w.send_to(alice, "bob");
+            w.settle();
+        }
+        let in_use = w.devices[bob]
+            .store
+            .read(|tx| tx.session(&alice_addr))
+            .expect("session")
+            .and_then(|s| s.base_key().copied());
+        assert_ne!(
+            in_use.as_ref(),
+            Some(p.base_key()),
+            "its session is forgotten"
+        );
+        let envelope = pr::Envelope {
+            envelope_id: 1,
+            sender: Some(pr::Address {
+                user_id: alice_addr.user.clone(),
+                device_id: alice_addr.device,
+            }),
+            message_id: vec![0xEE; 16],
+            server_timestamp_ms: w.now,
+            ciphertext: first.clone(),
+        };
+        let registered = w.relay.devices.get(&alice_addr).map(|p| p.identity);
+        let now = w.now;
+        let d = &mut w.devices[bob];
+        let events = inbound::receive(
+            &d.dev,
+            &mut d.store,
+            envelope,
+            Incoming::decode(&first),
+            registered,
+            now,
+            &mut w.rng,
+        )
+        .expect("receive");
+        let expected = if last_resort {
+            crate::event::Undecryptable::KemPrekeyReused
+        } else {
+            crate::event::Undecryptable::KemPrekeyUsed
+        };
+        assert!(
+            matches!(
+                events.as_slice(),
+                [Event::Dropped { reason: crate::DropReason::Undecryptable(u), .. }] if *u == expected
+            ),
+            "last resort {last_resort}: {events:?}"
+        );
+        let after = w.devices[bob]
+            .store
+            .read(|tx| tx.session(&alice_addr))
+            .expect("session")
+            .and_then(|s| s.base_key().copied());
+        assert_eq!(after, in_use, "the session in use was replaced");
+        w.send_to(bob, "alice");
+        w.send_to(alice, "bob");
+        w.settle();
+        w.final_checks();
+    }
 }

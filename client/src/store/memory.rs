@@ -25,6 +25,12 @@ struct Tables {
     signed_prekeys: BTreeMap<u32, (Vec<u8>, u64)>,
     /// id → (sealed, uploaded, handed out at)
     one_time_prekeys: BTreeMap<u32, (Vec<u8>, bool, Option<u64>)>,
+    /// The same for one-time KEM prekeys.
+    kem_prekeys: BTreeMap<u32, (Vec<u8>, bool, Option<u64>)>,
+    /// id → (sealed, created_ms)
+    last_resort_kem_prekeys: BTreeMap<u32, (Vec<u8>, u64)>,
+    /// (KEM prekey id, signed prekey id, base key)
+    kem_prekey_uses: BTreeSet<(u32, u32, Vec<u8>)>,
     groups: BTreeMap<Vec<u8>, Vec<u8>>,
     /// (kind, key, sealed, at_ms)
     set_aside: Vec<(String, Vec<u8>, Vec<u8>, u64)>,
@@ -50,6 +56,45 @@ const fn tick_order(t: Tick) -> u8 {
         Tick::Queued => 255,
         Tick::Addressed => 254,
     }
+}
+
+type OneTimeKeys = BTreeMap<u32, (Vec<u8>, bool, Option<u64>)>;
+
+fn unuploaded(keys: &OneTimeKeys, limit: usize) -> Vec<(u32, Vec<u8>)> {
+    keys.iter()
+        .filter(|(_, (_, uploaded, _))| !uploaded)
+        .take(limit)
+        .map(|(id, (s, _, _))| (*id, s.clone()))
+        .collect()
+}
+
+fn mark_uploaded(keys: &mut OneTimeKeys, ids: &[u32]) {
+    for id in ids {
+        if let Some((_, uploaded, _)) = keys.get_mut(id) {
+            *uploaded = true;
+        }
+    }
+}
+
+fn set_stock(keys: &mut OneTimeKeys, remaining: u64, now_ms: u64) {
+    let mut kept = 0;
+    for (_, uploaded, handed_out) in keys.values_mut().rev() {
+        if !*uploaded {
+            continue;
+        }
+        if kept < remaining {
+            kept += 1;
+            *handed_out = None;
+        } else if handed_out.is_none() {
+            *handed_out = Some(now_ms);
+        }
+    }
+}
+
+fn prune_handed_out(keys: &mut OneTimeKeys, before_ms: u64) -> u64 {
+    let before = keys.len();
+    keys.retain(|_, (_, _, handed_out)| handed_out.is_none_or(|at| at > before_ms));
+    (before - keys.len()) as u64
 }
 
 /// A device's store in memory.
@@ -211,49 +256,99 @@ impl StoreTx for MemoryTx<'_> {
     }
 
     fn unuploaded_prekeys(&self, limit: usize) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
-        self.with(|t| {
-            t.one_time_prekeys
-                .iter()
-                .filter(|(_, (_, uploaded, _))| !uploaded)
-                .take(limit)
-                .map(|(id, (s, _, _))| (*id, s.clone()))
-                .collect()
-        })
+        self.with(|t| unuploaded(&t.one_time_prekeys, limit))
     }
 
     fn mark_uploaded(&self, ids: &[u32]) -> Result<(), StoreError> {
-        self.with(|t| {
-            for id in ids {
-                if let Some((_, uploaded, _)) = t.one_time_prekeys.get_mut(id) {
-                    *uploaded = true;
-                }
-            }
-        })
+        self.with(|t| mark_uploaded(&mut t.one_time_prekeys, ids))
     }
 
     fn set_prekey_stock(&self, remaining: u64, now_ms: u64) -> Result<(), StoreError> {
-        self.with(|t| {
-            let mut kept = 0;
-            for (_, uploaded, handed_out) in t.one_time_prekeys.values_mut().rev() {
-                if !*uploaded {
-                    continue;
-                }
-                if kept < remaining {
-                    kept += 1;
-                    *handed_out = None;
-                } else if handed_out.is_none() {
-                    *handed_out = Some(now_ms);
-                }
-            }
-        })
+        self.with(|t| set_stock(&mut t.one_time_prekeys, remaining, now_ms))
     }
 
     fn prune_handed_out(&self, before_ms: u64) -> Result<u64, StoreError> {
+        self.with(|t| prune_handed_out(&mut t.one_time_prekeys, before_ms))
+    }
+
+    fn put_kem_prekey(&self, id: u32, sealed: &[u8]) -> Result<(), StoreError> {
         self.with(|t| {
-            let before = t.one_time_prekeys.len();
-            t.one_time_prekeys
-                .retain(|_, (_, _, handed_out)| handed_out.is_none_or(|at| at > before_ms));
-            (before - t.one_time_prekeys.len()) as u64
+            t.kem_prekeys.insert(id, (sealed.to_vec(), false, None));
+        })
+    }
+
+    fn kem_prekey(&self, id: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with(|t| t.kem_prekeys.get(&id).map(|(s, _, _)| s.clone()))
+    }
+
+    fn delete_kem_prekey(&self, id: u32) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.kem_prekeys.remove(&id);
+        })
+    }
+
+    fn unuploaded_kem_prekeys(&self, limit: usize) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+        self.with(|t| unuploaded(&t.kem_prekeys, limit))
+    }
+
+    fn mark_kem_uploaded(&self, ids: &[u32]) -> Result<(), StoreError> {
+        self.with(|t| mark_uploaded(&mut t.kem_prekeys, ids))
+    }
+
+    fn set_kem_stock(&self, remaining: u64, now_ms: u64) -> Result<(), StoreError> {
+        self.with(|t| set_stock(&mut t.kem_prekeys, remaining, now_ms))
+    }
+
+    fn prune_kem_handed_out(&self, before_ms: u64) -> Result<u64, StoreError> {
+        self.with(|t| prune_handed_out(&mut t.kem_prekeys, before_ms))
+    }
+
+    fn put_last_resort_kem_prekey(
+        &self,
+        id: u32,
+        sealed: &[u8],
+        created_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.last_resort_kem_prekeys
+                .insert(id, (sealed.to_vec(), created_ms));
+        })
+    }
+
+    fn last_resort_kem_prekey(&self, id: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with(|t| t.last_resort_kem_prekeys.get(&id).map(|(s, _)| s.clone()))
+    }
+
+    fn prune_last_resort_kem_prekeys(&self, before_ms: u64, keep: u32) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.last_resort_kem_prekeys
+                .retain(|id, (_, created)| *created >= before_ms || *id == keep);
+            let kept = &t.last_resort_kem_prekeys;
+            t.kem_prekey_uses.retain(|(id, _, _)| kept.contains_key(id));
+        })
+    }
+
+    fn kem_prekey_used(
+        &self,
+        kem_id: u32,
+        signed_prekey_id: u32,
+        base_key: &[u8],
+    ) -> Result<bool, StoreError> {
+        self.with(|t| {
+            t.kem_prekey_uses
+                .contains(&(kem_id, signed_prekey_id, base_key.to_vec()))
+        })
+    }
+
+    fn record_kem_prekey_use(
+        &self,
+        kem_id: u32,
+        signed_prekey_id: u32,
+        base_key: &[u8],
+    ) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.kem_prekey_uses
+                .insert((kem_id, signed_prekey_id, base_key.to_vec()));
         })
     }
 

@@ -120,6 +120,41 @@ pub trait StoreTx {
     /// Deletes one-time prekeys handed out at or before `before_ms`; returns how many.
     fn prune_handed_out(&self, before_ms: u64) -> Result<u64, StoreError>;
 
+    /// Adds (or replaces) a one-time KEM prekey, not uploaded yet. The one-time KEM prekey
+    /// operations below behave as their one-time prekey counterparts above.
+    fn put_kem_prekey(&self, id: u32, sealed: &[u8]) -> Result<(), StoreError>;
+    fn kem_prekey(&self, id: u32) -> Result<Option<Vec<u8>>, StoreError>;
+    fn delete_kem_prekey(&self, id: u32) -> Result<(), StoreError>;
+    fn unuploaded_kem_prekeys(&self, limit: usize) -> Result<Vec<(u32, Vec<u8>)>, StoreError>;
+    fn mark_kem_uploaded(&self, ids: &[u32]) -> Result<(), StoreError>;
+    fn set_kem_stock(&self, remaining: u64, now_ms: u64) -> Result<(), StoreError>;
+    fn prune_kem_handed_out(&self, before_ms: u64) -> Result<u64, StoreError>;
+
+    fn put_last_resort_kem_prekey(
+        &self,
+        id: u32,
+        sealed: &[u8],
+        created_ms: u64,
+    ) -> Result<(), StoreError>;
+    fn last_resort_kem_prekey(&self, id: u32) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Deletes last-resort KEM prekeys created before `before_ms`, except `keep`, and the
+    /// uses recorded for them.
+    fn prune_last_resort_kem_prekeys(&self, before_ms: u64, keep: u32) -> Result<(), StoreError>;
+    /// Whether a session was started with last-resort KEM prekey `kem_id`, signed prekey
+    /// `signed_prekey_id` and base key `base_key` (SPEC §6.2).
+    fn kem_prekey_used(
+        &self,
+        kem_id: u32,
+        signed_prekey_id: u32,
+        base_key: &[u8],
+    ) -> Result<bool, StoreError>;
+    fn record_kem_prekey_use(
+        &self,
+        kem_id: u32,
+        signed_prekey_id: u32,
+        base_key: &[u8],
+    ) -> Result<(), StoreError>;
+
     fn group(&self, id: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     fn put_group(&self, id: &[u8], sealed: &[u8]) -> Result<(), StoreError>;
     fn delete_group(&self, id: &[u8]) -> Result<(), StoreError>;
@@ -449,6 +484,94 @@ impl Tx<'_> {
 
     pub(crate) fn prune_handed_out(&self, before_ms: u64) -> Result<u64, ClientError> {
         Ok(self.raw.prune_handed_out(before_ms)?)
+    }
+
+    pub(crate) fn put_kem_prekey(&self, id: u32, record: &[u8]) -> Result<(), ClientError> {
+        let sealed = self.seal(label::KEM_PREKEY, record)?;
+        Ok(self.raw.put_kem_prekey(id, &sealed)?)
+    }
+
+    pub(crate) fn kem_prekey(&self, id: u32) -> Result<Option<Zeroizing<Vec<u8>>>, ClientError> {
+        self.raw
+            .kem_prekey(id)?
+            .map(|b| self.open(label::KEM_PREKEY, &b))
+            .transpose()
+    }
+
+    pub(crate) fn delete_kem_prekey(&self, id: u32) -> Result<(), ClientError> {
+        Ok(self.raw.delete_kem_prekey(id)?)
+    }
+
+    /// One-time KEM prekeys generated but not yet uploaded: (id, record).
+    pub(crate) fn unuploaded_kem_prekeys(
+        &self,
+        limit: usize,
+    ) -> Result<PrekeySecrets, ClientError> {
+        self.raw
+            .unuploaded_kem_prekeys(limit)?
+            .into_iter()
+            .map(|(id, b)| Ok((id, self.open(label::KEM_PREKEY, &b)?)))
+            .collect()
+    }
+
+    pub(crate) fn mark_kem_uploaded(&self, ids: &[u32]) -> Result<(), ClientError> {
+        Ok(self.raw.mark_kem_uploaded(ids)?)
+    }
+
+    pub(crate) fn set_kem_stock(&self, remaining: u64, now_ms: u64) -> Result<(), ClientError> {
+        Ok(self.raw.set_kem_stock(remaining, now_ms)?)
+    }
+
+    pub(crate) fn prune_kem_handed_out(&self, before_ms: u64) -> Result<u64, ClientError> {
+        Ok(self.raw.prune_kem_handed_out(before_ms)?)
+    }
+
+    pub(crate) fn put_last_resort_kem_prekey(
+        &self,
+        id: u32,
+        record: &[u8],
+        now_ms: u64,
+    ) -> Result<(), ClientError> {
+        let sealed = self.seal(label::KEM_PREKEY, record)?;
+        Ok(self.raw.put_last_resort_kem_prekey(id, &sealed, now_ms)?)
+    }
+
+    pub(crate) fn last_resort_kem_prekey(
+        &self,
+        id: u32,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, ClientError> {
+        self.raw
+            .last_resort_kem_prekey(id)?
+            .map(|b| self.open(label::KEM_PREKEY, &b))
+            .transpose()
+    }
+
+    pub(crate) fn prune_last_resort_kem_prekeys(
+        &self,
+        before_ms: u64,
+        keep: u32,
+    ) -> Result<(), ClientError> {
+        Ok(self.raw.prune_last_resort_kem_prekeys(before_ms, keep)?)
+    }
+
+    pub(crate) fn kem_prekey_used(
+        &self,
+        u: &hush_sessions::KemPrekeyUse,
+    ) -> Result<bool, ClientError> {
+        Ok(self
+            .raw
+            .kem_prekey_used(u.kem_prekey_id, u.signed_prekey_id, u.base_key.as_bytes())?)
+    }
+
+    pub(crate) fn record_kem_prekey_use(
+        &self,
+        u: &hush_sessions::KemPrekeyUse,
+    ) -> Result<(), ClientError> {
+        Ok(self.raw.record_kem_prekey_use(
+            u.kem_prekey_id,
+            u.signed_prekey_id,
+            u.base_key.as_bytes(),
+        )?)
     }
 
     // --- records set aside ---

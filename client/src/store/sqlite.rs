@@ -38,6 +38,15 @@ const MIGRATIONS: &[&str] = &[
     // 4: records that did not open or decode, kept out of the way (SPEC §16.8).
     "CREATE TABLE set_aside (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,
         key BLOB NOT NULL, sealed BLOB NOT NULL, at_ms INTEGER NOT NULL);",
+    // 5: post-quantum prekeys (SPEC §16.8): one-time KEM prekeys kept like one-time
+    // prekeys, last-resort KEM prekeys like signed prekeys, and the uses of last-resort
+    // keys, refused a second time (SPEC §6.2).
+    "CREATE TABLE kem_prekeys (id INTEGER PRIMARY KEY, sealed BLOB NOT NULL,
+        uploaded INTEGER NOT NULL, handed_out_ms INTEGER);
+     CREATE TABLE last_resort_kem_prekeys (id INTEGER PRIMARY KEY, sealed BLOB NOT NULL,
+        created_ms INTEGER NOT NULL);
+     CREATE TABLE kem_prekey_uses (kem_id INTEGER NOT NULL, signed_prekey_id INTEGER NOT NULL,
+        base_key BLOB NOT NULL, PRIMARY KEY (kem_id, signed_prekey_id, base_key)) WITHOUT ROWID;",
 ];
 
 /// The `ticks.kind` column: sent 0, delivered 1, read 2, queued 255.
@@ -100,6 +109,80 @@ impl Store for SqliteStore {
 
 /// A SQLite transaction (rolled back when dropped uncommitted).
 struct SqliteTx<'a>(rusqlite::Transaction<'a>);
+
+/// The tables of keys used once: one-time prekeys and one-time KEM prekeys, alike.
+const ONE_TIME: &str = "one_time_prekeys";
+const KEM: &str = "kem_prekeys";
+
+impl SqliteTx<'_> {
+    fn put_once(&self, table: &str, id: u32, sealed: &[u8]) -> Result<(), StoreError> {
+        self.0.execute(
+            &format!("INSERT OR REPLACE INTO {table} (id, sealed, uploaded) VALUES (?1, ?2, 0)"),
+            params![id, sealed],
+        )?;
+        Ok(())
+    }
+
+    fn get_once(&self, table: &str, id: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .0
+            .query_row(
+                &format!("SELECT sealed FROM {table} WHERE id = ?1"),
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn delete_once(&self, table: &str, id: u32) -> Result<(), StoreError> {
+        self.0
+            .execute(&format!("DELETE FROM {table} WHERE id = ?1"), params![id])?;
+        Ok(())
+    }
+
+    fn unuploaded(&self, table: &str, limit: usize) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+        let mut s = self.0.prepare_cached(&format!(
+            "SELECT id, sealed FROM {table} WHERE uploaded = 0 ORDER BY id LIMIT ?1"
+        ))?;
+        let rows = s
+            .query_map(params![ms(limit as u64)], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn mark_uploaded_in(&self, table: &str, ids: &[u32]) -> Result<(), StoreError> {
+        let mut s = self
+            .0
+            .prepare_cached(&format!("UPDATE {table} SET uploaded = 1 WHERE id = ?1"))?;
+        for id in ids {
+            s.execute(params![id])?;
+        }
+        Ok(())
+    }
+
+    fn set_stock(&self, table: &str, remaining: u64, now_ms: u64) -> Result<(), StoreError> {
+        let kept = format!("SELECT id FROM {table} WHERE uploaded = 1 ORDER BY id DESC LIMIT ?1");
+        self.0.execute(
+            &format!("UPDATE {table} SET handed_out_ms = NULL WHERE id IN ({kept})"),
+            params![ms(remaining)],
+        )?;
+        self.0.execute(
+            &format!(
+                "UPDATE {table} SET handed_out_ms = ?2 WHERE uploaded = 1
+                 AND handed_out_ms IS NULL AND id NOT IN ({kept})"
+            ),
+            params![ms(remaining), ms(now_ms)],
+        )?;
+        Ok(())
+    }
+
+    fn prune_handed_out_of(&self, table: &str, before_ms: u64) -> Result<u64, StoreError> {
+        Ok(self.0.execute(
+            &format!("DELETE FROM {table} WHERE handed_out_ms <= ?1"),
+            params![ms(before_ms)],
+        )? as u64)
+    }
+}
 
 fn ms(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -242,71 +325,125 @@ impl StoreTx for SqliteTx<'_> {
     }
 
     fn put_one_time_prekey(&self, id: u32, sealed: &[u8]) -> Result<(), StoreError> {
+        self.put_once(ONE_TIME, id, sealed)
+    }
+
+    fn one_time_prekey(&self, id: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_once(ONE_TIME, id)
+    }
+
+    fn delete_one_time_prekey(&self, id: u32) -> Result<(), StoreError> {
+        self.delete_once(ONE_TIME, id)
+    }
+
+    fn unuploaded_prekeys(&self, limit: usize) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+        self.unuploaded(ONE_TIME, limit)
+    }
+
+    fn mark_uploaded(&self, ids: &[u32]) -> Result<(), StoreError> {
+        self.mark_uploaded_in(ONE_TIME, ids)
+    }
+
+    fn set_prekey_stock(&self, remaining: u64, now_ms: u64) -> Result<(), StoreError> {
+        self.set_stock(ONE_TIME, remaining, now_ms)
+    }
+
+    fn prune_handed_out(&self, before_ms: u64) -> Result<u64, StoreError> {
+        self.prune_handed_out_of(ONE_TIME, before_ms)
+    }
+
+    fn put_kem_prekey(&self, id: u32, sealed: &[u8]) -> Result<(), StoreError> {
+        self.put_once(KEM, id, sealed)
+    }
+
+    fn kem_prekey(&self, id: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_once(KEM, id)
+    }
+
+    fn delete_kem_prekey(&self, id: u32) -> Result<(), StoreError> {
+        self.delete_once(KEM, id)
+    }
+
+    fn unuploaded_kem_prekeys(&self, limit: usize) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+        self.unuploaded(KEM, limit)
+    }
+
+    fn mark_kem_uploaded(&self, ids: &[u32]) -> Result<(), StoreError> {
+        self.mark_uploaded_in(KEM, ids)
+    }
+
+    fn set_kem_stock(&self, remaining: u64, now_ms: u64) -> Result<(), StoreError> {
+        self.set_stock(KEM, remaining, now_ms)
+    }
+
+    fn prune_kem_handed_out(&self, before_ms: u64) -> Result<u64, StoreError> {
+        self.prune_handed_out_of(KEM, before_ms)
+    }
+
+    fn put_last_resort_kem_prekey(
+        &self,
+        id: u32,
+        sealed: &[u8],
+        created_ms: u64,
+    ) -> Result<(), StoreError> {
         self.0.execute(
-            "INSERT OR REPLACE INTO one_time_prekeys (id, sealed, uploaded) VALUES (?1, ?2, 0)",
-            params![id, sealed],
+            "INSERT OR REPLACE INTO last_resort_kem_prekeys (id, sealed, created_ms) VALUES (?1, ?2, ?3)",
+            params![id, sealed, ms(created_ms)],
         )?;
         Ok(())
     }
 
-    fn one_time_prekey(&self, id: u32) -> Result<Option<Vec<u8>>, StoreError> {
+    fn last_resort_kem_prekey(&self, id: u32) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .0
             .query_row(
-                "SELECT sealed FROM one_time_prekeys WHERE id = ?1",
+                "SELECT sealed FROM last_resort_kem_prekeys WHERE id = ?1",
                 params![id],
                 |r| r.get(0),
             )
             .optional()?)
     }
 
-    fn delete_one_time_prekey(&self, id: u32) -> Result<(), StoreError> {
-        self.0
-            .execute("DELETE FROM one_time_prekeys WHERE id = ?1", params![id])?;
+    fn prune_last_resort_kem_prekeys(&self, before_ms: u64, keep: u32) -> Result<(), StoreError> {
+        self.0.execute(
+            "DELETE FROM last_resort_kem_prekeys WHERE created_ms < ?1 AND id != ?2",
+            params![ms(before_ms), keep],
+        )?;
+        self.0.execute(
+            "DELETE FROM kem_prekey_uses WHERE kem_id NOT IN (SELECT id FROM last_resort_kem_prekeys)",
+            [],
+        )?;
         Ok(())
     }
 
-    fn unuploaded_prekeys(&self, limit: usize) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
-        let mut s = self.0.prepare(
-            "SELECT id, sealed FROM one_time_prekeys WHERE uploaded = 0 ORDER BY id LIMIT ?1",
-        )?;
-        let rows = s
-            .query_map(params![ms(limit as u64)], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
-    }
-
-    fn mark_uploaded(&self, ids: &[u32]) -> Result<(), StoreError> {
-        let mut s = self
+    fn kem_prekey_used(
+        &self,
+        kem_id: u32,
+        signed_prekey_id: u32,
+        base_key: &[u8],
+    ) -> Result<bool, StoreError> {
+        Ok(self
             .0
-            .prepare_cached("UPDATE one_time_prekeys SET uploaded = 1 WHERE id = ?1")?;
-        for id in ids {
-            s.execute(params![id])?;
-        }
-        Ok(())
+            .query_row(
+                "SELECT 1 FROM kem_prekey_uses WHERE kem_id = ?1 AND signed_prekey_id = ?2 AND base_key = ?3",
+                params![kem_id, signed_prekey_id, base_key],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
     }
 
-    fn set_prekey_stock(&self, remaining: u64, now_ms: u64) -> Result<(), StoreError> {
-        let kept = "SELECT id FROM one_time_prekeys WHERE uploaded = 1 ORDER BY id DESC LIMIT ?1";
+    fn record_kem_prekey_use(
+        &self,
+        kem_id: u32,
+        signed_prekey_id: u32,
+        base_key: &[u8],
+    ) -> Result<(), StoreError> {
         self.0.execute(
-            &format!("UPDATE one_time_prekeys SET handed_out_ms = NULL WHERE id IN ({kept})"),
-            params![ms(remaining)],
-        )?;
-        self.0.execute(
-            &format!(
-                "UPDATE one_time_prekeys SET handed_out_ms = ?2 WHERE uploaded = 1
-                 AND handed_out_ms IS NULL AND id NOT IN ({kept})"
-            ),
-            params![ms(remaining), ms(now_ms)],
+            "INSERT OR IGNORE INTO kem_prekey_uses (kem_id, signed_prekey_id, base_key) VALUES (?1, ?2, ?3)",
+            params![kem_id, signed_prekey_id, base_key],
         )?;
         Ok(())
-    }
-
-    fn prune_handed_out(&self, before_ms: u64) -> Result<u64, StoreError> {
-        Ok(self.0.execute(
-            "DELETE FROM one_time_prekeys WHERE handed_out_ms <= ?1",
-            params![ms(before_ms)],
-        )? as u64)
     }
 
     fn group(&self, id: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

@@ -281,6 +281,14 @@ impl Peer {
                     )
                 }),
             );
+            let bundle = match b.kem_prekey {
+                Some(k) => bundle.with_kem_public(hush_sessions::BundleKemPrekey {
+                    id: k.id,
+                    key: hush_crypto::kem::KemPublicKey::from_slice(&k.key).unwrap(),
+                    signature: hush_crypto::Signature::from_slice(&k.signature).unwrap(),
+                }),
+                None => bundle,
+            };
             let s = hush_sessions::Session::initiate(&self.raw.id, &bundle, None, &mut rand::rng())
                 .unwrap();
             self.sessions.insert(user.to_string(), s);

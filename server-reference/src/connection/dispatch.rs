@@ -224,9 +224,15 @@ async fn upload<S: Store>(
     let signed = match u.signed_prekey {
         None => None,
         Some((prekey, signature)) => {
-            if signed_by(&signed::pq_signed_prekey_message(prekey.id, &prekey.key), &signature) {
+            if signed_by(
+                &signed::pq_signed_prekey_message(prekey.id, &prekey.key),
+                &signature,
+            ) {
                 post_quantum = true;
-            } else if !signed_by(&signed::signed_prekey_message(prekey.id, &prekey.key), &signature) {
+            } else if !signed_by(
+                &signed::signed_prekey_message(prekey.id, &prekey.key),
+                &signature,
+            ) {
                 return Err(bad("signed prekey signature does not verify"));
             }
             Some((

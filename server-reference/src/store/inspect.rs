@@ -17,6 +17,12 @@ pub struct Inspection {
     pub signed_prekeys: u64,
     /// One-time prekeys not yet handed out.
     pub one_time_prekeys: u64,
+    /// Signed prekeys that promise a KEM prekey (PQXDH).
+    pub post_quantum_signed_prekeys: u64,
+    /// One-time KEM prekeys not yet handed out.
+    pub kem_prekeys: u64,
+    /// Last-resort KEM prekeys.
+    pub last_resort_kem_prekeys: u64,
     /// Envelopes waiting in mailboxes: (recipient, envelope).
     pub queued: Vec<(Addr, StoredEnvelope)>,
     /// Receipts waiting for their senders.
@@ -36,6 +42,11 @@ pub fn inspect(path: &Path) -> Result<Inspection, StoreError> {
     let mut out = Inspection {
         signed_prekeys: count("SELECT COUNT(*) FROM signed_prekeys")?,
         one_time_prekeys: count("SELECT COUNT(*) FROM one_time_prekeys")?,
+        post_quantum_signed_prekeys: count(
+            "SELECT COUNT(*) FROM signed_prekeys WHERE post_quantum = 1",
+        )?,
+        kem_prekeys: count("SELECT COUNT(*) FROM kem_prekeys")?,
+        last_resort_kem_prekeys: count("SELECT COUNT(*) FROM last_resort_kem_prekeys")?,
         receipts: count("SELECT COUNT(*) FROM receipts")?,
         ..Inspection::default()
     };

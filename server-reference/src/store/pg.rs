@@ -241,8 +241,10 @@ const MIGRATIONS: &[&str] = &[
        RETURN refused;
      END $$;",
     // 9: post-quantum prekeys (SPEC §5.3): signed one-time KEM prekeys, handed out once
-    // each, and one last-resort KEM prekey per device.
-    "CREATE TABLE kem_prekeys (user_id TEXT NOT NULL, device_id BIGINT NOT NULL,
+    // each, and one last-resort KEM prekey per device; whether the signed prekey is
+    // post-quantum (only then do bundles carry a KEM prekey).
+    "ALTER TABLE signed_prekeys ADD COLUMN post_quantum BOOLEAN NOT NULL DEFAULT FALSE;
+     CREATE TABLE kem_prekeys (user_id TEXT NOT NULL, device_id BIGINT NOT NULL,
         id BIGINT NOT NULL, key BYTEA NOT NULL, signature BYTEA NOT NULL,
         PRIMARY KEY (user_id, device_id, id));
      CREATE TABLE last_resort_kem_prekeys (user_id TEXT NOT NULL, device_id BIGINT NOT NULL,
@@ -604,13 +606,20 @@ impl Store for PgStore {
         .await
         .map_err(db)?;
         let before = stock(
-            &tx.query_one(&tx.prepare_cached(PREKEY_STOCK).await.map_err(db)?, &[user, device])
-                .await
-                .map_err(db)?,
+            &tx.query_one(
+                &tx.prepare_cached(PREKEY_STOCK).await.map_err(db)?,
+                &[user, device],
+            )
+            .await
+            .map_err(db)?,
         );
         let over = |have: u64, adding: usize, cap: u64| adding > 0 && have + adding as u64 > cap;
         if over(before.one_time, upload.one_time.len(), caps.one_time)
-            || over(before.kem_one_time, upload.kem_one_time.len(), caps.kem_one_time)
+            || over(
+                before.kem_one_time,
+                upload.kem_one_time.len(),
+                caps.kem_one_time,
+            )
         {
             return Err(StoreError::PrekeyStockFull);
         }
@@ -619,9 +628,9 @@ impl Store for PgStore {
         }
         if let Some((spk, sig)) = upload.signed {
             tx.execute(
-                &tx.prepare_cached("INSERT INTO signed_prekeys (user_id, device_id, id, key, signature) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (user_id, device_id) DO UPDATE SET id = EXCLUDED.id, key = EXCLUDED.key, signature = EXCLUDED.signature").await.map_err(db)?,
-                &[user, device, &i64::from(spk.id), &spk.key, &sig],
+                &tx.prepare_cached("INSERT INTO signed_prekeys (user_id, device_id, id, key, signature, post_quantum) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (user_id, device_id) DO UPDATE SET id = EXCLUDED.id, key = EXCLUDED.key, signature = EXCLUDED.signature, post_quantum = EXCLUDED.post_quantum").await.map_err(db)?,
+                &[user, device, &i64::from(spk.id), &spk.key, &sig, &upload.post_quantum],
             )
             .await
             .map_err(db)?;
@@ -643,7 +652,11 @@ impl Store for PgStore {
             .map_err(db)?;
         }
         if !upload.kem_one_time.is_empty() {
-            let ids: Vec<i64> = upload.kem_one_time.iter().map(|k| i64::from(k.id)).collect();
+            let ids: Vec<i64> = upload
+                .kem_one_time
+                .iter()
+                .map(|k| i64::from(k.id))
+                .collect();
             let (keys, sigs): (Vec<Vec<u8>>, Vec<Vec<u8>>) = upload
                 .kem_one_time
                 .into_iter()
@@ -672,9 +685,12 @@ impl Store for PgStore {
             .map_err(db)?;
         }
         let after = stock(
-            &tx.query_one(&tx.prepare_cached(PREKEY_STOCK).await.map_err(db)?, &[user, device])
-                .await
-                .map_err(db)?,
+            &tx.query_one(
+                &tx.prepare_cached(PREKEY_STOCK).await.map_err(db)?,
+                &[user, device],
+            )
+            .await
+            .map_err(db)?,
         );
         tx.commit().await.map_err(db)?;
         Ok(after)
@@ -691,7 +707,7 @@ impl Store for PgStore {
         let Some(row) = tx
             .query_opt(
                 &tx.prepare_cached(
-                    "SELECT d.identity_key, s.id, s.key, s.signature FROM devices d
+                    "SELECT d.identity_key, s.id, s.key, s.signature, s.post_quantum FROM devices d
                  JOIN signed_prekeys s ON s.user_id = d.user_id AND s.device_id = d.device_id
                  WHERE d.user_id = $1 AND d.device_id = $2",
                 )
@@ -704,7 +720,9 @@ impl Store for PgStore {
         else {
             return Ok(None);
         };
-        // Each key is handed out once: a concurrent fetch skips a key another holds.
+        // Each key is handed out once: a concurrent fetch skips a key another holds. KEM
+        // prekeys go only with a post-quantum signed prekey, which promises one.
+        let post_quantum: bool = row.get(4);
         let (opk, kem_one_time) = if !one_time {
             (None, None)
         } else {
@@ -722,8 +740,10 @@ impl Store for PgStore {
                     id: r.get::<_, i64>(0) as u32,
                     key: r.get(1),
                 });
-            let kem = tx
-                .query_opt(
+            let kem = if !post_quantum {
+                None
+            } else {
+                tx.query_opt(
                     &tx.prepare_cached("DELETE FROM kem_prekeys WHERE (user_id, device_id, id) = (
                     SELECT user_id, device_id, id FROM kem_prekeys
                     WHERE user_id = $1 AND device_id = $2 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
@@ -732,11 +752,13 @@ impl Store for PgStore {
                 )
                 .await
                 .map_err(db)?
-                .map(|r| kem_prekey(&r));
+                .map(|r| kem_prekey(&r))
+            };
             (opk, kem)
         };
         let kem_prekey = match kem_one_time {
             Some(k) => Some((k, true)),
+            None if !post_quantum => None,
             None => tx
                 .query_opt(
                     &tx.prepare_cached(

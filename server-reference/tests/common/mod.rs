@@ -446,7 +446,9 @@ pub(crate) fn upload_pq(
                     .to_vec(),
             })
             .collect(),
-        kem_prekeys: (0..kem).map(|i| kem_prekey(id, spk_id * 20_000 + i)).collect(),
+        kem_prekeys: (0..kem)
+            .map(|i| kem_prekey(id, spk_id * 20_000 + i))
+            .collect(),
         last_resort_kem_prekey: last_resort.map(|k| kem_prekey(id, k)),
     })
 }
@@ -458,9 +460,12 @@ pub(crate) fn session_bundle(b: &proto::Bundle) -> hush_sessions::PrekeyBundle {
         b.signed_prekey_id,
         hush_crypto::X25519PublicKey::from_slice(&b.signed_prekey).unwrap(),
         hush_crypto::Signature::from_slice(&b.signed_prekey_signature).unwrap(),
-        b.one_time_prekey
-            .as_ref()
-            .map(|k| (k.id, hush_crypto::X25519PublicKey::from_slice(&k.key).unwrap())),
+        b.one_time_prekey.as_ref().map(|k| {
+            (
+                k.id,
+                hush_crypto::X25519PublicKey::from_slice(&k.key).unwrap(),
+            )
+        }),
     );
     match &b.kem_prekey {
         None => bundle,

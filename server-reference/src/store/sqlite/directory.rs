@@ -176,7 +176,11 @@ pub(super) fn upload_prekeys(
     let stock = prekey_count(c, user.clone(), device)?;
     let over = |have: u64, adding: usize, cap: u64| adding > 0 && have + adding as u64 > cap;
     if over(stock.one_time, upload.one_time.len(), caps.one_time)
-        || over(stock.kem_one_time, upload.kem_one_time.len(), caps.kem_one_time)
+        || over(
+            stock.kem_one_time,
+            upload.kem_one_time.len(),
+            caps.kem_one_time,
+        )
     {
         return Err(StoreError::PrekeyStockFull);
     }
@@ -185,8 +189,8 @@ pub(super) fn upload_prekeys(
     }
     if let Some((spk, sig)) = upload.signed {
         c.execute(
-            "INSERT OR REPLACE INTO signed_prekeys (user_id, device_id, id, key, signature) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![user, device, spk.id, spk.key, sig],
+            "INSERT OR REPLACE INTO signed_prekeys (user_id, device_id, id, key, signature, post_quantum) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![user, device, spk.id, spk.key, sig, upload.post_quantum],
         )?;
     }
     let mut stmt = c.prepare_cached("INSERT OR REPLACE INTO one_time_prekeys (user_id, device_id, id, key) VALUES (?1, ?2, ?3, ?4)")?;
@@ -223,15 +227,16 @@ pub(super) fn take_bundle(
     else {
         return Ok(None);
     };
-    let Some((id, key, signature)) = c
+    let Some((id, key, signature, post_quantum)) = c
         .query_row(
-            "SELECT id, key, signature FROM signed_prekeys WHERE user_id = ?1 AND device_id = ?2",
+            "SELECT id, key, signature, post_quantum FROM signed_prekeys WHERE user_id = ?1 AND device_id = ?2",
             params![user, device],
             |r| {
                 Ok((
                     r.get::<_, u32>(0)?,
                     r.get::<_, Vec<u8>>(1)?,
                     r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, bool>(3)?,
                 ))
             },
         )
@@ -263,7 +268,8 @@ pub(super) fn take_bundle(
             signature: r.get(2)?,
         })
     };
-    let kem_one_time = if one_time {
+    // KEM prekeys go only with a post-quantum signed prekey, which promises one.
+    let kem_one_time = if one_time && post_quantum {
         c.prepare_cached(
             "DELETE FROM kem_prekeys WHERE (user_id, device_id, id) = (SELECT user_id, device_id, id
                 FROM kem_prekeys WHERE user_id = ?1 AND device_id = ?2 ORDER BY id LIMIT 1)
@@ -276,6 +282,7 @@ pub(super) fn take_bundle(
     };
     let kem_prekey = match kem_one_time {
         Some(k) => Some((k, true)),
+        None if !post_quantum => None,
         None => c
             .prepare_cached(
                 "SELECT id, key, signature FROM last_resort_kem_prekeys

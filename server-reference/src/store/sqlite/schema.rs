@@ -105,8 +105,10 @@ const MIGRATIONS: &[&str] = &[
         day INTEGER NOT NULL, bytes INTEGER NOT NULL, PRIMARY KEY (user_id, device_id, day))
         WITHOUT ROWID;",
     // 9: post-quantum prekeys (SPEC §5.3): signed one-time KEM prekeys, handed out once
-    // each, and one last-resort KEM prekey per device.
-    "CREATE TABLE kem_prekeys (user_id TEXT NOT NULL, device_id INTEGER NOT NULL,
+    // each, and one last-resort KEM prekey per device; whether the signed prekey is
+    // post-quantum (only then do bundles carry a KEM prekey).
+    "ALTER TABLE signed_prekeys ADD COLUMN post_quantum INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE kem_prekeys (user_id TEXT NOT NULL, device_id INTEGER NOT NULL,
         id INTEGER NOT NULL, key BLOB NOT NULL, signature BLOB NOT NULL,
         PRIMARY KEY (user_id, device_id, id)) WITHOUT ROWID;
      CREATE TABLE last_resort_kem_prekeys (user_id TEXT NOT NULL, device_id INTEGER NOT NULL,
