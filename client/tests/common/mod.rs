@@ -59,13 +59,25 @@ pub(crate) struct Dev {
 }
 
 pub(crate) fn open(dir: &Path, addr: &str, user: &str, key: [u8; 32]) -> Result<Dev, ClientError> {
-    let config = ClientConfig::new(
+    open_with(dir, addr, user, key, |_| {})
+}
+
+/// [`open`] with settings changed by `tweak`.
+pub(crate) fn open_with(
+    dir: &Path,
+    addr: &str,
+    user: &str,
+    key: [u8; 32],
+    tweak: impl FnOnce(&mut ClientConfig),
+) -> Result<Dev, ClientError> {
+    let mut config = ClientConfig::new(
         format!("ws://{addr}"),
         dir.join(format!("{user}.db")),
         StorageKey::from_bytes(key),
         user,
         1,
     );
+    tweak(&mut config);
     let (client, events) = Client::open(config)?;
     Ok(Dev { client, events })
 }
@@ -256,6 +268,12 @@ impl Peer {
     /// Encrypts `body` for `user`'s device 1 (starting a session from its bundle the first
     /// time) and sends it.
     pub(crate) async fn send_content(&mut self, user: &str, body: pc::content::Body) {
+        self.start_session(user).await;
+        self.send_over_session(user, body).await;
+    }
+
+    /// Starts a session with `user`'s device 1 from its bundle, unless there is one.
+    pub(crate) async fn start_session(&mut self, user: &str) {
         if !self.sessions.contains_key(user) {
             let Out::Bundle(b) = self
                 .raw
@@ -293,6 +311,10 @@ impl Peer {
                 .unwrap();
             self.sessions.insert(user.to_string(), s);
         }
+    }
+
+    /// Encrypts `body` over the session with `user`'s device 1 and sends it.
+    pub(crate) async fn send_over_session(&mut self, user: &str, body: pc::content::Body) {
         let mut mid = [0u8; 16];
         rand::Rng::fill_bytes(&mut rand::rng(), &mut mid);
         let content = pc::Content {
