@@ -51,6 +51,15 @@ for tr in session["transcripts"]:
         elif e["type"] == "restore":
             put("sealed_state", bytes.fromhex(e["sealed_state"]))
 
+pqxdh = load("pqxdh.json")
+for c in pqxdh["cases"]:
+    put("prekey_bundle", bytes.fromhex(c["bundle"]))
+    put("session_message", bytes.fromhex(c["wire"]))
+for e in pqxdh["bundle_negative"]:
+    put("prekey_bundle", bytes.fromhex(e["bundle"]))
+for e in pqxdh["responder_negative"]:
+    put("session_message", bytes.fromhex(e["wire"]))
+
 group = load("group.json")
 for e in group["events"]:
     for field, kind in (("message", 0), ("distribution", 1), ("control", 2), ("group_info", 3)):

@@ -7,7 +7,9 @@ use std::collections::HashSet;
 
 use hush_crypto::{IdentityKeyPair, StorageKey};
 use hush_groups::{Group, GroupConfig, GroupDecryptError, Role};
-use hush_sessions::{OneTimePrekey, PrekeyBundle, Session, SessionMessage, SignedPrekey};
+use hush_sessions::{
+    KemPrekey, OneTimePrekey, PrekeyBundle, Session, SessionMessage, SignedPrekey, Suite,
+};
 
 use crate::rng::FuzzRng;
 
@@ -38,16 +40,29 @@ struct Flight {
     plaintext: Vec<u8>,
 }
 
-/// Two parties: send, deliver in any order, duplicate, tamper, and seal/unseal.
+/// Two parties: send, deliver in any order, duplicate, tamper, and seal/unseal. The seed's
+/// lowest bit picks the suite: PQXDH (with a one-time KEM prekey) or X3DH.
 pub fn session_interaction(data: &[u8]) {
     let mut inp = Input { data, pos: 0 };
-    let mut rng = FuzzRng::new(inp.seed());
+    let seed = inp.seed();
+    let post_quantum = seed & 1 == 1;
+    let mut rng = FuzzRng::new(seed);
     let alice_id = IdentityKeyPair::generate(&mut rng);
     let bob_id = IdentityKeyPair::generate(&mut rng);
-    let spk = SignedPrekey::generate(1, &bob_id, &mut rng);
+    let suite = if post_quantum {
+        Suite::PostQuantum
+    } else {
+        Suite::Classical
+    };
+    let spk = SignedPrekey::generate_for(suite, 1, &bob_id, &mut rng);
     let mut opk = Some(OneTimePrekey::generate(2, &mut rng));
-    let bundle = PrekeyBundle::new(bob_id.public(), &spk, opk.as_ref());
+    let kem = post_quantum.then(|| KemPrekey::generate_one_time(3, &bob_id, &mut rng));
+    let mut bundle = PrekeyBundle::new(bob_id.public(), &spk, opk.as_ref());
+    if let Some(k) = &kem {
+        bundle = bundle.with_kem_prekey(k);
+    }
     let mut alice = Session::initiate(&alice_id, &bundle, None, &mut rng).expect("initiate");
+    assert_eq!(alice.is_post_quantum(), post_quantum);
     let mut bob: Option<Session> = None;
     let storage = StorageKey::generate(&mut rng);
     let mut queues: [Vec<Flight>; 2] = [vec![], vec![]]; // [to alice, to bob]
@@ -73,7 +88,9 @@ pub fn session_interaction(data: &[u8]) {
         let key = opk
             .as_ref()
             .filter(|k| Some(k.id()) == p.one_time_prekey_id());
-        let (s, pt) = Session::accept(&bob_id, &spk, key, &p, None, rng).ok()?;
+        let (s, pt) =
+            Session::accept_with_kem(&bob_id, &spk, key, kem.as_ref(), &p, None, rng).ok()?;
+        assert_eq!(s.is_post_quantum(), p.is_post_quantum());
         *opk = None;
         *bob = Some(s);
         Some(pt)

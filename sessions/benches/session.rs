@@ -8,8 +8,11 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use hush_crypto::kem::{KemCiphertext, KemKeyPair};
 use hush_crypto::{IdentityKeyPair, X25519KeyPair};
-use hush_sessions::{OneTimePrekey, PrekeyBundle, Session, SessionMessage, SignedPrekey};
+use hush_sessions::{
+    KemPrekey, OneTimePrekey, PrekeyBundle, Session, SessionMessage, SignedPrekey, Suite,
+};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use vodozemac::olm::{Account, OlmMessage, SessionConfig};
@@ -99,6 +102,15 @@ fn primitives(c: &mut Criterion) {
     let keys = hush_crypto::MessageKeys::derive(&mk, b"x");
     g.bench_function("chacha20poly1305_seal_100", |b| {
         b.iter(|| keys.seal(black_box(&[0u8; 100]), &MSG).unwrap())
+    });
+    let kem = KemKeyPair::generate(&mut rng);
+    g.bench_function("mlkem768_encapsulate", |b| {
+        b.iter(|| black_box(kem.public()).encapsulate(&mut rng))
+    });
+    let (ct, _) = kem.public().encapsulate(&mut rng);
+    let ct = KemCiphertext::from_slice(ct.as_bytes()).unwrap();
+    g.bench_function("mlkem768_decapsulate", |b| {
+        b.iter(|| kem.decapsulate(black_box(&ct)))
     });
     let big = vec![0x42u8; 64 * 1024];
     g.throughput(criterion::Throughput::Bytes(big.len() as u64));
@@ -208,6 +220,33 @@ fn establishment(c: &mut Criterion) {
     g.bench_function("hush_responder", |b| {
         b.iter(|| {
             Session::accept(&b_id, &spk, Some(&opk), black_box(&first), None, &mut rng).unwrap()
+        })
+    });
+
+    // PQXDH: the same keys, the signed prekey signed for the post-quantum suite, and a
+    // one-time KEM prekey.
+    let pq_spk = SignedPrekey::generate_for(Suite::PostQuantum, 3, &b_id, &mut rng);
+    let kem = KemPrekey::generate_one_time(4, &b_id, &mut rng);
+    let pq_bundle = PrekeyBundle::new(b_id.public(), &pq_spk, Some(&opk)).with_kem_prekey(&kem);
+    g.bench_function("hush_pqxdh_initiator", |b| {
+        b.iter(|| Session::initiate(&a, black_box(&pq_bundle), None, &mut rng).unwrap())
+    });
+    let mut alice = Session::initiate(&a, &pq_bundle, None, &mut rng).unwrap();
+    let SessionMessage::Prekey(first) = alice.encrypt(&MSG).unwrap() else {
+        panic!()
+    };
+    g.bench_function("hush_pqxdh_responder", |b| {
+        b.iter(|| {
+            Session::accept_with_kem(
+                &b_id,
+                &pq_spk,
+                Some(&opk),
+                Some(&kem),
+                black_box(&first),
+                None,
+                &mut rng,
+            )
+            .unwrap()
         })
     });
 

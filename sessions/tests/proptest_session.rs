@@ -9,7 +9,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use hush_crypto::{IdentityKeyPair, StorageKey};
-use hush_sessions::{OneTimePrekey, PrekeyBundle, Session, SessionMessage, SignedPrekey};
+use hush_sessions::{
+    KemPrekey, OneTimePrekey, PrekeyBundle, Session, SessionMessage, SignedPrekey, Suite,
+};
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -65,6 +67,7 @@ struct World {
     bob_id: IdentityKeyPair,
     spk: SignedPrekey,
     opk: Option<OneTimePrekey>,
+    kem: Option<KemPrekey>,
     alice: Session,
     bob: Option<Session>,
     to_bob: Vec<InFlight>,
@@ -80,16 +83,29 @@ impl World {
         let mut rng = StdRng::seed_from_u64(seed);
         let alice_id = IdentityKeyPair::generate(&mut rng);
         let bob_id = IdentityKeyPair::generate(&mut rng);
-        let spk = SignedPrekey::generate(1, &bob_id, &mut rng);
+        // Odd seeds run PQXDH (with a one-time KEM prekey), even ones X3DH.
+        let post_quantum = seed % 2 == 1;
+        let suite = if post_quantum {
+            Suite::PostQuantum
+        } else {
+            Suite::Classical
+        };
+        let spk = SignedPrekey::generate_for(suite, 1, &bob_id, &mut rng);
         let opk = OneTimePrekey::generate(2, &mut rng);
-        let bundle = PrekeyBundle::new(bob_id.public(), &spk, Some(&opk));
+        let kem = post_quantum.then(|| KemPrekey::generate_one_time(3, &bob_id, &mut rng));
+        let mut bundle = PrekeyBundle::new(bob_id.public(), &spk, Some(&opk));
+        if let Some(k) = &kem {
+            bundle = bundle.with_kem_prekey(k);
+        }
         let alice = Session::initiate(&alice_id, &bundle, None, &mut rng).unwrap();
+        assert_eq!(alice.is_post_quantum(), post_quantum);
         let storage = StorageKey::generate(&mut rng);
         World {
             rng,
             bob_id,
             spk,
             opk: Some(opk),
+            kem,
             alice,
             bob: None,
             to_bob: vec![],
@@ -116,8 +132,16 @@ impl World {
             .opk
             .as_ref()
             .filter(|k| Some(k.id()) == p.one_time_prekey_id());
-        let (session, pt) = Session::accept(&self.bob_id, &self.spk, opk, &p, None, &mut self.rng)
-            .map_err(|e| e.to_string())?;
+        let (session, pt) = Session::accept_with_kem(
+            &self.bob_id,
+            &self.spk,
+            opk,
+            self.kem.as_ref(),
+            &p,
+            None,
+            &mut self.rng,
+        )
+        .map_err(|e| e.to_string())?;
         self.opk = None; // used once
         self.bob = Some(session);
         Ok(pt)
