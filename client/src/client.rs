@@ -1052,9 +1052,10 @@ async fn housekeeping(inner: &Inner, conn: &Conn, registered: bool) -> Result<()
             let created = tx.meta_u64("kem_lr_created")?;
             if current == 0 || now.saturating_sub(created) >= rotation {
                 let id = account::new_last_resort(tx, identity, now, rng)?;
-                // The previous key stays for prekey messages in flight; older ones go, with
+                // The key it replaces stays for prekey messages in flight (however long this
+                // device was away: the relay handed it out until now); older ones go, with
                 // the uses recorded for them.
-                tx.prune_last_resort_kem_prekeys(now.saturating_sub(2 * rotation), id)?;
+                tx.prune_last_resort_kem_prekeys(now.saturating_sub(2 * rotation), [id, current])?;
             }
         }
         let wanted = if pq {
@@ -1069,13 +1070,15 @@ async fn housekeeping(inner: &Inner, conn: &Conn, registered: bool) -> Result<()
         if created == 0 && suite == Some(wanted) {
             tx.set_meta_u64("spk_created", now)?;
         } else if now.saturating_sub(created) >= rotation || suite != Some(wanted) {
+            let previous = current;
             current = current.wrapping_add(1).max(1);
             let spk = SignedPrekey::generate_for(wanted, current, identity, rng);
             store_signed_prekey(tx, &spk, now)?;
             tx.set_meta_u64("spk_current", u64::from(current))?;
             tx.set_meta_u64("spk_created", now)?;
-            // Keep the previous key for messages already in flight; drop older ones.
-            tx.prune_signed_prekeys(now.saturating_sub(2 * rotation), current)?;
+            // Keep the key it replaces for messages already in flight (however long this
+            // device was away); drop older ones.
+            tx.prune_signed_prekeys(now.saturating_sub(2 * rotation), [current, previous])?;
             rotated = Some(current);
         }
         let uploaded = tx.meta_u64("spk_uploaded")? as u32;

@@ -156,7 +156,11 @@ async fn the_signed_prekey_rotates_on_schedule_and_old_first_messages_still_open
         c.poll_interval = Duration::from_millis(200);
         c
     };
-    let (bob, bob_events) = Client::open(config("bob", [2; 32])).unwrap();
+    // Bob keeps no one-time KEM prekeys: his bundles carry his last-resort KEM prekey,
+    // which rotates with the signed prekey.
+    let mut bob_config = config("bob", [2; 32]);
+    bob_config.kem_prekey_batch = 0;
+    let (bob, bob_events) = Client::open(bob_config).unwrap();
     let mut bob = Dev {
         client: bob,
         events: bob_events,
@@ -164,7 +168,8 @@ async fn the_signed_prekey_rotates_on_schedule_and_old_first_messages_still_open
     let mut alice = open(&dir, &addr, "alice", [1; 32]).unwrap();
     bob.online().await;
     alice.online().await;
-    // Alice's first message is built on signed prekey 1 and waits at the relay.
+    // Alice's first message is built on signed prekey 1 and the first last-resort KEM
+    // prekey, and waits at the relay.
     bob.client.stop();
     bob.next(|e| matches!(e, Event::Disconnected { .. }).then_some(()))
         .await;
@@ -175,8 +180,10 @@ async fn the_signed_prekey_rotates_on_schedule_and_old_first_messages_still_open
     alice
         .next(|e| matches!(e, Event::Receipt { .. }).then_some(()))
         .await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    // Bob comes back, rotates, uploads the new key, and still opens Alice's message.
+    // Bob stays away longer than two rotation periods.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Bob comes back, rotates both keys, uploads the new ones, and still opens Alice's
+    // message: a replacement keeps the key it replaces, however old.
     bob.online().await;
     let id = bob
         .next(|e| match e {
@@ -185,6 +192,13 @@ async fn the_signed_prekey_rotates_on_schedule_and_old_first_messages_still_open
         })
         .await;
     assert!(id >= 2);
+    let post_quantum = bob
+        .next(|e| match e {
+            Event::SessionStarted { post_quantum, .. } => Some(*post_quantum),
+            _ => None,
+        })
+        .await;
+    assert!(post_quantum);
     assert_eq!(
         bob.message().await.body,
         Body::Text("on the first signed prekey".into())

@@ -83,7 +83,7 @@ fn script(store: &mut dyn Store) -> Vec<String> {
         tx.previous_sessions(&bob).unwrap()
     ));
     seen.push(format!("{:?}", tx.session(&alice).unwrap()));
-    tx.prune_signed_prekeys(250, 1).unwrap();
+    tx.prune_signed_prekeys(250, [1, 1]).unwrap();
     seen.push(format!(
         "{:?}",
         [1, 2, 3].map(|id| tx.signed_prekey(id).unwrap())
@@ -94,6 +94,46 @@ fn script(store: &mut dyn Store) -> Vec<String> {
         "{:?} {:?}",
         tx.one_time_prekey(1).unwrap(),
         tx.one_time_prekey(9).unwrap()
+    ));
+    // KEM prekeys: one-time ones as one-time prekeys, last-resort ones as signed prekeys,
+    // and the uses recorded for last-resort ones, deleted with their key.
+    for id in [4, 2, 8] {
+        tx.put_kem_prekey(id, format!("kem{id}").as_bytes())
+            .unwrap();
+    }
+    tx.mark_kem_uploaded(&[2, 4]).unwrap();
+    seen.push(format!("{:?}", tx.unuploaded_kem_prekeys(5).unwrap()));
+    tx.set_kem_stock(1, 50).unwrap();
+    seen.push(format!(
+        "{} {:?} {:?}",
+        tx.prune_kem_handed_out(49).unwrap(),
+        tx.kem_prekey(2).unwrap(),
+        tx.kem_prekey(4).unwrap()
+    ));
+    seen.push(format!("{}", tx.prune_kem_handed_out(50).unwrap()));
+    tx.delete_kem_prekey(8).unwrap();
+    seen.push(format!(
+        "{:?} {:?} {:?}",
+        tx.kem_prekey(2).unwrap(),
+        tx.kem_prekey(4).unwrap(),
+        tx.kem_prekey(8).unwrap()
+    ));
+    for (id, at) in [(1 << 31 | 1, 100), (1 << 31 | 2, 200), (1 << 31 | 3, 300)] {
+        tx.put_last_resort_kem_prekey(id, format!("lr{id}").as_bytes(), at)
+            .unwrap();
+        tx.record_kem_prekey_use(id, 7, b"base").unwrap();
+    }
+    tx.record_kem_prekey_use(1 << 31 | 3, 7, b"base").unwrap();
+    tx.prune_last_resort_kem_prekeys(250, [1 << 31 | 3, 1 << 31 | 3])
+        .unwrap();
+    seen.push(format!(
+        "{:?} {:?} {} {} {} {}",
+        tx.last_resort_kem_prekey(1 << 31 | 1).unwrap(),
+        tx.last_resort_kem_prekey(1 << 31 | 3).unwrap(),
+        tx.kem_prekey_used(1 << 31 | 1, 7, b"base").unwrap(),
+        tx.kem_prekey_used(1 << 31 | 3, 7, b"base").unwrap(),
+        tx.kem_prekey_used(1 << 31 | 3, 8, b"base").unwrap(),
+        tx.kem_prekey_used(1 << 31 | 3, 7, b"other").unwrap()
     ));
     let mut groups = tx.group_ids().unwrap();
     groups.sort();

@@ -108,7 +108,7 @@ pub fn relay_frame(data: &[u8]) {
     use hush_relay_protocol::{Request, codec, request::RequestLimits};
     let limits = RequestLimits {
         max_recipients: 256,
-        max_envelope_bytes: 257 * 1024,
+        max_envelope_bytes: 260 * 1024,
         max_prekeys_per_upload: 500,
         max_kem_prekeys_per_upload: 100,
     };

@@ -28,7 +28,7 @@
 //!
 //! // The relay decodes the frame with its size limit and parses it into a typed request,
 //! // checking its own per-request limits.
-//! let limits = RequestLimits { max_recipients: 256, max_envelope_bytes: 257 * 1024,
+//! let limits = RequestLimits { max_recipients: 256, max_envelope_bytes: 260 * 1024,
 //!                              max_prekeys_per_upload: 500, max_kem_prekeys_per_upload: 100 };
 //! let decoded = codec::decode_client(&frame, 300 * 1024)?;
 //! let (request_id, request) = Request::parse(decoded, &limits)?;

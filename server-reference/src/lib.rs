@@ -75,7 +75,8 @@ pub struct Config {
     pub registration_hook: Option<hook::HookUrl>,
     /// Largest WebSocket frame accepted (bytes). Default 300 KiB.
     pub max_frame_bytes: usize,
-    /// Largest envelope ciphertext (bytes). Default 256 KiB + 1 KiB.
+    /// Largest envelope ciphertext (bytes). Default 260 KiB: a session message with the largest
+    /// plaintext (`hush_sessions::limits::MAX_MESSAGE_LEN`, 258 KiB) fits, wrapped.
     pub max_envelope_bytes: usize,
     /// Most recipients of one send. Default 256.
     pub max_recipients: usize,
@@ -228,7 +229,7 @@ impl Default for Config {
             registration_token: None,
             registration_hook: None,
             max_frame_bytes: 300 * 1024,
-            max_envelope_bytes: 256 * 1024 + 1024,
+            max_envelope_bytes: 260 * 1024,
             max_recipients: 256,
             mailbox_max_count: 10_000,
             mailbox_max_bytes: 100 * 1024 * 1024,

@@ -117,6 +117,10 @@ pub enum AcceptError {
     /// KEM prekey is deleted after its first session, so a replay names one that is gone).
     #[error("KEM prekey {0} is not available")]
     MissingKemPrekey(u32),
+    /// An X3DH message (no KEM ciphertext) names a signed prekey signed for the
+    /// post-quantum suite, whose bundles always carry a KEM prekey: a downgrade.
+    #[error("a classical prekey message names a post-quantum signed prekey")]
+    ClassicalRefused,
     /// The message's base key has low order.
     #[error("base key is non-contributory")]
     NonContributory,

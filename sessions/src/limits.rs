@@ -20,8 +20,10 @@ pub const MAX_RECEIVER_CHAINS: usize = 5;
 /// The largest plaintext one message may carry (256 KiB). Attachments travel as pointers.
 pub const MAX_PLAINTEXT_LEN: usize = 256 * 1024;
 
-/// The largest encoded session message or prekey bundle a decoder accepts.
-pub const MAX_MESSAGE_LEN: usize = MAX_PLAINTEXT_LEN + 1024;
+/// The largest encoded session message or prekey bundle a decoder accepts: room for a
+/// PQXDH prekey message carrying [`MAX_PLAINTEXT_LEN`] bytes (its KEM ciphertext and
+/// prekey id take 1,093 bytes, its other fields about 140).
+pub const MAX_MESSAGE_LEN: usize = MAX_PLAINTEXT_LEN + 2048;
 
 /// The largest serialized session state a decoder accepts.
 pub const MAX_STATE_LEN: usize = 1024 * 1024;

@@ -253,6 +253,11 @@ impl Session {
         ) {
             (Some(id), Some(ct), Some(k)) if k.id() == id => Some(k.key_pair().decapsulate(ct)),
             (Some(id), _, _) => return Err(AcceptError::MissingKemPrekey(id)),
+            // Every bundle of a post-quantum signed prekey carries a KEM prekey: X3DH on it
+            // means someone removed it.
+            (None, _, _) if signed_prekey.suite() == Suite::PostQuantum => {
+                return Err(AcceptError::ClassicalRefused);
+            }
             (None, _, _) => None,
         };
         let sk = x3dh::responder(

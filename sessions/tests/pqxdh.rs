@@ -405,3 +405,70 @@ fn kem_secrets_never_print() {
     assert!(shown.starts_with("KemPrekey"));
     assert!(!shown.contains(&seed));
 }
+
+#[test]
+fn a_post_quantum_first_message_of_the_largest_plaintext_fits_the_limit() {
+    use hush_sessions::limits::{MAX_MESSAGE_LEN, MAX_PLAINTEXT_LEN};
+    let mut rng = rng(11);
+    let alice = IdentityKeyPair::generate(&mut rng);
+    let b = bob(&mut rng);
+    let bundle = PrekeyBundle::new(b.id.public(), &b.spk, Some(&b.opk)).with_kem_prekey(&b.kem);
+    let mut a = Session::initiate(&alice, &bundle, None, &mut rng).unwrap();
+    let big = vec![0x5a; MAX_PLAINTEXT_LEN];
+    let wire = a.encrypt(&big).unwrap().to_bytes();
+    assert!(wire.len() <= MAX_MESSAGE_LEN, "{} bytes", wire.len());
+    let SessionMessage::Prekey(m) = SessionMessage::from_bytes(&wire).unwrap() else {
+        panic!()
+    };
+    let (_, pt) = Session::accept_with_kem(
+        &b.id,
+        &b.spk,
+        Some(&b.opk),
+        Some(&b.kem),
+        &m,
+        None,
+        &mut rng,
+    )
+    .unwrap();
+    assert_eq!(pt, big);
+}
+
+#[test]
+fn x3dh_on_a_post_quantum_signed_prekey_is_refused() {
+    // What a relay would need to downgrade a first contact with a post-quantum device: a
+    // classical signature on its signed prekey. Even with one (made here with Bob's key),
+    // Bob refuses X3DH naming his post-quantum signed prekey.
+    let mut rng = rng(12);
+    let alice = IdentityKeyPair::generate(&mut rng);
+    let b = bob(&mut rng);
+    let classical_sig = b.id.sign(&hush_sessions::bundle::signed_prekey_message(
+        b.spk.id(),
+        b.spk.public_key(),
+    ));
+    let as_classical = SignedPrekey::from_parts(
+        Suite::Classical,
+        b.spk.id(),
+        &b.spk.secret_bytes(),
+        classical_sig,
+    );
+    let bundle = PrekeyBundle::new(b.id.public(), &as_classical, Some(&b.opk));
+    let mut a = Session::initiate(&alice, &bundle, None, &mut rng).unwrap();
+    assert!(!a.is_post_quantum());
+    let m = first(&mut a, b"downgraded");
+    assert_eq!(
+        Session::accept_with_kem(
+            &b.id,
+            &b.spk,
+            Some(&b.opk),
+            Some(&b.kem),
+            &m,
+            None,
+            &mut rng
+        )
+        .unwrap_err(),
+        AcceptError::ClassicalRefused
+    );
+    // The same message to the classical signed prekey (the same key) is X3DH as usual.
+    let (_, pt) = Session::accept(&b.id, &as_classical, Some(&b.opk), &m, None, &mut rng).unwrap();
+    assert_eq!(pt, b"downgraded");
+}

@@ -278,7 +278,7 @@ S = {
                          (4, "head", "bytes", 32), (5, "members", "Member", "rep"), (6, "signer", "bytes", "ik")],
     "GroupInfo": [(1, "content", "bytes", "GroupInfoContent"), (2, "signature", "bytes", 64)],
 }
-MAX_MESSAGE_LEN = 262144 + 1024
+MAX_MESSAGE_LEN = 262144 + 2048
 MAX_GROUP_WIRE = 512 * 1024
 MAX_LEN = {"SessionMessage": MAX_MESSAGE_LEN, "PrekeyBundle": MAX_MESSAGE_LEN}
 
@@ -586,8 +586,8 @@ def check_x3dh(c, v):
 def pq_bob_keys(e):
     ek, dk = kem_keys(h(e["kem_seed"]))
     return dict(spk_id=e["spk_id"], spk=h(e["spk_private"]), opk_id=e["opk_id"], opk=h(e["opk_private"]),
-                kem_id=e["kem_id"], kem_ek=ek, kem_dk=dk, kem_last_resort=e["kem_last_resort"],
-                kem_deleted=False, kem_used=set())
+                spk_post_quantum=True, kem_id=e["kem_id"], kem_ek=ek, kem_dk=dk,
+                kem_last_resort=e["kem_last_resort"], kem_deleted=False, kem_used=set())
 
 def pq_accept(e, keys, wire):
     """A responder that forgets each session after accepting it (so a repeat is a new
@@ -679,7 +679,7 @@ def alice_start(alice, bundle_bytes):
     dh0 = dh(dhs, b["signed_prekey"])
     rk, cks = kdf_rk(sk, dh0)
     opk = b.get("one_time_prekey")
-    alice.s = dict(ad=ad, rk=rk, dhs=dhs, cks=cks, ns=0, pn=0, chains=[], skipped=[], pending=True,
+    alice.s = dict(ad=ad, rk=rk, dhs=dhs, cks=cks, ns=0, pn=0, chains=[], skipped=[], pending=True, role="initiator",
                    params=(ed_public(alice.seed), x_public(ek), b.get("signed_prekey_id", 0), opk and opk.get("id", 0), kem))
     out.update(sk=sk, ad=ad, dh=dh0, root_key=rk, sending_chain_key=cks)
     return out
@@ -787,25 +787,26 @@ def receive(p, bob_keys, wire):
             kem = (pk["kem_prekey_id"], pk["kem_ciphertext"]) if "kem_prekey_id" in pk else None
             params = (pk["identity_key"], pk["base_key"], pk.get("signed_prekey_id", 0), pk.get("one_time_prekey_id"), kem)
             if p.s is not None:
-                if p.s["params"] != params:
+                # §7.4: only the responder's session takes a repeat of its own prekey message.
+                if p.s["role"] != "responder" or p.s["params"] != params:
                     raise HushError("WrongSession")
                 s = p.s
             else:                                  # Bob, §7.2: X3DH as responder, RK = SK, DHs = SPK_B
                 if bob_keys is None or params[2] != bob_keys["spk_id"] or (params[3] is not None and params[3] != bob_keys["opk_id"]):
                     raise HushError("UnknownPrekey")   # not named by SPEC §7.6
                 opk = bob_keys["opk"] if params[3] is not None else None
-                dhs = x3dh_responder(p.seed, bob_keys["spk"], opk, pk["identity_key"], pk["base_key"])
-                if kem is None:
-                    sk = x3dh_sk(dhs)
-                else:                              # §6.2 responder: its checks before decapsulating
-                    use = (kem[0], params[2], pk["base_key"])
-                    if bob_keys.get("kem_last_resort") and use in bob_keys["kem_used"]:
-                        raise HushError("KemPrekeyReused")
+                # §6.2, in its order: the suite, the KEM prekey, a last-resort repeat; then DH.
+                if kem is None and bob_keys.get("spk_post_quantum"):
+                    raise HushError("ClassicalRefused")
+                if kem is not None:
                     if kem[0] != bob_keys.get("kem_id") or bob_keys.get("kem_deleted"):
                         raise HushError("MissingKemPrekey")
-                    sk = pqxdh_sk(dhs, kem_decaps(bob_keys["kem_dk"], kem[1]))
+                    if bob_keys["kem_last_resort"] and (kem[0], params[2], pk["base_key"]) in bob_keys["kem_used"]:
+                        raise HushError("KemPrekeyReused")
+                dhs = x3dh_responder(p.seed, bob_keys["spk"], opk, pk["identity_key"], pk["base_key"])
+                sk = x3dh_sk(dhs) if kem is None else pqxdh_sk(dhs, kem_decaps(bob_keys["kem_dk"], kem[1]))
                 s = dict(ad=pk["identity_key"] + ed_public(p.seed), rk=sk, dhs=bob_keys["spk"], cks=None, ns=0, pn=0,
-                         chains=[], skipped=[], pending=False, params=params)
+                         chains=[], skipped=[], pending=False, params=params, role="responder")
             rm = pk["message"]
         else:
             if p.s is None:

@@ -210,6 +210,35 @@ fn prekey_of(wire: &[u8]) -> Result<PrekeyMessage, VectorError> {
     }
 }
 
+/// A first message without its KEM fields (7 and 8, its last 1,093 bytes): X3DH naming the
+/// post-quantum signed prekey.
+fn strip_kem(wire: &[u8]) -> Result<Vec<u8>, VectorError> {
+    // SessionMessage field 2: 0x12, a varint length, the PrekeyMessage.
+    let mut len = 0usize;
+    let mut at = 1;
+    for shift in (0..).step_by(7) {
+        let b = *wire.get(at).ok_or_else(|| gen_err("short"))?;
+        len |= usize::from(b & 0x7f) << shift;
+        at += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    let inner = wire
+        .get(at..at + len)
+        .ok_or_else(|| gen_err("bad length"))?;
+    let kept = &inner[..inner.len() - 1093];
+    let mut out = vec![0x12];
+    let mut n = kept.len();
+    while n >= 0x80 {
+        out.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+    out.extend_from_slice(kept);
+    Ok(out)
+}
+
 /// Flips one bit of the KEM ciphertext in a first message's wire bytes.
 fn flip_ciphertext(wire: &[u8], ct: &KemCiphertext, at: usize) -> Result<Vec<u8>, VectorError> {
     let pos = wire
@@ -323,6 +352,13 @@ fn responder_negatives(cases: &[Inputs; 2]) -> Result<Vec<Value>, VectorError> {
         ),
         (
             0,
+            vec![],
+            strip_kem(&wire0)?,
+            "ClassicalRefused",
+            "the first message without its KEM fields: X3DH naming a post-quantum signed prekey",
+        ),
+        (
+            0,
             vec![0],
             wire0.clone(),
             "MissingKemPrekey",
@@ -397,6 +433,7 @@ impl Responder {
                 Ok(pt)
             }
             Err(AcceptError::MissingKemPrekey(_)) => Err("MissingKemPrekey".into()),
+            Err(AcceptError::ClassicalRefused) => Err("ClassicalRefused".into()),
             Err(AcceptError::Decrypt(DecryptError::Authentication)) => Err("Authentication".into()),
             Err(e) => Err(format!("{e:?}")),
         }

@@ -39,6 +39,8 @@ fn schema(t: &str) -> Option<&'static [(&'static str, u32, K)]> {
             ("signed_prekey_id", 4, Int),
             ("one_time_prekey_id", 5, OptInt),
             ("message", 6, Msg("RatchetMessage")),
+            ("kem_prekey_id", 7, OptInt),
+            ("kem_ciphertext", 8, Bytes),
         ],
         "SessionMessage" => &[
             ("ratchet", 1, Msg("RatchetMessage")),
@@ -51,8 +53,10 @@ fn schema(t: &str) -> Option<&'static [(&'static str, u32, K)]> {
             ("signed_prekey", 4, Bytes),
             ("signed_prekey_signature", 5, Bytes),
             ("one_time_prekey", 6, Msg("OneTimePrekey")),
+            ("kem_prekey", 7, Msg("KemPrekey")),
         ],
         "OneTimePrekey" => &[("id", 1, Int), ("key", 2, Bytes)],
+        "KemPrekey" => &[("id", 1, Int), ("key", 2, Bytes), ("signature", 3, Bytes)],
         "Member" => &[("identity_key", 1, Bytes), ("role", 2, Int)],
         "GroupMessageContent" => &[
             ("version", 1, Int),
@@ -170,6 +174,17 @@ fn with(mut base: Value, key: &str, v: Value) -> Value {
     base
 }
 
+/// A valid ML-KEM-768 public key (from a fixed seed).
+fn kem_key() -> Vec<u8> {
+    let mut seed = [0u8; 64];
+    seed[..32].copy_from_slice(&pattern(0xa0));
+    seed[32..].copy_from_slice(&pattern(0xc0));
+    hush_crypto::kem::KemKeyPair::from_seed(hush_crypto::SecretBytes::from_bytes(seed))
+        .public()
+        .to_bytes()
+        .to_vec()
+}
+
 fn ident(seed: u8) -> Vec<u8> {
     hush_crypto::IdentityKeyPair::from_seed(&hush_crypto::SecretBytes::from_bytes(pattern(seed)))
         .public()
@@ -199,6 +214,18 @@ pub(crate) fn valid_entries() -> Result<Vec<Value>, VectorError> {
         "version": 1, "identity_key": h(&ident(0x20)), "signed_prekey": h(&pattern(0x40)),
         "signed_prekey_signature": h(&[7; 64]),
     });
+    // PQXDH fields: a KEM prekey id of 0 is present in a prekey message (optional) and
+    // omitted in a bundle's KemPrekey (plain).
+    let prekey_pq = with(
+        with(prekey_no_opk.clone(), "kem_prekey_id", json!(0)),
+        "kem_ciphertext",
+        h(&[0x4b; 1088]),
+    );
+    let bundle_pq = with(
+        bundle_no_opk.clone(),
+        "kem_prekey",
+        json!({"key": h(&kem_key()), "signature": h(&[8; 64])}),
+    );
     let gid = h(&pattern(0x90));
     let content = json!({
         "version": 1, "group_id": gid, "sender": h(&ident(0)), "epoch": 3, "chain_id": 0x0102_0304u32,
@@ -223,6 +250,8 @@ pub(crate) fn valid_entries() -> Result<Vec<Value>, VectorError> {
         entry("SessionMessage", json!({"prekey": prekey_no_opk}))?,
         entry("PrekeyBundle", bundle)?,
         entry("PrekeyBundle", bundle_no_opk)?,
+        entry("SessionMessage", json!({"prekey": prekey_pq}))?,
+        entry("PrekeyBundle", bundle_pq)?,
         entry("GroupMessageContent", content)?,
         entry(
             "GroupMessage",
@@ -316,7 +345,67 @@ pub(crate) fn invalid_entries() -> Result<Vec<Value>, VectorError> {
             &json!({"content": h(&content), "signature": h(&[9; 64])}),
         )
     };
-    Ok(vec![
+    // PQXDH fields (SPEC §9.4, §9.5).
+    let pq = |kem_id: Option<u32>, ct_len: usize| {
+        let mut p = json!({"version": 1, "identity_key": h(&ident(0)), "base_key": h(&pattern(0x80)),
+            "message": {"header": good_header, "ciphertext": h(&[1; 16])}});
+        if let Some(id) = kem_id {
+            p = with(p, "kem_prekey_id", json!(id));
+        }
+        if ct_len > 0 {
+            p = with(p, "kem_ciphertext", h(&vec![0x4b; ct_len]));
+        }
+        session(json!({ "prekey": p }))
+    };
+    let bundle_kem = |key: Vec<u8>, sig: usize| {
+        encode(
+            "PrekeyBundle",
+            &json!({"version": 1, "identity_key": h(&ident(0x20)), "signed_prekey": h(&pattern(0x40)),
+                "signed_prekey_signature": h(&[7; 64]),
+                "kem_prekey": {"id": 3, "key": h(&key), "signature": h(&vec![8; sig])}}),
+        )
+    };
+    let mut not_canonical = kem_key();
+    not_canonical[0] = 0xff;
+    not_canonical[1] |= 0x0f;
+    let pq_entries = vec![
+        bad(
+            "SessionMessage",
+            pq(Some(3), 0)?,
+            "kem_prekey_id without kem_ciphertext",
+        ),
+        bad(
+            "SessionMessage",
+            pq(None, 1088)?,
+            "kem_ciphertext without kem_prekey_id",
+        ),
+        bad(
+            "SessionMessage",
+            pq(Some(3), 1087)?,
+            "1,087-byte KEM ciphertext",
+        ),
+        bad(
+            "SessionMessage",
+            pq(Some(3), 1089)?,
+            "1,089-byte KEM ciphertext",
+        ),
+        bad(
+            "PrekeyBundle",
+            bundle_kem(not_canonical, 64)?,
+            "KEM public key with a coefficient not below q",
+        ),
+        bad(
+            "PrekeyBundle",
+            bundle_kem(kem_key()[..1183].to_vec(), 64)?,
+            "1,183-byte KEM public key",
+        ),
+        bad(
+            "PrekeyBundle",
+            bundle_kem(kem_key(), 63)?,
+            "63-byte KEM prekey signature",
+        ),
+    ];
+    Ok([
         bad(
             "Header",
             cat(&[&header, &[0x18, 0x00]]),
@@ -410,7 +499,10 @@ pub(crate) fn invalid_entries() -> Result<Vec<Value>, VectorError> {
             )?,
             "version 2",
         ),
-    ])
+    ]
+    .into_iter()
+    .chain(pq_entries)
+    .collect())
 }
 
 /// Builds a signed control message by hand (for changes the real API refuses to make).

@@ -154,6 +154,7 @@ fn the_spec_pqxdh_example_is_the_vector() {
         hex_of("kem_signature"),
         sha("bundle"),
         hex_of("kem_m"),
+        hex_of("dhs_a_private"),
         hex_of("kem_ciphertext")[..64].to_string(),
         sha("kem_ciphertext"),
         hex_of("ss"),

@@ -231,10 +231,10 @@ impl StoreTx for MemoryTx<'_> {
         self.with(|t| t.signed_prekeys.get(&id).map(|(s, _)| s.clone()))
     }
 
-    fn prune_signed_prekeys(&self, before_ms: u64, keep: u32) -> Result<(), StoreError> {
+    fn prune_signed_prekeys(&self, before_ms: u64, keep: [u32; 2]) -> Result<(), StoreError> {
         self.with(|t| {
             t.signed_prekeys
-                .retain(|id, (_, created)| *created >= before_ms || *id == keep);
+                .retain(|id, (_, created)| *created >= before_ms || keep.contains(id));
         })
     }
 
@@ -319,10 +319,14 @@ impl StoreTx for MemoryTx<'_> {
         self.with(|t| t.last_resort_kem_prekeys.get(&id).map(|(s, _)| s.clone()))
     }
 
-    fn prune_last_resort_kem_prekeys(&self, before_ms: u64, keep: u32) -> Result<(), StoreError> {
+    fn prune_last_resort_kem_prekeys(
+        &self,
+        before_ms: u64,
+        keep: [u32; 2],
+    ) -> Result<(), StoreError> {
         self.with(|t| {
             t.last_resort_kem_prekeys
-                .retain(|id, (_, created)| *created >= before_ms || *id == keep);
+                .retain(|id, (_, created)| *created >= before_ms || keep.contains(id));
             let kept = &t.last_resort_kem_prekeys;
             t.kem_prekey_uses.retain(|(id, _, _)| kept.contains_key(id));
         })

@@ -103,8 +103,9 @@ pub trait StoreTx {
 
     fn put_signed_prekey(&self, id: u32, sealed: &[u8], created_ms: u64) -> Result<(), StoreError>;
     fn signed_prekey(&self, id: u32) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Deletes signed prekeys created before `before_ms`, except `keep`.
-    fn prune_signed_prekeys(&self, before_ms: u64, keep: u32) -> Result<(), StoreError>;
+    /// Deletes signed prekeys created before `before_ms`, except the two in `keep` (the
+    /// current one and the one it replaced).
+    fn prune_signed_prekeys(&self, before_ms: u64, keep: [u32; 2]) -> Result<(), StoreError>;
 
     /// Adds (or replaces) a one-time prekey, not uploaded yet.
     fn put_one_time_prekey(&self, id: u32, sealed: &[u8]) -> Result<(), StoreError>;
@@ -137,9 +138,13 @@ pub trait StoreTx {
         created_ms: u64,
     ) -> Result<(), StoreError>;
     fn last_resort_kem_prekey(&self, id: u32) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Deletes last-resort KEM prekeys created before `before_ms`, except `keep`, and the
-    /// uses recorded for them.
-    fn prune_last_resort_kem_prekeys(&self, before_ms: u64, keep: u32) -> Result<(), StoreError>;
+    /// Deletes last-resort KEM prekeys created before `before_ms`, except the two in `keep`
+    /// (the current one and the one it replaced), and the uses recorded for them.
+    fn prune_last_resort_kem_prekeys(
+        &self,
+        before_ms: u64,
+        keep: [u32; 2],
+    ) -> Result<(), StoreError>;
     /// Whether a session was started with last-resort KEM prekey `kem_id`, signed prekey
     /// `signed_prekey_id` and base key `base_key` (SPEC §6.2).
     fn kem_prekey_used(
@@ -441,7 +446,7 @@ impl Tx<'_> {
     pub(crate) fn prune_signed_prekeys(
         &self,
         before_ms: u64,
-        keep: u32,
+        keep: [u32; 2],
     ) -> Result<(), ClientError> {
         Ok(self.raw.prune_signed_prekeys(before_ms, keep)?)
     }
@@ -549,7 +554,7 @@ impl Tx<'_> {
     pub(crate) fn prune_last_resort_kem_prekeys(
         &self,
         before_ms: u64,
-        keep: u32,
+        keep: [u32; 2],
     ) -> Result<(), ClientError> {
         Ok(self.raw.prune_last_resort_kem_prekeys(before_ms, keep)?)
     }

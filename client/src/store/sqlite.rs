@@ -316,10 +316,10 @@ impl StoreTx for SqliteTx<'_> {
             .optional()?)
     }
 
-    fn prune_signed_prekeys(&self, before_ms: u64, keep: u32) -> Result<(), StoreError> {
+    fn prune_signed_prekeys(&self, before_ms: u64, keep: [u32; 2]) -> Result<(), StoreError> {
         self.0.execute(
-            "DELETE FROM signed_prekeys WHERE created_ms < ?1 AND id != ?2",
-            params![ms(before_ms), keep],
+            "DELETE FROM signed_prekeys WHERE created_ms < ?1 AND id != ?2 AND id != ?3",
+            params![ms(before_ms), keep[0], keep[1]],
         )?;
         Ok(())
     }
@@ -404,10 +404,14 @@ impl StoreTx for SqliteTx<'_> {
             .optional()?)
     }
 
-    fn prune_last_resort_kem_prekeys(&self, before_ms: u64, keep: u32) -> Result<(), StoreError> {
+    fn prune_last_resort_kem_prekeys(
+        &self,
+        before_ms: u64,
+        keep: [u32; 2],
+    ) -> Result<(), StoreError> {
         self.0.execute(
-            "DELETE FROM last_resort_kem_prekeys WHERE created_ms < ?1 AND id != ?2",
-            params![ms(before_ms), keep],
+            "DELETE FROM last_resort_kem_prekeys WHERE created_ms < ?1 AND id != ?2 AND id != ?3",
+            params![ms(before_ms), keep[0], keep[1]],
         )?;
         self.0.execute(
             "DELETE FROM kem_prekey_uses WHERE kem_id NOT IN (SELECT id FROM last_resort_kem_prekeys)",
