@@ -103,6 +103,11 @@ fn primitives(c: &mut Criterion) {
     g.bench_function("chacha20poly1305_seal_100", |b| {
         b.iter(|| keys.seal(black_box(&[0u8; 100]), &MSG).unwrap())
     });
+    // ML-KEM-768: hush's (libcrux-ml-kem) and RustCrypto's `ml-kem`, the other candidate.
+    let seed = [7u8; 64];
+    g.bench_function("mlkem768_keygen", |b| {
+        b.iter(|| KemKeyPair::from_seed(hush_crypto::SecretBytes::from_bytes(black_box(seed))))
+    });
     let kem = KemKeyPair::generate(&mut rng);
     g.bench_function("mlkem768_encapsulate", |b| {
         b.iter(|| black_box(kem.public()).encapsulate(&mut rng))
@@ -112,6 +117,22 @@ fn primitives(c: &mut Criterion) {
     g.bench_function("mlkem768_decapsulate", |b| {
         b.iter(|| kem.decapsulate(black_box(&ct)))
     });
+    {
+        use ml_kem::array::Array;
+        use ml_kem::{Decapsulate, DecapsulationKey, MlKem768};
+        g.bench_function("rustcrypto_mlkem768_keygen", |b| {
+            b.iter(|| DecapsulationKey::<MlKem768>::from_seed(black_box(Array::from(seed))))
+        });
+        let rc = DecapsulationKey::<MlKem768>::from_seed(Array::from(seed));
+        let m = Array::from([9u8; 32]);
+        g.bench_function("rustcrypto_mlkem768_encapsulate", |b| {
+            b.iter(|| black_box(rc.encapsulation_key()).encapsulate_deterministic(black_box(&m)))
+        });
+        let (rc_ct, _) = rc.encapsulation_key().encapsulate_deterministic(&m);
+        g.bench_function("rustcrypto_mlkem768_decapsulate", |b| {
+            b.iter(|| rc.decapsulate(black_box(&rc_ct)))
+        });
+    }
     let big = vec![0x42u8; 64 * 1024];
     g.throughput(criterion::Throughput::Bytes(big.len() as u64));
     g.bench_function("chacha20poly1305_seal_64k", |b| {
