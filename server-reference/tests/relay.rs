@@ -499,10 +499,11 @@ async fn concurrent_fetches_hand_out_each_prekey_once(b: Backend) {
                         address: Some(addr("bob", 1)),
                     }))
                     .await
-                    && let Some(k) = b.one_time_prekey
                 {
-                    // The one-time KEM prekey comes with the one-time prekey.
-                    got.push((k.id, b.kem_prekey.unwrap().id));
+                    got.push((
+                        b.one_time_prekey.map(|k| k.id),
+                        b.kem_prekey.expect("a KEM prekey in every bundle").id,
+                    ));
                 }
             }
             got
@@ -512,15 +513,25 @@ async fn concurrent_fetches_hand_out_each_prekey_once(b: Backend) {
     let mut kem = vec![];
     for t in tasks {
         for (k, q) in t.await.unwrap() {
-            all.push(k);
-            kem.push(q);
+            all.extend(k);
+            // One-time KEM prekeys, not the last-resort one (7). A fetch may find the
+            // next one-time key held by a concurrent fetch (it skips it) while it still
+            // gets a one-time prekey, or the reverse: the two are taken independently.
+            if q != 7 {
+                kem.push(q);
+            }
         }
     }
-    let kem: std::collections::BTreeSet<_> = kem.into_iter().collect();
+    let unique_kem: std::collections::BTreeSet<_> = kem.iter().copied().collect();
     assert_eq!(
-        kem,
+        unique_kem.len(),
+        kem.len(),
+        "a one-time KEM prekey was handed out twice"
+    );
+    assert_eq!(
+        unique_kem,
         (20_000..20_040).collect(),
-        "each one-time KEM prekey went out exactly once"
+        "every one-time KEM prekey went out"
     );
     let unique: std::collections::HashSet<_> = all.iter().collect();
     assert_eq!(
