@@ -80,6 +80,18 @@ for seed in range(6):
     put("group_interaction", seed.to_bytes(8, "big") + actions)
 put("session_interaction", bytes(8) + bytes([0, 0, 2, 1, 0, 1, 1, 2, 0, 0, 3, 1, 0, 4, 1, 0, 3, 5, 5, 1]))
 put("group_interaction", bytes(8) + bytes([0, 0, 1, 1, 0, 3, 3, 0, 0, 0, 1, 3, 0, 4, 1, 0, 0, 2, 0, 5, 3]))
+# A long post-quantum ping-pong (odd seed: PQXDH and the post-quantum ratchet), so runs
+# start from a conversation that crosses several epochs: send, deliver, answer, deliver,
+# and every eighth round a seal/unseal of each side.
+pingpong = bytearray()
+for r in range(70):
+    pingpong += bytes([0, 4, 2, 1, 0, 1, 4, 2, 0, 0])
+    if r % 8 == 7:
+        pingpong += bytes([5, 1, 5, 0])
+put("session_interaction", (1).to_bytes(8, "big") + bytes(pingpong))
+# A header with the post-quantum part (SPEC §7.8.2): epoch 3, mixed 2, chunk 7 of 104 bytes.
+pq = bytes([0x08, 0x03, 0x10, 0x02, 0x18, 0x07, 0x22, 104]) + bytes(range(104))
+put("header", bytes([0x08, 0x01, 0x12, 0x20]) + bytes(32) + bytes([0x2a, len(pq)]) + pq)
 # Relay client frames (hush.relay.v1.ClientFrame), hand-encoded.
 put("relay_frame", bytes([0x08, 0x01, 0x5a, 0x00]))  # request 1: Ping
 addr = bytes([0x0a, 0x03]) + b"bob" + bytes([0x10, 0x01])

@@ -13,6 +13,9 @@ pub const X3DH_INFO: &[u8] = b"hush X3DH v1";
 pub const PQXDH_INFO: &[u8] = b"hush PQXDH X25519 ML-KEM-768 v1";
 /// HKDF `info` of the root KDF (SPEC §7).
 pub const ROOT_INFO: &[u8] = b"hush root v1";
+/// HKDF `info` of the root KDF when the step mixes in a post-quantum ratchet epoch's secret
+/// (SPEC §7.8.4).
+pub const ROOT_PQ_INFO: &[u8] = b"hush root PQ ratchet ML-KEM-768 v1";
 /// HKDF `info` expanding a one-to-one message key into an AEAD key and nonce (SPEC §7).
 pub const MESSAGE_INFO: &[u8] = b"hush message v1";
 /// Prefix of what an identity key signs to certify a signed prekey (SPEC §5.1).
@@ -67,6 +70,7 @@ pub const ALL: &[&[u8]] = &[
     X3DH_INFO,
     PQXDH_INFO,
     ROOT_INFO,
+    ROOT_PQ_INFO,
     MESSAGE_INFO,
     SIGNED_PREKEY_CONTEXT,
     PQ_SIGNED_PREKEY_CONTEXT,

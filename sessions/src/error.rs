@@ -46,6 +46,9 @@ pub enum DecodeError {
     /// The message version is not one this library speaks.
     #[error("unsupported version {0}")]
     UnsupportedVersion(u32),
+    /// A number field is outside its range.
+    #[error("field {0} is out of range")]
+    OutOfRange(&'static str),
 }
 
 /// A prekey bundle was refused.
@@ -173,6 +176,42 @@ pub enum DecryptError {
     /// The header's ratchet key has low order.
     #[error("ratchet key is non-contributory")]
     InvalidRatchetKey(X25519PublicKey),
+    /// The post-quantum ratchet refused the message (SPEC §7.8.6).
+    #[error(transparent)]
+    PostQuantum(#[from] PqError),
+}
+
+/// The post-quantum ratchet refused an authentic-looking message (SPEC §7.8.6). The session is
+/// unchanged. Apart from [`PqError::Missing`], only a peer that breaks the protocol (or a
+/// bug) causes these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum PqError {
+    /// The session runs the post-quantum ratchet and the header has no post-quantum part (a
+    /// downgrade), or the reverse.
+    #[error("the header's post-quantum part does not match the session's suite")]
+    Missing,
+    /// The peer claims an epoch it cannot have reached.
+    #[error("peer in post-quantum epoch {theirs}, ours is {ours}")]
+    EpochAhead {
+        /// Our epoch.
+        ours: u32,
+        /// The epoch in the header.
+        theirs: u32,
+    },
+    /// The header names an epoch secret the session does not hold.
+    #[error("epoch secret {0} is not held")]
+    UnknownSecret(u32),
+    /// A chunk arrived where the peer has nothing to send.
+    #[error("unexpected post-quantum chunk")]
+    UnexpectedChunk,
+    /// The assembled key or ciphertext is malformed (nonzero padding, or a key that fails
+    /// the ML-KEM modulus check).
+    #[error("assembled post-quantum payload is invalid")]
+    InvalidPayload,
+    /// The epoch counter would overflow (after 2^32 - 1 epochs).
+    #[error("post-quantum epochs exhausted")]
+    EpochsExhausted,
 }
 
 /// A stored session could not be restored.

@@ -53,10 +53,14 @@
 
 pub mod bundle;
 mod chain_key;
+mod erasure;
 pub mod error;
+#[cfg(test)]
+mod healing_tests;
 pub mod limits;
 pub mod message;
 mod message_key;
+pub mod pq_ratchet;
 mod receiver_chain;
 mod root_key;
 mod session;
@@ -81,10 +85,11 @@ mod proto {
 pub use bundle::{BundleKemPrekey, KemPrekey, OneTimePrekey, PrekeyBundle, SignedPrekey, Suite};
 pub use error::{
     AcceptError, BundleError, DecodeError, DecryptError, EncryptError, IdentityChange, InitError,
-    StateError,
+    PqError, StateError,
 };
 pub use hush_crypto::{IdentityKeyPair, IdentityPublicKey};
 pub use message::{Header, KemPrekeyUse, PrekeyMessage, RatchetMessage, SessionMessage};
 pub use message_key::MESSAGE_INFO;
-pub use root_key::ROOT_INFO;
-pub use session::{Session, SuitePolicy};
+pub use pq_ratchet::{Chunk, PqHeader};
+pub use root_key::{ROOT_INFO, ROOT_PQ_INFO};
+pub use session::{PqStatus, Session, SuitePolicy};

@@ -27,3 +27,8 @@ pub const MAX_MESSAGE_LEN: usize = MAX_PLAINTEXT_LEN + 2048;
 
 /// The largest serialized session state a decoder accepts.
 pub const MAX_STATE_LEN: usize = 1024 * 1024;
+
+/// The most bytes the post-quantum ratchet adds to a message header (SPEC §7.8.2): a 104-byte
+/// chunk with its index, the two epoch numbers at their largest, and the field's tag and
+/// length. The mean over a conversation is lower (SPEC §7.8.7).
+pub const MAX_PQ_HEADER_OVERHEAD: usize = 123;

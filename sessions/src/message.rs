@@ -8,8 +8,10 @@ use hush_crypto::kem::{KEM_PUBLIC_KEY_LEN, KemCiphertext, KemPublicKey};
 use hush_crypto::{IdentityPublicKey, KemError, Signature, X25519PublicKey};
 use prost::Message as _;
 
+use crate::erasure::CHUNK_LEN;
 use crate::error::DecodeError;
 use crate::limits::MAX_MESSAGE_LEN;
+use crate::pq_ratchet::{Chunk, PqHeader};
 use crate::proto;
 
 /// Version of the header and prekey message encodings.
@@ -79,6 +81,8 @@ pub struct Header {
     pub previous_chain_length: u32,
     /// N: this message's number in the current sending chain.
     pub message_number: u32,
+    /// The post-quantum ratchet's part, present iff the session runs it (SPEC §7.8.2).
+    pub pq: Option<PqHeader>,
 }
 
 impl Header {
@@ -89,6 +93,12 @@ impl Header {
             ratchet_key: self.ratchet_key.to_bytes().to_vec(),
             previous_chain_length: self.previous_chain_length,
             message_number: self.message_number,
+            pq: self.pq.as_ref().map(|pq| proto::PqHeader {
+                epoch: pq.epoch,
+                mixed: pq.mixed,
+                chunk_index: pq.chunk.map_or(0, |c| u32::from(c.index)),
+                chunk: pq.chunk.map(|c| c.data.to_vec()).unwrap_or_default(),
+            }),
         }
         .encode_to_vec()
     }
@@ -103,8 +113,43 @@ impl Header {
             ratchet_key: key32(&p.ratchet_key, "header.ratchet_key")?,
             previous_chain_length: p.previous_chain_length,
             message_number: p.message_number,
+            pq: p.pq.as_ref().map(pq_header).transpose()?,
         })
     }
+}
+
+fn pq_header(p: &proto::PqHeader) -> Result<PqHeader, DecodeError> {
+    if p.epoch == 0 {
+        return Err(DecodeError::MissingField("header.pq.epoch"));
+    }
+    if p.mixed >= p.epoch {
+        // A chain mixes a secret both sides hold: one of an epoch the sender has finished.
+        return Err(DecodeError::OutOfRange("header.pq.mixed"));
+    }
+    let chunk = if p.chunk.is_empty() {
+        if p.chunk_index != 0 {
+            return Err(DecodeError::MissingField("header.pq.chunk"));
+        }
+        None
+    } else {
+        let data: [u8; CHUNK_LEN] =
+            p.chunk
+                .as_slice()
+                .try_into()
+                .map_err(|_| DecodeError::BadLength {
+                    field: "header.pq.chunk",
+                    len: p.chunk.len(),
+                    expected: CHUNK_LEN,
+                })?;
+        let index = u8::try_from(p.chunk_index)
+            .map_err(|_| DecodeError::OutOfRange("header.pq.chunk_index"))?;
+        Some(Chunk { index, data })
+    };
+    Ok(PqHeader {
+        epoch: p.epoch,
+        mixed: p.mixed,
+        chunk,
+    })
 }
 
 /// A Double Ratchet message: an encoded header and the AEAD ciphertext.

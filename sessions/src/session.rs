@@ -9,10 +9,11 @@ use hush_crypto::{
 
 use crate::bundle::{KemPrekey, OneTimePrekey, PrekeyBundle, SignedPrekey, Suite};
 use crate::chain_key::ChainKey;
-use crate::error::{AcceptError, DecryptError, EncryptError, IdentityChange, InitError};
+use crate::error::{AcceptError, DecryptError, EncryptError, IdentityChange, InitError, PqError};
 use crate::limits::MAX_PLAINTEXT_LEN;
 use crate::message::{Header, PrekeyMessage, RatchetMessage, SessionMessage};
 use crate::message_key::MessageKey;
+use crate::pq_ratchet::{PqChange, PqRatchet};
 use crate::receiver_chain::{ReceiverChain, ReceiverChains};
 use crate::root_key::RootKey;
 use crate::x3dh::{self, AD_LEN};
@@ -21,6 +22,8 @@ use crate::x3dh::{self, AD_LEN};
 pub(crate) struct SenderChain {
     pub(crate) ratchet: X25519KeyPair,
     pub(crate) chain_key: ChainKey,
+    /// The post-quantum epoch whose secret this chain was derived with (0: none).
+    pub(crate) pq_mixed: u32,
 }
 
 /// The X3DH or PQXDH parameters a prekey message carries: the initiator repeats them in every
@@ -63,12 +66,30 @@ pub struct Session {
     pub(crate) accepted_prekey: Option<PrekeyParams>,
     /// Whether the session was agreed with PQXDH.
     pub(crate) post_quantum: bool,
+    /// The post-quantum ratchet, if the session runs it.
+    pub(crate) pq: Option<PqRatchet>,
+}
+
+/// Where a session's post-quantum ratchet stands (SPEC §7.8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PqStatus {
+    /// The current epoch (1 or more).
+    pub epoch: u32,
+    /// The newest epoch whose ML-KEM secret both sides hold and mix into new chains (0: none
+    /// yet beyond PQXDH's).
+    pub mixed: u32,
+    /// Whether our current sending chain was derived with that newest secret.
+    pub sending_chain_current: bool,
+    /// Chunks of the peer's key or ciphertext held for the current epoch (always fewer
+    /// than the payload needs: the last one completes it).
+    pub chunks_held: usize,
 }
 
 /// Changes a successful decryption will commit.
 struct Staged {
     plaintext: Vec<u8>,
     change: Change,
+    pq: PqChange,
 }
 
 // Transient: built and consumed within one decrypt call, never stored.
@@ -175,12 +196,18 @@ impl Session {
             .diffie_hellman(bundle.signed_prekey())
             .map_err(|_| InitError::NonContributory)?;
         let (root_key, chain_key) = RootKey::new(sk).advance(&dh);
+        // PQXDH sessions run the post-quantum ratchet (SPEC §7.8.1).
+        let pq = (suite == Suite::PostQuantum).then(|| PqRatchet::initiator(rng));
         Ok(Self {
             local_identity: *our_identity.public(),
             remote_identity: *bundle.identity_key(),
             associated_data: x3dh::associated_data(our_identity.public(), bundle.identity_key()),
             root_key,
-            sender: SenderChain { ratchet, chain_key },
+            sender: SenderChain {
+                ratchet,
+                chain_key,
+                pq_mixed: 0,
+            },
             previous_counter: 0,
             receivers: ReceiverChains::default(),
             pending_prekey: Some(PrekeyParams {
@@ -191,6 +218,7 @@ impl Session {
             }),
             accepted_prekey: None,
             post_quantum: suite == Suite::PostQuantum,
+            pq,
         })
     }
 
@@ -278,12 +306,21 @@ impl Session {
             sender: SenderChain {
                 ratchet: signed_prekey.key_pair().duplicate(),
                 chain_key: ChainKey::new(hush_crypto::SecretBytes::from_bytes([0; 32]), 0),
+                pq_mixed: 0,
             },
             previous_counter: 0,
             receivers: ReceiverChains::default(),
             pending_prekey: None,
             accepted_prekey: Some(PrekeyParams::of(message)),
             post_quantum: message.is_post_quantum(),
+            // The initiator's headers say whether it runs the post-quantum ratchet; they are
+            // authenticated, so the choice cannot be stripped (SPEC §7.8.1).
+            pq: message
+                .message()
+                .header()
+                .pq
+                .is_some()
+                .then(PqRatchet::responder),
         };
         let plaintext = session.decrypt_ratchet(message.message(), rng)?;
         Ok((session, plaintext))
@@ -315,6 +352,16 @@ impl Session {
     /// that recording its first messages now and breaking X25519 later does not reveal them.
     pub const fn is_post_quantum(&self) -> bool {
         self.post_quantum
+    }
+
+    /// The post-quantum ratchet's progress, if the session runs it.
+    pub fn pq_ratchet(&self) -> Option<PqStatus> {
+        self.pq.as_ref().map(|pq| PqStatus {
+            epoch: pq.epoch,
+            mixed: pq.mixable,
+            sending_chain_current: self.sender.pq_mixed == pq.mixable,
+            chunks_held: pq.chunks_held(),
+        })
     }
 
     /// Whether outgoing messages still carry the X3DH parameters (the initiator has not yet
@@ -349,6 +396,7 @@ impl Session {
             ratchet_key: *self.sender.ratchet.public(),
             previous_chain_length: self.previous_counter,
             message_number: message_key.index(),
+            pq: self.pq.as_ref().map(|pq| pq.outgoing(self.sender.pq_mixed)),
         };
         let header_bytes = header.encode();
         let ad = self.message_ad(&header_bytes);
@@ -360,6 +408,9 @@ impl Session {
                     max: MAX_PLAINTEXT_LEN,
                 })?;
         self.sender.chain_key = next;
+        if let (Some(pq), Some(h)) = (&mut self.pq, &header.pq) {
+            pq.sent(h);
+        }
         let message = RatchetMessage::new(header, header_bytes, ciphertext);
         Ok(match &self.pending_prekey {
             None => SessionMessage::Ratchet(message),
@@ -415,6 +466,9 @@ impl Session {
     ) -> Result<Vec<u8>, DecryptError> {
         let staged = self.stage(message, rng)?;
         self.commit(staged.change);
+        if let Some(pq) = &mut self.pq {
+            pq.apply(staged.pq);
+        }
         Ok(staged.plaintext)
     }
 
@@ -425,12 +479,15 @@ impl Session {
         rng: &mut R,
     ) -> Result<Staged, DecryptError> {
         let header = message.header();
+        if self.pq.is_some() != header.pq.is_some() {
+            return Err(PqError::Missing.into());
+        }
         let ad = self.message_ad(message.header_bytes());
         let n = header.message_number;
         if let Some(chain) = self.receivers.find_chain(&header.ratchet_key) {
             let current = &self.receivers.chains[chain].chain_key;
             if n < current.index() {
-                return self.stage_skipped(header, &ad, message.ciphertext());
+                return self.stage_skipped(header, &ad, message.ciphertext(), rng);
             }
             let (skipped, at) = current.skip_to(n)?;
             let (message_key, next) = at.step().ok_or(DecryptError::Authentication)?;
@@ -442,6 +499,7 @@ impl Session {
                     next,
                     skipped,
                 },
+                pq: self.stage_pq(header, rng)?,
             });
         }
         if self
@@ -450,7 +508,7 @@ impl Session {
             .is_some()
         {
             // A late message for a chain that was already dropped.
-            return self.stage_skipped(header, &ad, message.ciphertext());
+            return self.stage_skipped(header, &ad, message.ciphertext(), rng);
         }
         // A new ratchet key: finish the current receiving chain up to PN, then step.
         let old_chain = match self.receivers.chains.back() {
@@ -460,21 +518,37 @@ impl Session {
             }
             None => None,
         };
+        // The peer's chain mixed in the secret its header names; we hold it (SPEC §7.8.5).
+        let their_secret = match (&self.pq, header.pq.map(|h| h.mixed)) {
+            (Some(pq), Some(mixed)) if mixed != 0 => Some(
+                pq.secret(mixed)
+                    .ok_or(DecryptError::PostQuantum(PqError::UnknownSecret(mixed)))?,
+            ),
+            _ => None,
+        };
         let their = &header.ratchet_key;
         let dh = self
             .sender
             .ratchet
             .diffie_hellman(their)
             .map_err(|_| DecryptError::InvalidRatchetKey(*their))?;
-        let (root_key, receiving) = self.root_key.advance(&dh);
+        let (root_key, receiving) = self.root_key.advance_pq(&dh, their_secret);
         let (new_chain_skipped, at) = receiving.skip_to(n)?;
         let (message_key, next) = at.step().ok_or(DecryptError::Authentication)?;
         let plaintext = message_key.decrypt(&ad, message.ciphertext())?;
         let ratchet = X25519KeyPair::generate(rng);
+        let pq_change = self.stage_pq(header, rng)?;
+        // Our new chain mixes in the newest secret both sides hold, this message's included.
+        let (pq_mixed, our_secret) = match &self.pq {
+            Some(pq) => pq
+                .mix_after(&pq_change)
+                .map_or((0, None), |(e, s)| (e, Some(s))),
+            None => (0, None),
+        };
         let dh = ratchet
             .diffie_hellman(their)
             .map_err(|_| DecryptError::InvalidRatchetKey(*their))?;
-        let (root_key, sending) = root_key.advance(&dh);
+        let (root_key, sending) = root_key.advance_pq(&dh, our_secret);
         Ok(Staged {
             plaintext,
             change: Change::Ratchet {
@@ -482,6 +556,7 @@ impl Session {
                 sender: SenderChain {
                     ratchet,
                     chain_key: sending,
+                    pq_mixed,
                 },
                 old_chain,
                 new_chain: ReceiverChain {
@@ -490,14 +565,28 @@ impl Session {
                 },
                 new_chain_skipped,
             },
+            pq: pq_change,
         })
     }
 
-    fn stage_skipped(
+    /// What an authentic message's post-quantum part changes.
+    fn stage_pq<R: CryptoRng + ?Sized>(
+        &self,
+        header: &Header,
+        rng: &mut R,
+    ) -> Result<PqChange, DecryptError> {
+        match (&self.pq, &header.pq) {
+            (Some(pq), Some(h)) => Ok(pq.receive(h, rng)?),
+            _ => Ok(PqChange::None),
+        }
+    }
+
+    fn stage_skipped<R: CryptoRng + ?Sized>(
         &self,
         header: &Header,
         ad: &[u8],
         ciphertext: &[u8],
+        rng: &mut R,
     ) -> Result<Staged, DecryptError> {
         let index = self
             .receivers
@@ -507,6 +596,7 @@ impl Session {
         Ok(Staged {
             plaintext,
             change: Change::UsedSkipped(index),
+            pq: self.stage_pq(header, rng)?,
         })
     }
 
@@ -562,6 +652,7 @@ impl fmt::Debug for Session {
             .field("skipped_keys", &self.receivers.skipped.len())
             .field("awaiting_reply", &self.awaiting_reply())
             .field("post_quantum", &self.post_quantum)
+            .field("pq_ratchet", &self.pq_ratchet())
             .finish_non_exhaustive()
     }
 }

@@ -1,6 +1,7 @@
 //! Session state at rest: versioned protobuf (`proto/hush_session_state.proto`), optionally
 //! sealed under a caller's [`StorageKey`].
 
+use hush_crypto::kem::{KEM_SEED_LEN, KemKeyPair};
 use hush_crypto::{
     CryptoRng, IdentityPublicKey, SealError, SecretBytes, StorageKey, X25519KeyPair, Zeroizing,
 };
@@ -11,6 +12,10 @@ use crate::error::{DecodeError, StateError};
 use crate::limits::{MAX_RECEIVER_CHAINS, MAX_SKIPPED_KEYS, MAX_STATE_LEN};
 use crate::message::{kem_ciphertext, key32};
 use crate::message_key::MessageKey;
+use crate::pq_ratchet::{
+    CHUNK_LEN, CIPHERTEXT_CHUNKS, Chunk, EpochSecret, KEY_CHUNKS, MAX_EPOCH_SECRETS, Phase,
+    PqRatchet,
+};
 use crate::proto::state as ps;
 use crate::receiver_chain::{ReceiverChain, ReceiverChains, SkippedKey};
 use crate::root_key::RootKey;
@@ -63,6 +68,122 @@ fn params_from_proto(p: &ps::PrekeyParams) -> Result<PrekeyParams, DecodeError> 
     })
 }
 
+fn pq_to_proto(pq: &PqRatchet) -> ps::PqRatchet {
+    let (kem_seed, ciphertext, chunks) = match &pq.phase {
+        Phase::SendingKey { key_pair, received } => {
+            (key_pair.seed().expose().to_vec(), Vec::new(), &received[..])
+        }
+        Phase::AwaitingKey { received } => (Vec::new(), Vec::new(), &received[..]),
+        Phase::SendingCiphertext { ciphertext } => {
+            (Vec::new(), ciphertext.as_bytes().to_vec(), &[][..])
+        }
+    };
+    ps::PqRatchet {
+        initiator: pq.initiator,
+        epoch: pq.epoch,
+        mixable: pq.mixable,
+        next_chunk: u32::from(pq.next_chunk),
+        kem_seed,
+        ciphertext,
+        chunks: chunks
+            .iter()
+            .map(|c| ps::PqChunk {
+                index: u32::from(c.index),
+                data: c.data.to_vec(),
+            })
+            .collect(),
+        secrets: pq
+            .secrets
+            .iter()
+            .map(|s| ps::PqSecret {
+                epoch: s.epoch,
+                secret: s.secret.expose().to_vec(),
+            })
+            .collect(),
+    }
+}
+
+/// Restores the post-quantum ratchet, checking every bound a live session keeps (SPEC §7.8.6).
+fn pq_from_proto(p: &ps::PqRatchet) -> Result<PqRatchet, DecodeError> {
+    if p.epoch == 0 || p.mixable >= p.epoch {
+        return Err(DecodeError::OutOfRange("pq_ratchet.epoch"));
+    }
+    let next_chunk =
+        u8::try_from(p.next_chunk).map_err(|_| DecodeError::OutOfRange("pq_ratchet.next_chunk"))?;
+    if p.secrets.len() > MAX_EPOCH_SECRETS {
+        return Err(DecodeError::BadLength {
+            field: "pq_ratchet.secrets",
+            len: p.secrets.len(),
+            expected: MAX_EPOCH_SECRETS,
+        });
+    }
+    let mut secrets = Vec::with_capacity(p.secrets.len());
+    for s in &p.secrets {
+        if s.epoch == 0
+            || s.epoch > p.epoch
+            || secrets.iter().any(|o: &EpochSecret| o.epoch >= s.epoch)
+        {
+            return Err(DecodeError::OutOfRange("pq_ratchet.secrets.epoch"));
+        }
+        secrets.push(EpochSecret {
+            epoch: s.epoch,
+            secret: secret32(&s.secret, "pq_ratchet.secrets.secret")?,
+        });
+    }
+    if p.mixable != 0 && !secrets.iter().any(|s| s.epoch == p.mixable) {
+        return Err(DecodeError::OutOfRange("pq_ratchet.mixable"));
+    }
+    let mut chunks: Vec<Chunk> = Vec::with_capacity(p.chunks.len());
+    for c in &p.chunks {
+        let index = u8::try_from(c.index)
+            .map_err(|_| DecodeError::OutOfRange("pq_ratchet.chunks.index"))?;
+        if chunks.iter().any(|o| o.index == index) {
+            return Err(DecodeError::OutOfRange("pq_ratchet.chunks.index"));
+        }
+        let data = c
+            .data
+            .as_slice()
+            .try_into()
+            .map_err(|_| DecodeError::BadLength {
+                field: "pq_ratchet.chunks.data",
+                len: c.data.len(),
+                expected: CHUNK_LEN,
+            })?;
+        chunks.push(Chunk { index, data });
+    }
+    let sends_key = PqRatchet::sends_key(p.initiator, p.epoch);
+    let phase = match (sends_key, p.kem_seed.is_empty(), p.ciphertext.is_empty()) {
+        (true, false, true) if chunks.len() < CIPHERTEXT_CHUNKS => {
+            let seed = SecretBytes::from_slice(&p.kem_seed).ok_or(DecodeError::BadLength {
+                field: "pq_ratchet.kem_seed",
+                len: p.kem_seed.len(),
+                expected: KEM_SEED_LEN,
+            })?;
+            Phase::SendingKey {
+                key_pair: KemKeyPair::from_seed(seed),
+                received: chunks,
+            }
+        }
+        (false, true, true) if chunks.len() < KEY_CHUNKS => Phase::AwaitingKey { received: chunks },
+        (false, true, false)
+            if chunks.is_empty() && secrets.last().is_some_and(|s| s.epoch == p.epoch) =>
+        {
+            Phase::SendingCiphertext {
+                ciphertext: kem_ciphertext(&p.ciphertext, "pq_ratchet.ciphertext")?,
+            }
+        }
+        _ => return Err(DecodeError::OutOfRange("pq_ratchet")),
+    };
+    Ok(PqRatchet {
+        initiator: p.initiator,
+        epoch: p.epoch,
+        phase,
+        mixable: p.mixable,
+        next_chunk,
+        secrets,
+    })
+}
+
 impl Session {
     /// Serializes the whole session. The bytes hold secrets: seal them before storing, or use
     /// [`Session::seal`].
@@ -76,6 +197,7 @@ impl Session {
                 ratchet_secret: self.sender.ratchet.secret_bytes().expose().to_vec(),
                 chain_key: self.sender.chain_key.key().expose().to_vec(),
                 index: self.sender.chain_key.index(),
+                pq_mixed: self.sender.pq_mixed,
             }),
             previous_counter: self.previous_counter,
             receiver_chains: self
@@ -101,6 +223,7 @@ impl Session {
             pending_prekey: self.pending_prekey.as_ref().map(params_to_proto),
             accepted_prekey: self.accepted_prekey.as_ref().map(params_to_proto),
             post_quantum: self.post_quantum,
+            pq_ratchet: self.pq.as_ref().map(pq_to_proto),
         };
         Zeroizing::new(state.encode_to_vec())
     }
@@ -171,6 +294,11 @@ impl Session {
             .as_ref()
             .map(params_from_proto)
             .transpose()?;
+        let pq = state.pq_ratchet.as_ref().map(pq_from_proto).transpose()?;
+        if sender.pq_mixed > pq.as_ref().map_or(0, |pq| pq.mixable) {
+            // A chain mixes a secret both sides hold.
+            return Err(DecodeError::OutOfRange("sender_chain.pq_mixed").into());
+        }
         // The initiator's AD puts its own key first; the responder's puts the peer's first.
         let associated_data = if accepted_prekey.is_some() {
             x3dh::associated_data(&remote_identity, &local_identity)
@@ -191,12 +319,14 @@ impl Session {
                     secret32(&sender.chain_key, "sender_chain.chain_key")?,
                     sender.index,
                 ),
+                pq_mixed: sender.pq_mixed,
             },
             previous_counter: state.previous_counter,
             receivers,
             pending_prekey,
             accepted_prekey,
             post_quantum: state.post_quantum,
+            pq,
         })
     }
 

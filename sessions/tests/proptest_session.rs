@@ -281,4 +281,62 @@ proptest! {
             prop_assert_eq!(w.alice.decrypt_bytes(&m.bytes, &mut w.rng).unwrap(), m.plaintext);
         }
     }
+
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Long post-quantum conversations, so that the post-quantum ratchet runs through
+    /// several epochs under drops, duplicates, tampering, reordering and restores.
+    #[test]
+    fn long_post_quantum_conversations(
+        seed in any::<u64>(),
+        actions in prop::collection::vec(action(), 400..900),
+    ) {
+        let mut w = World::new(seed | 1);
+        for a in actions {
+            w.step(a);
+        }
+        while let Some(m) = w.to_bob.pop() {
+            prop_assert_eq!(w.bob_receive(&m.bytes).unwrap(), m.plaintext);
+        }
+        while let Some(m) = w.to_alice.pop() {
+            prop_assert_eq!(w.alice.decrypt_bytes(&m.bytes, &mut w.rng).unwrap(), m.plaintext);
+        }
+    }
+}
+
+/// The property above does not require epochs to advance (a random run may drop too much);
+/// one long fixed conversation of the same kind shows that they do.
+#[test]
+fn a_long_random_conversation_reaches_several_epochs() {
+    let mut w = World::new(11);
+    let mut dice = StdRng::seed_from_u64(12);
+    use rand::RngExt;
+    for _ in 0..3000 {
+        let a = match dice.random_range(0..10) {
+            0..4 => Action::Send {
+                from_alice: dice.random_bool(0.5),
+                len: 8,
+            },
+            4..8 => Action::Deliver {
+                to_bob: dice.random_bool(0.5),
+                pick: dice.random_range(0..usize::MAX),
+            },
+            8 => Action::Drop {
+                to_bob: dice.random_bool(0.5),
+                pick: dice.random_range(0..usize::MAX),
+            },
+            _ => Action::Restore {
+                bob: dice.random_bool(0.5),
+            },
+        };
+        w.step(a);
+    }
+    let (a, b) = (
+        w.alice.pq_ratchet().unwrap(),
+        w.bob.as_ref().unwrap().pq_ratchet().unwrap(),
+    );
+    assert!(a.epoch >= 3 && b.epoch >= 3, "{a:?} {b:?}");
 }

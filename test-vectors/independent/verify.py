@@ -245,7 +245,10 @@ def unseal(storage_key, label, blob):
 # authenticated as-is, e.g. the header bytes of §7.4), which is decoded strictly too.
 S = {
     "Header": [(1, "version", "u32", "ver"), (2, "ratchet_key", "bytes", 32),
-               (3, "previous_chain_length", "u32", ""), (4, "message_number", "u32", "")],
+               (3, "previous_chain_length", "u32", ""), (4, "message_number", "u32", ""),
+               (5, "pq", "PqHeader", "")],
+    "PqHeader": [(1, "epoch", "u32", ""), (2, "mixed", "u32", ""), (3, "chunk_index", "u32", ""),
+                 (4, "chunk", "bytes", "")],
     "RatchetMessage": [(1, "header", "bytes", "Header"), (2, "ciphertext", "bytes", "ct")],
     "SessionMessage": [(1, "ratchet", "RatchetMessage", "oneof"), (2, "prekey", "PrekeyMessage", "oneof")],
     "PrekeyMessage": [(1, "version", "u32", "ver"), (2, "identity_key", "bytes", "ik"),
@@ -279,6 +282,7 @@ S = {
     "GroupInfo": [(1, "content", "bytes", "GroupInfoContent"), (2, "signature", "bytes", 64)],
 }
 MAX_MESSAGE_LEN = 262144 + 2048
+PQ_CHUNK_LEN = 104
 MAX_GROUP_WIRE = 512 * 1024
 MAX_LEN = {"SessionMessage": MAX_MESSAGE_LEN, "PrekeyBundle": MAX_MESSAGE_LEN}
 
@@ -384,6 +388,14 @@ def validate(t, msg):
                 validate(kind, sub)
     if t == "PrekeyMessage" and ("kem_prekey_id" in msg) != bool(msg.get("kem_ciphertext")):
         raise HushError("Decode", "PrekeyMessage: kem_prekey_id and kem_ciphertext go together")  # §9.4
+    if t == "PqHeader":  # §7.8.2
+        epoch, mixed, chunk = msg.get("epoch", 0), msg.get("mixed", 0), msg.get("chunk", b"")
+        if epoch == 0 or mixed >= epoch:
+            raise HushError("Decode", "PqHeader: epoch 0, or mixed not below epoch")
+        if len(chunk) not in (0, PQ_CHUNK_LEN) or msg.get("chunk_index", 0) > 255:
+            raise HushError("Decode", "PqHeader: chunk length or index out of range")
+        if not chunk and msg.get("chunk_index", 0):
+            raise HushError("Decode", "PqHeader: an index without a chunk")
     if any("oneof" in str(f[3]) for f in S[t]) and oneofs != 1:
         raise HushError("Decode", f"{t}: needs exactly one of its oneof fields, has {oneofs}")
 
@@ -625,12 +637,14 @@ def check_pqxdh(c, v):
         c.eq(w + ".kem_signature", h(e["kem_signature"]), bundle["kem_prekey"]["signature"])
         c.eq(w + ".bundle", h(e["bundle"]), encode("PrekeyBundle", bundle))
         # Alice: her recorded randomness is EK_A, m, DHs_A (§6.2).
-        alice = Party("alice", h(e["ik_a_seed"]), [h(e["ek_private"]), h(e["kem_m"]), h(e["dhs_a_private"])])
+        alice = Party("alice", h(e["ik_a_seed"]), [h(e["ek_private"]), h(e["kem_m"]), h(e["dhs_a_private"]),
+                                                   h(e["pq_seed"])])
         x = alice_start(alice, h(e["bundle"]))
         dhs = x["dhs_list"]
         c.eq(w + ".dh1..dh4", [h(e[k]) for k in ("dh1", "dh2", "dh3", "dh4")], dhs + [None] * (4 - len(dhs)))
         for k in ("kem_ciphertext", "ss", "sk", "ad"):
             c.eq(f"{w}.{k}", h(e[k]), x[k])
+        c.eq(w + ".pq_public", h(e["pq_public"]), kem_keys(h(e["pq_seed"]))[0])
         c.eq(w + ".wire", h(e["wire"]), ratchet_send(alice, h(e["plaintext"]))["wire"])
         try:
             c.eq(w + " responder opens it", h(e["plaintext"]), pq_accept(e, keys, h(e["wire"])))
@@ -646,6 +660,142 @@ def check_pqxdh(c, v):
             pq_accept(v["cases"][j], keys, h(v["cases"][j]["wire"]))
         c.refuses(f"pqxdh.responder_negative[{i}] ({rn['note']})", rn["error"],
                   lambda: pq_accept(e, keys, h(rn["wire"])), lambda: (keys["kem_deleted"], sorted(keys["kem_used"])))
+
+
+# ---------------------------------------------------------------- §7.8 post-quantum ratchet
+# §7.8.3: systematic Reed-Solomon over GF(2^8) mod x^8+x^4+x^3+x^2+1 (0x11d), evaluation form.
+GF_EXP, GF_LOG = [0] * 512, [0] * 256
+_x = 1
+for _i in range(255):
+    GF_EXP[_i] = GF_EXP[_i + 255] = _x
+    GF_LOG[_x] = _i
+    _x <<= 1
+    if _x & 0x100:
+        _x ^= 0x11D
+
+def gf_mul(a, b):
+    return 0 if a == 0 or b == 0 else GF_EXP[GF_LOG[a] + GF_LOG[b]]
+
+def gf_div(a, b):
+    return 0 if a == 0 else GF_EXP[(GF_LOG[a] - GF_LOG[b]) % 255]
+
+def lagrange(points, x):
+    """The coefficients L_i(x) of the polynomial through `points` (GF(2^8): minus is xor)."""
+    out = []
+    for i, xi in enumerate(points):
+        num = den = 1
+        for j, xj in enumerate(points):
+            if j != i:
+                num, den = gf_mul(num, x ^ xj), gf_mul(den, xi ^ xj)
+        out.append(gf_div(num, den))
+    return out
+
+def rs_chunk(payload, x):
+    """Chunk x of a payload cut into k = ceil(len / 104) zero-padded data chunks."""
+    k = -(-len(payload) // PQ_CHUNK_LEN)
+    padded = payload + bytes(k * PQ_CHUNK_LEN - len(payload))
+    data = [padded[j * PQ_CHUNK_LEN:(j + 1) * PQ_CHUNK_LEN] for j in range(k)]
+    if x < k:
+        return data[x]
+    coef = lagrange(list(range(k)), x)
+    return bytes(_xor_all(gf_mul(coef[j], data[j][p]) for j in range(k)) for p in range(PQ_CHUNK_LEN))
+
+def _xor_all(values):
+    out = 0
+    for v in values:
+        out ^= v
+    return out
+
+def rs_decode(chunks):
+    """The padded payload from k chunks {index: bytes} with distinct indices."""
+    points = sorted(chunks)
+    out = b""
+    for t in range(len(points)):
+        if t in chunks:
+            out += chunks[t]
+            continue
+        coef = lagrange(points, t)
+        out += bytes(_xor_all(gf_mul(coef[i], chunks[xi][p]) for i, xi in enumerate(points))
+                     for p in range(PQ_CHUNK_LEN))
+    return out
+
+PQ_KEY_CHUNKS, PQ_CT_CHUNKS = -(-KEM_PK_LEN // PQ_CHUNK_LEN), -(-KEM_CT_LEN // PQ_CHUNK_LEN)
+
+def pq_new(initiator, seed=None):
+    """§7.8.5: epoch 1; the initiator sends the key (from `seed`), the responder awaits it."""
+    pq = dict(initiator=initiator, epoch=1, mixable=0, next=0, chunks={}, secrets=[])
+    if initiator:
+        pq.update(phase="key", ek=kem_keys(seed)[0], dk=kem_keys(seed)[1])
+    else:
+        pq.update(phase="await")
+    return pq
+
+def pq_outgoing(pq, mixed):
+    hdr = {"epoch": pq["epoch"], "mixed": mixed}
+    payload = {"key": pq.get("ek"), "ct": pq.get("ct"), "await": None}[pq["phase"]]
+    if payload is not None:
+        hdr.update(chunk_index=pq["next"], chunk=rs_chunk(payload, pq["next"]))
+        pq["next"] = (pq["next"] + 1) % 256
+    return hdr
+
+def pq_secret(pq, epoch):
+    return next((ss for e, ss in pq["secrets"] if e == epoch), None)
+
+def pq_keep(pq, ss):
+    pq["secrets"] = (pq["secrets"] + [(pq["epoch"], ss)])[-2:]
+
+def pq_assemble(pq, hdr, k, length):
+    """Adds the header's chunk; returns the payload once k distinct chunks are held."""
+    if "chunk" not in hdr or hdr.get("chunk_index", 0) in pq["chunks"]:
+        return None
+    pq["chunks"][hdr.get("chunk_index", 0)] = hdr["chunk"]
+    if len(pq["chunks"]) < k:
+        return None
+    payload = rs_decode(pq["chunks"])
+    if any(payload[length:]):
+        raise HushError("PostQuantum", "InvalidPayload")
+    return payload[:length]
+
+def pq_receive(p, pq, hdr):
+    """§7.8.5 on the (already copied) state, for an authentic header."""
+    ours, theirs = pq["epoch"], hdr["epoch"]
+    if theirs < ours:
+        return
+    if pq["phase"] in ("key", "await") and theirs > ours:
+        raise HushError("PostQuantum", "EpochAhead")
+    if pq["phase"] == "key":
+        ct = pq_assemble(pq, hdr, PQ_CT_CHUNKS, KEM_CT_LEN)
+        if ct is not None:
+            if ours == 2**32 - 1:
+                raise HushError("PostQuantum", "EpochsExhausted")
+            pq_keep(pq, kem_decaps(pq["dk"], ct))
+            pq.update(mixable=ours, epoch=ours + 1, phase="await", chunks={}, next=0)
+            pq.pop("ek"), pq.pop("dk")
+    elif pq["phase"] == "await":
+        ek = pq_assemble(pq, hdr, PQ_KEY_CHUNKS, KEM_PK_LEN)
+        if ek is not None:
+            if not kem_key_valid(ek):
+                raise HushError("PostQuantum", "InvalidPayload")
+            ct, ss = kem_encaps(ek, p.draw())
+            pq_keep(pq, ss)
+            pq.update(phase="ct", ct=ct, chunks={}, next=0)
+    else:
+        if theirs == ours:
+            return
+        if theirs != ours + 1:
+            raise HushError("PostQuantum", "EpochAhead")
+        if "chunk" in hdr:
+            raise HushError("PostQuantum", "UnexpectedChunk")
+        ek, dk = kem_keys(p.draw())
+        pq.pop("ct")
+        pq.update(mixable=ours, epoch=ours + 1, phase="key", ek=ek, dk=dk, next=0)
+
+def kdf_rk_pq(rk, dh_out, ss):
+    """§7.8.4: the root KDF, with the named epoch's secret after the DH output."""
+    if ss is None:
+        return kdf_rk(rk, dh_out)
+    okm = hkdf(rk, dh_out + ss, b"hush root PQ ratchet ML-KEM-768 v1", 64)
+    return okm[:32], okm[32:]
 
 
 # ---------------------------------------------------------------- §7 Double Ratchet
@@ -680,7 +830,10 @@ def alice_start(alice, bundle_bytes):
     rk, cks = kdf_rk(sk, dh0)
     opk = b.get("one_time_prekey")
     alice.s = dict(ad=ad, rk=rk, dhs=dhs, cks=cks, ns=0, pn=0, chains=[], skipped=[], pending=True, role="initiator",
-                   params=(ed_public(alice.seed), x_public(ek), b.get("signed_prekey_id", 0), opk and opk.get("id", 0), kem))
+                   params=(ed_public(alice.seed), x_public(ek), b.get("signed_prekey_id", 0), opk and opk.get("id", 0), kem),
+                   pq=None, pq_mixed=0)
+    if kem is not None:                            # §7.8.1: PQXDH sessions run the PQ ratchet
+        alice.s["pq"] = pq_new(True, alice.draw())
     out.update(sk=sk, ad=ad, dh=dh0, root_key=rk, sending_chain_key=cks)
     return out
 
@@ -693,6 +846,8 @@ def ratchet_send(p, plaintext):
     out = dict(chain_key=s["cks"], ratchet_key=x_public(s["dhs"]), pn=s["pn"], n=s["ns"])
     s["cks"], mk = kdf_ck(s["cks"])
     hdr = {"version": 1, "ratchet_key": out["ratchet_key"], "previous_chain_length": s["pn"], "message_number": s["ns"]}
+    if s.get("pq") is not None:                    # §7.8.2
+        hdr["pq"] = pq_outgoing(s["pq"], s["pq_mixed"])
     out["header"] = encode("Header", hdr)
     key, nonce = message_keys(mk)
     out.update(message_key=mk, aead_key=key, aead_nonce=nonce, ad=s["ad"] + out["header"])
@@ -733,6 +888,8 @@ def ratchet_receive(p, s, rm):
     st = copy.deepcopy(s)
     hdr = decode("Header", rm["header"])
     dhr, pn, n = hdr["ratchet_key"], hdr.get("previous_chain_length", 0), hdr.get("message_number", 0)
+    if (st.get("pq") is None) != ("pq" not in hdr):                   # §7.8.1: no downgrade
+        raise HushError("PostQuantum", "Missing")
     ad = st["ad"] + rm["header"]                                      # header bytes as received (§8)
     decrypt = lambda mk: aead_open(*message_keys(mk), ad, rm["ciphertext"])
     chain = next((ch for ch in st["chains"] if ch[0] == dhr), None)
@@ -749,8 +906,12 @@ def ratchet_receive(p, s, rm):
             chain[1], mk = kdf_ck(chain[1])
             chain[2] = n + 1
         pt = decrypt(mk)
+        if st.get("pq") is not None:
+            pq_receive(p, st["pq"], hdr["pq"])
     elif any(k == dhr and m == n for k, m, _ in st["skipped"]):       # step 2: dropped chain
         pt = decrypt(take_skipped(st, dhr, n))
+        if st.get("pq") is not None:
+            pq_receive(p, st["pq"], hdr["pq"])
     else:                                                             # step 3: DH ratchet step
         info = dict(previous_chain_skipped=0, root_key_before=st["rk"])
         if st["chains"]:
@@ -758,8 +919,12 @@ def ratchet_receive(p, s, rm):
             if pn - cur[2] > MAX_MESSAGE_GAP:
                 raise HushError("TooFarAhead", "previous chain")
             info["previous_chain_skipped"] = skip_to(st, cur, pn)
+        mixed = hdr.get("pq", {}).get("mixed", 0)
+        their_ss = pq_secret(st["pq"], mixed) if mixed else None
+        if mixed and their_ss is None:
+            raise HushError("PostQuantum", "UnknownSecret")
         info["dh_receiving"] = dh(st["dhs"], dhr, cls="InvalidRatchetKey")
-        rk1, ckr = kdf_rk(st["rk"], info["dh_receiving"])
+        rk1, ckr = kdf_rk_pq(st["rk"], info["dh_receiving"], their_ss)
         info.update(root_key_mid=rk1, receiving_chain_key=ckr)
         if n > MAX_MESSAGE_GAP:
             raise HushError("TooFarAhead", f"gap {n}")
@@ -769,10 +934,13 @@ def ratchet_receive(p, s, rm):
         new[2] = n + 1
         pt = decrypt(mk)
         dhs_new = p.draw()                                            # only after success
+        if st.get("pq") is not None:                                  # §7.8.5, then mix §7.8.4
+            pq_receive(p, st["pq"], hdr["pq"])
+        mixed = st["pq"]["mixable"] if st.get("pq") is not None else 0
         info.update(new_ratchet_key=x_public(dhs_new), dh_sending=dh(dhs_new, dhr, cls="InvalidRatchetKey"))
-        rk2, cks = kdf_rk(rk1, info["dh_sending"])
+        rk2, cks = kdf_rk_pq(rk1, info["dh_sending"], pq_secret(st["pq"], mixed) if mixed else None)
         info.update(root_key_after=rk2, sending_chain_key=cks)
-        st.update(pn=st["ns"], ns=0, dhs=dhs_new, rk=rk2, cks=cks)
+        st.update(pn=st["ns"], ns=0, dhs=dhs_new, rk=rk2, cks=cks, pq_mixed=mixed)
         st["chains"] = (st["chains"] + [new])[-MAX_RECEIVER_CHAINS:]
     st["pending"] = False                                             # step 5
     return st, pt, info
@@ -806,7 +974,8 @@ def receive(p, bob_keys, wire):
                 dhs = x3dh_responder(p.seed, bob_keys["spk"], opk, pk["identity_key"], pk["base_key"])
                 sk = x3dh_sk(dhs) if kem is None else pqxdh_sk(dhs, kem_decaps(bob_keys["kem_dk"], kem[1]))
                 s = dict(ad=pk["identity_key"] + ed_public(p.seed), rk=sk, dhs=bob_keys["spk"], cks=None, ns=0, pn=0,
-                         chains=[], skipped=[], pending=False, params=params, role="responder")
+                         chains=[], skipped=[], pending=False, params=params, role="responder", pq_mixed=0,
+                         pq=pq_new(False) if "pq" in decode("Header", pk["message"]["header"]) else None)
             rm = pk["message"]
         else:
             if p.s is None:

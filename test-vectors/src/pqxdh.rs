@@ -32,6 +32,8 @@ struct Inputs {
     ek: [u8; 32],
     kem_m: [u8; 32],
     dhs_a: [u8; 32],
+    /// The seed of Alice's first post-quantum ratchet key pair (SPEC §7.8.5), drawn last.
+    pq_seed: [u8; 64],
     plaintext: Vec<u8>,
 }
 
@@ -105,8 +107,17 @@ fn case(inp: &Inputs) -> Result<Value, VectorError> {
     let mut ad = a.public().as_bytes().to_vec();
     ad.extend_from_slice(b.id.public().as_bytes());
     let bundle = bundle_of(&b);
-    // The real initiator: its randomness is EK_A, then the encapsulation's m, then DHs_A.
-    let mut rng = Scripted::new(&[inp.ek.to_vec(), inp.kem_m.to_vec(), inp.dhs_a.to_vec()]);
+    // The real initiator: its randomness is EK_A, then the encapsulation's m, then DHs_A,
+    // then the seed of its first post-quantum ratchet key pair.
+    let mut rng = Scripted::new(&[
+        inp.ek.to_vec(),
+        inp.kem_m.to_vec(),
+        inp.dhs_a.to_vec(),
+        inp.pq_seed.to_vec(),
+    ]);
+    let pq_public = KemKeyPair::from_seed(SecretBytes::from_bytes(inp.pq_seed))
+        .public()
+        .to_bytes();
     let mut alice = Session::initiate(&a, &bundle, None, &mut rng).map_err(gen_err)?;
     let wire = alice.encrypt(&inp.plaintext).map_err(gen_err)?.to_bytes();
     Ok(json!({
@@ -115,6 +126,7 @@ fn case(inp: &Inputs) -> Result<Value, VectorError> {
         "opk_id": inp.opk.map(|(id, _)| id), "opk_private": inp.opk.map(|(_, k)| h(&k)),
         "kem_id": inp.kem_id, "kem_seed": h(&inp.kem_seed), "kem_last_resort": inp.last_resort,
         "ek_private": h(&inp.ek), "kem_m": h(&inp.kem_m), "dhs_a_private": h(&inp.dhs_a),
+        "pq_seed": h(&inp.pq_seed), "pq_public": h(&pq_public),
         "plaintext": h(&inp.plaintext),
         "ik_a": h(a.public().as_bytes()), "ik_b": h(b.id.public().as_bytes()),
         "spk": h(b.spk.public_key().as_bytes()),
@@ -132,6 +144,14 @@ fn case(inp: &Inputs) -> Result<Value, VectorError> {
         "sk": h(sk.expose()), "ad": h(&ad),
         "wire": h(&wire),
     }))
+}
+
+/// 64 deterministic bytes: `seeded(label ‖ " d") ‖ seeded(label ‖ " z")`.
+fn seed64(label: &str) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    out[..32].copy_from_slice(&seeded(&format!("{label} d")));
+    out[32..].copy_from_slice(&seeded(&format!("{label} z")));
+    out
 }
 
 fn inputs() -> [Inputs; 2] {
@@ -154,6 +174,7 @@ fn inputs() -> [Inputs; 2] {
             ek: pattern(0x80),
             kem_m: pattern(0xe0),
             dhs_a: seeded("pqxdh dhs a"),
+            pq_seed: seed64("pqxdh pq 1"),
             plaintext: b"hello Bob, post-quantum".to_vec(),
         },
         Inputs {
@@ -168,6 +189,7 @@ fn inputs() -> [Inputs; 2] {
             ek: seeded("pqxdh ek"),
             kem_m: seeded("pqxdh m"),
             dhs_a: seeded("pqxdh dhs a 2"),
+            pq_seed: seed64("pqxdh pq 2"),
             plaintext: b"last resort".to_vec(),
         },
     ]
@@ -198,6 +220,9 @@ fn inputs_of(c: &Value) -> Result<Inputs, VectorError> {
         ek: arr32(c, "ek_private")?,
         kem_m: arr32(c, "kem_m")?,
         dhs_a: arr32(c, "dhs_a_private")?,
+        pq_seed: bytes(c, "pq_seed")?
+            .try_into()
+            .map_err(|_| VectorError::Field("pq_seed is not 64 bytes".into()))?,
         plaintext: bytes(c, "plaintext")?,
     })
 }

@@ -309,6 +309,7 @@ fn run(inp: &Inputs, steps: Vec<Step>) -> Result<Run, VectorError> {
                     ratchet_key: *model.dhs.public(),
                     previous_chain_length: model.pn,
                     message_number: model.ns,
+                    pq: None,
                 };
                 let hbytes = header.encode();
                 let mut full_ad = model.ad.to_vec();
@@ -465,6 +466,7 @@ fn craft(
                 ratchet_key: *m.dhs.public(),
                 previous_chain_length: m.pn,
                 message_number: m.ns,
+                pq: None,
             };
             let hb = header.encode();
             let mut ad = m.ad.to_vec();
@@ -492,6 +494,7 @@ fn craft(
                 ratchet_key: X25519PublicKey::from_bytes(key),
                 previous_chain_length: 0,
                 message_number: nr + MAX_MESSAGE_GAP + 1,
+                pq: None,
             };
             crate::wire::encode(
                 "SessionMessage",
