@@ -430,14 +430,18 @@ async fn command(state: &mut State, line: &str) -> Result<bool, String> {
         "verify" => {
             for d in state.client.safety_numbers(rest).await.map_err(e)? {
                 println!(
-                    "-- safety number with {}: {} (post-quantum: {})",
+                    "-- safety number with {}: {} (post-quantum: {}{})",
                     d.address,
                     d.safety_number.display_groups().join(" "),
                     match d.post_quantum {
                         Some(true) => "yes",
                         Some(false) => "no",
                         None => "no session yet",
-                    }
+                    },
+                    d.pq_ratchet.map_or(String::new(), |pq| format!(
+                        "; post-quantum ratchet in epoch {}, secrets up to epoch {} mixed in",
+                        pq.epoch, pq.mixed
+                    ))
                 );
             }
         }

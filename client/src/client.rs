@@ -482,7 +482,7 @@ impl Client {
 
     /// Safety numbers between this device and each known device of `user` (refreshing the
     /// device list from the relay when connected), with whether the session with each is
-    /// post-quantum.
+    /// post-quantum and where its post-quantum ratchet stands.
     pub async fn safety_numbers(&self, user: &str) -> Result<Vec<DeviceSafety>, ClientError> {
         if let Ok(conn) = self.conn() {
             let listed = list_devices(&conn, user).await?;
@@ -497,14 +497,14 @@ impl Client {
                 .map(|(d, k)| {
                     let key = identity_of(&k)?;
                     let address = Address::new(user, d);
-                    let post_quantum = tx
+                    let session = tx
                         .session(&address)?
-                        .filter(|s| *s.remote_identity() == key)
-                        .map(|s| s.is_post_quantum());
+                        .filter(|s| *s.remote_identity() == key);
                     Ok(DeviceSafety {
                         safety_number: self.inner.dev.safety_number(user, &key),
                         address,
-                        post_quantum,
+                        post_quantum: session.as_ref().map(|s| s.is_post_quantum()),
+                        pq_ratchet: session.as_ref().and_then(|s| s.pq_ratchet()),
                     })
                 })
                 .collect()

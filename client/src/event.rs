@@ -318,6 +318,9 @@ pub struct DeviceSafety {
     /// Whether the current session with it is post-quantum (PQXDH); `None` before the first
     /// session.
     pub post_quantum: Option<bool>,
+    /// Where the session's post-quantum ratchet stands (SPEC §7.8), if it runs one: its
+    /// epoch, and the newest epoch whose ML-KEM secret is mixed into new chains.
+    pub pq_ratchet: Option<hush_sessions::PqStatus>,
 }
 
 /// A user's presence.

@@ -1,5 +1,6 @@
 //! Post-quantum sessions through a real relay (SPEC §6.2, §16.7): accounts made before PQXDH
-//! move to it and keep their sessions, and the policy decides about classical peers.
+//! move to it and keep their sessions, the policy decides about classical peers, and the
+//! post-quantum ratchet (SPEC §7.8) advances through the relay and across restarts.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -159,5 +160,49 @@ async fn post_quantum_required_refuses_classical_sessions_both_ways() {
     assert_eq!(text(&flexible.message().await), "post-quantum");
     for d in [&old, &strict, &flexible] {
         d.client.stop();
+    }
+}
+
+/// A conversation through the relay, with a restart of both clients in the middle: the
+/// post-quantum ratchet's epochs complete on both sides and their secrets are mixed in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_post_quantum_ratchet_advances_through_the_relay_and_restarts() {
+    let dir = scratch("pq-ratchet");
+    let addr = relay(&dir).await;
+    let mut alice = open(&dir, &addr, "alice", [1; 32]).unwrap();
+    let mut bob = open(&dir, &addr, "bob", [2; 32]).unwrap();
+    alice.online().await;
+    bob.online().await;
+    bob.next(|e| matches!(e, Event::KemPrekeysUploaded { .. }).then_some(()))
+        .await;
+    for round in 0..60 {
+        if round == 30 {
+            alice.client.stop();
+            bob.client.stop();
+            drop((alice, bob));
+            alice = open(&dir, &addr, "alice", [1; 32]).unwrap();
+            bob = open(&dir, &addr, "bob", [2; 32]).unwrap();
+            alice.online().await;
+            bob.online().await;
+        }
+        alice
+            .client
+            .send_text("bob", &format!("ping {round}"))
+            .unwrap();
+        assert_eq!(text(&bob.message().await), format!("ping {round}"));
+        bob.client
+            .send_text("alice", &format!("pong {round}"))
+            .unwrap();
+        assert_eq!(text(&alice.message().await), format!("pong {round}"));
+    }
+    for (dev, peer) in [(&alice, "bob"), (&bob, "alice")] {
+        let d = &dev.client.safety_numbers(peer).await.unwrap()[0];
+        assert_eq!(d.post_quantum, Some(true));
+        let pq = d
+            .pq_ratchet
+            .expect("the session runs the post-quantum ratchet");
+        // An epoch takes 23 round trips (12 key chunks, then 11 ciphertext chunks): 60 cover
+        // two and start a third.
+        assert!(pq.epoch >= 3 && pq.mixed >= 2, "{peer}: {pq:?}");
     }
 }
