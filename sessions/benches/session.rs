@@ -26,17 +26,34 @@ struct HushPair {
 }
 
 fn hush_pair() -> HushPair {
+    pair_of(Suite::Classical)
+}
+
+/// A PQXDH session, so both sides run the post-quantum ratchet.
+fn hush_pq_pair() -> HushPair {
+    let p = pair_of(Suite::PostQuantum);
+    assert!(p.alice.pq_ratchet().is_some());
+    p
+}
+
+fn pair_of(suite: Suite) -> HushPair {
     let mut rng = StdRng::seed_from_u64(1);
     let a = IdentityKeyPair::generate(&mut rng);
     let b = IdentityKeyPair::generate(&mut rng);
-    let spk = SignedPrekey::generate(1, &b, &mut rng);
+    let spk = SignedPrekey::generate_for(suite, 1, &b, &mut rng);
     let opk = OneTimePrekey::generate(2, &mut rng);
-    let bundle = PrekeyBundle::new(b.public(), &spk, Some(&opk));
+    let kem = KemPrekey::generate_one_time(3, &b, &mut rng);
+    let mut bundle = PrekeyBundle::new(b.public(), &spk, Some(&opk));
+    if suite == Suite::PostQuantum {
+        bundle = bundle.with_kem_prekey(&kem);
+    }
     let mut alice = Session::initiate(&a, &bundle, None, &mut rng).unwrap();
     let SessionMessage::Prekey(m) = alice.encrypt(&MSG).unwrap() else {
         panic!()
     };
-    let (mut bob, _) = Session::accept(&b, &spk, Some(&opk), &m, None, &mut rng).unwrap();
+    let kem = (suite == Suite::PostQuantum).then_some(&kem);
+    let (mut bob, _) =
+        Session::accept_with_kem(&b, &spk, Some(&opk), kem, &m, None, &mut rng).unwrap();
     let r = bob.encrypt(&MSG).unwrap().to_bytes();
     alice.decrypt_bytes(&r, &mut rng).unwrap();
     HushPair { rng, alice, bob }
@@ -147,6 +164,29 @@ fn encrypt(c: &mut Criterion) {
     g.bench_function("hush", |b| {
         b.iter(|| p.alice.encrypt(black_box(&MSG)).unwrap().to_bytes())
     });
+    // The initiator sends its key's chunks; one way, it cycles through all 256 chunk indices,
+    // 244 of which are parity chunks (the costly case: each is computed from the whole key).
+    let mut p = hush_pq_pair();
+    g.bench_function("hush_pq_ratchet", |b| {
+        b.iter(|| p.alice.encrypt(black_box(&MSG)).unwrap().to_bytes())
+    });
+    // Only systematic chunks (a copy): the first 12 of an epoch.
+    let mut p = hush_pq_pair();
+    let fresh = p.alice.to_bytes();
+    g.bench_function("hush_pq_ratchet_systematic_chunk", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for i in 0..iters {
+                if i % 12 == 0 {
+                    p.alice = Session::from_bytes(&fresh).unwrap();
+                }
+                let start = Instant::now();
+                black_box(p.alice.encrypt(black_box(&MSG)).unwrap().to_bytes());
+                total += start.elapsed();
+            }
+            total
+        })
+    });
     let mut v = vodo_pair();
     g.bench_function("vodozemac", |b| {
         b.iter(|| v.alice.encrypt(black_box(MSG)).unwrap().to_parts())
@@ -165,6 +205,21 @@ fn decrypt(c: &mut Criterion) {
             let start = Instant::now();
             for m in &msgs {
                 black_box(p.alice.decrypt_bytes(m, &mut p.rng).unwrap());
+            }
+            start.elapsed()
+        })
+    });
+    // Bob receives the initiator's key chunks: he keeps 11, encapsulates on the 12th, then
+    // ignores the rest until the epoch moves (all included, as they come).
+    let mut p = hush_pq_pair();
+    g.bench_function("hush_pq_ratchet", |b| {
+        b.iter_custom(|iters| {
+            let msgs: Vec<_> = (0..iters)
+                .map(|_| p.alice.encrypt(&MSG).unwrap().to_bytes())
+                .collect();
+            let start = Instant::now();
+            for m in &msgs {
+                black_box(p.bob.decrypt_bytes(m, &mut p.rng).unwrap());
             }
             start.elapsed()
         })
@@ -218,6 +273,35 @@ fn ratchet_step(c: &mut Criterion) {
                 v.alice.decrypt(&r).unwrap();
             }
             total
+        })
+    });
+    g.finish();
+}
+
+/// A conversation: one message each way per iteration (encrypt, decrypt, encrypt, decrypt),
+/// every message a DH ratchet step; with the post-quantum ratchet, its epochs (and their
+/// ML-KEM operations, one of each per 23 round trips) run as they come.
+fn round_trip(c: &mut Criterion) {
+    let mut g = c.benchmark_group("round_trip");
+    for (name, mut p) in [("hush", hush_pair()), ("hush_pq_ratchet", hush_pq_pair())] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let m = p.alice.encrypt(&MSG).unwrap().to_bytes();
+                black_box(p.bob.decrypt_bytes(&m, &mut p.rng).unwrap());
+                let r = p.bob.encrypt(&MSG).unwrap().to_bytes();
+                black_box(p.alice.decrypt_bytes(&r, &mut p.rng).unwrap());
+            })
+        });
+    }
+    let mut v = vodo_pair();
+    g.bench_function("vodozemac", |b| {
+        b.iter(|| {
+            let m = v.alice.encrypt(MSG).unwrap().to_parts();
+            let m = OlmMessage::from_parts(m.0, &m.1).unwrap();
+            black_box(v.bob.decrypt(&m).unwrap());
+            let r = v.bob.encrypt(MSG).unwrap().to_parts();
+            let r = OlmMessage::from_parts(r.0, &r.1).unwrap();
+            black_box(v.alice.decrypt(&r).unwrap());
         })
     });
     g.finish();
@@ -328,5 +412,5 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_secs(2))
 }
 
-criterion_group! { name = benches; config = config(); targets = primitives, encrypt, decrypt, ratchet_step, establishment }
+criterion_group! { name = benches; config = config(); targets = primitives, encrypt, decrypt, ratchet_step, round_trip, establishment }
 criterion_main!(benches);
