@@ -306,6 +306,12 @@ impl PqRatchet {
     }
 }
 
+/// Chunk `index` of `payload` under the erasure code of SPEC §7.8.3 (for test vectors and
+/// other implementations' checks).
+pub fn encode_chunk(payload: &[u8], index: u8) -> [u8; CHUNK_LEN] {
+    erasure::encode(payload, index)
+}
+
 /// The header's chunk if it is one we lack.
 fn new_chunk(header: &PqHeader, received: &[Chunk]) -> Option<Chunk> {
     header

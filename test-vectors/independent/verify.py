@@ -776,7 +776,7 @@ def pq_receive(p, pq, hdr):
         if ek is not None:
             if not kem_key_valid(ek):
                 raise HushError("PostQuantum", "InvalidPayload")
-            ct, ss = kem_encaps(ek, p.draw())
+            ct, ss = kem_encaps(ek, p.draw("kem", 32))
             pq_keep(pq, ss)
             pq.update(phase="ct", ct=ct, chunks={}, next=0)
     else:
@@ -786,7 +786,7 @@ def pq_receive(p, pq, hdr):
             raise HushError("PostQuantum", "EpochAhead")
         if "chunk" in hdr:
             raise HushError("PostQuantum", "UnexpectedChunk")
-        ek, dk = kem_keys(p.draw())
+        ek, dk = kem_keys(p.draw("kem", 64))
         pq.pop("ct")
         pq.update(mixable=ours, epoch=ours + 1, phase="key", ek=ek, dk=dk, next=0)
 
@@ -808,7 +808,8 @@ class Party:
         self.name, self.seed, self.rand, self.ri = name, seed, rand, 0
         self.s = None                              # session state (a plain dict), None before X3DH
 
-    def draw(self):
+    def draw(self, kind="x25519", length=32):
+        """The next recorded value (`kind` and `length` matter only to the adversary below)."""
         self.ri += 1
         return self.rand[self.ri - 1]
 
@@ -1444,11 +1445,106 @@ def check_attachment(c, v):
         c.eq(w + " error", e["error"], got)
 
 
+# ---------------------------------------------------------------- pq_ratchet.json (§7.8)
+class Adversary(Party):
+    """§7.8.8's adversary: a copy of Alice's party. It breaks X25519, so it is handed each new
+    ratchet private key Alice draws; it cannot know her ML-KEM randomness and uses its own."""
+
+    def __init__(self, alice):
+        super().__init__("eve", alice.seed, [])
+        self.s, self.x25519, self.n = copy.deepcopy(alice.s), None, 0
+
+    def draw(self, kind="x25519", length=32):
+        if kind == "kem":
+            self.n += 1
+            return hashlib.sha256(b"eve" + self.n.to_bytes(8, "big")).digest() * (length // 32)
+        return self.x25519
+
+def pq_status(p):
+    pq = p.s.get("pq")
+    return {"epoch": pq and pq["epoch"], "mixed": pq and pq["mixable"]}
+
+def pq_parties(k, alice_random, bob_random):
+    keys = pq_bob_keys(dict(k, kem_last_resort=False))
+    alice = Party("alice", h(k["alice_identity_seed"]), [h(x) for x in alice_random])
+    bob = Party("bob", h(k["bob_identity_seed"]), [h(x) for x in bob_random])
+    alice_start(alice, h(k["bundle"]))
+    first = ratchet_send(alice, b"first")["wire"]
+    receive(bob, keys, first)
+    return alice, bob, keys, first
+
+def check_pq_ratchet(c, v):
+    for i, e in enumerate(v["erasure"]):                              # §7.8.3
+        payload, k = h(e["bytes"]), e["k"]
+        c.eq(f"erasure[{i}].k", k, -(-len(payload) // PQ_CHUNK_LEN))
+        for ch in e["chunks"]:
+            c.eq(f"erasure[{i}] chunk {ch['index']}", h(ch["chunk"]), rs_chunk(payload, ch["index"]))
+        parity = {x: rs_chunk(payload, x) for x in range(256 - k, 256)}
+        c.eq(f"erasure[{i}] decoded from the last {k} chunks", payload, rs_decode(parity)[:len(payload)])
+    t = v["transcript"]
+    k = t["keys"]
+    alice, bob, keys, first = pq_parties(k, t["alice_random"], t["bob_random"])
+    parties, sends = {"alice": alice, "bob": bob}, []
+    for ei, e in enumerate(t["events"]):
+        w = f"transcript.events[{ei}] {e['type']}"
+        try:
+            if e["type"] == "first":
+                c.eq(w + ".wire", h(e["wire"]), first)
+            elif e["type"] == "send":
+                p = parties[e["from"]]
+                out = ratchet_send(p, h(e["plaintext"]))
+                sends.append(out["wire"])
+                c.eq(w + ".wire", h(e["wire"]), out["wire"])
+                c.eq(w + ".status", e["status"], pq_status(p))
+            elif e["type"] == "receive":
+                p = parties[e["to"]]
+                pt, _ = receive(p, keys if p is bob else None, sends[e["message"]])
+                c.eq(w + ".plaintext", h(e["plaintext"]), pt)
+                c.eq(w + ".status", e["status"], pq_status(p))
+            else:
+                p = parties[e["to"]]
+                c.refuses(f"{w} ({e['note']})", e["error"],
+                          lambda: receive(p, keys if p is bob else None, h(e["wire"])),
+                          lambda: (p.s, p.ri))
+        except HushError as err:
+            c.fail(w, f"refused: {err}")
+    # §7.8.8: replay the compromise and find where this verifier's adversary loses track.
+    m = v["compromise"]
+    alice, bob, keys, _ = pq_parties(m["keys"], m["alice_random"], m["bob_random"])
+    eve, sent_a, sent_b, healed = None, 0, 0, None
+    for rnd in range(200):
+        if eve is not None:
+            sent_a += 1
+            if eve.s["cks"] != alice.s["cks"]:
+                healed = (rnd, sent_a - 1, sent_b)
+                break
+            ratchet_send(eve, b"a")
+        receive(bob, keys, ratchet_send(alice, b"a")["wire"])
+        wire = ratchet_send(bob, b"b")["wire"]
+        if eve is not None:
+            sent_b += 1
+        before = (alice.s["dhs"], alice.s["pq"]["epoch"])
+        receive(alice, None, wire)
+        if eve is not None:
+            eve.x25519 = alice.s["dhs"]
+            try:
+                receive(eve, None, wire)
+            except HushError:
+                healed = (rnd, sent_a, sent_b - 1)
+                break
+        if eve is None and before[1] == 2 and alice.s["pq"]["epoch"] == 3:
+            eve, after_round = Adversary(alice), rnd
+    c.eq("compromise.after_round", m["healed"]["after_round"], eve and after_round)
+    c.eq("compromise healed at (alice_sent, bob_sent)", (m["healed"]["alice_sent"], m["healed"]["bob_sent"]),
+         healed and healed[1:])
+
+
 # ---------------------------------------------------------------- main
 FILES = [("identity.json", check_identity), ("kdf.json", check_kdf), ("x3dh.json", check_x3dh),
          ("pqxdh.json", check_pqxdh),
          ("seal.json", check_seal), ("wire.json", check_wire), ("session.json", check_session),
-         ("group.json", check_group), ("attachment.json", check_attachment)]
+         ("group.json", check_group), ("attachment.json", check_attachment),
+         ("pq_ratchet.json", check_pq_ratchet)]
 
 def main():
     here = os.path.dirname(os.path.abspath(__file__))

@@ -17,6 +17,7 @@
 
 mod attachment;
 mod group;
+mod pq_ratchet;
 mod pqxdh;
 mod session;
 mod simple;
@@ -28,7 +29,7 @@ use std::path::Path;
 pub use util::{Report, VectorError};
 
 /// The vector files, in the order they are written and checked.
-pub const FILES: [&str; 9] = [
+pub const FILES: [&str; 10] = [
     "identity.json",
     "kdf.json",
     "x3dh.json",
@@ -38,6 +39,7 @@ pub const FILES: [&str; 9] = [
     "session.json",
     "group.json",
     "attachment.json",
+    "pq_ratchet.json",
 ];
 
 /// Writes every vector file into `dir` (deterministic: the same bytes every time).
@@ -53,6 +55,7 @@ pub fn generate(dir: &Path) -> Result<(), VectorError> {
         session::generate()?,
         group::generate()?,
         attachment::generate()?,
+        pq_ratchet::generate()?,
     ];
     for (name, value) in FILES.iter().zip(files) {
         let mut text = serde_json::to_string_pretty(&value)?;
@@ -78,6 +81,7 @@ pub fn verify(dir: &Path) -> Result<Report, VectorError> {
             "wire.json" => simple::verify_wire(&value, &mut file),
             "session.json" => session::verify(&value, &mut file),
             "group.json" => group::verify(&value, &mut file),
+            "pq_ratchet.json" => pq_ratchet::verify(&value, &mut file),
             _ => attachment::verify(&value, &mut file),
         };
         if let Err(e) = result {
