@@ -211,3 +211,101 @@ fn worked_example_matches_spec() {
         );
     }
 }
+
+/// GF(2^8) multiplication modulo 0x11d by shift and add (SPEC §7.8.3), independent of the
+/// implementation's tables.
+fn gf_mul(mut a: u8, mut b: u8) -> u8 {
+    let mut p = 0u8;
+    while b != 0 {
+        if b & 1 != 0 {
+            p ^= a;
+        }
+        let carry = a & 0x80 != 0;
+        a <<= 1;
+        if carry {
+            a ^= 0x1d;
+        }
+        b >>= 1;
+    }
+    p
+}
+
+fn gf_inv(a: u8) -> u8 {
+    (1..=255u8).find(|&b| gf_mul(a, b) == 1).unwrap()
+}
+
+/// Chunk `x` by the formula of SPEC §7.8.3.
+fn chunk_by_formula(payload: &[u8], x: u8) -> Vec<u8> {
+    let k = payload.len().div_ceil(104);
+    let mut padded = payload.to_vec();
+    padded.resize(k * 104, 0);
+    (0..104)
+        .map(|p| {
+            let mut acc = 0u8;
+            for j in 0..k {
+                let mut l = 1u8;
+                for m in (0..k).filter(|&m| m != j) {
+                    l = gf_mul(l, gf_mul(x ^ m as u8, gf_inv(j as u8 ^ m as u8)));
+                }
+                acc ^= gf_mul(padded[j * 104 + p], l);
+            }
+            acc
+        })
+        .collect()
+}
+
+/// SPEC §12.2: the post-quantum ratchet's root KDF, erasure code and header part.
+fn build_pq() -> Example {
+    let mut ex = Example(vec![]);
+    let (rk, dh, ss) = (pattern(0x00), pattern(0x20), pattern(0x40));
+    let mut ikm = dh.to_vec();
+    ikm.extend_from_slice(&ss);
+    let (rk2, ck) =
+        hkdf_sha256::<64>(&rk, &ikm, b"hush root PQ ratchet ML-KEM-768 v1").split_halves();
+    ex.add("KDF_RK_PQ RK'", rk2.expose());
+    ex.add("KDF_RK_PQ CK", ck.expose());
+    let payload: Vec<u8> = (0..1184).map(|i| (i % 251) as u8).collect();
+    for x in [11u8, 12, 255] {
+        let c = hush_sessions::pq_ratchet::encode_chunk(&payload, x);
+        assert_eq!(c.to_vec(), chunk_by_formula(&payload, x), "chunk {x}");
+        ex.add(&format!("chunk {x}"), &c);
+    }
+    let header = hush_sessions::Header {
+        ratchet_key: X25519PublicKey::from_bytes(pattern(0x60)),
+        previous_chain_length: 0,
+        message_number: 5,
+        pq: Some(hush_sessions::PqHeader {
+            epoch: 3,
+            mixed: 2,
+            chunk: Some(hush_sessions::Chunk {
+                index: 12,
+                data: hush_sessions::pq_ratchet::encode_chunk(&payload, 12),
+            }),
+        }),
+    };
+    let bytes = header.encode();
+    // The pq part is the header's tail: 2a 70, then the PqHeader's 112 bytes.
+    ex.add("header pq part (first 10 bytes)", &bytes[38..48]);
+    assert_eq!(bytes.len(), 38 + 2 + 112);
+    ex
+}
+
+#[test]
+fn post_quantum_example_matches_spec() {
+    let ex = build_pq();
+    if std::env::var_os("SPEC_EXAMPLE_PRINT").is_some() {
+        for (name, value) in &ex.0 {
+            println!("{name:<38} {value}");
+        }
+    }
+    let spec =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/SPEC.md")).unwrap();
+    let flat: String = spec.split_whitespace().collect();
+    for (name, value) in &ex.0 {
+        let v: String = value.split_whitespace().collect();
+        assert!(
+            flat.contains(&v),
+            "docs/SPEC.md lacks the value of {name}: {value}"
+        );
+    }
+}
