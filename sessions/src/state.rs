@@ -345,3 +345,129 @@ impl Session {
         Self::from_bytes(&bytes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use super::*;
+    use crate::{KemPrekey, OneTimePrekey, PrekeyBundle, SessionMessage, SignedPrekey, Suite};
+
+    /// A responder's session with its post-quantum state, and that state's protobuf.
+    fn pq_state() -> (ps::SessionState, ps::PqRatchet) {
+        let mut rng = StdRng::seed_from_u64(9);
+        let a = hush_crypto::IdentityKeyPair::generate(&mut rng);
+        let b = hush_crypto::IdentityKeyPair::generate(&mut rng);
+        let spk = SignedPrekey::generate_for(Suite::PostQuantum, 1, &b, &mut rng);
+        let opk = OneTimePrekey::generate(2, &mut rng);
+        let kem = KemPrekey::generate_one_time(3, &b, &mut rng);
+        let bundle = PrekeyBundle::new(b.public(), &spk, Some(&opk)).with_kem_prekey(&kem);
+        let mut alice = Session::initiate(&a, &bundle, None, &mut rng).unwrap();
+        let SessionMessage::Prekey(m) = alice.encrypt(b"x").unwrap() else {
+            panic!()
+        };
+        let (bob, _) =
+            Session::accept_with_kem(&b, &spk, Some(&opk), Some(&kem), &m, None, &mut rng).unwrap();
+        let state = ps::SessionState::decode(&bob.to_bytes()[..]).unwrap();
+        let pq = state.pq_ratchet.clone().unwrap();
+        (state, pq)
+    }
+
+    fn restore(mut state: ps::SessionState, pq: ps::PqRatchet) -> Result<Session, StateError> {
+        state.pq_ratchet = Some(pq);
+        Session::from_bytes(&state.encode_to_vec())
+    }
+
+    fn chunk(index: u32) -> ps::PqChunk {
+        ps::PqChunk {
+            index,
+            data: vec![7; CHUNK_LEN],
+        }
+    }
+
+    fn secret(epoch: u32) -> ps::PqSecret {
+        ps::PqSecret {
+            epoch,
+            secret: vec![1; 32],
+        }
+    }
+
+    #[test]
+    fn held_chunks_stop_below_what_completes_a_key() {
+        let (state, pq) = pq_state();
+        assert_eq!(pq.chunks.len(), 1, "Bob holds chunk 0 of Alice's key");
+        let mut at = pq.clone();
+        at.chunks = (0..KEY_CHUNKS as u32 - 1).map(chunk).collect();
+        assert!(restore(state.clone(), at.clone()).is_ok());
+        at.chunks.push(chunk(KEY_CHUNKS as u32 - 1));
+        assert!(
+            restore(state.clone(), at).is_err(),
+            "a whole key's chunks held"
+        );
+        // Duplicate indices, an index over 255, a short chunk.
+        for bad in [
+            vec![chunk(3), chunk(3)],
+            vec![chunk(256)],
+            vec![ps::PqChunk {
+                index: 1,
+                data: vec![7; CHUNK_LEN - 1],
+            }],
+        ] {
+            let mut p = pq.clone();
+            p.chunks = bad;
+            assert!(restore(state.clone(), p).is_err());
+        }
+    }
+
+    #[test]
+    fn at_most_two_secrets_in_order_and_mixable_among_them() {
+        let (state, pq) = pq_state();
+        let mut p = pq.clone();
+        p.epoch = 5;
+        p.mixable = 4;
+        p.secrets = vec![secret(3), secret(4)];
+        assert!(restore(state.clone(), p.clone()).is_ok());
+        p.secrets = vec![secret(2), secret(3), secret(4)];
+        assert!(restore(state.clone(), p.clone()).is_err(), "three secrets");
+        p.secrets = vec![secret(4), secret(3)];
+        assert!(restore(state.clone(), p.clone()).is_err(), "out of order");
+        p.secrets = vec![secret(2), secret(3)];
+        assert!(
+            restore(state.clone(), p.clone()).is_err(),
+            "mixable not held"
+        );
+        p.secrets = vec![secret(3), secret(6)];
+        assert!(restore(state.clone(), p.clone()).is_err(), "a secret ahead");
+        let mut e = pq.clone();
+        e.epoch = 0;
+        assert!(restore(state.clone(), e).is_err(), "epoch 0");
+        let mut n = pq.clone();
+        n.next_chunk = 256;
+        assert!(restore(state.clone(), n).is_err(), "next chunk 256");
+    }
+
+    #[test]
+    fn the_phase_must_fit_the_role() {
+        let (state, pq) = pq_state();
+        // Bob (responder) awaits the key in epoch 1: a key pair seed is not his to hold.
+        let mut p = pq.clone();
+        p.kem_seed = vec![1; 64];
+        assert!(restore(state.clone(), p).is_err());
+        // A ciphertext without this epoch's secret.
+        let mut p = pq.clone();
+        p.chunks.clear();
+        p.ciphertext = vec![1; 1088];
+        assert!(restore(state.clone(), p.clone()).is_err());
+        p.secrets = vec![secret(1)];
+        assert!(restore(state.clone(), p).is_ok());
+        // A sending chain claiming a secret beyond what both hold.
+        let mut s = state.clone();
+        if let Some(c) = s.sender_chain.as_mut() {
+            c.pq_mixed = 1;
+        }
+        assert!(restore(s, pq).is_err());
+    }
+}
