@@ -152,6 +152,13 @@ fn pq_header(p: &proto::PqHeader) -> Result<PqHeader, DecodeError> {
     })
 }
 
+/// A ratchet message's parts, borrowed from where they were decoded.
+pub(crate) struct RatchetView<'a> {
+    pub(crate) header: Header,
+    pub(crate) header_bytes: &'a [u8],
+    pub(crate) ciphertext: &'a [u8],
+}
+
 /// A Double Ratchet message: an encoded header and the AEAD ciphertext.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RatchetMessage {
@@ -182,6 +189,14 @@ impl RatchetMessage {
     /// The ciphertext with its tag.
     pub fn ciphertext(&self) -> &[u8] {
         &self.ciphertext
+    }
+
+    pub(crate) fn view(&self) -> RatchetView<'_> {
+        RatchetView {
+            header: self.header,
+            header_bytes: &self.header_bytes,
+            ciphertext: &self.ciphertext,
+        }
     }
 
     fn to_proto(&self) -> proto::RatchetMessage {
@@ -345,6 +360,17 @@ impl SessionMessage {
 
     /// Decodes and validates a message. Keys and lengths are checked; nothing is decrypted.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        // The common case, a well-formed ratchet message, in one pass; anything else (a
+        // prekey message, or bytes the single pass does not accept) takes the general path,
+        // which accepts exactly the same canonical encodings and names the error.
+        if let Some(m) = fast::ratchet_message(bytes) {
+            return Ok(Self::Ratchet(m));
+        }
+        Self::from_bytes_general(bytes)
+    }
+
+    /// [`SessionMessage::from_bytes`] through the protobuf decoder and the re-encoding check.
+    fn from_bytes_general(bytes: &[u8]) -> Result<Self, DecodeError> {
         let p: proto::SessionMessage = decode_strict(bytes)?;
         match p.body.ok_or(DecodeError::MissingField("body"))? {
             proto::session_message::Body::Ratchet(m) => {
@@ -375,5 +401,252 @@ impl SessionMessage {
                 })))
             }
         }
+    }
+}
+
+/// A single-pass reader for the canonical encoding of a `SessionMessage` holding a ratchet
+/// message (SPEC §9.1–§9.3). It accepts only what the general decoder accepts, returning the
+/// same value, and returns `None` for everything else; a test checks the two against each
+/// other on valid and mutated messages.
+pub(crate) mod fast {
+    use super::{
+        CHUNK_LEN, Chunk, Header, MAX_MESSAGE_LEN, PqHeader, RatchetMessage, RatchetView, TAG_LEN,
+    };
+    use hush_crypto::X25519PublicKey;
+
+    struct Reader<'a> {
+        bytes: &'a [u8],
+        pos: usize,
+    }
+
+    impl<'a> Reader<'a> {
+        const fn new(bytes: &'a [u8]) -> Self {
+            Self { bytes, pos: 0 }
+        }
+
+        const fn done(&self) -> bool {
+            self.pos == self.bytes.len()
+        }
+
+        fn peek(&self) -> Option<u8> {
+            self.bytes.get(self.pos).copied()
+        }
+
+        /// Consumes `tag` if it is next.
+        fn tag(&mut self, tag: u8) -> bool {
+            if self.peek() == Some(tag) {
+                self.pos += 1;
+                true
+            } else {
+                false
+            }
+        }
+
+        /// A minimal varint of at most 32 bits.
+        fn varint32(&mut self) -> Option<u32> {
+            let mut value: u64 = 0;
+            for i in 0..5 {
+                let b = self.peek()?;
+                self.pos += 1;
+                value |= u64::from(b & 0x7f) << (7 * i);
+                if b & 0x80 == 0 {
+                    // Minimal: no trailing zero group (except the single byte 0).
+                    if i > 0 && b == 0 {
+                        return None;
+                    }
+                    return u32::try_from(value).ok();
+                }
+            }
+            None
+        }
+
+        /// A nonzero u32 field (a zero one is omitted in the canonical form).
+        fn nonzero(&mut self) -> Option<u32> {
+            self.varint32().filter(|&v| v != 0)
+        }
+
+        /// A length-delimited field's contents.
+        fn bytes(&mut self) -> Option<&'a [u8]> {
+            let len = self.varint32()? as usize;
+            let end = self.pos.checked_add(len)?;
+            let out = self.bytes.get(self.pos..end)?;
+            self.pos = end;
+            Some(out)
+        }
+    }
+
+    /// [`ratchet_view`], copied into an owned message.
+    pub(crate) fn ratchet_message(bytes: &[u8]) -> Option<RatchetMessage> {
+        let v = ratchet_view(bytes)?;
+        Some(RatchetMessage::new(
+            v.header,
+            v.header_bytes.to_vec(),
+            v.ciphertext.to_vec(),
+        ))
+    }
+
+    /// `SessionMessage{ratchet: RatchetMessage{header, ciphertext}}`, canonical, with a valid
+    /// header; `None` otherwise.
+    pub(crate) fn ratchet_view(bytes: &[u8]) -> Option<RatchetView<'_>> {
+        if bytes.len() > MAX_MESSAGE_LEN {
+            return None;
+        }
+        let mut outer = Reader::new(bytes);
+        if !outer.tag(0x0a) {
+            return None;
+        }
+        let inner = outer.bytes()?;
+        if !outer.done() {
+            return None;
+        }
+        let mut r = Reader::new(inner);
+        if !r.tag(0x0a) {
+            return None;
+        }
+        let header_bytes = r.bytes()?;
+        if !r.tag(0x12) {
+            return None;
+        }
+        let ciphertext = r.bytes()?;
+        if !r.done() || ciphertext.len() < TAG_LEN {
+            return None;
+        }
+        Some(RatchetView {
+            header: header(header_bytes)?,
+            header_bytes,
+            ciphertext,
+        })
+    }
+
+    fn header(bytes: &[u8]) -> Option<Header> {
+        let mut r = Reader::new(bytes);
+        if !(r.tag(0x08) && r.varint32()? == 1 && r.tag(0x12) && r.varint32()? == 32) {
+            return None;
+        }
+        let key: [u8; 32] = r.bytes.get(r.pos..r.pos + 32)?.try_into().ok()?;
+        r.pos += 32;
+        let previous_chain_length = if r.tag(0x18) { r.nonzero()? } else { 0 };
+        let message_number = if r.tag(0x20) { r.nonzero()? } else { 0 };
+        let pq = if r.tag(0x2a) {
+            Some(pq_header(r.bytes()?)?)
+        } else {
+            None
+        };
+        r.done().then_some(Header {
+            ratchet_key: X25519PublicKey::from_bytes(key),
+            previous_chain_length,
+            message_number,
+            pq,
+        })
+    }
+
+    fn pq_header(bytes: &[u8]) -> Option<PqHeader> {
+        let mut r = Reader::new(bytes);
+        if !r.tag(0x08) {
+            return None;
+        }
+        let epoch = r.nonzero()?;
+        let mixed = if r.tag(0x10) { r.nonzero()? } else { 0 };
+        let index = if r.tag(0x18) {
+            u8::try_from(r.nonzero()?).ok()?
+        } else {
+            0
+        };
+        let chunk = if r.tag(0x22) {
+            let data: [u8; CHUNK_LEN] = r.bytes()?.try_into().ok()?;
+            Some(Chunk { index, data })
+        } else if index != 0 {
+            return None;
+        } else {
+            None
+        };
+        (r.done() && mixed < epoch).then_some(PqHeader {
+            epoch,
+            mixed,
+            chunk,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use super::*;
+    use crate::{KemPrekey, OneTimePrekey, PrekeyBundle, Session, SignedPrekey, Suite};
+
+    /// Ratchet messages of both suites: first chains and later ones, with and without chunks,
+    /// with PN and N zero and not.
+    fn samples() -> Vec<Vec<u8>> {
+        let mut out = vec![];
+        for suite in [Suite::Classical, Suite::PostQuantum] {
+            let mut rng = StdRng::seed_from_u64(5);
+            let a = hush_crypto::IdentityKeyPair::generate(&mut rng);
+            let b = hush_crypto::IdentityKeyPair::generate(&mut rng);
+            let spk = SignedPrekey::generate_for(suite, 1, &b, &mut rng);
+            let opk = OneTimePrekey::generate(2, &mut rng);
+            let kem = KemPrekey::generate_one_time(3, &b, &mut rng);
+            let mut bundle = PrekeyBundle::new(b.public(), &spk, Some(&opk));
+            if suite == Suite::PostQuantum {
+                bundle = bundle.with_kem_prekey(&kem);
+            }
+            let mut alice = Session::initiate(&a, &bundle, None, &mut rng).unwrap();
+            let SessionMessage::Prekey(m) = alice.encrypt(b"hi").unwrap() else {
+                panic!()
+            };
+            let kem = (suite == Suite::PostQuantum).then_some(&kem);
+            let (mut bob, _) =
+                Session::accept_with_kem(&b, &spk, Some(&opk), kem, &m, None, &mut rng).unwrap();
+            for round in 0..40 {
+                let w = bob.encrypt(&[round as u8; 3]).unwrap().to_bytes();
+                alice.decrypt_bytes(&w, &mut rng).unwrap();
+                if round % 7 == 0 {
+                    out.push(w);
+                }
+                for _ in 0..(round % 3) {
+                    let w = alice.encrypt(b"more").unwrap().to_bytes();
+                    bob.decrypt_bytes(&w, &mut rng).unwrap();
+                    out.push(w);
+                }
+            }
+        }
+        out
+    }
+
+    /// The single pass accepts only what the general decoder accepts, with the same value,
+    /// and accepts every well-formed ratchet message.
+    #[test]
+    fn the_single_pass_agrees_with_the_general_decoder() {
+        let mut checked = 0;
+        let compare = |bytes: &[u8], checked: &mut usize| {
+            if let Some(m) = fast::ratchet_message(bytes) {
+                assert_eq!(
+                    SessionMessage::from_bytes_general(bytes),
+                    Ok(SessionMessage::Ratchet(m)),
+                    "{}",
+                    hex::encode(bytes)
+                );
+            }
+            *checked += 1;
+        };
+        for w in samples() {
+            assert!(fast::ratchet_message(&w).is_some());
+            compare(&w, &mut checked);
+            for i in 0..w.len() {
+                for x in [0x01u8, 0x02, 0x08, 0x10, 0x40, 0x80, 0xff] {
+                    let mut m = w.clone();
+                    m[i] ^= x;
+                    compare(&m, &mut checked);
+                }
+                compare(&w[..i], &mut checked);
+                let mut longer = w.clone();
+                longer.insert(i, 0);
+                compare(&longer, &mut checked);
+            }
+        }
+        assert!(checked > 10_000);
     }
 }

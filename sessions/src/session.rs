@@ -11,7 +11,7 @@ use crate::bundle::{KemPrekey, OneTimePrekey, PrekeyBundle, SignedPrekey, Suite}
 use crate::chain_key::ChainKey;
 use crate::error::{AcceptError, DecryptError, EncryptError, IdentityChange, InitError, PqError};
 use crate::limits::MAX_PLAINTEXT_LEN;
-use crate::message::{Header, PrekeyMessage, RatchetMessage, SessionMessage};
+use crate::message::{Header, PrekeyMessage, RatchetMessage, RatchetView, SessionMessage};
 use crate::message_key::MessageKey;
 use crate::pq_ratchet::{PqChange, PqRatchet};
 use crate::receiver_chain::{ReceiverChain, ReceiverChains};
@@ -322,7 +322,7 @@ impl Session {
                 .is_some()
                 .then(PqRatchet::responder),
         };
-        let plaintext = session.decrypt_ratchet(message.message(), rng)?;
+        let plaintext = session.decrypt_ratchet(&message.message().view(), rng)?;
         Ok((session, plaintext))
     }
 
@@ -440,7 +440,7 @@ impl Session {
         {
             return Err(DecryptError::WrongSession);
         }
-        self.decrypt_ratchet(message.ratchet_message(), rng)
+        self.decrypt_ratchet(&message.ratchet_message().view(), rng)
     }
 
     /// Decodes and decrypts wire bytes.
@@ -449,6 +449,11 @@ impl Session {
         bytes: &[u8],
         rng: &mut R,
     ) -> Result<Vec<u8>, DecryptError> {
+        // A ratchet message is decrypted straight from the bytes (one pass, no copies);
+        // anything else is decoded in full first.
+        if let Some(view) = crate::message::fast::ratchet_view(bytes) {
+            return self.decrypt_ratchet(&view, rng);
+        }
         self.decrypt(&SessionMessage::from_bytes(bytes)?, rng)
     }
 
@@ -461,7 +466,7 @@ impl Session {
 
     fn decrypt_ratchet<R: CryptoRng + ?Sized>(
         &mut self,
-        message: &RatchetMessage,
+        message: &RatchetView<'_>,
         rng: &mut R,
     ) -> Result<Vec<u8>, DecryptError> {
         let staged = self.stage(message, rng)?;
@@ -475,23 +480,23 @@ impl Session {
     /// Computes everything a decryption would change, without changing anything.
     fn stage<R: CryptoRng + ?Sized>(
         &self,
-        message: &RatchetMessage,
+        message: &RatchetView<'_>,
         rng: &mut R,
     ) -> Result<Staged, DecryptError> {
-        let header = message.header();
+        let header = &message.header;
         if self.pq.is_some() != header.pq.is_some() {
             return Err(PqError::Missing.into());
         }
-        let ad = self.message_ad(message.header_bytes());
+        let ad = self.message_ad(message.header_bytes);
         let n = header.message_number;
         if let Some(chain) = self.receivers.find_chain(&header.ratchet_key) {
             let current = &self.receivers.chains[chain].chain_key;
             if n < current.index() {
-                return self.stage_skipped(header, &ad, message.ciphertext(), rng);
+                return self.stage_skipped(header, &ad, message.ciphertext, rng);
             }
             let (skipped, at) = current.skip_to(n)?;
             let (message_key, next) = at.step().ok_or(DecryptError::Authentication)?;
-            let plaintext = message_key.decrypt(&ad, message.ciphertext())?;
+            let plaintext = message_key.decrypt(&ad, message.ciphertext)?;
             return Ok(Staged {
                 plaintext,
                 change: Change::Advanced {
@@ -508,7 +513,7 @@ impl Session {
             .is_some()
         {
             // A late message for a chain that was already dropped.
-            return self.stage_skipped(header, &ad, message.ciphertext(), rng);
+            return self.stage_skipped(header, &ad, message.ciphertext, rng);
         }
         // A new ratchet key: finish the current receiving chain up to PN, then step.
         let old_chain = match self.receivers.chains.back() {
@@ -535,7 +540,7 @@ impl Session {
         let (root_key, receiving) = self.root_key.advance_pq(&dh, their_secret);
         let (new_chain_skipped, at) = receiving.skip_to(n)?;
         let (message_key, next) = at.step().ok_or(DecryptError::Authentication)?;
-        let plaintext = message_key.decrypt(&ad, message.ciphertext())?;
+        let plaintext = message_key.decrypt(&ad, message.ciphertext)?;
         let ratchet = X25519KeyPair::generate(rng);
         let pq_change = self.stage_pq(header, rng)?;
         // Our new chain mixes in the newest secret both sides hold, this message's included.
