@@ -136,6 +136,11 @@ impl fmt::Debug for KemCiphertext {
 pub struct KemSharedSecret(SecretBytes<KEM_SHARED_SECRET_LEN>);
 
 impl KemSharedSecret {
+    /// The secret as [`SecretBytes`], moved (no copy left behind).
+    pub fn into_secret_bytes(self) -> SecretBytes<KEM_SHARED_SECRET_LEN> {
+        self.0
+    }
+
     /// The 32 shared bytes.
     pub const fn expose(&self) -> &[u8; KEM_SHARED_SECRET_LEN] {
         self.0.expose()

@@ -181,9 +181,9 @@ pub enum DecryptError {
     PostQuantum(#[from] PqError),
 }
 
-/// The post-quantum ratchet refused an authentic-looking message (SPEC §7.8.6). The session is
-/// unchanged. Apart from [`PqError::Missing`], only a peer that breaks the protocol (or a
-/// bug) causes these.
+/// The post-quantum ratchet refused a message (SPEC §7.8.6). The session is unchanged.
+/// [`PqError::Missing`] is found before authentication (like a decoding error); the others
+/// only in an authentic message, so only a peer that breaks the protocol causes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum PqError {
@@ -199,9 +199,6 @@ pub enum PqError {
         /// The epoch in the header.
         theirs: u32,
     },
-    /// The header names an epoch secret the session does not hold.
-    #[error("epoch secret {0} is not held")]
-    UnknownSecret(u32),
     /// A chunk arrived where the peer has nothing to send.
     #[error("unexpected post-quantum chunk")]
     UnexpectedChunk,

@@ -61,6 +61,8 @@ pub mod limits;
 pub mod message;
 mod message_key;
 pub mod pq_ratchet;
+#[cfg(test)]
+mod pq_refusal_tests;
 mod receiver_chain;
 mod root_key;
 mod session;

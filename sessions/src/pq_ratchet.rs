@@ -85,6 +85,30 @@ pub(crate) struct PqRatchet {
     pub(crate) secrets: Vec<EpochSecret>,
 }
 
+/// A change that may still need randomness: [`PqPending::finish`] draws it.
+pub(crate) enum PqPending {
+    /// Nothing to draw.
+    Done(PqChange),
+    /// Encapsulate to the peer's completed key (32 random bytes).
+    Encapsulate(KemPublicKey),
+    /// The peer is in the next epoch: our key pair for it (a 64-byte seed).
+    Confirm,
+}
+
+impl PqPending {
+    /// The change, drawing what it needs. Cannot fail.
+    pub(crate) fn finish<R: CryptoRng + ?Sized>(self, rng: &mut R) -> PqChange {
+        match self {
+            Self::Done(change) => change,
+            Self::Encapsulate(key) => {
+                let (ciphertext, secret) = key.encapsulate(rng);
+                PqChange::Encapsulated(ciphertext, secret.into_secret_bytes())
+            }
+            Self::Confirm => PqChange::Confirmed(KemKeyPair::generate(rng)),
+        }
+    }
+}
+
 /// What an authentic message changes in the post-quantum state (applied only once the whole
 /// message has decrypted).
 pub(crate) enum PqChange {
@@ -147,6 +171,8 @@ impl PqRatchet {
     pub(crate) fn outgoing(&self, mixed: u32) -> PqHeader {
         let index = self.next_chunk;
         let chunk = match &self.phase {
+            // A ciphertext chunk shows the peer has the whole key: stop sending it.
+            Phase::SendingKey { received, .. } if !received.is_empty() => None,
             Phase::SendingKey { key_pair, .. } => Some(Chunk {
                 index,
                 data: erasure::encode(key_pair.public().as_bytes(), index),
@@ -171,17 +197,15 @@ impl PqRatchet {
         }
     }
 
-    /// What an authentic header from the peer changes. Changes nothing itself.
-    pub(crate) fn receive<R: CryptoRng + ?Sized>(
-        &self,
-        header: &PqHeader,
-        rng: &mut R,
-    ) -> Result<PqChange, PqError> {
+    /// What an authentic header from the peer changes: refused, or what remains to do once
+    /// the caller has drawn any other randomness it needs (so that a refusal draws nothing).
+    /// Changes nothing itself.
+    pub(crate) fn receive(&self, header: &PqHeader) -> Result<PqPending, PqError> {
         let ours = self.epoch;
         let theirs = header.epoch;
         if theirs < ours {
             // From an epoch both sides have left: nothing new in it.
-            return Ok(PqChange::None);
+            return Ok(PqPending::Done(PqChange::None));
         }
         let ahead = PqError::EpochAhead { ours, theirs };
         match &self.phase {
@@ -190,18 +214,18 @@ impl PqRatchet {
                     return Err(ahead);
                 }
                 let Some(chunk) = new_chunk(header, received) else {
-                    return Ok(PqChange::None);
+                    return Ok(PqPending::Done(PqChange::None));
                 };
                 if received.len() + 1 < CIPHERTEXT_CHUNKS {
-                    return Ok(PqChange::Chunk(chunk));
+                    return Ok(PqPending::Done(PqChange::Chunk(chunk)));
                 }
                 let bytes = assemble(CIPHERTEXT_CHUNKS, received, chunk, KEM_CIPHERTEXT_LEN)?;
                 let ciphertext =
                     KemCiphertext::from_slice(&bytes).map_err(|_| PqError::InvalidPayload)?;
                 ours.checked_add(1).ok_or(PqError::EpochsExhausted)?;
                 let secret = key_pair.decapsulate(&ciphertext);
-                Ok(PqChange::Decapsulated(SecretBytes::from_bytes(
-                    *secret.expose(),
+                Ok(PqPending::Done(PqChange::Decapsulated(
+                    secret.into_secret_bytes(),
                 )))
             }
             Phase::AwaitingKey { received } => {
@@ -209,23 +233,19 @@ impl PqRatchet {
                     return Err(ahead);
                 }
                 let Some(chunk) = new_chunk(header, received) else {
-                    return Ok(PqChange::None);
+                    return Ok(PqPending::Done(PqChange::None));
                 };
                 if received.len() + 1 < KEY_CHUNKS {
-                    return Ok(PqChange::Chunk(chunk));
+                    return Ok(PqPending::Done(PqChange::Chunk(chunk)));
                 }
                 let bytes = assemble(KEY_CHUNKS, received, chunk, KEM_PUBLIC_KEY_LEN)?;
                 let key = KemPublicKey::from_slice(&bytes).map_err(|_| PqError::InvalidPayload)?;
-                let (ciphertext, secret) = key.encapsulate(rng);
-                Ok(PqChange::Encapsulated(
-                    ciphertext,
-                    SecretBytes::from_bytes(*secret.expose()),
-                ))
+                Ok(PqPending::Encapsulate(key))
             }
             Phase::SendingCiphertext { .. } => {
                 if theirs == ours {
                     // The peer is still sending its key: it has not got our ciphertext yet.
-                    return Ok(PqChange::None);
+                    return Ok(PqPending::Done(PqChange::None));
                 }
                 if Some(theirs) != ours.checked_add(1) {
                     return Err(ahead);
@@ -234,7 +254,7 @@ impl PqRatchet {
                     // In its new epoch the peer awaits our key: it has nothing to send.
                     return Err(PqError::UnexpectedChunk);
                 }
-                Ok(PqChange::Confirmed(KemKeyPair::generate(rng)))
+                Ok(PqPending::Confirm)
             }
         }
     }
@@ -343,11 +363,16 @@ mod tests {
 
     use super::*;
 
+    /// Receive and finish in one go.
+    fn recv(pq: &PqRatchet, h: &PqHeader, rng: &mut StdRng) -> Result<PqChange, PqError> {
+        pq.receive(h).map(|p| p.finish(rng))
+    }
+
     /// Delivers one header from `from` to `to`, applying the change.
     fn deliver(from: &mut PqRatchet, to: &mut PqRatchet, rng: &mut StdRng) -> PqHeader {
         let h = from.outgoing(from.mixable);
         from.sent(&h);
-        let change = to.receive(&h, rng).unwrap();
+        let change = recv(to, &h, rng).unwrap();
         to.apply(change);
         h
     }
@@ -399,7 +424,7 @@ mod tests {
                 }),
             };
             for _ in 0..2 {
-                let change = b.receive(&h, &mut rng).unwrap();
+                let change = recv(&b, &h, &mut rng).unwrap();
                 let last = usize::from(x) + 1 == KEY_CHUNKS;
                 match (&change, last) {
                     (PqChange::Encapsulated(..), true)
@@ -431,11 +456,11 @@ mod tests {
         let b = PqRatchet::responder();
         let h = chunk_header(2, 0, [0; CHUNK_LEN]);
         assert_eq!(
-            a.receive(&h, &mut rng).err(),
+            recv(&a, &h, &mut rng).err(),
             Some(PqError::EpochAhead { ours: 1, theirs: 2 })
         );
         assert_eq!(
-            b.receive(&h, &mut rng).err(),
+            recv(&b, &h, &mut rng).err(),
             Some(PqError::EpochAhead { ours: 1, theirs: 2 })
         );
         // Answering in epoch 1: the peer may be in 1 (no change) or 2 without a chunk.
@@ -446,17 +471,15 @@ mod tests {
         }
         assert!(matches!(c.phase, Phase::SendingCiphertext { .. }));
         assert!(matches!(
-            c.receive(&chunk_header(1, 3, [0; CHUNK_LEN]), &mut rng),
+            recv(&c, &chunk_header(1, 3, [0; CHUNK_LEN]), &mut rng),
             Ok(PqChange::None)
         ));
         assert_eq!(
-            c.receive(&chunk_header(2, 0, [0; CHUNK_LEN]), &mut rng)
-                .err(),
+            recv(&c, &chunk_header(2, 0, [0; CHUNK_LEN]), &mut rng).err(),
             Some(PqError::UnexpectedChunk)
         );
         assert_eq!(
-            c.receive(&chunk_header(3, 0, [0; CHUNK_LEN]), &mut rng)
-                .err(),
+            recv(&c, &chunk_header(3, 0, [0; CHUNK_LEN]), &mut rng).err(),
             Some(PqError::EpochAhead { ours: 1, theirs: 3 })
         );
         let confirm = PqHeader {
@@ -465,14 +488,14 @@ mod tests {
             chunk: None,
         };
         assert!(matches!(
-            c.receive(&confirm, &mut rng),
+            recv(&c, &confirm, &mut rng),
             Ok(PqChange::Confirmed(_))
         ));
         // Stale epochs change nothing.
         let stale = chunk_header(1, 9, [1; CHUNK_LEN]);
-        let change = c.receive(&confirm, &mut rng).unwrap();
+        let change = recv(&c, &confirm, &mut rng).unwrap();
         c.apply(change);
-        assert!(matches!(c.receive(&stale, &mut rng), Ok(PqChange::None)));
+        assert!(matches!(recv(&c, &stale, &mut rng), Ok(PqChange::None)));
     }
 
     #[test]
@@ -482,29 +505,25 @@ mod tests {
         let b = {
             let mut b = PqRatchet::responder();
             for x in 0..KEY_CHUNKS as u8 - 1 {
-                let change = b
-                    .receive(&chunk_header(1, x, [0xff; CHUNK_LEN]), &mut rng)
-                    .unwrap();
+                let change = recv(&b, &chunk_header(1, x, [0xff; CHUNK_LEN]), &mut rng).unwrap();
                 b.apply(change);
             }
             b
         };
         let last = chunk_header(1, KEY_CHUNKS as u8 - 1, [0; CHUNK_LEN]);
         assert_eq!(
-            b.receive(&last, &mut rng).err(),
+            recv(&b, &last, &mut rng).err(),
             Some(PqError::InvalidPayload)
         );
         // A ciphertext whose padding is not zero.
         let mut a = PqRatchet::initiator(&mut rng);
         for x in 0..CIPHERTEXT_CHUNKS as u8 - 1 {
-            let change = a
-                .receive(&chunk_header(1, x, [7; CHUNK_LEN]), &mut rng)
-                .unwrap();
+            let change = recv(&a, &chunk_header(1, x, [7; CHUNK_LEN]), &mut rng).unwrap();
             a.apply(change);
         }
         let last = chunk_header(1, CIPHERTEXT_CHUNKS as u8 - 1, [7; CHUNK_LEN]);
         assert_eq!(
-            a.receive(&last, &mut rng).err(),
+            recv(&a, &last, &mut rng).err(),
             Some(PqError::InvalidPayload)
         );
         // With zero padding the same bytes decapsulate (to an unrelated secret).
@@ -513,14 +532,14 @@ mod tests {
         data[used..].fill(0);
         let last = chunk_header(1, CIPHERTEXT_CHUNKS as u8 - 1, data);
         assert!(matches!(
-            a.receive(&last, &mut rng),
+            recv(&a, &last, &mut rng),
             Ok(PqChange::Decapsulated(_))
         ));
         // At the last epoch, completing it is refused rather than overflowing.
         a.epoch = u32::MAX;
         let last = chunk_header(u32::MAX, CIPHERTEXT_CHUNKS as u8 - 1, data);
         assert_eq!(
-            a.receive(&last, &mut rng).err(),
+            recv(&a, &last, &mut rng).err(),
             Some(PqError::EpochsExhausted)
         );
     }

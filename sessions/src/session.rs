@@ -13,7 +13,7 @@ use crate::error::{AcceptError, DecryptError, EncryptError, IdentityChange, Init
 use crate::limits::MAX_PLAINTEXT_LEN;
 use crate::message::{Header, PrekeyMessage, RatchetMessage, RatchetView, SessionMessage};
 use crate::message_key::MessageKey;
-use crate::pq_ratchet::{PqChange, PqRatchet};
+use crate::pq_ratchet::{PqChange, PqPending, PqRatchet};
 use crate::receiver_chain::{ReceiverChain, ReceiverChains};
 use crate::root_key::RootKey;
 use crate::x3dh::{self, AD_LEN};
@@ -523,12 +523,12 @@ impl Session {
             }
             None => None,
         };
-        // The peer's chain mixed in the secret its header names; we hold it (SPEC §7.8.5).
+        // The peer's chain mixed in the secret its header names. An honest peer names one we
+        // hold (SPEC §7.8.5); without it the message cannot be authenticated.
         let their_secret = match (&self.pq, header.pq.map(|h| h.mixed)) {
-            (Some(pq), Some(mixed)) if mixed != 0 => Some(
-                pq.secret(mixed)
-                    .ok_or(DecryptError::PostQuantum(PqError::UnknownSecret(mixed)))?,
-            ),
+            (Some(pq), Some(mixed)) if mixed != 0 => {
+                Some(pq.secret(mixed).ok_or(DecryptError::Authentication)?)
+            }
             _ => None,
         };
         let their = &header.ratchet_key;
@@ -541,8 +541,11 @@ impl Session {
         let (new_chain_skipped, at) = receiving.skip_to(n)?;
         let (message_key, next) = at.step().ok_or(DecryptError::Authentication)?;
         let plaintext = message_key.decrypt(&ad, message.ciphertext)?;
+        // Everything that can refuse the message comes before any randomness is drawn; then
+        // the new ratchet key, then what the post-quantum ratchet draws (SPEC §7.4 step 3).
+        let pq_pending = self.pending_pq(header)?;
         let ratchet = X25519KeyPair::generate(rng);
-        let pq_change = self.stage_pq(header, rng)?;
+        let pq_change = pq_pending.finish(rng);
         // Our new chain mixes in the newest secret both sides hold, this message's included.
         let (pq_mixed, our_secret) = match &self.pq {
             Some(pq) => pq
@@ -580,9 +583,14 @@ impl Session {
         header: &Header,
         rng: &mut R,
     ) -> Result<PqChange, DecryptError> {
+        Ok(self.pending_pq(header)?.finish(rng))
+    }
+
+    /// [`Session::stage_pq`] up to the point where randomness is needed.
+    fn pending_pq(&self, header: &Header) -> Result<PqPending, DecryptError> {
         match (&self.pq, &header.pq) {
-            (Some(pq), Some(h)) => Ok(pq.receive(h, rng)?),
-            _ => Ok(PqChange::None),
+            (Some(pq), Some(h)) => Ok(pq.receive(h)?),
+            _ => Ok(PqPending::Done(PqChange::None)),
         }
     }
 

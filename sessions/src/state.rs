@@ -105,7 +105,8 @@ fn pq_to_proto(pq: &PqRatchet) -> ps::PqRatchet {
 
 /// Restores the post-quantum ratchet, checking every bound a live session keeps (SPEC §7.8.6).
 fn pq_from_proto(p: &ps::PqRatchet) -> Result<PqRatchet, DecodeError> {
-    if p.epoch == 0 || p.mixable >= p.epoch {
+    // Epoch e is entered once epoch e − 1's secret is held by both: mixable is always e − 1.
+    if p.epoch == 0 || p.mixable != p.epoch - 1 {
         return Err(DecodeError::OutOfRange("pq_ratchet.epoch"));
     }
     let next_chunk =
@@ -152,8 +153,10 @@ fn pq_from_proto(p: &ps::PqRatchet) -> Result<PqRatchet, DecodeError> {
         chunks.push(Chunk { index, data });
     }
     let sends_key = PqRatchet::sends_key(p.initiator, p.epoch);
+    // This epoch's secret exists only once we have encapsulated.
+    let current_secret = secrets.last().is_some_and(|s| s.epoch == p.epoch);
     let phase = match (sends_key, p.kem_seed.is_empty(), p.ciphertext.is_empty()) {
-        (true, false, true) if chunks.len() < CIPHERTEXT_CHUNKS => {
+        (true, false, true) if chunks.len() < CIPHERTEXT_CHUNKS && !current_secret => {
             let seed = SecretBytes::from_slice(&p.kem_seed).ok_or(DecodeError::BadLength {
                 field: "pq_ratchet.kem_seed",
                 len: p.kem_seed.len(),
@@ -164,14 +167,12 @@ fn pq_from_proto(p: &ps::PqRatchet) -> Result<PqRatchet, DecodeError> {
                 received: chunks,
             }
         }
-        (false, true, true) if chunks.len() < KEY_CHUNKS => Phase::AwaitingKey { received: chunks },
-        (false, true, false)
-            if chunks.is_empty() && secrets.last().is_some_and(|s| s.epoch == p.epoch) =>
-        {
-            Phase::SendingCiphertext {
-                ciphertext: kem_ciphertext(&p.ciphertext, "pq_ratchet.ciphertext")?,
-            }
+        (false, true, true) if chunks.len() < KEY_CHUNKS && !current_secret => {
+            Phase::AwaitingKey { received: chunks }
         }
+        (false, true, false) if chunks.is_empty() && current_secret => Phase::SendingCiphertext {
+            ciphertext: kem_ciphertext(&p.ciphertext, "pq_ratchet.ciphertext")?,
+        },
         _ => return Err(DecodeError::OutOfRange("pq_ratchet")),
     };
     Ok(PqRatchet {
@@ -295,6 +296,13 @@ impl Session {
             .map(params_from_proto)
             .transpose()?;
         let pq = state.pq_ratchet.as_ref().map(pq_from_proto).transpose()?;
+        if pq
+            .as_ref()
+            .is_some_and(|pq| pq.initiator != state.accepted_prekey.is_none())
+        {
+            // The role is the one the prekey parameters show (§11.2).
+            return Err(DecodeError::OutOfRange("pq_ratchet.initiator").into());
+        }
         if sender.pq_mixed > pq.as_ref().map_or(0, |pq| pq.mixable) {
             // A chain mixes a secret both sides hold.
             return Err(DecodeError::OutOfRange("sender_chain.pq_mixed").into());
@@ -444,6 +452,25 @@ mod tests {
         let mut e = pq.clone();
         e.epoch = 0;
         assert!(restore(state.clone(), e).is_err(), "epoch 0");
+        let mut m = pq.clone();
+        m.epoch = 3;
+        m.mixable = 1;
+        m.secrets = vec![secret(1)];
+        assert!(
+            restore(state.clone(), m.clone()).is_err(),
+            "mixable not epoch - 1"
+        );
+        m.mixable = 2;
+        m.secrets = vec![secret(2)];
+        assert!(restore(state.clone(), m.clone()).is_ok());
+        m.secrets = vec![secret(2), secret(3)];
+        assert!(
+            restore(state.clone(), m).is_err(),
+            "this epoch's secret before encapsulating"
+        );
+        let mut r = pq.clone();
+        r.initiator = true;
+        assert!(restore(state.clone(), r).is_err(), "the wrong role");
         let mut n = pq.clone();
         n.next_chunk = 256;
         assert!(restore(state.clone(), n).is_err(), "next chunk 256");

@@ -336,7 +336,7 @@ fn malformed_post_quantum_headers_are_refused_at_decoding() {
         v
     };
     // Epoch 0.
-    assert!(variant(&[0x10, 0x00]).is_err());
+    assert!(variant(&[0x10, 0x01]).is_err());
     assert!(variant(&[]).is_err());
     // Mixed not below epoch.
     assert!(variant(&[0x08, 0x02, 0x10, 0x02]).is_err());

@@ -732,7 +732,8 @@ def pq_new(initiator, seed=None):
 
 def pq_outgoing(pq, mixed):
     hdr = {"epoch": pq["epoch"], "mixed": mixed}
-    payload = {"key": pq.get("ek"), "ct": pq.get("ct"), "await": None}[pq["phase"]]
+    # §7.8.2: the key's sender stops once a ciphertext chunk shows the peer has the key.
+    payload = {"key": None if pq["chunks"] else pq.get("ek"), "ct": pq.get("ct"), "await": None}[pq["phase"]]
     if payload is not None:
         hdr.update(chunk_index=pq["next"], chunk=rs_chunk(payload, pq["next"]))
         pq["next"] = (pq["next"] + 1) % 256
@@ -922,8 +923,8 @@ def ratchet_receive(p, s, rm):
             info["previous_chain_skipped"] = skip_to(st, cur, pn)
         mixed = hdr.get("pq", {}).get("mixed", 0)
         their_ss = pq_secret(st["pq"], mixed) if mixed else None
-        if mixed and their_ss is None:
-            raise HushError("PostQuantum", "UnknownSecret")
+        if mixed and their_ss is None:                                # §7.8.4: cannot authenticate
+            raise HushError("Authentication", "epoch secret not held")
         info["dh_receiving"] = dh(st["dhs"], dhr, cls="InvalidRatchetKey")
         rk1, ckr = kdf_rk_pq(st["rk"], info["dh_receiving"], their_ss)
         info.update(root_key_mid=rk1, receiving_chain_key=ckr)
