@@ -147,6 +147,10 @@ pub enum EncryptError {
     /// The sending chain has used every message number (2^32).
     #[error("sending chain exhausted")]
     ChainExhausted,
+    /// Completing a received DH ratchet step gave the all-zero agreement. Cannot happen: the
+    /// peer's key passed the same check on receipt.
+    #[error("ratchet key is non-contributory")]
+    InvalidRatchetKey,
 }
 
 /// Decryption failed. The session is byte-for-byte unchanged.

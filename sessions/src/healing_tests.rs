@@ -89,9 +89,12 @@ fn healing(post_quantum: bool, compromise_after: usize, rounds: usize) -> Option
     let (mut sent_a, mut sent_b) = (0usize, 0usize);
     let mut healed: Option<(usize, usize)> = None;
     for round in 0..compromise_after + rounds {
-        // Alice sends; the adversary, in step, derives the same key if it still can.
+        // Alice sends; the adversary, in step, derives the same key if it still can (the
+        // chain keys after the message are equal exactly when the message keys were).
+        let m = alice.encrypt(b"a").unwrap();
         if let Some(e) = eve.as_mut() {
             sent_a += 1;
+            e.encrypt(b"a").unwrap();
             let follows = chain_key(e) == chain_key(&alice);
             if !follows && healed.is_none() {
                 healed = Some((sent_a - 1, sent_b));
@@ -100,9 +103,7 @@ fn healing(post_quantum: bool, compromise_after: usize, rounds: usize) -> Option
                 follows == healed.is_none(),
                 "Alice's message keys readable again"
             );
-            e.encrypt(b"a").unwrap();
         }
-        let m = alice.encrypt(b"a").unwrap();
         bob.decrypt(&m, &mut rng_b).unwrap();
 
         // Bob answers; the adversary tries to read it with Alice's copy.
@@ -110,12 +111,13 @@ fn healing(post_quantum: bool, compromise_after: usize, rounds: usize) -> Option
             sent_b += 1;
         }
         let m = bob.encrypt(b"b").unwrap();
-        let before = *alice.sender.ratchet.public();
+        let pending = |s: &Session| s.pending_step.as_ref().map(|p| *p.secret.expose());
+        let before = pending(&alice);
         alice.decrypt(&m, &mut rng_a).unwrap();
         if let Some(e) = eve.as_mut() {
-            let stepped = *alice.sender.ratchet.public() != before;
+            let stepped = pending(&alice) != before;
             let mut rng = Adversary {
-                ratchet: stepped.then(|| *alice.sender.ratchet.secret_bytes().expose()),
+                ratchet: if stepped { pending(&alice) } else { None },
                 own: StdRng::seed_from_u64(round as u64),
             };
             match e.decrypt(&m, &mut rng) {

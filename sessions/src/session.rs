@@ -4,7 +4,8 @@ use core::fmt;
 
 use hush_crypto::kem::KemCiphertext;
 use hush_crypto::{
-    CryptoRng, EphemeralKeyPair, IdentityKeyPair, IdentityPublicKey, X25519KeyPair, X25519PublicKey,
+    CryptoRng, EphemeralKeyPair, IdentityKeyPair, IdentityPublicKey, SecretBytes, X25519KeyPair,
+    X25519PublicKey,
 };
 
 use crate::bundle::{KemPrekey, OneTimePrekey, PrekeyBundle, SignedPrekey, Suite};
@@ -24,6 +25,39 @@ pub(crate) struct SenderChain {
     pub(crate) chain_key: ChainKey,
     /// The post-quantum epoch whose secret this chain was derived with (0: none).
     pub(crate) pq_mixed: u32,
+}
+
+/// A DH ratchet step whose sending half waits for the next encryption (SPEC §7.4 step 3):
+/// receiving costs one X25519 agreement, and the new key pair's public key and second
+/// agreement are computed when a message is sent. Everything the sending half needs is fixed
+/// on receipt, so the result is the same as computing it then.
+pub(crate) struct PendingStep {
+    /// `DHs_new`'s private key, drawn on receipt.
+    pub(crate) secret: SecretBytes<32>,
+    /// The peer's new ratchet key `DHr'`.
+    pub(crate) their: X25519PublicKey,
+    /// `PQmix` for the new chain, and its secret (kept here: the ratchet may drop it first).
+    pub(crate) pq_mixed: u32,
+    pub(crate) pq_secret: Option<SecretBytes<32>>,
+}
+
+impl PendingStep {
+    /// The new sending chain and root key: `KDF_RK(_PQ)(RK, DH(DHs_new, DHr'))`.
+    pub(crate) fn resolve(&self, root_key: &RootKey) -> Option<(RootKey, SenderChain)> {
+        let ratchet = X25519KeyPair::from_secret_bytes(&self.secret);
+        // Cannot fail: the receiving half's agreement with this key was not all-zero, so the
+        // key has no low-order part a clamped scalar would not remove.
+        let dh = ratchet.diffie_hellman(&self.their).ok()?;
+        let (root_key, chain_key) = root_key.advance_pq(&dh, self.pq_secret.as_ref());
+        Some((
+            root_key,
+            SenderChain {
+                ratchet,
+                chain_key,
+                pq_mixed: self.pq_mixed,
+            },
+        ))
+    }
 }
 
 /// The X3DH or PQXDH parameters a prekey message carries: the initiator repeats them in every
@@ -68,6 +102,8 @@ pub struct Session {
     pub(crate) post_quantum: bool,
     /// The post-quantum ratchet, if the session runs it.
     pub(crate) pq: Option<PqRatchet>,
+    /// A DH ratchet step received and not yet completed by sending.
+    pub(crate) pending_step: Option<PendingStep>,
 }
 
 /// Where a session's post-quantum ratchet stands (SPEC §7.8).
@@ -103,10 +139,13 @@ enum Change {
         next: ChainKey,
         skipped: Vec<MessageKey>,
     },
-    /// A new peer ratchet key: a DH ratchet step.
+    /// A new peer ratchet key: a DH ratchet step, its sending half pending.
     Ratchet {
+        /// `RK1`, after the receiving half.
         root_key: RootKey,
-        sender: SenderChain,
+        step: PendingStep,
+        /// PN for the new chain: the length of the chain it replaces.
+        previous_counter: u32,
         /// The previous receiving chain, advanced to PN, and the keys it skipped.
         old_chain: Option<(ChainKey, Vec<MessageKey>)>,
         new_chain: ReceiverChain,
@@ -219,6 +258,7 @@ impl Session {
             accepted_prekey: None,
             post_quantum: suite == Suite::PostQuantum,
             pq,
+            pending_step: None,
         })
     }
 
@@ -321,6 +361,7 @@ impl Session {
                 .pq
                 .is_some()
                 .then(PqRatchet::responder),
+            pending_step: None,
         };
         let plaintext = session.decrypt_ratchet(&message.message().view(), rng)?;
         Ok((session, plaintext))
@@ -359,9 +400,16 @@ impl Session {
         self.pq.as_ref().map(|pq| PqStatus {
             epoch: pq.epoch,
             mixed: pq.mixable,
-            sending_chain_current: self.sender.pq_mixed == pq.mixable,
+            sending_chain_current: self.sending_pq_mixed() == pq.mixable,
             chunks_held: pq.chunks_held(),
         })
+    }
+
+    /// `PQmix` of the chain the next message is sent on.
+    fn sending_pq_mixed(&self) -> u32 {
+        self.pending_step
+            .as_ref()
+            .map_or(self.sender.pq_mixed, |p| p.pq_mixed)
     }
 
     /// Whether outgoing messages still carry the X3DH parameters (the initiator has not yet
@@ -379,13 +427,23 @@ impl Session {
             .map(|p| &p.base_key)
     }
 
-    /// Encrypts `plaintext`. Does not need randomness: ratchet keys are generated on receipt.
+    /// Encrypts `plaintext`. Does not need randomness: a new ratchet key's private key is
+    /// drawn on receipt (its public key and agreement are computed here, once, after a DH
+    /// ratchet step).
     pub fn encrypt(&mut self, plaintext: &[u8]) -> Result<SessionMessage, EncryptError> {
         if plaintext.len() > MAX_PLAINTEXT_LEN {
             return Err(EncryptError::TooLarge {
                 len: plaintext.len(),
                 max: MAX_PLAINTEXT_LEN,
             });
+        }
+        if let Some(step) = &self.pending_step {
+            let (root_key, sender) = step
+                .resolve(&self.root_key)
+                .ok_or(EncryptError::InvalidRatchetKey)?;
+            self.root_key = root_key;
+            self.sender = sender;
+            self.pending_step = None;
         }
         let (message_key, next) = self
             .sender
@@ -532,19 +590,34 @@ impl Session {
             _ => None,
         };
         let their = &header.ratchet_key;
-        let dh = self
-            .sender
-            .ratchet
+        // A step still pending (the peer sent a second new ratchet key before hearing from
+        // us, which an honest peer does not) is completed first, on the side.
+        let resolved = match &self.pending_step {
+            Some(step) => Some(
+                step.resolve(&self.root_key)
+                    .ok_or(DecryptError::InvalidRatchetKey(step.their))?,
+            ),
+            None => None,
+        };
+        let (base_root, base_ratchet, previous_counter) = match &resolved {
+            Some((root, sender)) => (root, &sender.ratchet, 0),
+            None => (
+                &self.root_key,
+                &self.sender.ratchet,
+                self.sender.chain_key.index(),
+            ),
+        };
+        let dh = base_ratchet
             .diffie_hellman(their)
             .map_err(|_| DecryptError::InvalidRatchetKey(*their))?;
-        let (root_key, receiving) = self.root_key.advance_pq(&dh, their_secret);
+        let (root_key, receiving) = base_root.advance_pq(&dh, their_secret);
         let (new_chain_skipped, at) = receiving.skip_to(n)?;
         let (message_key, next) = at.step().ok_or(DecryptError::Authentication)?;
         let plaintext = message_key.decrypt(&ad, message.ciphertext)?;
         // Everything that can refuse the message comes before any randomness is drawn; then
         // the new ratchet key, then what the post-quantum ratchet draws (SPEC §7.4 step 3).
         let pq_pending = self.pending_pq(header)?;
-        let ratchet = X25519KeyPair::generate(rng);
+        let secret = SecretBytes::<32>::random(rng);
         let pq_change = pq_pending.finish(rng);
         // Our new chain mixes in the newest secret both sides hold, this message's included.
         let (pq_mixed, our_secret) = match &self.pq {
@@ -553,19 +626,17 @@ impl Session {
                 .map_or((0, None), |(e, s)| (e, Some(s))),
             None => (0, None),
         };
-        let dh = ratchet
-            .diffie_hellman(their)
-            .map_err(|_| DecryptError::InvalidRatchetKey(*their))?;
-        let (root_key, sending) = root_key.advance_pq(&dh, our_secret);
         Ok(Staged {
             plaintext,
             change: Change::Ratchet {
                 root_key,
-                sender: SenderChain {
-                    ratchet,
-                    chain_key: sending,
+                step: PendingStep {
+                    secret,
+                    their: *their,
                     pq_mixed,
+                    pq_secret: our_secret.map(SecretBytes::duplicate),
                 },
+                previous_counter,
                 old_chain,
                 new_chain: ReceiverChain {
                     ratchet_key: *their,
@@ -629,7 +700,8 @@ impl Session {
             }
             Change::Ratchet {
                 root_key,
-                sender,
+                step,
+                previous_counter,
                 old_chain,
                 new_chain,
                 new_chain_skipped,
@@ -645,8 +717,8 @@ impl Session {
                 let new_key = new_chain.ratchet_key;
                 self.receivers.add_chain(new_chain);
                 self.receivers.add_skipped(new_key, new_chain_skipped);
-                self.previous_counter = self.sender.chain_key.index();
-                self.sender = sender;
+                self.previous_counter = previous_counter;
+                self.pending_step = Some(step);
                 self.root_key = root_key;
             }
         }
@@ -661,6 +733,7 @@ impl fmt::Debug for Session {
             .field("local_identity", &self.local_identity)
             .field("remote_identity", &self.remote_identity)
             .field("sending_index", &self.sender.chain_key.index())
+            .field("ratchet_step_pending", &self.pending_step.is_some())
             .field("receiving_chains", &self.receivers.chains.len())
             .field("skipped_keys", &self.receivers.skipped.len())
             .field("awaiting_reply", &self.awaiting_reply())

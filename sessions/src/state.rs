@@ -19,7 +19,7 @@ use crate::pq_ratchet::{
 use crate::proto::state as ps;
 use crate::receiver_chain::{ReceiverChain, ReceiverChains, SkippedKey};
 use crate::root_key::RootKey;
-use crate::session::{PrekeyParams, SenderChain, Session};
+use crate::session::{PendingStep, PrekeyParams, SenderChain, Session};
 use crate::x3dh;
 
 /// Version of the serialized session state.
@@ -101,6 +101,22 @@ fn pq_to_proto(pq: &PqRatchet) -> ps::PqRatchet {
             })
             .collect(),
     }
+}
+
+/// Restores a pending DH ratchet step. Its `pq_mixed` is at most `mixable` and has a secret
+/// exactly when it is not 0.
+fn pending_from_proto(p: &ps::PendingStep, mixable: u32) -> Result<PendingStep, DecodeError> {
+    if p.pq_mixed > mixable || (p.pq_mixed == 0) != p.pq_secret.is_empty() {
+        return Err(DecodeError::OutOfRange("pending_step.pq_mixed"));
+    }
+    Ok(PendingStep {
+        secret: secret32(&p.secret, "pending_step.secret")?,
+        their: key32(&p.their, "pending_step.their")?,
+        pq_mixed: p.pq_mixed,
+        pq_secret: (p.pq_mixed != 0)
+            .then(|| secret32(&p.pq_secret, "pending_step.pq_secret"))
+            .transpose()?,
+    })
 }
 
 /// Restores the post-quantum ratchet, checking every bound a live session keeps (SPEC §7.8.6).
@@ -225,6 +241,16 @@ impl Session {
             accepted_prekey: self.accepted_prekey.as_ref().map(params_to_proto),
             post_quantum: self.post_quantum,
             pq_ratchet: self.pq.as_ref().map(pq_to_proto),
+            pending_step: self.pending_step.as_ref().map(|p| ps::PendingStep {
+                secret: p.secret.expose().to_vec(),
+                their: p.their.to_bytes().to_vec(),
+                pq_mixed: p.pq_mixed,
+                pq_secret: p
+                    .pq_secret
+                    .as_ref()
+                    .map(|s| s.expose().to_vec())
+                    .unwrap_or_default(),
+            }),
         };
         Zeroizing::new(state.encode_to_vec())
     }
@@ -296,6 +322,7 @@ impl Session {
             .map(params_from_proto)
             .transpose()?;
         let pq = state.pq_ratchet.as_ref().map(pq_from_proto).transpose()?;
+        let mixable = pq.as_ref().map_or(0, |pq| pq.mixable);
         if pq
             .as_ref()
             .is_some_and(|pq| pq.initiator != state.accepted_prekey.is_none())
@@ -307,6 +334,11 @@ impl Session {
             // A chain mixes a secret both sides hold.
             return Err(DecodeError::OutOfRange("sender_chain.pq_mixed").into());
         }
+        let pending_step = state
+            .pending_step
+            .as_ref()
+            .map(|p| pending_from_proto(p, mixable))
+            .transpose()?;
         // The initiator's AD puts its own key first; the responder's puts the peer's first.
         let associated_data = if accepted_prekey.is_some() {
             x3dh::associated_data(&remote_identity, &local_identity)
@@ -335,6 +367,7 @@ impl Session {
             accepted_prekey,
             post_quantum: state.post_quantum,
             pq,
+            pending_step,
         })
     }
 
@@ -474,6 +507,42 @@ mod tests {
         let mut n = pq.clone();
         n.next_chunk = 256;
         assert!(restore(state.clone(), n).is_err(), "next chunk 256");
+    }
+
+    #[test]
+    fn a_pending_ratchet_step_restores_within_its_bounds() {
+        // Alice after Bob's reply: a step pending, restored and completed by sending.
+        let mut rng = StdRng::seed_from_u64(10);
+        let a = hush_crypto::IdentityKeyPair::generate(&mut rng);
+        let b = hush_crypto::IdentityKeyPair::generate(&mut rng);
+        let spk = SignedPrekey::generate(1, &b, &mut rng);
+        let bundle = PrekeyBundle::new(b.public(), &spk, None);
+        let mut alice = Session::initiate(&a, &bundle, None, &mut rng).unwrap();
+        let SessionMessage::Prekey(m) = alice.encrypt(b"x").unwrap() else {
+            panic!()
+        };
+        let (mut bob, _) = Session::accept(&b, &spk, None, &m, None, &mut rng).unwrap();
+        let reply = bob.encrypt(b"y").unwrap().to_bytes();
+        alice.decrypt_bytes(&reply, &mut rng).unwrap();
+        assert!(alice.pending_step.is_some());
+        let state = ps::SessionState::decode(&alice.to_bytes()[..]).unwrap();
+        let mut restored = Session::from_bytes(&state.encode_to_vec()).unwrap();
+        let w = restored.encrypt(b"after restore").unwrap().to_bytes();
+        assert_eq!(bob.decrypt_bytes(&w, &mut rng).unwrap(), b"after restore");
+        // A classical session mixes nothing: pq_mixed 1, or a secret with pq_mixed 0, refused.
+        for (mixed, secret) in [(1, vec![1; 32]), (0, vec![1; 32]), (1, vec![])] {
+            let mut s = state.clone();
+            if let Some(p) = s.pending_step.as_mut() {
+                p.pq_mixed = mixed;
+                p.pq_secret = secret;
+            }
+            assert!(Session::from_bytes(&s.encode_to_vec()).is_err());
+        }
+        let mut s = state;
+        if let Some(p) = s.pending_step.as_mut() {
+            p.their = vec![1; 31];
+        }
+        assert!(Session::from_bytes(&s.encode_to_vec()).is_err());
     }
 
     #[test]

@@ -594,3 +594,25 @@ fn repeated_prekey_message_with_other_parameters_is_refused() {
     assert_eq!(*before, *p.bob.to_bytes());
     assert_eq!(p.bob.decrypt_bytes(&wire, &mut p.rng).unwrap(), b"second");
 }
+
+/// A peer that sends a second new ratchet key before hearing back (a forked state: no honest
+/// peer does) is refused without a trace; the pending step is unaffected and the session
+/// goes on.
+#[test]
+fn a_second_new_ratchet_key_before_sending_is_refused_cleanly() {
+    let mut p = common::established(31);
+    let w = p.alice.encrypt(b"a1").unwrap().to_bytes();
+    let bob_before = Session::from_bytes(&p.bob.to_bytes()).unwrap();
+    p.bob.decrypt_bytes(&w, &mut p.rng).unwrap();
+    let r1 = p.bob.encrypt(b"b1").unwrap().to_bytes();
+    // The fork: Bob's earlier state receives the same message with other randomness.
+    let mut fork = bob_before;
+    fork.decrypt_bytes(&w, &mut common::rng(99)).unwrap();
+    let r2 = fork.encrypt(b"b1 forked").unwrap().to_bytes();
+    assert_eq!(p.alice.decrypt_bytes(&r1, &mut p.rng).unwrap(), b"b1");
+    let before = p.alice.to_bytes();
+    assert!(p.alice.decrypt_bytes(&r2, &mut p.rng).is_err());
+    assert_eq!(*p.alice.to_bytes(), *before);
+    let w = p.alice.encrypt(b"a2").unwrap().to_bytes();
+    assert_eq!(p.bob.decrypt_bytes(&w, &mut p.rng).unwrap(), b"a2");
+}

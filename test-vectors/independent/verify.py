@@ -845,6 +845,7 @@ def ratchet_send(p, plaintext):
         raise HushError("TooLarge")
     if s["ns"] >= 2**32 - 1:
         raise HushError("ChainExhausted")
+    s.pop("pending_rk", None)                     # the step's sending half is done by now
     out = dict(chain_key=s["cks"], ratchet_key=x_public(s["dhs"]), pn=s["pn"], n=s["ns"])
     s["cks"], mk = kdf_ck(s["cks"])
     hdr = {"version": 1, "ratchet_key": out["ratchet_key"], "previous_chain_length": s["pn"], "message_number": s["ns"]}
@@ -943,6 +944,7 @@ def ratchet_receive(p, s, rm):
         rk2, cks = kdf_rk_pq(rk1, info["dh_sending"], pq_secret(st["pq"], mixed) if mixed else None)
         info.update(root_key_after=rk2, sending_chain_key=cks)
         st.update(pn=st["ns"], ns=0, dhs=dhs_new, rk=rk2, cks=cks, pq_mixed=mixed)
+        st["pending_rk"] = rk1      # §11.2: until the next send, a state stores RK1 (field 13 set)
         st["chains"] = (st["chains"] + [new])[-MAX_RECEIVER_CHAINS:]
     st["pending"] = False                                             # step 5
     return st, pt, info
@@ -1034,7 +1036,8 @@ def check_session(c, v):
                     key, salt = h(t["storage_key"]), h(e["salt"])
                     pt = unseal(key, b"session", h(e["sealed_state"]))
                     c.eq(we + " reseal", h(e["sealed_state"]), seal(key, b"session", salt, pt))
-                    c.eq(we + ".root_key", p.s["rk"], proto_field(pt, 4))
+                    c.eq(we + ".root_key", p.s.get("pending_rk", p.s["rk"]), proto_field(pt, 4))
+                    c.eq(we + ".pending_step present", "pending_rk" in p.s, proto_field(pt, 13) is not None)
                 else:
                     c.fail(we, "unknown event type")
             except HushError as err:
