@@ -430,7 +430,7 @@ async fn command(state: &mut State, line: &str) -> Result<bool, String> {
         "verify" => {
             for d in state.client.safety_numbers(rest).await.map_err(e)? {
                 println!(
-                    "-- safety number with {}: {} (post-quantum: {}{})",
+                    "-- safety number with {}: {} (post-quantum: {}){}",
                     d.address,
                     d.safety_number.display_groups().join(" "),
                     match d.post_quantum {
@@ -438,10 +438,13 @@ async fn command(state: &mut State, line: &str) -> Result<bool, String> {
                         Some(false) => "no",
                         None => "no session yet",
                     },
-                    d.pq_ratchet.map_or(String::new(), |pq| format!(
-                        "; post-quantum ratchet in epoch {}, secrets up to epoch {} mixed in",
-                        pq.epoch, pq.mixed
-                    ))
+                    d.pq_ratchet.map_or(String::new(), |pq| match pq.mixed {
+                        0 => format!(", post-quantum ratchet in epoch {}", pq.epoch),
+                        m => format!(
+                            ", post-quantum ratchet in epoch {} (ML-KEM secrets of epochs 1..={m} mixed in)",
+                            pq.epoch
+                        ),
+                    })
                 );
             }
         }

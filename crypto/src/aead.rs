@@ -7,7 +7,7 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce};
 
 use crate::SecretBytes;
 use crate::error::AeadError;
-use crate::kdf::hkdf_sha256;
+use crate::kdf::hkdf_sha256_zero_salt;
 
 /// ChaCha20-Poly1305 key length.
 pub const KEY_LEN: usize = 32;
@@ -25,7 +25,7 @@ impl MessageKeys {
     /// `key ‖ nonce = HKDF-SHA256(salt = 32 zero bytes, ikm = message_key, info)`, 44 bytes:
     /// the key is bytes 0..32 and the nonce bytes 32..44.
     pub fn derive(message_key: &SecretBytes<32>, info: &[u8]) -> Self {
-        Self::from_okm(hkdf_sha256(&[0u8; 32], message_key.expose(), info))
+        Self::from_okm(hkdf_sha256_zero_salt(message_key.expose(), info))
     }
 
     /// Wraps 44 bytes of key material: key ‖ nonce.
@@ -101,6 +101,7 @@ impl fmt::Debug for MessageKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kdf::hkdf_sha256;
 
     #[test]
     fn rfc8439_section_2_8_2() {

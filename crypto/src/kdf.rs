@@ -48,6 +48,23 @@ pub fn hkdf_sha256<const N: usize>(salt: &[u8], ikm: &[u8], info: &[u8]) -> Secr
     out
 }
 
+/// HKDF-SHA256 with the salt of 32 zero bytes, as [`hkdf_sha256`] with that salt gives,
+/// reusing the extract step's key schedule (the same for every call).
+pub fn hkdf_sha256_zero_salt<const N: usize>(ikm: &[u8], info: &[u8]) -> SecretBytes<N> {
+    const { assert!(N <= HKDF_MAX_OUTPUT) };
+    static ZERO_SALT: std::sync::OnceLock<HmacSha256> = std::sync::OnceLock::new();
+    let mut extract = ZERO_SALT.get_or_init(|| keyed(&[0u8; 32])).clone();
+    extract.update(ikm);
+    let mut prk: [u8; 32] = extract.finalize().into_bytes().into();
+    let mut okm = [0u8; N];
+    let expanded = Hkdf::<Sha256>::from_prk(&prk).map(|hk| hk.expand(info, &mut okm));
+    debug_assert!(matches!(expanded, Ok(Ok(()))), "a 32-byte PRK, N bounded");
+    let out = SecretBytes::from_bytes(okm);
+    zeroize::Zeroize::zeroize(&mut okm);
+    zeroize::Zeroize::zeroize(&mut prk);
+    out
+}
+
 /// HMAC-SHA256 of `message` under `key`.
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> SecretBytes<HMAC_LEN> {
     let mut mac = keyed(key);
@@ -88,6 +105,24 @@ pub fn chain_step(chain_key: &SecretBytes<32>) -> (SecretBytes<32>, SecretBytes<
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn zero_salt_hkdf_is_hkdf_with_a_zero_salt() {
+        for len in [0usize, 1, 32, 33, 100] {
+            let ikm: Vec<u8> = (0..len as u8).collect();
+            for info in [&b""[..], b"hush message v1", &[7u8; 80]] {
+                assert_eq!(
+                    hkdf_sha256_zero_salt::<44>(&ikm, info).expose(),
+                    hkdf_sha256::<44>(&[0u8; 32], &ikm, info).expose()
+                );
+                assert_eq!(
+                    hkdf_sha256_zero_salt::<64>(&ikm, info).expose(),
+                    hkdf_sha256::<64>(&[], &ikm, info).expose()
+                );
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -121,6 +121,28 @@ pub struct PqStatus {
     pub chunks_held: usize,
 }
 
+/// Room for `AD ‖ header` without allocating: every canonical header fits (at most 171
+/// bytes with the post-quantum part).
+const AD_INLINE: usize = 256;
+
+/// A message's associated data `AD ‖ header bytes` (SPEC §8).
+// Transient, on the stack for one call: the large inline variant is the point.
+#[allow(clippy::large_enum_variant)]
+enum Ad {
+    Inline([u8; AD_INLINE], usize),
+    Heap(Vec<u8>),
+}
+
+impl core::ops::Deref for Ad {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Inline(buf, len) => &buf[..*len],
+            Self::Heap(v) => v,
+        }
+    }
+}
+
 /// Changes a successful decryption will commit.
 struct Staged {
     plaintext: Vec<u8>,
@@ -515,11 +537,16 @@ impl Session {
         self.decrypt(&SessionMessage::from_bytes(bytes)?, rng)
     }
 
-    fn message_ad(&self, header_bytes: &[u8]) -> Vec<u8> {
-        let mut ad = Vec::with_capacity(AD_LEN + header_bytes.len());
-        ad.extend_from_slice(&self.associated_data);
-        ad.extend_from_slice(header_bytes);
-        ad
+    fn message_ad(&self, header_bytes: &[u8]) -> Ad {
+        let len = AD_LEN + header_bytes.len();
+        if len <= AD_INLINE {
+            let mut buf = [0u8; AD_INLINE];
+            buf[..AD_LEN].copy_from_slice(&self.associated_data);
+            buf[AD_LEN..len].copy_from_slice(header_bytes);
+            Ad::Inline(buf, len)
+        } else {
+            Ad::Heap([&self.associated_data[..], header_bytes].concat())
+        }
     }
 
     fn decrypt_ratchet<R: CryptoRng + ?Sized>(
