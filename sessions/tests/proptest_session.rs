@@ -147,6 +147,17 @@ impl World {
         Ok(pt)
     }
 
+    /// Delivers every message still in flight: each must decrypt to its plaintext.
+    fn deliver_all(&mut self) {
+        while let Some(m) = self.to_bob.pop() {
+            assert_eq!(self.bob_receive(&m.bytes).unwrap(), m.plaintext);
+        }
+        while let Some(m) = self.to_alice.pop() {
+            let pt = self.alice.decrypt_bytes(&m.bytes, &mut self.rng).unwrap();
+            assert_eq!(pt, m.plaintext);
+        }
+    }
+
     fn receive(&mut self, to_bob: bool, bytes: &[u8]) -> Result<Vec<u8>, String> {
         if to_bob {
             self.bob_receive(bytes)
@@ -274,12 +285,7 @@ proptest! {
             w.step(a);
         }
         // Finally every message still in flight is delivered, and decrypts.
-        while let Some(m) = w.to_bob.pop() {
-            prop_assert_eq!(w.bob_receive(&m.bytes).unwrap(), m.plaintext);
-        }
-        while let Some(m) = w.to_alice.pop() {
-            prop_assert_eq!(w.alice.decrypt_bytes(&m.bytes, &mut w.rng).unwrap(), m.plaintext);
-        }
+        w.deliver_all();
     }
 
 }
@@ -298,12 +304,7 @@ proptest! {
         for a in actions {
             w.step(a);
         }
-        while let Some(m) = w.to_bob.pop() {
-            prop_assert_eq!(w.bob_receive(&m.bytes).unwrap(), m.plaintext);
-        }
-        while let Some(m) = w.to_alice.pop() {
-            prop_assert_eq!(w.alice.decrypt_bytes(&m.bytes, &mut w.rng).unwrap(), m.plaintext);
-        }
+        w.deliver_all();
     }
 }
 
