@@ -6,6 +6,8 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::Db;
+use super::ids::IdCounter;
+use super::memo::Memos;
 use crate::store::{
     Addr, Delivery, MailboxLimits, Outgoing, PushedMessage, ReceiptLimits, Refusals, StoreError,
     StoredEnvelope, StoredReceipt,
@@ -25,17 +27,20 @@ pub(super) fn store_envelope(
     let expires = now_ms.saturating_add(limits.ttl_ms) as i64;
     let mut refused = Vec::new();
     for r in &out.recipients {
-        if !db.known(r)? {
-            return Err(StoreError::UnknownRecipient(r.clone()));
-        }
-        let (count, bytes) = db.usage(r)?;
-        let full = if count >= limits.max_count || bytes + size as u64 > limits.max_bytes {
-            Some(StoreError::MailboxFull(r.clone()))
-        } else {
-            let (count, bytes) = db.sender_usage(r, &sender.user)?;
-            (count >= limits.sender_max_count || bytes + size as u64 > limits.sender_max_bytes)
-                .then(|| StoreError::SenderShareFull(r.clone()))
-        };
+        let full = db.memos.with(&db.conn, r, |rd, m| {
+            if !m.registered(rd, r)? {
+                return Err(StoreError::UnknownRecipient(r.clone()));
+            }
+            let (count, bytes) = m.usage(rd, r)?;
+            if count >= limits.max_count || bytes + size as u64 > limits.max_bytes {
+                return Ok(Some(StoreError::MailboxFull(r.clone())));
+            }
+            let (count, bytes) = m.share(rd, r, &sender.user)?;
+            Ok(
+                (count >= limits.sender_max_count || bytes + size as u64 > limits.sender_max_bytes)
+                    .then(|| StoreError::SenderShareFull(r.clone())),
+            )
+        })?;
         refused.extend(full);
     }
     if !refused.is_empty() {
@@ -73,14 +78,7 @@ pub(super) fn store_envelope(
         }
     }
     for r in &out.recipients {
-        if let Some(u) = db.usage.get_mut(r) {
-            u.0 += 1;
-            u.1 += size as u64;
-        }
-        if let Some(u) = db.sender_usage.get_mut(&(r.clone(), sender.user.clone())) {
-            u.0 += 1;
-            u.1 += size as u64;
-        }
+        db.memos.update(r, |m| m.add(&sender.user, size as u64));
     }
     let pushed = Arc::new(PushedMessage {
         sender: sender.clone(),
@@ -174,19 +172,26 @@ pub(super) fn ack(
 ) -> Result<(Vec<Addr>, Vec<Delivery>), StoreError> {
     let mut senders = vec![];
     let mut deliveries = vec![];
-    let (mut count, mut bytes) = (0u64, 0u64);
+    let Db {
+        conn: c,
+        memos,
+        receipt_ids,
+        ..
+    } = db;
+    // Plain statements, not RETURNING: that costs a temporary table per statement.
+    // (shared message and its reference count, if any; size; sender; message id)
+    let mut find = c.prepare_cached(
+        "SELECT mb.message, mb.size, m.refs, COALESCE(mb.sender_user, m.sender_user),
+                COALESCE(mb.sender_device, m.sender_device), COALESCE(mb.message_id, m.message_id)
+         FROM mailbox mb LEFT JOIN messages m ON m.id = mb.message
+         WHERE mb.envelope_id = ?1 AND mb.user_id = ?2 AND mb.device_id = ?3",
+    )?;
+    let mut take = c.prepare_cached("DELETE FROM mailbox WHERE envelope_id = ?1")?;
+    let mut unref = c.prepare_cached("UPDATE messages SET refs = refs - 1 WHERE id = ?1")?;
+    let mut drop_message = c.prepare_cached("DELETE FROM messages WHERE id = ?1")?;
+    let mut receipts = ReceiptWriter::new(c, receipt_ids, limits)?;
     for id in envelope_ids {
-        let c = &db.conn;
-        // Not ours, or already acknowledged: nothing to do.
-        // (shared message and its reference count, if any; size; sender; message id)
-        // Plain statements, not RETURNING: that costs a temporary table per statement.
-        let row = c
-            .prepare_cached(
-                "SELECT mb.message, mb.size, m.refs, COALESCE(mb.sender_user, m.sender_user),
-                        COALESCE(mb.sender_device, m.sender_device), COALESCE(mb.message_id, m.message_id)
-                 FROM mailbox mb LEFT JOIN messages m ON m.id = mb.message
-                 WHERE mb.envelope_id = ?1 AND mb.user_id = ?2 AND mb.device_id = ?3",
-            )?
+        let row = find
             .query_row(params![id as i64, me.user, me.device], |r| {
                 Ok((
                     (r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(2)?),
@@ -199,63 +204,71 @@ pub(super) fn ack(
                 ))
             })
             .optional()?;
+        // Not ours, or already acknowledged: nothing to do.
         let Some(((message, refs), size, sender, mid)) = row else {
             continue;
         };
-        c.prepare_cached("DELETE FROM mailbox WHERE envelope_id = ?1")?
-            .execute(params![id as i64])?;
-        count += 1;
-        bytes += size as u64;
-        if let Some(u) = db.sender_usage.get_mut(&(me.clone(), sender.user.clone())) {
-            u.0 = u.0.saturating_sub(1);
-            u.1 = u.1.saturating_sub(size as u64);
-        }
-        let c = &db.conn;
+        take.execute(params![id as i64])?;
+        memos.update(&me, |m| m.remove(&sender.user, size as u64));
         match (message, refs) {
-            (Some(m), Some(refs)) if refs > 1 => c
-                .prepare_cached("UPDATE messages SET refs = refs - 1 WHERE id = ?1")?
-                .execute(params![m])?,
-            (Some(m), _) => c
-                .prepare_cached("DELETE FROM messages WHERE id = ?1")?
-                .execute(params![m])?,
+            (Some(m), Some(refs)) if refs > 1 => unref.execute(params![m])?,
+            (Some(m), _) => drop_message.execute(params![m])?,
             (None, _) => 0,
         };
-        if let Some(d) = queue_receipt(db, &sender, &me, mid, false, now_ms, limits)? {
+        if let Some(d) = receipts.queue(memos, &sender, &me, mid, false, now_ms)? {
             deliveries.push(d);
         }
         senders.push(sender);
-    }
-    if let Some(u) = db.usage.get_mut(&me) {
-        u.0 = u.0.saturating_sub(count);
-        u.1 = u.1.saturating_sub(bytes);
     }
     senders.sort();
     senders.dedup();
     Ok((senders, deliveries))
 }
 
-/// Queues a receipt for `to` if its queue has room (else drops it, counted in the log);
-/// returns its delivery.
-fn queue_receipt(
-    db: &mut Db,
-    to: &Addr,
-    by: &Addr,
-    message_id: Vec<u8>,
-    read: bool,
-    now_ms: u64,
+/// Queues receipts, each for its device if that device's queue has room (else drops it,
+/// counted in the log).
+struct ReceiptWriter<'a> {
+    c: &'a Connection,
+    insert: rusqlite::CachedStatement<'a>,
+    ids: &'a mut IdCounter,
     limits: ReceiptLimits,
-) -> Result<Option<Delivery>, StoreError> {
-    if !db.take_receipt_room(to, limits.max_queued)? {
-        tracing::debug!(user = %to.user, device = to.device, "receipt queue full; receipt dropped");
-        return Ok(None);
-    }
-    let receipt_id = db.receipt_ids.take(&db.conn)?;
-    db.conn
-        .prepare_cached(
+}
+
+impl<'a> ReceiptWriter<'a> {
+    fn new(
+        c: &'a Connection,
+        ids: &'a mut IdCounter,
+        limits: ReceiptLimits,
+    ) -> Result<Self, StoreError> {
+        let insert = c.prepare_cached(
             "INSERT INTO receipts (receipt_id, user_id, device_id, read, recipient_user, recipient_device, message_id, at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(params![
+        )?;
+        Ok(Self {
+            c,
+            insert,
+            ids,
+            limits,
+        })
+    }
+
+    /// Queues a receipt for `to`, from `by`; returns its delivery, or `None` if dropped.
+    fn queue(
+        &mut self,
+        memos: &mut Memos,
+        to: &Addr,
+        by: &Addr,
+        message_id: Vec<u8>,
+        read: bool,
+        now_ms: u64,
+    ) -> Result<Option<Delivery>, StoreError> {
+        let max = self.limits.max_queued;
+        if !memos.with(self.c, to, |rd, m| m.take_receipt_room(rd, to, max))? {
+            tracing::debug!(user = %to.user, device = to.device, "receipt queue full; receipt dropped");
+            return Ok(None);
+        }
+        let receipt_id = self.ids.take(self.c)?;
+        self.insert.execute(params![
             receipt_id as i64,
             to.user,
             to.device,
@@ -265,16 +278,17 @@ fn queue_receipt(
             message_id,
             now_ms as i64
         ])?;
-    Ok(Some(Delivery::Receipt {
-        to: to.clone(),
-        receipt: StoredReceipt {
-            receipt_id,
-            read,
-            recipient: by.clone(),
-            message_id,
-            at_ms: now_ms,
-        },
-    }))
+        Ok(Some(Delivery::Receipt {
+            to: to.clone(),
+            receipt: StoredReceipt {
+                receipt_id,
+                read,
+                recipient: by.clone(),
+                message_id,
+                at_ms: now_ms,
+            },
+        }))
+    }
 }
 
 /// [`Store::receipts`](crate::store::Store::receipts), on the database thread.
@@ -333,7 +347,7 @@ pub(super) fn expire(
         params![now_ms.saturating_sub(receipts.ttl_ms) as i64],
     )?;
     if old_receipts > 0 {
-        db.queued_receipts.clear();
+        db.memos.forget_all();
     }
     let c = &db.conn;
     c.execute(
@@ -358,8 +372,7 @@ pub(super) fn expire(
     )?;
     if removed > 0 {
         // Recounted from the mailbox when next needed.
-        db.usage.clear();
-        db.sender_usage.clear();
+        db.memos.forget_all();
     }
     Ok((removed as u64, Vec::new()))
 }

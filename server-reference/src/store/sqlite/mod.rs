@@ -7,6 +7,7 @@ mod blobs;
 mod directory;
 mod ids;
 mod mailbox;
+mod memo;
 mod presence;
 mod schema;
 #[cfg(test)]
@@ -16,10 +17,11 @@ mod wal;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use self::ids::IdCounter;
+use self::memo::Memos;
 use self::schema::migrate;
 use self::wal::{checkpoint, reset_wal_if_long};
 use super::{
@@ -33,22 +35,11 @@ type Reply = Box<dyn FnOnce(bool) + Send>;
 /// is known) and whether it failed in the database, which rolls the whole batch back.
 type Job = Box<dyn FnOnce(&mut Db) -> (Reply, bool) + Send>;
 
-/// Most devices whose mailbox usage or registration is remembered on the database thread.
-const CACHE_ENTRIES: usize = 100_000;
-
-/// The database thread's connection, and what it remembers between operations so the hot
-/// path reads less: each device's mailbox usage (count, bytes), computed from the mailbox
-/// when first needed and kept in step by every write, and which devices are registered
-/// (a removed device is forgotten when it is removed), and each device's count of queued
-/// receipts (forgotten when it acknowledges receipts or receipts expire). What it remembers
-/// is forgotten whenever a batch rolls back. It also hands out envelope and receipt ids.
+/// The database thread's connection, what it remembers of each device between operations
+/// (forgotten whenever a batch rolls back), and the envelope and receipt ids it hands out.
 struct Db {
     conn: Connection,
-    usage: std::collections::HashMap<Addr, (u64, u64)>,
-    /// (recipient, sending user) → (count, bytes) of that sender's envelopes in the mailbox.
-    sender_usage: std::collections::HashMap<(Addr, String), (u64, u64)>,
-    queued_receipts: std::collections::HashMap<Addr, u64>,
-    known: std::collections::HashSet<Addr>,
+    memos: Memos,
     envelope_ids: IdCounter,
     receipt_ids: IdCounter,
 }
@@ -69,109 +60,15 @@ impl Db {
         )?;
         Ok(Self {
             conn,
-            usage: Default::default(),
-            sender_usage: Default::default(),
-            queued_receipts: Default::default(),
-            known: Default::default(),
+            memos: Memos::default(),
             envelope_ids,
             receipt_ids,
         })
     }
 
-    fn usage(&mut self, a: &Addr) -> Result<(u64, u64), StoreError> {
-        if let Some(u) = self.usage.get(a) {
-            return Ok(*u);
-        }
-        let (count, bytes): (i64, i64) = self
-            .conn
-            .prepare_cached(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM mailbox WHERE user_id = ?1 AND device_id = ?2",
-            )?
-            .query_row(params![a.user, a.device], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        if self.usage.len() >= CACHE_ENTRIES {
-            self.usage.clear();
-        }
-        let u = (count as u64, bytes as u64);
-        self.usage.insert(a.clone(), u);
-        Ok(u)
-    }
-
-    /// The envelopes (count, bytes) that user `sender` has queued for `a`.
-    fn sender_usage(&mut self, a: &Addr, sender: &str) -> Result<(u64, u64), StoreError> {
-        let key = (a.clone(), sender.to_string());
-        if let Some(u) = self.sender_usage.get(&key) {
-            return Ok(*u);
-        }
-        let (count, bytes): (i64, i64) = self
-            .conn
-            .prepare_cached(
-                "SELECT COUNT(*), COALESCE(SUM(mb.size), 0) FROM mailbox mb LEFT JOIN messages m ON m.id = mb.message
-                 WHERE mb.user_id = ?1 AND mb.device_id = ?2 AND COALESCE(mb.sender_user, m.sender_user) = ?3",
-            )?
-            .query_row(params![a.user, a.device, sender], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        if self.sender_usage.len() >= CACHE_ENTRIES {
-            self.sender_usage.clear();
-        }
-        let u = (count as u64, bytes as u64);
-        self.sender_usage.insert(key, u);
-        Ok(u)
-    }
-
-    /// Whether `a` may take one more receipt under `max`; if so, counts it.
-    fn take_receipt_room(&mut self, a: &Addr, max: u64) -> Result<bool, StoreError> {
-        let n = match self.queued_receipts.get(a) {
-            Some(n) => *n,
-            None => {
-                let n: i64 = self
-                    .conn
-                    .prepare_cached(
-                        "SELECT COUNT(*) FROM receipts WHERE user_id = ?1 AND device_id = ?2",
-                    )?
-                    .query_row(params![a.user, a.device], |r| r.get(0))?;
-                if self.queued_receipts.len() >= CACHE_ENTRIES {
-                    self.queued_receipts.clear();
-                }
-                n as u64
-            }
-        };
-        let room = n < max;
-        self.queued_receipts
-            .insert(a.clone(), if room { n + 1 } else { n });
-        Ok(room)
-    }
-
-    /// Forgets what is remembered of a removed device.
-    fn forget(&mut self, a: &Addr) {
-        self.usage.remove(a);
-        self.sender_usage.retain(|(r, _), _| r != a);
-        self.known.remove(a);
-        self.queued_receipts.remove(a);
-    }
-
-    fn known(&mut self, a: &Addr) -> Result<bool, StoreError> {
-        if self.known.contains(a) {
-            return Ok(true);
-        }
-        let found = self
-            .conn
-            .prepare_cached("SELECT 1 FROM devices WHERE user_id = ?1 AND device_id = ?2")?
-            .query_row(params![a.user, a.device], |x| x.get::<_, i64>(0))
-            .optional()?
-            .is_some();
-        if found {
-            if self.known.len() >= CACHE_ENTRIES {
-                self.known.clear();
-            }
-            self.known.insert(a.clone());
-        }
-        Ok(found)
-    }
-
     /// After a rollback: what was remembered may no longer match the database.
     fn rolled_back(&mut self) {
-        self.usage.clear();
-        self.sender_usage.clear();
-        self.queued_receipts.clear();
+        self.memos.forget_all();
         self.envelope_ids.unreserve();
         self.receipt_ids.unreserve();
     }
@@ -386,7 +283,7 @@ impl Store for SqliteStore {
         let addr = addr.clone();
         self.call_delivering(move |db| {
             let removed = directory::remove_device(&db.conn, &addr, crate::now_ms())?;
-            db.forget(&addr);
+            db.memos.forget(&addr);
             Ok((removed, Vec::new()))
         })
         .await
@@ -515,7 +412,7 @@ impl Store for SqliteStore {
         let addr = addr.clone();
         self.call_delivering(move |db| {
             mailbox::ack_receipts(&db.conn, &addr, receipt_ids)?;
-            db.queued_receipts.remove(&addr);
+            db.memos.forget_receipts(&addr);
             Ok(((), Vec::new()))
         })
         .await

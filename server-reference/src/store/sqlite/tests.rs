@@ -222,7 +222,10 @@ async fn ids_are_not_reused_after_a_restart_or_a_restore() {
     assert_eq!(queued_for_bob(&store).await, vec![1024]);
     Connection::open(&path)
         .unwrap()
-        .execute("VACUUM INTO ?1", params![backup.to_str().unwrap()])
+        .execute(
+            "VACUUM INTO ?1",
+            rusqlite::params![backup.to_str().unwrap()],
+        )
         .unwrap();
     send_to_bob(&store, 9).await;
     let handed_out = queued_for_bob(&store).await;
@@ -310,4 +313,78 @@ async fn the_wal_stays_bounded_under_writes_that_never_pause() {
     );
     close(store, &path).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The mailbox counts the database thread keeps in memory (per device, and per sending user
+/// within it) stay equal to the mailbox's own, through single- and multi-recipient sends
+/// from two users and acknowledgements, each compared with a fresh read.
+#[tokio::test]
+async fn remembered_counts_match_the_mailbox() {
+    let (dir, path) = scratch("memo");
+    let store = store_with_alice_and_bob(&path).await;
+    assert!(
+        store
+            .register(&addr("carol"), &[3; 32], 1, 16)
+            .await
+            .unwrap()
+    );
+    let limits = MailboxLimits {
+        max_count: 1000,
+        max_bytes: 1 << 20,
+        sender_max_count: 1000,
+        sender_max_bytes: 1 << 20,
+        ttl_ms: 1 << 40,
+    };
+    // What the memo says of Bob's mailbox, and what a fresh read says.
+    let counts = |store: &SqliteStore| {
+        let store = store.clone();
+        async move {
+            store
+                .call_delivering(|db| {
+                    let bob = addr("bob");
+                    let read = |r: &mut memo::Reader<'_>, m: &mut memo::Memo| {
+                        Ok((
+                            m.usage(r, &bob)?,
+                            m.share(r, &bob, "alice")?,
+                            m.share(r, &bob, "carol")?,
+                        ))
+                    };
+                    let kept = db.memos.with(&db.conn, &bob, read)?;
+                    let fresh = Memos::default().with(&db.conn, &bob, read)?;
+                    Ok(((kept, fresh), Vec::new()))
+                })
+                .await
+                .unwrap()
+        }
+    };
+    // Read once, so that every later write must keep the counts in step.
+    let (kept, fresh) = counts(&store).await;
+    assert_eq!(kept, fresh);
+    for i in 0..6u8 {
+        let (from, to) = match i % 3 {
+            0 => ("alice", vec![addr("bob")]),
+            1 => ("carol", vec![addr("bob"), addr("alice")]),
+            _ => ("alice", vec![addr("bob"), addr("carol")]),
+        };
+        let body = vec![i; 10 + usize::from(i)];
+        store
+            .enqueue(&addr(from), to, vec![i], body, 1, limits)
+            .await
+            .unwrap();
+        let (kept, fresh) = counts(&store).await;
+        assert_eq!(kept, fresh, "after send {i}");
+    }
+    let (kept, _) = counts(&store).await;
+    assert_eq!(kept.0, (6, 10 + 11 + 12 + 13 + 14 + 15));
+    assert_eq!(kept.1.0 + kept.2.0, 6);
+    let mut queued = queued_for_bob(&store).await;
+    let rest = queued.split_off(3);
+    for ids in [queued, rest] {
+        store.ack(&addr("bob"), ids, 2, RECEIPTS).await.unwrap();
+        let (kept, fresh) = counts(&store).await;
+        assert_eq!(kept, fresh);
+    }
+    assert_eq!(counts(&store).await.0, ((0, 0), (0, 0), (0, 0)));
+    close(store, &path).await;
+    let _ = std::fs::remove_dir_all(dir);
 }
