@@ -1,6 +1,6 @@
 //! The embedded SQLite implementation of [`Store`]: one database thread that commits
 //! operations in batches (group commit), and the operations themselves, one file per
-//! concern ([`schema`], [`ids`], [`wal`], [`mailbox`], [`directory`], [`presence`],
+//! concern ([`schema`], [`ids`], [`memo`], [`wal`], [`mailbox`], [`directory`], [`presence`],
 //! [`blobs`]).
 
 mod blobs;
