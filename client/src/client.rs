@@ -171,6 +171,9 @@ pub(crate) struct Inner {
     connected: watch::Sender<bool>,
     stop: watch::Sender<bool>,
     watched: Mutex<BTreeMap<String, Option<Presence>>>,
+    /// Device lists as the relay last gave them, by user (at most [`DEVICE_LIST_CACHE`]),
+    /// used for one-to-one sends until the relay refuses one as stale (SPEC §16.4).
+    device_lists: Mutex<HashMap<String, Listed>>,
     link: Mutex<Option<DeviceLink>>,
     worker: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -256,6 +259,7 @@ impl Client {
             connected: watch::channel(false).0,
             stop: watch::channel(false).0,
             watched: Mutex::default(),
+            device_lists: Mutex::default(),
             link: Mutex::new(None),
             worker: Mutex::new(None),
         };
@@ -793,6 +797,60 @@ fn poisoned() -> ClientError {
     ClientError::Store(StoreError::backend(std::io::Error::other(
         "store lock poisoned",
     )))
+}
+
+/// A user's devices as the relay listed them.
+type Listed = Vec<(Address, IdentityPublicKey)>;
+
+/// Most users whose device lists a client remembers; past it, it forgets them all.
+const DEVICE_LIST_CACHE: usize = 10_000;
+
+/// `user`'s devices as last listed by the relay (asked now if not remembered), and the
+/// list's digest for the relay to check (SPEC §14.2).
+async fn remembered_devices(
+    inner: &Inner,
+    conn: &Conn,
+    user: &str,
+) -> Result<(Listed, [u8; 32]), ClientError> {
+    let remembered = inner
+        .device_lists
+        .lock()
+        .map_err(|_| poisoned())?
+        .get(user)
+        .cloned();
+    let listed = match remembered {
+        Some(l) => l,
+        None => {
+            let l = list_devices(conn, user).await?;
+            remember_devices(inner, user, &l);
+            l
+        }
+    };
+    let keys: Vec<(u32, [u8; 32])> = listed
+        .iter()
+        .map(|(a, k)| (a.device, *k.as_bytes()))
+        .collect();
+    let digest = hush_relay_protocol::device_list::digest(user, &keys);
+    Ok((listed, digest))
+}
+
+/// Remembers `user`'s devices as the relay has just listed them.
+fn remember_devices(inner: &Inner, user: &str, listed: &Listed) {
+    if let Ok(mut lists) = inner.device_lists.lock() {
+        if lists.len() >= DEVICE_LIST_CACHE {
+            lists.clear();
+        }
+        lists.insert(user.to_string(), listed.clone());
+    }
+}
+
+/// Forgets the remembered device lists of `users`.
+fn forget_device_lists<'a>(inner: &Inner, users: impl IntoIterator<Item = &'a str>) {
+    if let Ok(mut lists) = inner.device_lists.lock() {
+        for u in users {
+            lists.remove(u);
+        }
+    }
 }
 
 async fn list_devices(
@@ -1340,6 +1398,14 @@ async fn flush(inner: &Inner, conn: &Conn) -> Result<Option<Duration>, ClientErr
                     .collect(),
                 message_id: ready_id(&ready, &mid),
                 ciphertext: ready.payload.clone(),
+                device_lists: ready
+                    .device_lists
+                    .iter()
+                    .map(|c| pr::DeviceListCheck {
+                        user_id: c.user_id.clone(),
+                        digest: c.digest.clone(),
+                    })
+                    .collect(),
             });
             match conn.request(send).await {
                 Ok(Out::Sent(sent)) if sent.refused.is_empty() && held.is_empty() => inner
@@ -1393,6 +1459,28 @@ async fn flush(inner: &Inner, conn: &Conn) -> Result<Option<Duration>, ClientErr
                     idx_after = idx;
                     let wait = Duration::from_millis(retry_after_ms.clamp(MAILBOX_RETRY_MS, 5000));
                     retry = Some(retry.map_or(wait, |r: Duration| r.min(wait)));
+                }
+                Err(
+                    e @ ClientError::Relay {
+                        code: RelayErrorCode::StaleDevices,
+                        ..
+                    },
+                ) => {
+                    // A device list it was made for has changed: list the devices again and
+                    // encrypt the draft anew (a device that already got it drops the repeat,
+                    // §16.3).
+                    forget_device_lists(
+                        inner,
+                        ready.device_lists.iter().map(|c| c.user_id.as_str()),
+                    );
+                    if inner.with_store(|tx| tx.restore_draft(seq))? {
+                        after = seq - 1;
+                        continue 'entries;
+                    }
+                    // Encrypted by an older version, which kept no draft: failed.
+                    inner.with_store(|tx| tx.done_ready(seq, idx))?;
+                    fail(inner, &mid, e);
+                    refused = true;
                 }
                 Err(e @ ClientError::Relay { .. }) => {
                     tracing::warn!(error = %e, "relay refused an envelope");
@@ -1475,6 +1563,7 @@ async fn prepare(
     // Who gets it, with the identity key each must have.
     let mut targets: Vec<(Address, IdentityPublicKey)> = Vec::new();
     let mut own: Vec<(Address, IdentityPublicKey)> = Vec::new();
+    let mut device_lists = Vec::new();
     match &to {
         // To one known device (a read receipt): its stored key, no device lists.
         Conversation::Direct(_) if !draft.only.is_empty() => {
@@ -1483,10 +1572,15 @@ async fn prepare(
             }
         }
         Conversation::Direct(user) => {
-            targets = list_devices(conn, user).await?;
+            let (listed, digest) = remembered_devices(inner, conn, user).await?;
+            device_lists.push((user.clone(), digest));
+            targets = listed;
             targets.retain(|(a, _)| a != &inner.dev.me);
             if user != &inner.dev.me.user {
-                own = list_devices(conn, &inner.dev.me.user).await?;
+                let me = &inner.dev.me.user;
+                let (listed, digest) = remembered_devices(inner, conn, me).await?;
+                device_lists.push((me.clone(), digest));
+                own = listed;
                 own.retain(|(a, _)| a != &inner.dev.me);
             }
         }
@@ -1563,6 +1657,7 @@ async fn prepare(
         targets,
         own,
         group_message: is_group_message,
+        device_lists,
     };
     let started = {
         let mut store = inner.store.lock().map_err(|_| poisoned())?;
@@ -1731,7 +1826,10 @@ async fn registered_key(
     }
     for _ in 0..5 {
         match list_devices(conn, &from.user).await {
-            Ok(listed) => return Ok(listed.into_iter().find(|(a, _)| a == &from).map(|(_, k)| k)),
+            Ok(listed) => {
+                remember_devices(inner, &from.user, &listed);
+                return Ok(listed.into_iter().find(|(a, _)| a == &from).map(|(_, k)| k));
+            }
             // Rate limited: wait and ask again; the envelope stays unacknowledged.
             Err(ClientError::Relay {
                 code: RelayErrorCode::RateLimited,

@@ -38,6 +38,8 @@ pub enum RelayErrorCode {
     Timeout,
     /// The user already has the most devices the relay allows: remove one first.
     TooManyDevices,
+    /// A user's devices changed since the device list a send was made for: list them again.
+    StaleDevices,
     /// A code this version does not know.
     Other(i32),
 }
@@ -61,6 +63,7 @@ impl From<i32> for RelayErrorCode {
             Ok(WireCode::ShuttingDown) => Self::ShuttingDown,
             Ok(WireCode::Timeout) => Self::Timeout,
             Ok(WireCode::TooManyDevices) => Self::TooManyDevices,
+            Ok(WireCode::StaleDevices) => Self::StaleDevices,
             Ok(WireCode::Unspecified) | Err(_) => Self::Other(code),
         }
     }

@@ -505,3 +505,55 @@ async fn forwards_carry_their_count_and_obey_the_limits() {
     assert_eq!(last.forwarded, 6);
     assert!(last.forwarded_many_times());
 }
+
+/// One-to-one sends ask the relay for device lists only when the client has none yet or
+/// the relay refused a send as stale (SPEC §16.4): three messages make two `ListDevices`
+/// (Bob's and Alice's own) and no more; when Bob links a tablet, Alice's next message is
+/// refused once as stale, both lists are asked again, and it reaches both of Bob's devices
+/// (once each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_lists_are_remembered_until_the_relay_says_they_are_stale() {
+    let dir = scratch("device-lists");
+    let addr = relay(&dir).await;
+    let alice = open(&dir, &addr, "alice", [1; 32]).unwrap();
+    let mut bob = open(&dir, &addr, "bob", [2; 32]).unwrap();
+    alice.online().await;
+    bob.online().await;
+    let lists = || metric(&addr, "hush_requests_total{kind=\"list_devices\"}");
+    let stale = || metric(&addr, "hush_rejections_total{reason=\"stale_devices\"}");
+    let before = lists().await;
+    alice.client.send_text("bob", "one").unwrap();
+    assert_eq!(bob.message().await.body, Body::Text("one".into()));
+    // Alice asks for Bob's list and her own; Bob checks the key of Alice's first message.
+    let first = lists().await;
+    assert_eq!(first - before, 3);
+    for t in ["two", "three"] {
+        alice.client.send_text("bob", t).unwrap();
+        assert_eq!(bob.message().await.body, Body::Text(t.into()));
+    }
+    assert_eq!(lists().await, first, "no more lists for later messages");
+    assert_eq!(stale().await, 0);
+
+    let mut tablet = open_with(&dir, &addr, "bob", [3; 32], |c| {
+        c.device = 2;
+        c.db_path = dir.join("bob-tablet.db");
+    })
+    .unwrap();
+    tablet
+        .client
+        .set_link(bob.client.link_device(2, tablet.client.identity_key()));
+    tablet.online().await;
+    alice.client.send_text("bob", "four").unwrap();
+    assert_eq!(bob.message().await.body, Body::Text("four".into()));
+    assert_eq!(tablet.message().await.body, Body::Text("four".into()));
+    assert_eq!(stale().await, 1);
+    // Alice asks for both lists again; the tablet checks the key of Alice's first message.
+    let again = lists().await;
+    assert_eq!(again - first, 3, "both lists asked again after the refusal");
+    // The refused envelope was not stored: the next message each device shows is "five".
+    alice.client.send_text("bob", "five").unwrap();
+    assert_eq!(bob.message().await.body, Body::Text("five".into()));
+    assert_eq!(tablet.message().await.body, Body::Text("five".into()));
+    assert_eq!(lists().await, again);
+    assert_eq!(stale().await, 1);
+}

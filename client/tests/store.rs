@@ -143,6 +143,18 @@ fn script(store: &mut dyn Store) -> Vec<String> {
     seen.push(format!("{:?}", tx.next_ready(seq, -1).unwrap()));
     tx.done_ready(seq, 0).unwrap();
     seen.push(format!("{:?}", tx.next_ready(seq, -1).unwrap()));
+    // A stale device list: the envelopes left go and the kept draft comes back, once.
+    assert!(tx.restore_draft(seq).unwrap());
+    let (again, _, draft) = tx.next_outbox(0).unwrap().unwrap();
+    assert_eq!((again, draft.as_deref()), (seq, Some(&b"draft1"[..])));
+    assert_eq!(tx.next_ready(seq, -1).unwrap(), None);
+    assert!(!tx.restore_draft(seq).unwrap(), "the draft is out again");
+    tx.set_ready(seq, &[b"r2".to_vec()]).unwrap();
+    seen.push(format!("{:?}", tx.next_outbox(0).unwrap()));
+    seen.push(format!("{:?}", tx.next_ready(seq, -1).unwrap()));
+    // An entry never encrypted keeps no draft aside.
+    let (s2, _, _) = tx.next_outbox(seq).unwrap().unwrap();
+    assert!(!tx.restore_draft(s2).unwrap());
     tx.done_outbox(seq).unwrap();
     let (_, mid, draft) = tx.next_outbox(0).unwrap().unwrap();
     seen.push(format!("{mid:?} {draft:?} {}", tx.outbox_len().unwrap()));

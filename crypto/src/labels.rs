@@ -39,6 +39,9 @@ pub const GROUP_INFO_SIGNATURE_CONTEXT: &[u8] = b"hush group info v1";
 pub const RELAY_AUTH_CONTEXT: &[u8] = b"hush relay auth v1";
 /// Prefix of what an existing device signs to link a new device (SPEC §14.1).
 pub const RELAY_LINK_CONTEXT: &[u8] = b"hush relay link v1";
+/// Prefix of the digest of a user's device list that a send checks at the relay
+/// (SPEC §14.2).
+pub const DEVICE_LIST_CONTEXT: &[u8] = b"hush device list v1";
 /// HKDF `info` of an attachment's chunk key (SPEC §15.1).
 pub const ATTACHMENT_INFO: &[u8] = b"hush attachment v1";
 
@@ -82,6 +85,7 @@ pub const ALL: &[&[u8]] = &[
     GROUP_INFO_SIGNATURE_CONTEXT,
     RELAY_AUTH_CONTEXT,
     RELAY_LINK_CONTEXT,
+    DEVICE_LIST_CONTEXT,
     ATTACHMENT_INFO,
     client_record::IDENTITY,
     client_record::SIGNED_PREKEY,

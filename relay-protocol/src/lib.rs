@@ -46,6 +46,7 @@
 
 pub mod address;
 pub mod codec;
+pub mod device_list;
 pub mod limits;
 pub mod request;
 pub mod signed;

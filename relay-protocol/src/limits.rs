@@ -13,6 +13,9 @@ pub const MAX_ACK_IDS: usize = 1024;
 /// Most devices a relay lets one user register: a `Devices` answer (about 45 bytes a
 /// device) always fits in [`MAX_SERVER_FRAME`]. A relay's own cap is at most this.
 pub const MAX_DEVICES_PER_USER: usize = 1024;
+/// Most device lists one send may check ([`crate::device_list`]): a direct message's
+/// recipient and the sender's own user.
+pub const MAX_DEVICE_LIST_CHECKS: usize = 2;
 /// Length of the relay's authentication nonce.
 pub const NONCE_LEN: usize = 32;
 /// Largest frame a device accepts from the relay (1 MiB). A relay never sends a larger one.

@@ -7,7 +7,8 @@ use hush_crypto::kem::KemPublicKey;
 use hush_crypto::{IdentityPublicKey, Signature, X25519PublicKey};
 
 use crate::address::{Addr, valid_user_id};
-use crate::limits::{MAX_ACK_IDS, MAX_MESSAGE_ID};
+use crate::device_list::DIGEST_LEN;
+use crate::limits::{MAX_ACK_IDS, MAX_DEVICE_LIST_CHECKS, MAX_MESSAGE_ID};
 use crate::proto::{self, ClientFrame, ErrorCode, client_frame::Body};
 
 /// The relay's per-request limits that parsing checks (its settings, with its defaults).
@@ -112,6 +113,10 @@ pub struct Send {
     pub message_id: Vec<u8>,
     /// The ciphertext (never empty).
     pub ciphertext: Vec<u8>,
+    /// The device lists the sender encrypted for: (user, digest), distinct users, at most
+    /// [`MAX_DEVICE_LIST_CHECKS`](crate::limits::MAX_DEVICE_LIST_CHECKS). The relay
+    /// refuses the send with `STALE_DEVICES` if one is not the user's current list.
+    pub device_lists: Vec<(String, [u8; DIGEST_LEN])>,
 }
 
 /// A parsed request.
@@ -281,10 +286,26 @@ impl Request {
                     .ok_or(malformed("bad recipient address"))?;
                 recipients.sort();
                 recipients.dedup();
+                if s.device_lists.len() > MAX_DEVICE_LIST_CHECKS {
+                    return Err(refuse(ErrorCode::TooLarge, "too many device lists"));
+                }
+                let mut device_lists = Vec::with_capacity(s.device_lists.len());
+                for l in s.device_lists {
+                    if !valid_user_id(&l.user_id) {
+                        return Err(malformed("bad user id in a device list"));
+                    }
+                    let digest = <[u8; DIGEST_LEN]>::try_from(l.digest.as_slice())
+                        .map_err(|_| malformed("a device list digest is 32 bytes"))?;
+                    if device_lists.iter().any(|(u, _)| *u == l.user_id) {
+                        return Err(malformed("a user's device list twice"));
+                    }
+                    device_lists.push((l.user_id, digest));
+                }
                 Self::Send(Send {
                     recipients,
                     message_id: s.message_id,
                     ciphertext: s.ciphertext,
+                    device_lists,
                 })
             }
             Body::Ack(a) => {
@@ -363,7 +384,57 @@ mod tests {
             recipients,
             message_id: vec![1; message_id],
             ciphertext: vec![2; ciphertext],
+            device_lists: vec![],
         })
+    }
+
+    fn check(user: &str, digest_len: usize) -> proto::DeviceListCheck {
+        proto::DeviceListCheck {
+            user_id: user.into(),
+            digest: vec![7; digest_len],
+        }
+    }
+
+    fn send_checking(lists: Vec<proto::DeviceListCheck>) -> Body {
+        Body::Send(proto::Send {
+            recipients: vec![addr("a", 1)],
+            message_id: vec![1],
+            ciphertext: vec![2],
+            device_lists: lists,
+        })
+    }
+
+    #[test]
+    fn device_list_checks_at_their_boundaries() {
+        let two = vec![check("a", DIGEST_LEN), check("b", DIGEST_LEN)];
+        let Ok(Request::Send(s)) = parse(send_checking(two.clone())) else {
+            panic!("a send checking two lists was refused");
+        };
+        assert_eq!(
+            s.device_lists,
+            [
+                ("a".to_string(), [7; DIGEST_LEN]),
+                ("b".into(), [7; DIGEST_LEN])
+            ]
+        );
+        let mut three = two.clone();
+        three.push(check("c", DIGEST_LEN));
+        assert_eq!(
+            parse(send_checking(three)),
+            Err((ErrorCode::TooLarge, "too many device lists"))
+        );
+        for bad in [
+            vec![check("a", DIGEST_LEN - 1)],
+            vec![check("a", DIGEST_LEN + 1)],
+            vec![check("A", DIGEST_LEN)],
+            vec![check("", DIGEST_LEN)],
+            vec![check("a", DIGEST_LEN), check("a", DIGEST_LEN)],
+        ] {
+            assert_eq!(
+                parse(send_checking(bad)).unwrap_err().0,
+                ErrorCode::Malformed
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 mod common;
 
 use common::*;
+use hush_relay_protocol::device_list;
 async fn authentication_rules(b: Backend) {
     let relay = start(b.db("auth").await, |_| {}).await;
     let (_, alice) = registered(&relay, "alice").await;
@@ -1549,8 +1550,101 @@ async fn pipelined_sends_and_a_stalled_reader_lose_nothing(b: Backend) {
     relay.stop().await;
 }
 
+/// A send that names the device lists it was made for is stored only while they are
+/// current (SPEC §14.2): a new device, a device with a new key, or a wrong digest makes it
+/// `STALE_DEVICES` with nothing stored, and the sender's own list is checked alike.
+async fn sends_are_checked_against_their_device_lists(b: Backend) {
+    let relay = start(b.db("stale").await, |_| {}).await;
+    let (mut alice, alice_id) = registered(&relay, "alice").await;
+    let (mut bob, bob_id) = registered(&relay, "bob").await;
+    let key = |id: &IdentityKeyPair| id.public().to_bytes();
+    let digest = |user: &str, devices: &[(u32, [u8; 32])]| device_list::digest(user, devices);
+    let checked = |mid: &[u8], lists: Vec<(&str, [u8; 32])>| {
+        In::Send(proto::Send {
+            recipients: vec![addr("bob", 1)],
+            message_id: mid.to_vec(),
+            ciphertext: mid.to_vec(),
+            device_lists: lists
+                .into_iter()
+                .map(|(u, d)| proto::DeviceListCheck {
+                    user_id: u.into(),
+                    digest: d.to_vec(),
+                })
+                .collect(),
+        })
+    };
+    let bob_one = digest("bob", &[(1, key(&bob_id))]);
+    let alice_one = digest("alice", &[(1, key(&alice_id))]);
+    assert!(matches!(
+        alice
+            .call(checked(b"m1", vec![("bob", bob_one), ("alice", alice_one)]))
+            .await,
+        Out::Sent(_)
+    ));
+    assert_eq!(bob.envelope().await.message_id, b"m1");
+    // A wrong digest, for either user.
+    for lists in [
+        vec![("bob", [0; 32])],
+        vec![("bob", bob_one), ("alice", digest("alice", &[]))],
+    ] {
+        assert_eq!(
+            code(&alice.call(checked(b"wrong", lists)).await),
+            ErrorCode::StaleDevices
+        );
+    }
+    // Bob links a second device: the old list is stale, the new one current.
+    let tablet = IdentityKeyPair::generate(&mut rand::rng());
+    let mut t = connect(&relay).await;
+    assert!(matches!(
+        t.auth(
+            &tablet,
+            "bob",
+            2,
+            Some(link_for(&bob_id, 1, "bob", 2, &tablet))
+        )
+        .await,
+        Out::Authenticated(_)
+    ));
+    assert_eq!(
+        code(&alice.call(checked(b"m2", vec![("bob", bob_one)])).await),
+        ErrorCode::StaleDevices
+    );
+    let bob_two = digest("bob", &[(1, key(&bob_id)), (2, key(&tablet))]);
+    assert!(matches!(
+        alice.call(checked(b"m3", vec![("bob", bob_two)])).await,
+        Out::Sent(_)
+    ));
+    // The stale sends stored nothing: Bob's next envelope is m3.
+    assert_eq!(bob.envelope().await.message_id, b"m3");
+    // The tablet is reinstalled with a new key under the same device id: stale again.
+    drop(t);
+    let reinstalled = IdentityKeyPair::generate(&mut rand::rng());
+    let mut r = connect(&relay).await;
+    assert!(matches!(
+        r.auth(
+            &reinstalled,
+            "bob",
+            2,
+            Some(link_for(&bob_id, 1, "bob", 2, &reinstalled))
+        )
+        .await,
+        Out::Authenticated(_)
+    ));
+    assert_eq!(
+        code(&alice.call(checked(b"m4", vec![("bob", bob_two)])).await),
+        ErrorCode::StaleDevices
+    );
+    let bob_new = digest("bob", &[(1, key(&bob_id)), (2, key(&reinstalled))]);
+    assert!(matches!(
+        alice.call(checked(b"m5", vec![("bob", bob_new)])).await,
+        Out::Sent(_)
+    ));
+    assert_eq!(bob.envelope().await.message_id, b"m5");
+}
+
 on_both_backends!(
     authentication_rules,
+    sends_are_checked_against_their_device_lists,
     device_list_and_reinstall_with_a_new_key,
     registration_token,
     prekey_directory,

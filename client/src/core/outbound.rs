@@ -222,6 +222,9 @@ pub(crate) struct Plan {
     /// A group text or attachment: one sender-key message for every member (plus, when
     /// the sender key rotates, its distribution to each member over their sessions).
     pub(crate) group_message: bool,
+    /// The remembered device lists `targets` and `own` come from, as (user, digest): every
+    /// envelope carries them, so the relay refuses it if a list has changed (SPEC §16.4).
+    pub(crate) device_lists: Vec<(String, [u8; 32])>,
 }
 
 fn recipient(a: &Address) -> pc::Recipient {
@@ -324,6 +327,7 @@ pub(crate) fn encrypt<R: CryptoRng + ?Sized>(
                         recipients: vec![recipient(a)],
                         payload: p,
                         message_id: sk.message_id.clone(),
+                        device_lists: vec![],
                     });
                 }
             }
@@ -339,10 +343,19 @@ pub(crate) fn encrypt<R: CryptoRng + ?Sized>(
                 }
                 .encode_to_vec(),
                 message_id: vec![],
+                device_lists: vec![],
             });
         }
         save_group_state(tx, gid, &g, rec)?;
     } else {
+        let checks: Vec<pc::DeviceListCheck> = plan
+            .device_lists
+            .iter()
+            .map(|(user, digest)| pc::DeviceListCheck {
+                user_id: user.clone(),
+                digest: digest.to_vec(),
+            })
+            .collect();
         let mut reached = 0usize;
         for (a, k) in &plan.targets {
             if let Some(p) = encrypt_to(dev, tx, bundles, a, k, &plan.content, &mut started, rng)? {
@@ -351,6 +364,7 @@ pub(crate) fn encrypt<R: CryptoRng + ?Sized>(
                     recipients: vec![recipient(a)],
                     payload: p,
                     message_id: vec![],
+                    device_lists: checks.clone(),
                 });
             }
         }
@@ -364,6 +378,7 @@ pub(crate) fn encrypt<R: CryptoRng + ?Sized>(
                     recipients: vec![recipient(a)],
                     payload: p,
                     message_id: vec![],
+                    device_lists: checks.clone(),
                 });
             }
         }

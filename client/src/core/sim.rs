@@ -337,6 +337,7 @@ impl World {
                 targets,
                 own,
                 group_message: false,
+                device_lists: vec![],
             };
             let d = &mut self.devices[i];
             let rng = &mut self.rng;

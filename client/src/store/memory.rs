@@ -37,6 +37,8 @@ struct Tables {
     /// seq → (message id, sealed draft)
     outbox: BTreeMap<i64, (Vec<u8>, Option<Vec<u8>>)>,
     outbox_ready: BTreeMap<(i64, i64), Vec<u8>>,
+    /// seq → sealed draft of an encrypted entry
+    kept_drafts: BTreeMap<i64, Vec<u8>>,
     next_seq: i64,
     /// id → (sender, message id)
     pending_reads: BTreeMap<i64, (Key, Vec<u8>)>,
@@ -421,9 +423,23 @@ impl StoreTx for MemoryTx<'_> {
             for (i, r) in (0..).zip(sealed) {
                 t.outbox_ready.insert((seq, i), r.clone());
             }
-            if let Some((_, draft)) = t.outbox.get_mut(&seq) {
-                *draft = None;
+            if let Some(draft) = t.outbox.get_mut(&seq).and_then(|(_, d)| d.take()) {
+                t.kept_drafts.insert(seq, draft);
             }
+        })
+    }
+
+    fn restore_draft(&self, seq: i64) -> Result<bool, StoreError> {
+        self.with(|t| {
+            let Some((_, draft)) = t.outbox.get_mut(&seq) else {
+                return false;
+            };
+            let Some(kept) = t.kept_drafts.remove(&seq) else {
+                return false;
+            };
+            *draft = Some(kept);
+            t.outbox_ready.retain(|(s, _), _| *s != seq);
+            true
         })
     }
 
@@ -453,6 +469,7 @@ impl StoreTx for MemoryTx<'_> {
     fn done_outbox(&self, seq: i64) -> Result<(), StoreError> {
         self.with(|t| {
             t.outbox_ready.retain(|(s, _), _| *s != seq);
+            t.kept_drafts.remove(&seq);
             t.outbox.remove(&seq);
         })
     }

@@ -181,8 +181,13 @@ pub trait StoreTx {
     /// The oldest outbox entry after sequence number `after` (0 for the oldest of all):
     /// (seq, message id, sealed draft unless already encrypted).
     fn next_outbox(&self, after: i64) -> Result<Option<OutboxRow>, StoreError>;
-    /// Replaces the draft of `seq` by its encrypted envelopes, indexed 0, 1, ...
+    /// Replaces the draft of `seq` by its encrypted envelopes, indexed 0, 1, ..., and keeps
+    /// the draft aside until the entry is done (for [`StoreTx::restore_draft`]).
     fn set_ready(&self, seq: i64, sealed: &[Vec<u8>]) -> Result<(), StoreError>;
+    /// Drops what is left of the envelopes of `seq` and makes its kept draft its draft
+    /// again, to be encrypted anew (a send refused for a stale device list); `false`, and
+    /// nothing changed, if no draft is kept for it.
+    fn restore_draft(&self, seq: i64) -> Result<bool, StoreError>;
     /// The first envelope of `seq` not sent yet with an index above `after` (-1 for the
     /// first of all): (index, sealed).
     fn next_ready(&self, seq: i64, after: i64) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
@@ -756,6 +761,10 @@ impl Tx<'_> {
 
     pub(crate) fn done_outbox(&self, seq: i64) -> Result<(), ClientError> {
         Ok(self.raw.done_outbox(seq)?)
+    }
+
+    pub(crate) fn restore_draft(&self, seq: i64) -> Result<bool, ClientError> {
+        Ok(self.raw.restore_draft(seq)?)
     }
 
     pub(crate) fn outbox_len(&self) -> Result<u64, ClientError> {

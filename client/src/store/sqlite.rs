@@ -47,6 +47,9 @@ const MIGRATIONS: &[&str] = &[
         created_ms INTEGER NOT NULL);
      CREATE TABLE kem_prekey_uses (kem_id INTEGER NOT NULL, signed_prekey_id INTEGER NOT NULL,
         base_key BLOB NOT NULL, PRIMARY KEY (kem_id, signed_prekey_id, base_key)) WITHOUT ROWID;",
+    // 6: an encrypted outbox entry keeps its draft until it is done, to encrypt it again
+    // if the relay refuses a send for a stale device list (SPEC §16.4).
+    "ALTER TABLE outbox ADD COLUMN kept_draft BLOB;",
 ];
 
 /// The `ticks.kind` column: sent 0, delivered 1, read 2, queued 255.
@@ -531,10 +534,22 @@ impl StoreTx for SqliteTx<'_> {
             )?;
         }
         self.0.execute(
-            "UPDATE outbox SET draft = NULL WHERE seq = ?1",
+            "UPDATE outbox SET kept_draft = draft, draft = NULL WHERE seq = ?1 AND draft IS NOT NULL",
             params![seq],
         )?;
         Ok(())
+    }
+
+    fn restore_draft(&self, seq: i64) -> Result<bool, StoreError> {
+        let restored = self.0.execute(
+            "UPDATE outbox SET draft = kept_draft, kept_draft = NULL WHERE seq = ?1 AND kept_draft IS NOT NULL",
+            params![seq],
+        )?;
+        if restored > 0 {
+            self.0
+                .execute("DELETE FROM outbox_ready WHERE seq = ?1", params![seq])?;
+        }
+        Ok(restored > 0)
     }
 
     fn next_ready(&self, seq: i64, after: i64) -> Result<Option<(i64, Vec<u8>)>, StoreError> {

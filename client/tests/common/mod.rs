@@ -243,6 +243,7 @@ impl Raw {
                 }],
                 message_id: mid.to_vec(),
                 ciphertext,
+                device_lists: vec![],
             }))
             .await;
         assert!(matches!(out, Out::Sent(_)), "{out:?}");

@@ -251,6 +251,7 @@ async fn throughput(
                             }],
                             message_id: n.to_be_bytes().to_vec(),
                             ciphertext: payload.clone(),
+                            device_lists: vec![],
                         })),
                     };
                     if tx

@@ -7,7 +7,7 @@ use std::time::Instant;
 use hush_crypto::{IdentityPublicKey, Signature};
 use hush_relay_protocol::proto::{self, ErrorCode, server_frame::Body as Out};
 use hush_relay_protocol::request::{KemPrekey, Send, UploadPrekeys};
-use hush_relay_protocol::{Request, codec, signed};
+use hush_relay_protocol::{Request, codec, device_list, signed};
 
 use super::refusal::{Refused, refuse};
 use super::{Sink, feed};
@@ -303,7 +303,27 @@ pub(super) async fn store_sends<S: Store>(
         sender_max_bytes: shared.config.mailbox_sender_max_bytes,
         ttl_ms: u64::try_from(shared.config.mailbox_ttl.as_millis()).unwrap_or(u64::MAX),
     };
-    let (ids, batch): (Vec<_>, Vec<_>) = sends
+    // A send made for a device list that has changed is refused, nothing stored, so the
+    // sender lists the devices again (SPEC §14.2).
+    let mut stale = Vec::new();
+    let mut current = Vec::with_capacity(sends.len());
+    for (rid, s) in sends {
+        match lists_are_current(shared, &s).await {
+            Ok(true) => current.push((rid, s)),
+            Ok(false) => stale.push((rid, Refused::STALE_DEVICES)),
+            Err(e) => stale.push((rid, Refused::from(e))),
+        }
+    }
+    for (rid, r) in stale {
+        shared.metrics.reject(r.reason);
+        if !feed(sink, r.frame(rid)).await {
+            return false;
+        }
+    }
+    if current.is_empty() {
+        return true;
+    }
+    let (ids, batch): (Vec<_>, Vec<_>) = current
         .into_iter()
         .map(|(rid, s)| {
             let answer = (rid, s.message_id.clone(), s.recipients.clone());
@@ -363,6 +383,17 @@ pub(super) async fn store_sends<S: Store>(
     }
     grant_presence(shared, addr, viewers, now).await;
     true
+}
+
+/// Whether every device list `s` was made for is its user's current one.
+async fn lists_are_current<S: Store>(shared: &Shared<S>, s: &Send) -> Result<bool, StoreError> {
+    for (user, digest) in &s.device_lists {
+        let devices = shared.store.devices(user).await?;
+        if device_list::digest(user, &devices) != *digest {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The sender of stored envelopes lets their recipients see its presence (SPEC §14.2):

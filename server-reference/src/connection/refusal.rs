@@ -49,6 +49,7 @@ const fn reason_of(code: ErrorCode) -> &'static str {
         ErrorCode::Forbidden => "forbidden",
         ErrorCode::Timeout => "timeout",
         ErrorCode::TooManyDevices => "too_many_devices",
+        ErrorCode::StaleDevices => "stale_devices",
         ErrorCode::ShuttingDown => "shutdown",
         ErrorCode::Internal | ErrorCode::Unspecified => "internal",
     }
@@ -114,6 +115,12 @@ impl Refused {
     };
     /// Something the device cannot fix.
     pub(crate) const INTERNAL: Self = refuse(ErrorCode::Internal, "internal error", "internal");
+    /// A send made for a device list that is no longer the user's (SPEC §14.2).
+    pub(crate) const STALE_DEVICES: Self = refuse(
+        ErrorCode::StaleDevices,
+        "a user's devices have changed: list them again",
+        "stale_devices",
+    );
 }
 
 impl From<FrameError> for Refused {

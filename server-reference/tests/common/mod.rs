@@ -382,6 +382,7 @@ pub(crate) fn send_to(recipients: &[(&str, u32)], mid: &[u8], ct: &[u8]) -> In {
         recipients: recipients.iter().map(|(u, d)| addr(u, *d)).collect(),
         message_id: mid.to_vec(),
         ciphertext: ct.to_vec(),
+        device_lists: vec![],
     })
 }
 
