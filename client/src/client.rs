@@ -19,9 +19,10 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::core::account::{self, load_signed_prekey, record_devices, store_signed_prekey};
 use crate::core::groups::{load_group, save_group_state};
 use crate::core::inbound::{self, Incoming};
+use crate::core::prepare::{DeviceLists, Listed, Need, Preparation};
 use crate::core::{
-    Device, ForwardLimits, PostQuantum, conversation_from_proto, identity_of, member_address,
-    outbound, stored_to_message, to_relay,
+    Device, ForwardLimits, PostQuantum, identity_of, member_address, outbound, stored_to_message,
+    to_relay,
 };
 use crate::error::ClientError;
 use crate::error::RelayErrorCode;
@@ -171,9 +172,9 @@ pub(crate) struct Inner {
     connected: watch::Sender<bool>,
     stop: watch::Sender<bool>,
     watched: Mutex<BTreeMap<String, Option<Presence>>>,
-    /// Device lists as the relay last gave them, by user (at most [`DEVICE_LIST_CACHE`]),
-    /// used for one-to-one sends until the relay refuses one as stale (SPEC §16.4).
-    device_lists: Mutex<HashMap<String, Listed>>,
+    /// Device lists as the relay last gave them, used for one-to-one sends until the relay
+    /// refuses one as stale (SPEC §16.4).
+    device_lists: Mutex<DeviceLists>,
     link: Mutex<Option<DeviceLink>>,
     worker: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -799,57 +800,17 @@ fn poisoned() -> ClientError {
     )))
 }
 
-/// A user's devices as the relay listed them.
-type Listed = Vec<(Address, IdentityPublicKey)>;
-
-/// Most users whose device lists a client remembers; past it, it forgets them all.
-const DEVICE_LIST_CACHE: usize = 10_000;
-
-/// `user`'s devices as last listed by the relay (asked now if not remembered), and the
-/// list's digest for the relay to check (SPEC §14.2).
-async fn remembered_devices(
-    inner: &Inner,
-    conn: &Conn,
-    user: &str,
-) -> Result<(Listed, [u8; 32]), ClientError> {
-    let remembered = inner
-        .device_lists
-        .lock()
-        .map_err(|_| poisoned())?
-        .get(user)
-        .cloned();
-    let listed = match remembered {
-        Some(l) => l,
-        None => {
-            let l = list_devices(conn, user).await?;
-            remember_devices(inner, user, &l);
-            l
-        }
-    };
-    let keys: Vec<(u32, [u8; 32])> = listed
-        .iter()
-        .map(|(a, k)| (a.device, *k.as_bytes()))
-        .collect();
-    let digest = hush_relay_protocol::device_list::digest(user, &keys);
-    Ok((listed, digest))
-}
-
 /// Remembers `user`'s devices as the relay has just listed them.
-fn remember_devices(inner: &Inner, user: &str, listed: &Listed) {
+fn remember_devices(inner: &Inner, user: &str, listed: Listed) {
     if let Ok(mut lists) = inner.device_lists.lock() {
-        if lists.len() >= DEVICE_LIST_CACHE {
-            lists.clear();
-        }
-        lists.insert(user.to_string(), listed.clone());
+        lists.remember(user, listed);
     }
 }
 
 /// Forgets the remembered device lists of `users`.
 fn forget_device_lists<'a>(inner: &Inner, users: impl IntoIterator<Item = &'a str>) {
     if let Ok(mut lists) = inner.device_lists.lock() {
-        for u in users {
-            lists.remove(u);
-        }
+        lists.forget(users);
     }
 }
 
@@ -1551,127 +1512,50 @@ fn fail(inner: &Inner, mid: &[u8], reason: ClientError) {
 }
 
 /// Encrypts one draft for every recipient device and replaces it by the envelopes, in one
-/// transaction with the session and group state changes.
+/// transaction with the session and group state changes: the core's [`Preparation`] says
+/// what it needs from the relay (device lists not remembered, missing bundles), and this
+/// asks for it.
 async fn prepare(
     inner: &Inner,
     conn: &Conn,
     seq: i64,
     draft: pc::Draft,
 ) -> Result<(), ClientError> {
-    let to = conversation_from_proto(draft.to.as_ref()).ok_or(ClientError::Protocol)?;
-    let content = draft.content.ok_or(ClientError::Protocol)?;
-    // Who gets it, with the identity key each must have.
-    let mut targets: Vec<(Address, IdentityPublicKey)> = Vec::new();
-    let mut own: Vec<(Address, IdentityPublicKey)> = Vec::new();
-    let mut device_lists = Vec::new();
-    match &to {
-        // To one known device (a read receipt): its stored key, no device lists.
-        Conversation::Direct(_) if !draft.only.is_empty() => {
-            for m in &draft.only {
-                targets.push((member_address(m), identity_of(&m.identity_key)?));
-            }
-        }
-        Conversation::Direct(user) => {
-            let (listed, digest) = remembered_devices(inner, conn, user).await?;
-            device_lists.push((user.clone(), digest));
-            targets = listed;
-            targets.retain(|(a, _)| a != &inner.dev.me);
-            if user != &inner.dev.me.user {
-                let me = &inner.dev.me.user;
-                let (listed, digest) = remembered_devices(inner, conn, me).await?;
-                device_lists.push((me.clone(), digest));
-                own = listed;
-                own.retain(|(a, _)| a != &inner.dev.me);
-            }
-        }
-        Conversation::Group(gid) => {
-            let members = if draft.only.is_empty() {
-                inner
-                    .read_store(|tx| tx.group(gid))?
-                    .ok_or(ClientError::Unknown("group"))?
-                    .directory
-            } else {
-                draft.only.clone()
-            };
-            for m in members {
-                let a = member_address(&m);
-                if a != inner.dev.me {
-                    targets.push((a, identity_of(&m.identity_key)?));
-                }
-            }
-        }
-    }
-    let direct = matches!(to, Conversation::Direct(_));
-    if direct && draft.only.is_empty() {
-        let all: Vec<_> = targets.iter().chain(own.iter()).cloned().collect();
-        let events = inner.with_store(|tx| record_devices(tx, &inner.dev, &all))?;
-        inner.emit_all(events);
-    }
-    // Sessions to start: fetch bundles outside the store lock.
-    let is_group_message = !direct
-        && draft.only.is_empty()
-        && matches!(
-            content.body,
-            Some(pc::content::Body::Text(_) | pc::content::Body::Attachment(_))
-        );
-    // A group message needs pairwise sessions only if it carries a new sender key: the group
-    // says whether its next message rotates, so no one-time prekey is spent for nothing.
-    let needs_sessions = !is_group_message || {
-        let Conversation::Group(gid) = &to else {
-            return Err(ClientError::Protocol);
+    let mut p = Preparation::new(seq, draft)?;
+    loop {
+        let need = {
+            let lists = inner.device_lists.lock().map_err(|_| poisoned())?;
+            inner.read_store(|tx| p.need(&inner.dev, &lists, tx, now_ms()))?
         };
-        inner.read_store(|tx| {
-            let rec = tx.group(gid)?.ok_or(ClientError::Unknown("group"))?;
-            Ok(load_group(&rec)?.needs_rotation(now_ms() / 1000))
-        })?
-    };
-    let pairwise: Vec<(Address, IdentityPublicKey)> = if needs_sessions {
-        targets.iter().chain(own.iter()).cloned().collect()
-    } else {
-        Vec::new()
-    };
-    let missing: Vec<(Address, IdentityPublicKey)> = inner.read_store(|tx| {
-        let mut m = Vec::new();
-        for (a, k) in &pairwise {
-            if tx.session(a)?.is_none_or(|s| s.remote_identity() != k) {
-                m.push((a.clone(), *k));
+        match need {
+            None => break,
+            Some(Need::Devices(user)) => {
+                let listed = list_devices(conn, &user).await?;
+                remember_devices(inner, &user, listed);
             }
-        }
-        Ok(m)
-    })?;
-    let mut bundles: HashMap<Address, PrekeyBundle> = HashMap::new();
-    for (a, k) in &missing {
-        match fetch_bundle(conn, a).await? {
-            Some(b) if b.identity_key() == k => {
-                bundles.insert(a.clone(), b);
+            Some(Need::Bundles(missing)) => {
+                // Fetched outside the store lock.
+                let mut bundles = HashMap::new();
+                for (a, k) in &missing {
+                    match fetch_bundle(conn, a).await? {
+                        Some(b) if b.identity_key() == k => {
+                            bundles.insert(a.clone(), b);
+                        }
+                        Some(_) => tracing::warn!(
+                            device = %a,
+                            "bundle identity differs from the listed key; skipped"
+                        ),
+                        None => tracing::warn!(device = %a, "no prekey bundle; skipped"),
+                    }
+                }
+                p.bundles(bundles);
             }
-            Some(_) => {
-                tracing::warn!(device = %a, "bundle identity differs from the listed key; skipped")
-            }
-            None => tracing::warn!(device = %a, "no prekey bundle; skipped"),
         }
     }
-    let plan = outbound::Plan {
-        to,
-        content,
-        targets,
-        own,
-        group_message: is_group_message,
-        device_lists,
-    };
     let started = {
+        let lists = inner.device_lists.lock().map_err(|_| poisoned())?;
         let mut store = inner.store.lock().map_err(|_| poisoned())?;
-        store.transaction(|tx| {
-            outbound::encrypt(
-                &inner.dev,
-                tx,
-                seq,
-                &plan,
-                &bundles,
-                now_ms(),
-                &mut rand::rng(),
-            )
-        })?
+        p.encrypt(&inner.dev, &lists, &mut store, now_ms(), &mut rand::rng())?
     };
     inner.emit_all(started);
     Ok(())
@@ -1827,8 +1711,9 @@ async fn registered_key(
     for _ in 0..5 {
         match list_devices(conn, &from.user).await {
             Ok(listed) => {
-                remember_devices(inner, &from.user, &listed);
-                return Ok(listed.into_iter().find(|(a, _)| a == &from).map(|(_, k)| k));
+                let key = listed.iter().find(|(a, _)| a == &from).map(|(_, k)| *k);
+                remember_devices(inner, &from.user, listed);
+                return Ok(key);
             }
             // Rate limited: wait and ask again; the envelope stays unacknowledged.
             Err(ClientError::Relay {

@@ -2,13 +2,16 @@
 //! the store, the current time and an RNG from its caller and never reads a clock, opens a
 //! socket or runs SQL, so it builds for `wasm32-unknown-unknown`. One room per concept:
 //! [`account`] (identity, prekeys, known devices), [`inbound`] (decode once, open, apply),
-//! [`outbound`] (fan-out of a draft into envelopes), [`groups`] (group records and control
-//! messages). The tokio driver ([`crate::Client`]) does the talking to the relay.
+//! [`prepare`] (what a draft needs from the relay: device lists, remembered between drafts,
+//! and bundles), [`outbound`] (fan-out of a draft into envelopes), [`groups`] (group
+//! records and control messages). The tokio driver ([`crate::Client`]) does the talking to
+//! the relay: it answers what the core says it needs.
 
 pub(crate) mod account;
 pub(crate) mod groups;
 pub(crate) mod inbound;
 pub(crate) mod outbound;
+pub(crate) mod prepare;
 #[cfg(test)]
 mod sim;
 

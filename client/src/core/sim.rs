@@ -22,6 +22,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 
 use super::inbound::{self, Incoming};
+use super::prepare::{DeviceLists, Need, Preparation};
 use super::{Device, account, outbound};
 use crate::event::{Address, Body, Conversation, Event, MessageId};
 use crate::store::{MemoryStore, Sealed, Tick};
@@ -91,6 +92,8 @@ struct SimDevice {
     disk: MemoryStore,
     key: [u8; 32],
     store: Sealed,
+    /// Device lists remembered in memory (gone after a crash).
+    lists: DeviceLists,
     /// Messages shown to the app: (from, id).
     shown: Vec<(Address, MessageId)>,
 }
@@ -120,6 +123,7 @@ impl SimDevice {
             disk,
             key,
             store,
+            lists: DeviceLists::default(),
             shown: Vec::new(),
         }
     }
@@ -134,6 +138,7 @@ impl SimDevice {
         );
         self.dev = reopened.dev;
         self.store = reopened.store;
+        self.lists = reopened.lists;
     }
 
     /// Uploads the current signed prekey, the current last-resort KEM prekey, and the
@@ -294,55 +299,38 @@ impl World {
             return;
         };
         if let Some(draft) = draft {
-            let me = self.devices[i].dev.me.clone();
-            let to = super::conversation_from_proto(draft.to.as_ref()).expect("conversation");
-            let Conversation::Direct(user) = &to else {
-                unreachable!("the simulation sends direct messages only")
-            };
-            let targets = self.relay.devices_of(user);
-            let own: Vec<_> = self
-                .relay
-                .devices_of(&me.user)
-                .into_iter()
-                .filter(|(a, _)| *a != me)
-                .collect();
-            let all: Vec<_> = targets.iter().chain(&own).cloned().collect();
-            let d = &mut self.devices[i];
-            d.store
-                .transaction(|tx| account::record_devices(tx, &d.dev, &all))
-                .expect("record devices");
-            // Bundles for devices without a session (spent at the relay even if we crash).
-            let missing: Vec<Address> = d
-                .store
-                .read(|tx| {
-                    let mut m = Vec::new();
-                    for (a, k) in &all {
-                        if tx.session(a)?.is_none_or(|s| s.remote_identity() != k) {
-                            m.push(a.clone());
+            // The core's own preparation, its needs answered by the relay model.
+            let mut p = Preparation::new(seq, draft).expect("draft");
+            loop {
+                let d = &mut self.devices[i];
+                let need = d
+                    .store
+                    .read(|tx| p.need(&d.dev, &d.lists, tx, now))
+                    .expect("need");
+                match need {
+                    None => break,
+                    Some(Need::Devices(user)) => {
+                        let listed = self.relay.devices_of(&user);
+                        self.devices[i].lists.remember(&user, listed);
+                    }
+                    Some(Need::Bundles(missing)) => {
+                        // Spent at the relay even if we crash.
+                        let bundles: HashMap<Address, PrekeyBundle> = missing
+                            .into_iter()
+                            .filter_map(|(a, k)| {
+                                let b = self.relay.take_bundle(&a)?;
+                                (*b.identity_key() == k).then_some((a, b))
+                            })
+                            .collect();
+                        p.bundles(bundles);
+                        if self.crash(crashes) {
+                            return self.devices[i].restart(now, &mut self.rng);
                         }
                     }
-                    Ok(m)
-                })
-                .expect("sessions");
-            let bundles: HashMap<Address, PrekeyBundle> = missing
-                .into_iter()
-                .filter_map(|a| Some((a.clone(), self.relay.take_bundle(&a)?)))
-                .collect();
-            if self.crash(crashes) {
-                return self.devices[i].restart(now, &mut self.rng);
+                }
             }
-            let plan = outbound::Plan {
-                to,
-                content: draft.content.expect("content"),
-                targets,
-                own,
-                group_message: false,
-                device_lists: vec![],
-            };
             let d = &mut self.devices[i];
-            let rng = &mut self.rng;
-            d.store
-                .transaction(|tx| outbound::encrypt(&d.dev, tx, seq, &plan, &bundles, now, rng))
+            p.encrypt(&d.dev, &d.lists, &mut d.store, now, &mut self.rng)
                 .expect("encrypt");
         }
         if self.crash(crashes) {
