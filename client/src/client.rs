@@ -1,7 +1,7 @@
 //! The client: its public API, and the worker that keeps the relay connection, flushes the
 //! outbox, and processes what arrives.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,6 +19,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::core::account::{self, load_signed_prekey, record_devices, store_signed_prekey};
 use crate::core::groups::{load_group, save_group_state};
 use crate::core::inbound::{self, Incoming};
+use crate::core::outbox::{Pass, Step};
 use crate::core::prepare::{DeviceLists, Listed, Need, Preparation};
 use crate::core::{
     Device, ForwardLimits, PostQuantum, identity_of, member_address, outbound, stored_to_message,
@@ -807,13 +808,6 @@ fn remember_devices(inner: &Inner, user: &str, listed: Listed) {
     }
 }
 
-/// Forgets the remembered device lists of `users`.
-fn forget_device_lists<'a>(inner: &Inner, users: impl IntoIterator<Item = &'a str>) {
-    if let Ok(mut lists) = inner.device_lists.lock() {
-        lists.forget(users);
-    }
-}
-
 async fn list_devices(
     conn: &Conn,
     user: &str,
@@ -1272,242 +1266,39 @@ async fn poll_presence(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
 /// full mailbox stays queued, and so does everything after it for that device; the rest
 /// goes on. Returns when to try those again, if any.
 async fn flush(inner: &Inner, conn: &Conn) -> Result<Option<Duration>, ClientError> {
-    // Read receipts go end to end, as an outbox entry for the device that sent the messages.
-    while let Some((ids, from, mids)) = inner.read_store(|tx| tx.pending_reads())? {
-        inner.with_store(|tx| {
-            outbound::queue_read(tx, &from, mids, now_ms(), &mut rand::rng())?;
-            tx.done_reads(&ids)
-        })?;
-    }
-    // Devices whose mailbox refused an envelope in this pass: nothing more goes to them
-    // until the next pass (their order is kept), while everyone else's mail goes on.
-    let mut full: HashSet<(String, u32)> = HashSet::new();
-    let mut retry = None;
-    let mut after = 0;
-    'entries: loop {
-        let Some((seq, mid, draft)) = (match inner.read_store(|tx| tx.next_outbox(after)) {
-            Err(ClientError::Corrupt | ClientError::Sealed) => {
-                set_aside_outbox(inner, after)?;
-                continue;
-            }
-            next => next?,
-        }) else {
-            break;
+    // The core's pass decides; this does the talking and the waiting.
+    let mut pass = Pass::default();
+    loop {
+        let (step, events) = {
+            let mut store = inner.store.lock().map_err(|_| poisoned())?;
+            pass.next(&inner.dev, &mut store, now_ms(), &mut rand::rng())?
         };
-        after = seq;
-        if let Some(draft) = draft {
-            match prepare(inner, conn, seq, draft).await {
-                Ok(()) => {}
-                Err(ClientError::Offline) => return Err(ClientError::Offline),
-                // Transient: keep the draft and try again after the relay's delay.
-                Err(ClientError::Relay {
-                    code:
-                        RelayErrorCode::RateLimited
-                        | RelayErrorCode::Internal
-                        | RelayErrorCode::ShuttingDown,
-                    retry_after_ms,
-                    ..
-                }) => {
-                    tokio::time::sleep(Duration::from_millis(retry_after_ms.clamp(100, 5000)))
-                        .await;
-                    after = seq - 1;
-                    continue;
-                }
-                Err(e) => {
-                    inner.with_store(|tx| tx.done_outbox(seq))?;
-                    fail(inner, &mid, e);
-                    continue;
-                }
+        inner.emit_all(events);
+        let (wait, events) = match step {
+            Step::Done { retry_ms } => return Ok(retry_ms.map(Duration::from_millis)),
+            Step::Prepare { seq, draft } => {
+                let result = prepare(inner, conn, seq, draft).await;
+                let mut store = inner.store.lock().map_err(|_| poisoned())?;
+                pass.prepared(&mut store, result)?
             }
-        }
-        let mut refused = false;
-        let mut deferred = false;
-        let mut idx_after = -1;
-        loop {
-            let Some((idx, ready)) = (match inner.read_store(|tx| tx.next_ready(seq, idx_after)) {
-                Err(ClientError::Corrupt | ClientError::Sealed) => {
-                    set_aside_outbox(inner, seq - 1)?;
-                    continue 'entries;
-                }
-                next => next?,
-            }) else {
-                break;
-            };
-            // Recipients whose mailbox refused an earlier envelope wait (their order is
-            // kept); the others get this one now.
-            let (held, to): (Vec<_>, Vec<_>) = ready
-                .recipients
-                .iter()
-                .partition(|r| full.contains(&(r.user_id.clone(), r.device_id)));
-            let held: Vec<pc::Recipient> = held.into_iter().cloned().collect();
-            if to.is_empty() {
-                deferred = true;
-                idx_after = idx;
-                continue;
+            Step::Send(pending) => {
+                let answer = conn.request(In::Send(pending.frame.clone())).await;
+                let mut lists = inner.device_lists.lock().map_err(|_| poisoned())?;
+                let mut store = inner.store.lock().map_err(|_| poisoned())?;
+                pass.answer(
+                    &inner.dev,
+                    &mut store,
+                    &mut lists,
+                    pending,
+                    answer,
+                    now_ms(),
+                )?
             }
-            let to: Vec<(String, u32)> = to
-                .into_iter()
-                .map(|r| (r.user_id.clone(), r.device_id))
-                .collect();
-            let send = In::Send(pr::Send {
-                recipients: to
-                    .iter()
-                    .map(|(user_id, device_id)| pr::Address {
-                        user_id: user_id.clone(),
-                        device_id: *device_id,
-                    })
-                    .collect(),
-                message_id: ready_id(&ready, &mid),
-                ciphertext: ready.payload.clone(),
-                device_lists: ready
-                    .device_lists
-                    .iter()
-                    .map(|c| pr::DeviceListCheck {
-                        user_id: c.user_id.clone(),
-                        digest: c.digest.clone(),
-                    })
-                    .collect(),
-            });
-            match conn.request(send).await {
-                Ok(Out::Sent(sent)) if sent.refused.is_empty() && held.is_empty() => inner
-                    .with_store(|tx| {
-                        outbound::envelope_sent(tx, &inner.dev.me, seq, idx, &mid, &ready, now_ms())
-                    })?,
-                Ok(Out::Sent(sent)) => {
-                    // Stored for all but the held and the refused (full mailboxes): they
-                    // get it later, and mail to them waits behind it; everyone else goes on.
-                    let mut refused = held;
-                    refused.extend(sent.refused.into_iter().map(|a| pc::Recipient {
-                        user_id: a.user_id,
-                        device_id: a.device_id,
-                    }));
-                    inner.with_store(|tx| {
-                        outbound::envelope_partly_sent(
-                            tx,
-                            &inner.dev.me,
-                            seq,
-                            idx,
-                            &mid,
-                            &ready,
-                            &refused,
-                            now_ms(),
-                        )
-                    })?;
-                    full.extend(refused.into_iter().map(|r| (r.user_id, r.device_id)));
-                    deferred = true;
-                    idx_after = idx;
-                    let wait = Duration::from_millis(MAILBOX_RETRY_MS);
-                    retry = Some(retry.map_or(wait, |r: Duration| r.min(wait)));
-                }
-                Ok(_) => return Err(ClientError::Protocol),
-                Err(ClientError::Relay {
-                    code: RelayErrorCode::RateLimited,
-                    retry_after_ms,
-                    ..
-                }) => {
-                    // Keep it; try again after the relay's delay.
-                    tokio::time::sleep(Duration::from_millis(retry_after_ms.clamp(100, 5000)))
-                        .await;
-                }
-                Err(ClientError::Relay {
-                    code: RelayErrorCode::MailboxFull,
-                    retry_after_ms,
-                    ..
-                }) => {
-                    // Keep it for a later pass; go on with the rest.
-                    full.extend(to);
-                    deferred = true;
-                    idx_after = idx;
-                    let wait = Duration::from_millis(retry_after_ms.clamp(MAILBOX_RETRY_MS, 5000));
-                    retry = Some(retry.map_or(wait, |r: Duration| r.min(wait)));
-                }
-                Err(
-                    e @ ClientError::Relay {
-                        code: RelayErrorCode::StaleDevices,
-                        ..
-                    },
-                ) => {
-                    // A device list it was made for has changed: list the devices again and
-                    // encrypt the draft anew (a device that already got it drops the repeat,
-                    // §16.3).
-                    forget_device_lists(
-                        inner,
-                        ready.device_lists.iter().map(|c| c.user_id.as_str()),
-                    );
-                    if inner.with_store(|tx| tx.restore_draft(seq))? {
-                        after = seq - 1;
-                        continue 'entries;
-                    }
-                    // Encrypted by an older version, which kept no draft: failed.
-                    inner.with_store(|tx| tx.done_ready(seq, idx))?;
-                    fail(inner, &mid, e);
-                    refused = true;
-                }
-                Err(e @ ClientError::Relay { .. }) => {
-                    tracing::warn!(error = %e, "relay refused an envelope");
-                    inner.with_store(|tx| tx.done_ready(seq, idx))?;
-                    fail(inner, &mid, e);
-                    refused = true;
-                }
-                Err(e) => return Err(e),
-            }
+        };
+        inner.emit_all(events);
+        if let Some(ms) = wait {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
         }
-        if deferred {
-            continue;
-        }
-        let now = now_ms();
-        let me = inner.dev.me.clone();
-        let visible = inner.with_store(|tx| {
-            tx.done_outbox(seq)?;
-            let visible = tx.queued_here(&mid)?;
-            let visible = visible && !refused;
-            if visible {
-                tx.put_tick(&mid, &me, Tick::Receipt(ReceiptKind::Sent), now)?;
-            }
-            Ok(visible)
-        })?;
-        if visible && let Ok(id) = MessageId::try_from(mid.as_slice()) {
-            inner.emit(Event::Receipt {
-                message_id: id,
-                kind: ReceiptKind::Sent,
-                by: inner.dev.me.clone(),
-                at_ms: now,
-            });
-        }
-    }
-    Ok(retry)
-}
-
-/// Sets aside the outbox entry after `after` whose draft or envelopes do not open (it is
-/// not sent) and tells the app; an error if there is none such (the failure is elsewhere).
-fn set_aside_outbox(inner: &Inner, after: i64) -> Result<(), ClientError> {
-    match inner.with_store(|tx| tx.set_aside_outbox(after, now_ms()))? {
-        Some(record) => {
-            tracing::warn!(?record, "an outbox entry does not open: set aside");
-            inner.emit(Event::RecordSetAside { record });
-            Ok(())
-        }
-        None => Err(ClientError::Corrupt),
-    }
-}
-
-/// The least wait before an envelope a full mailbox refused is offered again.
-const MAILBOX_RETRY_MS: u64 = 500;
-
-fn ready_id(ready: &pc::Ready, outbox_id: &[u8]) -> Vec<u8> {
-    if ready.message_id.is_empty() {
-        outbox_id.to_vec()
-    } else {
-        ready.message_id.clone()
-    }
-}
-
-fn fail(inner: &Inner, mid: &[u8], reason: ClientError) {
-    if let Ok(id) = MessageId::try_from(mid) {
-        inner.emit(Event::SendFailed {
-            message_id: id,
-            reason: Arc::new(reason),
-        });
     }
 }
 

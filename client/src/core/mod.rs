@@ -3,7 +3,8 @@
 //! socket or runs SQL, so it builds for `wasm32-unknown-unknown`. One room per concept:
 //! [`account`] (identity, prekeys, known devices), [`inbound`] (decode once, open, apply),
 //! [`prepare`] (what a draft needs from the relay: device lists, remembered between drafts,
-//! and bundles), [`outbound`] (fan-out of a draft into envelopes), [`groups`] (group
+//! and bundles), [`outbound`] (fan-out of a draft into envelopes), [`outbox`] (a pass over
+//! the outbox: what to send next and what each answer means), [`groups`] (group
 //! records and control messages). The tokio driver ([`crate::Client`]) does the talking to
 //! the relay: it answers what the core says it needs.
 
@@ -11,6 +12,7 @@ pub(crate) mod account;
 pub(crate) mod groups;
 pub(crate) mod inbound;
 pub(crate) mod outbound;
+pub(crate) mod outbox;
 pub(crate) mod prepare;
 #[cfg(test)]
 mod sim;
@@ -254,4 +256,37 @@ pub(crate) fn random_id<R: CryptoRng + ?Sized>(rng: &mut R) -> MessageId {
     let mut id = [0u8; 16];
     rng.fill_bytes(&mut id);
     id
+}
+
+/// A device of `user` (device 1) on a fresh in-memory store, for the core's unit tests.
+#[cfg(test)]
+pub(crate) fn test_device(
+    user: &str,
+    rng: &mut rand::rngs::StdRng,
+) -> (Device, crate::store::Sealed) {
+    use rand::SeedableRng as _;
+    const PREKEYS: account::PrekeyPolicy = account::PrekeyPolicy {
+        batch: 2,
+        grace_ms: 1,
+        daily_budget: 10,
+        post_quantum: false,
+        kem_batch: 0,
+    };
+    let me = Address::new(user, 1);
+    let mut store = crate::store::Sealed::new(
+        Box::new(crate::store::MemoryStore::new()),
+        hush_crypto::StorageKey::from_bytes([5; 32]),
+        Box::new(rand::rngs::StdRng::seed_from_u64(2)),
+    );
+    let identity = store
+        .transaction(|tx| account::open(tx, &me, &PREKEYS, 1, rng))
+        .expect("account opens");
+    let dev = Device {
+        me,
+        identity,
+        group_config: GroupConfig::default(),
+        prekeys: PREKEYS,
+        post_quantum: PostQuantum::WhenOffered,
+    };
+    (dev, store)
 }

@@ -45,7 +45,7 @@ impl DeviceLists {
     }
 
     /// `user`'s remembered list and its digest (SPEC §14.2).
-    fn get(&self, user: &str) -> Option<(&Listed, [u8; 32])> {
+    pub(crate) fn get(&self, user: &str) -> Option<(&Listed, [u8; 32])> {
         let listed = self.lists.get(user)?;
         let keys: Vec<(u32, [u8; 32])> = listed
             .iter()
@@ -243,42 +243,12 @@ impl Preparation {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use hush_crypto::{IdentityKeyPair, StorageKey};
-    use hush_groups::GroupConfig;
+    use hush_crypto::IdentityKeyPair;
     use rand::SeedableRng as _;
     use rand::rngs::StdRng;
 
     use super::*;
-    use crate::core::account;
-    use crate::store::MemoryStore;
-
-    const PREKEYS: account::PrekeyPolicy = account::PrekeyPolicy {
-        batch: 2,
-        grace_ms: 1,
-        daily_budget: 10,
-        post_quantum: false,
-        kem_batch: 0,
-    };
-
-    fn alice(rng: &mut StdRng) -> (Device, Sealed) {
-        let me = Address::new("alice", 1);
-        let mut store = Sealed::new(
-            Box::new(MemoryStore::new()),
-            StorageKey::from_bytes([5; 32]),
-            Box::new(StdRng::seed_from_u64(2)),
-        );
-        let identity = store
-            .transaction(|tx| account::open(tx, &me, &PREKEYS, 1, rng))
-            .unwrap();
-        let dev = Device {
-            me,
-            identity,
-            group_config: GroupConfig::default(),
-            prekeys: PREKEYS,
-            post_quantum: crate::core::PostQuantum::WhenOffered,
-        };
-        (dev, store)
-    }
+    use crate::core::test_device;
 
     fn draft_to(user: &str) -> pc::Draft {
         pc::Draft {
@@ -296,7 +266,7 @@ mod tests {
     #[test]
     fn a_draft_asks_for_what_is_not_remembered() {
         let mut rng = StdRng::seed_from_u64(1);
-        let (dev, mut store) = alice(&mut rng);
+        let (dev, mut store) = test_device("alice", &mut rng);
         let mut lists = DeviceLists::default();
         let bob = *IdentityKeyPair::generate(&mut rng).public();
         let laptop = *IdentityKeyPair::generate(&mut rng).public();

@@ -22,10 +22,11 @@ use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 
 use super::inbound::{self, Incoming};
+use super::outbox::{Pass, Step};
 use super::prepare::{DeviceLists, Need, Preparation};
 use super::{Device, account, outbound};
 use crate::event::{Address, Body, Conversation, Event, MessageId};
-use crate::store::{MemoryStore, Sealed, Tick};
+use crate::store::{MemoryStore, Sealed};
 
 /// Seeds run by `cargo test`.
 const SIM_SEEDS: u64 = 24;
@@ -288,97 +289,85 @@ impl World {
         id
     }
 
-    /// Flushes the oldest outbox entry of a device, maybe crashing between two transactions.
+    /// One pass of a device over its outbox, maybe crashing between two transactions.
     fn flush(&mut self, i: usize, crashes: bool) {
         let now = self.now;
-        let entry = self.devices[i]
-            .store
-            .read(|tx| tx.next_outbox(0))
-            .expect("outbox");
-        let Some((seq, mid, draft)) = entry else {
-            return;
-        };
-        if let Some(draft) = draft {
-            // The core's own preparation, its needs answered by the relay model.
-            let mut p = Preparation::new(seq, draft).expect("draft");
-            loop {
-                let d = &mut self.devices[i];
-                let need = d
-                    .store
-                    .read(|tx| p.need(&d.dev, &d.lists, tx, now))
-                    .expect("need");
-                match need {
-                    None => break,
-                    Some(Need::Devices(user)) => {
-                        let listed = self.relay.devices_of(&user);
-                        self.devices[i].lists.remember(&user, listed);
-                    }
-                    Some(Need::Bundles(missing)) => {
-                        // Spent at the relay even if we crash.
-                        let bundles: HashMap<Address, PrekeyBundle> = missing
-                            .into_iter()
-                            .filter_map(|(a, k)| {
-                                let b = self.relay.take_bundle(&a)?;
-                                (*b.identity_key() == k).then_some((a, b))
-                            })
-                            .collect();
-                        p.bundles(bundles);
-                        if self.crash(crashes) {
-                            return self.devices[i].restart(now, &mut self.rng);
-                        }
-                    }
-                }
-            }
-            let d = &mut self.devices[i];
-            p.encrypt(&d.dev, &d.lists, &mut d.store, now, &mut self.rng)
-                .expect("encrypt");
-        }
-        if self.crash(crashes) {
-            return self.devices[i].restart(now, &mut self.rng);
-        }
+        // The core's own pass over the outbox, its steps answered by the relay model.
+        let mut pass = Pass::default();
         loop {
             let d = &mut self.devices[i];
-            let Some((idx, ready)) = d.store.read(|tx| tx.next_ready(seq, -1)).expect("ready")
-            else {
-                break;
-            };
-            // The relay stores it for every recipient (the "sent" tick)...
-            for r in &ready.recipients {
-                self.relay
-                    .mailboxes
-                    .entry(Address::new(r.user_id.clone(), r.device_id))
-                    .or_default()
-                    .push_back(Envelope {
-                        from: d.dev.me.clone(),
-                        message_id: if ready.message_id.is_empty() {
-                            mid.clone()
-                        } else {
-                            ready.message_id.clone()
-                        },
-                        ciphertext: ready.payload.clone(),
-                    });
-            }
-            // ...and a crash before the device records it means sending it again.
-            if self.crash(crashes) {
-                return self.devices[i].restart(now, &mut self.rng);
-            }
-            let d = &mut self.devices[i];
-            let me = d.dev.me.clone();
-            d.store
-                .transaction(|tx| outbound::envelope_sent(tx, &me, seq, idx, &mid, &ready, now))
-                .expect("done ready");
-        }
-        let d = &mut self.devices[i];
-        let me = d.dev.me.clone();
-        d.store
-            .transaction(|tx| {
-                tx.done_outbox(seq)?;
-                if tx.queued_here(&mid)? {
-                    tx.put_tick(&mid, &me, Tick::Receipt(crate::ReceiptKind::Sent), now)?;
+            let (step, _) = pass
+                .next(&d.dev, &mut d.store, now, &mut self.rng)
+                .expect("pass");
+            match step {
+                Step::Done { .. } => return,
+                Step::Prepare { seq, draft } => {
+                    let mut p = Preparation::new(seq, draft).expect("draft");
+                    loop {
+                        let d = &mut self.devices[i];
+                        let need = d
+                            .store
+                            .read(|tx| p.need(&d.dev, &d.lists, tx, now))
+                            .expect("need");
+                        match need {
+                            None => break,
+                            Some(Need::Devices(user)) => {
+                                let listed = self.relay.devices_of(&user);
+                                self.devices[i].lists.remember(&user, listed);
+                            }
+                            Some(Need::Bundles(missing)) => {
+                                // Spent at the relay even if we crash.
+                                let bundles: HashMap<Address, PrekeyBundle> = missing
+                                    .into_iter()
+                                    .filter_map(|(a, k)| {
+                                        let b = self.relay.take_bundle(&a)?;
+                                        (*b.identity_key() == k).then_some((a, b))
+                                    })
+                                    .collect();
+                                p.bundles(bundles);
+                                if self.crash(crashes) {
+                                    return self.devices[i].restart(now, &mut self.rng);
+                                }
+                            }
+                        }
+                    }
+                    let d = &mut self.devices[i];
+                    p.encrypt(&d.dev, &d.lists, &mut d.store, now, &mut self.rng)
+                        .expect("encrypt");
+                    pass.prepared(&mut d.store, Ok(())).expect("prepared");
+                    if self.crash(crashes) {
+                        return self.devices[i].restart(now, &mut self.rng);
+                    }
                 }
-                Ok(())
-            })
-            .expect("done outbox");
+                Step::Send(p) => {
+                    // The relay stores it for every recipient (the "sent" tick)...
+                    let from = self.devices[i].dev.me.clone();
+                    for r in &p.frame.recipients {
+                        self.relay
+                            .mailboxes
+                            .entry(Address::new(r.user_id.clone(), r.device_id))
+                            .or_default()
+                            .push_back(Envelope {
+                                from: from.clone(),
+                                message_id: p.frame.message_id.clone(),
+                                ciphertext: p.frame.ciphertext.clone(),
+                            });
+                    }
+                    // ...and a crash before the device records it means sending it again.
+                    if self.crash(crashes) {
+                        return self.devices[i].restart(now, &mut self.rng);
+                    }
+                    let sent = pr::server_frame::Body::Sent(pr::Sent {
+                        message_id: p.frame.message_id.clone(),
+                        server_timestamp_ms: now,
+                        refused: Vec::new(),
+                    });
+                    let d = &mut self.devices[i];
+                    pass.answer(&d.dev, &mut d.store, &mut d.lists, p, Ok(sent), now)
+                        .expect("answer");
+                }
+            }
+        }
     }
 
     /// Delivers the oldest envelope waiting for a device; a crash (or a lost acknowledgement)

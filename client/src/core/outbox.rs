@@ -1,0 +1,660 @@
+//! Sending the outbox, sans I/O (SPEC §16.4, §16.8): a [`Pass`] walks the outbox oldest
+//! entry first and says what to do next: prepare an entry's draft ([`Step::Prepare`], see
+//! [`super::prepare`]), send one envelope ([`Step::Send`]) and report the relay's answer,
+//! or stop until the next pass ([`Step::Done`]). The driver does the talking and the
+//! waiting; every decision (what to send, what to keep for later, what failed) is here.
+//!
+//! A device whose mailbox refused an envelope in this pass gets nothing more in it (its
+//! envelopes keep their order), while everyone else's mail goes on; an entry is done, with
+//! its "sent" tick, once every envelope of it was stored.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use hush_crypto::CryptoRng;
+use hush_relay_protocol::proto::{self as pr, server_frame::Body as Out};
+
+use super::Device;
+use super::outbound;
+use super::prepare::DeviceLists;
+use crate::error::{ClientError, RelayErrorCode};
+use crate::event::{Event, MessageId, ReceiptKind};
+use crate::proto::client as pc;
+use crate::store::{Sealed, Tick};
+
+/// The least wait before an envelope a full mailbox refused is offered again.
+pub(crate) const MAILBOX_RETRY_MS: u64 = 500;
+
+/// What the driver does next.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// Encrypt this draft ([`super::prepare::Preparation`]), then report with
+    /// [`Pass::prepared`].
+    Prepare {
+        /// The outbox entry.
+        seq: i64,
+        /// Its draft.
+        draft: pc::Draft,
+    },
+    /// Send `frame` and report the answer with [`Pass::answer`].
+    Send(Pending),
+    /// Nothing more to send in this pass; pass again after `retry_ms` if given (mail kept
+    /// for a full mailbox), or when something new is queued.
+    Done {
+        /// When to pass again at the latest.
+        retry_ms: Option<u64>,
+    },
+}
+
+/// One envelope on its way to the relay.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    /// The frame to send.
+    pub(crate) frame: pr::Send,
+    seq: i64,
+    idx: i64,
+    ready: pc::Ready,
+    /// Recipients left out because their mailbox refused an earlier envelope.
+    held: Vec<pc::Recipient>,
+}
+
+/// The outbox entry a pass is at.
+struct Entry {
+    seq: i64,
+    mid: Vec<u8>,
+    /// The last envelope kept for later (or -1).
+    idx_after: i64,
+    /// One of its envelopes was refused for good.
+    refused: bool,
+    /// Some of it waits for a later pass.
+    deferred: bool,
+}
+
+/// One pass over the outbox.
+#[derive(Default)]
+pub(crate) struct Pass {
+    full: HashSet<(String, u32)>,
+    retry_ms: Option<u64>,
+    /// The outbox entries up to this one are behind the pass.
+    after: i64,
+    entry: Option<Entry>,
+    reads_queued: bool,
+}
+
+impl Pass {
+    /// The next step. The events are for the app (records set aside, "sent" ticks).
+    pub(crate) fn next(
+        &mut self,
+        dev: &Device,
+        store: &mut Sealed,
+        now_ms: u64,
+        rng: &mut impl CryptoRng,
+    ) -> Result<(Step, Vec<Event>), ClientError> {
+        let mut events = Vec::new();
+        if !self.reads_queued {
+            // Read receipts go end to end, as an outbox entry for the device that sent the
+            // messages.
+            while let Some((ids, from, mids)) = store.read(|tx| tx.pending_reads())? {
+                store.transaction(|tx| {
+                    outbound::queue_read(tx, &from, mids, now_ms, rng)?;
+                    tx.done_reads(&ids)
+                })?;
+            }
+            self.reads_queued = true;
+        }
+        loop {
+            let Some(entry) = &mut self.entry else {
+                let next = match store.read(|tx| tx.next_outbox(self.after)) {
+                    Err(ClientError::Corrupt | ClientError::Sealed) => {
+                        events.push(set_aside(store, self.after, now_ms)?);
+                        continue;
+                    }
+                    next => next?,
+                };
+                let Some((seq, mid, draft)) = next else {
+                    return Ok((
+                        Step::Done {
+                            retry_ms: self.retry_ms,
+                        },
+                        events,
+                    ));
+                };
+                self.after = seq;
+                self.entry = Some(Entry {
+                    seq,
+                    mid,
+                    idx_after: -1,
+                    refused: false,
+                    deferred: false,
+                });
+                if let Some(draft) = draft {
+                    return Ok((Step::Prepare { seq, draft }, events));
+                }
+                continue;
+            };
+            let (seq, idx_after) = (entry.seq, entry.idx_after);
+            let next = match store.read(|tx| tx.next_ready(seq, idx_after)) {
+                Err(ClientError::Corrupt | ClientError::Sealed) => {
+                    events.push(set_aside(store, seq - 1, now_ms)?);
+                    self.entry = None;
+                    continue;
+                }
+                next => next?,
+            };
+            let Some((idx, ready)) = next else {
+                if let Some(e) = self.entry.take()
+                    && !e.deferred
+                {
+                    events.extend(finish(dev, store, &e, now_ms)?);
+                }
+                continue;
+            };
+            // Recipients whose mailbox refused an earlier envelope wait (their order is
+            // kept); the others get this one now.
+            let (held, to): (Vec<_>, Vec<_>) = ready
+                .recipients
+                .iter()
+                .cloned()
+                .partition(|r| self.full.contains(&(r.user_id.clone(), r.device_id)));
+            if to.is_empty() {
+                entry.deferred = true;
+                entry.idx_after = idx;
+                continue;
+            }
+            let frame = pr::Send {
+                recipients: to
+                    .into_iter()
+                    .map(|r| pr::Address {
+                        user_id: r.user_id,
+                        device_id: r.device_id,
+                    })
+                    .collect(),
+                message_id: if ready.message_id.is_empty() {
+                    entry.mid.clone()
+                } else {
+                    ready.message_id.clone()
+                },
+                ciphertext: ready.payload.clone(),
+                device_lists: ready
+                    .device_lists
+                    .iter()
+                    .map(|c| pr::DeviceListCheck {
+                        user_id: c.user_id.clone(),
+                        digest: c.digest.clone(),
+                    })
+                    .collect(),
+            };
+            return Ok((
+                Step::Send(Pending {
+                    frame,
+                    seq,
+                    idx,
+                    ready,
+                    held,
+                }),
+                events,
+            ));
+        }
+    }
+
+    /// What came of preparing the draft of [`Step::Prepare`]. Returns how long to wait
+    /// before the next step (a transient refusal: the draft is kept and tried again), and
+    /// events; an error the pass cannot go on from (offline).
+    pub(crate) fn prepared(
+        &mut self,
+        store: &mut Sealed,
+        result: Result<(), ClientError>,
+    ) -> Result<(Option<u64>, Vec<Event>), ClientError> {
+        let Some(entry) = &self.entry else {
+            return Err(ClientError::Protocol);
+        };
+        match result {
+            Ok(()) => Ok((None, Vec::new())),
+            Err(ClientError::Offline) => Err(ClientError::Offline),
+            Err(ClientError::Relay {
+                code:
+                    RelayErrorCode::RateLimited
+                    | RelayErrorCode::Internal
+                    | RelayErrorCode::ShuttingDown,
+                retry_after_ms,
+                ..
+            }) => {
+                self.after = entry.seq - 1;
+                self.entry = None;
+                Ok((Some(retry_after_ms.clamp(100, 5000)), Vec::new()))
+            }
+            Err(e) => {
+                let seq = entry.seq;
+                store.transaction(|tx| tx.done_outbox(seq))?;
+                let failed = failed(&entry.mid, e);
+                self.entry = None;
+                Ok((None, failed.into_iter().collect()))
+            }
+        }
+    }
+
+    /// The relay's answer to [`Step::Send`]. Returns how long to wait before the next step
+    /// (rate limited: the same envelope goes again), and events; an error the pass cannot
+    /// go on from (offline, a broken answer).
+    pub(crate) fn answer(
+        &mut self,
+        dev: &Device,
+        store: &mut Sealed,
+        lists: &mut DeviceLists,
+        p: Pending,
+        answer: Result<Out, ClientError>,
+        now_ms: u64,
+    ) -> Result<(Option<u64>, Vec<Event>), ClientError> {
+        let Some(entry) = &mut self.entry else {
+            return Err(ClientError::Protocol);
+        };
+        let Pending {
+            frame,
+            seq,
+            idx,
+            ready,
+            held,
+        } = p;
+        let mut events = Vec::new();
+        match answer {
+            Ok(Out::Sent(sent)) if sent.refused.is_empty() && held.is_empty() => {
+                store.transaction(|tx| {
+                    outbound::envelope_sent(tx, &dev.me, seq, idx, &entry.mid, &ready, now_ms)
+                })?;
+            }
+            Ok(Out::Sent(sent)) => {
+                // Stored for all but the held and the refused (full mailboxes): they get it
+                // later, and mail to them waits behind it; everyone else goes on.
+                let mut refused = held;
+                refused.extend(sent.refused.into_iter().map(|a| pc::Recipient {
+                    user_id: a.user_id,
+                    device_id: a.device_id,
+                }));
+                store.transaction(|tx| {
+                    outbound::envelope_partly_sent(
+                        tx, &dev.me, seq, idx, &entry.mid, &ready, &refused, now_ms,
+                    )
+                })?;
+                self.full
+                    .extend(refused.into_iter().map(|r| (r.user_id, r.device_id)));
+                entry.deferred = true;
+                entry.idx_after = idx;
+                self.retry_ms = Some(
+                    self.retry_ms
+                        .map_or(MAILBOX_RETRY_MS, |r| r.min(MAILBOX_RETRY_MS)),
+                );
+            }
+            Ok(_) => return Err(ClientError::Protocol),
+            // Keep it; try again after the relay's delay.
+            Err(ClientError::Relay {
+                code: RelayErrorCode::RateLimited,
+                retry_after_ms,
+                ..
+            }) => return Ok((Some(retry_after_ms.clamp(100, 5000)), events)),
+            Err(ClientError::Relay {
+                code: RelayErrorCode::MailboxFull,
+                retry_after_ms,
+                ..
+            }) => {
+                // Keep it for a later pass; go on with the rest.
+                self.full.extend(
+                    frame
+                        .recipients
+                        .into_iter()
+                        .map(|a| (a.user_id, a.device_id)),
+                );
+                entry.deferred = true;
+                entry.idx_after = idx;
+                let wait = retry_after_ms.clamp(MAILBOX_RETRY_MS, 5000);
+                self.retry_ms = Some(self.retry_ms.map_or(wait, |r| r.min(wait)));
+            }
+            Err(
+                e @ ClientError::Relay {
+                    code: RelayErrorCode::StaleDevices,
+                    ..
+                },
+            ) => {
+                // A device list it was made for has changed: list the devices again and
+                // encrypt the draft anew (a device that already got it drops the repeat,
+                // §16.3).
+                lists.forget(ready.device_lists.iter().map(|c| c.user_id.as_str()));
+                if store.transaction(|tx| tx.restore_draft(seq))? {
+                    self.after = seq - 1;
+                    self.entry = None;
+                    return Ok((None, events));
+                }
+                // Encrypted by an older version, which kept no draft: failed.
+                store.transaction(|tx| tx.done_ready(seq, idx))?;
+                events.extend(failed(&entry.mid, e));
+                entry.refused = true;
+            }
+            Err(e @ ClientError::Relay { .. }) => {
+                tracing::warn!(error = %e, "relay refused an envelope");
+                store.transaction(|tx| tx.done_ready(seq, idx))?;
+                events.extend(failed(&entry.mid, e));
+                entry.refused = true;
+            }
+            Err(e) => return Err(e),
+        }
+        Ok((None, events))
+    }
+}
+
+/// An entry all of whose envelopes were stored (or refused for good): it leaves the
+/// outbox, and a message queued here gets its "sent" tick unless one was refused.
+fn finish(
+    dev: &Device,
+    store: &mut Sealed,
+    e: &Entry,
+    now_ms: u64,
+) -> Result<Option<Event>, ClientError> {
+    let visible = store.transaction(|tx| {
+        tx.done_outbox(e.seq)?;
+        let visible = tx.queued_here(&e.mid)? && !e.refused;
+        if visible {
+            tx.put_tick(&e.mid, &dev.me, Tick::Receipt(ReceiptKind::Sent), now_ms)?;
+        }
+        Ok(visible)
+    })?;
+    Ok(match MessageId::try_from(e.mid.as_slice()) {
+        Ok(id) if visible => Some(Event::Receipt {
+            message_id: id,
+            kind: ReceiptKind::Sent,
+            by: dev.me.clone(),
+            at_ms: now_ms,
+        }),
+        _ => None,
+    })
+}
+
+/// Sets aside the outbox entry after `after` whose draft or envelopes do not open (it is
+/// not sent) and tells the app; an error if there is none such (the failure is elsewhere).
+fn set_aside(store: &mut Sealed, after: i64, now_ms: u64) -> Result<Event, ClientError> {
+    match store.transaction(|tx| tx.set_aside_outbox(after, now_ms))? {
+        Some(record) => {
+            tracing::warn!(?record, "an outbox entry does not open: set aside");
+            Ok(Event::RecordSetAside { record })
+        }
+        None => Err(ClientError::Corrupt),
+    }
+}
+
+/// The event telling the app a message failed.
+fn failed(mid: &[u8], reason: ClientError) -> Option<Event> {
+    MessageId::try_from(mid).ok().map(|id| Event::SendFailed {
+        message_id: id,
+        reason: Arc::new(reason),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use rand::SeedableRng as _;
+    use rand::rngs::StdRng;
+
+    use super::*;
+    use crate::core::{conversation_to_proto, test_device};
+    use crate::event::{Address, Conversation};
+
+    fn refusal(code: RelayErrorCode, retry_after_ms: u64) -> Result<Out, ClientError> {
+        Err(ClientError::Relay {
+            code,
+            message: "refused".into(),
+            retry_after_ms,
+        })
+    }
+
+    fn sent() -> Result<Out, ClientError> {
+        Ok(Out::Sent(pr::Sent::default()))
+    }
+
+    fn ready_for(devices: &[(&str, u32)], lists: Vec<pc::DeviceListCheck>) -> pc::Ready {
+        pc::Ready {
+            recipients: devices
+                .iter()
+                .map(|(u, d)| pc::Recipient {
+                    user_id: (*u).into(),
+                    device_id: *d,
+                })
+                .collect(),
+            payload: b"ciphertext".to_vec(),
+            message_id: vec![],
+            device_lists: lists,
+        }
+    }
+
+    /// Queues a message to Bob (with its "queued" tick) whose envelopes are `ready`, or only
+    /// its draft when `ready` is `None`.
+    fn queue(store: &mut Sealed, me: &Address, mid: u8, ready: Option<Vec<pc::Ready>>) -> i64 {
+        let draft = pc::Draft {
+            to: Some(conversation_to_proto(&Conversation::Direct("bob".into()))),
+            content: Some(pc::Content::default()),
+            only: vec![],
+        };
+        store
+            .transaction(|tx| {
+                let seq = tx.push_draft(&[mid; 16], &draft, 1)?;
+                tx.put_tick(&[mid; 16], me, Tick::Queued, 1)?;
+                if let Some(ready) = ready {
+                    tx.set_ready(seq, &ready)?;
+                }
+                Ok(seq)
+            })
+            .unwrap()
+    }
+
+    fn recipients(p: &Pending) -> Vec<(String, u32)> {
+        p.frame
+            .recipients
+            .iter()
+            .map(|a| (a.user_id.clone(), a.device_id))
+            .collect()
+    }
+
+    fn sent_ticks(store: &mut Sealed, mid: u8) -> usize {
+        store
+            .read(|tx| tx.ticks(&[mid; 16]))
+            .unwrap()
+            .iter()
+            .filter(|(_, t, _)| *t == Tick::Receipt(ReceiptKind::Sent))
+            .count()
+    }
+
+    /// A full mailbox holds that device's mail alone, in order, for the next pass; the other
+    /// recipients get theirs now, and each message's "sent" tick comes once all of it is
+    /// stored.
+    #[test]
+    fn a_full_mailbox_holds_that_device_alone() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let (dev, mut store) = test_device("alice", &mut rng);
+        let mut lists = DeviceLists::default();
+        let me = dev.me.clone();
+        queue(
+            &mut store,
+            &me,
+            1,
+            Some(vec![
+                ready_for(&[("bob", 1)], vec![]),
+                ready_for(&[("carol", 1)], vec![]),
+            ]),
+        );
+        queue(
+            &mut store,
+            &me,
+            2,
+            Some(vec![ready_for(&[("bob", 1)], vec![])]),
+        );
+        let mut pass = Pass::default();
+        let mut step =
+            |pass: &mut Pass, store: &mut Sealed| pass.next(&dev, store, 1, &mut rng).unwrap();
+        let (Step::Send(p), _) = step(&mut pass, &mut store) else {
+            panic!("the first envelope goes first")
+        };
+        assert_eq!(recipients(&p), [("bob".into(), 1)]);
+        let (wait, _) = pass
+            .answer(
+                &dev,
+                &mut store,
+                &mut lists,
+                p,
+                refusal(RelayErrorCode::MailboxFull, 0),
+                1,
+            )
+            .unwrap();
+        assert_eq!(wait, None);
+        let (Step::Send(p), _) = step(&mut pass, &mut store) else {
+            panic!("Carol's envelope goes on")
+        };
+        assert_eq!(recipients(&p), [("carol".into(), 1)]);
+        pass.answer(&dev, &mut store, &mut lists, p, sent(), 1)
+            .unwrap();
+        // The second message is for Bob alone: it waits behind the first.
+        let (Step::Done { retry_ms }, _) = step(&mut pass, &mut store) else {
+            panic!("nothing more goes to Bob in this pass")
+        };
+        assert_eq!(retry_ms, Some(MAILBOX_RETRY_MS));
+        assert_eq!(
+            (sent_ticks(&mut store, 1), sent_ticks(&mut store, 2)),
+            (0, 0)
+        );
+
+        // The next pass: Bob has room again; both go, in order, and both are done.
+        let mut pass = Pass::default();
+        let mut ticks = Vec::new();
+        for mid in [1u8, 2] {
+            let (Step::Send(p), _) = step(&mut pass, &mut store) else {
+                panic!("Bob's envelopes go now")
+            };
+            assert_eq!(p.frame.message_id, [mid; 16]);
+            pass.answer(&dev, &mut store, &mut lists, p, sent(), 1)
+                .unwrap();
+        }
+        let (Step::Done { retry_ms }, events) = step(&mut pass, &mut store) else {
+            panic!("the outbox is empty")
+        };
+        ticks.extend(events);
+        assert_eq!(retry_ms, None);
+        assert_eq!(
+            (sent_ticks(&mut store, 1), sent_ticks(&mut store, 2)),
+            (1, 1)
+        );
+        assert_eq!(store.read(|tx| tx.outbox_len()).unwrap(), 0);
+    }
+
+    /// Rate limited: the same envelope again after the relay's delay. Refused for good: the
+    /// message fails, with no "sent" tick.
+    #[test]
+    fn rate_limits_wait_and_refusals_fail() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let (dev, mut store) = test_device("alice", &mut rng);
+        let mut lists = DeviceLists::default();
+        let me = dev.me.clone();
+        queue(
+            &mut store,
+            &me,
+            3,
+            Some(vec![ready_for(&[("bob", 1)], vec![])]),
+        );
+        let mut pass = Pass::default();
+        let (Step::Send(p), _) = pass.next(&dev, &mut store, 1, &mut rng).unwrap() else {
+            panic!("send")
+        };
+        let first = p.frame.clone();
+        let (wait, _) = pass
+            .answer(
+                &dev,
+                &mut store,
+                &mut lists,
+                p,
+                refusal(RelayErrorCode::RateLimited, 20),
+                1,
+            )
+            .unwrap();
+        assert_eq!(wait, Some(100), "at least 100 ms");
+        let (Step::Send(p), _) = pass.next(&dev, &mut store, 1, &mut rng).unwrap() else {
+            panic!("the same envelope again")
+        };
+        assert_eq!(p.frame, first);
+        let (_, events) = pass
+            .answer(
+                &dev,
+                &mut store,
+                &mut lists,
+                p,
+                refusal(RelayErrorCode::Forbidden, 0),
+                1,
+            )
+            .unwrap();
+        assert!(matches!(events.as_slice(), [Event::SendFailed { .. }]));
+        let (Step::Done { .. }, events) = pass.next(&dev, &mut store, 1, &mut rng).unwrap() else {
+            panic!("done")
+        };
+        assert!(events.is_empty(), "no sent tick for a refused message");
+        assert_eq!(sent_ticks(&mut store, 3), 0);
+        assert_eq!(store.read(|tx| tx.outbox_len()).unwrap(), 0);
+    }
+
+    /// A send refused for a stale device list forgets the lists it names and brings the
+    /// draft back to be prepared again; the envelopes left are dropped.
+    #[test]
+    fn a_stale_device_list_prepares_the_draft_again() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let (dev, mut store) = test_device("alice", &mut rng);
+        let mut lists = DeviceLists::default();
+        lists.remember("bob", Vec::new());
+        lists.remember("carol", Vec::new());
+        let me = dev.me.clone();
+        let seq = queue(&mut store, &me, 4, None);
+        let mut pass = Pass::default();
+        let (Step::Prepare { seq: s, draft }, _) =
+            pass.next(&dev, &mut store, 1, &mut rng).unwrap()
+        else {
+            panic!("the draft is prepared first")
+        };
+        assert_eq!(s, seq);
+        let check = pc::DeviceListCheck {
+            user_id: "bob".into(),
+            digest: vec![9; 32],
+        };
+        store
+            .transaction(|tx| {
+                tx.set_ready(
+                    seq,
+                    &[
+                        ready_for(&[("bob", 1)], vec![check.clone()]),
+                        ready_for(&[("bob", 2)], vec![check.clone()]),
+                    ],
+                )
+            })
+            .unwrap();
+        pass.prepared(&mut store, Ok(())).unwrap();
+        let (Step::Send(p), _) = pass.next(&dev, &mut store, 1, &mut rng).unwrap() else {
+            panic!("send")
+        };
+        assert_eq!(p.frame.device_lists.len(), 1);
+        pass.answer(
+            &dev,
+            &mut store,
+            &mut lists,
+            p,
+            refusal(RelayErrorCode::StaleDevices, 0),
+            1,
+        )
+        .unwrap();
+        assert!(lists.get("bob").is_none() && lists.get("carol").is_some());
+        let (
+            Step::Prepare {
+                seq: s,
+                draft: again,
+            },
+            _,
+        ) = pass.next(&dev, &mut store, 1, &mut rng).unwrap()
+        else {
+            panic!("the draft comes back")
+        };
+        assert_eq!((s, again), (seq, draft));
+        assert_eq!(store.read(|tx| tx.next_ready(seq, -1)).unwrap(), None);
+    }
+}
