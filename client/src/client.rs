@@ -9,18 +9,16 @@ use std::time::Duration;
 use hush_crypto::kem::KemPublicKey;
 use hush_crypto::{IdentityPublicKey, SecretBytes, Signature, StorageKey, X25519PublicKey};
 use hush_groups::{Group, GroupConfig, Role};
-use hush_sessions::{
-    BundleKemPrekey, KemPrekey, OneTimePrekey, PrekeyBundle, SessionMessage, SignedPrekey, Suite,
-};
+use hush_sessions::{BundleKemPrekey, KemPrekey, OneTimePrekey, PrekeyBundle, SignedPrekey, Suite};
 use prost::Message as _;
 use rand::SeedableRng as _;
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::core::account::{self, load_signed_prekey, record_devices, store_signed_prekey};
 use crate::core::groups::{load_group, save_group_state};
-use crate::core::inbound::{self, Incoming};
 use crate::core::outbox::{Pass, Step};
 use crate::core::prepare::{DeviceLists, Listed, Need, Preparation};
+use crate::core::pushes::{PushStep, Pushes};
 use crate::core::{
     Device, ForwardLimits, PostQuantum, identity_of, member_address, outbound, stored_to_message,
     to_relay,
@@ -1365,58 +1363,50 @@ async fn handle_pushes(
     conn: &Conn,
     batch: Vec<pr::ServerFrame>,
 ) -> Result<(), ClientError> {
-    let mut envelope_ids = Vec::new();
-    let mut receipt_ids = Vec::new();
-    let mut events = Vec::new();
-    let mut fatal = None;
-    for f in batch {
-        match f.body {
-            Some(Out::Envelope(env)) => {
-                let id = env.envelope_id;
-                // Decoded once, here; the checks and the decryption use this.
-                let incoming = Incoming::decode(&env.ciphertext);
-                let registered = registered_key(inner, conn, &env, incoming.as_ref()).await?;
+    // The core handles the batch; this answers what it asks and sends the acknowledgements.
+    let mut pushes = Pushes::new(batch);
+    loop {
+        let step = {
+            let mut store = inner.store.lock().map_err(|_| poisoned())?;
+            pushes.next(&inner.dev, &mut store, now_ms(), &mut rand::rng())?
+        };
+        match step {
+            PushStep::Devices(user) => {
+                let listed = list_to_check(conn, &user).await?;
+                if let Some(l) = &listed {
+                    remember_devices(inner, &user, l.clone());
+                }
                 let mut store = inner.store.lock().map_err(|_| poisoned())?;
-                events.extend(inbound::receive(
+                pushes.listed(
                     &inner.dev,
                     &mut store,
-                    env,
-                    incoming,
-                    registered,
+                    listed.as_ref(),
                     now_ms(),
                     &mut rand::rng(),
-                )?);
-                envelope_ids.push(id);
+                )?;
             }
-            Some(Out::Receipt(r)) => {
-                receipt_ids.push(r.receipt_id);
-                events.extend(inbound::receipt(
-                    &mut *inner.store.lock().map_err(|_| poisoned())?,
-                    &r,
-                )?);
+            PushStep::Other(body) => handle_push(inner, conn, body).await?,
+            PushStep::Fatal(e, events) => {
+                inner.emit_all(events);
+                return Err(net::relay_error(&e));
             }
-            Some(Out::Error(e)) if e.fatal => {
-                fatal = Some(net::relay_error(&e));
-                break;
+            PushStep::Done {
+                envelope_ids,
+                receipt_ids,
+                events,
+            } => {
+                if !envelope_ids.is_empty() {
+                    conn.request(In::Ack(pr::Ack { envelope_ids })).await?;
+                }
+                if !receipt_ids.is_empty() {
+                    conn.request(In::AckReceipts(pr::AckReceipts { receipt_ids }))
+                        .await?;
+                }
+                inner.emit_all(events);
+                return Ok(());
             }
-            body => handle_push(inner, conn, body).await?,
         }
     }
-    if let Some(e) = fatal {
-        // The connection is closing: what was processed comes again and is dropped as a
-        // repeat.
-        inner.emit_all(events);
-        return Err(e);
-    }
-    if !envelope_ids.is_empty() {
-        conn.request(In::Ack(pr::Ack { envelope_ids })).await?;
-    }
-    if !receipt_ids.is_empty() {
-        conn.request(In::AckReceipts(pr::AckReceipts { receipt_ids }))
-            .await?;
-    }
-    inner.emit_all(events);
-    Ok(())
 }
 
 /// A pushed frame other than an envelope, a receipt or a fatal error.
@@ -1472,48 +1462,19 @@ async fn handle_push(
     Ok(())
 }
 
-/// Decrypts one envelope and commits everything it causes in one transaction. Returns the
-/// events to emit once the relay has been told. Errors here are store failures only;
-/// undecryptable input becomes a `Dropped` event.
-/// For a prekey message from a device whose key this device does not know yet (or knows
-/// differently), the key the relay has registered for that address: a prekey message is
-/// accepted only from the address that owns its identity key, so one captured from a
-/// relay cannot be replayed from another address.
-async fn registered_key(
-    inner: &Inner,
-    conn: &Conn,
-    env: &pr::Envelope,
-    incoming: Option<&Incoming>,
-) -> Result<Option<IdentityPublicKey>, ClientError> {
-    let Some(from) = env
-        .sender
-        .as_ref()
-        .map(|a| Address::new(a.user_id.clone(), a.device_id))
-    else {
-        return Ok(None);
-    };
-    let Some(Incoming::Session(SessionMessage::Prekey(p))) = incoming else {
-        return Ok(None);
-    };
-    let stored = inner.read_store(|tx| tx.device_key(&from))?;
-    if stored.as_deref() == Some(p.identity_key().as_bytes().as_slice()) {
-        return Ok(Some(*p.identity_key()));
-    }
+/// `user`'s devices, to check the sender of a prekey message ([`PushStep::Devices`]), or
+/// `None` if the relay will not list them: the message is then dropped (never let one
+/// envelope stall the mailbox behind it). Rate limited: waits and asks again (the envelope
+/// stays unacknowledged meanwhile).
+async fn list_to_check(conn: &Conn, user: &str) -> Result<Option<Listed>, ClientError> {
     for _ in 0..5 {
-        match list_devices(conn, &from.user).await {
-            Ok(listed) => {
-                let key = listed.iter().find(|(a, _)| a == &from).map(|(_, k)| *k);
-                remember_devices(inner, &from.user, listed);
-                return Ok(key);
-            }
-            // Rate limited: wait and ask again; the envelope stays unacknowledged.
+        match list_devices(conn, user).await {
+            Ok(listed) => return Ok(Some(listed)),
             Err(ClientError::Relay {
                 code: RelayErrorCode::RateLimited,
                 retry_after_ms,
                 ..
             }) => tokio::time::sleep(Duration::from_millis(retry_after_ms.clamp(50, 5000))).await,
-            // An unknown sender cannot be checked: the message is dropped. So is one the
-            // relay refuses to list (never let one envelope stall the mailbox behind it).
             Err(
                 ClientError::Unknown(_)
                 | ClientError::Relay {

@@ -4,7 +4,8 @@
 //! [`account`] (identity, prekeys, known devices), [`inbound`] (decode once, open, apply),
 //! [`prepare`] (what a draft needs from the relay: device lists, remembered between drafts,
 //! and bundles), [`outbound`] (fan-out of a draft into envelopes), [`outbox`] (a pass over
-//! the outbox: what to send next and what each answer means), [`groups`] (group
+//! the outbox: what to send next and what each answer means), [`pushes`] (a batch of
+//! pushed frames: what to ask the relay, what to acknowledge), [`groups`] (group
 //! records and control messages). The tokio driver ([`crate::Client`]) does the talking to
 //! the relay: it answers what the core says it needs.
 
@@ -14,6 +15,7 @@ pub(crate) mod inbound;
 pub(crate) mod outbound;
 pub(crate) mod outbox;
 pub(crate) mod prepare;
+pub(crate) mod pushes;
 #[cfg(test)]
 mod sim;
 

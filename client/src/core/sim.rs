@@ -24,6 +24,7 @@ use rand::{RngExt as _, SeedableRng as _};
 use super::inbound::{self, Incoming};
 use super::outbox::{Pass, Step};
 use super::prepare::{DeviceLists, Need, Preparation};
+use super::pushes::{PushStep, Pushes};
 use super::{Device, account, outbound};
 use crate::event::{Address, Body, Conversation, Event, MessageId};
 use crate::store::{MemoryStore, Sealed};
@@ -377,13 +378,6 @@ impl World {
         let Some(env) = self.relay.mailboxes.get(&me).and_then(|m| m.front()) else {
             return;
         };
-        let incoming = Incoming::decode(&env.ciphertext);
-        let registered = match &incoming {
-            Some(Incoming::Session(SessionMessage::Prekey(_))) => {
-                self.relay.devices.get(&env.from).map(|p| p.identity)
-            }
-            _ => None,
-        };
         let envelope = pr::Envelope {
             envelope_id: 1,
             sender: Some(pr::Address {
@@ -395,17 +389,36 @@ impl World {
             ciphertext: env.ciphertext.clone(),
         };
         let now = self.now;
-        let d = &mut self.devices[i];
-        let events = inbound::receive(
-            &d.dev,
-            &mut d.store,
-            envelope,
-            incoming,
-            registered,
-            now,
-            &mut self.rng,
-        )
-        .expect("receive");
+        // The core's own handling of pushed frames, its questions answered by the relay
+        // model.
+        let mut pushes = Pushes::new(vec![pr::ServerFrame {
+            request_id: 0,
+            body: Some(pr::server_frame::Body::Envelope(envelope)),
+        }]);
+        let events = loop {
+            let d = &mut self.devices[i];
+            match pushes
+                .next(&d.dev, &mut d.store, now, &mut self.rng)
+                .expect("receive")
+            {
+                PushStep::Devices(user) => {
+                    let listed = self.relay.devices_of(&user);
+                    let d = &mut self.devices[i];
+                    pushes
+                        .listed(&d.dev, &mut d.store, Some(&listed), now, &mut self.rng)
+                        .expect("receive");
+                }
+                PushStep::Done {
+                    envelope_ids,
+                    events,
+                    ..
+                } => {
+                    assert_eq!(envelope_ids, [1], "the envelope is acknowledged");
+                    break events;
+                }
+                other => panic!("unexpected step {other:?}"),
+            }
+        };
         for e in events {
             match e {
                 Event::Message(m) => self.devices[i].shown.push((m.from, m.id)),
