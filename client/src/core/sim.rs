@@ -1,10 +1,14 @@
 //! Deterministic simulation of several devices and a relay, all in memory and driven by one
 //! seeded RNG: random interleavings of sends, outbox flushes, deliveries (in order per
 //! recipient, interleaved across senders), repeats of unacknowledged envelopes, crashes
-//! between any two store transactions, and restarts from what was committed. After every
+//! between any two store transactions, restarts from what was committed, and new devices
+//! linked to a user mid-run (senders' remembered device lists go stale and the relay model
+//! refuses sends made from them, as SPEC §14.2 says). After every
 //! step: no device shows a message twice, and each shows a sender's messages in the order
 //! they were sent. At the end, with the network healed: every message was shown exactly once
-//! to each device it was meant for, every outbox and mailbox is empty, and every store
+//! to each device it was meant for (the devices its recipient and its sender's user had
+//! when it was queued; a device linked later may show it too, once), every outbox and
+//! mailbox is empty, and every store
 //! reopens with the same identity and its history.
 //!
 //! The relay here is a model of SPEC §14's promises (durable mailboxes, one one-time prekey
@@ -212,6 +216,10 @@ struct World {
     sent: Vec<Sent>,
     /// Per sender, the order of its messages.
     order: HashMap<MessageId, usize>,
+    /// Devices linked during the run.
+    linked: usize,
+    /// Sends the relay model refused for a stale device list.
+    stale: usize,
 }
 
 const USERS: [(&str, u32); 4] = [("alice", 1), ("alice", 2), ("bob", 1), ("carol", 1)];
@@ -240,7 +248,37 @@ impl World {
             devices,
             sent: Vec::new(),
             order: HashMap::new(),
+            linked: 0,
+            stale: 0,
         }
+    }
+
+    /// Most devices linked in one run.
+    const MAX_LINKED: usize = 2;
+
+    /// A new device of a random user joins: registered at the relay with its prekeys.
+    fn link(&mut self) {
+        let user = ["alice", "bob", "carol"][self.rng.random_range(0..3)];
+        let device = self
+            .relay
+            .devices
+            .keys()
+            .filter(|a| a.user == user)
+            .map(|a| a.device)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let key = [u8::try_from(self.devices.len()).unwrap_or(0) + 1; 32];
+        let mut d = SimDevice::open(
+            Address::new(user, device),
+            MemoryStore::new(),
+            key,
+            self.now,
+            &mut self.rng,
+        );
+        d.publish(&mut self.relay);
+        self.devices.push(d);
+        self.linked += 1;
     }
 
     /// Whether to crash here: 15% of the time when `crashes` is on.
@@ -279,10 +317,12 @@ impl World {
                 )
             })
             .expect("queue");
-        let to: Vec<Address> = USERS
-            .iter()
-            .map(|(u, n)| Address::new(*u, *n))
-            .filter(|a| a.user == user || (a.user == me.user && *a != me))
+        let to: Vec<Address> = self
+            .relay
+            .devices
+            .keys()
+            .filter(|a| a.user == user || (a.user == me.user && **a != me))
+            .cloned()
             .collect();
         let n = self.sent.iter().filter(|s| s.from == me).count();
         self.order.insert(id, n);
@@ -341,6 +381,29 @@ impl World {
                     }
                 }
                 Step::Send(p) => {
+                    // Made for a device list that has changed: refused, nothing stored.
+                    let stale = p.frame.device_lists.iter().any(|c| {
+                        let devices: Vec<(u32, [u8; 32])> = self
+                            .relay
+                            .devices_of(&c.user_id)
+                            .iter()
+                            .map(|(a, k)| (a.device, *k.as_bytes()))
+                            .collect();
+                        hush_relay_protocol::device_list::digest(&c.user_id, &devices)[..]
+                            != c.digest[..]
+                    });
+                    if stale {
+                        let refusal = Err(crate::error::ClientError::Relay {
+                            code: crate::error::RelayErrorCode::StaleDevices,
+                            message: "stale".into(),
+                            retry_after_ms: 0,
+                        });
+                        let d = &mut self.devices[i];
+                        pass.answer(&d.dev, &mut d.store, &mut d.lists, p, refusal, now)
+                            .expect("answer");
+                        self.stale += 1;
+                        continue;
+                    }
                     // The relay stores it for every recipient (the "sent" tick)...
                     let from = self.devices[i].dev.me.clone();
                     for r in &p.frame.recipients {
@@ -461,6 +524,7 @@ impl World {
             0..=2 => self.send(),
             3..=5 => self.flush(i, true),
             6..=8 => self.deliver(i, true),
+            _ if self.linked < Self::MAX_LINKED && self.rng.random_bool(0.25) => self.link(),
             _ => {
                 let now = self.now;
                 self.devices[i].restart(now, &mut self.rng);
@@ -523,7 +587,9 @@ impl World {
     }
 }
 
-fn run(seed: u64) {
+/// One seeded run; returns how many devices were linked and how many sends were refused
+/// as stale during it.
+fn run(seed: u64) -> (usize, usize) {
     let result = std::panic::catch_unwind(|| {
         let mut w = World::new(seed);
         for _ in 0..STEPS {
@@ -531,10 +597,13 @@ fn run(seed: u64) {
         }
         w.settle();
         w.final_checks();
-        w.sent.len()
+        (w.sent.len(), w.linked, w.stale)
     });
     match result {
-        Ok(sent) => assert!(sent > 0),
+        Ok((sent, linked, stale)) => {
+            assert!(sent > 0);
+            (linked, stale)
+        }
         Err(e) => {
             eprintln!("simulation failed with seed {seed}: replay with HUSH_SIM_SEED={seed}");
             std::panic::resume_unwind(e);
@@ -548,14 +617,26 @@ fn seeded_simulations_lose_and_repeat_nothing() {
         .ok()
         .and_then(|s| s.parse().ok())
     {
-        return run(seed);
+        run(seed);
+        return;
     }
     let seeds = std::env::var("HUSH_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(SIM_SEEDS);
+    let (mut linked, mut stale) = (0, 0);
     for seed in 0..seeds {
-        run(seed);
+        let (l, s) = run(seed);
+        linked += l;
+        stale += s;
+    }
+    eprintln!("{seeds} runs: {linked} devices linked, {stale} sends refused as stale");
+    // The seeds run by `cargo test` do link devices and do meet stale device lists.
+    if seeds >= SIM_SEEDS {
+        assert!(
+            linked > 0 && stale > 0,
+            "{linked} links, {stale} stale refusals"
+        );
     }
 }
 
