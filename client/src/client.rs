@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use hush_crypto::kem::KemPublicKey;
 use hush_crypto::{IdentityPublicKey, SecretBytes, Signature, StorageKey, X25519PublicKey};
-use hush_groups::{Group, GroupConfig, Role};
+use hush_groups::GroupConfig;
 use hush_sessions::{BundleKemPrekey, KemPrekey, OneTimePrekey, PrekeyBundle, SignedPrekey, Suite};
 use prost::Message as _;
 use rand::SeedableRng as _;
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::core::account::{self, load_signed_prekey, record_devices, store_signed_prekey};
-use crate::core::groups::{load_group, save_group_state};
+use crate::core::groups::{self, load_group};
 use crate::core::outbox::{Pass, Step};
 use crate::core::prepare::{DeviceLists, Listed, Need, Preparation};
 use crate::core::pushes::{PushStep, Pushes};
@@ -26,8 +26,8 @@ use crate::core::{
 use crate::error::ClientError;
 use crate::error::RelayErrorCode;
 use crate::event::{
-    Address, Body, Conversation, DeviceSafety, Event, GroupChange, GroupId, Message, MessageId,
-    Presence, ReceiptKind,
+    Address, Body, Conversation, DeviceSafety, Event, GroupId, Message, MessageId, Presence,
+    ReceiptKind,
 };
 use crate::net::{self, Conn, Credentials, RelayUrl};
 use crate::proto::client as pc;
@@ -530,56 +530,7 @@ impl Client {
         listed.retain(|(a, _)| a != &self.inner.dev.me);
         let inner = &self.inner;
         let (gid, events) = inner.with_store(|tx| {
-            let mut events = record_devices(tx, &inner.dev, &listed)?;
-            let others: Vec<(IdentityPublicKey, Role)> =
-                listed.iter().map(|(_, k)| (*k, Role::Member)).collect();
-            let (group, create) = Group::create(
-                &inner.dev.identity,
-                &others,
-                inner.dev.group_config,
-                &mut rand::rng(),
-            )
-            .map_err(ClientError::NotAllowed)?;
-            let gid = *group.id();
-            let mut directory: Vec<pc::Member> = listed
-                .iter()
-                .map(|(a, k)| pc::Member {
-                    identity_key: k.to_bytes().to_vec(),
-                    user_id: a.user.clone(),
-                    device_id: a.device,
-                })
-                .collect();
-            directory.push(inner.dev.own_member());
-            let rec = pc::GroupRecord {
-                state: vec![],
-                directory: directory.clone(),
-                name: name.to_string(),
-            };
-            save_group_state(tx, &gid, &group, rec)?;
-            let others = inner.dev.others(&directory);
-            inner.dev.push_control(
-                tx,
-                &gid,
-                pc::GroupControl {
-                    group_id: gid.to_vec(),
-                    control: create,
-                    group_info: vec![],
-                    directory: directory.clone(),
-                    name: name.to_string(),
-                },
-                others,
-                now_ms(),
-                &mut rand::rng(),
-            )?;
-            events.push(Event::Group {
-                group: gid,
-                change: GroupChange::Joined {
-                    name: name.to_string(),
-                    members: listed.iter().map(|(a, _)| a.clone()).collect(),
-                },
-                by: inner.dev.me.clone(),
-            });
-            Ok((gid, events))
+            groups::create(&inner.dev, tx, name, &listed, now_ms(), &mut rand::rng())
         })?;
         self.inner.emit_all(events);
         self.inner.kick.notify_one();
@@ -592,73 +543,7 @@ impl Client {
         let listed = list_devices(&conn, user).await?;
         let inner = &self.inner;
         let events = inner.with_store(|tx| {
-            let mut events = record_devices(tx, &inner.dev, &listed)?;
-            let mut rec = tx.group(group)?.ok_or(ClientError::Unknown("group"))?;
-            let mut g = load_group(&rec)?;
-            for (addr, key) in &listed {
-                if rec
-                    .directory
-                    .iter()
-                    .any(|m| m.identity_key == key.as_bytes())
-                {
-                    continue;
-                }
-                let existing: Vec<pc::Member> = inner.dev.others(&rec.directory);
-                let (add, info) = g
-                    .add(&inner.dev.identity, key, Role::Member)
-                    .map_err(ClientError::NotAllowed)?;
-                let entry = pc::Member {
-                    identity_key: key.to_bytes().to_vec(),
-                    user_id: addr.user.clone(),
-                    device_id: addr.device,
-                };
-                rec.directory.push(entry.clone());
-                inner.dev.push_control(
-                    tx,
-                    group,
-                    pc::GroupControl {
-                        group_id: group.to_vec(),
-                        control: add,
-                        group_info: vec![],
-                        directory: vec![entry.clone()],
-                        name: String::new(),
-                    },
-                    existing,
-                    now_ms(),
-                    &mut rand::rng(),
-                )?;
-                inner.dev.push_control(
-                    tx,
-                    group,
-                    pc::GroupControl {
-                        group_id: group.to_vec(),
-                        control: vec![],
-                        group_info: info,
-                        directory: rec.directory.clone(),
-                        name: rec.name.clone(),
-                    },
-                    vec![entry.clone()],
-                    now_ms(),
-                    &mut rand::rng(),
-                )?;
-                if let Some(d) = g.sender_key_distribution() {
-                    inner.dev.push_sender_key(
-                        tx,
-                        group,
-                        &d,
-                        vec![entry],
-                        now_ms(),
-                        &mut rand::rng(),
-                    )?;
-                }
-                events.push(Event::Group {
-                    group: *group,
-                    change: GroupChange::Added(addr.clone()),
-                    by: inner.dev.me.clone(),
-                });
-            }
-            save_group_state(tx, group, &g, rec)?;
-            Ok(events)
+            groups::add(&inner.dev, tx, group, &listed, now_ms(), &mut rand::rng())
         })?;
         self.inner.emit_all(events);
         self.inner.kick.notify_one();
@@ -670,48 +555,7 @@ impl Client {
     pub fn remove_from_group(&self, group: &GroupId, user: &str) -> Result<(), ClientError> {
         let inner = &self.inner;
         let events = inner.with_store(|tx| {
-            let mut rec = tx.group(group)?.ok_or(ClientError::Unknown("group"))?;
-            let mut g = load_group(&rec)?;
-            let targets: Vec<pc::Member> = rec
-                .directory
-                .iter()
-                .filter(|m| m.user_id == user && member_address(m) != inner.dev.me)
-                .cloned()
-                .collect();
-            if targets.is_empty() {
-                return Err(ClientError::Unknown("member"));
-            }
-            let mut events = Vec::new();
-            for t in &targets {
-                let key = identity_of(&t.identity_key)?;
-                let control = g
-                    .remove(&inner.dev.identity, &key)
-                    .map_err(ClientError::NotAllowed)?;
-                // Everyone still in the group, and the removed device itself, hear of it.
-                let recipients: Vec<pc::Member> = inner.dev.others(&rec.directory);
-                rec.directory.retain(|m| m.identity_key != t.identity_key);
-                inner.dev.push_control(
-                    tx,
-                    group,
-                    pc::GroupControl {
-                        group_id: group.to_vec(),
-                        control,
-                        group_info: vec![],
-                        directory: vec![],
-                        name: String::new(),
-                    },
-                    recipients,
-                    now_ms(),
-                    &mut rand::rng(),
-                )?;
-                events.push(Event::Group {
-                    group: *group,
-                    change: GroupChange::Removed(member_address(t)),
-                    by: inner.dev.me.clone(),
-                });
-            }
-            save_group_state(tx, group, &g, rec)?;
-            Ok(events)
+            groups::remove(&inner.dev, tx, group, user, now_ms(), &mut rand::rng())
         })?;
         self.inner.emit_all(events);
         self.inner.kick.notify_one();
@@ -721,29 +565,7 @@ impl Client {
     /// Leaves a group.
     pub fn leave_group(&self, group: &GroupId) -> Result<(), ClientError> {
         let inner = &self.inner;
-        inner.with_store(|tx| {
-            let rec = tx.group(group)?.ok_or(ClientError::Unknown("group"))?;
-            let mut g = load_group(&rec)?;
-            let control = g
-                .leave(&inner.dev.identity)
-                .map_err(ClientError::NotAllowed)?;
-            let others: Vec<pc::Member> = inner.dev.others(&rec.directory);
-            inner.dev.push_control(
-                tx,
-                group,
-                pc::GroupControl {
-                    group_id: group.to_vec(),
-                    control,
-                    group_info: vec![],
-                    directory: vec![],
-                    name: String::new(),
-                },
-                others,
-                now_ms(),
-                &mut rand::rng(),
-            )?;
-            save_group_state(tx, group, &g, rec)
-        })?;
+        inner.with_store(|tx| groups::leave(&inner.dev, tx, group, now_ms(), &mut rand::rng()))?;
         self.inner.kick.notify_one();
         Ok(())
     }

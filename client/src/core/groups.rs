@@ -2,9 +2,10 @@
 //! (SPEC §16.6), and control messages applied from other members.
 
 use hush_crypto::{CryptoRng, IdentityPublicKey};
-use hush_groups::{Group, MembershipChange};
+use hush_groups::{Group, MembershipChange, Role};
 
-use super::{Device, member_address};
+use super::account::record_devices;
+use super::{Device, identity_of, member_address};
 use crate::error::ClientError;
 use crate::event::{Address, DropReason, Event, GroupChange, GroupId, Undecryptable};
 use crate::proto::client as pc;
@@ -149,4 +150,217 @@ pub(crate) fn apply_control<R: CryptoRng + ?Sized>(
         });
     }
     Ok(Ok(events))
+}
+
+/// Creates a group of this device and the `listed` devices (every device of each member
+/// user, as the relay listed them; this device left out) and queues its creation for them.
+pub(crate) fn create<R: CryptoRng + ?Sized>(
+    dev: &Device,
+    tx: &Tx<'_>,
+    name: &str,
+    listed: &[(Address, IdentityPublicKey)],
+    now: u64,
+    rng: &mut R,
+) -> Result<(GroupId, Vec<Event>), ClientError> {
+    let mut events = record_devices(tx, dev, listed)?;
+    let others: Vec<(IdentityPublicKey, Role)> =
+        listed.iter().map(|(_, k)| (*k, Role::Member)).collect();
+    let (group, create) = Group::create(&dev.identity, &others, dev.group_config, rng)
+        .map_err(ClientError::NotAllowed)?;
+    let gid = *group.id();
+    let mut directory: Vec<pc::Member> = listed
+        .iter()
+        .map(|(a, k)| pc::Member {
+            identity_key: k.to_bytes().to_vec(),
+            user_id: a.user.clone(),
+            device_id: a.device,
+        })
+        .collect();
+    directory.push(dev.own_member());
+    let rec = pc::GroupRecord {
+        state: vec![],
+        directory: directory.clone(),
+        name: name.to_string(),
+    };
+    save_group_state(tx, &gid, &group, rec)?;
+    let others = dev.others(&directory);
+    dev.push_control(
+        tx,
+        &gid,
+        pc::GroupControl {
+            group_id: gid.to_vec(),
+            control: create,
+            group_info: vec![],
+            directory: directory.clone(),
+            name: name.to_string(),
+        },
+        others,
+        now,
+        rng,
+    )?;
+    events.push(Event::Group {
+        group: gid,
+        change: GroupChange::Joined {
+            name: name.to_string(),
+            members: listed.iter().map(|(a, _)| a.clone()).collect(),
+        },
+        by: dev.me.clone(),
+    });
+    Ok((gid, events))
+}
+
+/// Adds the `listed` devices (every device of one user, as the relay listed them) to a
+/// group; this device must be an admin. Each newcomer gets the group's state and this
+/// device's sender key; the members hear of it.
+pub(crate) fn add<R: CryptoRng + ?Sized>(
+    dev: &Device,
+    tx: &Tx<'_>,
+    group: &GroupId,
+    listed: &[(Address, IdentityPublicKey)],
+    now: u64,
+    rng: &mut R,
+) -> Result<Vec<Event>, ClientError> {
+    let mut events = record_devices(tx, dev, listed)?;
+    let mut rec = tx.group(group)?.ok_or(ClientError::Unknown("group"))?;
+    let mut g = load_group(&rec)?;
+    for (addr, key) in listed {
+        if rec
+            .directory
+            .iter()
+            .any(|m| m.identity_key == key.as_bytes())
+        {
+            continue;
+        }
+        let existing: Vec<pc::Member> = dev.others(&rec.directory);
+        let (add, info) = g
+            .add(&dev.identity, key, Role::Member)
+            .map_err(ClientError::NotAllowed)?;
+        let entry = pc::Member {
+            identity_key: key.to_bytes().to_vec(),
+            user_id: addr.user.clone(),
+            device_id: addr.device,
+        };
+        rec.directory.push(entry.clone());
+        dev.push_control(
+            tx,
+            group,
+            pc::GroupControl {
+                group_id: group.to_vec(),
+                control: add,
+                group_info: vec![],
+                directory: vec![entry.clone()],
+                name: String::new(),
+            },
+            existing,
+            now,
+            rng,
+        )?;
+        dev.push_control(
+            tx,
+            group,
+            pc::GroupControl {
+                group_id: group.to_vec(),
+                control: vec![],
+                group_info: info,
+                directory: rec.directory.clone(),
+                name: rec.name.clone(),
+            },
+            vec![entry.clone()],
+            now,
+            rng,
+        )?;
+        if let Some(d) = g.sender_key_distribution() {
+            dev.push_sender_key(tx, group, &d, vec![entry], now, rng)?;
+        }
+        events.push(Event::Group {
+            group: *group,
+            change: GroupChange::Added(addr.clone()),
+            by: dev.me.clone(),
+        });
+    }
+    save_group_state(tx, group, &g, rec)?;
+    Ok(events)
+}
+
+/// Removes every device of `user` from a group (this device must be an admin). The next
+/// message of every remaining member uses a fresh sender key.
+pub(crate) fn remove<R: CryptoRng + ?Sized>(
+    dev: &Device,
+    tx: &Tx<'_>,
+    group: &GroupId,
+    user: &str,
+    now: u64,
+    rng: &mut R,
+) -> Result<Vec<Event>, ClientError> {
+    let mut rec = tx.group(group)?.ok_or(ClientError::Unknown("group"))?;
+    let mut g = load_group(&rec)?;
+    let targets: Vec<pc::Member> = rec
+        .directory
+        .iter()
+        .filter(|m| m.user_id == user && member_address(m) != dev.me)
+        .cloned()
+        .collect();
+    if targets.is_empty() {
+        return Err(ClientError::Unknown("member"));
+    }
+    let mut events = Vec::new();
+    for t in &targets {
+        let key = identity_of(&t.identity_key)?;
+        let control = g
+            .remove(&dev.identity, &key)
+            .map_err(ClientError::NotAllowed)?;
+        // Everyone still in the group, and the removed device itself, hear of it.
+        let recipients: Vec<pc::Member> = dev.others(&rec.directory);
+        rec.directory.retain(|m| m.identity_key != t.identity_key);
+        dev.push_control(
+            tx,
+            group,
+            pc::GroupControl {
+                group_id: group.to_vec(),
+                control,
+                group_info: vec![],
+                directory: vec![],
+                name: String::new(),
+            },
+            recipients,
+            now,
+            rng,
+        )?;
+        events.push(Event::Group {
+            group: *group,
+            change: GroupChange::Removed(member_address(t)),
+            by: dev.me.clone(),
+        });
+    }
+    save_group_state(tx, group, &g, rec)?;
+    Ok(events)
+}
+
+/// Leaves a group: the other members hear of it.
+pub(crate) fn leave<R: CryptoRng + ?Sized>(
+    dev: &Device,
+    tx: &Tx<'_>,
+    group: &GroupId,
+    now: u64,
+    rng: &mut R,
+) -> Result<(), ClientError> {
+    let rec = tx.group(group)?.ok_or(ClientError::Unknown("group"))?;
+    let mut g = load_group(&rec)?;
+    let control = g.leave(&dev.identity).map_err(ClientError::NotAllowed)?;
+    let others: Vec<pc::Member> = dev.others(&rec.directory);
+    dev.push_control(
+        tx,
+        group,
+        pc::GroupControl {
+            group_id: group.to_vec(),
+            control,
+            group_info: vec![],
+            directory: vec![],
+            name: String::new(),
+        },
+        others,
+        now,
+        rng,
+    )?;
+    save_group_state(tx, group, &g, rec)
 }

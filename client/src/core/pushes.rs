@@ -83,7 +83,13 @@ impl Pushes {
                         Check::Known(registered) => {
                             let id = env.envelope_id;
                             self.events.extend(inbound::receive(
-                                dev, store, env, incoming, registered, now_ms, rng,
+                                dev,
+                                store,
+                                env,
+                                incoming,
+                                registered.map(|k| *k),
+                                now_ms,
+                                rng,
                             )?);
                             self.envelope_ids.push(id);
                         }
@@ -137,8 +143,9 @@ impl Pushes {
 
 /// Whether an envelope's sender must be checked against the relay's list first.
 enum Check {
-    /// No: the key to accept a prekey message under, if it is one.
-    Known(Option<IdentityPublicKey>),
+    /// No: the key to accept a prekey message under, if it is one (boxed: a key is large
+    /// on some targets).
+    Known(Option<Box<IdentityPublicKey>>),
     /// Yes: a prekey message from a device whose key this device does not know yet (or
     /// knows differently). A prekey message is accepted only from the address that owns its
     /// identity key, so one captured from a relay cannot be replayed from another address.
@@ -162,7 +169,7 @@ fn key_to_check(
     };
     let stored = store.read(|tx| tx.device_key(&from))?;
     if stored.as_deref() == Some(p.identity_key().as_bytes().as_slice()) {
-        return Ok(Check::Known(Some(*p.identity_key())));
+        return Ok(Check::Known(Some(Box::new(*p.identity_key()))));
     }
     Ok(Check::List(from))
 }
