@@ -79,6 +79,8 @@ mod attachment;
 #[cfg(feature = "native")]
 mod client;
 mod core;
+#[cfg(feature = "native")]
+mod driver;
 pub mod error;
 pub mod event;
 #[cfg(feature = "native")]

@@ -2,7 +2,7 @@
 //! [`StoreTx`]) that any backend implements: [`SqliteStore`] (the default, one file per
 //! device; with the default `native` feature) and [`MemoryStore`] (tests and simulations). Backends keep only sealed records
 //! and the plain columns SPEC §16.8 lists; sealing and opening, each record under its own
-//! label, happen above them in [`Tx`], so a browser or phone backend stores nothing in the
+//! label, happen above them in `Tx`, so a browser or phone backend stores nothing in the
 //! clear either. Every change caused by one message is one transaction.
 
 mod memory;
