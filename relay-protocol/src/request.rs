@@ -114,7 +114,7 @@ pub struct Send {
     /// The ciphertext (never empty).
     pub ciphertext: Vec<u8>,
     /// The device lists the sender encrypted for: (user, digest), distinct users, at most
-    /// [`MAX_DEVICE_LIST_CHECKS`](crate::limits::MAX_DEVICE_LIST_CHECKS). The relay
+    /// [`MAX_DEVICE_LIST_CHECKS`]. The relay
     /// refuses the send with `STALE_DEVICES` if one is not the user's current list.
     pub device_lists: Vec<(String, [u8; DIGEST_LEN])>,
 }
