@@ -8,14 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hush_crypto::kem::KemPublicKey;
-use hush_crypto::{IdentityPublicKey, SecretBytes, Signature, X25519PublicKey};
-use hush_sessions::{BundleKemPrekey, KemPrekey, OneTimePrekey, PrekeyBundle, SignedPrekey, Suite};
+use hush_crypto::{IdentityPublicKey, Signature, X25519PublicKey};
+use hush_sessions::{BundleKemPrekey, PrekeyBundle};
 use tokio::sync::{mpsc, watch};
 
-use crate::core::account::{self, load_signed_prekey, store_signed_prekey};
+use crate::core::account::{self};
 use crate::core::outbox::{Pass, Step};
 use crate::core::prepare::{Listed, Need, Preparation};
 use crate::core::pushes::{PushStep, Pushes};
+use crate::core::uploads::{self, Upload};
 use crate::core::{identity_of, to_relay};
 use crate::error::ClientError;
 use crate::error::RelayErrorCode;
@@ -287,185 +288,42 @@ async fn connected(
 /// uses: an account from before PQXDH), and uploads one-time prekeys and one-time KEM
 /// prekeys not uploaded yet.
 async fn housekeeping(inner: &Inner, conn: &Conn, registered: bool) -> Result<(), ClientError> {
-    let now = now_ms();
     let rotation = inner.spk_rotation.as_millis() as u64;
-    let pq = inner.dev.prekeys.post_quantum;
-    let identity = &inner.dev.identity;
-    let (spk, last_resort, rotated) = inner.with_store(|tx| {
-        let rng = &mut rand::rng();
-        if pq {
-            let current = tx.meta_u64("kem_lr_current")? as u32;
-            let created = tx.meta_u64("kem_lr_created")?;
-            if current == 0 || now.saturating_sub(created) >= rotation {
-                let id = account::new_last_resort(tx, identity, now, rng)?;
-                // The key it replaces stays for prekey messages in flight (however long this
-                // device was away: the relay handed it out until now); older ones go, with
-                // the uses recorded for them.
-                tx.prune_last_resort_kem_prekeys(now.saturating_sub(2 * rotation), [id, current])?;
-            }
-        }
-        let wanted = if pq {
-            Suite::PostQuantum
-        } else {
-            Suite::Classical
-        };
-        let mut current = tx.meta_u64("spk_current")? as u32;
-        let created = tx.meta_u64("spk_created")?;
-        let suite = load_signed_prekey(tx, current)?.map(|k| k.suite());
-        let mut rotated = None;
-        if created == 0 && suite == Some(wanted) {
-            tx.set_meta_u64("spk_created", now)?;
-        } else if now.saturating_sub(created) >= rotation || suite != Some(wanted) {
-            let previous = current;
-            current = current.wrapping_add(1).max(1);
-            let spk = SignedPrekey::generate_for(wanted, current, identity, rng);
-            store_signed_prekey(tx, &spk, now)?;
-            tx.set_meta_u64("spk_current", u64::from(current))?;
-            tx.set_meta_u64("spk_created", now)?;
-            // Keep the key it replaces for messages already in flight (however long this
-            // device was away); drop older ones.
-            tx.prune_signed_prekeys(now.saturating_sub(2 * rotation), [current, previous])?;
-            rotated = Some(current);
-        }
-        let uploaded = tx.meta_u64("spk_uploaded")? as u32;
-        let spk = if registered || uploaded != current {
-            load_signed_prekey(tx, current)?
-        } else {
-            None
-        };
-        let lr = tx.meta_u64("kem_lr_current")? as u32;
-        let last_resort = if pq && (registered || tx.meta_u64("kem_lr_uploaded")? as u32 != lr) {
-            account::load_kem_prekey(tx, lr)?
-        } else {
-            None
-        };
-        Ok((spk, last_resort, rotated))
+    let (signed, rotated) = inner.with_store(|tx| {
+        uploads::signed_upload(
+            &inner.dev,
+            tx,
+            rotation,
+            registered,
+            now_ms(),
+            &mut rand::rng(),
+        )
     })?;
-    if spk.is_some() || last_resort.is_some() {
-        // One upload: the relay takes a post-quantum signed prekey only with a last-resort
-        // KEM prekey, stored or beside it.
-        let mut upload = pr::UploadPrekeys {
-            last_resort_kem_prekey: last_resort.as_ref().map(kem_to_relay),
-            ..Default::default()
-        };
-        if let Some(spk) = &spk {
-            upload.signed_prekey_id = spk.id();
-            upload.signed_prekey = spk.public_key().to_bytes().to_vec();
-            upload.signed_prekey_signature = spk.signature().to_bytes().to_vec();
-        }
-        conn.request(In::UploadPrekeys(upload)).await?;
-        inner.with_store(|tx| {
-            if let Some(spk) = &spk {
-                tx.set_meta_u64("spk_uploaded", u64::from(spk.id()))?;
-            }
-            if let Some(k) = &last_resort {
-                tx.set_meta_u64("kem_lr_uploaded", u64::from(k.id()))?;
-            }
-            Ok(())
-        })?;
-    }
-    if let Some(id) = rotated {
-        inner.emit(Event::SignedPrekeyRotated { id });
+    upload(inner, conn, signed).await?;
+    if let Some(e) = rotated {
+        inner.emit(e);
     }
     upload_one_time_prekeys(inner, conn).await?;
-    upload_kem_prekeys(inner, conn).await
+    let kem = inner.read_store(uploads::kem_upload)?;
+    upload(inner, conn, kem).await
 }
 
-fn kem_to_relay(k: &KemPrekey) -> pr::KemPrekey {
-    pr::KemPrekey {
-        id: k.id(),
-        key: k.public_key().as_bytes().to_vec(),
-        signature: k.signature().to_bytes().to_vec(),
-    }
-}
-
-/// Most one-time KEM prekeys in one upload (the relay's default limit).
-const KEM_UPLOAD_BATCH: usize = 100;
-
-async fn upload_kem_prekeys(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
-    let keys = inner.read_store(|tx| account::unuploaded_kem_prekeys(tx, KEM_UPLOAD_BATCH))?;
-    if keys.is_empty() {
+/// Sends one prekey upload the core made, and records what came of it.
+async fn upload(inner: &Inner, conn: &Conn, upload: Option<Upload>) -> Result<(), ClientError> {
+    let Some(upload) = upload else {
         return Ok(());
-    }
-    let ids: Vec<u32> = keys.iter().map(KemPrekey::id).collect();
-    let answer = conn
-        .request(In::UploadPrekeys(pr::UploadPrekeys {
-            kem_prekeys: keys.iter().map(kem_to_relay).collect(),
-            ..Default::default()
-        }))
-        .await;
-    let stock = match answer {
-        Ok(Out::PrekeyStatus(s)) => s.kem_prekeys,
-        Ok(_) => return Err(ClientError::Protocol),
-        // The relay's stock is at its cap: these keys will never be handed out.
-        Err(ClientError::Relay {
-            code: RelayErrorCode::TooLarge,
-            ..
-        }) => {
-            inner.with_store(|tx| ids.iter().try_for_each(|id| tx.delete_kem_prekey(*id)))?;
-            return Ok(());
-        }
-        Err(e) => return Err(e),
     };
-    inner.with_store(|tx| {
-        tx.mark_kem_uploaded(&ids)?;
-        tx.set_kem_stock(u64::from(stock), now_ms())
-    })?;
-    inner.emit(Event::KemPrekeysUploaded {
-        count: ids.len() as u32,
-    });
+    let answer = conn.request(In::UploadPrekeys(upload.frame.clone())).await;
+    let event = inner.with_store(|tx| uploads::uploaded(tx, upload, answer, now_ms()))?;
+    if let Some(e) = event {
+        inner.emit(e);
+    }
     Ok(())
 }
 
 async fn upload_one_time_prekeys(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
-    let keys = inner.read_store(|tx| tx.unuploaded_prekeys())?;
-    if keys.is_empty() {
-        return Ok(());
-    }
-    let one_time_prekeys = keys
-        .iter()
-        .map(|(id, secret)| {
-            let secret = SecretBytes::<32>::from_slice(secret).ok_or(ClientError::Sealed)?;
-            Ok(pr::OneTimePrekey {
-                id: *id,
-                key: OneTimePrekey::from_secret_bytes(*id, &secret)
-                    .public_key()
-                    .to_bytes()
-                    .to_vec(),
-            })
-        })
-        .collect::<Result<Vec<_>, ClientError>>()?;
-    let ids: Vec<u32> = keys.iter().map(|(id, _)| *id).collect();
-    let answer = conn
-        .request(In::UploadPrekeys(pr::UploadPrekeys {
-            signed_prekey_id: 0,
-            signed_prekey: vec![],
-            signed_prekey_signature: vec![],
-            one_time_prekeys,
-            ..Default::default()
-        }))
-        .await;
-    let stock = match answer {
-        Ok(Out::PrekeyStatus(s)) => s.one_time_prekeys,
-        Ok(_) => return Err(ClientError::Protocol),
-        // The relay's stock is at its cap: these keys will never be handed out.
-        Err(ClientError::Relay {
-            code: RelayErrorCode::TooLarge,
-            ..
-        }) => {
-            inner.with_store(|tx| ids.iter().try_for_each(|id| tx.delete_one_time_prekey(*id)))?;
-            return Ok(());
-        }
-        Err(e) => return Err(e),
-    };
-    inner.with_store(|tx| {
-        tx.mark_uploaded(&ids)?;
-        tx.set_prekey_stock(u64::from(stock), now_ms())
-    })?;
-    inner.emit(Event::PrekeysUploaded {
-        count: ids.len() as u32,
-    });
-    Ok(())
+    let one_time = inner.read_store(uploads::one_time_upload)?;
+    upload(inner, conn, one_time).await
 }
 
 async fn poll_presence(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
@@ -688,7 +546,8 @@ async fn handle_push(
                 upload_one_time_prekeys(inner, conn).await?;
             }
             if kem_pending {
-                upload_kem_prekeys(inner, conn).await?;
+                let kem = inner.read_store(uploads::kem_upload)?;
+                upload(inner, conn, kem).await?;
             }
         }
         Some(Out::Error(e)) if e.fatal => return Err(net::relay_error(&e)),

@@ -5,7 +5,8 @@
 //! [`prepare`] (what a draft needs from the relay: device lists, remembered between drafts,
 //! and bundles), [`outbound`] (fan-out of a draft into envelopes), [`outbox`] (a pass over
 //! the outbox: what to send next and what each answer means), [`pushes`] (a batch of
-//! pushed frames: what to ask the relay, what to acknowledge), [`groups`] (group
+//! pushed frames: what to ask the relay, what to acknowledge), [`uploads`] (prekey rotation
+//! and uploads), [`groups`] (group
 //! records and control messages). The tokio driver ([`crate::Client`]) does the talking to
 //! the relay: it answers what the core says it needs.
 
@@ -18,6 +19,7 @@ pub(crate) mod prepare;
 pub(crate) mod pushes;
 #[cfg(test)]
 mod sim;
+pub(crate) mod uploads;
 
 use hush_crypto::{CryptoRng, IdentityKeyPair, IdentityPublicKey, SafetyNumber};
 use hush_groups::GroupConfig;
