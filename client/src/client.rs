@@ -20,7 +20,7 @@ use crate::core::prepare::DeviceLists;
 use crate::core::{
     Device, ForwardLimits, PostQuantum, identity_of, member_address, outbound, stored_to_message,
 };
-use crate::driver::{list_devices, presence, worker};
+use crate::driver::{list_devices, presence, remember_devices, worker};
 use crate::error::ClientError;
 use crate::event::{
     Address, Body, Conversation, DeviceSafety, Event, GroupId, Message, MessageId, Presence,
@@ -327,6 +327,10 @@ impl Client {
     /// Signs a link letting a device with `identity_key` register as `device` of this user
     /// (a new device, or this user's reinstalled device).
     pub fn link_device(&self, device: u32, identity_key: &IdentityPublicKey) -> DeviceLink {
+        // This user's list is about to change.
+        if let Ok(mut lists) = self.inner.device_lists.lock() {
+            lists.forget([self.inner.dev.me.user.as_str()]);
+        }
         DeviceLink {
             linking_device: self.inner.dev.me.device,
             signature: self
@@ -487,6 +491,7 @@ impl Client {
     pub async fn safety_numbers(&self, user: &str) -> Result<Vec<DeviceSafety>, ClientError> {
         if let Ok(conn) = self.conn() {
             let listed = list_devices(&conn, user).await?;
+            remember_devices(&self.inner, user, listed.clone());
             let events = self
                 .inner
                 .with_store(|tx| record_devices(tx, &self.inner.dev, &listed))?;
@@ -522,7 +527,9 @@ impl Client {
         all_users.sort_unstable();
         all_users.dedup();
         for u in all_users {
-            listed.extend(list_devices(&conn, u).await?);
+            let devices = list_devices(&conn, u).await?;
+            remember_devices(&self.inner, u, devices.clone());
+            listed.extend(devices);
         }
         listed.retain(|(a, _)| a != &self.inner.dev.me);
         let inner = &self.inner;
@@ -538,6 +545,7 @@ impl Client {
     pub async fn add_to_group(&self, group: &GroupId, user: &str) -> Result<(), ClientError> {
         let conn = self.conn()?;
         let listed = list_devices(&conn, user).await?;
+        remember_devices(&self.inner, user, listed.clone());
         let inner = &self.inner;
         let events = inner.with_store(|tx| {
             groups::add(&inner.dev, tx, group, &listed, now_ms(), &mut rand::rng())

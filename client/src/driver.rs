@@ -185,8 +185,14 @@ pub(crate) async fn worker(inner: Arc<Inner>) {
             }),
         };
         let reason = match net::connect(&inner.url, inner.ca_file.as_ref(), creds).await {
-            Ok((conn, registered, pushes)) => {
+            Ok((conn, authenticated, pushes)) => {
                 backoff = min;
+                let registered = authenticated.registered;
+                // Device lists are remembered between sends only with a relay that checks
+                // them (SPEC §14.2); otherwise each send asks for them.
+                if let Ok(mut lists) = inner.device_lists.lock() {
+                    lists.set_relay_checks(authenticated.checks_device_lists);
+                }
                 if let Ok(mut c) = inner.conn.lock() {
                     *c = Some(conn.clone());
                 }
@@ -361,8 +367,10 @@ async fn flush(inner: &Inner, conn: &Conn) -> Result<Option<Duration>, ClientErr
     let mut pass = Pass::default();
     loop {
         let (step, events) = {
+            // Locks in one order everywhere: device lists, then the store.
+            let lists = inner.device_lists.lock().map_err(|_| poisoned())?;
             let mut store = inner.store.lock().map_err(|_| poisoned())?;
-            pass.next(&inner.dev, &mut store, now_ms(), &mut rand::rng())?
+            pass.next(&inner.dev, &mut store, &lists, now_ms(), &mut rand::rng())?
         };
         inner.emit_all(events);
         let (wait, events) = match step {
@@ -413,20 +421,17 @@ async fn prepare(
             None => break,
             Some(Need::Devices(user)) => {
                 let listed = list_devices(conn, &user).await?;
-                remember_devices(inner, &user, listed);
+                let mut lists = inner.device_lists.lock().map_err(|_| poisoned())?;
+                p.listed(&mut lists, &user, listed);
             }
             Some(Need::Bundles(missing)) => {
-                // Fetched outside the store lock.
+                // Fetched outside the store lock; the core checks their keys.
                 let mut bundles = HashMap::new();
-                for (a, k) in &missing {
+                for (a, _) in &missing {
                     match fetch_bundle(conn, a).await? {
-                        Some(b) if b.identity_key() == k => {
+                        Some(b) => {
                             bundles.insert(a.clone(), b);
                         }
-                        Some(_) => tracing::warn!(
-                            device = %a,
-                            "bundle identity differs from the listed key; skipped"
-                        ),
                         None => tracing::warn!(device = %a, "no prekey bundle; skipped"),
                     }
                 }
@@ -435,9 +440,8 @@ async fn prepare(
         }
     }
     let started = {
-        let lists = inner.device_lists.lock().map_err(|_| poisoned())?;
         let mut store = inner.store.lock().map_err(|_| poisoned())?;
-        p.encrypt(&inner.dev, &lists, &mut store, now_ms(), &mut rand::rng())?
+        p.encrypt(&inner.dev, &mut store, now_ms(), &mut rand::rng())?
     };
     inner.emit_all(started);
     Ok(())

@@ -185,13 +185,21 @@ pub(crate) struct Credentials<'a> {
 }
 
 /// Connects, authenticates, and starts the reader and writer tasks. Returns the
-/// connection, whether this authentication registered the device, and the push channel
-/// (closed when the connection drops).
+/// connection, the relay's `Authenticated` answer (whether this authentication registered
+/// the device, whether the relay checks device lists), and the push channel (closed when
+/// the connection drops).
 pub(crate) async fn connect(
     url: &RelayUrl,
     extra_roots: Option<&PathBuf>,
     creds: Credentials<'_>,
-) -> Result<(Conn, bool, mpsc::Receiver<proto::ServerFrame>), ClientError> {
+) -> Result<
+    (
+        Conn,
+        proto::Authenticated,
+        mpsc::Receiver<proto::ServerFrame>,
+    ),
+    ClientError,
+> {
     let stream = open_stream(url, extra_roots).await?;
     let mut config = WebSocketConfig::default();
     config.max_message_size = Some(MAX_SERVER_FRAME);
@@ -263,8 +271,8 @@ pub(crate) async fn connect(
             .await
             .map_err(|_| ClientError::Offline)?,
     )?;
-    let registered = match reply.body {
-        Some(Out::Authenticated(a)) => a.registered,
+    let authenticated = match reply.body {
+        Some(Out::Authenticated(a)) => a,
         Some(Out::Error(e)) => return Err(relay_error(&e)),
         _ => return Err(ClientError::Protocol),
     };
@@ -332,7 +340,7 @@ pub(crate) async fn connect(
             next: Arc::new(AtomicU64::new(2)),
             alive,
         },
-        registered,
+        authenticated,
         push_rx,
     ))
 }

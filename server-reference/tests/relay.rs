@@ -16,7 +16,10 @@ async fn authentication_rules(b: Backend) {
     let mut again = connect(&relay).await;
     assert!(matches!(
         again.auth(&alice, "alice", 1, None).await,
-        Out::Authenticated(proto::Authenticated { registered: false })
+        Out::Authenticated(proto::Authenticated {
+            registered: false,
+            checks_device_lists: true
+        })
     ));
     let mallory = IdentityKeyPair::generate(&mut rand::rng());
     let mut m = connect(&relay).await;
@@ -57,7 +60,10 @@ async fn authentication_rules(b: Backend) {
     let mut p = connect(&relay).await;
     assert!(matches!(
         p.auth(&phone, "alice", 2, Some(link)).await,
-        Out::Authenticated(proto::Authenticated { registered: true })
+        Out::Authenticated(proto::Authenticated {
+            registered: true,
+            checks_device_lists: true
+        })
     ));
     // A replayed authentication (signed for another connection's challenge) fails.
     let mut first = connect(&relay).await;
@@ -185,7 +191,10 @@ async fn device_list_and_reinstall_with_a_new_key(b: Backend) {
             Some(link_for(&alice_id, 1, "alice", 2, &reinstalled))
         )
         .await,
-        Out::Authenticated(proto::Authenticated { registered: true })
+        Out::Authenticated(proto::Authenticated {
+            registered: true,
+            checks_device_lists: true
+        })
     ));
     // The old installation's connection is replaced, its prekeys are gone, and the list
     // shows the new key.

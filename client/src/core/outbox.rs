@@ -25,6 +25,13 @@ use crate::store::{Sealed, Tick};
 /// The least wait before an envelope a full mailbox refused is offered again.
 pub(crate) const MAILBOX_RETRY_MS: u64 = 500;
 
+/// Most `STALE_DEVICES` answers in a row (with no envelope stored between) that are
+/// answered by preparing the message again at once: past it, nothing is sent for
+/// [`STALE_RETRY_MS`] (a relay that calls every list stale cannot keep the client busy).
+pub(crate) const MAX_STALE_IN_A_ROW: u32 = 3;
+/// The wait after more than [`MAX_STALE_IN_A_ROW`] stale answers.
+pub(crate) const STALE_RETRY_MS: u64 = 2_000;
+
 /// What the driver does next.
 #[derive(Debug)]
 pub(crate) enum Step {
@@ -79,6 +86,10 @@ pub(crate) struct Pass {
     after: i64,
     entry: Option<Entry>,
     reads_queued: bool,
+    /// Entries of this pass refused for good by one device, and prepared again since.
+    refused: HashSet<i64>,
+    /// The pass ended early; pass again after this many milliseconds.
+    ended: Option<u64>,
 }
 
 impl Pass {
@@ -87,10 +98,18 @@ impl Pass {
         &mut self,
         dev: &Device,
         store: &mut Sealed,
+        lists: &DeviceLists,
         now_ms: u64,
         rng: &mut impl CryptoRng,
     ) -> Result<(Step, Vec<Event>), ClientError> {
         let mut events = Vec::new();
+        if self.ended.is_none() {
+            self.ended = lists.quiet(now_ms);
+        }
+        if let Some(wait) = self.ended {
+            let retry_ms = Some(self.retry_ms.map_or(wait, |r| r.min(wait)));
+            return Ok((Step::Done { retry_ms }, events));
+        }
         if !self.reads_queued {
             // Read receipts go end to end, as an outbox entry for the device that sent the
             // messages.
@@ -124,7 +143,7 @@ impl Pass {
                     seq,
                     mid,
                     idx_after: -1,
-                    refused: false,
+                    refused: self.refused.contains(&seq),
                     deferred: false,
                 });
                 if let Some(draft) = draft {
@@ -258,11 +277,13 @@ impl Pass {
         let mut events = Vec::new();
         match answer {
             Ok(Out::Sent(sent)) if sent.refused.is_empty() && held.is_empty() => {
+                lists.stored();
                 store.transaction(|tx| {
                     outbound::envelope_sent(tx, &dev.me, seq, idx, &entry.mid, &ready, now_ms)
                 })?;
             }
             Ok(Out::Sent(sent)) => {
+                lists.stored();
                 // Stored for all but the held and the refused (full mailboxes): they get it
                 // later, and mail to them waits behind it; everyone else goes on.
                 let mut refused = held;
@@ -319,8 +340,22 @@ impl Pass {
                 // §16.3).
                 lists.forget(ready.device_lists.iter().map(|c| c.user_id.as_str()));
                 if store.transaction(|tx| tx.restore_draft(seq))? {
-                    self.after = seq - 1;
+                    if entry.refused {
+                        self.refused.insert(seq);
+                    }
                     self.entry = None;
+                    if lists.stale_answer(MAX_STALE_IN_A_ROW, now_ms, STALE_RETRY_MS) {
+                        // Enough: the draft waits (nothing after it goes first, so every
+                        // device's order is kept).
+                        self.ended = Some(STALE_RETRY_MS);
+                    } else if !self.full.is_empty() {
+                        // Mail held back in this pass for a full mailbox was made from the
+                        // same old lists: the next pass sends it (prepared again if it too
+                        // is stale) before this message, so no device gets them reversed.
+                        self.ended = Some(MAILBOX_RETRY_MS);
+                    } else {
+                        self.after = seq - 1;
+                    }
                     return Ok((None, events));
                 }
                 // Encrypted by an older version, which kept no draft: failed.
@@ -469,7 +504,7 @@ mod tests {
     fn a_full_mailbox_holds_that_device_alone() {
         let mut rng = StdRng::seed_from_u64(1);
         let (dev, mut store) = test_device("alice", &mut rng);
-        let mut lists = DeviceLists::default();
+        let mut lists = DeviceLists::new(true);
         let me = dev.me.clone();
         queue(
             &mut store,
@@ -487,9 +522,10 @@ mod tests {
             Some(vec![ready_for(&[("bob", 1)], vec![])]),
         );
         let mut pass = Pass::default();
-        let mut step =
-            |pass: &mut Pass, store: &mut Sealed| pass.next(&dev, store, 1, &mut rng).unwrap();
-        let (Step::Send(p), _) = step(&mut pass, &mut store) else {
+        let mut step = |pass: &mut Pass, store: &mut Sealed, lists: &DeviceLists| {
+            pass.next(&dev, store, lists, 1, &mut rng).unwrap()
+        };
+        let (Step::Send(p), _) = step(&mut pass, &mut store, &lists) else {
             panic!("the first envelope goes first")
         };
         assert_eq!(recipients(&p), [("bob".into(), 1)]);
@@ -504,14 +540,14 @@ mod tests {
             )
             .unwrap();
         assert_eq!(wait, None);
-        let (Step::Send(p), _) = step(&mut pass, &mut store) else {
+        let (Step::Send(p), _) = step(&mut pass, &mut store, &lists) else {
             panic!("Carol's envelope goes on")
         };
         assert_eq!(recipients(&p), [("carol".into(), 1)]);
         pass.answer(&dev, &mut store, &mut lists, p, sent(), 1)
             .unwrap();
         // The second message is for Bob alone: it waits behind the first.
-        let (Step::Done { retry_ms }, _) = step(&mut pass, &mut store) else {
+        let (Step::Done { retry_ms }, _) = step(&mut pass, &mut store, &lists) else {
             panic!("nothing more goes to Bob in this pass")
         };
         assert_eq!(retry_ms, Some(MAILBOX_RETRY_MS));
@@ -524,18 +560,38 @@ mod tests {
         let mut pass = Pass::default();
         let mut ticks = Vec::new();
         for mid in [1u8, 2] {
-            let (Step::Send(p), _) = step(&mut pass, &mut store) else {
+            let (Step::Send(p), events) = step(&mut pass, &mut store, &lists) else {
                 panic!("Bob's envelopes go now")
             };
+            ticks.extend(events);
             assert_eq!(p.frame.message_id, [mid; 16]);
             pass.answer(&dev, &mut store, &mut lists, p, sent(), 1)
                 .unwrap();
         }
-        let (Step::Done { retry_ms }, events) = step(&mut pass, &mut store) else {
+        let (Step::Done { retry_ms }, events) = step(&mut pass, &mut store, &lists) else {
             panic!("the outbox is empty")
         };
         ticks.extend(events);
         assert_eq!(retry_ms, None);
+        let sent_events: Vec<_> = ticks
+            .iter()
+            .filter_map(|e| match e {
+                Event::Receipt {
+                    message_id,
+                    kind: ReceiptKind::Sent,
+                    ..
+                } => Some(*message_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            sent_events,
+            [
+                MessageId::try_from(&[1u8; 16][..]).unwrap(),
+                MessageId::try_from(&[2u8; 16][..]).unwrap()
+            ],
+            "each message's sent tick is reported once, in order"
+        );
         assert_eq!(
             (sent_ticks(&mut store, 1), sent_ticks(&mut store, 2)),
             (1, 1)
@@ -549,7 +605,7 @@ mod tests {
     fn rate_limits_wait_and_refusals_fail() {
         let mut rng = StdRng::seed_from_u64(2);
         let (dev, mut store) = test_device("alice", &mut rng);
-        let mut lists = DeviceLists::default();
+        let mut lists = DeviceLists::new(true);
         let me = dev.me.clone();
         queue(
             &mut store,
@@ -558,7 +614,7 @@ mod tests {
             Some(vec![ready_for(&[("bob", 1)], vec![])]),
         );
         let mut pass = Pass::default();
-        let (Step::Send(p), _) = pass.next(&dev, &mut store, 1, &mut rng).unwrap() else {
+        let (Step::Send(p), _) = pass.next(&dev, &mut store, &lists, 1, &mut rng).unwrap() else {
             panic!("send")
         };
         let first = p.frame.clone();
@@ -573,7 +629,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(wait, Some(100), "at least 100 ms");
-        let (Step::Send(p), _) = pass.next(&dev, &mut store, 1, &mut rng).unwrap() else {
+        let (Step::Send(p), _) = pass.next(&dev, &mut store, &lists, 1, &mut rng).unwrap() else {
             panic!("the same envelope again")
         };
         assert_eq!(p.frame, first);
@@ -588,7 +644,8 @@ mod tests {
             )
             .unwrap();
         assert!(matches!(events.as_slice(), [Event::SendFailed { .. }]));
-        let (Step::Done { .. }, events) = pass.next(&dev, &mut store, 1, &mut rng).unwrap() else {
+        let (Step::Done { .. }, events) = pass.next(&dev, &mut store, &lists, 1, &mut rng).unwrap()
+        else {
             panic!("done")
         };
         assert!(events.is_empty(), "no sent tick for a refused message");
@@ -602,14 +659,14 @@ mod tests {
     fn a_stale_device_list_prepares_the_draft_again() {
         let mut rng = StdRng::seed_from_u64(3);
         let (dev, mut store) = test_device("alice", &mut rng);
-        let mut lists = DeviceLists::default();
+        let mut lists = DeviceLists::new(true);
         lists.remember("bob", Vec::new());
         lists.remember("carol", Vec::new());
         let me = dev.me.clone();
         let seq = queue(&mut store, &me, 4, None);
         let mut pass = Pass::default();
         let (Step::Prepare { seq: s, draft }, _) =
-            pass.next(&dev, &mut store, 1, &mut rng).unwrap()
+            pass.next(&dev, &mut store, &lists, 1, &mut rng).unwrap()
         else {
             panic!("the draft is prepared first")
         };
@@ -630,7 +687,7 @@ mod tests {
             })
             .unwrap();
         pass.prepared(&mut store, Ok(())).unwrap();
-        let (Step::Send(p), _) = pass.next(&dev, &mut store, 1, &mut rng).unwrap() else {
+        let (Step::Send(p), _) = pass.next(&dev, &mut store, &lists, 1, &mut rng).unwrap() else {
             panic!("send")
         };
         assert_eq!(p.frame.device_lists.len(), 1);
@@ -650,11 +707,115 @@ mod tests {
                 draft: again,
             },
             _,
-        ) = pass.next(&dev, &mut store, 1, &mut rng).unwrap()
+        ) = pass.next(&dev, &mut store, &lists, 1, &mut rng).unwrap()
         else {
             panic!("the draft comes back")
         };
         assert_eq!((s, again), (seq, draft));
         assert_eq!(store.read(|tx| tx.next_ready(seq, -1)).unwrap(), None);
+    }
+
+    /// A relay that calls every device list stale cannot keep the client busy: after
+    /// [`MAX_STALE_IN_A_ROW`] fresh preparations the pass ends with the draft kept, to be
+    /// tried again [`STALE_RETRY_MS`] later.
+    #[test]
+    fn endless_stale_answers_end_the_pass() {
+        let mut rng = StdRng::seed_from_u64(4);
+        let (dev, mut store) = test_device("alice", &mut rng);
+        let mut lists = DeviceLists::new(true);
+        let me = dev.me.clone();
+        let seq = queue(&mut store, &me, 5, None);
+        let check = pc::DeviceListCheck {
+            user_id: "bob".into(),
+            digest: vec![9; 32],
+        };
+        let mut pass = Pass::default();
+        let mut prepared = 0;
+        let retry_ms = loop {
+            match pass.next(&dev, &mut store, &lists, 1, &mut rng).unwrap() {
+                (Step::Prepare { .. }, _) => {
+                    prepared += 1;
+                    store
+                        .transaction(|tx| {
+                            tx.set_ready(seq, &[ready_for(&[("bob", 1)], vec![check.clone()])])
+                        })
+                        .unwrap();
+                    pass.prepared(&mut store, Ok(())).unwrap();
+                }
+                (Step::Send(p), _) => {
+                    let stale = refusal(RelayErrorCode::StaleDevices, 0);
+                    pass.answer(&dev, &mut store, &mut lists, p, stale, 1)
+                        .unwrap();
+                }
+                (Step::Done { retry_ms }, _) => break retry_ms,
+            }
+            assert!(prepared <= 10, "the pass does not end");
+        };
+        assert_eq!(prepared as u32, MAX_STALE_IN_A_ROW + 1);
+        assert_eq!(retry_ms, Some(STALE_RETRY_MS));
+        // A new pass at once waits too: the quiet time is the client's, not the pass's.
+        let (Step::Done { retry_ms }, _) = Pass::default()
+            .next(&dev, &mut store, &lists, 1_000, &mut rng)
+            .unwrap()
+        else {
+            panic!("a new pass sends nothing yet")
+        };
+        assert_eq!(retry_ms, Some(STALE_RETRY_MS - 999));
+        let (_, _, draft) = store.read(|tx| tx.next_outbox(0)).unwrap().unwrap();
+        assert!(draft.is_some(), "the draft is kept for the next pass");
+    }
+
+    /// A stale answer while mail is held back for a full mailbox ends the pass instead of
+    /// preparing the message again at once: the held mail (made from the same old lists)
+    /// goes first in the next pass, so no device gets the two messages reversed.
+    #[test]
+    fn a_stale_answer_behind_held_mail_waits_for_the_next_pass() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let (dev, mut store) = test_device("alice", &mut rng);
+        let mut lists = DeviceLists::new(true);
+        let me = dev.me.clone();
+        let check = pc::DeviceListCheck {
+            user_id: "bob".into(),
+            digest: vec![9; 32],
+        };
+        let a = queue(
+            &mut store,
+            &me,
+            6,
+            Some(vec![ready_for(&[("bob", 1)], vec![check.clone()])]),
+        );
+        queue(
+            &mut store,
+            &me,
+            7,
+            Some(vec![ready_for(&[("bob", 2)], vec![check.clone()])]),
+        );
+        let mut pass = Pass::default();
+        let (Step::Send(p), _) = pass.next(&dev, &mut store, &lists, 1, &mut rng).unwrap() else {
+            panic!("A first")
+        };
+        let full = refusal(RelayErrorCode::MailboxFull, 0);
+        pass.answer(&dev, &mut store, &mut lists, p, full, 1)
+            .unwrap();
+        let (Step::Send(p), _) = pass.next(&dev, &mut store, &lists, 1, &mut rng).unwrap() else {
+            panic!("B goes on to bob:2")
+        };
+        let stale = refusal(RelayErrorCode::StaleDevices, 0);
+        pass.answer(&dev, &mut store, &mut lists, p, stale, 1)
+            .unwrap();
+        let (Step::Done { retry_ms }, _) =
+            pass.next(&dev, &mut store, &lists, 1, &mut rng).unwrap()
+        else {
+            panic!("the pass ends")
+        };
+        assert_eq!(retry_ms, Some(MAILBOX_RETRY_MS));
+        // The next pass starts with A.
+        let (Step::Send(p), _) = Pass::default()
+            .next(&dev, &mut store, &lists, 2, &mut rng)
+            .unwrap()
+        else {
+            panic!("A goes first")
+        };
+        assert_eq!(p.seq, a);
     }
 }

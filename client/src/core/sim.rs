@@ -129,7 +129,7 @@ impl SimDevice {
             disk,
             key,
             store,
-            lists: DeviceLists::default(),
+            lists: DeviceLists::new(true),
             shown: Vec::new(),
         }
     }
@@ -338,7 +338,7 @@ impl World {
         loop {
             let d = &mut self.devices[i];
             let (step, _) = pass
-                .next(&d.dev, &mut d.store, now, &mut self.rng)
+                .next(&d.dev, &mut d.store, &d.lists, now, &mut self.rng)
                 .expect("pass");
             match step {
                 Step::Done { .. } => return,
@@ -354,7 +354,8 @@ impl World {
                             None => break,
                             Some(Need::Devices(user)) => {
                                 let listed = self.relay.devices_of(&user);
-                                self.devices[i].lists.remember(&user, listed);
+                                let d = &mut self.devices[i];
+                                p.listed(&mut d.lists, &user, listed);
                             }
                             Some(Need::Bundles(missing)) => {
                                 // Spent at the relay even if we crash.
@@ -373,7 +374,7 @@ impl World {
                         }
                     }
                     let d = &mut self.devices[i];
-                    p.encrypt(&d.dev, &d.lists, &mut d.store, now, &mut self.rng)
+                    p.encrypt(&d.dev, &mut d.store, now, &mut self.rng)
                         .expect("encrypt");
                     pass.prepared(&mut d.store, Ok(())).expect("prepared");
                     if self.crash(crashes) {

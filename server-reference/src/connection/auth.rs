@@ -52,6 +52,7 @@ pub(super) async fn authenticate<S: Store>(
             let _ = shared.store.touch(&device.addr.user, now_ms()).await;
             let answer = Out::Authenticated(proto::Authenticated {
                 registered: device.registered,
+                checks_device_lists: true,
             });
             send(sink, codec::encode_server(device.request_id, answer)).await;
             Some(device.addr)

@@ -2,6 +2,7 @@
 //! hub and the cluster, answered with one frame. Sends are stored several at a time by
 //! [`store_sends`].
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use hush_crypto::{IdentityPublicKey, Signature};
@@ -307,8 +308,9 @@ pub(super) async fn store_sends<S: Store>(
     // sender lists the devices again (SPEC §14.2).
     let mut stale = Vec::new();
     let mut current = Vec::with_capacity(sends.len());
+    let mut digests = HashMap::new();
     for (rid, s) in sends {
-        match lists_are_current(shared, &s).await {
+        match lists_are_current(shared, &s, &mut digests).await {
             Ok(true) => current.push((rid, s)),
             Ok(false) => stale.push((rid, Refused::STALE_DEVICES)),
             Err(e) => stale.push((rid, Refused::from(e))),
@@ -385,11 +387,24 @@ pub(super) async fn store_sends<S: Store>(
     true
 }
 
-/// Whether every device list `s` was made for is its user's current one.
-async fn lists_are_current<S: Store>(shared: &Shared<S>, s: &Send) -> Result<bool, StoreError> {
+/// Whether every device list `s` was made for is its user's current one. `digests` holds
+/// the lists already read for this batch of sends (each user's list is read once).
+async fn lists_are_current<S: Store>(
+    shared: &Shared<S>,
+    s: &Send,
+    digests: &mut HashMap<String, [u8; device_list::DIGEST_LEN]>,
+) -> Result<bool, StoreError> {
     for (user, digest) in &s.device_lists {
-        let devices = shared.store.devices(user).await?;
-        if device_list::digest(user, &devices) != *digest {
+        let current = match digests.get(user) {
+            Some(d) => *d,
+            None => {
+                let devices = shared.store.devices(user).await?;
+                let d = device_list::digest(user, &devices);
+                digests.insert(user.clone(), d);
+                d
+            }
+        };
+        if current != *digest {
             return Ok(false);
         }
     }

@@ -56,11 +56,20 @@ impl Memos {
         let out = match self.devices.get_mut(a) {
             Some(m) => f(&mut reader, m),
             None => {
-                if self.devices.len() >= CACHE_ENTRIES {
-                    self.devices.clear();
-                    *reader.sender_counts = 0;
+                let mut m = Memo::default();
+                let out = f(&mut reader, &mut m);
+                // Only a device that exists is remembered: sends to made-up addresses do not
+                // push real devices out.
+                if m.registered || m.receipts.is_some() {
+                    if self.devices.len() >= CACHE_ENTRIES {
+                        self.devices.clear();
+                        self.sender_counts = m.senders.len();
+                    }
+                    self.devices.insert(a.clone(), m);
+                } else {
+                    self.sender_counts = self.sender_counts.saturating_sub(m.senders.len());
                 }
-                f(&mut reader, self.devices.entry(a.clone()).or_default())
+                out
             }
         };
         if self.sender_counts > CACHE_ENTRIES {
@@ -88,6 +97,12 @@ impl Memos {
         if let Some(m) = self.devices.remove(a) {
             self.sender_counts = self.sender_counts.saturating_sub(m.senders.len());
         }
+    }
+
+    /// How many devices are remembered.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.devices.len()
     }
 
     /// Forgets how many receipts `a` has queued (it acknowledged some).

@@ -385,6 +385,28 @@ async fn remembered_counts_match_the_mailbox() {
         assert_eq!(kept, fresh);
     }
     assert_eq!(counts(&store).await.0, ((0, 0), (0, 0), (0, 0)));
+    // Sends to made-up addresses leave nothing remembered.
+    let remembered = || {
+        let store = store.clone();
+        async move {
+            store
+                .call_delivering(|db| Ok((db.memos.len(), Vec::new())))
+                .await
+                .unwrap()
+        }
+    };
+    let before = remembered().await;
+    for i in 0..20u8 {
+        let nobody = Addr {
+            user: format!("nobody{i}"),
+            device: 1,
+        };
+        let refused = store
+            .enqueue(&addr("alice"), vec![nobody], vec![i], vec![1], 1, limits)
+            .await;
+        assert!(matches!(refused, Err(StoreError::UnknownRecipient(_))));
+    }
+    assert_eq!(remembered().await, before);
     close(store, &path).await;
     let _ = std::fs::remove_dir_all(dir);
 }
