@@ -206,6 +206,11 @@ pub enum DropReason {
     NoSession,
     /// A group message for a group this device is not in, or from a non-member.
     UnknownGroup,
+    /// A group message or sender key that came before the group change or sender key it
+    /// needs, was held (SPEC §16.9), and was still waiting after
+    /// [`HELD_ITEM_TTL_MS`](crate::HELD_ITEM_TTL_MS) or when
+    /// [`MAX_HELD_ITEMS`](crate::MAX_HELD_ITEMS) newer ones were held.
+    TooEarly,
 }
 
 /// Events, in the order they happened. Each is emitted after the state change that caused

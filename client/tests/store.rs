@@ -173,6 +173,40 @@ fn script(store: &mut dyn Store) -> Vec<String> {
     seen.push(format!("{:?}", tx.messages().unwrap()));
     seen.push(format!("{:?}", tx.ticks(b"m1").unwrap()));
     seen.push(format!("{:?}", tx.ticks(b"m2").unwrap()));
+    // Held group items (SPEC §16.9): by group, oldest first; the oldest beyond a limit or
+    // older than a time.
+    tx.hold(b"g1", &alice, b"h1", 10).unwrap();
+    tx.hold(b"g2", &bob, b"h2", 20).unwrap();
+    tx.hold(b"g1", &bob, b"h3", 30).unwrap();
+    tx.hold(b"g1", &alice2, b"h4", 40).unwrap();
+    let g1 = tx.held(b"g1").unwrap();
+    seen.push(format!(
+        "{:?}",
+        g1.iter().map(|(_, s)| s).collect::<Vec<_>>()
+    ));
+    seen.push(format!(
+        "{} {} {}",
+        tx.holds_from(b"g1", &bob).unwrap(),
+        tx.holds_from(b"g2", &alice).unwrap(),
+        tx.holds_from(b"g9", &bob).unwrap()
+    ));
+    let over = |tx: &dyn hush_client::store::StoreTx, before, keep| {
+        tx.held_over(before, keep)
+            .unwrap()
+            .into_iter()
+            .map(|(_, a)| a.to_string())
+            .collect::<Vec<_>>()
+    };
+    seen.push(format!("{:?}", over(&*tx, 0, 4)));
+    seen.push(format!("{:?}", over(&*tx, 0, 2)));
+    seen.push(format!("{:?}", over(&*tx, 30, 4)));
+    seen.push(format!("{:?}", over(&*tx, 25, 1)));
+    tx.release(g1[0].0).unwrap();
+    seen.push(format!(
+        "{:?} {}",
+        tx.held(b"g1").unwrap().len(),
+        tx.holds_from(b"g1", &alice).unwrap()
+    ));
     tx.commit().unwrap();
     seen
 }
@@ -199,6 +233,20 @@ fn sqlite_and_memory_stores_answer_alike() {
         "the newest list of previous sessions"
     );
     assert_eq!(a[5], "None None []");
+    let n = a.len();
+    assert_eq!(
+        a[n - 7..],
+        [
+            "[[104, 49], [104, 51], [104, 52]]",
+            "true false false",
+            "[]",
+            r#"["alice.1", "bob.7"]"#,
+            r#"["alice.1", "bob.7"]"#,
+            r#"["alice.1", "bob.7", "bob.7"]"#,
+            "2 false",
+        ],
+        "held group items"
+    );
 
     // What was committed survives a reopen (a clone of a memory store is the same database).
     drop(sqlite);

@@ -66,6 +66,8 @@ pub mod client_record {
     pub const READY: &[u8] = b"hush client ready";
     /// A history entry.
     pub const MESSAGE: &[u8] = b"hush client message";
+    /// A group message or sender key held until the group change it needs arrives.
+    pub const HELD: &[u8] = b"hush client held";
 }
 
 /// Every label above, for checks that they stay distinct.
@@ -96,6 +98,7 @@ pub const ALL: &[&[u8]] = &[
     client_record::DRAFT,
     client_record::READY,
     client_record::MESSAGE,
+    client_record::HELD,
 ];
 
 #[cfg(test)]

@@ -8,10 +8,11 @@ use hush_sessions::error::AcceptError;
 use hush_sessions::{OneTimePrekey, Session, SessionMessage};
 
 use super::account::{load_kem_prekey, load_signed_prekey};
-use super::groups::{apply_control, load_group, save_group_state};
+use super::groups::apply_control;
+use super::held::{self, Applied};
 use super::{
     Device, PostQuantum, conversation_from_proto, conversation_to_proto, identity_of,
-    member_address, stored_to_message,
+    stored_to_message,
 };
 use crate::error::ClientError;
 use crate::event::{
@@ -176,28 +177,19 @@ fn open_and_apply<R: CryptoRng + ?Sized>(
                 }
             }
             Incoming::Group { group_id, message } => {
-                let Some(rec) = tx.group(group_id)? else {
-                    return Ok(Err(DropReason::UnknownGroup));
-                };
-                let mut g = load_group(&rec)?;
-                let opened = match g.decrypt(message) {
-                    Ok(p) => p,
-                    Err(e) => return Ok(Err(DropReason::Undecryptable(Undecryptable::Group(e)))),
-                };
-                // The signature names the sender; it must be the device the relay says.
-                let listed = rec.directory.iter().any(|m| {
-                    m.identity_key == opened.sender.as_bytes() && member_address(m) == from
-                });
-                if !listed {
-                    return Ok(Err(DropReason::UnknownGroup));
+                match held::open_arrived(tx, &from, group_id, message)? {
+                    Applied::Done(o) => (o.plaintext, o.sender, Some(*group_id), o.before_removal),
+                    Applied::Dropped(reason) => return Ok(Err(reason)),
+                    Applied::Early => {
+                        // Kept on the device until the change it needs (SPEC §16.9).
+                        tx.mark_processed(&from, &env.message_id, now)?;
+                        let item = pc::HeldItem {
+                            group_message: message.clone(),
+                            ..held::item(&from, env, group_id.as_slice())
+                        };
+                        return Ok(Ok(held::hold(tx, &item, now)?));
+                    }
                 }
-                save_group_state(tx, group_id, &g, rec)?;
-                (
-                    Zeroizing::new(opened.plaintext),
-                    opened.sender,
-                    Some(*group_id),
-                    opened.sent_before_removal.is_some(),
-                )
             }
         };
         tx.mark_processed(&from, &env.message_id, now)?;
@@ -229,52 +221,46 @@ fn open_and_apply<R: CryptoRng + ?Sized>(
         }
         match &c.body {
             Some(pc::content::Body::Text(_) | pc::content::Body::Attachment(_)) => {
-                let outgoing = from.user == dev.me.user;
-                let conversation = match (&group, &c.sync) {
-                    (Some(g), _) => Conversation::Group(*g),
-                    (None, Some(s)) if outgoing => {
-                        conversation_from_proto(Some(s)).ok_or(ClientError::Protocol)?
-                    }
-                    _ => Conversation::Direct(from.user.clone()),
-                };
-                let stored = pc::StoredMessage {
-                    from_user: from.user.clone(),
-                    from_device: from.device,
-                    conversation: Some(conversation_to_proto(&conversation)),
-                    content: Some(c.clone()),
-                    server_ms: env.server_timestamp_ms,
-                    outgoing,
+                events.append(&mut show(
+                    dev,
+                    tx,
+                    &from,
+                    env.server_timestamp_ms,
+                    &c,
+                    group,
                     before_removal,
-                };
-                tx.put_message(&stored, now)?;
-                if let Some(m) = stored_to_message(&stored) {
-                    events.push(Event::Message(m));
-                }
+                    now,
+                )?);
             }
             Some(pc::content::Body::GroupControl(gc)) if group.is_none() => {
                 match apply_control(dev, tx, &from, &sender_identity, gc, now, rng)? {
-                    Ok(mut e) => events.append(&mut e),
+                    Ok(mut e) => {
+                        events.append(&mut e);
+                        // What came before this change may apply now.
+                        events.append(&mut held::replay(dev, tx, &gc.group_id, now)?);
+                    }
                     Err(reason) => events.push(drop_of(&from, reason)),
                 }
             }
             Some(pc::content::Body::SenderKey(sk)) if group.is_none() => {
-                let ok = match tx.group(&sk.group_id)? {
-                    Some(rec) => {
-                        let mut g = load_group(&rec)?;
-                        match g.process_distribution(&sender_identity, &sk.distribution) {
-                            Ok(()) => {
-                                save_group_state(tx, &sk.group_id, &g, rec)?;
-                                Ok(())
-                            }
-                            Err(e) => {
-                                Err(DropReason::Undecryptable(Undecryptable::Distribution(e)))
-                            }
-                        }
+                match held::apply_distribution(
+                    tx,
+                    &sender_identity,
+                    &sk.group_id,
+                    &sk.distribution,
+                )? {
+                    Applied::Done(()) => {
+                        events.append(&mut held::replay(dev, tx, &sk.group_id, now)?);
                     }
-                    None => Err(DropReason::UnknownGroup),
-                };
-                if let Err(reason) = ok {
-                    events.push(drop_of(&from, reason));
+                    Applied::Early => {
+                        let item = pc::HeldItem {
+                            distribution: sk.distribution.clone(),
+                            sender_identity: sender_identity.to_bytes().to_vec(),
+                            ..held::item(&from, env, &sk.group_id)
+                        };
+                        events.append(&mut held::hold(tx, &item, now)?);
+                    }
+                    Applied::Dropped(reason) => events.push(drop_of(&from, reason)),
                 }
             }
             Some(pc::content::Body::Read(r)) if group.is_none() => {
@@ -300,6 +286,42 @@ fn open_and_apply<R: CryptoRng + ?Sized>(
         }
         Ok(Ok(events))
     })
+}
+
+/// Adds a text or attachment to the history and reports it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn show(
+    dev: &Device,
+    tx: &Tx<'_>,
+    from: &Address,
+    server_ms: u64,
+    c: &pc::Content,
+    group: Option<GroupId>,
+    before_removal: bool,
+    now: u64,
+) -> Result<Vec<Event>, ClientError> {
+    let outgoing = from.user == dev.me.user;
+    let conversation = match (&group, &c.sync) {
+        (Some(g), _) => Conversation::Group(*g),
+        (None, Some(s)) if outgoing => {
+            conversation_from_proto(Some(s)).ok_or(ClientError::Protocol)?
+        }
+        _ => Conversation::Direct(from.user.clone()),
+    };
+    let stored = pc::StoredMessage {
+        from_user: from.user.clone(),
+        from_device: from.device,
+        conversation: Some(conversation_to_proto(&conversation)),
+        content: Some(c.clone()),
+        server_ms,
+        outgoing,
+        before_removal,
+    };
+    tx.put_message(&stored, now)?;
+    Ok(stored_to_message(&stored)
+        .map(Event::Message)
+        .into_iter()
+        .collect())
 }
 
 pub(crate) fn drop_of(from: &Address, reason: DropReason) -> Event {

@@ -7,11 +7,13 @@
 //! the outbox: what to send next and what each answer means), [`pushes`] (a batch of
 //! pushed frames: what to ask the relay, what to acknowledge), [`uploads`] (prekey rotation
 //! and uploads), [`groups`] (group
-//! records and control messages). The tokio driver ([`crate::Client`]) does the talking to
+//! records and control messages), [`held`] (group messages and sender keys that came
+//! before the change they need). The tokio driver ([`crate::Client`]) does the talking to
 //! the relay: it answers what the core says it needs.
 
 pub(crate) mod account;
 pub(crate) mod groups;
+pub(crate) mod held;
 pub(crate) mod inbound;
 pub(crate) mod outbound;
 pub(crate) mod outbox;

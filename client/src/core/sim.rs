@@ -1,22 +1,30 @@
 //! Deterministic simulation of several devices and a relay, all in memory and driven by one
-//! seeded RNG: random interleavings of sends, outbox flushes, deliveries (in order per
-//! recipient, interleaved across senders), repeats of unacknowledged envelopes, crashes
-//! between any two store transactions, restarts from what was committed, and new devices
-//! linked to a user mid-run (senders' remembered device lists go stale and the relay model
-//! refuses sends made from them, as SPEC §14.2 says). After every
-//! step: no device shows a message twice, and each shows a sender's messages in the order
-//! they were sent. At the end, with the network healed: every message was shown exactly once
-//! to each device it was meant for (the devices its recipient and its sender's user had
-//! when it was queued; a device linked later may show it too, once), every outbox and
-//! mailbox is empty, and every store
+//! seeded RNG: random interleavings of sends (direct and to groups), outbox flushes,
+//! deliveries (in order per sender, and 30% of the time out of order across senders),
+//! repeats of unacknowledged envelopes, connections dropped before a frame reaches the relay
+//! or before its answer or acknowledgement comes back, crashes between any two store
+//! transactions, restarts from what was committed, new devices linked to a user mid-run
+//! (senders' remembered device lists go stale and the relay model refuses sends made from
+//! them, as SPEC §14.2 says), and groups created, grown and shrunk by their admin, with a
+//! curious relay passing every group message to the devices of former members too.
+//!
+//! After every step: no device shows a message twice, and each shows a sender's messages
+//! in a conversation in the order they were sent. At the end, with the network healed:
+//! every direct message was shown exactly once to each device it was meant for (the
+//! devices its recipient and its sender's user had when it was queued; a device linked
+//! later may show it too, once); every group message exactly once to each device it was
+//! encrypted for (at most once where the sender or that device was removed from the group
+//! meanwhile), and to no other device; nothing is left held for a group change (SPEC
+//! §16.9) but what a removal explains; every outbox and mailbox is empty; and every store
 //! reopens with the same identity and its history.
 //!
 //! The relay here is a model of SPEC §14's promises (durable mailboxes, one one-time prekey
-//! per fetch, per-recipient order, redelivery until acknowledged), not the relay crate.
+//! per fetch, per-sender order, redelivery until acknowledged), not the relay crate.
 //! `cargo test` runs `SIM_SEEDS` seeds (default 24); `HUSH_SIM_SEEDS=N` runs more, and
-//! `HUSH_SIM_SEED=S` replays one. A failure prints its seed.
+//! `HUSH_SIM_SEED=S` replays one (with `HUSH_SIM_TRACE=1`, printing every delivery). A
+//! failure prints its seed.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use hush_crypto::{IdentityPublicKey, Signature, StorageKey, X25519PublicKey};
 use hush_groups::GroupConfig;
@@ -30,7 +38,7 @@ use super::outbox::{Pass, Step};
 use super::prepare::{DeviceLists, Need, Preparation};
 use super::pushes::{PushStep, Pushes};
 use super::{Device, account, outbound};
-use crate::event::{Address, Body, Conversation, Event, MessageId};
+use crate::event::{Address, Body, Conversation, Event, GroupId, MessageId};
 use crate::store::{MemoryStore, Sealed};
 
 /// Seeds run by `cargo test`.
@@ -60,6 +68,9 @@ struct Envelope {
     from: Address,
     message_id: Vec<u8>,
     ciphertext: Vec<u8>,
+    /// A copy the relay passed to a device it was not sent to (a former member of the
+    /// group): it must not be shown.
+    leaked: bool,
 }
 
 #[derive(Default)]
@@ -205,7 +216,22 @@ impl SimDevice {
 struct Sent {
     from: Address,
     id: MessageId,
-    to: Vec<Address>,
+    /// For a direct message, the devices of its recipient and of its sender's user when it
+    /// was queued; for a group message, the devices it was encrypted for (the sender's
+    /// directory then), learnt from its `Send` frames.
+    to: BTreeSet<Address>,
+    group: Option<GroupId>,
+}
+
+/// A group as the sim's omniscient eye sees it.
+struct SimGroup {
+    id: GroupId,
+    /// The device that created it, its only admin.
+    admin: usize,
+    /// Users in it, as the admin made them.
+    users: BTreeSet<String>,
+    /// Users the admin removed.
+    removed: BTreeSet<String>,
 }
 
 struct World {
@@ -220,6 +246,13 @@ struct World {
     linked: usize,
     /// Sends the relay model refused for a stale device list.
     stale: usize,
+    groups: Vec<SimGroup>,
+    /// Group changes made: (creations, adds, removals).
+    changes: [usize; 3],
+    /// Envelopes delivered out of order across senders.
+    reordered: usize,
+    /// Connections dropped in the middle of a pass or before an acknowledgement.
+    disconnects: usize,
 }
 
 const USERS: [(&str, u32); 4] = [("alice", 1), ("alice", 2), ("bob", 1), ("carol", 1)];
@@ -250,6 +283,10 @@ impl World {
             order: HashMap::new(),
             linked: 0,
             stale: 0,
+            groups: Vec::new(),
+            changes: [0; 3],
+            reordered: 0,
+            disconnects: 0,
         }
     }
 
@@ -300,6 +337,26 @@ impl World {
     /// Queues a text from device `i` to `user`.
     fn send_to(&mut self, i: usize, user: &str) -> MessageId {
         let me = self.devices[i].dev.me.clone();
+        let to: BTreeSet<Address> = self
+            .relay
+            .devices
+            .keys()
+            .filter(|a| a.user == user || (a.user == me.user && **a != me))
+            .cloned()
+            .collect();
+        self.queue(i, &Conversation::Direct(user.to_string()), to)
+            .expect("queue")
+    }
+
+    /// Queues a text from device `i`; `None` if the core refuses it (a group this device
+    /// is not, or no longer, in).
+    fn queue(
+        &mut self,
+        i: usize,
+        conversation: &Conversation,
+        to: BTreeSet<Address>,
+    ) -> Option<MessageId> {
+        let me = self.devices[i].dev.me.clone();
         let d = &mut self.devices[i];
         let text = format!("{me} #{}", self.sent.len());
         let now = self.now;
@@ -307,27 +364,112 @@ impl World {
         let id = d
             .store
             .transaction(|tx| {
-                outbound::queue(
-                    &d.dev,
-                    tx,
-                    &Conversation::Direct(user.to_string()),
-                    &Body::Text(text),
-                    now,
-                    rng,
-                )
+                outbound::queue(&d.dev, tx, conversation, &Body::Text(text), now, rng)
             })
-            .expect("queue");
-        let to: Vec<Address> = self
-            .relay
-            .devices
-            .keys()
-            .filter(|a| a.user == user || (a.user == me.user && **a != me))
-            .cloned()
-            .collect();
+            .ok()?;
         let n = self.sent.iter().filter(|s| s.from == me).count();
         self.order.insert(id, n);
-        self.sent.push(Sent { from: me, id, to });
-        id
+        let group = match conversation {
+            Conversation::Group(g) => Some(*g),
+            Conversation::Direct(_) => None,
+        };
+        self.sent.push(Sent {
+            from: me,
+            id,
+            to,
+            group,
+        });
+        Some(id)
+    }
+
+    /// Most groups in one run.
+    const MAX_GROUPS: usize = 2;
+
+    /// A device of a member user writes to a group (refused, and forgotten, if that device
+    /// is not in it as far as it knows).
+    fn group_send(&mut self) {
+        if self.groups.is_empty() {
+            return self.send();
+        }
+        let g = &self.groups[self.rng.random_range(0..self.groups.len())];
+        let id = g.id;
+        let candidates: Vec<usize> = (0..self.devices.len())
+            .filter(|&i| g.users.contains(&self.devices[i].dev.me.user))
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let i = candidates[self.rng.random_range(0..candidates.len())];
+        // Recipients are learnt when it is encrypted.
+        self.queue(i, &Conversation::Group(id), BTreeSet::new());
+    }
+
+    /// The admin of a group creates it, adds a user, or removes one.
+    fn group_change(&mut self) {
+        const ALL: [&str; 3] = ["alice", "bob", "carol"];
+        let now = self.now;
+        let pick = self.rng.random_range(0..3);
+        if self.groups.len() < Self::MAX_GROUPS && (self.groups.is_empty() || pick == 0) {
+            let admin = self.rng.random_range(0..self.devices.len());
+            let me = self.devices[admin].dev.me.clone();
+            let mut users: BTreeSet<String> = ALL
+                .iter()
+                .filter(|u| **u != me.user && self.rng.random_bool(0.6))
+                .map(|u| (*u).to_string())
+                .collect();
+            users.insert(me.user.clone());
+            let listed: Vec<(Address, IdentityPublicKey)> = users
+                .iter()
+                .flat_map(|u| self.relay.devices_of(u))
+                .filter(|(a, _)| *a != me)
+                .collect();
+            let d = &mut self.devices[admin];
+            let rng = &mut self.rng;
+            let (id, _) = d
+                .store
+                .transaction(|tx| super::groups::create(&d.dev, tx, "sim", &listed, now, rng))
+                .expect("create a group");
+            self.groups.push(SimGroup {
+                id,
+                admin,
+                users,
+                removed: BTreeSet::new(),
+            });
+            self.changes[0] += 1;
+            return;
+        }
+        if self.groups.is_empty() {
+            return;
+        }
+        let k = self.rng.random_range(0..self.groups.len());
+        let admin = self.groups[k].admin;
+        let own = self.devices[admin].dev.me.user.clone();
+        let g = &self.groups[k];
+        let addable: Vec<&str> = ALL
+            .into_iter()
+            .filter(|u| !g.users.contains(*u) && !g.removed.contains(*u))
+            .collect();
+        let removable: Vec<String> = g.users.iter().filter(|u| **u != own).cloned().collect();
+        let id = g.id;
+        let d = &mut self.devices[admin];
+        let rng = &mut self.rng;
+        if !addable.is_empty() && (removable.is_empty() || pick == 1) {
+            let user = addable[rng.random_range(0..addable.len())];
+            let listed = self.relay.devices_of(user);
+            d.store
+                .transaction(|tx| super::groups::add(&d.dev, tx, &id, &listed, now, rng))
+                .expect("add to a group");
+            self.groups[k].users.insert(user.to_string());
+            self.changes[1] += 1;
+        } else if !removable.is_empty() {
+            let user = removable[rng.random_range(0..removable.len())].clone();
+            d.store
+                .transaction(|tx| super::groups::remove(&d.dev, tx, &id, &user, now, rng))
+                .expect("remove from a group");
+            self.groups[k].users.remove(&user);
+            self.groups[k].removed.insert(user);
+            self.changes[2] += 1;
+        }
     }
 
     /// One pass of a device over its outbox, maybe crashing between two transactions.
@@ -374,9 +516,24 @@ impl World {
                         }
                     }
                     let d = &mut self.devices[i];
-                    p.encrypt(&d.dev, &mut d.store, now, &mut self.rng)
-                        .expect("encrypt");
-                    pass.prepared(&mut d.store, Ok(())).expect("prepared");
+                    // A group message from a device removed meanwhile fails here, and is
+                    // reported failed.
+                    let result = p.encrypt(&d.dev, &mut d.store, now, &mut self.rng);
+                    if let Err(e) = &result {
+                        assert!(
+                            matches!(
+                                e,
+                                crate::error::ClientError::Encrypt(
+                                    crate::error::EncryptError::Group(
+                                        hush_groups::GroupEncryptError::NotAMember
+                                    )
+                                )
+                            ),
+                            "encrypt: {e:?}"
+                        );
+                    }
+                    pass.prepared(&mut d.store, result.map(drop))
+                        .expect("prepared");
                     if self.crash(crashes) {
                         return self.devices[i].restart(now, &mut self.rng);
                     }
@@ -405,22 +562,44 @@ impl World {
                         self.stale += 1;
                         continue;
                     }
+                    // The connection drops before the frame reaches the relay: the pass
+                    // ends, and the next one sends it again.
+                    if self.disconnect(crashes) {
+                        return;
+                    }
                     // The relay stores it for every recipient (the "sent" tick)...
                     let from = self.devices[i].dev.me.clone();
-                    for r in &p.frame.recipients {
+                    let recipients: BTreeSet<Address> = p
+                        .frame
+                        .recipients
+                        .iter()
+                        .map(|r| Address::new(r.user_id.clone(), r.device_id))
+                        .collect();
+                    let leak_to =
+                        self.learn_group_recipients(&from, &p.frame.message_id, &recipients);
+                    for (to, leaked) in recipients
+                        .into_iter()
+                        .map(|a| (a, false))
+                        .chain(leak_to.into_iter().map(|a| (a, true)))
+                    {
                         self.relay
                             .mailboxes
-                            .entry(Address::new(r.user_id.clone(), r.device_id))
+                            .entry(to)
                             .or_default()
                             .push_back(Envelope {
                                 from: from.clone(),
                                 message_id: p.frame.message_id.clone(),
                                 ciphertext: p.frame.ciphertext.clone(),
+                                leaked,
                             });
                     }
-                    // ...and a crash before the device records it means sending it again.
+                    // ...and a crash (or a lost connection) before the device records it
+                    // means sending it again.
                     if self.crash(crashes) {
                         return self.devices[i].restart(now, &mut self.rng);
+                    }
+                    if self.disconnect(crashes) {
+                        return;
                     }
                     let sent = pr::server_frame::Body::Sent(pr::Sent {
                         message_id: p.frame.message_id.clone(),
@@ -435,13 +614,93 @@ impl World {
         }
     }
 
+    /// Prints one delivery: who to whom, the message's number among its sender's (if it is
+    /// a text), and what came of it.
+    fn trace(&self, me: &Address, from: &Address, mid: &[u8], leaked: bool, events: &[Event]) {
+        let n = MessageId::try_from(mid)
+            .ok()
+            .and_then(|m| self.order.get(&m));
+        let what: Vec<String> = events
+            .iter()
+            .map(|e| match e {
+                Event::Message(m) => format!("shown #{}", self.order[&m.id]),
+                other => format!("{other:?}").chars().take(80).collect(),
+            })
+            .collect();
+        eprintln!("{me} <- {from} #{n:?} leaked={leaked}: {what:?}");
+    }
+
+    /// Whether either user was removed from a group.
+    fn removed_pair(&self, a: &Address, b: &Address) -> bool {
+        self.groups
+            .iter()
+            .any(|g| g.removed.contains(&a.user) || g.removed.contains(&b.user))
+    }
+
+    /// Whether the connection drops here: 5% of the time when `crashes` is on.
+    fn disconnect(&mut self, crashes: bool) -> bool {
+        let dropped = crashes && self.rng.random_bool(0.05);
+        self.disconnects += usize::from(dropped);
+        dropped
+    }
+
+    /// For a group message's `Send`: records its recipients as the devices it was meant
+    /// for, and returns the devices of the group's former members, to whom a curious relay
+    /// passes a copy.
+    fn learn_group_recipients(
+        &mut self,
+        from: &Address,
+        message_id: &[u8],
+        recipients: &BTreeSet<Address>,
+    ) -> Vec<Address> {
+        let Ok(id) = MessageId::try_from(message_id) else {
+            return Vec::new();
+        };
+        let Some(s) = self.sent.iter_mut().find(|s| s.id == id) else {
+            return Vec::new();
+        };
+        let Some(gid) = s.group else {
+            return Vec::new();
+        };
+        s.to.extend(recipients.iter().cloned());
+        let Some(g) = self.groups.iter().find(|g| g.id == gid) else {
+            return Vec::new();
+        };
+        self.relay
+            .devices
+            .keys()
+            .filter(|a| g.removed.contains(&a.user) && !recipients.contains(a) && *a != from)
+            .cloned()
+            .collect()
+    }
+
     /// Delivers the oldest envelope waiting for a device; a crash (or a lost acknowledgement)
     /// after it is processed means it comes again.
     fn deliver(&mut self, i: usize, crashes: bool) {
         let me = self.devices[i].dev.me.clone();
-        let Some(env) = self.relay.mailboxes.get(&me).and_then(|m| m.front()) else {
+        // The relay keeps each sender's order; across senders (another relay node's
+        // wake-up first, say) it may deliver in another order.
+        let firsts: Vec<usize> = self.relay.mailboxes.get(&me).map_or(Vec::new(), |m| {
+            let mut senders = BTreeSet::new();
+            (0..m.len())
+                .filter(|&k| senders.insert(m[k].from.clone()))
+                .collect()
+        });
+        if firsts.is_empty() {
+            return;
+        }
+        let at = if crashes && firsts.len() > 1 && self.rng.random_bool(0.3) {
+            self.reordered += 1;
+            firsts[self.rng.random_range(1..firsts.len())]
+        } else {
+            0
+        };
+        let Some(env) = self.relay.mailboxes.get(&me).and_then(|m| m.get(at)) else {
             return;
         };
+        let leaked = env.leaked;
+        let env_from = env.from.clone();
+        let env_mid = env.message_id.clone();
         let envelope = pr::Envelope {
             envelope_id: 1,
             sender: Some(pr::Address {
@@ -483,9 +742,19 @@ impl World {
                 other => panic!("unexpected step {other:?}"),
             }
         };
+        if std::env::var("HUSH_SIM_TRACE").is_ok() {
+            self.trace(&me, &env_from, &env_mid, leaked, &events);
+        }
         for e in events {
             match e {
                 Event::Message(m) => self.devices[i].shown.push((m.from, m.id)),
+                // A former member cannot read what was not sent to it.
+                Event::Dropped { .. } if leaked => {}
+                // A member removed meanwhile: its late sender key or message is refused by
+                // those who know it was removed, and it may not read what others sent
+                // before they knew.
+                Event::Dropped { reason, .. }
+                    if self.removed_pair(&env_from, &me) && group_drop(&reason) => {}
                 Event::Dropped { from, reason } => {
                     panic!("{me} dropped an envelope from {from}: {reason:?}")
                 }
@@ -495,23 +764,32 @@ impl World {
         if self.crash(crashes) {
             return self.devices[i].restart(now, &mut self.rng);
         }
+        // The acknowledgement is lost with the connection: the relay sends it again.
+        if self.disconnect(crashes) {
+            return;
+        }
         if let Some(m) = self.relay.mailboxes.get_mut(&me) {
-            m.pop_front();
+            m.remove(at);
         }
     }
 
     fn check(&self) {
+        let group_of: HashMap<MessageId, Option<GroupId>> =
+            self.sent.iter().map(|s| (s.id, s.group)).collect();
         for d in &self.devices {
             let mut seen = std::collections::HashSet::new();
-            let mut last: HashMap<&Address, usize> = HashMap::new();
+            let mut last: HashMap<(&Address, Option<GroupId>), usize> = HashMap::new();
             for (from, id) in &d.shown {
                 assert!(seen.insert(id), "{} was shown {id:?} twice", d.dev.me);
                 let n = self.order[id];
-                if let Some(prev) = last.insert(from, n) {
+                // Per sender and conversation: a group message that came before the sender
+                // key it needs waits for it, and may be shown after later direct ones.
+                if let Some(prev) = last.insert((from, group_of[id]), n) {
                     assert!(
                         prev < n,
-                        "{} showed {from}'s messages out of order",
-                        d.dev.me
+                        "{} showed {from}'s messages out of order: #{prev} then #{n} ({:?})",
+                        d.dev.me,
+                        group_of[id].is_some()
                     );
                 }
             }
@@ -521,11 +799,13 @@ impl World {
     fn step(&mut self) {
         self.now += self.rng.random_range(1..2_000);
         let i = self.rng.random_range(0..self.devices.len());
-        match self.rng.random_range(0..10) {
-            0..=2 => self.send(),
-            3..=5 => self.flush(i, true),
-            6..=8 => self.deliver(i, true),
-            _ if self.linked < Self::MAX_LINKED && self.rng.random_bool(0.25) => self.link(),
+        match self.rng.random_range(0..20) {
+            0..=3 => self.send(),
+            4 | 5 => self.group_send(),
+            6..=10 => self.flush(i, true),
+            11..=16 => self.deliver(i, true),
+            17 => self.group_change(),
+            18 if self.linked < Self::MAX_LINKED && self.rng.random_bool(0.5) => self.link(),
             _ => {
                 let now = self.now;
                 self.devices[i].restart(now, &mut self.rng);
@@ -562,6 +842,17 @@ impl World {
 
     fn final_checks(&mut self) {
         self.check();
+        for d in &self.devices {
+            for (from, id) in &d.shown {
+                let s = self.sent.iter().find(|s| s.id == *id).expect("sent");
+                // (A device linked after a direct message was queued may get it too.)
+                assert!(
+                    s.group.is_none() || s.to.contains(&d.dev.me),
+                    "{} read {from}'s message {id:?}, which was not sent to it",
+                    d.dev.me
+                );
+            }
+        }
         for s in &self.sent {
             for a in &s.to {
                 let d = self
@@ -570,7 +861,39 @@ impl World {
                     .find(|d| d.dev.me == *a)
                     .expect("recipient device");
                 let n = d.shown.iter().filter(|(_, id)| *id == s.id).count();
+                let removed = s.group.is_some_and(|gid| {
+                    self.groups.iter().any(|g| {
+                        g.id == gid
+                            && (g.removed.contains(&s.from.user) || g.removed.contains(&a.user))
+                    })
+                });
+                if removed {
+                    assert!(
+                        n <= 1,
+                        "{a} showed {}'s message {:?} {n} times",
+                        s.from,
+                        s.id
+                    );
+                    continue;
+                }
                 assert_eq!(n, 1, "{a} showed {}'s message {:?} {n} times", s.from, s.id);
+            }
+        }
+        // Nothing is left waiting for a group change, but what a removal explains.
+        for d in &mut self.devices {
+            let held = d
+                .store
+                .read(|tx| tx.held_over(u64::MAX, 0))
+                .expect("held items");
+            for (_, from) in held {
+                assert!(
+                    self.groups
+                        .iter()
+                        .any(|g| g.removed.contains(&from.user)
+                            || g.removed.contains(&d.dev.me.user)),
+                    "{} still holds an item from {from}",
+                    d.dev.me
+                );
             }
         }
         let now = self.now;
@@ -588,9 +911,33 @@ impl World {
     }
 }
 
-/// One seeded run; returns how many devices were linked and how many sends were refused
-/// as stale during it.
-fn run(seed: u64) -> (usize, usize) {
+/// A drop that a group change can explain.
+fn group_drop(reason: &crate::event::DropReason) -> bool {
+    use crate::event::{DropReason, Undecryptable};
+    matches!(
+        reason,
+        DropReason::UnknownGroup
+            | DropReason::Undecryptable(
+                Undecryptable::Group(_)
+                    | Undecryptable::Distribution(_)
+                    | Undecryptable::Control(_)
+            )
+    )
+}
+
+/// What one run did, for the test to check that the seeds exercise it all.
+#[derive(Default)]
+struct Tally {
+    linked: usize,
+    stale: usize,
+    changes: [usize; 3],
+    group_messages: usize,
+    reordered: usize,
+    disconnects: usize,
+}
+
+/// One seeded run.
+fn run(seed: u64) -> Tally {
     let result = std::panic::catch_unwind(|| {
         let mut w = World::new(seed);
         for _ in 0..STEPS {
@@ -598,13 +945,22 @@ fn run(seed: u64) -> (usize, usize) {
         }
         w.settle();
         w.final_checks();
-        (w.sent.len(), w.linked, w.stale)
+        assert!(!w.sent.is_empty());
+        Tally {
+            linked: w.linked,
+            stale: w.stale,
+            changes: w.changes,
+            group_messages: w
+                .sent
+                .iter()
+                .filter(|s| s.group.is_some() && !s.to.is_empty())
+                .count(),
+            reordered: w.reordered,
+            disconnects: w.disconnects,
+        }
     });
     match result {
-        Ok((sent, linked, stale)) => {
-            assert!(sent > 0);
-            (linked, stale)
-        }
+        Ok(t) => t,
         Err(e) => {
             eprintln!("simulation failed with seed {seed}: replay with HUSH_SIM_SEED={seed}");
             std::panic::resume_unwind(e);
@@ -625,19 +981,39 @@ fn seeded_simulations_lose_and_repeat_nothing() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(SIM_SEEDS);
-    let (mut linked, mut stale) = (0, 0);
+    let mut all = Tally::default();
     for seed in 0..seeds {
-        let (l, s) = run(seed);
-        linked += l;
-        stale += s;
+        let t = run(seed);
+        all.linked += t.linked;
+        all.stale += t.stale;
+        for k in 0..3 {
+            all.changes[k] += t.changes[k];
+        }
+        all.group_messages += t.group_messages;
+        all.reordered += t.reordered;
+        all.disconnects += t.disconnects;
     }
-    eprintln!("{seeds} runs: {linked} devices linked, {stale} sends refused as stale");
-    // The seeds run by `cargo test` do link devices and do meet stale device lists.
+    let [created, added, removed] = all.changes;
+    eprintln!(
+        "{seeds} runs: {} devices linked, {} sends refused as stale, groups: {created} created, \
+         {added} adds, {removed} removals, {} group messages; {} deliveries out of order \
+         across senders, {} connections dropped",
+        all.linked, all.stale, all.group_messages, all.reordered, all.disconnects
+    );
+    // The seeds run by `cargo test` do exercise each of these.
     if seeds >= SIM_SEEDS {
-        assert!(
-            linked > 0 && stale > 0,
-            "{linked} links, {stale} stale refusals"
-        );
+        for (what, n) in [
+            ("links", all.linked),
+            ("stale refusals", all.stale),
+            ("group creations", created),
+            ("adds", added),
+            ("removals", removed),
+            ("group messages", all.group_messages),
+            ("reorders", all.reordered),
+            ("disconnects", all.disconnects),
+        ] {
+            assert!(n > 0, "no {what} in {seeds} runs");
+        }
     }
 }
 
@@ -839,4 +1215,81 @@ fn a_replayed_post_quantum_prekey_message_is_refused() {
         w.settle();
         w.final_checks();
     }
+}
+
+/// SPEC §16.9: a member's sender key and message that reach a device before the admin's
+/// creation of the group are held, not dropped, and shown once the group arrives.
+#[test]
+fn group_items_that_come_before_the_group_wait_for_it() {
+    let mut w = World::new(7);
+    let (alice, bob, carol) = (0, 2, 3);
+    let carol_addr = w.devices[carol].dev.me.clone();
+    let alice_addr = w.devices[alice].dev.me.clone();
+    let listed: Vec<(Address, IdentityPublicKey)> = ["alice", "bob", "carol"]
+        .iter()
+        .flat_map(|u| w.relay.devices_of(u))
+        .filter(|(a, _)| *a != alice_addr)
+        .collect();
+    let now = w.now;
+    let d = &mut w.devices[alice];
+    let (gid, _) = d
+        .store
+        .transaction(|tx| super::groups::create(&d.dev, tx, "early", &listed, now, &mut w.rng))
+        .expect("create");
+    w.groups.push(SimGroup {
+        id: gid,
+        admin: alice,
+        users: ["alice", "bob", "carol"].map(String::from).into(),
+        removed: BTreeSet::new(),
+    });
+    w.flush(alice, false);
+    // Bob hears of the group first and writes to it at once.
+    while w
+        .relay
+        .mailboxes
+        .get(&w.devices[bob].dev.me)
+        .is_some_and(|m| !m.is_empty())
+    {
+        w.deliver(bob, false);
+    }
+    let id = w
+        .queue(bob, &Conversation::Group(gid), BTreeSet::new())
+        .expect("bob writes to the group");
+    w.flush(bob, false);
+    // Carol gets Bob's sender key and message before Alice's creation of the group.
+    let mailbox = w
+        .relay
+        .mailboxes
+        .get_mut(&carol_addr)
+        .expect("carol's mail");
+    let (from_alice, rest): (VecDeque<_>, VecDeque<_>) =
+        mailbox.drain(..).partition(|e| e.from == alice_addr);
+    assert!(!from_alice.is_empty() && rest.len() >= 2);
+    let early = rest.len();
+    mailbox.extend(rest);
+    mailbox.extend(from_alice);
+    for _ in 0..early {
+        w.deliver(carol, false);
+    }
+    let held = |w: &mut World| {
+        w.devices[carol]
+            .store
+            .read(|tx| tx.held_over(u64::MAX, 0))
+            .expect("held")
+            .len()
+    };
+    assert!(w.devices[carol].shown.iter().all(|(_, m)| *m != id));
+    assert!(held(&mut w) >= 2, "the sender key and the message wait");
+    w.settle();
+    assert_eq!(held(&mut w), 0);
+    assert_eq!(
+        w.devices[carol]
+            .shown
+            .iter()
+            .filter(|(_, m)| *m == id)
+            .count(),
+        1,
+        "shown once the group arrived"
+    );
+    w.final_checks();
 }

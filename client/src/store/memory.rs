@@ -34,6 +34,9 @@ struct Tables {
     groups: BTreeMap<Vec<u8>, Vec<u8>>,
     /// (kind, key, sealed, at_ms)
     set_aside: Vec<(String, Vec<u8>, Vec<u8>, u64)>,
+    /// id → (group id, sender, sealed, at_ms)
+    held: BTreeMap<i64, (Vec<u8>, Address, Vec<u8>, u64)>,
+    next_held: i64,
     /// seq → (message id, sealed draft)
     outbox: BTreeMap<i64, (Vec<u8>, Option<Vec<u8>>)>,
     outbox_ready: BTreeMap<(i64, i64), Vec<u8>>,
@@ -384,6 +387,55 @@ impl StoreTx for MemoryTx<'_> {
         self.with(|t| {
             t.set_aside
                 .push((kind.to_string(), key.to_vec(), sealed.to_vec(), at_ms));
+        })
+    }
+
+    fn hold(
+        &self,
+        group_id: &[u8],
+        from: &Address,
+        sealed: &[u8],
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.next_held += 1;
+            let id = t.next_held;
+            t.held.insert(
+                id,
+                (group_id.to_vec(), from.clone(), sealed.to_vec(), at_ms),
+            );
+        })
+    }
+
+    fn held(&self, group_id: &[u8]) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        self.with(|t| {
+            t.held
+                .iter()
+                .filter(|(_, (g, ..))| g == group_id)
+                .map(|(id, (_, _, sealed, _))| (*id, sealed.clone()))
+                .collect()
+        })
+    }
+
+    fn holds_from(&self, group_id: &[u8], from: &Address) -> Result<bool, StoreError> {
+        self.with(|t| t.held.values().any(|(g, a, ..)| g == group_id && a == from))
+    }
+
+    fn held_over(&self, before_ms: u64, keep: usize) -> Result<Vec<(i64, Address)>, StoreError> {
+        self.with(|t| {
+            let beyond = t.held.len().saturating_sub(keep);
+            t.held
+                .iter()
+                .enumerate()
+                .filter(|(k, (_, (.., at)))| *k < beyond || *at < before_ms)
+                .map(|(_, (id, (_, from, ..)))| (*id, from.clone()))
+                .collect()
+        })
+    }
+
+    fn release(&self, id: i64) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.held.remove(&id);
         })
     }
 

@@ -174,6 +174,24 @@ pub trait StoreTx {
     ) -> Result<(), StoreError>;
     /// How many records were set aside.
     fn set_aside_count(&self) -> Result<u64, StoreError>;
+    /// Keeps a group message or sender key from `from` that cannot be applied before some
+    /// change to group `group_id` (SPEC §16.9).
+    fn hold(
+        &self,
+        group_id: &[u8],
+        from: &Address,
+        sealed: &[u8],
+        at_ms: u64,
+    ) -> Result<(), StoreError>;
+    /// What is held for a group, oldest first: (id, sealed).
+    fn held(&self, group_id: &[u8]) -> Result<Vec<(i64, Vec<u8>)>, StoreError>;
+    /// Whether anything from `from` is held for a group.
+    fn holds_from(&self, group_id: &[u8], from: &Address) -> Result<bool, StoreError>;
+    /// What is held since before `before_ms` or beyond the `keep` newest, oldest first:
+    /// (id, sender).
+    fn held_over(&self, before_ms: u64, keep: usize) -> Result<Vec<(i64, Address)>, StoreError>;
+    /// Forgets a held item.
+    fn release(&self, id: i64) -> Result<(), StoreError>;
     fn group_ids(&self) -> Result<Vec<Vec<u8>>, StoreError>;
 
     /// Appends a draft to the outbox; returns its sequence number.
@@ -695,6 +713,43 @@ impl Tx<'_> {
         let bytes = Zeroizing::new(record.encode_to_vec());
         let sealed = self.seal(label::GROUP, &bytes)?;
         Ok(self.raw.put_group(id, &sealed)?)
+    }
+
+    /// Holds `item` (sealed) until a change to its group (SPEC §16.9).
+    pub(crate) fn hold(&self, item: &pc::HeldItem, now_ms: u64) -> Result<(), ClientError> {
+        let bytes = Zeroizing::new(item.encode_to_vec());
+        let sealed = self.seal(label::HELD, &bytes)?;
+        let from = Address::new(item.from_user.clone(), item.from_device);
+        Ok(self.raw.hold(&item.group_id, &from, &sealed, now_ms)?)
+    }
+
+    /// What is held for a group, oldest first; `None` for an item that does not open.
+    pub(crate) fn held(
+        &self,
+        group_id: &[u8],
+    ) -> Result<Vec<(i64, Option<pc::HeldItem>)>, ClientError> {
+        Ok(self
+            .raw
+            .held(group_id)?
+            .into_iter()
+            .map(|(id, b)| (id, self.open_proto(label::HELD, &b).ok()))
+            .collect())
+    }
+
+    pub(crate) fn holds_from(&self, group_id: &[u8], from: &Address) -> Result<bool, ClientError> {
+        Ok(self.raw.holds_from(group_id, from)?)
+    }
+
+    pub(crate) fn held_over(
+        &self,
+        before_ms: u64,
+        keep: usize,
+    ) -> Result<Vec<(i64, Address)>, ClientError> {
+        Ok(self.raw.held_over(before_ms, keep)?)
+    }
+
+    pub(crate) fn release(&self, id: i64) -> Result<(), ClientError> {
+        Ok(self.raw.release(id)?)
     }
 
     pub(crate) fn group_ids(&self) -> Result<Vec<Vec<u8>>, ClientError> {

@@ -50,6 +50,11 @@ const MIGRATIONS: &[&str] = &[
     // 6: an encrypted outbox entry keeps its draft until it is done, to encrypt it again
     // if the relay refuses a send for a stale device list (SPEC §16.4).
     "ALTER TABLE outbox ADD COLUMN kept_draft BLOB;",
+    // 7: group messages and sender keys that came before the group change they need
+    // (SPEC §16.9).
+    "CREATE TABLE held (id INTEGER PRIMARY KEY AUTOINCREMENT, group_id BLOB NOT NULL,
+        user_id TEXT NOT NULL, device_id INTEGER NOT NULL, sealed BLOB NOT NULL, at_ms INTEGER NOT NULL);
+     CREATE INDEX held_by_group ON held (group_id, id);",
 ];
 
 /// The `ticks.kind` column: sent 0, delivered 1, read 2, queued 255.
@@ -489,6 +494,60 @@ impl StoreTx for SqliteTx<'_> {
             "INSERT INTO set_aside (kind, key, sealed, at_ms) VALUES (?1, ?2, ?3, ?4)",
             params![kind, key, sealed, ms(at_ms)],
         )?;
+        Ok(())
+    }
+
+    fn hold(
+        &self,
+        group_id: &[u8],
+        from: &Address,
+        sealed: &[u8],
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO held (group_id, user_id, device_id, sealed, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![group_id, from.user, from.device, sealed, ms(at_ms)])?;
+        Ok(())
+    }
+
+    fn held(&self, group_id: &[u8]) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        let mut s = self
+            .0
+            .prepare_cached("SELECT id, sealed FROM held WHERE group_id = ?1 ORDER BY id")?;
+        let rows = s
+            .query_map([group_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn holds_from(&self, group_id: &[u8], from: &Address) -> Result<bool, StoreError> {
+        Ok(self.0.prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM held WHERE group_id = ?1 AND user_id = ?2 AND device_id = ?3)",
+        )?
+        .query_row(params![group_id, from.user, from.device], |r| r.get(0))?)
+    }
+
+    fn held_over(&self, before_ms: u64, keep: usize) -> Result<Vec<(i64, Address)>, StoreError> {
+        let mut s = self.0.prepare_cached(
+            "SELECT id, user_id, device_id FROM held WHERE at_ms < ?1
+             UNION SELECT id, user_id, device_id FROM held
+                 WHERE id NOT IN (SELECT id FROM held ORDER BY id DESC LIMIT ?2)
+             ORDER BY id",
+        )?;
+        let rows = s
+            .query_map(params![ms(before_ms), ms(keep as u64)], |r| {
+                Ok((r.get(0)?, Address::new(r.get::<_, String>(1)?, r.get(2)?)))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn release(&self, id: i64) -> Result<(), StoreError> {
+        self.0
+            .prepare_cached("DELETE FROM held WHERE id = ?1")?
+            .execute([id])?;
         Ok(())
     }
 
