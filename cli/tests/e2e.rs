@@ -210,6 +210,15 @@ async fn groups_attachments_presence_receipts_and_prekey_refill() {
     dave.client.send_text("alice", "hi from dave").unwrap();
     assert_eq!(text(&alice.message().await), "hi from dave");
     assert!(alice.client.presence("dave").await.unwrap().online);
+    // Watching: the driver's poll reports it as an event (`core::presence` decides).
+    alice.client.watch_presence("dave");
+    let p = alice
+        .expect("dave's presence", |e| match e {
+            Event::Presence(p) if p.user == "dave" => Some(p.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(p.online);
 
     // A group: create with Bob and Carol, add Dave, remove Bob, Carol leaves.
     let g = alice

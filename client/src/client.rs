@@ -3,7 +3,6 @@
 //! whose worker keeps the relay connection, passes over the outbox and handles what
 //! arrives.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -167,7 +166,7 @@ pub(crate) struct Inner {
     pub(crate) kick: Notify,
     pub(crate) connected: watch::Sender<bool>,
     pub(crate) stop: watch::Sender<bool>,
-    pub(crate) watched: Mutex<BTreeMap<String, Option<Presence>>>,
+    pub(crate) watched: Mutex<crate::core::presence::Watched>,
     /// Device lists as the relay last gave them, used for one-to-one sends until the relay
     /// refuses one as stale (SPEC §16.4).
     pub(crate) device_lists: Mutex<DeviceLists>,
@@ -460,7 +459,7 @@ impl Client {
     /// Polls `user`'s presence in the background and emits [`Event::Presence`] on change.
     pub fn watch_presence(&self, user: &str) {
         if let Ok(mut w) = self.inner.watched.lock() {
-            w.entry(user.to_string()).or_insert(None);
+            w.watch(user);
         }
     }
 

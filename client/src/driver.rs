@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use crate::core::account::{self};
 use crate::core::outbox::{Pass, Step};
 use crate::core::prepare::{Listed, Need, Preparation};
+use crate::core::presence;
 use crate::core::pushes::{PushStep, Pushes};
 use crate::core::uploads::{self, Upload};
 use crate::core::{identity_of, to_relay};
@@ -117,11 +118,7 @@ pub(crate) async fn presence(conn: &Conn, user: &str) -> Result<Presence, Client
         }))
         .await?
     {
-        Out::Presence(p) => Ok(Presence {
-            user: p.user_id,
-            online: p.online,
-            last_seen_ms: (p.last_seen_ms != 0).then_some(p.last_seen_ms),
-        }),
+        Out::Presence(p) => Ok(presence::presence_of(p)),
         _ => Err(ClientError::Protocol),
     }
 }
@@ -332,28 +329,22 @@ async fn upload_one_time_prekeys(inner: &Inner, conn: &Conn) -> Result<(), Clien
     upload(inner, conn, one_time).await
 }
 
+/// Asks for every watched user's presence (`core::presence` says what is news).
 async fn poll_presence(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
-    let users: Vec<String> = inner
+    let queries = inner
         .watched
         .lock()
-        .map(|w| w.keys().cloned().collect())
+        .map(|w| w.queries())
         .unwrap_or_default();
-    for u in users {
-        let p = match presence(conn, &u).await {
-            Ok(p) => p,
+    for q in queries {
+        let p = match conn.request(In::Presence(q)).await {
+            Ok(Out::Presence(p)) => p,
             Err(ClientError::Offline) => return Err(ClientError::Offline),
-            Err(_) => continue,
+            _ => continue,
         };
-        let changed = inner.watched.lock().is_ok_and(|mut w| {
-            let slot = w.entry(u.clone()).or_insert(None);
-            let changed = slot.as_ref().is_none_or(|old| {
-                old.online != p.online || (!p.online && old.last_seen_ms != p.last_seen_ms)
-            });
-            *slot = Some(p.clone());
-            changed
-        });
-        if changed {
-            inner.emit(Event::Presence(p));
+        let news = inner.watched.lock().ok().and_then(|mut w| w.answer(p));
+        if let Some(e) = news {
+            inner.emit(e);
         }
     }
     Ok(())

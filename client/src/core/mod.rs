@@ -8,7 +8,7 @@
 //! pushed frames: what to ask the relay, what to acknowledge), [`uploads`] (prekey rotation
 //! and uploads), [`groups`] (group
 //! records and control messages), [`held`] (group messages and sender keys that came
-//! before the change they need). The tokio driver ([`crate::Client`]) does the talking to
+//! before the change they need), [`presence`] (watched users: what to ask, what is news). The tokio driver ([`crate::Client`]) does the talking to
 //! the relay: it answers what the core says it needs.
 
 pub(crate) mod account;
@@ -18,6 +18,7 @@ pub(crate) mod inbound;
 pub(crate) mod outbound;
 pub(crate) mod outbox;
 pub(crate) mod prepare;
+pub(crate) mod presence;
 pub(crate) mod pushes;
 #[cfg(test)]
 mod sim;
