@@ -16,6 +16,16 @@ use tokio::io::AsyncBufReadExt;
 /// Settings of `hush chat`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct ChatArgs {
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// A device link (hex) from one of your existing devices, to add this device.
+    #[arg(long)]
+    link: Option<String>,
+}
+
+/// Which device to be, and where its relay is (`hush chat`, `hush bot`).
+#[derive(clap::Args, Debug)]
+pub(crate) struct DeviceArgs {
     /// The relay, `ws://host:port` or `wss://host:port`.
     #[arg(long, env = "HUSH_RELAY", default_value = "ws://127.0.0.1:7800")]
     relay: String,
@@ -28,9 +38,6 @@ pub(crate) struct ChatArgs {
     /// Where this device keeps its store [default: ~/.hush/USER-DEVICE].
     #[arg(long)]
     data: Option<PathBuf>,
-    /// A device link (hex) from one of your existing devices, to add this device.
-    #[arg(long)]
-    link: Option<String>,
     /// Registration token, for relays that require one.
     #[arg(long, env = "HUSH_REGISTRATION_TOKEN")]
     registration_token: Option<hush_relay::Redacted<String>>,
@@ -104,7 +111,10 @@ struct State {
     last: Option<Message>,
 }
 
-pub(crate) async fn run(args: ChatArgs) -> Result<(), String> {
+/// Opens the device's client (its store under `--data`, its storage key beside it).
+pub(crate) fn open(
+    args: DeviceArgs,
+) -> Result<(Client, tokio::sync::mpsc::UnboundedReceiver<Event>), String> {
     let dir = match args.data {
         Some(d) => d,
         None => {
@@ -125,7 +135,11 @@ pub(crate) async fn run(args: ChatArgs) -> Result<(), String> {
     );
     config.registration_token = args.registration_token.map(|t| t.0.into_bytes());
     config.ca_file = args.ca_file;
-    let (client, mut events) = Client::open(config).map_err(|e| e.to_string())?;
+    Client::open(config).map_err(|e| e.to_string())
+}
+
+pub(crate) async fn run(args: ChatArgs) -> Result<(), String> {
+    let (client, mut events) = open(args.device)?;
     if let Some(link) = args.link {
         let link = hex::decode(link.trim())
             .ok()

@@ -4,8 +4,10 @@
 //! hush demo                      # the whole system on loopback, with a transcript
 //! hush relay --db relay.db       # the reference relay (same flags as hush-relay)
 //! hush chat --user alice         # chat through a relay, one line at a time
+//! hush bot --user shop --script rules.txt   # a chatbot from a rules file
 //! ```
 
+mod bot;
 mod chat;
 mod demo;
 
@@ -35,6 +37,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// A line-based chat client (type /help).
     Chat(chat::ChatArgs),
+    /// A chatbot answering from a rules file, each message exactly once, across restarts.
+    Bot(bot::BotArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +71,13 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("hush chat: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Command::Bot(args) => match bot::run(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("hush bot: {e}");
                     ExitCode::FAILURE
                 }
             },

@@ -157,8 +157,20 @@ impl Client {
         to: Conversation,
         path: &Path,
         media_type: &str,
-        mut progress: impl FnMut(Progress),
+        progress: impl FnMut(Progress),
     ) -> Result<MessageId, ClientError> {
+        let attachment = self.upload_file(path, media_type, progress).await?;
+        self.send(to, Body::Attachment(attachment))
+    }
+
+    /// Encrypts the file at `path` under a fresh key and uploads it; returns the pointer to
+    /// send (with [`Client::send`] or [`Client::reply`]). `progress` sees the upload.
+    pub async fn upload_file(
+        &self,
+        path: &Path,
+        media_type: &str,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<Attachment, ClientError> {
         let key = AttachmentKey::generate(&mut rand::rng());
         let sealed = TempFile::new(&self.inner.blob_dir, "upload")?;
         // Encrypt chunk by chunk, reading one chunk ahead to know which is last.
@@ -230,17 +242,14 @@ impl Client {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        self.send(
-            to,
-            Body::Attachment(Attachment {
-                blob_id,
-                key: *key.expose(),
-                digest,
-                size,
-                media_type: media_type.to_string(),
-                file_name,
-            }),
-        )
+        Ok(Attachment {
+            blob_id,
+            key: *key.expose(),
+            digest,
+            size,
+            media_type: media_type.to_string(),
+            file_name,
+        })
     }
 
     /// Downloads an attachment, checks its digest and size, decrypts it, and writes the

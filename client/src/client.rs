@@ -379,6 +379,28 @@ impl Client {
         Ok(id)
     }
 
+    /// Replies to a received message, in its conversation (the group, or the sender's
+    /// user), **once**: the reply's id is derived from the message's sender and id (SPEC
+    /// §16.2, "Replies"), so `None` if this device queued that reply already. A bot that
+    /// replies to each message it sees, and on start to each message in its history, never
+    /// answers twice, even when it stopped between a message and its answer.
+    pub fn reply(&self, to: &Message, body: Body) -> Result<Option<MessageId>, ClientError> {
+        let now = now_ms();
+        let id = self
+            .inner
+            .with_store(|tx| outbound::queue_reply(&self.inner.dev, tx, to, &body, now))?;
+        if id.is_some() {
+            self.inner.kick.notify_one();
+        }
+        Ok(id)
+    }
+
+    /// Whether [`Client::reply`] queued a reply to `to` on this device already.
+    pub fn replied(&self, to: &Message) -> Result<bool, ClientError> {
+        let id = outbound::reply_id(&to.from, &to.id);
+        self.inner.read_store(|tx| tx.queued_here(&id))
+    }
+
     /// Forwards a message (one received or sent, as the app holds it) to each chat in `to`,
     /// as a new message in each, marked as forwarded once more than `message` (SPEC §16.2):
     /// to at most [`ForwardLimits::max_chats`] chats at once, or

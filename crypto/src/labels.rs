@@ -42,6 +42,8 @@ pub const RELAY_LINK_CONTEXT: &[u8] = b"hush relay link v1";
 /// Prefix of the digest of a user's device list that a send checks at the relay
 /// (SPEC §14.2).
 pub const DEVICE_LIST_CONTEXT: &[u8] = b"hush device list v1";
+/// Prefix of what a reply's message id is hashed from (SPEC §16.2, "Replies").
+pub const REPLY_ID_CONTEXT: &[u8] = b"hush reply id v1";
 /// HKDF `info` of an attachment's chunk key (SPEC §15.1).
 pub const ATTACHMENT_INFO: &[u8] = b"hush attachment v1";
 
@@ -88,6 +90,7 @@ pub const ALL: &[&[u8]] = &[
     RELAY_AUTH_CONTEXT,
     RELAY_LINK_CONTEXT,
     DEVICE_LIST_CONTEXT,
+    REPLY_ID_CONTEXT,
     ATTACHMENT_INFO,
     client_record::IDENTITY,
     client_record::SIGNED_PREKEY,

@@ -14,7 +14,7 @@ use super::{
     random_id,
 };
 use crate::error::{ClientError, EncryptError};
-use crate::event::{Address, Body, Conversation, Event, MessageId};
+use crate::event::{Address, Body, Conversation, Event, Message, MessageId};
 use crate::proto::client as pc;
 use crate::store::{Tick, Tx};
 
@@ -158,6 +158,61 @@ pub(crate) fn queue_forwarded<R: CryptoRng + ?Sized>(
     now_ms: u64,
     rng: &mut R,
 ) -> Result<MessageId, ClientError> {
+    let id = random_id(rng);
+    queue_as(dev, tx, id, to, body, forwarded, now_ms)?;
+    Ok(id)
+}
+
+/// The message id of a reply to message `id` from `from` (SPEC §16.2, "Replies"): the
+/// first 16 bytes of `SHA-256("hush reply id v1" ‖ u32be(len(user)) ‖ user ‖
+/// u32be(device) ‖ id)`.
+pub(crate) fn reply_id(from: &Address, id: &MessageId) -> MessageId {
+    let user = from.user.as_bytes();
+    let len = u32::try_from(user.len()).unwrap_or(u32::MAX).to_be_bytes();
+    let digest = hush_crypto::hash::sha256(&[
+        hush_crypto::labels::REPLY_ID_CONTEXT,
+        &len,
+        user,
+        &from.device.to_be_bytes(),
+        id,
+    ]);
+    let mut out: MessageId = [0; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
+}
+
+/// Queues `body` as the reply to `to` (a received message), in its conversation, once:
+/// `None` if this device queued that reply already (SPEC §16.2, "Replies").
+pub(crate) fn queue_reply(
+    dev: &Device,
+    tx: &Tx<'_>,
+    to: &Message,
+    body: &Body,
+    now_ms: u64,
+) -> Result<Option<MessageId>, ClientError> {
+    let id = reply_id(&to.from, &to.id);
+    if tx.queued_here(&id)? {
+        return Ok(None);
+    }
+    let conversation = match &to.conversation {
+        Conversation::Group(g) => Conversation::Group(*g),
+        Conversation::Direct(_) if to.outgoing => to.conversation.clone(),
+        Conversation::Direct(_) => Conversation::Direct(to.from.user.clone()),
+    };
+    queue_as(dev, tx, id, &conversation, body, 0, now_ms)?;
+    Ok(Some(id))
+}
+
+/// Queues a message under `id`.
+fn queue_as(
+    dev: &Device,
+    tx: &Tx<'_>,
+    id: MessageId,
+    to: &Conversation,
+    body: &Body,
+    forwarded: u32,
+    now_ms: u64,
+) -> Result<(), ClientError> {
     if let Body::Text(t) = body
         && t.len() > MAX_TEXT
     {
@@ -175,7 +230,6 @@ pub(crate) fn queue_forwarded<R: CryptoRng + ?Sized>(
     {
         return Err(ClientError::Unknown("group"));
     }
-    let id = random_id(rng);
     let content = pc::Content {
         message_id: id.to_vec(),
         sent_ms: now_ms,
@@ -205,7 +259,7 @@ pub(crate) fn queue_forwarded<R: CryptoRng + ?Sized>(
         },
         now_ms,
     )?;
-    Ok(id)
+    Ok(())
 }
 
 /// What one draft is to become: its conversation and content, the devices it goes to with
@@ -419,5 +473,66 @@ mod tests {
         };
         assert!(forward_allowed(&wide, 0, 10).is_ok());
         assert_eq!(max(forward_allowed(&wide, 9, 4)), Some(3));
+    }
+}
+
+#[cfg(test)]
+mod reply_tests {
+    use rand::SeedableRng as _;
+
+    use super::*;
+
+    /// SPEC §16.2's worked example.
+    #[test]
+    fn reply_ids_follow_the_spec() {
+        let mut m: MessageId = [0; 16];
+        for (i, b) in m.iter_mut().enumerate() {
+            *b = u8::try_from(i).expect("small");
+        }
+        assert_eq!(
+            hex::encode(reply_id(&Address::new("alice", 1), &m)),
+            "9cf0e1de9ea7fef77d3028fdf932136d"
+        );
+        assert_ne!(
+            reply_id(&Address::new("alice", 2), &m),
+            reply_id(&Address::new("alice", 1), &m)
+        );
+    }
+
+    /// A reply is queued once, in the answered message's conversation.
+    #[test]
+    fn a_reply_is_queued_once() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let (dev, mut store) = super::super::test_device("bot", &mut rng);
+        let incoming = Message {
+            id: [9; 16],
+            from: Address::new("bob", 2),
+            conversation: Conversation::Direct("bob".into()),
+            body: Body::Text("menu".into()),
+            sent_ms: 1,
+            server_ms: 2,
+            outgoing: false,
+            before_removal: false,
+            forwarded: 0,
+        };
+        let answer = Body::Text("here it is".into());
+        let reply = |store: &mut crate::store::Sealed| {
+            store
+                .transaction(|tx| queue_reply(&dev, tx, &incoming, &answer, 5))
+                .expect("reply")
+        };
+        let first = reply(&mut store);
+        assert_eq!(first, Some(reply_id(&incoming.from, &incoming.id)));
+        assert_eq!(reply(&mut store), None, "answered already");
+        let (_, _, draft) = store
+            .read(|tx| tx.next_outbox(0))
+            .expect("outbox")
+            .expect("one entry");
+        assert_eq!(store.read(|tx| tx.outbox_len()).expect("len"), 1);
+        let draft = draft.expect("a draft");
+        assert_eq!(
+            crate::core::conversation_from_proto(draft.to.as_ref()),
+            Some(Conversation::Direct("bob".into()))
+        );
     }
 }
