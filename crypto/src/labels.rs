@@ -44,6 +44,10 @@ pub const RELAY_LINK_CONTEXT: &[u8] = b"hush relay link v1";
 pub const DEVICE_LIST_CONTEXT: &[u8] = b"hush device list v1";
 /// Prefix of what a reply's message id is hashed from (SPEC §16.2, "Replies").
 pub const REPLY_ID_CONTEXT: &[u8] = b"hush reply id v1";
+/// Prefix of what a message's franking commitment is computed over (SPEC §17).
+pub const FRANKING_COMMITMENT_CONTEXT: &[u8] = b"hush franking commitment v1";
+/// Prefix of what the relay's franking tag is computed over (SPEC §17).
+pub const FRANKING_RELAY_CONTEXT: &[u8] = b"hush franking relay v1";
 /// HKDF `info` of an attachment's chunk key (SPEC §15.1).
 pub const ATTACHMENT_INFO: &[u8] = b"hush attachment v1";
 
@@ -91,6 +95,8 @@ pub const ALL: &[&[u8]] = &[
     RELAY_LINK_CONTEXT,
     DEVICE_LIST_CONTEXT,
     REPLY_ID_CONTEXT,
+    FRANKING_COMMITMENT_CONTEXT,
+    FRANKING_RELAY_CONTEXT,
     ATTACHMENT_INFO,
     client_record::IDENTITY,
     client_record::SIGNED_PREKEY,

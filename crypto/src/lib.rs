@@ -13,6 +13,7 @@
 //! * [`StorageKey`]: sealing state at rest;
 //! * [`SigningKeyPair`]: Ed25519 keys that are not identities (group sender chains);
 //! * [`hash::sha256`]: digests of public data;
+//! * [`franking`]: commitments and relay tags for verifiable abuse reports;
 //! * [`SafetyNumber`]: fingerprints for out-of-band verification;
 //! * [`labels`]: every label of the protocol, in one place.
 //!
@@ -60,6 +61,7 @@
 pub mod aead;
 pub mod attachment;
 pub mod error;
+pub mod franking;
 pub mod hash;
 pub mod identity;
 pub mod kdf;

@@ -1543,12 +1543,49 @@ def check_pq_ratchet(c, v):
          healed and healed[1:])
 
 
+# ---------------------------------------------------------------- franking.json (§17)
+def franking_commit(nf, content):
+    return hmac256(nf, b"hush franking commitment v1" + content)
+
+def franking_tag(kr, cf, s):
+    def addr(user, device):
+        u = user.encode()
+        return u32be(len(u)) + u + u32be(device)
+    m = (b"hush franking relay v1" + cf + addr(s["sender_user"], s["sender_device"])
+         + addr(s["recipient_user"], s["recipient_device"]) + s["server_ms"].to_bytes(8, "big"))
+    return hmac256(kr, m)
+
+def franking_report(kr, e):
+    """§17.2: the commitment opens, then the relay's tag matches; both in constant time."""
+    if not hmac.compare_digest(franking_commit(h(e["franking_key"]), h(e["content"])), h(e["commitment"])):
+        return "Commitment"
+    if not hmac.compare_digest(franking_tag(kr, h(e["commitment"]), e["stamp"]), h(e["tag"])):
+        return "RelayTag"
+    return "ok"
+
+def check_franking(c, v):
+    kr = h(v["relay_key"])
+    for i, e in enumerate(v["commitments"]):
+        c.eq(f"commitments[{i}]", h(e["commitment"]), franking_commit(h(e["franking_key"]), h(e["content"])))
+    for i, e in enumerate(v["relay_tags"]):
+        c.eq(f"relay_tags[{i}]", h(e["tag"]), franking_tag(kr, h(e["commitment"]), e["stamp"]))
+    for e in v["reports"]:
+        c.eq(f"reports[{e['name']}]", e["result"], franking_report(kr, e))
+    # §17.4's worked example.
+    cf = franking_commit(bytes([2] * 32), b"hello")
+    c.eq("§17.4 cf", bytes.fromhex("bfac88d39d47754b44b6299a1536f989ece46cb89ae660e50df4cb477f459d89"), cf)
+    stamp = {"sender_user": "mallory", "sender_device": 1, "recipient_user": "alice",
+             "recipient_device": 2, "server_ms": 1700000000000}
+    c.eq("§17.4 rf", bytes.fromhex("5386c5c82da957c4cb464ce7f8503d985b27a767a6799fade3c5c49f9a68c76a"),
+         franking_tag(bytes([1] * 32), cf, stamp))
+
+
 # ---------------------------------------------------------------- main
 FILES = [("identity.json", check_identity), ("kdf.json", check_kdf), ("x3dh.json", check_x3dh),
          ("pqxdh.json", check_pqxdh),
          ("seal.json", check_seal), ("wire.json", check_wire), ("session.json", check_session),
          ("group.json", check_group), ("attachment.json", check_attachment),
-         ("pq_ratchet.json", check_pq_ratchet)]
+         ("pq_ratchet.json", check_pq_ratchet), ("franking.json", check_franking)]
 
 def main():
     here = os.path.dirname(os.path.abspath(__file__))

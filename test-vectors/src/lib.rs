@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod attachment;
+mod franking;
 mod group;
 mod pq_ratchet;
 mod pqxdh;
@@ -29,7 +30,7 @@ use std::path::Path;
 pub use util::{Report, VectorError};
 
 /// The vector files, in the order they are written and checked.
-pub const FILES: [&str; 10] = [
+pub const FILES: [&str; 11] = [
     "identity.json",
     "kdf.json",
     "x3dh.json",
@@ -40,6 +41,7 @@ pub const FILES: [&str; 10] = [
     "group.json",
     "attachment.json",
     "pq_ratchet.json",
+    "franking.json",
 ];
 
 /// Writes every vector file into `dir` (deterministic: the same bytes every time).
@@ -56,6 +58,7 @@ pub fn generate(dir: &Path) -> Result<(), VectorError> {
         group::generate()?,
         attachment::generate()?,
         pq_ratchet::generate()?,
+        franking::generate(),
     ];
     for (name, value) in FILES.iter().zip(files) {
         let mut text = serde_json::to_string_pretty(&value)?;
@@ -82,6 +85,7 @@ pub fn verify(dir: &Path) -> Result<Report, VectorError> {
             "session.json" => session::verify(&value, &mut file),
             "group.json" => group::verify(&value, &mut file),
             "pq_ratchet.json" => pq_ratchet::verify(&value, &mut file),
+            "franking.json" => franking::verify(&value, &mut file),
             _ => attachment::verify(&value, &mut file),
         };
         if let Err(e) = result {
