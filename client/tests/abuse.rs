@@ -658,3 +658,81 @@ async fn a_member_a_removal_was_withheld_from_is_flagged() {
         "the flag is not kept in the history"
     );
 }
+
+/// SPEC §16.9 through a real relay: Carol's mailbox holds Alice's full share, so Alice's
+/// creation of a group is refused for Carol alone and waits in Alice's outbox, while Bob,
+/// who got it, writes to the group at once. Bob's sender key and message reach Carol before
+/// the group does: they are held, not dropped, and shown once Alice's creation arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_message_that_comes_before_its_group_waits_for_it() {
+    let dir = scratch("early-group-message");
+    let addr = relay_with(&dir, |c| c.mailbox_sender_max_count = 2).await;
+    let alice = open(&dir, &addr, "alice", [1; 32]).unwrap();
+    let mut bob = open(&dir, &addr, "bob", [2; 32]).unwrap();
+    let mut carol = open(&dir, &addr, "carol", [3; 32]).unwrap();
+    for d in [&alice, &bob, &carol] {
+        d.online().await;
+    }
+    carol.client.stop();
+    while carol.client.is_connected() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Alice's share of Carol's mailbox fills up.
+    for t in ["one", "two"] {
+        alice.client.send_text("carol", t).unwrap();
+    }
+    while alice.client.outbox_len().unwrap() > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let group = alice
+        .client
+        .create_group("early", &["bob", "carol"])
+        .await
+        .unwrap();
+    bob.joined().await;
+    let early = bob.client.send_group_text(&group, "early").unwrap();
+    bob.next(|e| match e {
+        Event::Receipt {
+            message_id,
+            kind: hush_client::ReceiptKind::Sent,
+            ..
+        } if *message_id == early => Some(()),
+        _ => None,
+    })
+    .await;
+    assert!(
+        alice.client.outbox_len().unwrap() > 0,
+        "Alice's creation waits for room in Carol's mailbox"
+    );
+    // Carol comes back: Alice's texts, then Bob's sender key and message (held: no event,
+    // no drop), then the group, and with it Bob's message.
+    carol.client.start();
+    let mut seen = Vec::new();
+    while !seen.iter().any(|s: &String| s == "bob: early") {
+        let e = tokio::time::timeout(WAIT, carol.events.recv())
+            .await
+            .expect("timed out")
+            .expect("client gone");
+        match e {
+            Event::Message(m) => {
+                let text = match &m.body {
+                    Body::Text(t) => t.clone(),
+                    Body::Attachment(_) => "<attachment>".into(),
+                };
+                seen.push(format!("{}: {text}", m.from.user));
+                if m.from.user == "bob" {
+                    assert_eq!(m.conversation, hush_client::Conversation::Group(group));
+                }
+            }
+            Event::Group {
+                change: GroupChange::Joined { .. },
+                ..
+            } => seen.push("joined".into()),
+            Event::Dropped { from, reason } => {
+                panic!("Carol dropped {from}'s envelope: {reason:?}")
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(seen, ["alice: one", "alice: two", "joined", "bob: early"]);
+}
