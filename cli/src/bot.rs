@@ -19,7 +19,11 @@
 //! spacing; a final `*` matches one or more further words, kept as `{rest}`; `*` alone
 //! matches any message (an attachment included). An answer is text (`{rest}` replaced,
 //! `\n` for a new line), or `file PATH [MEDIA-TYPE]` to send a file (PATH relative to the
-//! rules file; the media type defaults to `application/octet-stream`).
+//! rules file; the media type defaults to `application/octet-stream`). An answer longer
+//! than a text may be (64 KiB) is cut.
+//!
+//! Run a bot on one device of its user: each device answers what it sees, so two devices of
+//! a bot would each answer (with the same reply id, SPEC §16.2, but from two addresses).
 
 use std::path::{Path, PathBuf};
 
@@ -156,6 +160,19 @@ pub(crate) fn answer(rules: &[Rule], text: Option<&str>) -> Option<Answer> {
     })
 }
 
+/// An answer cut to [`MAX_TEXT`](hush_client::MAX_TEXT) bytes, at a character boundary
+/// (`{rest}` repeats what the asker sent, which may be that long already).
+fn fit(mut t: String) -> String {
+    if t.len() > hush_client::MAX_TEXT {
+        let mut end = hush_client::MAX_TEXT;
+        while !t.is_char_boundary(end) {
+            end -= 1;
+        }
+        t.truncate(end);
+    }
+    t
+}
+
 fn fill(a: &Answer, rest: &str) -> Answer {
     match a {
         Answer::Text(t) => Answer::Text(t.replace("{rest}", rest)),
@@ -163,7 +180,8 @@ fn fill(a: &Answer, rest: &str) -> Answer {
     }
 }
 
-/// Answers `m` if it is another user's message this device has not answered yet.
+/// Answers `m` if it is another user's message this device has not answered yet. An
+/// error is about this message alone: the bot reports it and goes on.
 async fn handle(client: &Client, rules: &[Rule], m: &Message) -> Result<(), String> {
     if m.outgoing || client.replied(m).map_err(|e| e.to_string())? {
         return Ok(());
@@ -176,10 +194,14 @@ async fn handle(client: &Client, rules: &[Rule], m: &Message) -> Result<(), Stri
         return Ok(());
     };
     let body = match a {
-        Answer::Text(t) => Body::Text(t),
+        Answer::Text(t) => Body::Text(fit(t)),
         Answer::File(path, media) => match client.upload_file(&path, &media, |_| {}).await {
             Ok(att) => Body::Attachment(att),
-            Err(e) => Body::Text(format!("Sorry, that file is not available ({e}).")),
+            Err(e) => {
+                // The reason is for the bot's operator, not for whoever asked.
+                eprintln!("hush bot: {}: {e}", path.display());
+                Body::Text("Sorry, that file is not available.".into())
+            }
         },
     };
     if let Some(id) = client.reply(m, body).map_err(|e| e.to_string())? {
@@ -194,6 +216,14 @@ async fn handle(client: &Client, rules: &[Rule], m: &Message) -> Result<(), Stri
         );
     }
     Ok(())
+}
+
+/// One message the bot could not answer does not stop it (or it would stop again at every
+/// start, on the same message).
+fn skip_on_error(r: Result<(), String>) {
+    if let Err(e) = r {
+        eprintln!("hush bot: a message was not answered: {e}");
+    }
 }
 
 pub(crate) async fn run(args: BotArgs) -> Result<(), String> {
@@ -220,12 +250,12 @@ pub(crate) async fn run(args: BotArgs) -> Result<(), String> {
     client.start();
     // What came while the bot was away, or between a message and its answer.
     for m in client.messages().map_err(|e| e.to_string())? {
-        handle(&client, &rules, &m).await?;
+        skip_on_error(handle(&client, &rules, &m).await);
     }
     loop {
         tokio::select! {
             e = events.recv() => match e {
-                Some(Event::Message(m)) => handle(&client, &rules, &m).await?,
+                Some(Event::Message(m)) => skip_on_error(handle(&client, &rules, &m).await),
                 Some(Event::Connected { .. }) => println!("connected"),
                 Some(_) => {}
                 None => break,
@@ -280,6 +310,18 @@ mod tests {
         let no_default = parse("menu => m", Path::new(".")).expect("rules");
         assert_eq!(answer(&no_default, Some("hi")), None);
         assert_eq!(answer(&no_default, None), None);
+    }
+
+    #[test]
+    fn an_echo_of_the_longest_text_still_fits() {
+        let rules = parse("echo * => You said: {rest}", Path::new(".")).expect("rules");
+        let long = format!("echo {}", "é".repeat(hush_client::MAX_TEXT / 2));
+        let Some(Answer::Text(t)) = answer(&rules, Some(&long)) else {
+            panic!("an answer");
+        };
+        let t = fit(t);
+        assert!(t.len() <= hush_client::MAX_TEXT && t.len() > hush_client::MAX_TEXT - 4);
+        assert!(t.starts_with("You said: éé"));
     }
 
     #[test]

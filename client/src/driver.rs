@@ -337,12 +337,17 @@ async fn poll_presence(inner: &Inner, conn: &Conn) -> Result<(), ClientError> {
         .map(|w| w.queries())
         .unwrap_or_default();
     for q in queries {
+        let user = q.user_id.clone();
         let p = match conn.request(In::Presence(q)).await {
             Ok(Out::Presence(p)) => p,
             Err(ClientError::Offline) => return Err(ClientError::Offline),
             _ => continue,
         };
-        let news = inner.watched.lock().ok().and_then(|mut w| w.answer(p));
+        let news = inner
+            .watched
+            .lock()
+            .ok()
+            .and_then(|mut w| w.answer(&user, p));
         if let Some(e) = news {
             inner.emit(e);
         }

@@ -88,7 +88,9 @@ mod net;
 pub mod store;
 pub mod wire;
 
-pub use crate::core::held::{HELD_ITEM_TTL_MS, MAX_HELD_ITEMS};
+pub use crate::core::held::{
+    HELD_ITEM_TTL_MS, HELD_ORDER_WAIT_MS, MAX_HELD_ITEMS, MAX_HELD_PER_SENDER,
+};
 pub use crate::core::{FORWARDED_MANY_TIMES, ForwardLimits, MAX_TEXT, MAX_USER_ID, PostQuantum};
 #[cfg(feature = "native")]
 pub use client::{Client, ClientConfig, DeviceLink, Progress};

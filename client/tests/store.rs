@@ -173,8 +173,7 @@ fn script(store: &mut dyn Store) -> Vec<String> {
     seen.push(format!("{:?}", tx.messages().unwrap()));
     seen.push(format!("{:?}", tx.ticks(b"m1").unwrap()));
     seen.push(format!("{:?}", tx.ticks(b"m2").unwrap()));
-    // Held group items (SPEC §16.9): by group, oldest first; the oldest beyond a limit or
-    // older than a time.
+    // Held group items (SPEC §16.9): by group, oldest first; by sender; by age.
     tx.hold(b"g1", &alice, b"h1", 10).unwrap();
     tx.hold(b"g2", &bob, b"h2", 20).unwrap();
     tx.hold(b"g1", &bob, b"h3", 30).unwrap();
@@ -182,30 +181,38 @@ fn script(store: &mut dyn Store) -> Vec<String> {
     let g1 = tx.held(b"g1").unwrap();
     seen.push(format!(
         "{:?}",
-        g1.iter().map(|(_, s)| s).collect::<Vec<_>>()
+        g1.iter().map(|(_, at, s)| (at, s)).collect::<Vec<_>>()
     ));
     seen.push(format!(
-        "{} {} {}",
-        tx.holds_from(b"g1", &bob).unwrap(),
-        tx.holds_from(b"g2", &alice).unwrap(),
-        tx.holds_from(b"g9", &bob).unwrap()
+        "{:?} {:?} {:?}",
+        tx.oldest_held_from(b"g1", &bob).unwrap(),
+        tx.oldest_held_from(b"g2", &alice).unwrap(),
+        tx.oldest_held_from(b"g9", &bob).unwrap()
     ));
-    let over = |tx: &dyn hush_client::store::StoreTx, before, keep| {
-        tx.held_over(before, keep)
-            .unwrap()
-            .into_iter()
-            .map(|(_, a)| a.to_string())
+    let names = |rows: Vec<(i64, Vec<u8>, Address)>| {
+        rows.into_iter()
+            .map(|(_, g, a)| format!("{}:{a}", String::from_utf8_lossy(&g)))
             .collect::<Vec<_>>()
     };
-    seen.push(format!("{:?}", over(&*tx, 0, 4)));
-    seen.push(format!("{:?}", over(&*tx, 0, 2)));
-    seen.push(format!("{:?}", over(&*tx, 30, 4)));
-    seen.push(format!("{:?}", over(&*tx, 25, 1)));
+    seen.push(format!("{:?}", names(tx.held_before(10).unwrap())));
+    seen.push(format!("{:?}", names(tx.held_before(31).unwrap())));
+    seen.push(format!(
+        "{:?}",
+        tx.held_senders()
+            .unwrap()
+            .into_iter()
+            .map(|(a, n, _)| format!("{a}={n}"))
+            .collect::<Vec<_>>()
+    ));
+    let (oldest, group) = tx.oldest_held_of(&bob).unwrap().unwrap();
+    seen.push(format!("{}", String::from_utf8_lossy(&group)));
+    tx.release(oldest).unwrap();
     tx.release(g1[0].0).unwrap();
     seen.push(format!(
-        "{:?} {}",
+        "{} {:?} {:?}",
         tx.held(b"g1").unwrap().len(),
-        tx.holds_from(b"g1", &alice).unwrap()
+        tx.oldest_held_from(b"g1", &alice).unwrap(),
+        tx.oldest_held_of(&alice).unwrap().map(|(_, g)| g)
     ));
     tx.commit().unwrap();
     seen
@@ -237,13 +244,13 @@ fn sqlite_and_memory_stores_answer_alike() {
     assert_eq!(
         a[n - 7..],
         [
-            "[[104, 49], [104, 51], [104, 52]]",
-            "true false false",
+            "[(10, [104, 49]), (30, [104, 51]), (40, [104, 52])]",
+            "Some(30) None None",
             "[]",
-            r#"["alice.1", "bob.7"]"#,
-            r#"["alice.1", "bob.7"]"#,
-            r#"["alice.1", "bob.7", "bob.7"]"#,
-            "2 false",
+            r#"["g1:alice.1", "g2:bob.7", "g1:bob.7"]"#,
+            r#"["alice.1=1", "alice.2=1", "bob.7=2"]"#,
+            "g2",
+            "2 None None",
         ],
         "held group items"
     );

@@ -6,9 +6,13 @@
 //! message may leave its outbox before the sender key it queued for a newcomer. Such an
 //! item is not dropped (it would be lost for good: its envelope is acknowledged and its
 //! session has moved on) but **held** on the device, sealed, and applied again after each
-//! change to its group: a control applied, a sender key taken. At most
-//! [`MAX_HELD_ITEMS`] are held, each at most [`HELD_ITEM_TTL_MS`]; the oldest beyond either
-//! is dropped with [`DropReason::TooEarly`].
+//! change to its group: a control applied, a sender key taken, a message of the same sender
+//! shown. Each sender may have [`MAX_HELD_PER_SENDER`] items held and the device
+//! [`MAX_HELD_ITEMS`] in all (beyond either, the oldest item of the sender holding the most
+//! goes), each for at most [`HELD_ITEM_TTL_MS`]; what goes is dropped with
+//! [`DropReason::TooEarly`]. A sender's later messages wait behind its held one for at most
+//! [`HELD_ORDER_WAIT_MS`], so one message that never becomes readable cannot mute its
+//! sender.
 
 use hush_crypto::{IdentityPublicKey, Zeroizing};
 use hush_groups::{DistributionError, GroupDecryptError};
@@ -22,10 +26,16 @@ use crate::event::{Address, DropReason, Event, GroupId, Undecryptable};
 use crate::proto::client as pc;
 use crate::store::Tx;
 
-/// Most items held on a device at once (SPEC §16.9); a new one beyond it drops the oldest.
+/// Most items held on a device at once (SPEC §16.9).
 pub const MAX_HELD_ITEMS: usize = 256;
+/// Most items one sender may have held (SPEC §16.9): a sender that floods the hold pushes
+/// out its own items, not others'.
+pub const MAX_HELD_PER_SENDER: usize = 32;
 /// How long an item is held at most (SPEC §16.9): 7 days.
 pub const HELD_ITEM_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
+/// How long a sender's later messages wait behind its held one, to be shown in order (SPEC
+/// §16.9): 5 minutes.
+pub const HELD_ORDER_WAIT_MS: u64 = 5 * 60 * 1000;
 
 /// What applying a group item came to.
 pub(crate) enum Applied<T> {
@@ -48,15 +58,19 @@ pub(crate) struct GroupOpened {
 }
 
 /// Decrypts a group message that just arrived from `from` and saves the group's new
-/// state; held if something from the same sender is held for the group (its messages are
-/// shown in the order they came).
+/// state; held if the sender has an item held for the group since less than
+/// [`HELD_ORDER_WAIT_MS`] (its messages are shown in the order they came).
 pub(crate) fn open_arrived(
     tx: &Tx<'_>,
     from: &Address,
     group_id: &[u8],
     message: &[u8],
+    now: u64,
 ) -> Result<Applied<GroupOpened>, ClientError> {
-    if tx.holds_from(group_id, from)? {
+    if tx
+        .oldest_held_from(group_id, from)?
+        .is_some_and(|at| now.saturating_sub(at) < HELD_ORDER_WAIT_MS)
+    {
         return Ok(Applied::Early);
     }
     open_group(tx, from, group_id, message)
@@ -136,41 +150,90 @@ pub(crate) fn item(from: &Address, env: &pr::Envelope, group_id: &[u8]) -> pc::H
     }
 }
 
-/// Holds `item`; returns the drops of what no longer fits.
-pub(crate) fn hold(tx: &Tx<'_>, item: &pc::HeldItem, now: u64) -> Result<Vec<Event>, ClientError> {
+/// Holds `item`; returns the drops of what no longer fits, and what that lets through.
+pub(crate) fn hold(
+    dev: &Device,
+    tx: &Tx<'_>,
+    item: &pc::HeldItem,
+    now: u64,
+) -> Result<Vec<Event>, ClientError> {
     tx.hold(item, now)?;
-    evict(tx, now)
+    let (mut events, touched) = evict(tx, now)?;
+    for g in touched {
+        events.append(&mut rounds(dev, tx, &g, now)?);
+    }
+    Ok(events)
 }
 
-/// Drops what was held too long or beyond the limit.
-fn evict(tx: &Tx<'_>, now: u64) -> Result<Vec<Event>, ClientError> {
-    tx.held_over(now.saturating_sub(HELD_ITEM_TTL_MS), MAX_HELD_ITEMS)?
-        .into_iter()
-        .map(|(id, from)| {
-            tx.release(id)?;
-            Ok(drop_of(&from, DropReason::TooEarly))
-        })
-        .collect()
+/// Drops what was held too long, then, while a sender holds more than
+/// [`MAX_HELD_PER_SENDER`] or the device more than [`MAX_HELD_ITEMS`], the oldest item of
+/// the sender holding the most. Returns the drops and the groups they were in.
+fn evict(tx: &Tx<'_>, now: u64) -> Result<(Vec<Event>, Vec<Vec<u8>>), ClientError> {
+    let mut events = Vec::new();
+    let mut touched: Vec<Vec<u8>> = Vec::new();
+    let mut dropped = |id: i64, group: Vec<u8>, from: &Address| -> Result<(), ClientError> {
+        tx.release(id)?;
+        events.push(drop_of(from, DropReason::TooEarly));
+        if !touched.contains(&group) {
+            touched.push(group);
+        }
+        Ok(())
+    };
+    for (id, group, from) in tx.held_before(now.saturating_sub(HELD_ITEM_TTL_MS))? {
+        dropped(id, group, &from)?;
+    }
+    loop {
+        let senders = tx.held_senders()?;
+        let total: u64 = senders.iter().map(|(_, n, _)| n).sum();
+        // The sender holding the most; of those, the one with the oldest item.
+        let Some((top, n, _)) = senders
+            .into_iter()
+            .max_by_key(|(_, n, oldest)| (*n, std::cmp::Reverse(*oldest)))
+        else {
+            break;
+        };
+        if n <= MAX_HELD_PER_SENDER as u64 && total <= MAX_HELD_ITEMS as u64 {
+            break;
+        }
+        let Some((id, group)) = tx.oldest_held_of(&top)? else {
+            break;
+        };
+        dropped(id, group, &top)?;
+    }
+    Ok((events, touched))
 }
 
-/// Applies again, oldest first, what is held for a group that just changed, until nothing
-/// more applies (a sender key taken may open a message held behind it).
+/// Applies again, oldest first, what is held for a group that just changed (and for groups
+/// whose items an eviction let through), until nothing more applies.
 pub(crate) fn replay(
     dev: &Device,
     tx: &Tx<'_>,
     group_id: &[u8],
     now: u64,
 ) -> Result<Vec<Event>, ClientError> {
-    let mut events = evict(tx, now)?;
+    let (mut events, mut touched) = evict(tx, now)?;
+    if !touched.iter().any(|g| g == group_id) {
+        touched.push(group_id.to_vec());
+    }
+    for g in touched {
+        events.append(&mut rounds(dev, tx, &g, now)?);
+    }
+    Ok(events)
+}
+
+/// Rounds over a group's held items, oldest first, until one leaves nothing changed (a
+/// sender key taken may open a message held behind it).
+fn rounds(dev: &Device, tx: &Tx<'_>, group_id: &[u8], now: u64) -> Result<Vec<Event>, ClientError> {
+    let mut events = Vec::new();
     let Ok(gid) = GroupId::try_from(group_id) else {
         return Ok(events);
     };
     loop {
         let mut moved = false;
-        // Senders with a message still waiting: their later messages wait behind it (a
-        // sender key of theirs may still apply).
+        // Senders with a message still waiting (held recently): their later messages wait
+        // behind it, to be shown in order (a sender key of theirs may still apply).
         let mut waiting: Vec<Address> = Vec::new();
-        for (id, item) in tx.held(group_id)? {
+        for (id, at, item) in tx.held(group_id)? {
             let outcome = match &item {
                 // Damaged on disk: it can never apply.
                 None => Err(DropReason::Malformed),
@@ -183,7 +246,7 @@ pub(crate) fn replay(
                     match apply_held(dev, tx, item, gid, now)? {
                         Applied::Done(e) => Ok(e),
                         Applied::Early => {
-                            if message {
+                            if message && now.saturating_sub(at) < HELD_ORDER_WAIT_MS {
                                 waiting.push(from);
                             }
                             continue;
@@ -268,58 +331,149 @@ mod tests {
     use rand::SeedableRng as _;
 
     use super::*;
+    use crate::store::Sealed;
 
-    fn events_of(store: &mut crate::store::Sealed, at: u64, n: u32) -> Vec<Event> {
+    fn hold_one(dev: &Device, store: &mut Sealed, at: u64, sender: &str) -> Vec<Event> {
         store
             .transaction(|tx| {
                 let item = pc::HeldItem {
-                    from_user: format!("u{n}"),
+                    from_user: sender.into(),
                     from_device: 1,
-                    group_id: vec![7; 16],
+                    group_id: vec![7; 32],
                     group_message: vec![1, 2, 3],
                     ..Default::default()
                 };
-                hold(tx, &item, at)
+                hold(dev, tx, &item, at)
             })
             .expect("hold")
     }
 
-    fn held(store: &mut crate::store::Sealed) -> usize {
-        store.read(|tx| tx.held(&[7; 16])).expect("held").len()
+    fn held_from(store: &mut Sealed, sender: &str) -> usize {
+        store
+            .read(|tx| tx.held_senders())
+            .expect("held")
+            .iter()
+            .find(|(a, ..)| a.user == sender)
+            .map_or(0, |(_, n, _)| *n as usize)
     }
 
-    /// `MAX_HELD_ITEMS` are held; one more drops the oldest, with `TooEarly`.
+    fn dropped(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match e {
+                Event::Dropped {
+                    from,
+                    reason: DropReason::TooEarly,
+                } => from.user.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn total(store: &mut Sealed) -> usize {
+        store.read(|tx| tx.held(&[7; 32])).expect("held").len()
+    }
+
+    /// `MAX_HELD_ITEMS` are held; one more drops the oldest item of a sender holding the
+    /// most.
     #[test]
     fn at_most_max_held_items_are_held() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let (_, mut store) = super::super::test_device("alice", &mut rng);
-        for n in 0..u32::try_from(MAX_HELD_ITEMS).expect("small") {
-            assert!(events_of(&mut store, 10, n).is_empty());
+        let (dev, mut store) = super::super::test_device("alice", &mut rng);
+        for n in 0..MAX_HELD_ITEMS {
+            assert!(hold_one(&dev, &mut store, 10, &format!("u{n}")).is_empty());
         }
-        assert_eq!(held(&mut store), MAX_HELD_ITEMS);
-        let dropped = events_of(&mut store, 10, 9999);
-        assert!(
-            matches!(&dropped[..], [Event::Dropped { from, reason: DropReason::TooEarly }]
-                if from.user == "u0"),
-            "{dropped:?}"
-        );
-        assert_eq!(held(&mut store), MAX_HELD_ITEMS);
+        assert_eq!(total(&mut store), MAX_HELD_ITEMS);
+        assert_eq!(dropped(&hold_one(&dev, &mut store, 10, "late")), ["u0"]);
+        assert_eq!(total(&mut store), MAX_HELD_ITEMS);
+    }
+
+    /// A sender holds `MAX_HELD_PER_SENDER` at most: one flooding the hold pushes out its
+    /// own items, never another sender's.
+    #[test]
+    fn a_flooding_sender_pushes_out_only_its_own_items() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let (dev, mut store) = super::super::test_device("alice", &mut rng);
+        assert!(hold_one(&dev, &mut store, 10, "bob").is_empty());
+        for _ in 0..MAX_HELD_PER_SENDER {
+            assert!(hold_one(&dev, &mut store, 11, "mallory").is_empty());
+        }
+        for _ in 0..3 * MAX_HELD_ITEMS {
+            assert_eq!(
+                dropped(&hold_one(&dev, &mut store, 12, "mallory")),
+                ["mallory"]
+            );
+        }
+        assert_eq!(held_from(&mut store, "mallory"), MAX_HELD_PER_SENDER);
+        assert_eq!(held_from(&mut store, "bob"), 1, "bob's item stays");
+        // Many flooding senders together: the device's limit, and still the senders
+        // holding the most lose first, so a sender with one item keeps it (unless more
+        // senders than the limit flood, each down to one item: then the oldest go).
+        for n in 0..100 {
+            for _ in 0..5 {
+                hold_one(&dev, &mut store, 13, &format!("sybil{n}"));
+            }
+        }
+        assert_eq!(total(&mut store), MAX_HELD_ITEMS);
+        assert_eq!(held_from(&mut store, "bob"), 1, "bob's item stays");
+    }
+
+    /// A sender's new message waits behind its held one for `HELD_ORDER_WAIT_MS` at most,
+    /// and never behind another sender's.
+    #[test]
+    fn a_held_message_holds_back_its_senders_next_ones_for_the_order_wait_at_most() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let (dev, mut store) = super::super::test_device("alice", &mut rng);
+        let bob = Address::new("bob", 1);
+        let carol = Address::new("carol", 1);
+        let listed: Vec<(Address, IdentityPublicKey)> = [&bob, &carol]
+            .into_iter()
+            .map(|a| {
+                let k = hush_crypto::IdentityKeyPair::generate(&mut rng);
+                (a.clone(), *k.public())
+            })
+            .collect();
+        let (gid, _) = store
+            .transaction(|tx| super::super::groups::create(&dev, tx, "g", &listed, 1, &mut rng))
+            .expect("group");
+        let junk = vec![1, 2, 3];
+        store
+            .transaction(|tx| {
+                let item = pc::HeldItem {
+                    from_user: "bob".into(),
+                    from_device: 1,
+                    group_id: gid.to_vec(),
+                    group_message: junk.clone(),
+                    ..Default::default()
+                };
+                tx.hold(&item, 1_000)
+            })
+            .expect("hold");
+        let arrives = |store: &mut Sealed, from: &Address, now: u64| {
+            store
+                .transaction(|tx| open_arrived(tx, from, &gid, &junk, now))
+                .expect("open")
+        };
+        let t = 1_000 + HELD_ORDER_WAIT_MS;
+        assert!(matches!(arrives(&mut store, &bob, t - 1), Applied::Early));
+        // Past the wait it is opened (and, being junk, refused).
+        assert!(matches!(arrives(&mut store, &bob, t), Applied::Dropped(_)));
+        assert!(matches!(
+            arrives(&mut store, &carol, 1_001),
+            Applied::Dropped(_)
+        ));
     }
 
     /// An item is held `HELD_ITEM_TTL_MS` at most.
     #[test]
     fn items_are_held_for_the_ttl_at_most() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let (_, mut store) = super::super::test_device("alice", &mut rng);
-        assert!(events_of(&mut store, 1_000, 0).is_empty());
-        assert!(events_of(&mut store, 1_000 + HELD_ITEM_TTL_MS, 1).is_empty());
-        assert_eq!(held(&mut store), 2);
-        let dropped = events_of(&mut store, 1_001 + HELD_ITEM_TTL_MS, 2);
-        assert!(
-            matches!(&dropped[..], [Event::Dropped { from, reason: DropReason::TooEarly }]
-                if from.user == "u0"),
-            "{dropped:?}"
-        );
-        assert_eq!(held(&mut store), 2);
+        let (dev, mut store) = super::super::test_device("alice", &mut rng);
+        assert!(hold_one(&dev, &mut store, 1_000, "u0").is_empty());
+        assert!(hold_one(&dev, &mut store, 1_000 + HELD_ITEM_TTL_MS, "u1").is_empty());
+        assert_eq!(total(&mut store), 2);
+        let events = hold_one(&dev, &mut store, 1_001 + HELD_ITEM_TTL_MS, "u2");
+        assert_eq!(dropped(&events), ["u0"]);
+        assert_eq!(total(&mut store), 2);
     }
 }

@@ -177,7 +177,7 @@ fn open_and_apply<R: CryptoRng + ?Sized>(
                 }
             }
             Incoming::Group { group_id, message } => {
-                match held::open_arrived(tx, &from, group_id, message)? {
+                match held::open_arrived(tx, &from, group_id, message, now)? {
                     Applied::Done(o) => (o.plaintext, o.sender, Some(*group_id), o.before_removal),
                     Applied::Dropped(reason) => return Ok(Err(reason)),
                     Applied::Early => {
@@ -187,7 +187,7 @@ fn open_and_apply<R: CryptoRng + ?Sized>(
                             group_message: message.clone(),
                             ..held::item(&from, env, group_id.as_slice())
                         };
-                        return Ok(Ok(held::hold(tx, &item, now)?));
+                        return Ok(Ok(held::hold(dev, tx, &item, now)?));
                     }
                 }
             }
@@ -231,6 +231,13 @@ fn open_and_apply<R: CryptoRng + ?Sized>(
                     before_removal,
                     now,
                 )?);
+                // Shown past a held message of the same sender that waited long enough:
+                // what waited behind that one may go too.
+                if let Some(g) = &group
+                    && tx.oldest_held_from(g, &from)?.is_some()
+                {
+                    events.append(&mut held::replay(dev, tx, g, now)?);
+                }
             }
             Some(pc::content::Body::GroupControl(gc)) if group.is_none() => {
                 match apply_control(dev, tx, &from, &sender_identity, gc, now, rng)? {
@@ -258,7 +265,7 @@ fn open_and_apply<R: CryptoRng + ?Sized>(
                             sender_identity: sender_identity.to_bytes().to_vec(),
                             ..held::item(&from, env, &sk.group_id)
                         };
-                        events.append(&mut held::hold(tx, &item, now)?);
+                        events.append(&mut held::hold(dev, tx, &item, now)?);
                     }
                     Applied::Dropped(reason) => events.push(drop_of(&from, reason)),
                 }

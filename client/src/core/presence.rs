@@ -37,10 +37,14 @@ impl Watched {
             .collect()
     }
 
-    /// Takes an answer: an [`Event::Presence`] for a watched user on its first answer, when
-    /// it goes on- or offline, or when its last-seen time moves while it is offline (while
-    /// online, the time moves with every action and is no news).
-    pub(crate) fn answer(&mut self, p: pr::Presence) -> Option<Event> {
+    /// Takes the answer to the query for `user`: an [`Event::Presence`] on its first
+    /// answer, when it goes on- or offline, or when its last-seen time moves while it is
+    /// offline (while online, the time moves with every action and is no news). An answer
+    /// about another user than the one asked is ignored.
+    pub(crate) fn answer(&mut self, user: &str, p: pr::Presence) -> Option<Event> {
+        if p.user_id != user {
+            return None;
+        }
         let p = presence_of(p);
         let slot = self.users.get_mut(&p.user)?;
         let news = slot.as_ref().is_none_or(|old| {
@@ -56,12 +60,15 @@ mod tests {
     use super::*;
 
     fn answer(w: &mut Watched, user: &str, online: bool, last_seen_ms: u64) -> bool {
-        w.answer(pr::Presence {
-            user_id: user.into(),
-            online,
-            last_seen_ms,
-            hidden: false,
-        })
+        w.answer(
+            user,
+            pr::Presence {
+                user_id: user.into(),
+                online,
+                last_seen_ms,
+                hidden: false,
+            },
+        )
         .is_some()
     }
 
@@ -72,18 +79,34 @@ mod tests {
         w.watch("bob");
         assert_eq!(w.queries().len(), 1);
         assert!(!answer(&mut w, "carol", true, 5), "carol is not watched");
+        assert!(
+            w.answer(
+                "bob",
+                pr::Presence {
+                    user_id: "carol".into(),
+                    online: true,
+                    last_seen_ms: 5,
+                    hidden: false,
+                }
+            )
+            .is_none(),
+            "an answer about someone else"
+        );
         assert!(answer(&mut w, "bob", true, 5), "the first answer");
         assert!(!answer(&mut w, "bob", true, 9), "online, acting");
         assert!(answer(&mut w, "bob", false, 9), "gone offline");
         assert!(!answer(&mut w, "bob", false, 9), "the same");
         assert!(answer(&mut w, "bob", false, 12), "seen again while offline");
         assert!(answer(&mut w, "bob", false, 0), "last seen hidden");
-        let Some(Event::Presence(p)) = w.answer(pr::Presence {
-            user_id: "bob".into(),
-            online: true,
-            last_seen_ms: 0,
-            hidden: false,
-        }) else {
+        let Some(Event::Presence(p)) = w.answer(
+            "bob",
+            pr::Presence {
+                user_id: "bob".into(),
+                online: true,
+                last_seen_ms: 0,
+                hidden: false,
+            },
+        ) else {
             panic!("back online is news");
         };
         assert_eq!((p.online, p.last_seen_ms), (true, None));

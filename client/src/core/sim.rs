@@ -221,6 +221,8 @@ struct Sent {
     /// directory then), learnt from its `Send` frames.
     to: BTreeSet<Address>,
     group: Option<GroupId>,
+    /// For a direct message, its recipient user.
+    to_user: Option<String>,
 }
 
 /// A group as the sim's omniscient eye sees it.
@@ -253,6 +255,8 @@ struct World {
     reordered: usize,
     /// Connections dropped in the middle of a pass or before an acknowledgement.
     disconnects: usize,
+    /// Deliveries after which a device held more group items than before (SPEC §16.9).
+    held: usize,
 }
 
 const USERS: [(&str, u32); 4] = [("alice", 1), ("alice", 2), ("bob", 1), ("carol", 1)];
@@ -287,6 +291,7 @@ impl World {
             changes: [0; 3],
             reordered: 0,
             disconnects: 0,
+            held: 0,
         }
     }
 
@@ -369,15 +374,16 @@ impl World {
             .ok()?;
         let n = self.sent.iter().filter(|s| s.from == me).count();
         self.order.insert(id, n);
-        let group = match conversation {
-            Conversation::Group(g) => Some(*g),
-            Conversation::Direct(_) => None,
+        let (group, to_user) = match conversation {
+            Conversation::Group(g) => (Some(*g), None),
+            Conversation::Direct(u) => (None, Some(u.clone())),
         };
         self.sent.push(Sent {
             from: me,
             id,
             to,
             group,
+            to_user,
         });
         Some(id)
     }
@@ -630,6 +636,15 @@ impl World {
         eprintln!("{me} <- {from} #{n:?} leaked={leaked}: {what:?}");
     }
 
+    /// How many group items device `i` holds (SPEC §16.9).
+    fn held_count(&mut self, i: usize) -> usize {
+        self.devices[i]
+            .store
+            .read(|tx| tx.held_before(u64::MAX))
+            .expect("held items")
+            .len()
+    }
+
     /// Whether either user was removed from a group.
     fn removed_pair(&self, a: &Address, b: &Address) -> bool {
         self.groups
@@ -712,6 +727,7 @@ impl World {
             ciphertext: env.ciphertext.clone(),
         };
         let now = self.now;
+        let held_before = self.held_count(i);
         // The core's own handling of pushed frames, its questions answered by the relay
         // model.
         let mut pushes = Pushes::new(vec![pr::ServerFrame {
@@ -744,6 +760,9 @@ impl World {
         };
         if std::env::var("HUSH_SIM_TRACE").is_ok() {
             self.trace(&me, &env_from, &env_mid, leaked, &events);
+        }
+        if self.held_count(i) > held_before {
+            self.held += 1;
         }
         for e in events {
             match e {
@@ -845,7 +864,15 @@ impl World {
         for d in &self.devices {
             for (from, id) in &d.shown {
                 let s = self.sent.iter().find(|s| s.id == *id).expect("sent");
-                // (A device linked after a direct message was queued may get it too.)
+                // A direct message only on its recipient's and its sender's devices (one
+                // linked after it was queued may get it too).
+                if let Some(u) = &s.to_user {
+                    assert!(
+                        d.dev.me.user == *u || d.dev.me.user == s.from.user,
+                        "{} read {from}'s message to {u}",
+                        d.dev.me
+                    );
+                }
                 assert!(
                     s.group.is_none() || s.to.contains(&d.dev.me),
                     "{} read {from}'s message {id:?}, which was not sent to it",
@@ -883,14 +910,13 @@ impl World {
         for d in &mut self.devices {
             let held = d
                 .store
-                .read(|tx| tx.held_over(u64::MAX, 0))
+                .read(|tx| tx.held_before(u64::MAX))
                 .expect("held items");
-            for (_, from) in held {
+            for (_, group, from) in held {
+                // Only a removal from that very group explains it.
                 assert!(
-                    self.groups
-                        .iter()
-                        .any(|g| g.removed.contains(&from.user)
-                            || g.removed.contains(&d.dev.me.user)),
+                    self.groups.iter().any(|g| g.id[..] == group[..]
+                        && (g.removed.contains(&from.user) || g.removed.contains(&d.dev.me.user))),
                     "{} still holds an item from {from}",
                     d.dev.me
                 );
@@ -911,16 +937,18 @@ impl World {
     }
 }
 
-/// A drop that a group change can explain.
+/// A drop that a removal can explain: from or to a member no longer in the group (never a
+/// bad signature, a failed authentication or a malformed item).
 fn group_drop(reason: &crate::event::DropReason) -> bool {
     use crate::event::{DropReason, Undecryptable};
+    use hush_groups::{ControlError, DistributionError as D, GroupDecryptError as G};
     matches!(
         reason,
         DropReason::UnknownGroup
             | DropReason::Undecryptable(
-                Undecryptable::Group(_)
-                    | Undecryptable::Distribution(_)
-                    | Undecryptable::Control(_)
+                Undecryptable::Group(G::RemovedMember | G::NotAMember | G::KeyUnavailable)
+                    | Undecryptable::Distribution(D::RemovedMember | D::NotAMember)
+                    | Undecryptable::Control(ControlError::NotInGroup)
             )
     )
 }
@@ -934,6 +962,7 @@ struct Tally {
     group_messages: usize,
     reordered: usize,
     disconnects: usize,
+    held: usize,
 }
 
 /// One seeded run.
@@ -957,6 +986,7 @@ fn run(seed: u64) -> Tally {
                 .count(),
             reordered: w.reordered,
             disconnects: w.disconnects,
+            held: w.held,
         }
     });
     match result {
@@ -992,13 +1022,14 @@ fn seeded_simulations_lose_and_repeat_nothing() {
         all.group_messages += t.group_messages;
         all.reordered += t.reordered;
         all.disconnects += t.disconnects;
+        all.held += t.held;
     }
     let [created, added, removed] = all.changes;
     eprintln!(
         "{seeds} runs: {} devices linked, {} sends refused as stale, groups: {created} created, \
          {added} adds, {removed} removals, {} group messages; {} deliveries out of order \
-         across senders, {} connections dropped",
-        all.linked, all.stale, all.group_messages, all.reordered, all.disconnects
+         across senders, {} connections dropped, {} deliveries held",
+        all.linked, all.stale, all.group_messages, all.reordered, all.disconnects, all.held
     );
     // The seeds run by `cargo test` do exercise each of these.
     if seeds >= SIM_SEEDS {
@@ -1011,6 +1042,7 @@ fn seeded_simulations_lose_and_repeat_nothing() {
             ("group messages", all.group_messages),
             ("reorders", all.reordered),
             ("disconnects", all.disconnects),
+            ("held group items", all.held),
         ] {
             assert!(n > 0, "no {what} in {seeds} runs");
         }
@@ -1274,7 +1306,7 @@ fn group_items_that_come_before_the_group_wait_for_it() {
     let held = |w: &mut World| {
         w.devices[carol]
             .store
-            .read(|tx| tx.held_over(u64::MAX, 0))
+            .read(|tx| tx.held_before(u64::MAX))
             .expect("held")
             .len()
     };

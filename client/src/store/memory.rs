@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{OutboxRow, ReadsRow, Store, StoreError, StoreTx, Tick};
+use super::{HeldRow, OutboxRow, ReadsRow, Store, StoreError, StoreTx, Tick};
 use crate::event::{Address, ReceiptKind};
 
 type Key = (String, u32);
@@ -407,29 +407,57 @@ impl StoreTx for MemoryTx<'_> {
         })
     }
 
-    fn held(&self, group_id: &[u8]) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+    fn held(&self, group_id: &[u8]) -> Result<Vec<(i64, u64, Vec<u8>)>, StoreError> {
         self.with(|t| {
             t.held
                 .iter()
                 .filter(|(_, (g, ..))| g == group_id)
-                .map(|(id, (_, _, sealed, _))| (*id, sealed.clone()))
+                .map(|(id, (_, _, sealed, at))| (*id, *at, sealed.clone()))
                 .collect()
         })
     }
 
-    fn holds_from(&self, group_id: &[u8], from: &Address) -> Result<bool, StoreError> {
-        self.with(|t| t.held.values().any(|(g, a, ..)| g == group_id && a == from))
+    fn oldest_held_from(&self, group_id: &[u8], from: &Address) -> Result<Option<u64>, StoreError> {
+        self.with(|t| {
+            t.held
+                .values()
+                .filter(|(g, a, ..)| g == group_id && a == from)
+                .map(|(.., at)| *at)
+                .min()
+        })
     }
 
-    fn held_over(&self, before_ms: u64, keep: usize) -> Result<Vec<(i64, Address)>, StoreError> {
+    fn held_before(&self, before_ms: u64) -> Result<Vec<HeldRow>, StoreError> {
         self.with(|t| {
-            let beyond = t.held.len().saturating_sub(keep);
             t.held
                 .iter()
-                .enumerate()
-                .filter(|(k, (_, (.., at)))| *k < beyond || *at < before_ms)
-                .map(|(_, (id, (_, from, ..)))| (*id, from.clone()))
+                .filter(|(_, (.., at))| *at < before_ms)
+                .map(|(id, (g, a, ..))| (*id, g.clone(), a.clone()))
                 .collect()
+        })
+    }
+
+    fn held_senders(&self) -> Result<Vec<(Address, u64, i64)>, StoreError> {
+        self.with(|t| {
+            let mut counts: BTreeMap<Key, (u64, i64)> = BTreeMap::new();
+            for (id, (_, a, ..)) in &t.held {
+                let e = counts.entry(key(a)).or_insert((0, *id));
+                e.0 += 1;
+                e.1 = e.1.min(*id);
+            }
+            counts
+                .into_iter()
+                .map(|((u, d), (n, oldest))| (Address::new(u, d), n, oldest))
+                .collect()
+        })
+    }
+
+    fn oldest_held_of(&self, from: &Address) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        self.with(|t| {
+            t.held
+                .iter()
+                .find(|(_, (_, a, ..))| a == from)
+                .map(|(id, (g, ..))| (*id, g.clone()))
         })
     }
 

@@ -183,13 +183,16 @@ pub trait StoreTx {
         sealed: &[u8],
         at_ms: u64,
     ) -> Result<(), StoreError>;
-    /// What is held for a group, oldest first: (id, sealed).
-    fn held(&self, group_id: &[u8]) -> Result<Vec<(i64, Vec<u8>)>, StoreError>;
-    /// Whether anything from `from` is held for a group.
-    fn holds_from(&self, group_id: &[u8], from: &Address) -> Result<bool, StoreError>;
-    /// What is held since before `before_ms` or beyond the `keep` newest, oldest first:
-    /// (id, sender).
-    fn held_over(&self, before_ms: u64, keep: usize) -> Result<Vec<(i64, Address)>, StoreError>;
+    /// What is held for a group, oldest first: (id, when it was held, sealed).
+    fn held(&self, group_id: &[u8]) -> Result<Vec<(i64, u64, Vec<u8>)>, StoreError>;
+    /// When the oldest item from `from` held for a group was held, if any is.
+    fn oldest_held_from(&self, group_id: &[u8], from: &Address) -> Result<Option<u64>, StoreError>;
+    /// What has been held since before `before_ms`, oldest first: (id, group id, sender).
+    fn held_before(&self, before_ms: u64) -> Result<Vec<HeldRow>, StoreError>;
+    /// How many items each sender has held, in any group, and the id of its oldest.
+    fn held_senders(&self) -> Result<Vec<(Address, u64, i64)>, StoreError>;
+    /// The oldest item held from `from`, in any group: (id, group id).
+    fn oldest_held_of(&self, from: &Address) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
     /// Forgets a held item.
     fn release(&self, id: i64) -> Result<(), StoreError>;
     fn group_ids(&self) -> Result<Vec<Vec<u8>>, StoreError>;
@@ -249,6 +252,9 @@ pub trait StoreTx {
     /// The message's ticks, ordered by tick, then address.
     fn ticks(&self, message_id: &[u8]) -> Result<Vec<(Address, Tick, u64)>, StoreError>;
 }
+
+/// A held item, by row: (id, group id, sender).
+pub type HeldRow = (i64, Vec<u8>, Address);
 
 /// One-time prekey secrets: (id, secret).
 pub(crate) type PrekeySecrets = Vec<(u32, Zeroizing<Vec<u8>>)>;
@@ -723,29 +729,41 @@ impl Tx<'_> {
         Ok(self.raw.hold(&item.group_id, &from, &sealed, now_ms)?)
     }
 
-    /// What is held for a group, oldest first; `None` for an item that does not open.
+    /// What is held for a group, oldest first, with when it was held; `None` for an item
+    /// that does not open.
     pub(crate) fn held(
         &self,
         group_id: &[u8],
-    ) -> Result<Vec<(i64, Option<pc::HeldItem>)>, ClientError> {
+    ) -> Result<Vec<(i64, u64, Option<pc::HeldItem>)>, ClientError> {
         Ok(self
             .raw
             .held(group_id)?
             .into_iter()
-            .map(|(id, b)| (id, self.open_proto(label::HELD, &b).ok()))
+            .map(|(id, at, b)| (id, at, self.open_proto(label::HELD, &b).ok()))
             .collect())
     }
 
-    pub(crate) fn holds_from(&self, group_id: &[u8], from: &Address) -> Result<bool, ClientError> {
-        Ok(self.raw.holds_from(group_id, from)?)
+    pub(crate) fn oldest_held_from(
+        &self,
+        group_id: &[u8],
+        from: &Address,
+    ) -> Result<Option<u64>, ClientError> {
+        Ok(self.raw.oldest_held_from(group_id, from)?)
     }
 
-    pub(crate) fn held_over(
+    pub(crate) fn held_before(&self, before_ms: u64) -> Result<Vec<HeldRow>, ClientError> {
+        Ok(self.raw.held_before(before_ms)?)
+    }
+
+    pub(crate) fn held_senders(&self) -> Result<Vec<(Address, u64, i64)>, ClientError> {
+        Ok(self.raw.held_senders()?)
+    }
+
+    pub(crate) fn oldest_held_of(
         &self,
-        before_ms: u64,
-        keep: usize,
-    ) -> Result<Vec<(i64, Address)>, ClientError> {
-        Ok(self.raw.held_over(before_ms, keep)?)
+        from: &Address,
+    ) -> Result<Option<(i64, Vec<u8>)>, ClientError> {
+        Ok(self.raw.oldest_held_of(from)?)
     }
 
     pub(crate) fn release(&self, id: i64) -> Result<(), ClientError> {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{OutboxRow, ReadsRow, Store, StoreError, StoreTx, Tick};
+use super::{HeldRow, OutboxRow, ReadsRow, Store, StoreError, StoreTx, Tick};
 use crate::event::{Address, ReceiptKind};
 
 /// The schema, one migration per version (`PRAGMA user_version`).
@@ -512,36 +512,68 @@ impl StoreTx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn held(&self, group_id: &[u8]) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+    fn held(&self, group_id: &[u8]) -> Result<Vec<(i64, u64, Vec<u8>)>, StoreError> {
         let mut s = self
             .0
-            .prepare_cached("SELECT id, sealed FROM held WHERE group_id = ?1 ORDER BY id")?;
+            .prepare_cached("SELECT id, at_ms, sealed FROM held WHERE group_id = ?1 ORDER BY id")?;
         let rows = s
-            .query_map([group_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
-    }
-
-    fn holds_from(&self, group_id: &[u8], from: &Address) -> Result<bool, StoreError> {
-        Ok(self.0.prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM held WHERE group_id = ?1 AND user_id = ?2 AND device_id = ?3)",
-        )?
-        .query_row(params![group_id, from.user, from.device], |r| r.get(0))?)
-    }
-
-    fn held_over(&self, before_ms: u64, keep: usize) -> Result<Vec<(i64, Address)>, StoreError> {
-        let mut s = self.0.prepare_cached(
-            "SELECT id, user_id, device_id FROM held WHERE at_ms < ?1
-             UNION SELECT id, user_id, device_id FROM held
-                 WHERE id NOT IN (SELECT id FROM held ORDER BY id DESC LIMIT ?2)
-             ORDER BY id",
-        )?;
-        let rows = s
-            .query_map(params![ms(before_ms), ms(keep as u64)], |r| {
-                Ok((r.get(0)?, Address::new(r.get::<_, String>(1)?, r.get(2)?)))
+            .query_map([group_id], |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    fn oldest_held_from(&self, group_id: &[u8], from: &Address) -> Result<Option<u64>, StoreError> {
+        let at: Option<i64> = self
+            .0
+            .prepare_cached(
+                "SELECT MIN(at_ms) FROM held WHERE group_id = ?1 AND user_id = ?2 AND device_id = ?3",
+            )?
+            .query_row(params![group_id, from.user, from.device], |r| r.get(0))?;
+        Ok(at.map(|a| a as u64))
+    }
+
+    fn held_before(&self, before_ms: u64) -> Result<Vec<HeldRow>, StoreError> {
+        let mut s = self.0.prepare_cached(
+            "SELECT id, group_id, user_id, device_id FROM held WHERE at_ms < ?1 ORDER BY id",
+        )?;
+        let rows = s
+            .query_map([ms(before_ms)], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    Address::new(r.get::<_, String>(2)?, r.get(3)?),
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn held_senders(&self) -> Result<Vec<(Address, u64, i64)>, StoreError> {
+        let mut s = self.0.prepare_cached(
+            "SELECT user_id, device_id, COUNT(*), MIN(id) FROM held GROUP BY user_id, device_id ORDER BY user_id, device_id",
+        )?;
+        let rows = s
+            .query_map([], |r| {
+                Ok((
+                    Address::new(r.get::<_, String>(0)?, r.get(1)?),
+                    r.get::<_, i64>(2)? as u64,
+                    r.get(3)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn oldest_held_of(&self, from: &Address) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT id, group_id FROM held WHERE user_id = ?1 AND device_id = ?2 ORDER BY id LIMIT 1",
+            )?
+            .query_row(params![from.user, from.device], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
     }
 
     fn release(&self, id: i64) -> Result<(), StoreError> {
