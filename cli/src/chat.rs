@@ -55,6 +55,8 @@ const HELP: &str = "commands:
   /send TEXT                send (plain lines are sent too)
   /file PATH [MEDIA-TYPE]   send a file, with a progress bar
   /save N PATH              save received attachment number N
+  /report [REASON]          report the last message received as abuse to the relay's
+                            operator (it sees that message, its sender and time)
   /forward USER|#GROUP…     forward the last message shown (at most 5 chats; 1 once
                             it was forwarded many times)
   /verify USER              show safety numbers with USER's devices
@@ -109,6 +111,8 @@ struct State {
     presence: HashMap<String, Presence>,
     /// The last message shown, for `/forward`.
     last: Option<Message>,
+    /// The last message received from someone else, for `/report`.
+    last_received: Option<Message>,
 }
 
 /// Opens the device's client (its store under `--data`, its storage key beside it).
@@ -159,6 +163,7 @@ pub(crate) async fn run(args: ChatArgs) -> Result<(), String> {
         groups: HashMap::new(),
         attachments: Vec::new(),
         last: None,
+        last_received: None,
         presence: HashMap::new(),
     };
     refresh_groups(&mut state);
@@ -232,6 +237,9 @@ fn show(state: &mut State, event: Event) {
                 conv
             };
             state.last = Some(m.clone());
+            if m.reportable {
+                state.last_received = Some(m.clone());
+            }
             match &m.body {
                 Body::Text(t) => println!("<< {} [{conv}]: {t}", m.from),
                 Body::Attachment(a) => {
@@ -401,6 +409,14 @@ async fn command(state: &mut State, line: &str) -> Result<bool, String> {
                 .await
                 .map_err(e)?;
             println!("-- queued {}", short(&id));
+        }
+        "report" => {
+            let m = state
+                .last_received
+                .clone()
+                .ok_or("no message received yet")?;
+            state.client.report(&m, rest.trim()).await.map_err(e)?;
+            println!("-- reported {}'s message {}", m.from, short(&m.id));
         }
         "forward" => {
             let m = state.last.clone().ok_or("no message to forward yet")?;

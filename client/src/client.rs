@@ -395,6 +395,47 @@ impl Client {
         Ok(id)
     }
 
+    /// Reports a received message as abuse to the relay's operator (SPEC §17), with the
+    /// reporter's `reason` (at most 1,024 bytes). This reveals the message, and who sent it
+    /// to this device and when, to the operator; the relay keeps the report only if the
+    /// message is one it delivered to this device from that sender, unchanged. Reporting
+    /// the same message again changes nothing. `ClientError::Unknown` for a message this
+    /// device did not receive franked (its own, or one not in its history).
+    pub async fn report(&self, message: &Message, reason: &str) -> Result<(), ClientError> {
+        let stored = self
+            .inner
+            .read_store(|tx| tx.messages())?
+            .into_iter()
+            .find(|m| {
+                m.from_user == message.from.user
+                    && m.from_device == message.from.device
+                    && m.content
+                        .as_ref()
+                        .is_some_and(|c| c.message_id == message.id)
+                    && m.franking.is_some()
+            })
+            .ok_or(ClientError::Unknown("reportable message"))?;
+        let Some(f) = stored.franking else {
+            return Err(ClientError::Unknown("reportable message"));
+        };
+        match self
+            .conn()?
+            .request(In::Report(pr::Report {
+                sender: Some(crate::core::to_relay(&message.from)),
+                server_timestamp_ms: stored.server_ms,
+                content: f.content,
+                franking_key: f.key,
+                franking_commitment: f.commitment,
+                franking_tag: f.tag,
+                reason: reason.to_string(),
+            }))
+            .await?
+        {
+            pr::server_frame::Body::Done(_) => Ok(()),
+            _ => Err(ClientError::Protocol),
+        }
+    }
+
     /// Whether [`Client::reply`] queued a reply to `to` on this device already.
     pub fn replied(&self, to: &Message) -> Result<bool, ClientError> {
         let id = outbound::reply_id(&to.from, &to.id);

@@ -40,6 +40,8 @@ pub enum RelayErrorCode {
     TooManyDevices,
     /// A user's devices changed since the device list a send was made for: list them again.
     StaleDevices,
+    /// An abuse report that does not verify (SPEC §17).
+    ReportRefused,
     /// A code this version does not know.
     Other(i32),
 }
@@ -64,6 +66,7 @@ impl From<i32> for RelayErrorCode {
             Ok(WireCode::Timeout) => Self::Timeout,
             Ok(WireCode::TooManyDevices) => Self::TooManyDevices,
             Ok(WireCode::StaleDevices) => Self::StaleDevices,
+            Ok(WireCode::ReportRefused) => Self::ReportRefused,
             Ok(WireCode::Unspecified) | Err(_) => Self::Other(code),
         }
     }

@@ -103,6 +103,9 @@ pub struct Message {
     /// How many times it was forwarded before it reached this device (0: written by its
     /// sender). The forwarding clients set it; a modified client can lie (SPEC §16.2).
     pub forwarded: u32,
+    /// A received message this device can report as abuse ([`crate::Client::report`],
+    /// SPEC §17): every text and attachment received from another device is.
+    pub reportable: bool,
 }
 
 impl Message {
@@ -170,6 +173,10 @@ pub enum Undecryptable {
     /// A sender-key distribution that the group refused.
     #[error("the sender key was refused")]
     Distribution(#[source] hush_groups::DistributionError),
+    /// A text or attachment that does not open its envelope's franking commitment
+    /// (SPEC §17), or carries none: it could not be reported, so it is not shown.
+    #[error("the message does not match its franking commitment")]
+    Franking,
     /// A prekey message for a signed prekey this device does not have.
     #[error("unknown signed prekey")]
     UnknownSignedPrekey,

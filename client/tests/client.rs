@@ -557,3 +557,95 @@ async fn device_lists_are_remembered_until_the_relay_says_they_are_stale() {
     assert_eq!(lists().await, again);
     assert_eq!(stale().await, 1);
 }
+
+/// SPEC §17 end to end: a text Bob receives is reportable, and his report reaches the
+/// relay's operator with the message, once; Alice cannot report her own message; a text
+/// whose franking does not hold (none, or a commitment it does not open) is dropped, so
+/// every message shown can be reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn received_messages_can_be_reported_and_unfranked_ones_are_not_shown() {
+    let dir = scratch("franking");
+    let addr = relay(&dir).await;
+    let alice = open(&dir, &addr, "alice", [1; 32]).unwrap();
+    let mut bob = open(&dir, &addr, "bob", [2; 32]).unwrap();
+    for d in [&alice, &bob] {
+        d.online().await;
+    }
+    alice.client.send_text("bob", "an abusive message").unwrap();
+    let m = bob.message().await;
+    assert!(m.reportable);
+    bob.client.report(&m, "threats").await.unwrap();
+    bob.client.report(&m, "threats").await.unwrap();
+    // Alice's own copy is not a received message.
+    let own = alice
+        .client
+        .messages()
+        .unwrap()
+        .into_iter()
+        .find(|x| x.id == m.id)
+        .unwrap();
+    assert!(!own.reportable);
+    assert!(matches!(
+        alice.client.report(&own, "").await,
+        Err(ClientError::Unknown(_))
+    ));
+    let store = hush_relay::SqliteStore::open(&dir.join("relay.db")).unwrap();
+    let reports = hush_relay::Store::reports(&store).await.unwrap();
+    assert_eq!(reports.len(), 1, "kept once");
+    let r = &reports[0];
+    assert_eq!(
+        (r.sender.user.as_str(), r.reporter.user.as_str()),
+        ("alice", "bob")
+    );
+    assert_eq!(r.reason, "threats");
+    let content = pc::Content::decode(&r.content[..]).unwrap();
+    assert_eq!(
+        content.body,
+        Some(pc::content::Body::Text("an abusive message".into()))
+    );
+    // A peer that sends a text without franking, and one whose commitment does not open.
+    let mut peer = Peer {
+        raw: Raw::connect(&addr, "mallory").await,
+        user: "mallory".into(),
+        sessions: Default::default(),
+    };
+    peer.start_session("bob").await;
+    for commitment in [vec![], vec![7; 32]] {
+        let mut mid = [0u8; 16];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut mid);
+        let content = pc::Content {
+            message_id: mid.to_vec(),
+            sent_ms: 1,
+            body: Some(pc::content::Body::Text("unaccountable".into())),
+            sync: None,
+            forwarded: 0,
+            franking_key: vec![],
+        };
+        let (plaintext, _) = franked(&content);
+        let plaintext = if commitment.is_empty() {
+            content.encode_to_vec()
+        } else {
+            plaintext
+        };
+        let m = peer
+            .sessions
+            .get_mut("bob")
+            .unwrap()
+            .encrypt(&plaintext)
+            .unwrap();
+        let payload = pc::Payload {
+            kind: Some(pc::payload::Kind::Session(m.to_bytes())),
+        };
+        peer.raw
+            .send_franked("bob", &mid, payload.encode_to_vec(), commitment)
+            .await;
+        assert_eq!(
+            bob.dropped().await,
+            DropReason::Undecryptable(hush_client::Undecryptable::Franking)
+        );
+    }
+    // And a franked one from the same peer is shown.
+    peer.send_over_session("bob", pc::content::Body::Text("accountable".into()))
+        .await;
+    assert_eq!(bob.message().await.body, Body::Text("accountable".into()));
+}

@@ -20,3 +20,8 @@ pub const MAX_DEVICE_LIST_CHECKS: usize = 2;
 pub const NONCE_LEN: usize = 32;
 /// Largest frame a device accepts from the relay (1 MiB). A relay never sends a larger one.
 pub const MAX_SERVER_FRAME: usize = 1 << 20;
+/// Largest committed content an abuse report may reveal (SPEC §17): 128 KiB, above any
+/// content a client sends (a 64 KiB text with its envelope of fields).
+pub const MAX_REPORT_CONTENT: usize = 128 * 1024;
+/// Longest reason a reporter may give, in bytes (UTF-8).
+pub const MAX_REPORT_REASON: usize = 1024;

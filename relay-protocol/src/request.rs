@@ -8,7 +8,9 @@ use hush_crypto::{IdentityPublicKey, Signature, X25519PublicKey};
 
 use crate::address::{Addr, valid_user_id};
 use crate::device_list::DIGEST_LEN;
-use crate::limits::{MAX_ACK_IDS, MAX_DEVICE_LIST_CHECKS, MAX_MESSAGE_ID};
+use crate::limits::{
+    MAX_ACK_IDS, MAX_DEVICE_LIST_CHECKS, MAX_MESSAGE_ID, MAX_REPORT_CONTENT, MAX_REPORT_REASON,
+};
 use crate::proto::{self, ClientFrame, ErrorCode, client_frame::Body};
 
 /// The relay's per-request limits that parsing checks (its settings, with its defaults).
@@ -117,6 +119,39 @@ pub struct Send {
     /// [`MAX_DEVICE_LIST_CHECKS`]. The relay
     /// refuses the send with `STALE_DEVICES` if one is not the user's current list.
     pub device_lists: Vec<(String, [u8; DIGEST_LEN])>,
+    /// The sender's franking commitment (SPEC §17), if it gave one.
+    pub franking_commitment: Option<[u8; 32]>,
+}
+
+/// An abuse report (SPEC §17): a received message revealed with its franking key, its
+/// commitment and the relay's tag.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The envelope's sender.
+    pub sender: Addr,
+    /// The envelope's `server_timestamp_ms`.
+    pub server_ms: u64,
+    /// The committed content, at most [`MAX_REPORT_CONTENT`] bytes.
+    pub content: Vec<u8>,
+    /// The franking key.
+    pub franking_key: [u8; 32],
+    /// The envelope's franking commitment.
+    pub commitment: [u8; 32],
+    /// The envelope's franking tag.
+    pub tag: [u8; 32],
+    /// The reporter's words, at most [`MAX_REPORT_REASON`] bytes.
+    pub reason: String,
+}
+
+impl core::fmt::Debug for Report {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // The content is a message: not for logs.
+        f.debug_struct("Report")
+            .field("sender", &self.sender)
+            .field("server_ms", &self.server_ms)
+            .field("content_len", &self.content.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A parsed request.
@@ -151,6 +186,8 @@ pub enum Request {
     ListDevices(String),
     /// Remove another device of the authenticated user.
     RemoveDevice(u32),
+    /// An abuse report (boxed: it carries a message).
+    Report(Box<Report>),
 }
 
 fn valid_message_id(id: &[u8]) -> bool {
@@ -160,7 +197,7 @@ fn valid_message_id(id: &[u8]) -> bool {
 impl Request {
     /// The request's name, as a metrics label: `authenticate`, `ping`, `upload_prekeys`,
     /// `fetch_bundle`, `send`, `ack`, `read`, `ack_receipts`, `presence`,
-    /// `presence_settings`, `upload_token` or `list_devices`.
+    /// `presence_settings`, `upload_token`, `list_devices`, `remove_device` or `report`.
     pub const fn kind(&self) -> &'static str {
         match self {
             Self::Authenticate(_) => "authenticate",
@@ -175,6 +212,7 @@ impl Request {
             Self::UploadToken => "upload_token",
             Self::ListDevices(_) => "list_devices",
             Self::RemoveDevice(_) => "remove_device",
+            Self::Report(_) => "report",
         }
     }
 
@@ -301,11 +339,19 @@ impl Request {
                     }
                     device_lists.push((l.user_id, digest));
                 }
+                let franking_commitment = match s.franking_commitment.len() {
+                    0 => None,
+                    _ => Some(
+                        <[u8; 32]>::try_from(s.franking_commitment.as_slice())
+                            .map_err(|_| malformed("a franking commitment is 32 bytes"))?,
+                    ),
+                };
                 Self::Send(Send {
                     recipients,
                     message_id: s.message_id,
                     ciphertext: s.ciphertext,
                     device_lists,
+                    franking_commitment,
                 })
             }
             Body::Ack(a) => {
@@ -327,6 +373,26 @@ impl Request {
                 Self::Presence(q.user_id)
             }
             Body::RemoveDevice(r) => Self::RemoveDevice(r.device_id),
+            Body::Report(r) => {
+                let sender =
+                    Addr::from_proto(r.sender.as_ref()).ok_or(malformed("bad sender address"))?;
+                if r.content.len() > MAX_REPORT_CONTENT {
+                    return Err(refuse(ErrorCode::TooLarge, "reported content too large"));
+                }
+                if r.reason.len() > MAX_REPORT_REASON {
+                    return Err(refuse(ErrorCode::TooLarge, "reason too long"));
+                }
+                let key = |b: &[u8], what| <[u8; 32]>::try_from(b).map_err(|_| malformed(what));
+                Self::Report(Box::new(Report {
+                    sender,
+                    server_ms: r.server_timestamp_ms,
+                    franking_key: key(&r.franking_key, "a franking key is 32 bytes")?,
+                    commitment: key(&r.franking_commitment, "a franking commitment is 32 bytes")?,
+                    tag: key(&r.franking_tag, "a franking tag is 32 bytes")?,
+                    content: r.content,
+                    reason: r.reason,
+                }))
+            }
             Body::PresenceSettings(p) => Self::PresenceSettings {
                 hide_last_seen: p.hide_last_seen,
             },
@@ -385,6 +451,7 @@ mod tests {
             message_id: vec![1; message_id],
             ciphertext: vec![2; ciphertext],
             device_lists: vec![],
+            franking_commitment: vec![],
         })
     }
 
@@ -401,7 +468,63 @@ mod tests {
             message_id: vec![1],
             ciphertext: vec![2],
             device_lists: lists,
+            franking_commitment: vec![],
         })
+    }
+
+    #[test]
+    fn franking_commitments_and_reports_at_their_boundaries() {
+        let with = |len: usize| {
+            Body::Send(proto::Send {
+                recipients: vec![addr("a", 1)],
+                message_id: vec![1],
+                ciphertext: vec![2],
+                device_lists: vec![],
+                franking_commitment: vec![9; len],
+            })
+        };
+        let Ok(Request::Send(s)) = parse(with(32)) else {
+            panic!("a franked send was refused");
+        };
+        assert_eq!(s.franking_commitment, Some([9; 32]));
+        let Ok(Request::Send(s)) = parse(with(0)) else {
+            panic!("an unfranked send was refused");
+        };
+        assert_eq!(s.franking_commitment, None);
+        for bad in [1, 31, 33] {
+            assert_eq!(parse(with(bad)).unwrap_err().0, ErrorCode::Malformed);
+        }
+        let report = |content: usize, reason: usize, key: usize| {
+            Body::Report(proto::Report {
+                sender: Some(addr("mallory", 1)),
+                server_timestamp_ms: 5,
+                content: vec![1; content],
+                franking_key: vec![2; key],
+                franking_commitment: vec![3; 32],
+                franking_tag: vec![4; 32],
+                reason: "x".repeat(reason),
+            })
+        };
+        let Ok(Request::Report(r)) = parse(report(MAX_REPORT_CONTENT, MAX_REPORT_REASON, 32))
+        else {
+            panic!("a report at the limits was refused");
+        };
+        assert_eq!((r.server_ms, r.franking_key, r.tag), (5, [2; 32], [4; 32]));
+        assert!(!format!("{r:?}").contains("[1, 1"), "no content in Debug");
+        assert_eq!(
+            parse(report(MAX_REPORT_CONTENT + 1, 0, 32)),
+            Err((ErrorCode::TooLarge, "reported content too large"))
+        );
+        assert_eq!(
+            parse(report(0, MAX_REPORT_REASON + 1, 32)),
+            Err((ErrorCode::TooLarge, "reason too long"))
+        );
+        assert_eq!(parse(report(0, 0, 31)).unwrap_err().0, ErrorCode::Malformed);
+        let mut no_sender = report(0, 0, 32);
+        if let Body::Report(r) = &mut no_sender {
+            r.sender = None;
+        }
+        assert_eq!(parse(no_sender).unwrap_err().0, ErrorCode::Malformed);
     }
 
     #[test]

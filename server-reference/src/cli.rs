@@ -41,6 +41,12 @@ pub struct RelayArgs {
     /// Most devices one user may register, 1 to 1024 [default: 16].
     #[arg(long, env = "HUSH_MAX_DEVICES_PER_USER")]
     pub max_devices_per_user: Option<usize>,
+    /// Most abuse reports one user may make in 24 hours [default: 50].
+    #[arg(long, env = "HUSH_MAX_REPORTS_PER_DAY")]
+    pub max_reports_per_day: Option<u32>,
+    /// Print the abuse reports kept in the store (SPEC §17), oldest first, and exit.
+    #[arg(long)]
+    pub list_reports: bool,
     /// Frames per second allowed per device, burst twice that [default: 200].
     #[arg(long, env = "HUSH_DEVICE_RATE")]
     pub device_rate: Option<u32>,
@@ -95,6 +101,7 @@ struct FileSettings {
     registration_token: Option<Redacted<String>>,
     max_connections: Option<usize>,
     max_devices_per_user: Option<usize>,
+    max_reports_per_day: Option<u32>,
     registration_hook: Option<String>,
     device_rate: Option<u32>,
     ip_rate: Option<u32>,
@@ -173,6 +180,10 @@ pub fn settings(args: RelayArgs) -> Result<(Config, Backend), String> {
             .max_devices_per_user
             .or(file.max_devices_per_user)
             .unwrap_or(d.max_devices_per_user),
+        max_reports_per_day: args
+            .max_reports_per_day
+            .or(file.max_reports_per_day)
+            .unwrap_or(d.max_reports_per_day),
         device_rate: args
             .device_rate
             .or(file.device_rate)
@@ -219,6 +230,7 @@ pub fn settings(args: RelayArgs) -> Result<(Config, Backend), String> {
 /// Runs the relay with these settings until Ctrl-C, then drains and stops. Logging is the
 /// caller's to set up.
 pub async fn run(args: RelayArgs) -> ExitCode {
+    let list_reports = args.list_reports;
     let (config, backend) = match settings(args) {
         Ok(s) => s,
         Err(e) => {
@@ -228,6 +240,7 @@ pub async fn run(args: RelayArgs) -> ExitCode {
     };
     match backend {
         Backend::Sqlite(db) => match SqliteStore::open(&db) {
+            Ok(store) if list_reports => print_reports(&store).await,
             Ok(store) => serve(config, store).await,
             Err(e) => {
                 eprintln!(
@@ -240,6 +253,7 @@ pub async fn run(args: RelayArgs) -> ExitCode {
         },
         Backend::Postgres { url, schema, pool } => {
             match PgStore::connect(&url, schema.as_deref(), pool).await {
+                Ok(store) if list_reports => print_reports(&store).await,
                 Ok(store) => serve(config, store).await,
                 Err(e) => {
                     eprintln!("hush-relay: PostgreSQL: {}", crate::store::error_chain(&e));
@@ -248,6 +262,84 @@ pub async fn run(args: RelayArgs) -> ExitCode {
             }
         }
     }
+}
+
+/// `--list-reports`: one block per kept abuse report, oldest first.
+async fn print_reports<S: Store>(store: &S) -> ExitCode {
+    match store.reports().await {
+        Ok(reports) => {
+            for r in &reports {
+                let content = reported_text(&r.content);
+                println!(
+                    "report {} at {} ms: {}.{} reports {}.{} (message stored at {} ms)\n  reason: {}\n  message: {}",
+                    r.id,
+                    r.received_ms,
+                    r.reporter.user,
+                    r.reporter.device,
+                    r.sender.user,
+                    r.sender.device,
+                    r.server_ms,
+                    r.reason,
+                    content
+                );
+            }
+            println!("{} reports", reports.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hush-relay: {}", crate::store::error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What a reported message says, for the operator: the text of a Content (SPEC §16.2,
+/// field 3), "an attachment" (field 4), or the bytes in hex when they are neither.
+fn reported_text(content: &[u8]) -> String {
+    fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *b.get(*at)?;
+            *at += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let mut at = 0;
+    while at < content.len() {
+        let Some(key) = varint(content, &mut at) else {
+            break;
+        };
+        let len = match key & 7 {
+            0 => {
+                if varint(content, &mut at).is_none() {
+                    break;
+                }
+                continue;
+            }
+            2 => match varint(content, &mut at).and_then(|l| usize::try_from(l).ok()) {
+                Some(l) if l <= content.len() - at => l,
+                _ => break,
+            },
+            _ => break,
+        };
+        let field = &content[at..at + len];
+        at += len;
+        match key >> 3 {
+            3 => {
+                if let Ok(t) = std::str::from_utf8(field) {
+                    return format!("{t:?}");
+                }
+            }
+            4 => return "an attachment".into(),
+            _ => {}
+        }
+    }
+    let hex: String = content.iter().map(|b| format!("{b:02x}")).collect();
+    format!("(not a text) {hex}")
 }
 
 /// Ctrl-C or SIGTERM (what systemd and Kubernetes send): both drain in-flight work.
@@ -297,6 +389,22 @@ async fn serve<S: Store>(config: Config, store: S) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reported_messages_show_their_text() {
+        // message_id, sent_ms, text "hi \"you\"".
+        let mut c = vec![0x0a, 0x10];
+        c.extend([7; 16]);
+        c.extend([0x10, 0x96, 0x01, 0x1a, 0x08]);
+        c.extend(b"hi \"you\"");
+        assert_eq!(reported_text(&c), r#""hi \"you\"""#);
+        assert_eq!(reported_text(&[0x22, 0x00]), "an attachment");
+        assert_eq!(reported_text(&[0x1a, 0x05, 0x61]), "(not a text) 1a0561");
+        assert_eq!(
+            reported_text(&[0xff; 11]),
+            format!("(not a text) {}", "ff".repeat(11))
+        );
+    }
 
     #[test]
     fn debug_output_holds_no_token_and_no_database_password() {

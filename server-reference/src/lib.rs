@@ -95,6 +95,9 @@ pub struct Config {
     /// [`hush_relay_protocol::limits::MAX_DEVICES_PER_USER`], so a device list always fits
     /// in a frame.
     pub max_devices_per_user: usize,
+    /// Most abuse reports (SPEC §17) one user may make in 24 hours; more are refused with
+    /// `RATE_LIMITED`. Default 50.
+    pub max_reports_per_day: u32,
     /// Most receipts queued for one device; past it new receipts for that device are
     /// dropped until it acknowledges some. Default 100,000.
     pub receipt_max_queued: u64,
@@ -237,6 +240,7 @@ impl Default for Config {
             mailbox_sender_max_bytes: 10 * 1024 * 1024,
             mailbox_ttl: Duration::from_secs(30 * 24 * 3600),
             max_devices_per_user: 16,
+            max_reports_per_day: 50,
             receipt_max_queued: 100_000,
             receipt_ttl: Duration::from_secs(7 * 24 * 3600),
             max_connections: 19_000,
@@ -282,6 +286,8 @@ impl Default for Config {
 /// Shared state of a running relay.
 pub(crate) struct Shared<S> {
     pub(crate) config: Config,
+    /// The relay's franking key (SPEC §17), the same on every node of the store.
+    pub(crate) franking: hush_crypto::franking::RelayFrankingKey,
     pub(crate) store: S,
     pub(crate) hub: Arc<hub::Hub>,
     /// The store pushes what it commits into the hub (see [`Store::deliver_on_commit`]).
@@ -407,7 +413,13 @@ impl<S: Store> Relay<S> {
                 }
             });
         }
+        let mut fresh = [0u8; 32];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut fresh);
+        let franking =
+            hush_crypto::franking::RelayFrankingKey::from_bytes(store.franking_key(fresh).await?);
+        hush_crypto::Zeroize::zeroize(&mut fresh);
         let shared = Arc::new(Shared {
+            franking,
             cluster,
             direct,
             ip_limits: limits::Limiter::new(config.ip_rate),

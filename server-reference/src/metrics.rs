@@ -18,6 +18,7 @@ pub struct Metrics {
     envelopes_in: AtomicU64,
     envelopes_out: AtomicU64,
     acks: AtomicU64,
+    reports: AtomicU64,
     receipts_out: AtomicU64,
     latency_us_sum: AtomicU64,
     requests: AtomicU64,
@@ -49,6 +50,9 @@ impl Metrics {
     }
     pub(crate) fn envelope_out(&self) {
         self.envelopes_out.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn report_in(&self) {
+        self.reports.fetch_add(1, Ordering::Relaxed);
     }
     pub(crate) fn acked(&self, n: u64) {
         self.acks.fetch_add(n, Ordering::Relaxed);
@@ -163,6 +167,12 @@ impl Metrics {
             "counter",
             "Envelopes acknowledged and deleted.",
             get(&self.acks),
+        );
+        line(
+            "hush_reports_total",
+            "counter",
+            "Abuse reports verified and kept (SPEC §17).",
+            get(&self.reports),
         );
         line(
             "hush_receipts_out_total",

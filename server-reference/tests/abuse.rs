@@ -883,6 +883,7 @@ async fn sends_in_one_batch_are_each_on_their_own<S: Store>(store: S) {
         recipients: to.iter().map(|u| a(u)).collect(),
         message_id: vec![id],
         ciphertext: vec![id; 8],
+        franking_commitment: None,
     };
     let batch = vec![
         out(&["bob", "carol"], 1),

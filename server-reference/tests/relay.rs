@@ -1580,6 +1580,7 @@ async fn sends_are_checked_against_their_device_lists(b: Backend) {
                     digest: d.to_vec(),
                 })
                 .collect(),
+            franking_commitment: vec![],
         })
     };
     let bob_one = digest("bob", &[(1, key(&bob_id))]);

@@ -1567,6 +1567,10 @@ def check_franking(c, v):
     kr = h(v["relay_key"])
     for i, e in enumerate(v["commitments"]):
         c.eq(f"commitments[{i}]", h(e["commitment"]), franking_commit(h(e["franking_key"]), h(e["content"])))
+    # §16.2: a franked Content is the committed bytes, then field 15 (7a 20) with the key.
+    f = v["franked_content"]
+    c.eq("franked_content.plaintext", h(f["plaintext"]), h(f["content"]) + bytes([0x7a, 0x20]) + h(f["franking_key"]))
+    c.eq("franked_content.commitment", h(f["commitment"]), franking_commit(h(f["franking_key"]), h(f["content"])))
     for i, e in enumerate(v["relay_tags"]):
         c.eq(f"relay_tags[{i}]", h(e["tag"]), franking_tag(kr, h(e["commitment"]), e["stamp"]))
     for e in v["reports"]:

@@ -142,7 +142,21 @@ pub(crate) fn generate() -> Value {
             "RelayTag",
         ),
     ];
+    // A franked Content (SPEC §16.2): message_id, sent_ms, text "hello", then the key.
+    let mut committed = vec![0x0a, 0x10];
+    committed.extend([0x11; 16]);
+    committed.extend([0x10, 0xe8, 0x07, 0x1a, 0x05]);
+    committed.extend(b"hello");
+    let fk = seeded("franking key content");
+    let plaintext = [&committed[..], &[0x7a, 0x20], &fk[..]].concat();
+    let franked_content = json!({
+        "content": hex::encode(&committed),
+        "franking_key": hex::encode(fk),
+        "plaintext": hex::encode(&plaintext),
+        "commitment": hex::encode(franking::commit(&FrankingKey::from_bytes(fk), &committed)),
+    });
     json!({
+        "franked_content": franked_content,
         "description": "Message franking (SPEC §17): commitments cf = HMAC-SHA256(nf, label || content), the relay's tags binding cf to sender, recipient and time, and reports: result \"ok\" or the class of refusal (Commitment, RelayTag), checked in that order.",
         "relay_key": hex::encode(relay_key),
         "commitments": commitments,
@@ -159,6 +173,13 @@ pub(crate) fn verify(v: &Value, r: &mut Report) -> Result<(), VectorError> {
         let cf = franking::commit(&key, &bytes(c, "content")?);
         check_hex(r, &format!("commitments[{i}]"), c, "commitment", &cf);
     }
+    let f = crate::util::field(v, "franked_content")?;
+    let committed = bytes(f, "content")?;
+    let fk = arr32(f, "franking_key")?;
+    let plaintext = [&committed[..], &[0x7a, 0x20], &fk[..]].concat();
+    check_hex(r, "franked_content", f, "plaintext", &plaintext);
+    let cf = franking::commit(&FrankingKey::from_bytes(fk), &committed);
+    check_hex(r, "franked_content", f, "commitment", &cf);
     for (i, c) in list(v, "relay_tags")?.iter().enumerate() {
         let stamp = stamp_of(crate::util::field(c, "stamp")?)?;
         let rf = franking::relay_tag(&relay, &arr32(c, "commitment")?, &stamp);

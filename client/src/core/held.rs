@@ -313,6 +313,15 @@ fn apply_held(
     ) {
         return Ok(Applied::Dropped(DropReason::Malformed));
     }
+    let franking = match super::inbound::franking_of(
+        &o.plaintext,
+        &c,
+        &item.franking_commitment,
+        &item.franking_tag,
+    ) {
+        Ok(f) => f,
+        Err(reason) => return Ok(Applied::Dropped(reason)),
+    };
     let events = show(
         dev,
         tx,
@@ -321,6 +330,7 @@ fn apply_held(
         &c,
         Some(gid),
         o.before_removal,
+        franking,
         now,
     )?;
     Ok(Applied::Done(events))

@@ -185,6 +185,8 @@ fn open_and_apply<R: CryptoRng + ?Sized>(
                         tx.mark_processed(&from, &env.message_id, now)?;
                         let item = pc::HeldItem {
                             group_message: message.clone(),
+                            franking_commitment: env.franking_commitment.clone(),
+                            franking_tag: env.franking_tag.clone(),
                             ..held::item(&from, env, group_id.as_slice())
                         };
                         return Ok(Ok(held::hold(dev, tx, &item, now)?));
@@ -212,6 +214,13 @@ fn open_and_apply<R: CryptoRng + ?Sized>(
             }
             Err(_) => return Ok(invalid(DropReason::Malformed)),
         };
+        // A text or attachment must open the envelope's franking commitment (SPEC §17), so
+        // that every message shown can be reported.
+        let franking = match franking_of(&content, &c, &env.franking_commitment, &env.franking_tag)
+        {
+            Ok(f) => f,
+            Err(reason) => return Ok(invalid(reason)),
+        };
         if let Some(post_quantum) = new_session {
             events.push(Event::SessionStarted {
                 with: from.clone(),
@@ -229,6 +238,7 @@ fn open_and_apply<R: CryptoRng + ?Sized>(
                     &c,
                     group,
                     before_removal,
+                    franking,
                     now,
                 )?);
                 // Shown past a held message of the same sender that waited long enough:
@@ -295,6 +305,45 @@ fn open_and_apply<R: CryptoRng + ?Sized>(
     })
 }
 
+/// The franking of a received text or attachment (SPEC §17): its plaintext ends with the
+/// franking key field (`7a 20 nf`), and the bytes before it open the envelope's
+/// `commitment` under `nf`. `None` for other bodies; a drop if it does not hold.
+pub(crate) fn franking_of(
+    plaintext: &[u8],
+    c: &pc::Content,
+    commitment: &[u8],
+    tag: &[u8],
+) -> Result<Option<pc::Franking>, DropReason> {
+    if !matches!(
+        c.body,
+        Some(pc::content::Body::Text(_) | pc::content::Body::Attachment(_))
+    ) {
+        return Ok(None);
+    }
+    let unfranked = DropReason::Undecryptable(Undecryptable::Franking);
+    let split = plaintext
+        .len()
+        .checked_sub(super::outbound::FRANKING_TRAILER)
+        .ok_or(unfranked.clone())?;
+    let (committed, trailer) = plaintext.split_at(split);
+    let Ok(nf) = <[u8; 32]>::try_from(c.franking_key.as_slice()) else {
+        return Err(unfranked);
+    };
+    if trailer[..2] != [0x7a, 0x20] || trailer[2..] != nf || tag.len() != 32 {
+        return Err(unfranked);
+    }
+    let key = hush_crypto::franking::FrankingKey::from_bytes(nf);
+    if !hush_crypto::franking::opens(&key, committed, commitment) {
+        return Err(unfranked);
+    }
+    Ok(Some(pc::Franking {
+        content: committed.to_vec(),
+        key: nf.to_vec(),
+        commitment: commitment.to_vec(),
+        tag: tag.to_vec(),
+    }))
+}
+
 /// Adds a text or attachment to the history and reports it.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn show(
@@ -305,6 +354,7 @@ pub(crate) fn show(
     c: &pc::Content,
     group: Option<GroupId>,
     before_removal: bool,
+    franking: Option<pc::Franking>,
     now: u64,
 ) -> Result<Vec<Event>, ClientError> {
     let outgoing = from.user == dev.me.user;
@@ -323,6 +373,7 @@ pub(crate) fn show(
         server_ms,
         outgoing,
         before_removal,
+        franking,
     };
     tx.put_message(&stored, now)?;
     Ok(stored_to_message(&stored)

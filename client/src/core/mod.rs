@@ -227,6 +227,7 @@ pub(crate) fn stored_to_message(m: &pc::StoredMessage) -> Option<Message> {
         outgoing: m.outgoing,
         before_removal: m.before_removal,
         forwarded: c.forwarded,
+        reportable: m.franking.is_some(),
     })
 }
 
@@ -250,6 +251,7 @@ fn push_group_content(
                 body: Some(body),
                 sync: None,
                 forwarded: 0,
+                franking_key: vec![],
             }),
             only: to,
         },

@@ -101,6 +101,7 @@ pub(crate) fn queue_read<R: CryptoRng + ?Sized>(
                 body: Some(pc::content::Body::Read(pc::ReadReceipts { message_ids })),
                 sync: None,
                 forwarded: 0,
+                franking_key: vec![],
             }),
             only: vec![pc::Member {
                 identity_key: key,
@@ -236,6 +237,7 @@ fn queue_as(
         body: Some(body_to_content(body)),
         sync: None,
         forwarded,
+        franking_key: vec![],
     };
     tx.push_draft(
         &id,
@@ -256,6 +258,7 @@ fn queue_as(
             server_ms: 0,
             outgoing: true,
             before_removal: false,
+            franking: None,
         },
         now_ms,
     )?;
@@ -298,7 +301,7 @@ fn encrypt_to<R: CryptoRng + ?Sized>(
     bundles: &HashMap<Address, PrekeyBundle>,
     a: &Address,
     key: &IdentityPublicKey,
-    content: &pc::Content,
+    plaintext: &[u8],
     started: &mut Vec<Event>,
     rng: &mut R,
 ) -> Result<Option<Vec<u8>>, ClientError> {
@@ -327,9 +330,8 @@ fn encrypt_to<R: CryptoRng + ?Sized>(
     let Some(mut session) = session else {
         return Ok(None);
     };
-    let bytes = Zeroizing::new(content.encode_to_vec());
     let m = session
-        .encrypt(&bytes)
+        .encrypt(plaintext)
         .map_err(|e| ClientError::Encrypt(EncryptError::Session(e)))?;
     tx.save_session(a, &session)?;
     Ok(Some(
@@ -338,6 +340,29 @@ fn encrypt_to<R: CryptoRng + ?Sized>(
         }
         .encode_to_vec(),
     ))
+}
+
+/// Length of the franking key field that ends a franked Content: `7a 20` and 32 bytes.
+pub(crate) const FRANKING_TRAILER: usize = 34;
+
+/// A Content as its recipients decrypt it. A text or attachment is franked (SPEC §17): the
+/// encoded Content (`C`) is followed by its franking key `nf` as field 15 (`7a 20 nf`), and
+/// the commitment to `C` under `nf` is returned, for the relay.
+fn plaintext_of(
+    content: &pc::Content,
+    nf: &hush_crypto::franking::FrankingKey,
+) -> (Zeroizing<Vec<u8>>, Option<[u8; 32]>) {
+    let mut bytes = Zeroizing::new(content.encode_to_vec());
+    if !matches!(
+        content.body,
+        Some(pc::content::Body::Text(_) | pc::content::Body::Attachment(_))
+    ) {
+        return (bytes, None);
+    }
+    let cf = hush_crypto::franking::commit(nf, &bytes);
+    bytes.extend_from_slice(&[0x7a, 0x20]);
+    bytes.extend_from_slice(nf.expose());
+    (bytes, Some(cf))
 }
 
 /// Encrypts the draft `seq` as `plan` says and replaces it by its ready envelopes, in `tx`.
@@ -354,13 +379,15 @@ pub(crate) fn encrypt<R: CryptoRng + ?Sized>(
 ) -> Result<Vec<Event>, ClientError> {
     let mut ready = Vec::new();
     let mut started = Vec::new();
+    // One franking key for every copy of this message (SPEC §17).
+    let nf = hush_crypto::franking::FrankingKey::generate(rng);
     if plan.group_message {
         let Conversation::Group(gid) = &plan.to else {
             return Err(ClientError::Protocol);
         };
         let rec = tx.group(gid)?.ok_or(ClientError::Unknown("group"))?;
         let mut g = load_group(&rec)?;
-        let bytes = Zeroizing::new(plan.content.encode_to_vec());
+        let (bytes, franking) = plaintext_of(&plan.content, &nf);
         let sent = g
             .encrypt(&bytes, now_ms / 1000, rng)
             .map_err(|e| ClientError::Encrypt(EncryptError::Group(e)))?;
@@ -374,14 +401,17 @@ pub(crate) fn encrypt<R: CryptoRng + ?Sized>(
                 })),
                 sync: None,
                 forwarded: 0,
+                franking_key: vec![],
             };
+            let sk_bytes = Zeroizing::new(sk.encode_to_vec());
             for (a, k) in &plan.targets {
-                if let Some(p) = encrypt_to(dev, tx, bundles, a, k, &sk, &mut started, rng)? {
+                if let Some(p) = encrypt_to(dev, tx, bundles, a, k, &sk_bytes, &mut started, rng)? {
                     ready.push(pc::Ready {
                         recipients: vec![recipient(a)],
                         payload: p,
                         message_id: sk.message_id.clone(),
                         device_lists: vec![],
+                        franking_commitment: vec![],
                     });
                 }
             }
@@ -398,6 +428,7 @@ pub(crate) fn encrypt<R: CryptoRng + ?Sized>(
                 .encode_to_vec(),
                 message_id: vec![],
                 device_lists: vec![],
+                franking_commitment: franking.map(|c| c.to_vec()).unwrap_or_default(),
             });
         }
         save_group_state(tx, gid, &g, rec)?;
@@ -411,14 +442,17 @@ pub(crate) fn encrypt<R: CryptoRng + ?Sized>(
             })
             .collect();
         let mut reached = 0usize;
+        let (bytes, franking) = plaintext_of(&plan.content, &nf);
+        let franking = franking.map(|c| c.to_vec()).unwrap_or_default();
         for (a, k) in &plan.targets {
-            if let Some(p) = encrypt_to(dev, tx, bundles, a, k, &plan.content, &mut started, rng)? {
+            if let Some(p) = encrypt_to(dev, tx, bundles, a, k, &bytes, &mut started, rng)? {
                 reached += 1;
                 ready.push(pc::Ready {
                     recipients: vec![recipient(a)],
                     payload: p,
                     message_id: vec![],
                     device_lists: checks.clone(),
+                    franking_commitment: franking.clone(),
                 });
             }
         }
@@ -426,13 +460,16 @@ pub(crate) fn encrypt<R: CryptoRng + ?Sized>(
             sync: Some(conversation_to_proto(&plan.to)),
             ..plan.content.clone()
         };
+        let (bytes, franking) = plaintext_of(&synced, &nf);
+        let franking = franking.map(|c| c.to_vec()).unwrap_or_default();
         for (a, k) in &plan.own {
-            if let Some(p) = encrypt_to(dev, tx, bundles, a, k, &synced, &mut started, rng)? {
+            if let Some(p) = encrypt_to(dev, tx, bundles, a, k, &bytes, &mut started, rng)? {
                 ready.push(pc::Ready {
                     recipients: vec![recipient(a)],
                     payload: p,
                     message_id: vec![],
                     device_lists: checks.clone(),
+                    franking_commitment: franking.clone(),
                 });
             }
         }
@@ -514,6 +551,7 @@ mod reply_tests {
             outgoing: false,
             before_removal: false,
             forwarded: 0,
+            reportable: true,
         };
         let answer = Body::Text("here it is".into());
         let reply = |store: &mut crate::store::Sealed| {

@@ -202,6 +202,7 @@ impl Pass {
                         digest: c.digest.clone(),
                     })
                     .collect(),
+                franking_commitment: ready.franking_commitment.clone(),
             };
             return Ok((
                 Step::Send(Pending {
@@ -457,6 +458,7 @@ mod tests {
             payload: b"ciphertext".to_vec(),
             message_id: vec![],
             device_lists: lists,
+            franking_commitment: vec![],
         }
     }
 

@@ -201,6 +201,7 @@ mod tests {
             message_id: vec![id as u8; 16],
             server_timestamp_ms: 1,
             ciphertext: ciphertext.to_vec(),
+            ..Default::default()
         })
     }
 

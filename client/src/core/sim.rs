@@ -71,6 +71,42 @@ struct Envelope {
     /// A copy the relay passed to a device it was not sent to (a former member of the
     /// group): it must not be shown.
     leaked: bool,
+    /// The sender's franking commitment (SPEC §17), or empty.
+    franking: Vec<u8>,
+}
+
+/// The relay model's franking key.
+const SIM_FRANKING_KEY: [u8; 32] = [0x5f; 32];
+
+impl Envelope {
+    /// The envelope frame for `to`, with the relay's franking tag (SPEC §17).
+    fn frame(&self, to: &Address, envelope_id: u64, message_id: Vec<u8>, now: u64) -> pr::Envelope {
+        let franking_tag = match <[u8; 32]>::try_from(self.franking.as_slice()) {
+            Ok(cf) => hush_crypto::franking::relay_tag(
+                &hush_crypto::franking::RelayFrankingKey::from_bytes(SIM_FRANKING_KEY),
+                &cf,
+                &hush_crypto::franking::Stamp {
+                    sender: (&self.from.user, self.from.device),
+                    recipient: (&to.user, to.device),
+                    server_ms: now,
+                },
+            )
+            .to_vec(),
+            Err(_) => Vec::new(),
+        };
+        pr::Envelope {
+            envelope_id,
+            sender: Some(pr::Address {
+                user_id: self.from.user.clone(),
+                device_id: self.from.device,
+            }),
+            message_id,
+            server_timestamp_ms: now,
+            ciphertext: self.ciphertext.clone(),
+            franking_commitment: self.franking.clone(),
+            franking_tag,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -597,6 +633,7 @@ impl World {
                                 message_id: p.frame.message_id.clone(),
                                 ciphertext: p.frame.ciphertext.clone(),
                                 leaked,
+                                franking: p.frame.franking_commitment.clone(),
                             });
                     }
                     // ...and a crash (or a lost connection) before the device records it
@@ -716,16 +753,7 @@ impl World {
         let leaked = env.leaked;
         let env_from = env.from.clone();
         let env_mid = env.message_id.clone();
-        let envelope = pr::Envelope {
-            envelope_id: 1,
-            sender: Some(pr::Address {
-                user_id: env.from.user.clone(),
-                device_id: env.from.device,
-            }),
-            message_id: env.message_id.clone(),
-            server_timestamp_ms: self.now,
-            ciphertext: env.ciphertext.clone(),
-        };
+        let envelope = env.frame(&me, 1, env.message_id.clone(), self.now);
         let now = self.now;
         let held_before = self.held_count(i);
         // The core's own handling of pushed frames, its questions answered by the relay
@@ -1099,16 +1127,7 @@ fn a_replayed_prekey_message_does_not_replace_the_session_in_use() {
     };
     assert_ne!(*p.base_key(), in_use, "the held session is forgotten");
     let replay = |message_id: Vec<u8>, w: &mut World| {
-        let envelope = pr::Envelope {
-            envelope_id: 1,
-            sender: Some(pr::Address {
-                user_id: alice_addr.user.clone(),
-                device_id: alice_addr.device,
-            }),
-            message_id,
-            server_timestamp_ms: w.now,
-            ciphertext: held.ciphertext.clone(),
-        };
+        let envelope = held.frame(&bob_addr, 1, message_id, w.now);
         let registered = w.relay.devices.get(&alice_addr).map(|p| p.identity);
         let now = w.now;
         let d = &mut w.devices[bob];
@@ -1169,13 +1188,14 @@ fn a_replayed_post_quantum_prekey_message_is_refused() {
         }
         w.send_to(alice, "bob");
         w.flush(alice, false);
-        let first = w
+        let first_envelope = w
             .relay
             .mailboxes
             .get(&bob_addr)
             .and_then(VecDeque::back)
-            .map(|e| e.ciphertext.clone())
+            .map(|e| e.frame(&bob_addr, 1, vec![0xEE; 16], w.now))
             .expect("alice's first prekey message to bob");
+        let first = first_envelope.ciphertext.clone();
         let Some(Incoming::Session(SessionMessage::Prekey(p))) = Incoming::decode(&first) else {
             panic!("a prekey message")
         };
@@ -1201,16 +1221,7 @@ fn a_replayed_post_quantum_prekey_message_is_refused() {
             Some(p.base_key()),
             "its session is forgotten"
         );
-        let envelope = pr::Envelope {
-            envelope_id: 1,
-            sender: Some(pr::Address {
-                user_id: alice_addr.user.clone(),
-                device_id: alice_addr.device,
-            }),
-            message_id: vec![0xEE; 16],
-            server_timestamp_ms: w.now,
-            ciphertext: first.clone(),
-        };
+        let envelope = first_envelope.clone();
         let registered = w.relay.devices.get(&alice_addr).map(|p| p.identity);
         let now = w.now;
         let d = &mut w.devices[bob];

@@ -235,6 +235,17 @@ impl Raw {
 
     /// Sends `ciphertext` to `user`'s device 1 under message id `mid`; the relay stores it.
     pub(crate) async fn send_as(&mut self, user: &str, mid: &[u8], ciphertext: Vec<u8>) {
+        self.send_franked(user, mid, ciphertext, vec![]).await;
+    }
+
+    /// [`Raw::send_as`] with a franking commitment (SPEC §17).
+    pub(crate) async fn send_franked(
+        &mut self,
+        user: &str,
+        mid: &[u8],
+        ciphertext: Vec<u8>,
+        franking_commitment: Vec<u8>,
+    ) {
         let out = self
             .call(In::Send(pr::Send {
                 recipients: vec![pr::Address {
@@ -244,6 +255,7 @@ impl Raw {
                 message_id: mid.to_vec(),
                 ciphertext,
                 device_lists: vec![],
+                franking_commitment,
             }))
             .await;
         assert!(matches!(out, Out::Sent(_)), "{out:?}");
@@ -324,12 +336,34 @@ impl Peer {
             body: Some(body),
             sync: None,
             forwarded: 0,
+            franking_key: vec![],
         };
+        let (plaintext, commitment) = franked(&content);
         let session = self.sessions.get_mut(user).unwrap();
-        let m = session.encrypt(&content.encode_to_vec()).unwrap();
+        let m = session.encrypt(&plaintext).unwrap();
         let payload = pc::Payload {
             kind: Some(pc::payload::Kind::Session(m.to_bytes())),
         };
-        self.raw.send_as(user, &mid, payload.encode_to_vec()).await;
+        self.raw
+            .send_franked(user, &mid, payload.encode_to_vec(), commitment)
+            .await;
     }
+}
+
+/// A Content as hush clients encrypt it (SPEC §17): a text or attachment is followed by a
+/// fresh franking key as field 15, and the commitment to the bytes before it goes to the
+/// relay. Returns the plaintext and the commitment (empty for other bodies).
+pub(crate) fn franked(content: &pc::Content) -> (Vec<u8>, Vec<u8>) {
+    let mut bytes = content.encode_to_vec();
+    if !matches!(
+        content.body,
+        Some(pc::content::Body::Text(_) | pc::content::Body::Attachment(_))
+    ) {
+        return (bytes, vec![]);
+    }
+    let key = hush_crypto::franking::FrankingKey::generate(&mut rand::rng());
+    let commitment = hush_crypto::franking::commit(&key, &bytes).to_vec();
+    bytes.extend_from_slice(&[0x7a, 0x20]);
+    bytes.extend_from_slice(key.expose());
+    (bytes, commitment)
 }

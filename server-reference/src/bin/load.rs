@@ -252,6 +252,9 @@ async fn throughput(
                             message_id: n.to_be_bytes().to_vec(),
                             ciphertext: payload.clone(),
                             device_lists: vec![],
+                            // As clients send with every text (SPEC §17): the relay
+                            // stores it and tags each delivery.
+                            franking_commitment: vec![0x33; 32],
                         })),
                     };
                     if tx

@@ -55,7 +55,35 @@ pub(super) fn prekeys_low<S>(shared: &Shared<S>, stock: PrekeyStock) -> bool {
     stock.one_time < watermark || (stock.kem_last_resort && stock.kem_one_time < watermark)
 }
 
-fn envelope_frame(envelope_id: u64, m: &PushedMessage) -> Vec<u8> {
+/// The franking commitment and the relay's tag for recipient `to` (SPEC §17), or two empty
+/// fields for an envelope sent without a commitment.
+fn franking<S>(
+    shared: &Shared<S>,
+    sender: &Addr,
+    to: &Addr,
+    server_ms: u64,
+    commitment: Option<[u8; 32]>,
+) -> (Vec<u8>, Vec<u8>) {
+    let Some(c) = commitment else {
+        return (Vec::new(), Vec::new());
+    };
+    let stamp = hush_crypto::franking::Stamp {
+        sender: (&sender.user, sender.device),
+        recipient: (&to.user, to.device),
+        server_ms,
+    };
+    let tag = hush_crypto::franking::relay_tag(&shared.franking, &c, &stamp);
+    (c.to_vec(), tag.to_vec())
+}
+
+fn envelope_frame<S>(
+    shared: &Shared<S>,
+    to: &Addr,
+    envelope_id: u64,
+    m: &PushedMessage,
+) -> Vec<u8> {
+    let (franking_commitment, franking_tag) =
+        franking(shared, &m.sender, to, m.server_ms, m.franking_commitment);
     codec::encode_server(
         0,
         Out::Envelope(proto::Envelope {
@@ -64,6 +92,8 @@ fn envelope_frame(envelope_id: u64, m: &PushedMessage) -> Vec<u8> {
             message_id: m.message_id.clone(),
             server_timestamp_ms: m.server_ms,
             ciphertext: m.ciphertext.clone(),
+            franking_commitment,
+            franking_tag,
         }),
     )
 }
@@ -104,7 +134,7 @@ pub(super) async fn deliver<S: Store>(
             } if envelope_id > cursor.envelope => {
                 cursor.envelope = envelope_id;
                 shared.metrics.envelope_out();
-                envelope_frame(envelope_id, &message)
+                envelope_frame(shared, addr, envelope_id, &message)
             }
             Delivery::Receipt { receipt, .. } if receipt.receipt_id > cursor.receipt => {
                 cursor.receipt = receipt.receipt_id;
@@ -139,12 +169,16 @@ pub(super) async fn drain<S: Store>(
         let n = page.len();
         for e in page {
             cursor.envelope = e.envelope_id;
+            let (franking_commitment, franking_tag) =
+                franking(shared, &e.sender, addr, e.server_ms, e.franking_commitment);
             let env = proto::Envelope {
                 envelope_id: e.envelope_id,
                 sender: Some(e.sender.to_proto()),
                 message_id: e.message_id,
                 server_timestamp_ms: e.server_ms,
                 ciphertext: e.ciphertext,
+                franking_commitment,
+                franking_tag,
             };
             if !feed(sink, codec::encode_server(0, Out::Envelope(env))).await {
                 return false;

@@ -14,7 +14,7 @@ use super::refusal::{Refused, refuse};
 use super::{Sink, feed};
 use crate::store::{
     Addr, DeviceLookup, MailboxLimits, Outgoing, PrekeyCaps, PrekeyStock, PrekeyUpload, Store,
-    StoreError, StoredKemPrekey, StoredPrekey,
+    StoreError, StoredKemPrekey, StoredPrekey, StoredReport,
 };
 use crate::{Shared, now_ms};
 
@@ -139,6 +139,55 @@ pub(super) async fn apply<S: Store>(
                 return Err(refuse(ErrorCode::NotFound, "no such device", "not_found"));
             }
             shared.evict(&target);
+            done(Out::Done(proto::Done {}))
+        }
+        Request::Report(r) => {
+            // SPEC §17.2: the content and key open the commitment, and the tag is this
+            // relay's for that commitment, sender, this device and time.
+            let stamp = hush_crypto::franking::Stamp {
+                sender: (&r.sender.user, r.sender.device),
+                recipient: (&addr.user, addr.device),
+                server_ms: r.server_ms,
+            };
+            let key = hush_crypto::franking::FrankingKey::from_bytes(r.franking_key);
+            if let Err(e) = hush_crypto::franking::verify_report(
+                &shared.franking,
+                &r.content,
+                &key,
+                &r.commitment,
+                &r.tag,
+                &stamp,
+            ) {
+                return Err(refuse(
+                    ErrorCode::ReportRefused,
+                    match e {
+                        hush_crypto::franking::ReportError::Commitment => {
+                            "the message does not match its commitment"
+                        }
+                        hush_crypto::franking::ReportError::RelayTag => {
+                            "this relay did not deliver that message to you"
+                        }
+                    },
+                    "report_refused",
+                ));
+            }
+            let report = StoredReport {
+                id: 0,
+                reporter: addr.clone(),
+                sender: r.sender.clone(),
+                server_ms: r.server_ms,
+                content: r.content.clone(),
+                reason: r.reason.clone(),
+                tag: r.tag,
+                received_ms: now_ms(),
+            };
+            if shared
+                .store
+                .put_report(report, shared.config.max_reports_per_day)
+                .await?
+            {
+                shared.metrics.report_in();
+            }
             done(Out::Done(proto::Done {}))
         }
         Request::PresenceSettings { hide_last_seen } => {
@@ -333,6 +382,7 @@ pub(super) async fn store_sends<S: Store>(
                 recipients: s.recipients,
                 message_id: s.message_id,
                 ciphertext: s.ciphertext,
+                franking_commitment: s.franking_commitment,
             };
             (answer, out)
         })

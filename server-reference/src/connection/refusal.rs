@@ -50,6 +50,7 @@ const fn reason_of(code: ErrorCode) -> &'static str {
         ErrorCode::Timeout => "timeout",
         ErrorCode::TooManyDevices => "too_many_devices",
         ErrorCode::StaleDevices => "stale_devices",
+        ErrorCode::ReportRefused => "report_refused",
         ErrorCode::ShuttingDown => "shutdown",
         ErrorCode::Internal | ErrorCode::Unspecified => "internal",
     }
@@ -173,6 +174,14 @@ impl From<StoreError> for Refused {
                 "the user has the most devices this relay allows; remove one first",
                 "too_many_devices",
             ),
+            StoreError::TooManyReports => Self {
+                retry_after_ms: 3_600_000,
+                ..refuse(
+                    ErrorCode::RateLimited,
+                    "too many reports today",
+                    "too_many_reports",
+                )
+            },
             StoreError::Revoked => refuse(
                 ErrorCode::Forbidden,
                 "this identity key was removed from the user",

@@ -66,7 +66,8 @@ pub fn inspect(path: &Path) -> Result<Inspection, StoreError> {
         .collect::<Result<_, _>>()?;
     let mut s = c.prepare(
         "SELECT b.user_id, b.device_id, b.envelope_id, COALESCE(b.sender_user, m.sender_user), COALESCE(b.sender_device, m.sender_device),
-                COALESCE(b.message_id, m.message_id), COALESCE(b.server_ms, m.server_ms), COALESCE(b.ciphertext, m.ciphertext)
+                COALESCE(b.message_id, m.message_id), COALESCE(b.server_ms, m.server_ms), COALESCE(b.ciphertext, m.ciphertext),
+                COALESCE(b.franking, m.franking)
          FROM mailbox b LEFT JOIN messages m ON m.id = b.message ORDER BY b.envelope_id",
     )?;
     out.queued = s
@@ -85,6 +86,9 @@ pub fn inspect(path: &Path) -> Result<Inspection, StoreError> {
                     message_id: r.get(5)?,
                     server_ms: r.get::<_, i64>(6)? as u64,
                     ciphertext: r.get(7)?,
+                    franking_commitment: r
+                        .get::<_, Option<Vec<u8>>>(8)?
+                        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok()),
                 },
             ))
         })?

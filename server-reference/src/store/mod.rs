@@ -109,6 +109,42 @@ pub struct StoredEnvelope {
     pub server_ms: u64,
     /// The opaque ciphertext.
     pub ciphertext: Vec<u8>,
+    /// The sender's franking commitment (SPEC §17), if it gave one.
+    pub franking_commitment: Option<[u8; 32]>,
+}
+
+/// An abuse report the relay verified (SPEC §17), kept for its operator.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredReport {
+    /// Report id, increasing (0 before it is kept).
+    pub id: u64,
+    /// The device that reported (the message's recipient).
+    pub reporter: Addr,
+    /// The device that sent the message.
+    pub sender: Addr,
+    /// When the relay stored the message (ms since the Unix epoch).
+    pub server_ms: u64,
+    /// The message as committed (SPEC §16.2).
+    pub content: Vec<u8>,
+    /// The reporter's words.
+    pub reason: String,
+    /// The relay's franking tag: one report per reporter and message.
+    pub tag: [u8; 32],
+    /// When the report came (ms since the Unix epoch).
+    pub received_ms: u64,
+}
+
+impl std::fmt::Debug for StoredReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The content is a message: for the operator's eyes, not for logs.
+        f.debug_struct("StoredReport")
+            .field("id", &self.id)
+            .field("reporter", &self.reporter)
+            .field("sender", &self.sender)
+            .field("server_ms", &self.server_ms)
+            .field("content_len", &self.content.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A queued receipt, for the sender of a message.
@@ -135,6 +171,8 @@ pub struct Outgoing {
     pub message_id: Vec<u8>,
     /// The opaque ciphertext.
     pub ciphertext: Vec<u8>,
+    /// The sender's franking commitment (SPEC §17), if it gave one.
+    pub franking_commitment: Option<[u8; 32]>,
 }
 
 /// The recipients an envelope was not stored for because their mailbox (or the sender's
@@ -153,6 +191,8 @@ pub struct PushedMessage {
     pub server_ms: u64,
     /// The opaque ciphertext.
     pub ciphertext: Vec<u8>,
+    /// The sender's franking commitment (SPEC §17), if it gave one.
+    pub franking_commitment: Option<[u8; 32]>,
 }
 
 /// Something that has just been committed and is for one device: see
@@ -260,6 +300,9 @@ pub enum StoreError {
     /// The database thread is gone.
     #[error("store closed")]
     Closed,
+    /// The reporter's user already made its most abuse reports in the last 24 hours.
+    #[error("too many reports")]
+    TooManyReports,
 }
 
 impl StoreError {
@@ -379,32 +422,31 @@ pub trait Store: Send + Sync + 'static {
         limits: MailboxLimits,
     ) -> impl Future<Output = Result<Refusals, StoreError>> + Send;
     /// Stores several envelopes from one sender, in order, each on its own as
-    /// [`Store::enqueue`] does; one result per envelope. The default stores them one by one.
+    /// [`Store::enqueue`] does (with its franking commitment, if any); one result per
+    /// envelope.
     fn enqueue_many(
         &self,
         sender: &Addr,
         batch: Vec<Outgoing>,
         now_ms: u64,
         limits: MailboxLimits,
-    ) -> impl Future<Output = Vec<Result<Refusals, StoreError>>> + Send {
-        async move {
-            let mut out = Vec::with_capacity(batch.len());
-            for o in batch {
-                out.push(
-                    self.enqueue(
-                        sender,
-                        o.recipients,
-                        o.message_id,
-                        o.ciphertext,
-                        now_ms,
-                        limits,
-                    )
-                    .await,
-                );
-            }
-            out
-        }
-    }
+    ) -> impl Future<Output = Vec<Result<Refusals, StoreError>>> + Send;
+    /// The relay's franking key (SPEC §17): made from `fresh` on first use, then always the
+    /// one kept (every node of a cluster reads the same).
+    fn franking_key(
+        &self,
+        fresh: [u8; 32],
+    ) -> impl Future<Output = Result<[u8; 32], StoreError>> + Send;
+    /// Keeps a verified report, unless the reporter's user made `max_per_day` reports in the
+    /// 24 hours before it ([`StoreError::TooManyReports`]). `false` if the same report (same
+    /// reporter and tag) was kept already; nothing changes then.
+    fn put_report(
+        &self,
+        report: StoredReport,
+        max_per_day: u32,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Every kept report, oldest first.
+    fn reports(&self) -> impl Future<Output = Result<Vec<StoredReport>, StoreError>> + Send;
     /// Asks the store to call `hook` with every envelope and receipt it commits, after the
     /// commit and in commit order, so a relay can push them to connected devices without
     /// reading them back. `false` if this store cannot promise that order (the relay then

@@ -13,9 +13,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 use crate::store::{
-    Addr, DAY_MS, DeviceLookup, MailboxLimits, PrekeyCaps, PrekeyStock, PrekeyUpload,
+    Addr, DAY_MS, DeviceLookup, MailboxLimits, Outgoing, PrekeyCaps, PrekeyStock, PrekeyUpload,
     ReceiptLimits, Refusals, Store, StoreError, StoredBundle, StoredEnvelope, StoredKemPrekey,
-    StoredPrekey, StoredReceipt,
+    StoredPrekey, StoredReceipt, StoredReport,
 };
 
 /// Deletes every prekey of device ($1, $2).
@@ -250,6 +250,55 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE last_resort_kem_prekeys (user_id TEXT NOT NULL, device_id BIGINT NOT NULL,
         id BIGINT NOT NULL, key BYTEA NOT NULL, signature BYTEA NOT NULL,
         PRIMARY KEY (user_id, device_id));",
+    // 10: message franking (SPEC §17, as SQLite's migration 10): the sender's commitment
+    // kept with the message (hush_enqueue takes it last), the relay's franking key, and
+    // verified abuse reports.
+    "ALTER TABLE messages ADD COLUMN franking BYTEA;
+     CREATE TABLE relay_keys (name TEXT PRIMARY KEY, key BYTEA NOT NULL);
+     CREATE TABLE reports (id BIGSERIAL PRIMARY KEY,
+        reporter_user TEXT NOT NULL, reporter_device BIGINT NOT NULL,
+        sender_user TEXT NOT NULL, sender_device BIGINT NOT NULL, server_ms BIGINT NOT NULL,
+        content BYTEA NOT NULL, reason TEXT NOT NULL, tag BYTEA NOT NULL,
+        received_ms BIGINT NOT NULL, UNIQUE (reporter_user, reporter_device, tag));
+     CREATE INDEX reports_by_reporter ON reports (reporter_user, received_ms);
+     DROP FUNCTION hush_enqueue(TEXT, BIGINT, BYTEA, BIGINT, BIGINT, BYTEA, TEXT[], BIGINT[],
+        BIGINT, BIGINT, BIGINT, BIGINT);
+     CREATE FUNCTION hush_enqueue(s_user TEXT, s_dev BIGINT, mid BYTEA, now_ms BIGINT, exp_ms BIGINT,
+        ct BYTEA, r_users TEXT[], r_devs BIGINT[], max_count BIGINT, max_bytes BIGINT,
+        s_max_count BIGINT, s_max_bytes BIGINT, fr BYTEA)
+     RETURNS INT[] LANGUAGE plpgsql AS $$
+     DECLARE i INT; c BIGINT; b BIGINT; sc BIGINT; sb BIGINT; msg BIGINT;
+       refused INT[] := '{}'; k_users TEXT[] := '{}'; k_devs BIGINT[] := '{}';
+     BEGIN
+       FOR i IN 1 .. coalesce(array_length(r_users, 1), 0) LOOP
+         IF NOT EXISTS (SELECT 1 FROM devices WHERE user_id = r_users[i] AND device_id = r_devs[i]) THEN
+           RETURN ARRAY[-i];
+         END IF;
+         -- Held until commit: this recipient's envelope ids commit in order.
+         PERFORM pg_advisory_xact_lock(hashtextextended('mailbox/' || r_users[i] || '/' || r_devs[i]::TEXT, 7800));
+         SELECT COUNT(*), COALESCE(SUM(mb.size), 0),
+                COUNT(*) FILTER (WHERE m.sender_user = s_user),
+                COALESCE(SUM(mb.size) FILTER (WHERE m.sender_user = s_user), 0)
+           INTO c, b, sc, sb FROM mailbox mb JOIN messages m ON m.id = mb.message
+           WHERE mb.user_id = r_users[i] AND mb.device_id = r_devs[i];
+         IF c >= max_count OR b + length(ct) > max_bytes THEN
+           refused := refused || (1000000 + i);
+         ELSIF sc >= s_max_count OR sb + length(ct) > s_max_bytes THEN
+           refused := refused || (2000000 + i);
+         ELSE
+           k_users := k_users || r_users[i];
+           k_devs := k_devs || r_devs[i];
+         END IF;
+       END LOOP;
+       IF coalesce(array_length(k_users, 1), 0) = 0 THEN
+         RETURN refused;
+       END IF;
+       INSERT INTO messages (sender_user, sender_device, message_id, server_ms, expires_ms, ciphertext, refs, franking)
+         VALUES (s_user, s_dev, mid, now_ms, exp_ms, ct, array_length(k_users, 1), fr) RETURNING id INTO msg;
+       INSERT INTO mailbox (user_id, device_id, message, size, expires_ms)
+         SELECT u, d, msg, length(ct), exp_ms FROM UNNEST(k_users, k_devs) WITH ORDINALITY AS t(u, d, n) ORDER BY n;
+       RETURN refused;
+     END $$;",
 ];
 
 fn kem_prekey(r: &tokio_postgres::Row) -> StoredKemPrekey {
@@ -397,6 +446,74 @@ fn dev(a: &Addr) -> i64 {
 
 fn ms(v: u64) -> i64 {
     v.min(i64::MAX as u64) as i64
+}
+
+impl PgStore {
+    /// [`Store::enqueue`] of one [`Outgoing`], with its franking commitment.
+    async fn enqueue_out(
+        &self,
+        sender: &Addr,
+        out: Outgoing,
+        now_ms: u64,
+        limits: MailboxLimits,
+    ) -> Result<Refusals, StoreError> {
+        let recipients = &out.recipients;
+        let franking: Option<Vec<u8>> = out.franking_commitment.map(|c| c.to_vec());
+        // One round trip: the function checks each recipient, locks its mailbox (in the
+        // sorted order recipients arrive in), checks the caps, and stores for those with room
+        // (migration 8).
+        let c = self.client().await?;
+        let users: Vec<&str> = recipients.iter().map(|r| r.user.as_str()).collect();
+        let devices: Vec<i64> = recipients.iter().map(dev).collect();
+        let codes: Vec<i32> = c
+            .query_one(
+                &c.prepare_cached(
+                    "SELECT hush_enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )
+                .await
+                .map_err(db)?,
+                &[
+                    &sender.user,
+                    &dev(sender),
+                    &out.message_id,
+                    &ms(now_ms),
+                    &ms(now_ms.saturating_add(limits.ttl_ms)),
+                    &out.ciphertext,
+                    &users,
+                    &devices,
+                    &ms(limits.max_count),
+                    &ms(limits.max_bytes),
+                    &ms(limits.sender_max_count),
+                    &ms(limits.sender_max_bytes),
+                    &franking,
+                ],
+            )
+            .await
+            .map_err(db)?
+            .get(0);
+        let nth = |i: i32| {
+            recipients
+                .get((i - 1).max(0) as usize)
+                .cloned()
+                .ok_or_else(|| {
+                    db(std::io::Error::other(
+                        "hush_enqueue returned a recipient index out of range",
+                    ))
+                })
+        };
+        let mut refused = Vec::with_capacity(codes.len());
+        for code in codes {
+            refused.push(match code {
+                i if i < 0 => return Err(StoreError::UnknownRecipient(nth(-i)?)),
+                i if i >= 2_000_000 => StoreError::SenderShareFull(nth(i - 2_000_000)?),
+                i => StoreError::MailboxFull(nth(i - 1_000_000)?),
+            });
+        }
+        if !refused.is_empty() && refused.len() == recipients.len() {
+            return Err(refused.swap_remove(0));
+        }
+        Ok(refused)
+    }
 }
 
 impl Store for PgStore {
@@ -807,59 +924,127 @@ impl Store for PgStore {
         now_ms: u64,
         limits: MailboxLimits,
     ) -> Result<Refusals, StoreError> {
-        // One round trip: the function checks each recipient, locks its mailbox (in the
-        // sorted order recipients arrive in), checks the caps, and stores for those with room
-        // (migration 8).
+        let out = Outgoing {
+            recipients,
+            message_id,
+            ciphertext,
+            franking_commitment: None,
+        };
+        self.enqueue_out(sender, out, now_ms, limits).await
+    }
+
+    async fn enqueue_many(
+        &self,
+        sender: &Addr,
+        batch: Vec<Outgoing>,
+        now_ms: u64,
+        limits: MailboxLimits,
+    ) -> Vec<Result<Refusals, StoreError>> {
+        let mut results = Vec::with_capacity(batch.len());
+        for out in batch {
+            results.push(self.enqueue_out(sender, out, now_ms, limits).await);
+        }
+        results
+    }
+
+    async fn franking_key(&self, fresh: [u8; 32]) -> Result<[u8; 32], StoreError> {
         let c = self.client().await?;
-        let users: Vec<&str> = recipients.iter().map(|r| r.user.as_str()).collect();
-        let devices: Vec<i64> = recipients.iter().map(dev).collect();
-        let codes: Vec<i32> = c
+        c.execute(
+            "INSERT INTO relay_keys (name, key) VALUES ('franking', $1) ON CONFLICT (name) DO NOTHING",
+            &[&&fresh[..]],
+        )
+        .await
+        .map_err(db)?;
+        let key: Vec<u8> = c
+            .query_one("SELECT key FROM relay_keys WHERE name = 'franking'", &[])
+            .await
+            .map_err(db)?
+            .get(0);
+        <[u8; 32]>::try_from(key.as_slice())
+            .map_err(|_| db(std::io::Error::other("stored franking key is not 32 bytes")))
+    }
+
+    async fn put_report(&self, r: StoredReport, max_per_day: u32) -> Result<bool, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db)?;
+        // One reporting user's reports at a time, so the daily count holds under concurrency.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('reports/' || $1, 7800))",
+            &[&r.reporter.user],
+        )
+        .await
+        .map_err(db)?;
+        let known = tx
+            .query_opt(
+                "SELECT 1 FROM reports WHERE reporter_user = $1 AND reporter_device = $2 AND tag = $3",
+                &[&r.reporter.user, &dev(&r.reporter), &&r.tag[..]],
+            )
+            .await
+            .map_err(db)?;
+        if known.is_some() {
+            return Ok(false);
+        }
+        let recent: i64 = tx
             .query_one(
-                &c.prepare_cached(
-                    "SELECT hush_enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                )
-                .await
-                .map_err(db)?,
-                &[
-                    &sender.user,
-                    &dev(sender),
-                    &message_id,
-                    &ms(now_ms),
-                    &ms(now_ms.saturating_add(limits.ttl_ms)),
-                    &ciphertext,
-                    &users,
-                    &devices,
-                    &ms(limits.max_count),
-                    &ms(limits.max_bytes),
-                    &ms(limits.sender_max_count),
-                    &ms(limits.sender_max_bytes),
-                ],
+                "SELECT COUNT(*) FROM reports WHERE reporter_user = $1 AND received_ms > $2",
+                &[&r.reporter.user, &ms(r.received_ms.saturating_sub(DAY_MS))],
             )
             .await
             .map_err(db)?
             .get(0);
-        let nth = |i: i32| {
-            recipients
-                .get((i - 1).max(0) as usize)
-                .cloned()
-                .ok_or_else(|| {
-                    db(std::io::Error::other(
-                        "hush_enqueue returned a recipient index out of range",
-                    ))
-                })
-        };
-        let mut refused = Vec::with_capacity(codes.len());
-        for code in codes {
-            refused.push(match code {
-                i if i < 0 => return Err(StoreError::UnknownRecipient(nth(-i)?)),
-                i if i >= 2_000_000 => StoreError::SenderShareFull(nth(i - 2_000_000)?),
-                i => StoreError::MailboxFull(nth(i - 1_000_000)?),
-            });
+        if recent >= i64::from(max_per_day) {
+            return Err(StoreError::TooManyReports);
         }
-        if !refused.is_empty() && refused.len() == recipients.len() {
-            return Err(refused.swap_remove(0));
-        }
-        Ok(refused)
+        tx.execute(
+            "INSERT INTO reports (reporter_user, reporter_device, sender_user, sender_device, server_ms, content, reason, tag, received_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                &r.reporter.user,
+                &dev(&r.reporter),
+                &r.sender.user,
+                &dev(&r.sender),
+                &ms(r.server_ms),
+                &r.content,
+                &r.reason,
+                &&r.tag[..],
+                &ms(r.received_ms),
+            ],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(true)
+    }
+
+    async fn reports(&self) -> Result<Vec<StoredReport>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT id, reporter_user, reporter_device, sender_user, sender_device, server_ms, content, reason, tag, received_ms
+                 FROM reports ORDER BY id",
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| StoredReport {
+                id: r.get::<_, i64>(0) as u64,
+                reporter: Addr {
+                    user: r.get(1),
+                    device: r.get::<_, i64>(2) as u32,
+                },
+                sender: Addr {
+                    user: r.get(3),
+                    device: r.get::<_, i64>(4) as u32,
+                },
+                server_ms: r.get::<_, i64>(5) as u64,
+                content: r.get(6),
+                reason: r.get(7),
+                tag: <[u8; 32]>::try_from(r.get::<_, Vec<u8>>(8).as_slice()).unwrap_or([0; 32]),
+                received_ms: r.get::<_, i64>(9) as u64,
+            })
+            .collect())
     }
 
     async fn pending(
@@ -872,7 +1057,7 @@ impl Store for PgStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                &c.prepare_cached("SELECT mb.envelope_id, m.sender_user, m.sender_device, m.message_id, m.server_ms, m.ciphertext
+                &c.prepare_cached("SELECT mb.envelope_id, m.sender_user, m.sender_device, m.message_id, m.server_ms, m.ciphertext, m.franking
                  FROM mailbox mb JOIN messages m ON m.id = mb.message
                  WHERE mb.user_id = $1 AND mb.device_id = $2 AND mb.envelope_id > $3 AND mb.expires_ms > $4
                  ORDER BY mb.envelope_id LIMIT $5").await.map_err(db)?,
@@ -891,6 +1076,9 @@ impl Store for PgStore {
                 message_id: r.get(3),
                 server_ms: r.get::<_, i64>(4) as u64,
                 ciphertext: r.get(5),
+                franking_commitment: r
+                    .get::<_, Option<Vec<u8>>>(6)
+                    .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok()),
             })
             .collect())
     }

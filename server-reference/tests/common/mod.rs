@@ -383,6 +383,7 @@ pub(crate) fn send_to(recipients: &[(&str, u32)], mid: &[u8], ct: &[u8]) -> In {
         message_id: mid.to_vec(),
         ciphertext: ct.to_vec(),
         device_lists: vec![],
+        franking_commitment: vec![],
     })
 }
 

@@ -59,16 +59,16 @@ pub(super) fn store_envelope(
         // One recipient: the message lives in its mailbox row.
         let id = db.envelope_ids.take(c)?;
         c.prepare_cached(
-            "INSERT INTO mailbox (envelope_id, user_id, device_id, sender_user, sender_device, message_id, server_ms, ciphertext, size, expires_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO mailbox (envelope_id, user_id, device_id, sender_user, sender_device, message_id, server_ms, ciphertext, size, expires_ms, franking)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?
-        .execute(params![id as i64, r.user, r.device, sender.user, sender.device, out.message_id, now_ms as i64, out.ciphertext, size, expires])?;
+        .execute(params![id as i64, r.user, r.device, sender.user, sender.device, out.message_id, now_ms as i64, out.ciphertext, size, expires, out.franking_commitment])?;
         ids.push(id);
     } else {
         c.prepare_cached(
-            "INSERT INTO messages (sender_user, sender_device, message_id, server_ms, expires_ms, ciphertext, refs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO messages (sender_user, sender_device, message_id, server_ms, expires_ms, ciphertext, refs, franking) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?
-        .execute(params![sender.user, sender.device, out.message_id, now_ms as i64, expires, out.ciphertext, out.recipients.len() as i64])?;
+        .execute(params![sender.user, sender.device, out.message_id, now_ms as i64, expires, out.ciphertext, out.recipients.len() as i64, out.franking_commitment])?;
         let message = c.last_insert_rowid();
         let mut insert = c.prepare_cached("INSERT INTO mailbox (envelope_id, user_id, device_id, message, size, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
         for r in &out.recipients {
@@ -85,6 +85,7 @@ pub(super) fn store_envelope(
         message_id: out.message_id,
         server_ms: now_ms,
         ciphertext: out.ciphertext,
+        franking_commitment: out.franking_commitment,
     });
     let deliveries = out
         .recipients
@@ -137,7 +138,8 @@ pub(super) fn pending(
 ) -> Result<Vec<StoredEnvelope>, StoreError> {
     let mut stmt = c.prepare_cached(
         "SELECT mb.envelope_id, COALESCE(mb.sender_user, m.sender_user), COALESCE(mb.sender_device, m.sender_device),
-                        COALESCE(mb.message_id, m.message_id), COALESCE(mb.server_ms, m.server_ms), COALESCE(mb.ciphertext, m.ciphertext)
+                        COALESCE(mb.message_id, m.message_id), COALESCE(mb.server_ms, m.server_ms), COALESCE(mb.ciphertext, m.ciphertext),
+                        COALESCE(mb.franking, m.franking)
                  FROM mailbox mb LEFT JOIN messages m ON m.id = mb.message
                  WHERE mb.user_id = ?1 AND mb.device_id = ?2 AND mb.envelope_id > ?3 AND mb.expires_ms > ?4
                  ORDER BY mb.envelope_id LIMIT ?5",
@@ -155,6 +157,7 @@ pub(super) fn pending(
                     message_id: r.get(3)?,
                     server_ms: r.get::<_, i64>(4)? as u64,
                     ciphertext: r.get(5)?,
+                    franking_commitment: franking_of(r.get(6)?),
                 })
             },
         )?
@@ -375,4 +378,9 @@ pub(super) fn expire(
         db.memos.forget_all();
     }
     Ok((removed as u64, Vec::new()))
+}
+
+/// A stored franking commitment (32 bytes, or none).
+pub(super) fn franking_of(b: Option<Vec<u8>>) -> Option<[u8; 32]> {
+    b.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
 }

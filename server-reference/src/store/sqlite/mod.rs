@@ -9,6 +9,7 @@ mod ids;
 mod mailbox;
 mod memo;
 mod presence;
+mod reports;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -27,7 +28,7 @@ use self::wal::{checkpoint, reset_wal_if_long};
 use super::{
     Addr, Delivery, DeliveryHook, DeviceLookup, MailboxLimits, Outgoing, PrekeyCaps, PrekeyStock,
     PrekeyUpload, ReceiptLimits, Refusals, Store, StoreError, StoredBundle, StoredEnvelope,
-    StoredReceipt,
+    StoredReceipt, StoredReport,
 };
 
 type Reply = Box<dyn FnOnce(bool) + Send>;
@@ -279,6 +280,19 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn franking_key(&self, fresh: [u8; 32]) -> Result<[u8; 32], StoreError> {
+        self.call(move |c| reports::franking_key(c, fresh)).await
+    }
+
+    async fn put_report(&self, report: StoredReport, max_per_day: u32) -> Result<bool, StoreError> {
+        self.call(move |c| reports::put_report(c, &report, max_per_day))
+            .await
+    }
+
+    async fn reports(&self) -> Result<Vec<StoredReport>, StoreError> {
+        self.call(reports::reports).await
+    }
+
     async fn remove_device(&self, addr: &Addr) -> Result<bool, StoreError> {
         let addr = addr.clone();
         self.call_delivering(move |db| {
@@ -342,6 +356,7 @@ impl Store for SqliteStore {
             recipients,
             message_id,
             ciphertext,
+            franking_commitment: None,
         };
         self.call_delivering(move |db| mailbox::store_envelope(db, &sender, out, now_ms, limits))
             .await

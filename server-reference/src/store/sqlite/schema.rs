@@ -114,6 +114,17 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE last_resort_kem_prekeys (user_id TEXT NOT NULL, device_id INTEGER NOT NULL,
         id INTEGER NOT NULL, key BLOB NOT NULL, signature BLOB NOT NULL,
         PRIMARY KEY (user_id, device_id)) WITHOUT ROWID;",
+    // 10: message franking (SPEC §17): the sender's commitment kept with the message, the
+    // relay's franking key, and verified abuse reports.
+    "ALTER TABLE messages ADD COLUMN franking BLOB;
+     ALTER TABLE mailbox ADD COLUMN franking BLOB;
+     CREATE TABLE relay_keys (name TEXT PRIMARY KEY, key BLOB NOT NULL) WITHOUT ROWID;
+     CREATE TABLE reports (id INTEGER PRIMARY KEY AUTOINCREMENT,
+        reporter_user TEXT NOT NULL, reporter_device INTEGER NOT NULL,
+        sender_user TEXT NOT NULL, sender_device INTEGER NOT NULL, server_ms INTEGER NOT NULL,
+        content BLOB NOT NULL, reason TEXT NOT NULL, tag BLOB NOT NULL,
+        received_ms INTEGER NOT NULL, UNIQUE (reporter_user, reporter_device, tag));
+     CREATE INDEX reports_by_reporter ON reports (reporter_user, received_ms);",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

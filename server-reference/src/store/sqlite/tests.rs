@@ -285,6 +285,7 @@ async fn the_wal_stays_bounded_under_writes_that_never_pause() {
                         recipients: vec![addr("bob")],
                         message_id: vec![i],
                         ciphertext: vec![0x42; 1024],
+                        franking_commitment: Some([i; 32]),
                     })
                     .collect();
                 for r in store.enqueue_many(&addr("alice"), batch, 1, limits).await {
