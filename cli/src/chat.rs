@@ -55,8 +55,9 @@ const HELP: &str = "commands:
   /send TEXT                send (plain lines are sent too)
   /file PATH [MEDIA-TYPE]   send a file, with a progress bar
   /save N PATH              save received attachment number N
-  /report [REASON]          report the last message received as abuse to the relay's
-                            operator (it sees that message, its sender and time)
+  /report [REASON]          report the last message received as abuse: reporting sends
+                            this message, its sender and when it was sent to the
+                            relay's operator
   /forward USER|#GROUP…     forward the last message shown (at most 5 chats; 1 once
                             it was forwarded many times)
   /verify USER              show safety numbers with USER's devices
@@ -65,6 +66,10 @@ const HELP: &str = "commands:
   /whoami                   your address and identity key
   /link DEVICE KEY          let a new device (identity KEY, hex) join as DEVICE; prints the link
   /quit";
+
+/// What `/report` tells the user it does, sent with the report as the user's consent.
+const REPORT_CONSENT: &str = "Reporting sends this message, its sender and when it was \
+    sent to the relay's operator.";
 
 /// The storage key lives beside the store, readable only by the user. (An app would keep
 /// it in the platform keystore.) `HUSH_STORAGE_KEY` (hex) overrides it.
@@ -415,7 +420,11 @@ async fn command(state: &mut State, line: &str) -> Result<bool, String> {
                 .last_received
                 .clone()
                 .ok_or("no message received yet")?;
-            state.client.report(&m, rest.trim()).await.map_err(e)?;
+            state
+                .client
+                .report(&m, rest.trim(), REPORT_CONSENT)
+                .await
+                .map_err(e)?;
             println!("-- reported {}'s message {}", m.from, short(&m.id));
         }
         "forward" => {

@@ -36,6 +36,10 @@ fn a_reported_message_reaches_the_operators_list() {
     assert!(text.contains("bob.1 reports alice.1"), "{text}");
     assert!(text.contains("reason: threats"), "{text}");
     assert!(
+        text.contains("consent: Reporting sends this message, its sender and when it was sent"),
+        "{text}"
+    );
+    assert!(
         text.contains(r#"message: "you will regret this""#),
         "{text}"
     );

@@ -396,12 +396,20 @@ impl Client {
     }
 
     /// Reports a received message as abuse to the relay's operator (SPEC §17), with the
-    /// reporter's `reason` (at most 1,024 bytes). This reveals the message, and who sent it
-    /// to this device and when, to the operator; the relay keeps the report only if the
+    /// reporter's `reason` and the `consent` text the app showed the user and the user
+    /// accepted (each at most 1,024 bytes; the consent not empty), which the operator keeps
+    /// with the report. This reveals the message, and who sent it to this device and when,
+    /// to the operator; the relay keeps the report only if the
     /// message is one it delivered to this device from that sender, unchanged. Reporting
     /// the same message again changes nothing. `ClientError::Unknown` for a message this
-    /// device did not receive franked (its own, or one not in its history).
-    pub async fn report(&self, message: &Message, reason: &str) -> Result<(), ClientError> {
+    /// device did not receive from another user's device (its user's own, synced from its
+    /// other devices, included) or that is not in its history.
+    pub async fn report(
+        &self,
+        message: &Message,
+        reason: &str,
+        consent: &str,
+    ) -> Result<(), ClientError> {
         let stored = self
             .inner
             .read_store(|tx| tx.messages())?
@@ -413,6 +421,7 @@ impl Client {
                         .as_ref()
                         .is_some_and(|c| c.message_id == message.id)
                     && m.franking.is_some()
+                    && !m.outgoing
             })
             .ok_or(ClientError::Unknown("reportable message"))?;
         let Some(f) = stored.franking else {
@@ -428,6 +437,7 @@ impl Client {
                 franking_commitment: f.commitment,
                 franking_tag: f.tag,
                 reason: reason.to_string(),
+                consent: consent.to_string(),
             }))
             .await?
         {

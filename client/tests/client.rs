@@ -574,8 +574,8 @@ async fn received_messages_can_be_reported_and_unfranked_ones_are_not_shown() {
     alice.client.send_text("bob", "an abusive message").unwrap();
     let m = bob.message().await;
     assert!(m.reportable);
-    bob.client.report(&m, "threats").await.unwrap();
-    bob.client.report(&m, "threats").await.unwrap();
+    bob.client.report(&m, "threats", "I agree").await.unwrap();
+    bob.client.report(&m, "threats", "I agree").await.unwrap();
     // Alice's own copy is not a received message.
     let own = alice
         .client
@@ -586,7 +586,7 @@ async fn received_messages_can_be_reported_and_unfranked_ones_are_not_shown() {
         .unwrap();
     assert!(!own.reportable);
     assert!(matches!(
-        alice.client.report(&own, "").await,
+        alice.client.report(&own, "", "I agree").await,
         Err(ClientError::Unknown(_))
     ));
     let store = hush_relay::SqliteStore::open(&dir.join("relay.db")).unwrap();
@@ -597,7 +597,10 @@ async fn received_messages_can_be_reported_and_unfranked_ones_are_not_shown() {
         (r.sender.user.as_str(), r.reporter.user.as_str()),
         ("alice", "bob")
     );
-    assert_eq!(r.reason, "threats");
+    assert_eq!(
+        (r.reason.as_str(), r.consent.as_str()),
+        ("threats", "I agree")
+    );
     let content = pc::Content::decode(&r.content[..]).unwrap();
     assert_eq!(
         content.body,
@@ -610,7 +613,9 @@ async fn received_messages_can_be_reported_and_unfranked_ones_are_not_shown() {
         sessions: Default::default(),
     };
     peer.start_session("bob").await;
-    for commitment in [vec![], vec![7; 32]] {
+    // No franking, a commitment that does not open, and a franked content that is not
+    // canonical (a second text after the committed one, which a reader would show).
+    for (commitment, padded) in [(vec![], false), (vec![7; 32], false), (vec![], true)] {
         let mut mid = [0u8; 16];
         rand::Rng::fill_bytes(&mut rand::rng(), &mut mid);
         let content = pc::Content {
@@ -621,11 +626,19 @@ async fn received_messages_can_be_reported_and_unfranked_ones_are_not_shown() {
             forwarded: 0,
             franking_key: vec![],
         };
-        let (plaintext, _) = franked(&content);
-        let plaintext = if commitment.is_empty() {
-            content.encode_to_vec()
+        let (plaintext, commitment) = if padded {
+            let mut committed = content.encode_to_vec();
+            committed.extend_from_slice(&[0x1a, 0x05]);
+            committed.extend_from_slice(b"abuse");
+            let key = hush_crypto::franking::FrankingKey::generate(&mut rand::rng());
+            let cf = hush_crypto::franking::commit(&key, &committed).to_vec();
+            committed.extend_from_slice(&[0x7a, 0x20]);
+            committed.extend_from_slice(key.expose());
+            (committed, cf)
+        } else if commitment.is_empty() {
+            (content.encode_to_vec(), commitment)
         } else {
-            plaintext
+            (franked(&content).0, commitment)
         };
         let m = peer
             .sessions

@@ -141,6 +141,8 @@ pub struct Report {
     pub tag: [u8; 32],
     /// The reporter's words, at most [`MAX_REPORT_REASON`] bytes.
     pub reason: String,
+    /// What the reporter agreed to, 1 to [`MAX_REPORT_REASON`] bytes.
+    pub consent: String,
 }
 
 impl core::fmt::Debug for Report {
@@ -379,8 +381,11 @@ impl Request {
                 if r.content.len() > MAX_REPORT_CONTENT {
                     return Err(refuse(ErrorCode::TooLarge, "reported content too large"));
                 }
-                if r.reason.len() > MAX_REPORT_REASON {
+                if r.reason.len() > MAX_REPORT_REASON || r.consent.len() > MAX_REPORT_REASON {
                     return Err(refuse(ErrorCode::TooLarge, "reason too long"));
+                }
+                if r.consent.is_empty() {
+                    return Err(malformed("a report needs the reporter's consent"));
                 }
                 let key = |b: &[u8], what| <[u8; 32]>::try_from(b).map_err(|_| malformed(what));
                 Self::Report(Box::new(Report {
@@ -391,6 +396,7 @@ impl Request {
                     tag: key(&r.franking_tag, "a franking tag is 32 bytes")?,
                     content: r.content,
                     reason: r.reason,
+                    consent: r.consent,
                 }))
             }
             Body::PresenceSettings(p) => Self::PresenceSettings {
@@ -503,6 +509,7 @@ mod tests {
                 franking_commitment: vec![3; 32],
                 franking_tag: vec![4; 32],
                 reason: "x".repeat(reason),
+                consent: "I agree".into(),
             })
         };
         let Ok(Request::Report(r)) = parse(report(MAX_REPORT_CONTENT, MAX_REPORT_REASON, 32))
@@ -525,6 +532,25 @@ mod tests {
             r.sender = None;
         }
         assert_eq!(parse(no_sender).unwrap_err().0, ErrorCode::Malformed);
+        let consent = |c: String| {
+            let mut b = report(0, 0, 32);
+            if let Body::Report(r) = &mut b {
+                r.consent = c;
+            }
+            parse(b)
+        };
+        assert_eq!(
+            consent(String::new()),
+            Err((
+                ErrorCode::Malformed,
+                "a report needs the reporter's consent"
+            ))
+        );
+        assert!(consent("y".repeat(MAX_REPORT_REASON)).is_ok());
+        assert_eq!(
+            consent("y".repeat(MAX_REPORT_REASON + 1)).unwrap_err().0,
+            ErrorCode::TooLarge
+        );
     }
 
     #[test]

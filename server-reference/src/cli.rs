@@ -271,7 +271,7 @@ async fn print_reports<S: Store>(store: &S) -> ExitCode {
             for r in &reports {
                 let content = reported_text(&r.content);
                 println!(
-                    "report {} at {} ms: {}.{} reports {}.{} (message stored at {} ms)\n  reason: {}\n  message: {}",
+                    "report {} at {} ms: {}.{} reports {}.{} (message stored at {} ms)\n  reason: {}\n  consent: {}\n  message: {}",
                     r.id,
                     r.received_ms,
                     r.reporter.user,
@@ -280,6 +280,7 @@ async fn print_reports<S: Store>(store: &S) -> ExitCode {
                     r.sender.device,
                     r.server_ms,
                     r.reason,
+                    r.consent,
                     content
                 );
             }
@@ -309,37 +310,52 @@ fn reported_text(content: &[u8]) -> String {
         None
     }
     let mut at = 0;
+    let mut last_field = 0;
+    let mut text = None;
     while at < content.len() {
         let Some(key) = varint(content, &mut at) else {
+            text = None;
             break;
         };
+        // Canonical only (fields in increasing order, each once), as clients check before
+        // they show a franked message: anything else is shown as bytes.
+        if key >> 3 <= last_field {
+            text = None;
+            break;
+        }
+        last_field = key >> 3;
         let len = match key & 7 {
             0 => {
                 if varint(content, &mut at).is_none() {
+                    text = None;
                     break;
                 }
                 continue;
             }
             2 => match varint(content, &mut at).and_then(|l| usize::try_from(l).ok()) {
                 Some(l) if l <= content.len() - at => l,
-                _ => break,
+                _ => {
+                    text = None;
+                    break;
+                }
             },
-            _ => break,
+            _ => {
+                text = None;
+                break;
+            }
         };
         let field = &content[at..at + len];
         at += len;
         match key >> 3 {
-            3 => {
-                if let Ok(t) = std::str::from_utf8(field) {
-                    return format!("{t:?}");
-                }
-            }
-            4 => return "an attachment".into(),
+            3 => text = std::str::from_utf8(field).ok().map(|t| format!("{t:?}")),
+            4 => text = Some("an attachment".into()),
             _ => {}
         }
     }
-    let hex: String = content.iter().map(|b| format!("{b:02x}")).collect();
-    format!("(not a text) {hex}")
+    text.unwrap_or_else(|| {
+        let hex: String = content.iter().map(|b| format!("{b:02x}")).collect();
+        format!("(not a text) {hex}")
+    })
 }
 
 /// Ctrl-C or SIGTERM (what systemd and Kubernetes send): both drain in-flight work.
@@ -403,6 +419,15 @@ mod tests {
         assert_eq!(
             reported_text(&[0xff; 11]),
             format!("(not a text) {}", "ff".repeat(11))
+        );
+        // A repeated body (which a client would show as its last value) is not trusted.
+        assert_eq!(
+            reported_text(&[0x1a, 0x01, 0x61, 0x1a, 0x01, 0x62]),
+            "(not a text) 1a01611a0162"
+        );
+        assert_eq!(
+            reported_text(&[0x22, 0x00, 0x1a, 0x01, 0x62]),
+            "(not a text) 22001a0162"
         );
     }
 

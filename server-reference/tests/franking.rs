@@ -36,6 +36,7 @@ fn report(
         franking_commitment: e.franking_commitment.clone(),
         franking_tag: e.franking_tag.clone(),
         reason: reason.into(),
+        consent: "I send this message, its sender and its time to the operator".into(),
     })
 }
 
@@ -162,6 +163,10 @@ async fn reports_verify_and_forgeries_do_not(b: Backend) {
     assert_eq!(kept.len(), 2);
     assert_eq!(kept[0].content, content);
     assert_eq!(kept[0].reason, "threats");
+    assert_eq!(
+        kept[0].consent,
+        "I send this message, its sender and its time to the operator"
+    );
     assert_eq!(
         (kept[0].sender.user.as_str(), kept[0].reporter.user.as_str()),
         ("mallory", "alice")

@@ -306,7 +306,8 @@ fn open_and_apply<R: CryptoRng + ?Sized>(
 }
 
 /// The franking of a received text or attachment (SPEC §17): its plaintext ends with the
-/// franking key field (`7a 20 nf`), and the bytes before it open the envelope's
+/// franking key field (`7a 20 nf`), the bytes before it are the canonical encoding of the
+/// rest of the Content (at most `MAX_REPORT_CONTENT`), and they open the envelope's
 /// `commitment` under `nf`. `None` for other bodies; a drop if it does not hold.
 pub(crate) fn franking_of(
     plaintext: &[u8],
@@ -330,6 +331,15 @@ pub(crate) fn franking_of(
         return Err(unfranked);
     };
     if trailer[..2] != [0x7a, 0x20] || trailer[2..] != nf || tag.len() != 32 {
+        return Err(unfranked);
+    }
+    // The committed bytes are the canonical encoding of what is shown (so the operator sees
+    // what the recipient saw: no repeated or unknown fields, no padding), and fit a report.
+    let canonical = prost::Message::encode_to_vec(&pc::Content {
+        franking_key: Vec::new(),
+        ..c.clone()
+    });
+    if canonical != committed || committed.len() > hush_relay_protocol::limits::MAX_REPORT_CONTENT {
         return Err(unfranked);
     }
     let key = hush_crypto::franking::FrankingKey::from_bytes(nf);

@@ -227,7 +227,7 @@ pub(crate) fn stored_to_message(m: &pc::StoredMessage) -> Option<Message> {
         outgoing: m.outgoing,
         before_removal: m.before_removal,
         forwarded: c.forwarded,
-        reportable: m.franking.is_some(),
+        reportable: m.franking.is_some() && !m.outgoing,
     })
 }
 

@@ -178,6 +178,7 @@ pub(super) async fn apply<S: Store>(
                 server_ms: r.server_ms,
                 content: r.content.clone(),
                 reason: r.reason.clone(),
+                consent: r.consent.clone(),
                 tag: r.tag,
                 received_ms: now_ms(),
             };

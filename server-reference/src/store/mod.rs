@@ -128,6 +128,8 @@ pub struct StoredReport {
     pub content: Vec<u8>,
     /// The reporter's words.
     pub reason: String,
+    /// What the reporter agreed to before reporting.
+    pub consent: String,
     /// The relay's franking tag: one report per reporter and message.
     pub tag: [u8; 32],
     /// When the report came (ms since the Unix epoch).

@@ -258,7 +258,7 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE reports (id BIGSERIAL PRIMARY KEY,
         reporter_user TEXT NOT NULL, reporter_device BIGINT NOT NULL,
         sender_user TEXT NOT NULL, sender_device BIGINT NOT NULL, server_ms BIGINT NOT NULL,
-        content BYTEA NOT NULL, reason TEXT NOT NULL, tag BYTEA NOT NULL,
+        content BYTEA NOT NULL, reason TEXT NOT NULL, consent TEXT NOT NULL, tag BYTEA NOT NULL,
         received_ms BIGINT NOT NULL, UNIQUE (reporter_user, reporter_device, tag));
      CREATE INDEX reports_by_reporter ON reports (reporter_user, received_ms);
      DROP FUNCTION hush_enqueue(TEXT, BIGINT, BYTEA, BIGINT, BIGINT, BYTEA, TEXT[], BIGINT[],
@@ -996,8 +996,8 @@ impl Store for PgStore {
             return Err(StoreError::TooManyReports);
         }
         tx.execute(
-            "INSERT INTO reports (reporter_user, reporter_device, sender_user, sender_device, server_ms, content, reason, tag, received_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO reports (reporter_user, reporter_device, sender_user, sender_device, server_ms, content, reason, tag, received_ms, consent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             &[
                 &r.reporter.user,
                 &dev(&r.reporter),
@@ -1008,6 +1008,7 @@ impl Store for PgStore {
                 &r.reason,
                 &&r.tag[..],
                 &ms(r.received_ms),
+                &r.consent,
             ],
         )
         .await
@@ -1020,7 +1021,7 @@ impl Store for PgStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT id, reporter_user, reporter_device, sender_user, sender_device, server_ms, content, reason, tag, received_ms
+                "SELECT id, reporter_user, reporter_device, sender_user, sender_device, server_ms, content, reason, tag, received_ms, consent
                  FROM reports ORDER BY id",
                 &[],
             )
@@ -1043,6 +1044,7 @@ impl Store for PgStore {
                 reason: r.get(7),
                 tag: <[u8; 32]>::try_from(r.get::<_, Vec<u8>>(8).as_slice()).unwrap_or([0; 32]),
                 received_ms: r.get::<_, i64>(9) as u64,
+                consent: r.get(10),
             })
             .collect())
     }

@@ -49,8 +49,8 @@ pub(super) fn put_report(
         return Err(StoreError::TooManyReports);
     }
     c.prepare_cached(
-        "INSERT INTO reports (reporter_user, reporter_device, sender_user, sender_device, server_ms, content, reason, tag, received_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO reports (reporter_user, reporter_device, sender_user, sender_device, server_ms, content, reason, tag, received_ms, consent)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         r.reporter.user,
@@ -61,7 +61,8 @@ pub(super) fn put_report(
         r.content,
         r.reason,
         &r.tag[..],
-        r.received_ms as i64
+        r.received_ms as i64,
+        r.consent
     ])?;
     Ok(true)
 }
@@ -69,7 +70,7 @@ pub(super) fn put_report(
 /// [`Store::reports`](crate::store::Store::reports), on the database thread.
 pub(super) fn reports(c: &Connection) -> Result<Vec<StoredReport>, StoreError> {
     let mut s = c.prepare(
-        "SELECT id, reporter_user, reporter_device, sender_user, sender_device, server_ms, content, reason, tag, received_ms
+        "SELECT id, reporter_user, reporter_device, sender_user, sender_device, server_ms, content, reason, tag, received_ms, consent
          FROM reports ORDER BY id",
     )?;
     let rows = s
@@ -89,6 +90,7 @@ pub(super) fn reports(c: &Connection) -> Result<Vec<StoredReport>, StoreError> {
                 reason: r.get(7)?,
                 tag: <[u8; 32]>::try_from(r.get::<_, Vec<u8>>(8)?.as_slice()).unwrap_or([0; 32]),
                 received_ms: r.get::<_, i64>(9)? as u64,
+                consent: r.get(10)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;

@@ -122,7 +122,7 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE reports (id INTEGER PRIMARY KEY AUTOINCREMENT,
         reporter_user TEXT NOT NULL, reporter_device INTEGER NOT NULL,
         sender_user TEXT NOT NULL, sender_device INTEGER NOT NULL, server_ms INTEGER NOT NULL,
-        content BLOB NOT NULL, reason TEXT NOT NULL, tag BLOB NOT NULL,
+        content BLOB NOT NULL, reason TEXT NOT NULL, consent TEXT NOT NULL, tag BLOB NOT NULL,
         received_ms INTEGER NOT NULL, UNIQUE (reporter_user, reporter_device, tag));
      CREATE INDEX reports_by_reporter ON reports (reporter_user, received_ms);",
 ];
