@@ -1584,12 +1584,36 @@ def check_franking(c, v):
          franking_tag(bytes([1] * 32), cf, stamp))
 
 
+# ---------------------------------------------------------------- content.json (§16.2)
+def content_bytes(e):
+    """A text Content, canonical: 0a 10 id, 10 sent_ms, 1a text, 48 forwarded (if not 0)."""
+    t = e["text"].encode()
+    b = bytes([0x0a, 0x10]) + h(e["message_id"]) + bytes([0x10]) + varint(e["sent_ms"])
+    b += bytes([0x1a]) + varint(len(t)) + t
+    if e["forwarded"]:
+        b += bytes([0x48]) + varint(e["forwarded"])
+    return b
+
+FORWARDED_MANY_TIMES, MAX_CHATS, MAX_CHATS_MANY_TIMES = 5, 5, 1   # §16.2
+
+def check_content(c, v):
+    for i, e in enumerate(v["contents"]):
+        c.eq(f"contents[{i}].bytes", h(e["bytes"]), content_bytes(e))
+        f = e["forwarded"]
+        shown = "forwarded many times" if f >= FORWARDED_MANY_TIMES else "forwarded" if f >= 1 else "original"
+        c.eq(f"contents[{i}].shown", e["shown"], shown)
+    for i, e in enumerate(v["forwards"]):
+        most = MAX_CHATS_MANY_TIMES if e["forwarded"] >= FORWARDED_MANY_TIMES else MAX_CHATS
+        c.eq(f"forwards[{i}].allowed", e["allowed"], 1 <= e["chats"] <= most)
+
+
 # ---------------------------------------------------------------- main
 FILES = [("identity.json", check_identity), ("kdf.json", check_kdf), ("x3dh.json", check_x3dh),
          ("pqxdh.json", check_pqxdh),
          ("seal.json", check_seal), ("wire.json", check_wire), ("session.json", check_session),
          ("group.json", check_group), ("attachment.json", check_attachment),
-         ("pq_ratchet.json", check_pq_ratchet), ("franking.json", check_franking)]
+         ("pq_ratchet.json", check_pq_ratchet), ("franking.json", check_franking),
+         ("content.json", check_content)]
 
 def main():
     here = os.path.dirname(os.path.abspath(__file__))

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod attachment;
+mod content;
 mod franking;
 mod group;
 mod pq_ratchet;
@@ -30,7 +31,7 @@ use std::path::Path;
 pub use util::{Report, VectorError};
 
 /// The vector files, in the order they are written and checked.
-pub const FILES: [&str; 11] = [
+pub const FILES: [&str; 12] = [
     "identity.json",
     "kdf.json",
     "x3dh.json",
@@ -42,6 +43,7 @@ pub const FILES: [&str; 11] = [
     "attachment.json",
     "pq_ratchet.json",
     "franking.json",
+    "content.json",
 ];
 
 /// Writes every vector file into `dir` (deterministic: the same bytes every time).
@@ -59,6 +61,7 @@ pub fn generate(dir: &Path) -> Result<(), VectorError> {
         attachment::generate()?,
         pq_ratchet::generate()?,
         franking::generate(),
+        content::generate(),
     ];
     for (name, value) in FILES.iter().zip(files) {
         let mut text = serde_json::to_string_pretty(&value)?;
@@ -86,6 +89,7 @@ pub fn verify(dir: &Path) -> Result<Report, VectorError> {
             "group.json" => group::verify(&value, &mut file),
             "pq_ratchet.json" => pq_ratchet::verify(&value, &mut file),
             "franking.json" => franking::verify(&value, &mut file),
+            "content.json" => content::verify(&value, &mut file),
             _ => attachment::verify(&value, &mut file),
         };
         if let Err(e) = result {

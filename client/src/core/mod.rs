@@ -51,6 +51,15 @@ pub struct ForwardLimits {
     pub max_chats_many_times: usize,
 }
 
+impl ForwardLimits {
+    /// Whether a message already forwarded `forwarded` times may be forwarded to `chats`
+    /// chats at once (SPEC §16.2): `ClientError::ForwardLimit` with the limit if not,
+    /// `ClientError::Invalid` for no chat.
+    pub fn allows(&self, forwarded: u32, chats: usize) -> Result<(), ClientError> {
+        outbound::forward_allowed(self, forwarded, chats)
+    }
+}
+
 impl Default for ForwardLimits {
     fn default() -> Self {
         Self {
