@@ -138,22 +138,27 @@ async fn reports_verify_and_forgeries_do_not(b: Backend) {
         assert!(matches!(out, Out::Done(_)), "{out:?}");
     }
     // The cap: Alice's user makes 2 reports a day (this is the second), a third is refused.
-    let key2 = FrankingKey::generate(&mut rand::rng());
-    let cf2 = franking::commit(&key2, b"again");
-    for mid in [b"m3", b"m4"] {
+    // (Each message its own franking key, as clients do: two messages with one commitment
+    // in the same millisecond would have one tag, and be one report.)
+    let keys = [
+        FrankingKey::generate(&mut rand::rng()),
+        FrankingKey::generate(&mut rand::rng()),
+    ];
+    for (mid, key) in [b"m3", b"m4"].iter().zip(&keys) {
+        let cf = franking::commit(key, b"again");
         assert!(matches!(
-            mallory.call(franked(&[("alice", 1)], mid, &cf2)).await,
+            mallory.call(franked(&[("alice", 1)], *mid, &cf)).await,
             Out::Sent(_)
         ));
     }
     let third = alice.envelope().await;
     let fourth = alice.envelope().await;
     let out = alice
-        .call(report(("mallory", 1), &third, b"again", &key2, ""))
+        .call(report(("mallory", 1), &third, b"again", &keys[0], ""))
         .await;
     assert!(matches!(out, Out::Done(_)), "{out:?}");
     let out = alice
-        .call(report(("mallory", 1), &fourth, b"again", &key2, ""))
+        .call(report(("mallory", 1), &fourth, b"again", &keys[1], ""))
         .await;
     assert_eq!(code(&out), ErrorCode::RateLimited);
 
