@@ -27,7 +27,9 @@ use crate::event::{
 };
 use crate::net::{Conn, RelayUrl};
 use crate::proto::client as pc;
-use crate::store::{Sealed, SqliteStore, Store, Tick};
+#[cfg(native_io)]
+use crate::store::SqliteStore;
+use crate::store::{Sealed, Store, Tick};
 use hush_relay_protocol::proto::{self as pr, client_frame::Body as In};
 
 /// Client settings. [`ClientConfig::new`] fills in the documented defaults.
@@ -76,6 +78,11 @@ pub struct ClientConfig {
     /// One-time KEM prekeys uploaded per batch (each about 1.25 KB at the relay, whose
     /// default cap is 200 per device). Default 50.
     pub kem_prekey_batch: u32,
+    /// In a browser: the store's durability (for example IndexedDB behind a journaled
+    /// [`crate::MemoryStore`]), awaited before any frame leaves. Default none: the store's
+    /// commits are durable when they return.
+    #[cfg(web_io)]
+    pub durability: Option<std::rc::Rc<dyn crate::Durability>>,
 }
 
 impl ClientConfig {
@@ -107,6 +114,8 @@ impl ClientConfig {
             forward_limits: ForwardLimits::default(),
             post_quantum: PostQuantum::default(),
             kem_prekey_batch: 50,
+            #[cfg(web_io)]
+            durability: None,
         }
     }
 }
@@ -153,6 +162,7 @@ pub(crate) struct Inner {
     pub(crate) dev: Device,
     pub(crate) url: RelayUrl,
     pub(crate) ca_file: Option<PathBuf>,
+    #[cfg(native_io)]
     pub(crate) blob_dir: PathBuf,
     pub(crate) registration_token: Option<Vec<u8>>,
     pub(crate) relay_id: Option<Vec<u8>>,
@@ -171,7 +181,8 @@ pub(crate) struct Inner {
     /// refuses one as stale (SPEC §16.4).
     pub(crate) device_lists: Mutex<DeviceLists>,
     pub(crate) link: Mutex<Option<DeviceLink>>,
-    pub(crate) worker: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    pub(crate) worker: Mutex<Option<crate::rt::Task>>,
+    pub(crate) flush: crate::rt::Flush,
 }
 
 /// A hush client: one device of one user. Cheap to clone; every clone is the same client.
@@ -188,16 +199,13 @@ impl std::fmt::Debug for Client {
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub(crate) use crate::rt::now_ms;
 
 impl Client {
     /// Opens (or creates) the device's store. On first use this generates the identity key,
     /// a signed prekey and a batch of one-time prekeys. Nothing touches the network until
     /// [`Client::start`]. Events arrive on the returned receiver.
+    #[cfg(native_io)]
     pub fn open(
         config: ClientConfig,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Event>), ClientError> {
@@ -229,6 +237,7 @@ impl Client {
         };
         let identity =
             store.transaction(|tx| account::open(tx, &me, &policy, now_ms(), &mut rand::rng()))?;
+        #[cfg(native_io)]
         let blob_dir = config.db_path.with_extension("blobs");
         let (events, rx) = mpsc::unbounded_channel();
         let inner = Inner {
@@ -241,6 +250,7 @@ impl Client {
             },
             url,
             ca_file: config.ca_file,
+            #[cfg(native_io)]
             blob_dir,
             registration_token: config.registration_token,
             relay_id: config.relay_id,
@@ -258,17 +268,21 @@ impl Client {
             device_lists: Mutex::default(),
             link: Mutex::new(None),
             worker: Mutex::new(None),
-        };
-        Ok((
-            Self {
-                inner: Arc::new(inner),
+            flush: crate::rt::Flush {
+                #[cfg(web_io)]
+                durability: config.durability,
             },
-            rx,
-        ))
+        };
+        // In a browser `Inner` holds the page's IndexedDB handle (not `Send`): everything
+        // runs on the page's one thread there, and `Arc` keeps one type for both builds.
+        #[cfg_attr(web_io, allow(clippy::arc_with_non_send_sync))]
+        let inner = Arc::new(inner);
+        Ok((Self { inner }, rx))
     }
 
     /// Starts the background worker: connects (registering on first use), reconnects with
-    /// backoff, flushes the outbox and processes incoming mail. Needs a tokio runtime.
+    /// backoff, flushes the outbox and processes incoming mail. Needs a tokio runtime
+    /// (natively) or runs on the page's event loop (in a browser).
     /// After [`Client::stop`], `start` runs it again once the old worker has finished.
     pub fn start(&self) {
         let Ok(mut slot) = self.inner.worker.lock() else {
@@ -283,9 +297,9 @@ impl Client {
             return; // already running
         }
         let inner = self.inner.clone();
-        *slot = Some(tokio::spawn(async move {
+        *slot = Some(crate::rt::spawn(async move {
             if let Some(p) = previous {
-                let _ = p.await;
+                p.join().await;
             }
             inner.stop.send_replace(false);
             worker(inner).await;
@@ -301,7 +315,7 @@ impl Client {
     /// Waits until connected and authenticated, up to `timeout`.
     pub async fn wait_connected(&self, timeout: Duration) -> Result<(), ClientError> {
         let mut rx = self.inner.connected.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|c| *c))
+        crate::rt::timeout(timeout, rx.wait_for(|c| *c))
             .await
             .map_err(|_| ClientError::Offline)?
             .map_err(|_| ClientError::Offline)?;

@@ -1,4 +1,4 @@
-//! The tokio driver: the worker that keeps the relay connection (reconnecting with
+//! The driver (tokio natively, the page's event loop in a browser: [`crate::rt`]): the worker that keeps the relay connection (reconnecting with
 //! backoff), does the housekeeping (prekey uploads and rotation, presence polling), and
 //! answers the core's steps: it carries frames to and from the relay and sleeps when told
 //! to, while the core ([`crate::core`]) decides what to send and what each answer means.
@@ -181,7 +181,14 @@ pub(crate) async fn worker(inner: Arc<Inner>) {
                 signature: l.signature.to_bytes().to_vec(),
             }),
         };
-        let reason = match net::connect(&inner.url, inner.ca_file.as_ref(), creds).await {
+        let reason = match net::connect(
+            &inner.url,
+            inner.ca_file.as_ref(),
+            creds,
+            inner.flush.clone(),
+        )
+        .await
+        {
             Ok((conn, authenticated, pushes)) => {
                 backoff = min;
                 let registered = authenticated.registered;
@@ -232,7 +239,7 @@ pub(crate) async fn worker(inner: Arc<Inner>) {
             rand::RngExt::random_range(&mut rand::rng(), 0..=backoff.as_millis() as u64 / 4);
         let wait = backoff + Duration::from_millis(jitter);
         tokio::select! {
-            () = tokio::time::sleep(wait) => {}
+            () = crate::rt::sleep(wait) => {}
             _ = stop.changed() => {}
         }
         backoff = (backoff * 2).min(max);
@@ -248,13 +255,15 @@ async fn connected(
 ) -> Result<(), ClientError> {
     housekeeping(inner, conn, registered).await?;
     let mut retry = flush(inner, conn).await?;
-    let mut tick = tokio::time::interval(inner.poll);
+    // The first tick comes at once, then one every `poll` (as `tokio::time::interval`).
+    let poll = inner.poll.as_millis() as u64;
+    let mut next_tick = now_ms();
     loop {
-        let wait = retry.map(|d| tokio::time::Instant::now() + d);
+        let tick = crate::rt::sleep(Duration::from_millis(next_tick.saturating_sub(now_ms())));
         tokio::select! {
             () = async {
-                match wait {
-                    Some(at) => tokio::time::sleep_until(at).await,
+                match retry {
+                    Some(d) => crate::rt::sleep(d).await,
                     None => std::future::pending().await,
                 }
             } => {
@@ -276,7 +285,8 @@ async fn connected(
                 if *stop.borrow() { return Ok(()); }
                 retry = flush(inner, conn).await?;
             }
-            _ = tick.tick() => {
+            () = tick => {
+                next_tick = now_ms().saturating_add(poll.max(1));
                 conn.request(In::Ping(pr::Ping {})).await?;
                 housekeeping(inner, conn, false).await?;
                 poll_presence(inner, conn).await?;
@@ -392,7 +402,7 @@ async fn flush(inner: &Inner, conn: &Conn) -> Result<Option<Duration>, ClientErr
         };
         inner.emit_all(events);
         if let Some(ms) = wait {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
+            crate::rt::sleep(Duration::from_millis(ms)).await;
         }
     }
 }
@@ -568,7 +578,7 @@ async fn list_to_check(conn: &Conn, user: &str) -> Result<Option<Listed>, Client
                 code: RelayErrorCode::RateLimited,
                 retry_after_ms,
                 ..
-            }) => tokio::time::sleep(Duration::from_millis(retry_after_ms.clamp(50, 5000))).await,
+            }) => crate::rt::sleep(Duration::from_millis(retry_after_ms.clamp(50, 5000))).await,
             Err(
                 ClientError::Unknown(_)
                 | ClientError::Relay {

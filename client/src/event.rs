@@ -4,6 +4,10 @@ use hush_crypto::SafetyNumber;
 
 /// A device: a user id and a device number.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(
+    any(test, feature = "web"),
+    derive(serde::Serialize, serde::Deserialize)
+)]
 pub struct Address {
     /// The user id.
     pub user: String,
@@ -123,6 +127,10 @@ impl Message {
 
 /// The three ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(
+    any(test, feature = "web"),
+    derive(serde::Serialize, serde::Deserialize)
+)]
 pub enum ReceiptKind {
     /// The relay stored the message durably for every recipient device.
     Sent,

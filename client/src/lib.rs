@@ -72,19 +72,21 @@
 //! ```
 
 #![forbid(unsafe_code)]
-#![cfg_attr(not(feature = "native"), allow(dead_code))]
+#![cfg_attr(not(driver), allow(dead_code))]
 
-#[cfg(feature = "native")]
+#[cfg(native_io)]
 mod attachment;
-#[cfg(feature = "native")]
+#[cfg(driver)]
 mod client;
 mod core;
-#[cfg(feature = "native")]
+#[cfg(driver)]
 mod driver;
 pub mod error;
 pub mod event;
-#[cfg(feature = "native")]
+#[cfg(driver)]
 mod net;
+#[cfg(driver)]
+mod rt;
 pub mod store;
 pub mod wire;
 
@@ -92,14 +94,16 @@ pub use crate::core::held::{
     HELD_ITEM_TTL_MS, HELD_ORDER_WAIT_MS, MAX_HELD_ITEMS, MAX_HELD_PER_SENDER,
 };
 pub use crate::core::{FORWARDED_MANY_TIMES, ForwardLimits, MAX_TEXT, MAX_USER_ID, PostQuantum};
-#[cfg(feature = "native")]
+#[cfg(driver)]
 pub use client::{Client, ClientConfig, DeviceLink, Progress};
 pub use error::{AttachmentError, ClientError, EncryptError, RelayErrorCode, UrlError};
 pub use event::{
     Address, Attachment, Body, Conversation, DeviceSafety, DropReason, Event, GroupChange, GroupId,
     Message, MessageId, Presence, ReceiptKind, Undecryptable,
 };
-#[cfg(feature = "native")]
+#[cfg(web_io)]
+pub use store::Durability;
+#[cfg(native_io)]
 pub use store::SqliteStore;
 pub use store::{MemoryStore, Store, StoreError, StoredRecord};
 

@@ -1,6 +1,7 @@
-//! The relay connection: TCP (optionally TLS), the WebSocket, authentication, and requests
-//! matched to replies by request id. Pushed frames (envelopes, receipts, prekey status)
-//! go to a channel for the client's worker.
+//! The relay connection: the WebSocket (natively over TCP, optionally TLS; in a browser, the
+//! page's `WebSocket`), authentication, and requests matched to replies by request id.
+//! Pushed frames (envelopes, receipts, prekey status) go to a channel for the client's
+//! worker.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -8,14 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::error::{ClientError, UrlError};
+use crate::rt;
 use hush_relay_protocol::codec;
 use hush_relay_protocol::limits::MAX_SERVER_FRAME;
 use hush_relay_protocol::proto::{self, client_frame::Body as In, server_frame::Body as Out};
@@ -70,56 +67,10 @@ impl RelayUrl {
         )
     }
 
+    #[cfg(native_io)]
     pub(crate) fn host_header(&self) -> String {
         self.authority()
     }
-}
-
-/// A byte stream to the relay, plain or TLS.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-/// Opens TCP, and TLS if the URL says so (trusting the web PKI roots and, if given, the
-/// PEM certificates in `extra_roots`).
-pub(crate) async fn open_stream(
-    url: &RelayUrl,
-    extra_roots: Option<&PathBuf>,
-) -> Result<Box<dyn Io>, ClientError> {
-    let tcp = tokio::time::timeout(
-        Duration::from_secs(10),
-        TcpStream::connect((url.host.as_str(), url.port)),
-    )
-    .await
-    .map_err(|_| ClientError::Io(std::io::ErrorKind::TimedOut.into()))??;
-    tcp.set_nodelay(true)?;
-    if !url.tls {
-        return Ok(Box::new(tcp));
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = extra_roots {
-        use rustls_pki_types::pem::PemObject;
-        for cert in rustls_pki_types::CertificateDer::pem_file_iter(path)
-            .map_err(|e| ClientError::Url(UrlError::CaFile(Box::new(e))))?
-        {
-            let cert = cert.map_err(|e| ClientError::Url(UrlError::CaFile(Box::new(e))))?;
-            roots
-                .add(cert)
-                .map_err(|e| ClientError::Url(UrlError::CaFile(Box::new(e))))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ClientError::Url(UrlError::Tls(Box::new(e))))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls_pki_types::ServerName::try_from(url.host.clone())
-        .map_err(|_| ClientError::Url(UrlError::TlsName))?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await?;
-    Ok(Box::new(tls))
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Out>>>>;
@@ -132,12 +83,14 @@ pub(crate) struct Conn {
     pending: Pending,
     next: Arc<AtomicU64>,
     alive: Arc<std::sync::atomic::AtomicBool>,
+    flush: rt::Flush,
 }
 
 impl Conn {
     /// Sends a request and waits for its reply; an `Error` reply becomes
     /// [`ClientError::Relay`].
     pub(crate) async fn request(&self, body: In) -> Result<Out, ClientError> {
+        self.flush.wait().await?;
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending
@@ -148,7 +101,7 @@ impl Conn {
         if self.out.send(frame).await.is_err() {
             return Err(ClientError::Offline);
         }
-        let reply = tokio::time::timeout(REQUEST_TIMEOUT, rx).await;
+        let reply = rt::timeout(REQUEST_TIMEOUT, rx).await;
         if let Ok(mut p) = self.pending.lock() {
             p.remove(&id);
         }
@@ -192,6 +145,7 @@ pub(crate) async fn connect(
     url: &RelayUrl,
     extra_roots: Option<&PathBuf>,
     creds: Credentials<'_>,
+    flush: rt::Flush,
 ) -> Result<
     (
         Conn,
@@ -200,31 +154,20 @@ pub(crate) async fn connect(
     ),
     ClientError,
 > {
-    let stream = open_stream(url, extra_roots).await?;
-    let mut config = WebSocketConfig::default();
-    config.max_message_size = Some(MAX_SERVER_FRAME);
-    config.max_frame_size = Some(MAX_SERVER_FRAME);
-    let (mut ws, _) = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio_tungstenite::client_async_with_config(url.ws(), stream, Some(config)),
-    )
-    .await
-    .map_err(|_| ClientError::Io(std::io::ErrorKind::TimedOut.into()))?
-    .map_err(|e| ClientError::Io(std::io::Error::other(e.to_string())))?;
+    let (mut ws_tx, mut ws_rx) = rt::timeout(Duration::from_secs(10), ws::open(url, extra_roots))
+        .await
+        .map_err(|_| ClientError::Io(std::io::ErrorKind::TimedOut.into()))??;
 
-    let recv = |m: Option<Result<WsMessage, _>>| -> Result<proto::ServerFrame, ClientError> {
-        match m {
-            Some(Ok(WsMessage::Binary(b))) => {
-                codec::decode_server(&b, MAX_SERVER_FRAME).map_err(|_| ClientError::Protocol)
+    let recv =
+        |m: Result<Option<Vec<u8>>, rt::Elapsed>| -> Result<proto::ServerFrame, ClientError> {
+            match m {
+                Ok(Some(b)) => {
+                    codec::decode_server(&b, MAX_SERVER_FRAME).map_err(|_| ClientError::Protocol)
+                }
+                _ => Err(ClientError::Offline),
             }
-            _ => Err(ClientError::Offline),
-        }
-    };
-    let first = recv(
-        tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .map_err(|_| ClientError::Offline)?,
-    )?;
+        };
+    let first = recv(rt::timeout(Duration::from_secs(10), ws_rx.next()).await)?;
     let Some(Out::Challenge(ch)) = first.body else {
         return match first.body {
             Some(Out::Error(e)) => Err(relay_error(&e)),
@@ -263,51 +206,40 @@ pub(crate) async fn connect(
             link: creds.link,
         }),
     );
-    ws.send(WsMessage::Binary(auth.into()))
-        .await
-        .map_err(|_| ClientError::Offline)?;
-    let reply = recv(
-        tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .map_err(|_| ClientError::Offline)?,
-    )?;
+    // The identity key this signs with is durable before the relay registers it.
+    flush.wait().await?;
+    ws_tx.send(auth).await?;
+    let reply = recv(rt::timeout(Duration::from_secs(10), ws_rx.next()).await)?;
     let authenticated = match reply.body {
         Some(Out::Authenticated(a)) => a,
         Some(Out::Error(e)) => return Err(relay_error(&e)),
         _ => return Err(ClientError::Protocol),
     };
 
-    let (mut sink, mut stream) = ws.split();
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
     let (push_tx, push_rx) = mpsc::channel::<proto::ServerFrame>(1024);
     let pending: Pending = Arc::default();
     let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let dead = Arc::new(tokio::sync::Notify::new());
     let writer_dead = dead.clone();
-    tokio::spawn(async move {
+    rt::spawn(async move {
         loop {
             tokio::select! {
                 frame = out_rx.recv() => {
                     let Some(frame) = frame else { break };
-                    if sink.send(WsMessage::Binary(frame.into())).await.is_err() {
+                    if ws_tx.send(frame).await.is_err() {
                         break;
                     }
                 }
                 () = writer_dead.notified() => break,
             }
         }
-        let _ = sink.close().await;
+        ws_tx.close().await;
     });
     let reader_pending = pending.clone();
     let reader_alive = alive.clone();
-    tokio::spawn(async move {
-        while let Some(Ok(m)) = stream.next().await {
-            let WsMessage::Binary(b) = m else {
-                if matches!(m, WsMessage::Close(_)) {
-                    break;
-                }
-                continue;
-            };
+    rt::spawn(async move {
+        while let Some(b) = ws_rx.next().await {
             // A frame that does not decode, or has no body, is skipped (SPEC §14).
             let Ok(f) = codec::decode_server(&b, MAX_SERVER_FRAME) else {
                 continue;
@@ -339,8 +271,258 @@ pub(crate) async fn connect(
             pending,
             next: Arc::new(AtomicU64::new(2)),
             alive,
+            flush,
         },
         authenticated,
         push_rx,
     ))
+}
+
+#[cfg(native_io)]
+pub(crate) use self::ws::{Io, open_stream};
+
+/// The WebSocket natively: tokio-tungstenite over TCP, optionally TLS.
+#[cfg(native_io)]
+mod ws {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use futures_util::stream::{SplitSink, SplitStream};
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::{AsyncRead, AsyncWrite};
+    use tokio::net::TcpStream;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+    use super::RelayUrl;
+    use crate::error::{ClientError, UrlError};
+    use hush_relay_protocol::limits::MAX_SERVER_FRAME;
+
+    /// A byte stream to the relay, plain or TLS.
+    pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+    impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+    /// Opens TCP, and TLS if the URL says so (trusting the web PKI roots and, if given, the
+    /// PEM certificates in `extra_roots`).
+    pub(crate) async fn open_stream(
+        url: &RelayUrl,
+        extra_roots: Option<&PathBuf>,
+    ) -> Result<Box<dyn Io>, ClientError> {
+        let tcp = tokio::time::timeout(
+            Duration::from_secs(10),
+            TcpStream::connect((url.host.as_str(), url.port)),
+        )
+        .await
+        .map_err(|_| ClientError::Io(std::io::ErrorKind::TimedOut.into()))??;
+        tcp.set_nodelay(true)?;
+        if !url.tls {
+            return Ok(Box::new(tcp));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(path) = extra_roots {
+            use rustls_pki_types::pem::PemObject;
+            for cert in rustls_pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| ClientError::Url(UrlError::CaFile(Box::new(e))))?
+            {
+                let cert = cert.map_err(|e| ClientError::Url(UrlError::CaFile(Box::new(e))))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| ClientError::Url(UrlError::CaFile(Box::new(e))))?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ClientError::Url(UrlError::Tls(Box::new(e))))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls_pki_types::ServerName::try_from(url.host.clone())
+            .map_err(|_| ClientError::Url(UrlError::TlsName))?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await?;
+        Ok(Box::new(tls))
+    }
+
+    type Socket = WebSocketStream<Box<dyn Io>>;
+
+    /// The sending half.
+    pub(super) struct WsTx(SplitSink<Socket, WsMessage>);
+    /// The receiving half.
+    pub(super) struct WsRx(SplitStream<Socket>);
+
+    impl WsTx {
+        pub(super) async fn send(&mut self, frame: Vec<u8>) -> Result<(), ClientError> {
+            self.0
+                .send(WsMessage::Binary(frame.into()))
+                .await
+                .map_err(|_| ClientError::Offline)
+        }
+
+        pub(super) async fn close(mut self) {
+            let _ = self.0.close().await;
+        }
+    }
+
+    impl WsRx {
+        /// The next binary message; `None` once the connection is closed or fails.
+        pub(super) async fn next(&mut self) -> Option<Vec<u8>> {
+            loop {
+                match self.0.next().await {
+                    Some(Ok(WsMessage::Binary(b))) => return Some(b.to_vec()),
+                    Some(Ok(WsMessage::Close(_)) | Err(_)) | None => return None,
+                    Some(Ok(_)) => {}
+                }
+            }
+        }
+    }
+
+    /// Opens the WebSocket to `url`'s `/v1/ws`.
+    pub(super) async fn open(
+        url: &RelayUrl,
+        extra_roots: Option<&PathBuf>,
+    ) -> Result<(WsTx, WsRx), ClientError> {
+        let stream = open_stream(url, extra_roots).await?;
+        let mut config = WebSocketConfig::default();
+        config.max_message_size = Some(MAX_SERVER_FRAME);
+        config.max_frame_size = Some(MAX_SERVER_FRAME);
+        let (ws, _) = tokio_tungstenite::client_async_with_config(url.ws(), stream, Some(config))
+            .await
+            .map_err(|e| ClientError::Io(std::io::Error::other(e.to_string())))?;
+        let (sink, stream) = ws.split();
+        Ok((WsTx(sink), WsRx(stream)))
+    }
+}
+
+/// The WebSocket in a browser: the page's own `WebSocket` (TLS and its certificates are the
+/// browser's), its callbacks feeding a channel.
+#[cfg(web_io)]
+mod ws {
+    use std::path::PathBuf;
+
+    use tokio::sync::mpsc;
+    use wasm_bindgen::JsCast as _;
+    use wasm_bindgen::closure::Closure;
+    use web_sys::{BinaryType, MessageEvent, WebSocket};
+
+    use super::RelayUrl;
+    use crate::error::ClientError;
+    use hush_relay_protocol::limits::MAX_SERVER_FRAME;
+
+    enum Incoming {
+        Frame(Vec<u8>),
+        Closed,
+    }
+
+    /// The socket and its callbacks, detached and closed when both halves are gone.
+    struct Socket {
+        ws: WebSocket,
+        _on_message: Closure<dyn FnMut(MessageEvent)>,
+        _on_close: Closure<dyn FnMut(web_sys::Event)>,
+        _on_open: Closure<dyn FnMut(web_sys::Event)>,
+    }
+
+    impl Drop for Socket {
+        fn drop(&mut self) {
+            self.ws.set_onmessage(None);
+            self.ws.set_onclose(None);
+            self.ws.set_onerror(None);
+            self.ws.set_onopen(None);
+            let _ = self.ws.close();
+        }
+    }
+
+    /// The sending half.
+    pub(super) struct WsTx(std::rc::Rc<Socket>);
+    /// The receiving half.
+    pub(super) struct WsRx {
+        rx: mpsc::UnboundedReceiver<Incoming>,
+        _socket: std::rc::Rc<Socket>,
+    }
+
+    impl WsTx {
+        pub(super) async fn send(&mut self, frame: Vec<u8>) -> Result<(), ClientError> {
+            if self.0.ws.ready_state() != WebSocket::OPEN {
+                return Err(ClientError::Offline);
+            }
+            self.0
+                .ws
+                .send_with_u8_array(&frame)
+                .map_err(|_| ClientError::Offline)
+        }
+
+        pub(super) async fn close(self) {
+            let _ = self.0.ws.close();
+        }
+    }
+
+    impl WsRx {
+        /// The next binary message; `None` once the connection is closed or fails.
+        pub(super) async fn next(&mut self) -> Option<Vec<u8>> {
+            match self.rx.recv().await {
+                Some(Incoming::Frame(b)) => Some(b),
+                Some(Incoming::Closed) | None => None,
+            }
+        }
+    }
+
+    fn io(what: &str) -> ClientError {
+        ClientError::Io(std::io::Error::other(what.to_string()))
+    }
+
+    /// Opens the WebSocket to `url`'s `/v1/ws` and waits until it is open.
+    pub(super) async fn open(
+        url: &RelayUrl,
+        _extra_roots: Option<&PathBuf>,
+    ) -> Result<(WsTx, WsRx), ClientError> {
+        let ws = WebSocket::new(&url.ws()).map_err(|_| io("the browser refused the WebSocket"))?;
+        ws.set_binary_type(BinaryType::Arraybuffer);
+        let (tx, rx) = mpsc::unbounded_channel();
+        // `true` when the socket opens, `false` when it fails or closes first.
+        let (state_tx, mut state) = mpsc::unbounded_channel::<bool>();
+        let frames = tx.clone();
+        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+            // Text frames are not part of the protocol; an oversized frame ends the
+            // connection as the native client's WebSocket limit does.
+            if let Ok(buf) = e.data().dyn_into::<js_sys::ArrayBuffer>() {
+                let msg = if buf.byte_length() as usize > MAX_SERVER_FRAME {
+                    Incoming::Closed
+                } else {
+                    Incoming::Frame(js_sys::Uint8Array::new(&buf).to_vec())
+                };
+                let _ = frames.send(msg);
+            }
+        });
+        let closed_state = state_tx.clone();
+        let on_close = Closure::<dyn FnMut(web_sys::Event)>::new(move |_e: web_sys::Event| {
+            let _ = closed_state.send(false);
+            let _ = tx.send(Incoming::Closed);
+        });
+        let on_open = Closure::<dyn FnMut(web_sys::Event)>::new(move |_e: web_sys::Event| {
+            let _ = state_tx.send(true);
+        });
+        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        ws.set_onerror(Some(on_close.as_ref().unchecked_ref()));
+        ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        let socket = std::rc::Rc::new(Socket {
+            ws,
+            _on_message: on_message,
+            _on_close: on_close,
+            _on_open: on_open,
+        });
+        if state.recv().await != Some(true) {
+            return Err(io("the relay's WebSocket did not open"));
+        }
+        Ok((
+            WsTx(socket.clone()),
+            WsRx {
+                rx,
+                _socket: socket,
+            },
+        ))
+    }
 }

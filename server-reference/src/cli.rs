@@ -53,6 +53,9 @@ pub struct RelayArgs {
     /// Frames per second allowed per IP address, burst twice that [default: 1000].
     #[arg(long, env = "HUSH_IP_RATE")]
     pub ip_rate: Option<u32>,
+    /// Do not serve the web client at `/`.
+    #[arg(long, env = "HUSH_NO_WEB_CLIENT")]
+    pub no_web_client: bool,
     /// Directory for attachment blobs [default: hush-blobs].
     #[arg(long, env = "HUSH_BLOB_DIR")]
     pub blob_dir: Option<PathBuf>,
@@ -105,6 +108,7 @@ struct FileSettings {
     registration_hook: Option<String>,
     device_rate: Option<u32>,
     ip_rate: Option<u32>,
+    web_client: Option<bool>,
     blob_dir: Option<PathBuf>,
     max_blob_mib: Option<u64>,
     mailbox_ttl_days: Option<u64>,
@@ -192,6 +196,7 @@ pub fn settings(args: RelayArgs) -> Result<(Config, Backend), String> {
             .ip_rate
             .or(file.ip_rate)
             .map_or(d.ip_rate, RateLimit::per_second),
+        web_client: !args.no_web_client && file.web_client.unwrap_or(true),
         blob_dir: args.blob_dir.or(file.blob_dir).unwrap_or(d.blob_dir),
         max_blob_bytes: args
             .max_blob_mib

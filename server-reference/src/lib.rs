@@ -36,6 +36,7 @@ pub use store::pg;
 pub mod redacted;
 pub mod store;
 mod tls;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -148,6 +149,8 @@ pub struct Config {
     /// Most one-time KEM prekeys in one upload. Default 100 (about 125 KiB, within
     /// `max_frame_bytes`).
     pub max_kem_prekeys_per_upload: usize,
+    /// Serve the web client at `/` (`web.rs`). Default true.
+    pub web_client: bool,
     /// Directory for attachment blobs. Default `hush-blobs`.
     pub blob_dir: std::path::PathBuf,
     /// Largest blob (bytes). Default 100 MiB.
@@ -275,6 +278,7 @@ impl Default for Config {
                 burst: 20.0,
             },
             blob_bytes_per_day: 1 << 30,
+            web_client: true,
             tls: None,
             nats_url: None,
             nats_prefix: "hush".into(),
@@ -456,13 +460,19 @@ impl<S: Store> Relay<S> {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), RelayError> {
         let shared = self.shared.clone();
-        let app = Router::new()
+        let mut app = Router::new()
             .route("/v1/ws", get(ws::<S>))
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(ready::<S>))
             .route("/metrics", get(metrics_text::<S>))
             .route("/v1/blobs", axum::routing::post(blobs::upload::<S>))
-            .route("/v1/blobs/{id}", get(blobs::download::<S>))
+            .route("/v1/blobs/{id}", get(blobs::download::<S>));
+        if shared.config.web_client {
+            app = app
+                .route("/", get(|| web::file(None)))
+                .route("/{file}", get(|p| web::file(Some(p))));
+        }
+        let app = app
             .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(shared.clone());
         let expiry = tokio::spawn(expire_loop(shared.clone()));

@@ -143,12 +143,20 @@ struct SimDevice {
     dev: Device,
     /// The "disk": what was committed survives a crash.
     disk: MemoryStore,
+    /// The disk is journaled, and a restart rebuilds it from these rows, as a browser does
+    /// from IndexedDB: what the journal wrote is all that survives.
+    rows: std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
     key: [u8; 32],
     store: Sealed,
     /// Device lists remembered in memory (gone after a crash).
     lists: DeviceLists,
     /// Messages shown to the app: (from, id).
     shown: Vec<(Address, MessageId)>,
+}
+
+/// A new device's disk, journaled as a browser's is.
+fn new_disk() -> MemoryStore {
+    MemoryStore::journaled([]).expect("an empty store")
 }
 
 fn sealed(disk: &MemoryStore, key: [u8; 32], rng: &mut StdRng) -> Sealed {
@@ -174,6 +182,7 @@ impl SimDevice {
                 post_quantum: super::PostQuantum::WhenOffered,
             },
             disk,
+            rows: std::collections::BTreeMap::new(),
             key,
             store,
             lists: DeviceLists::new(true),
@@ -183,6 +192,20 @@ impl SimDevice {
 
     /// A crash: everything not committed is gone; the device comes back from its disk.
     fn restart(&mut self, now: u64, rng: &mut StdRng) {
+        {
+            for (k, v) in self.disk.take_changes() {
+                match v {
+                    Some(v) => self.rows.insert(k, v),
+                    None => self.rows.remove(&k),
+                };
+            }
+            let rebuilt = MemoryStore::journaled(self.rows.clone()).expect("rows load");
+            assert!(
+                rebuilt.same_rows(&self.disk),
+                "the journal's rows differ from what was committed"
+            );
+            self.disk = rebuilt;
+        }
         let reopened = Self::open(self.dev.me.clone(), self.disk.clone(), self.key, now, rng);
         assert_eq!(
             reopened.dev.identity.public(),
@@ -306,7 +329,7 @@ impl World {
             let key = [u8::try_from(i).unwrap_or(0) + 1; 32];
             let mut d = SimDevice::open(
                 Address::new(*user, *device),
-                MemoryStore::new(),
+                new_disk(),
                 key,
                 1_000,
                 &mut rng,
@@ -349,7 +372,7 @@ impl World {
         let key = [u8::try_from(self.devices.len()).unwrap_or(0) + 1; 32];
         let mut d = SimDevice::open(
             Address::new(user, device),
-            MemoryStore::new(),
+            new_disk(),
             key,
             self.now,
             &mut self.rng,

@@ -1,7 +1,11 @@
-//! An in-memory backend for tests and deterministic simulations. Clones share one
+//! An in-memory backend for tests, deterministic simulations and browsers. Clones share one
 //! database, so a test can "restart" a device by opening a new client on a clone: what was
 //! committed is there, what was not is gone. A transaction works on a copy of the tables and
 //! replaces them on commit.
+//!
+//! With the `web` feature, `MemoryStore::journaled` also records what each commit changed,
+//! row by row (`MemoryStore::take_changes`), for a backend that keeps the rows elsewhere
+//! (a browser's IndexedDB, in `hush-wasm`) to write, and rebuilds a store from those rows.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,7 +19,7 @@ fn key(a: &Address) -> Key {
     (a.user.clone(), a.device)
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq)]
 struct Tables {
     meta: BTreeMap<String, Vec<u8>>,
     devices: BTreeMap<Key, Vec<u8>>,
@@ -106,6 +110,9 @@ fn prune_handed_out(keys: &mut OneTimeKeys, before_ms: u64) -> u64 {
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     db: Arc<Mutex<Tables>>,
+    /// Rows changed by commits and not taken yet (journaled stores only).
+    #[cfg(any(test, feature = "web"))]
+    journal: Option<Arc<Mutex<Vec<journal::Change>>>>,
 }
 
 impl MemoryStore {
@@ -149,7 +156,16 @@ impl MemoryTx<'_> {
 impl StoreTx for MemoryTx<'_> {
     fn commit(self: Box<Self>) -> Result<(), StoreError> {
         let work = self.work.into_inner();
-        *self.store.lock()? = work;
+        let mut db = self.store.lock()?;
+        #[cfg(any(test, feature = "web"))]
+        if let Some(j) = &self.store.journal {
+            let mut changes = Vec::new();
+            journal::diff(&db, &work, &mut changes)?;
+            j.lock()
+                .map_err(|_| StoreError::backend(std::io::Error::other("journal poisoned")))?
+                .extend(changes);
+        }
+        *db = work;
         Ok(())
     }
 
@@ -644,5 +660,247 @@ impl StoreTx for MemoryTx<'_> {
                 .map(|((_, _, (u, d)), (tick, at))| (Address::new(u.clone(), *d), *tick, *at))
                 .collect()
         })
+    }
+}
+
+#[cfg(test)]
+impl MemoryStore {
+    /// Whether two stores hold the same rows.
+    pub(crate) fn same_rows(&self, other: &Self) -> bool {
+        match (self.lock(), other.lock()) {
+            (Ok(a), Ok(b)) => *a == *b,
+            _ => false,
+        }
+    }
+}
+
+#[cfg(any(test, feature = "web"))]
+impl MemoryStore {
+    /// A store holding `rows` (as [`take_changes`](Self::take_changes) gave them, the
+    /// latest value of each key; none for a new device) that records what each commit
+    /// changes. A row that does not decode fails with the reason.
+    pub fn journaled(
+        rows: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            db: Arc::new(Mutex::new(journal::load(rows)?)),
+            journal: Some(Arc::default()),
+        })
+    }
+
+    /// What commits changed since the last call, in commit order: `(key, Some(value))` to
+    /// write, `(key, None)` to delete. Writing them in order, each call's changes
+    /// atomically, keeps the copy equal to a committed state of this store.
+    pub fn take_changes(&self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        self.journal
+            .as_ref()
+            .and_then(|j| j.lock().ok().map(|mut j| std::mem::take(&mut *j)))
+            .unwrap_or_default()
+    }
+}
+
+/// Rows of a journaled store: the key is a table's number then the row's key, the value the
+/// row's value, each in postcard; the three counters are one row.
+#[cfg(any(test, feature = "web"))]
+mod journal {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+
+    use super::Tables;
+    use crate::store::StoreError;
+
+    pub(super) type Change = (Vec<u8>, Option<Vec<u8>>);
+
+    const COUNTERS: u8 = 255;
+
+    fn bad(what: &'static str) -> StoreError {
+        StoreError::backend(std::io::Error::new(std::io::ErrorKind::InvalidData, what))
+    }
+
+    fn enc<T: Serialize + ?Sized>(t: &T) -> Result<Vec<u8>, StoreError> {
+        postcard::to_allocvec(t).map_err(|_| bad("row does not encode"))
+    }
+
+    fn key_of<K: Serialize>(table: u8, k: &K) -> Result<Vec<u8>, StoreError> {
+        let mut out = vec![table];
+        out.extend(enc(k)?);
+        Ok(out)
+    }
+
+    fn map<K: Serialize + Ord, V: Serialize + PartialEq>(
+        table: u8,
+        old: &BTreeMap<K, V>,
+        new: &BTreeMap<K, V>,
+        out: &mut Vec<Change>,
+    ) -> Result<(), StoreError> {
+        for (k, v) in new {
+            if old.get(k) != Some(v) {
+                out.push((key_of(table, k)?, Some(enc(v)?)));
+            }
+        }
+        for k in old.keys() {
+            if !new.contains_key(k) {
+                out.push((key_of(table, k)?, None));
+            }
+        }
+        Ok(())
+    }
+
+    fn set<K: Serialize + Ord>(
+        table: u8,
+        old: &BTreeSet<K>,
+        new: &BTreeSet<K>,
+        out: &mut Vec<Change>,
+    ) -> Result<(), StoreError> {
+        for k in new.difference(old) {
+            out.push((key_of(table, k)?, Some(Vec::new())));
+        }
+        for k in old.difference(new) {
+            out.push((key_of(table, k)?, None));
+        }
+        Ok(())
+    }
+
+    /// A list as rows keyed by position.
+    fn list<V: Serialize + PartialEq>(
+        table: u8,
+        old: &[V],
+        new: &[V],
+        out: &mut Vec<Change>,
+    ) -> Result<(), StoreError> {
+        for (i, v) in new.iter().enumerate() {
+            if old.get(i) != Some(v) {
+                out.push((key_of(table, &(i as u64))?, Some(enc(v)?)));
+            }
+        }
+        for i in new.len()..old.len() {
+            out.push((key_of(table, &(i as u64))?, None));
+        }
+        Ok(())
+    }
+
+    /// Calls `$each!(number, field, kind)` for every table: one list, so that `diff` and
+    /// `load` cannot disagree on a number.
+    macro_rules! tables {
+        ($each:ident) => {
+            $each!(0, meta, map);
+            $each!(1, devices, map);
+            $each!(2, sessions, map);
+            $each!(3, previous_sessions, map);
+            $each!(4, signed_prekeys, map);
+            $each!(5, one_time_prekeys, map);
+            $each!(6, kem_prekeys, map);
+            $each!(7, last_resort_kem_prekeys, map);
+            $each!(8, kem_prekey_uses, set);
+            $each!(9, groups, map);
+            $each!(10, set_aside, list);
+            $each!(11, held, map);
+            $each!(12, outbox, map);
+            $each!(13, outbox_ready, map);
+            $each!(14, kept_drafts, map);
+            $each!(15, pending_reads, map);
+            $each!(16, processed, set);
+            $each!(17, messages, list);
+            $each!(18, ticks, map);
+        };
+    }
+
+    pub(super) fn diff(
+        old: &Tables,
+        new: &Tables,
+        out: &mut Vec<Change>,
+    ) -> Result<(), StoreError> {
+        macro_rules! one {
+            ($n:expr, $field:ident, $kind:ident) => {
+                $kind($n, &old.$field, &new.$field, out)?
+            };
+        }
+        tables!(one);
+        let counters = |t: &Tables| (t.next_held, t.next_seq, t.next_read);
+        if counters(old) != counters(new) {
+            out.push((vec![COUNTERS], Some(enc(&counters(new))?)));
+        }
+        Ok(())
+    }
+
+    fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
+        postcard::from_bytes(b).map_err(|_| bad("stored row does not decode"))
+    }
+
+    trait Load {
+        fn load(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+    }
+
+    impl<K: DeserializeOwned + Ord, V: DeserializeOwned> Load for BTreeMap<K, V> {
+        fn load(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+            self.insert(dec(key)?, dec(value)?);
+            Ok(())
+        }
+    }
+
+    impl<K: DeserializeOwned + Ord> Load for BTreeSet<K> {
+        fn load(&mut self, key: &[u8], _value: &[u8]) -> Result<(), StoreError> {
+            self.insert(dec(key)?);
+            Ok(())
+        }
+    }
+
+    /// Rows keyed by position back into a list: positions must run 0, 1, 2... with no gap.
+    fn positions<V>(rows: BTreeMap<u64, V>) -> Result<Vec<V>, StoreError> {
+        rows.into_iter()
+            .enumerate()
+            .map(|(i, (at, v))| {
+                if at == i as u64 {
+                    Ok(v)
+                } else {
+                    Err(bad("a list row is missing"))
+                }
+            })
+            .collect()
+    }
+
+    pub(super) fn load(
+        rows: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
+    ) -> Result<Tables, StoreError> {
+        let mut t = Tables::default();
+        // Lists are gathered by position first.
+        let mut set_aside = BTreeMap::new();
+        let mut messages = BTreeMap::new();
+        for (key, value) in rows {
+            let Some((&table, k)) = key.split_first() else {
+                return Err(bad("empty row key"));
+            };
+            macro_rules! one {
+                ($n:expr, set_aside, list) => {
+                    if table == $n {
+                        set_aside.load(k, &value)?;
+                        continue;
+                    }
+                };
+                ($n:expr, messages, list) => {
+                    if table == $n {
+                        messages.load(k, &value)?;
+                        continue;
+                    }
+                };
+                ($n:expr, $field:ident, $kind:ident) => {
+                    if table == $n {
+                        t.$field.load(k, &value)?;
+                        continue;
+                    }
+                };
+            }
+            tables!(one);
+            if table == COUNTERS {
+                (t.next_held, t.next_seq, t.next_read) = dec(&value)?;
+                continue;
+            }
+            return Err(bad("row of an unknown table"));
+        }
+        t.set_aside = positions(set_aside)?;
+        t.messages = positions(messages)?;
+        Ok(t)
     }
 }

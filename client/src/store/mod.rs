@@ -6,7 +6,7 @@
 //! clear either. Every change caused by one message is one transaction.
 
 mod memory;
-#[cfg(feature = "native")]
+#[cfg(native_io)]
 mod sqlite;
 
 use std::cell::RefCell;
@@ -15,7 +15,7 @@ use hush_crypto::{CryptoRng, StorageKey, Zeroizing};
 use prost::Message as _;
 
 pub use self::memory::MemoryStore;
-#[cfg(feature = "native")]
+#[cfg(native_io)]
 pub use self::sqlite::SqliteStore;
 use crate::error::ClientError;
 use crate::event::{Address, GroupId, ReceiptKind};
@@ -23,6 +23,17 @@ use crate::proto::client as pc;
 
 /// Seal labels: one per kind of record (SPEC §16.8).
 pub(crate) use hush_crypto::labels::client_record as label;
+
+/// A browser backend whose commits are in memory at once and durable later (IndexedDB
+/// behind a journaled [`MemoryStore`]). The client awaits [`Durability::flush`] before any
+/// frame leaves (`ClientConfig::durability`).
+#[cfg(web_io)]
+pub trait Durability {
+    /// Resolves once every commit made so far is durable. Once a write has failed, this
+    /// fails every time: what is in memory is no longer what is kept.
+    fn flush(&self)
+    -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>>>>;
+}
 
 /// A backend failed (the database, the disk...). Its own error is the source.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +65,10 @@ pub enum StoredRecord {
 
 /// A tick recorded for a message this device sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    any(test, feature = "web"),
+    derive(serde::Serialize, serde::Deserialize)
+)]
 pub enum Tick {
     /// The message was written to this device's outbox (not sent yet).
     Queued,
