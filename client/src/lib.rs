@@ -76,6 +76,8 @@
 
 #[cfg(native_io)]
 mod attachment;
+#[cfg(web_io)]
+mod attachment_web;
 #[cfg(driver)]
 mod client;
 mod core;

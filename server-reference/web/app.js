@@ -16,7 +16,12 @@ const state = {
   current: null,
   ticks: new Map(), // message id → "queued" | "sent" | "delivered" | "read"
   presence: new Map(), // user → Presence
+  transfers: new Map(), // message id or upload id → { done, total }
+  files: new Map(), // message id → object URL of the downloaded file
 };
+
+// Images up to this size are downloaded at once to show a preview.
+const PREVIEW_MAX = 10 * 1024 * 1024;
 
 // ---------------------------------------------------------------------------------------
 // Words for every refusal.
@@ -297,7 +302,7 @@ function el(tag, props, ...children) {
   return node;
 }
 
-const TICKS = { queued: "🕓", sent: "✓", delivered: "✓✓", read: "✓✓", failed: "!" };
+const TICKS = { queued: "◷", sent: "✓", delivered: "✓✓", read: "✓✓", failed: "!" };
 
 function renderChats() {
   const list = $("chats");
@@ -335,7 +340,7 @@ function lastAt(c) {
 
 function textOf(m) {
   if (m.body.text !== undefined) return m.body.text;
-  return `📎 ${m.body.attachment.name}`;
+  return `File: ${m.body.attachment.name}`;
 }
 
 function renderConversation() {
@@ -357,18 +362,125 @@ function renderConversation() {
       list.append(el("li", { className: "note", textContent: it.text }));
       continue;
     }
+    if (it.kind === "upload") {
+      list.append(el("li", { className: "bubble out" },
+        el("div", { className: "body file-name", textContent: it.name }),
+        progressBar(state.transfers.get(it.id), "Sending")));
+      continue;
+    }
     const m = it.message;
     const time = new Date(m.serverMs || m.sentMs).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
     const tick = m.outgoing ? state.ticks.get(m.id) || "queued" : null;
     list.append(el("li", { className: "bubble " + (m.outgoing ? "out" : "in") },
       c.group && !m.outgoing ? el("div", { className: "from", textContent: m.from.user }) : null,
       m.forwarded ? el("div", { className: "muted small", textContent: m.forwarded > 4 ? "Forwarded many times" : "Forwarded" }) : null,
-      el("div", { className: "body", textContent: textOf(m) }),
+      m.body.attachment ? attachmentView(m) : el("div", { className: "body", textContent: textOf(m) }),
       el("div", { className: "meta" },
         el("span", { textContent: time }),
         tick ? el("span", { className: `tick ${tick}`, textContent: TICKS[tick], title: tick, ariaLabel: tick }) : null)));
   }
   if (atBottom) list.scrollTop = list.scrollHeight;
+}
+
+function size(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+}
+
+function progressBar(t, label) {
+  if (!t) return null;
+  const percent = Math.round((100 * t.done) / (t.total || 1));
+  const bar = el("progress", { max: t.total || 1, value: t.done, className: "transfer" });
+  bar.setAttribute("aria-label", `${label}: ${percent}%`);
+  return el("div", { className: "transfer-row" }, bar,
+    el("span", { className: "muted small", textContent: `${label} ${percent}% of ${size(t.total)}` }));
+}
+
+function attachmentView(m) {
+  const a = m.body.attachment;
+  const box = el("div", { className: "file" });
+  const url = state.files.get(m.id);
+  if (url && a.mime.startsWith("image/")) {
+    box.append(el("img", { src: url, alt: a.name, className: "preview-img" }));
+  } else if (!url && a.mime.startsWith("image/") && a.size <= PREVIEW_MAX && !state.transfers.has(m.id)) {
+    // Fetched after this render, not during it.
+    state.transfers.set(m.id, { done: 0, total: a.size });
+    setTimeout(() => fetchFile(m).catch((err) => toast(human(err))));
+  }
+  box.append(el("div", { className: "body file-name", textContent: a.name }),
+    el("div", { className: "muted small", textContent: `${a.mime || "file"} · ${size(a.size)}` }));
+  const t = state.transfers.get(m.id);
+  if (t) box.append(progressBar(t, "Downloading"));
+  else {
+    const save = el("button", { type: "button", className: "ghost save", textContent: "Save" });
+    save.addEventListener("click", () => saveFile(m));
+    box.append(save);
+  }
+  return box;
+}
+
+async function fetchFile(m) {
+  const cached = state.files.get(m.id);
+  if (cached) return cached;
+  state.transfers.set(m.id, { done: 0, total: m.body.attachment.size });
+  renderConversation();
+  try {
+    const bytes = await state.client.download(m.id, (done, total) => {
+      state.transfers.set(m.id, { done, total });
+      renderConversation();
+    });
+    const url = URL.createObjectURL(new Blob([bytes], { type: m.body.attachment.mime }));
+    state.files.set(m.id, url);
+    return url;
+  } finally {
+    state.transfers.delete(m.id);
+    renderConversation();
+  }
+}
+
+async function saveFile(m) {
+  try {
+    const url = await fetchFile(m);
+    const a = el("a", { href: url, download: m.body.attachment.name });
+    document.body.append(a);
+    a.click();
+    a.remove();
+  } catch (err) {
+    toast(human(err));
+  }
+}
+
+let uploads = 0;
+async function sendFile(file) {
+  const key = state.current;
+  if (!key || !file) return;
+  const c = state.chats.get(key);
+  const id = `upload-${++uploads}`;
+  const item = { kind: "upload", id, name: file.name };
+  c.items.push(item);
+  state.transfers.set(id, { done: 0, total: file.size });
+  render();
+  try {
+    const bytes = new Uint8Array(await file.arrayBuffer());
+    const to = key.startsWith("g:") ? { group: key.slice(2) } : { direct: key.slice(2) };
+    const messageId = await state.client.sendFile(to, file.name, file.type || "application/octet-stream", bytes,
+      (done, total) => {
+        state.transfers.set(id, { done, total });
+        renderConversation();
+      });
+    state.ticks.set(messageId, "queued");
+    if (file.type.startsWith("image/")) state.files.set(messageId, URL.createObjectURL(file));
+    c.items.splice(c.items.indexOf(item), 1);
+    const m = state.client.messages().find((m) => m.id === messageId);
+    if (m) addMessage(m, true);
+  } catch (err) {
+    c.items.splice(c.items.indexOf(item), 1);
+    toast(human(err));
+  } finally {
+    state.transfers.delete(id);
+    render();
+  }
 }
 
 function memberLine(c) {
@@ -492,6 +604,12 @@ async function main() {
   $("composer").addEventListener("submit", send);
   $("text").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey) send(e);
+  });
+  $("attach").addEventListener("click", () => $("file").click());
+  $("file").addEventListener("change", () => {
+    const f = $("file").files[0];
+    $("file").value = "";
+    sendFile(f);
   });
   $("new-chat").addEventListener("submit", newChat);
   $("new-group").addEventListener("submit", newGroup);

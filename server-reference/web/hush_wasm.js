@@ -82,6 +82,19 @@ export class HushClient {
         return ret >>> 0;
     }
     /**
+     * Downloads the file of a message (its id in hex), checks it against the pointer's
+     * digest and size, and resolves with its bytes; `onProgress(done, total)` as it comes.
+     * @param {string} id
+     * @param {(done: number, total: number) => void} on_progress
+     * @returns {Promise<Uint8Array>}
+     */
+    download(id, on_progress) {
+        const ptr0 = passStringToWasm0(id, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+        const len0 = WASM_VECTOR_LEN;
+        const ret = wasm.hushclient_download(this.__wbg_ptr, ptr0, len0, isLikeNone(on_progress) ? 0 : addToExternrefTable0(on_progress));
+        return ret;
+    }
+    /**
      * The groups this device is in.
      * @returns {Group[]}
      */
@@ -249,6 +262,35 @@ export class HushClient {
         const ptr0 = passStringToWasm0(user, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
         const len0 = WASM_VECTOR_LEN;
         const ret = wasm.hushclient_safetyNumbers(this.__wbg_ptr, ptr0, len0);
+        return ret;
+    }
+    /**
+     * Seals a file the page read (`bytes`) in 64 KiB chunks, uploads it to the relay with
+     * `onProgress(done, total)` as it goes, and queues a message with its pointer; resolves
+     * with the message id. Fails with code `too-large` over the relay's limit.
+     * @param {Conversation} to
+     * @param {string} name
+     * @param {string} mime
+     * @param {Uint8Array | number[]} bytes
+     * @param {(done: number, total: number) => void} on_progress
+     * @returns {Promise<string>}
+     */
+    sendFile(to, name, mime, bytes, on_progress) {
+        let ptr0, len0, ptr1, len1, ptr2, len2;
+        try {
+            ptr0 = passStringToWasm0(name, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            len0 = WASM_VECTOR_LEN;
+            ptr1 = passStringToWasm0(mime, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            len1 = WASM_VECTOR_LEN;
+            ptr2 = passArray8ToWasm0(bytes, wasm.__wbindgen_malloc);
+            len2 = WASM_VECTOR_LEN;
+        } catch (e) {
+            if (ptr2) { wasm.__wbindgen_free(ptr2, len2 * 1, 1); }
+            if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 1, 1); }
+            if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
+            throw e;
+        }
+        const ret = wasm.hushclient_sendFile(this.__wbg_ptr, to, ptr0, len0, ptr1, len1, ptr2, len2, isLikeNone(on_progress) ? 0 : addToExternrefTable0(on_progress));
         return ret;
     }
     /**
@@ -497,12 +539,20 @@ function __wbg_get_imports() {
             const ret = result;
             return ret;
         },
+        __wbg_lengthComputable_9183f225bad60e7a: function(arg0) {
+            const ret = arg0.lengthComputable;
+            return ret;
+        },
         __wbg_length_186163212ffe79c3: function(arg0) {
             const ret = arg0.length;
             return ret;
         },
         __wbg_length_b03a0fabb109b1e9: function(arg0) {
             const ret = arg0.length;
+            return ret;
+        },
+        __wbg_loaded_5231f88cef6d7e46: function(arg0) {
+            const ret = arg0.loaded;
             return ret;
         },
         __wbg_message_43d8c8f1d543a349: function(arg0) {
@@ -517,6 +567,10 @@ function __wbg_get_imports() {
             const ret = new Array();
             return ret;
         },
+        __wbg_new_433d3f85043258e7: function() { return handleError(function () {
+            const ret = new XMLHttpRequest();
+            return ret;
+        }, arguments); },
         __wbg_new_787b9fb330d55d78: function(arg0, arg1) {
             const ret = new Error(getStringFromWasm0(arg0, arg1));
             return ret;
@@ -577,6 +631,9 @@ function __wbg_get_imports() {
             const ret = Array.of(arg0, arg1);
             return ret;
         },
+        __wbg_open_c4088ba49c506468: function() { return handleError(function (arg0, arg1, arg2, arg3, arg4) {
+            arg0.open(getStringFromWasm0(arg1, arg2), getStringFromWasm0(arg3, arg4));
+        }, arguments); },
         __wbg_parse_c3f72b5a24f83c01: function() { return handleError(function (arg0, arg1) {
             const ret = JSON.parse(getStringFromWasm0(arg0, arg1));
             return ret;
@@ -603,8 +660,21 @@ function __wbg_get_imports() {
             const ret = Promise.resolve(arg0);
             return ret;
         },
+        __wbg_response_909ec67532c29a2f: function() { return handleError(function (arg0) {
+            const ret = arg0.response;
+            return ret;
+        }, arguments); },
+        __wbg_send_a5f53efbb0af4f46: function() { return handleError(function (arg0) {
+            arg0.send();
+        }, arguments); },
+        __wbg_send_c53818096716ecd6: function() { return handleError(function (arg0, arg1) {
+            arg0.send(arg1);
+        }, arguments); },
         __wbg_send_d83d0891cf698779: function() { return handleError(function (arg0, arg1, arg2) {
             arg0.send(getArrayU8FromWasm0(arg1, arg2));
+        }, arguments); },
+        __wbg_setRequestHeader_a62c26acc62b07c7: function() { return handleError(function (arg0, arg1, arg2, arg3, arg4) {
+            arg0.setRequestHeader(getStringFromWasm0(arg1, arg2), getStringFromWasm0(arg3, arg4));
         }, arguments); },
         __wbg_set_2793479888329cb6: function() { return handleError(function (arg0, arg1, arg2) {
             const ret = Reflect.set(arg0, arg1, arg2);
@@ -613,17 +683,35 @@ function __wbg_get_imports() {
         __wbg_set_binaryType_d5b4dafd0f127fb2: function(arg0, arg1) {
             arg0.binaryType = __wbindgen_enum_BinaryType[arg1];
         },
+        __wbg_set_onabort_73774197b2d70fdc: function(arg0, arg1) {
+            arg0.onabort = arg1;
+        },
         __wbg_set_onclose_078935cf8d0fb024: function(arg0, arg1) {
             arg0.onclose = arg1;
         },
+        __wbg_set_onerror_52ccc356d75b8b9c: function(arg0, arg1) {
+            arg0.onerror = arg1;
+        },
         __wbg_set_onerror_f7f089f7f059501c: function(arg0, arg1) {
             arg0.onerror = arg1;
+        },
+        __wbg_set_onload_b9b3a9faed5ef715: function(arg0, arg1) {
+            arg0.onload = arg1;
         },
         __wbg_set_onmessage_26abc49cfa5f9ffc: function(arg0, arg1) {
             arg0.onmessage = arg1;
         },
         __wbg_set_onopen_757be120cc7b1ea6: function(arg0, arg1) {
             arg0.onopen = arg1;
+        },
+        __wbg_set_onprogress_75a3e7e649ad9d8d: function(arg0, arg1) {
+            arg0.onprogress = arg1;
+        },
+        __wbg_set_ontimeout_f93dc9596f0e841e: function(arg0, arg1) {
+            arg0.ontimeout = arg1;
+        },
+        __wbg_set_responseType_e08a4356df5bc72d: function(arg0, arg1) {
+            arg0.responseType = __wbindgen_enum_XmlHttpRequestResponseType[arg1];
         },
         __wbg_static_accessor_GLOBAL_THIS_003ee833af9699fc: function() {
             const ret = typeof globalThis === 'undefined' ? undefined : globalThis;
@@ -641,6 +729,10 @@ function __wbg_get_imports() {
             const ret = typeof window === 'undefined' ? undefined : window;
             return isLikeNone(ret) ? 0 : addToExternrefTable0(ret);
         },
+        __wbg_status_5432a759e0b4975d: function() { return handleError(function (arg0) {
+            const ret = arg0.status;
+            return ret;
+        }, arguments); },
         __wbg_then_656f253a5dd7d8ea: function(arg0, arg1, arg2) {
             const ret = arg0.then(arg1, arg2);
             return ret;
@@ -649,27 +741,40 @@ function __wbg_get_imports() {
             const ret = arg0.then(arg1);
             return ret;
         },
+        __wbg_total_d3f9c67a5880ff1b: function(arg0) {
+            const ret = arg0.total;
+            return ret;
+        },
+        __wbg_upload_1bcc9aa2f00d0fc4: function() { return handleError(function (arg0) {
+            const ret = arg0.upload;
+            return ret;
+        }, arguments); },
         __wbindgen_generic_0000000000000001: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 260, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 284, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h7d689313291399dd);
             return ret;
         },
         __wbindgen_generic_0000000000000002: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("Event")], shim_idx: 105, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h01011bad4f9b074e);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("Event")], shim_idx: 127, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h27fc421977495f15);
             return ret;
         },
         __wbindgen_generic_0000000000000003: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("MessageEvent")], shim_idx: 105, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h01011bad4f9b074e_28);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("MessageEvent")], shim_idx: 127, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h27fc421977495f15_30);
             return ret;
         },
-        __wbindgen_generic_0000000000000004: function(arg0) {
+        __wbindgen_generic_0000000000000004: function(arg0, arg1) {
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("ProgressEvent")], shim_idx: 2, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__he0695f500d0fc0f4);
+            return ret;
+        },
+        __wbindgen_generic_0000000000000005: function(arg0) {
             // Cast intrinsic for `F64 -> Externref`.
             const ret = arg0;
             return ret;
         },
-        __wbindgen_generic_0000000000000005: function(arg0, arg1) {
+        __wbindgen_generic_0000000000000006: function(arg0, arg1) {
             // Cast intrinsic for `Ref(String) -> Externref`.
             const ret = getStringFromWasm0(arg0, arg1);
             return ret;
@@ -692,12 +797,16 @@ function __wbg_get_imports() {
     };
 }
 
-function wasm_bindgen__convert__closures_____invoke__h01011bad4f9b074e(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h01011bad4f9b074e(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h27fc421977495f15(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h27fc421977495f15(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h01011bad4f9b074e_28(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h01011bad4f9b074e_28(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h27fc421977495f15_30(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h27fc421977495f15_30(arg0, arg1, arg2);
+}
+
+function wasm_bindgen__convert__closures_____invoke__he0695f500d0fc0f4(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__he0695f500d0fc0f4(arg0, arg1, arg2);
 }
 
 function wasm_bindgen__convert__closures_____invoke__h7d689313291399dd(arg0, arg1, arg2) {
@@ -713,6 +822,9 @@ function wasm_bindgen__convert__closures_____invoke__h02edd307738ef797(arg0, arg
 
 
 const __wbindgen_enum_BinaryType = ["blob", "arraybuffer"];
+
+
+const __wbindgen_enum_XmlHttpRequestResponseType = ["", "arraybuffer", "blob", "document", "json", "text"];
 const HushClientFinalization = (typeof FinalizationRegistry === 'undefined')
     ? { register: () => {}, unregister: () => {} }
     : new FinalizationRegistry(ptr => wasm.__wbg_hushclient_free(ptr, 1));
@@ -792,6 +904,13 @@ function makeMutClosure(arg0, arg1, f) {
     };
     CLOSURE_DTORS.register(real, state, state);
     return real;
+}
+
+function passArray8ToWasm0(arg, malloc) {
+    const ptr = malloc(arg.length * 1, 1) >>> 0;
+    getUint8ArrayMemory0().set(arg, ptr / 1);
+    WASM_VECTOR_LEN = arg.length;
+    return ptr;
 }
 
 function passArrayJsValueToWasm0(array, malloc) {

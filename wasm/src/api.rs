@@ -88,6 +88,16 @@ fn group_id(hex_id: &str) -> Result<GroupId, JsValue> {
         .ok_or_else(|| invalid("a group id is 64 hex digits"))
 }
 
+fn conversation(c: &JsValue) -> Result<hush_client::Conversation, JsValue> {
+    if let Some(g) = field(c, "group").as_string() {
+        return Ok(hush_client::Conversation::Group(group_id(&g)?));
+    }
+    field(c, "direct")
+        .as_string()
+        .map(hush_client::Conversation::Direct)
+        .ok_or_else(|| invalid("a conversation is { direct: user } or { group: id }"))
+}
+
 fn message_id(hex_id: &str) -> Result<[u8; 16], JsValue> {
     hex::decode(hex_id)
         .ok()
@@ -266,6 +276,76 @@ impl HushClient {
             .send_group_text(&group_id(group)?, text)
             .map(hex::encode)
             .map_err(|e| json::error(&e))
+    }
+
+    /// Seals a file the page read (`bytes`) in 64 KiB chunks, uploads it to the relay with
+    /// `onProgress(done, total)` as it goes, and queues a message with its pointer; resolves
+    /// with the message id. Fails with code `too-large` over the relay's limit.
+    #[wasm_bindgen(js_name = sendFile, unchecked_return_type = "Promise<string>")]
+    pub fn send_file(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Conversation")] to: JsValue,
+        name: String,
+        mime: String,
+        bytes: Vec<u8>,
+        #[wasm_bindgen(unchecked_param_type = "(done: number, total: number) => void")]
+        on_progress: Option<Function>,
+    ) -> Promise {
+        let client = self.client.clone();
+        future_to_promise(async move {
+            let to = conversation(&to)?;
+            let progress = move |p: hush_client::Progress| {
+                if let Some(f) = &on_progress {
+                    let _ = f.call2(
+                        &JsValue::NULL,
+                        &JsValue::from(p.done as f64),
+                        &JsValue::from(p.total as f64),
+                    );
+                }
+            };
+            let id = client
+                .send_bytes(to, &name, &mime, &bytes, progress)
+                .await
+                .map_err(|e| json::error(&e))?;
+            Ok(JsValue::from_str(&hex::encode(id)))
+        })
+    }
+
+    /// Downloads the file of a message (its id in hex), checks it against the pointer's
+    /// digest and size, and resolves with its bytes; `onProgress(done, total)` as it comes.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Uint8Array>")]
+    pub fn download(
+        &self,
+        id: String,
+        #[wasm_bindgen(unchecked_param_type = "(done: number, total: number) => void")]
+        on_progress: Option<Function>,
+    ) -> Promise {
+        let client = self.client.clone();
+        future_to_promise(async move {
+            let wanted = message_id(&id)?;
+            let messages = client.messages().map_err(|e| json::error(&e))?;
+            let attachment = messages
+                .into_iter()
+                .find_map(|m| match m.body {
+                    hush_client::Body::Attachment(a) if m.id == wanted => Some(a),
+                    _ => None,
+                })
+                .ok_or_else(|| invalid("no file message with this id"))?;
+            let progress = move |p: hush_client::Progress| {
+                if let Some(f) = &on_progress {
+                    let _ = f.call2(
+                        &JsValue::NULL,
+                        &JsValue::from(p.done as f64),
+                        &JsValue::from(p.total as f64),
+                    );
+                }
+            };
+            let bytes = client
+                .download_bytes(&attachment, progress)
+                .await
+                .map_err(|e| json::error(&e))?;
+            Ok(Uint8Array::from(bytes.as_slice()).into())
+        })
     }
 
     /// Tells the sender that these messages (ids in hex) were read.

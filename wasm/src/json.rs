@@ -65,6 +65,9 @@ pub(crate) fn error_code(e: &ClientError) -> String {
             other => format!("relay-{other:?}").to_lowercase(),
         },
         ClientError::Unknown(_) => "unknown-user".into(),
+        ClientError::Attachment(hush_client::AttachmentError::TooLarge { .. }) => {
+            "too-large".into()
+        }
         ClientError::Offline | ClientError::Io(_) => "relay-down".into(),
         ClientError::Sealed => "wrong-key".into(),
         ClientError::Invalid(_) => "invalid".into(),

@@ -6,7 +6,9 @@
 //
 // Scenarios, in order, each checked in the page as a person sees it:
 //   1. two browser users chat: the message arrives, the unread count shows, the three ticks
-//      end at "read", the contact shows as online;
+//      end at "read", the contact shows as online; a file goes with its progress bar, an
+//      image shows as a preview, the other file is saved intact, and a file over the relay's
+//      limit gets a plain refusal;
 //   2. a browser user and a native SDK user (hush bot) exchange messages one-to-one and in
 //      a group the browser user creates: the WASM and native builds interoperate;
 //   3. the page is reloaded: the conversation, its keys and its history survive
@@ -33,6 +35,7 @@ const shots = join(root, "docs", "screenshots");
 const work = mkdtempSync(join(tmpdir(), "hush-web-"));
 const PASS = "correct horse battery staple";
 const T = 30000; // the longest any single wait may take
+const MAX_BLOB_MIB = 2; // the relay's file limit in this test, to see the refusal
 
 const procs = [];
 let browser;
@@ -78,7 +81,8 @@ async function waitHttp(url) {
 let port;
 let relay;
 async function startRelay() {
-  relay = run(["relay", "--listen", `127.0.0.1:${port}`, "--db", join(work, "relay.db"), "--blob-dir", join(work, "blobs")], "relay");
+  relay = run(["relay", "--listen", `127.0.0.1:${port}`, "--db", join(work, "relay.db"), "--blob-dir", join(work, "blobs"),
+    "--max-blob-mib", String(MAX_BLOB_MIB)], "relay");
   await waitHttp(`http://127.0.0.1:${port}/healthz`);
 }
 
@@ -210,6 +214,50 @@ async function main() {
   await alice.locator("#chat-presence", { hasText: "online" }).waitFor();
   console.log("1. two browser users: message, unread count, read ticks, presence");
   await shot(alice, "web-conversation");
+
+  // Files: a progress bar while it goes, an image preview, a file saved intact, a refusal.
+  const png = Buffer.from(await alice.evaluate(() => {
+    const c = document.createElement("canvas");
+    c.width = 240;
+    c.height = 160;
+    const g = c.getContext("2d");
+    g.fillStyle = "#0f7b6c";
+    g.fillRect(0, 0, 240, 160);
+    g.fillStyle = "#fff";
+    g.font = "28px sans-serif";
+    g.fillText("hush photo", 40, 90);
+    return Array.from(atob(c.toDataURL("image/png").split(",")[1]), (ch) => ch.charCodeAt(0));
+  }));
+  // The upload is held back a moment so that its progress bar can be seen.
+  await alice.route("**/v1/blobs", async (r) => {
+    await new Promise((res) => setTimeout(res, 1500));
+    await r.continue();
+  });
+  await alice.locator("#file").setInputFiles({ name: "photo.png", mimeType: "image/png", buffer: png });
+  await alice.locator("li.bubble.out progress.transfer").waitFor();
+  await shot(alice, "web-file-progress");
+  await alice.locator("li.bubble.out progress.transfer").waitFor({ state: "detached" });
+  await alice.unroute("**/v1/blobs");
+  const img = bob.locator("li.bubble.in img.preview-img");
+  await img.waitFor();
+  await bob.waitForFunction(() => {
+    const i = document.querySelector("li.bubble.in img.preview-img");
+    return i && i.complete && i.naturalWidth === 240;
+  });
+  const data = Buffer.alloc(300 * 1024 + 17, 0);
+  for (let i = 0; i < data.length; i++) data[i] = (i * 31 + (i >> 8)) & 0xff;
+  await alice.locator("#file").setInputFiles({ name: "notes.bin", mimeType: "application/octet-stream", buffer: data });
+  const saveButton = bob.locator("li.bubble.in", { hasText: "notes.bin" }).locator("button.save");
+  await saveButton.waitFor();
+  const [download] = await Promise.all([bob.waitForEvent("download"), saveButton.click()]);
+  const saved = await import("node:fs").then((fs) => download.path().then((p) => fs.readFileSync(p)));
+  if (!saved.equals(data)) fail("the saved file differs from the one sent");
+  await alice.locator("#file").setInputFiles({
+    name: "too-big.bin", mimeType: "application/octet-stream", buffer: Buffer.alloc(MAX_BLOB_MIB * 1024 * 1024 + 1),
+  });
+  await alice.locator("#toast", { hasText: "too large" }).waitFor();
+  console.log("   files: progress bar, image preview, saved intact, too large refused");
+  await shot(bob, "web-files");
 
   // Safety numbers: digits and a QR code.
   await alice.locator("#safety").click();
