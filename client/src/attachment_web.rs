@@ -26,19 +26,48 @@ fn io(what: &str) -> ClientError {
     ClientError::Io(std::io::Error::other(what.to_string()))
 }
 
+/// How long one upload or download may take.
+const XHR_TIMEOUT_MS: u32 = 10 * 60 * 1000;
+
+/// An exchange in flight: dropped before it ends (the caller gave up), it aborts the request
+/// and detaches the callbacks before they are freed.
+struct InFlight {
+    req: XmlHttpRequest,
+    finished: bool,
+    _callbacks: Vec<Closure<dyn FnMut(ProgressEvent)>>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.req.set_onload(None);
+        self.req.set_onerror(None);
+        self.req.set_onabort(None);
+        self.req.set_ontimeout(None);
+        self.req.set_onprogress(None);
+        if let Ok(u) = self.req.upload() {
+            u.set_onprogress(None);
+        }
+        if !self.finished {
+            let _ = self.req.abort();
+        }
+    }
+}
+
 /// One HTTP exchange: status and body, with progress of the upload (if `body`) or of the
-/// download.
+/// download. A download larger than `max_body` is aborted as it comes.
 async fn xhr(
     method: &str,
     url: &str,
     bearer: Option<&str>,
     body: Option<&[u8]>,
+    max_body: u64,
     progress: Rc<RefCell<dyn FnMut(Progress)>>,
 ) -> Result<(u16, Vec<u8>), ClientError> {
     let req = XmlHttpRequest::new().map_err(|_| io("XMLHttpRequest refused"))?;
     req.open(method, url)
         .map_err(|_| io("XMLHttpRequest refused the URL"))?;
     req.set_response_type(XmlHttpRequestResponseType::Arraybuffer);
+    req.set_timeout(XHR_TIMEOUT_MS);
     if let Some(token) = bearer {
         req.set_request_header("Authorization", &format!("Bearer {token}"))
             .map_err(|_| io("XMLHttpRequest refused a header"))?;
@@ -63,33 +92,48 @@ async fn xhr(
     req.set_ontimeout(Some(on_error.as_ref().unchecked_ref()));
     let report = {
         let progress = progress.clone();
+        let req = req.clone();
+        let downloading = body.is_none();
         Closure::<dyn FnMut(ProgressEvent)>::new(move |e: ProgressEvent| {
+            let loaded = e.loaded() as u64;
+            if downloading && loaded > max_body {
+                // More than the pointer says: stop taking it (`onabort` ends the wait).
+                let _ = req.abort();
+                return;
+            }
             if e.length_computable() {
                 (progress.borrow_mut())(Progress {
-                    done: e.loaded() as u64,
+                    done: loaded,
                     total: e.total() as u64,
                 });
             }
         })
     };
     match body {
-        Some(bytes) => {
+        Some(_) => {
             let upload = req
                 .upload()
                 .map_err(|_| io("XMLHttpRequest has no upload"))?;
             upload.set_onprogress(Some(report.as_ref().unchecked_ref()));
+        }
+        None => req.set_onprogress(Some(report.as_ref().unchecked_ref())),
+    }
+    let mut flight = InFlight {
+        req: req.clone(),
+        finished: false,
+        _callbacks: vec![on_load, on_error, report],
+    };
+    match body {
+        Some(bytes) => {
             let array = js_sys::Uint8Array::from(bytes);
             req.send_with_opt_buffer_source(Some(&array))
                 .map_err(|_| io("XMLHttpRequest did not send"))?;
         }
-        None => {
-            req.set_onprogress(Some(report.as_ref().unchecked_ref()));
-            req.send().map_err(|_| io("XMLHttpRequest did not send"))?;
-        }
+        None => req.send().map_err(|_| io("XMLHttpRequest did not send"))?,
     }
     let ok = done.await.unwrap_or(false);
-    // The callbacks live until here.
-    drop((on_load, on_error, report));
+    flight.finished = true;
+    drop(flight);
     if !ok {
         return Err(ClientError::Offline);
     }
@@ -170,6 +214,7 @@ impl Client {
             &self.blobs_url(),
             Some(&hex::encode(&token.token)),
             Some(&sealed),
+            4096,
             progress.clone(),
         )
         .await?;
@@ -206,7 +251,7 @@ impl Client {
         let expected = chunked::sealed_len(attachment.size);
         let url = format!("{}/{}", self.blobs_url(), attachment.blob_id);
         let progress: Rc<RefCell<dyn FnMut(Progress)>> = Rc::new(RefCell::new(progress));
-        let (status, sealed) = xhr("GET", &url, None, None, progress).await?;
+        let (status, sealed) = xhr("GET", &url, None, None, expected, progress).await?;
         if status != 200 {
             return Err(ClientError::Attachment(AttachmentError::Http(status)));
         }

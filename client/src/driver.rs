@@ -257,9 +257,11 @@ async fn connected(
     let mut retry = flush(inner, conn).await?;
     // The first tick comes at once, then one every `poll` (as `tokio::time::interval`).
     let poll = inner.poll.as_millis() as u64;
-    let mut next_tick = now_ms();
+    let mut next_tick = crate::rt::monotonic_ms();
     loop {
-        let tick = crate::rt::sleep(Duration::from_millis(next_tick.saturating_sub(now_ms())));
+        let tick = crate::rt::sleep(Duration::from_millis(
+            next_tick.saturating_sub(crate::rt::monotonic_ms()),
+        ));
         tokio::select! {
             () = async {
                 match retry {
@@ -286,7 +288,7 @@ async fn connected(
                 retry = flush(inner, conn).await?;
             }
             () = tick => {
-                next_tick = now_ms().saturating_add(poll.max(1));
+                next_tick = crate::rt::monotonic_ms().saturating_add(poll.max(1));
                 conn.request(In::Ping(pr::Ping {})).await?;
                 housekeeping(inner, conn, false).await?;
                 poll_presence(inner, conn).await?;

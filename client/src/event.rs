@@ -210,6 +210,18 @@ pub enum Undecryptable {
     MessageIdMismatch,
 }
 
+/// Why a message waits in the outbox ([`Event::SendDelayed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DelayReason {
+    /// A recipient device's mailbox at the relay is full (it has been offline long, or
+    /// someone is flooding it); the message goes once it has room.
+    MailboxFull,
+    /// This device is sending faster than the relay allows; the message goes after the
+    /// relay's delay.
+    RateLimited,
+}
+
 /// Why an incoming envelope was dropped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DropReason {
@@ -283,6 +295,14 @@ pub enum Event {
         change: GroupChange,
         /// The device that made the change.
         by: Address,
+    },
+    /// A message waits in the outbox: the relay refused it for now, and it is tried again
+    /// by itself (the app may tell the user why it has no "sent" tick yet).
+    SendDelayed {
+        /// The message.
+        message_id: MessageId,
+        /// Why.
+        reason: DelayReason,
     },
     /// A message could not be sent and was removed from the outbox.
     SendFailed {

@@ -100,8 +100,8 @@ pub use crate::core::{FORWARDED_MANY_TIMES, ForwardLimits, MAX_TEXT, MAX_USER_ID
 pub use client::{Client, ClientConfig, DeviceLink, Progress};
 pub use error::{AttachmentError, ClientError, EncryptError, RelayErrorCode, UrlError};
 pub use event::{
-    Address, Attachment, Body, Conversation, DeviceSafety, DropReason, Event, GroupChange, GroupId,
-    Message, MessageId, Presence, ReceiptKind, Undecryptable,
+    Address, Attachment, Body, Conversation, DelayReason, DeviceSafety, DropReason, Event,
+    GroupChange, GroupId, Message, MessageId, Presence, ReceiptKind, Undecryptable,
 };
 #[cfg(web_io)]
 pub use store::Durability;

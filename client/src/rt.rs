@@ -29,27 +29,67 @@ pub(crate) async fn sleep(d: Duration) {
     tokio::time::sleep(d).await;
 }
 
-/// Sleeps for `d`, on the page's timer (`setTimeout`, in a window or a worker).
+/// Sleeps for `d`, on the page's timer (`setTimeout`, in a window or a worker); a sleep
+/// dropped before it ends clears its timer.
 #[cfg(web_io)]
 pub(crate) async fn sleep(d: Duration) {
     use wasm_bindgen::{JsCast as _, JsValue};
-    let ms = d.as_millis().min(i32::MAX as u128) as i32;
-    let promise = js_sys::Promise::new(&mut |resolve, _reject| {
-        let global = js_sys::global();
-        let set = js_sys::Reflect::get(&global, &JsValue::from_str("setTimeout"))
+    fn global_fn(name: &str) -> Option<js_sys::Function> {
+        js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str(name))
             .ok()
-            .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
-        match set {
-            Some(set) => {
-                let _ = set.call2(&global, &resolve, &JsValue::from(ms));
-            }
-            // No timer on this global: resolve at once rather than hang.
-            None => {
-                let _ = resolve.call0(&JsValue::NULL);
+            .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+    }
+    /// Clears the timer when dropped (harmless once it has fired).
+    struct Timer(JsValue);
+    impl Drop for Timer {
+        fn drop(&mut self) {
+            if let Some(clear) = global_fn("clearTimeout") {
+                let _ = clear.call1(&js_sys::global(), &self.0);
             }
         }
+    }
+    let ms = d.as_millis().min(i32::MAX as u128) as i32;
+    let mut id = JsValue::UNDEFINED;
+    let promise = js_sys::Promise::new(&mut |resolve, _reject| match global_fn("setTimeout") {
+        Some(set) => {
+            id = set
+                .call2(&js_sys::global(), &resolve, &JsValue::from(ms))
+                .unwrap_or(JsValue::UNDEFINED);
+        }
+        // No timer on this global: resolve at once rather than hang.
+        None => {
+            let _ = resolve.call0(&JsValue::NULL);
+        }
     });
+    let _timer = Timer(id);
     let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}
+
+/// A monotonic clock in milliseconds, for intervals (the wall clock may step back).
+#[cfg(native_io)]
+pub(crate) fn monotonic_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
+/// A monotonic clock in milliseconds (`performance.now()`), for intervals.
+#[cfg(web_io)]
+pub(crate) fn monotonic_ms() -> u64 {
+    use wasm_bindgen::JsCast as _;
+    let global = js_sys::global();
+    js_sys::Reflect::get(&global, &"performance".into())
+        .ok()
+        .and_then(|p| {
+            let now = js_sys::Reflect::get(&p, &"now".into())
+                .ok()?
+                .dyn_into::<js_sys::Function>()
+                .ok()?;
+            now.call0(&p).ok()?.as_f64()
+        })
+        .map_or_else(now_ms, |ms| ms as u64)
 }
 
 /// `f` did not finish in time.

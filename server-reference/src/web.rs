@@ -7,10 +7,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 /// Scripts and styles only from this origin (no inline script, no `eval`, but WebAssembly
-/// compilation), connections only to it (the relay's WebSocket and blobs), images from it
-/// and from the page's own `blob:` URLs (attachment previews); nothing may frame the page.
+/// compilation), connections only to it (the relay's WebSocket and blobs) and to the page's
+/// own `blob:` URLs (decrypted files it shows or saves: a `blob:` URL belongs to the origin
+/// that made it), images from it and from those URLs; nothing may frame the page.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; \
-     style-src 'self'; img-src 'self' blob:; connect-src 'self'; base-uri 'none'; \
+     style-src 'self'; img-src 'self' blob:; connect-src 'self' blob:; base-uri 'none'; \
      form-action 'self'; frame-ancestors 'none'";
 
 /// Path, media type, bytes.

@@ -7,7 +7,8 @@ import init, { HushClient, qrCode } from "./hush_wasm.js";
 
 const $ = (id) => document.getElementById(id);
 const PBKDF2_ITERATIONS = 600000;
-const ACCOUNT = "hush.account"; // { user, device, salt, key? } in localStorage
+const ACCOUNT = "hush.account"; // the last device opened here: { user, device, key? }
+const saltKey = (user, device) => `hush.salt.${user}.${device}`; // one salt per device, kept
 
 const state = {
   client: null,
@@ -18,10 +19,13 @@ const state = {
   presence: new Map(), // user → Presence
   transfers: new Map(), // message id or upload id → { done, total }
   files: new Map(), // message id → object URL of the downloaded file
+  delayed: new Set(), // message id + reason already told
 };
 
-// Images up to this size are downloaded at once to show a preview.
+// Images up to this size are downloaded at once to show a preview; only raster types (an
+// SVG is a document, not a picture).
 const PREVIEW_MAX = 10 * 1024 * 1024;
+const PREVIEW_TYPES = new Set(["image/png", "image/jpeg", "image/gif", "image/webp", "image/avif"]);
 
 // ---------------------------------------------------------------------------------------
 // Words for every refusal.
@@ -38,6 +42,7 @@ const WORDS = {
   invalid: "That isn't valid",
   storage: "This browser could not save the data. Free some space and reload.",
   "wrong-relay": "This is not the relay this device belongs to.",
+  "open-elsewhere": "This device is open in another tab or window. Close it there first.",
 };
 
 function human(err) {
@@ -107,14 +112,15 @@ async function signIn(e) {
   $("signin-error").textContent = "";
   $("signin-open").disabled = true;
   try {
-    let account = savedAccount();
-    if (!account || account.user !== user || account.device !== device) {
-      account = { user, device, salt: hex(crypto.getRandomValues(new Uint8Array(16))) };
+    let salt = localStorage.getItem(saltKey(user, device));
+    if (!salt) {
+      salt = hex(crypto.getRandomValues(new Uint8Array(16)));
+      localStorage.setItem(saltKey(user, device), salt);
     }
-    const key = await deriveKey(passphrase, unhex(account.salt));
+    const key = await deriveKey(passphrase, unhex(salt));
     await open(user, device, key);
+    const account = { user, device };
     if (keep) account.key = hex(key);
-    else delete account.key;
     localStorage.setItem(ACCOUNT, JSON.stringify(account));
   } catch (err) {
     $("signin-error").textContent = human(err);
@@ -211,11 +217,7 @@ function markRead(c) {
     latest = Math.max(latest, m.serverMs);
   }
   for (const { from, ids } of unread.values()) {
-    try {
-      state.client.markRead(from.user, from.device, ids);
-    } catch (err) {
-      toast(human(err));
-    }
+    state.client.markRead(from.user, from.device, ids).catch((err) => toast(human(err)));
   }
   setReadMark(c.key, latest);
   c.unread = 0;
@@ -264,6 +266,13 @@ function onEvent(e) {
       note(c.key, words);
       break;
     }
+    case "sendDelayed":
+      // Once per message and reason: the outbox retries by itself.
+      if (!state.delayed.has(e.messageId + e.code)) {
+        state.delayed.add(e.messageId + e.code);
+        toast(human({ code: e.code }));
+      }
+      break;
     case "sendFailed":
       state.ticks.set(e.messageId, "failed");
       toast(human({ code: e.code, message: e.reason }));
@@ -306,6 +315,8 @@ const TICKS = { queued: "◷", sent: "✓", delivered: "✓✓", read: "✓✓",
 
 function renderChats() {
   const list = $("chats");
+  // Rebuilt on every event: a keyboard user's focus stays on the chat it was on.
+  const focused = list.contains(document.activeElement) ? document.activeElement.dataset.key : null;
   list.replaceChildren();
   const sorted = [...state.chats.values()].sort((a, b) => lastAt(b) - lastAt(a));
   for (const c of sorted) {
@@ -330,6 +341,7 @@ function renderChats() {
       }
     });
     list.append(item);
+    if (c.key === focused) item.focus();
   }
 }
 
@@ -401,9 +413,9 @@ function attachmentView(m) {
   const a = m.body.attachment;
   const box = el("div", { className: "file" });
   const url = state.files.get(m.id);
-  if (url && a.mime.startsWith("image/")) {
+  if (url && PREVIEW_TYPES.has(a.mime)) {
     box.append(el("img", { src: url, alt: a.name, className: "preview-img" }));
-  } else if (!url && a.mime.startsWith("image/") && a.size <= PREVIEW_MAX && !state.transfers.has(m.id)) {
+  } else if (!url && PREVIEW_TYPES.has(a.mime) && a.size <= PREVIEW_MAX && !state.transfers.has(m.id)) {
     // Fetched after this render, not during it.
     state.transfers.set(m.id, { done: 0, total: a.size });
     setTimeout(() => fetchFile(m).catch((err) => toast(human(err))));
@@ -470,7 +482,7 @@ async function sendFile(file) {
         renderConversation();
       });
     state.ticks.set(messageId, "queued");
-    if (file.type.startsWith("image/")) state.files.set(messageId, URL.createObjectURL(file));
+    if (PREVIEW_TYPES.has(file.type)) state.files.set(messageId, URL.createObjectURL(file));
     c.items.splice(c.items.indexOf(item), 1);
     const m = state.client.messages().find((m) => m.id === messageId);
     if (m) addMessage(m, true);
@@ -506,19 +518,20 @@ function select(key) {
 // ---------------------------------------------------------------------------------------
 // Actions.
 
-function send(e) {
+async function send(e) {
   e.preventDefault();
   const text = $("text").value;
   if (!text.trim() || !state.current) return;
+  $("text").value = "";
   try {
-    const id = state.current.startsWith("g:")
+    const id = await (state.current.startsWith("g:")
       ? state.client.sendGroupText(state.current.slice(2), text)
-      : state.client.sendText(state.current.slice(2), text);
-    state.ticks.set(id, "queued");
+      : state.client.sendText(state.current.slice(2), text));
+    if (!state.ticks.has(id)) state.ticks.set(id, "queued");
     const m = state.client.messages().find((m) => m.id === id);
     if (m) addMessage(m, true);
-    $("text").value = "";
   } catch (err) {
+    $("text").value = text;
     toast(human(err));
   }
   render();

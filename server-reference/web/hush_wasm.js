@@ -1,5 +1,5 @@
 /* @ts-self-types="./hush_wasm.d.ts" */
-import { idbOpen } from './idb.js';
+import { idbLock, idbOpen } from './idb.js';
 import * as import1 from "./idb.js"
 import * as import2 from "./idb.js"
 import * as import3 from "./idb.js"
@@ -47,7 +47,8 @@ export class HushClient {
         return ret;
     }
     /**
-     * Stops and closes the database (the page may then open the device again).
+     * Stops, closes the database and lets go of the device (another tab may then open
+     * it).
      */
     close() {
         wasm.hushclient_close(this.__wbg_ptr);
@@ -132,20 +133,21 @@ export class HushClient {
     /**
      * Leaves a group.
      * @param {string} group
+     * @returns {Promise<void>}
      */
     leaveGroup(group) {
         const ptr0 = passStringToWasm0(group, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
         const len0 = WASM_VECTOR_LEN;
         const ret = wasm.hushclient_leaveGroup(this.__wbg_ptr, ptr0, len0);
-        if (ret[1]) {
-            throw takeFromExternrefTable0(ret[0]);
-        }
+        return ret;
     }
     /**
-     * Tells the sender that these messages (ids in hex) were read.
+     * Tells the sender that these messages (ids in hex) were read (queued if offline;
+     * resolves once that is in IndexedDB).
      * @param {string} user
      * @param {number} device
      * @param {string[]} ids
+     * @returns {Promise<void>}
      */
     markRead(user, device, ids) {
         const val3 = +device;
@@ -161,9 +163,7 @@ export class HushClient {
             throw e;
         }
         const ret = wasm.hushclient_markRead(this.__wbg_ptr, ptr0, len0, val3, ptr1, len1);
-        if (ret[1]) {
-            throw takeFromExternrefTable0(ret[0]);
-        }
+        return ret;
     }
     /**
      * Messages sent and received, oldest first.
@@ -234,6 +234,7 @@ export class HushClient {
      * Removes every device of `user` from a group this device administers.
      * @param {string} group
      * @param {string} user
+     * @returns {Promise<void>}
      */
     removeFromGroup(group, user) {
         let ptr0, len0, ptr1, len1;
@@ -248,9 +249,7 @@ export class HushClient {
             throw e;
         }
         const ret = wasm.hushclient_removeFromGroup(this.__wbg_ptr, ptr0, len0, ptr1, len1);
-        if (ret[1]) {
-            throw takeFromExternrefTable0(ret[0]);
-        }
+        return ret;
     }
     /**
      * Safety numbers with each device of `user` (the device list refreshed when
@@ -294,75 +293,48 @@ export class HushClient {
         return ret;
     }
     /**
-     * Queues a text to a group (its id in hex).
+     * Queues a text to a group (its id in hex), as `sendText`.
      * @param {string} group
      * @param {string} text
-     * @returns {string}
+     * @returns {Promise<string>}
      */
     sendGroupText(group, text) {
-        let deferred4_0;
-        let deferred4_1;
+        let ptr0, len0, ptr1, len1;
         try {
-            let ptr0, len0, ptr1, len1;
-            try {
-                ptr0 = passStringToWasm0(group, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
-                len0 = WASM_VECTOR_LEN;
-                ptr1 = passStringToWasm0(text, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
-                len1 = WASM_VECTOR_LEN;
-            } catch (e) {
-                if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 1, 1); }
-                if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
-                throw e;
-            }
-            const ret = wasm.hushclient_sendGroupText(this.__wbg_ptr, ptr0, len0, ptr1, len1);
-            var ptr3 = ret[0];
-            var len3 = ret[1];
-            if (ret[3]) {
-                ptr3 = 0; len3 = 0;
-                throw takeFromExternrefTable0(ret[2]);
-            }
-            deferred4_0 = ptr3;
-            deferred4_1 = len3;
-            return getStringFromWasm0(ptr3, len3);
-        } finally {
-            wasm.__wbindgen_free(deferred4_0, deferred4_1, 1);
+            ptr0 = passStringToWasm0(group, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            len0 = WASM_VECTOR_LEN;
+            ptr1 = passStringToWasm0(text, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            len1 = WASM_VECTOR_LEN;
+        } catch (e) {
+            if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 1, 1); }
+            if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
+            throw e;
         }
+        const ret = wasm.hushclient_sendGroupText(this.__wbg_ptr, ptr0, len0, ptr1, len1);
+        return ret;
     }
     /**
-     * Queues a text to every device of `user` (and this user's other devices); returns its
-     * id. It is in IndexedDB before it leaves.
+     * Queues a text to every device of `user` (and this user's other devices); resolves
+     * with its id once it is in IndexedDB (a reload after that does not lose it), and it
+     * goes out when connected.
      * @param {string} user
      * @param {string} text
-     * @returns {string}
+     * @returns {Promise<string>}
      */
     sendText(user, text) {
-        let deferred4_0;
-        let deferred4_1;
+        let ptr0, len0, ptr1, len1;
         try {
-            let ptr0, len0, ptr1, len1;
-            try {
-                ptr0 = passStringToWasm0(user, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
-                len0 = WASM_VECTOR_LEN;
-                ptr1 = passStringToWasm0(text, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
-                len1 = WASM_VECTOR_LEN;
-            } catch (e) {
-                if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 1, 1); }
-                if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
-                throw e;
-            }
-            const ret = wasm.hushclient_sendText(this.__wbg_ptr, ptr0, len0, ptr1, len1);
-            var ptr3 = ret[0];
-            var len3 = ret[1];
-            if (ret[3]) {
-                ptr3 = 0; len3 = 0;
-                throw takeFromExternrefTable0(ret[2]);
-            }
-            deferred4_0 = ptr3;
-            deferred4_1 = len3;
-            return getStringFromWasm0(ptr3, len3);
-        } finally {
-            wasm.__wbindgen_free(deferred4_0, deferred4_1, 1);
+            ptr0 = passStringToWasm0(user, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            len0 = WASM_VECTOR_LEN;
+            ptr1 = passStringToWasm0(text, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            len1 = WASM_VECTOR_LEN;
+        } catch (e) {
+            if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 1, 1); }
+            if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
+            throw e;
         }
+        const ret = wasm.hushclient_sendText(this.__wbg_ptr, ptr0, len0, ptr1, len1);
+        return ret;
     }
     /**
      * Connects (registering on first use) and keeps connected, reconnecting with backoff.
@@ -403,6 +375,30 @@ export class HushClient {
     }
 }
 if (Symbol.dispose) HushClient.prototype[Symbol.dispose] = HushClient.prototype.free;
+
+/**
+ * Runs the workloads of `bench` in this page (docs/BENCHMARKS.md): a JSON array of
+ * `{ name, iterations, micros }`, microseconds per operation, the fastest of three runs.
+ * @returns {string}
+ */
+export function benchmark() {
+    let deferred2_0;
+    let deferred2_1;
+    try {
+        const ret = wasm.benchmark();
+        var ptr1 = ret[0];
+        var len1 = ret[1];
+        if (ret[3]) {
+            ptr1 = 0; len1 = 0;
+            throw takeFromExternrefTable0(ret[2]);
+        }
+        deferred2_0 = ptr1;
+        deferred2_1 = len1;
+        return getStringFromWasm0(ptr1, len1);
+    } finally {
+        wasm.__wbindgen_free(deferred2_0, deferred2_1, 1);
+    }
+}
 
 /**
  * 32 random bytes from the browser's CSPRNG, for a new storage key.
@@ -459,6 +455,9 @@ function __wbg_get_imports() {
         __wbg__wbg_cb_unref_09736879a3f67559: function(arg0) {
             arg0._wbg_cb_unref();
         },
+        __wbg_abort_968456626434218d: function() { return handleError(function (arg0) {
+            arg0.abort();
+        }, arguments); },
         __wbg_byteLength_fa48f24814f5ef46: function(arg0) {
             const ret = arg0.byteLength;
             return ret;
@@ -503,6 +502,10 @@ function __wbg_get_imports() {
         },
         __wbg_hushclient_new: function(arg0) {
             const ret = HushClient.__wrap(arg0);
+            return ret;
+        },
+        __wbg_idbLock_b82530195d68c2cf: function(arg0, arg1) {
+            const ret = idbLock(getStringFromWasm0(arg0, arg1));
             return ret;
         },
         __wbg_idbOpen_c30953a89e6fe4bd: function(arg0, arg1) {
@@ -713,6 +716,9 @@ function __wbg_get_imports() {
         __wbg_set_responseType_e08a4356df5bc72d: function(arg0, arg1) {
             arg0.responseType = __wbindgen_enum_XmlHttpRequestResponseType[arg1];
         },
+        __wbg_set_timeout_c4cdcfdcfa7461e9: function(arg0, arg1) {
+            arg0.timeout = arg1 >>> 0;
+        },
         __wbg_static_accessor_GLOBAL_THIS_003ee833af9699fc: function() {
             const ret = typeof globalThis === 'undefined' ? undefined : globalThis;
             return isLikeNone(ret) ? 0 : addToExternrefTable0(ret);
@@ -750,23 +756,23 @@ function __wbg_get_imports() {
             return ret;
         }, arguments); },
         __wbindgen_generic_0000000000000001: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 284, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 291, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h7d689313291399dd);
             return ret;
         },
         __wbindgen_generic_0000000000000002: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("Event")], shim_idx: 127, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("Event")], shim_idx: 134, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h27fc421977495f15);
             return ret;
         },
         __wbindgen_generic_0000000000000003: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("MessageEvent")], shim_idx: 127, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h27fc421977495f15_30);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("MessageEvent")], shim_idx: 134, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h27fc421977495f15_31);
             return ret;
         },
         __wbindgen_generic_0000000000000004: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("ProgressEvent")], shim_idx: 2, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__he0695f500d0fc0f4);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__hbeec35e07805df09);
             return ret;
         },
         __wbindgen_generic_0000000000000005: function(arg0) {
@@ -801,12 +807,12 @@ function wasm_bindgen__convert__closures_____invoke__h27fc421977495f15(arg0, arg
     wasm.wasm_bindgen__convert__closures_____invoke__h27fc421977495f15(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h27fc421977495f15_30(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h27fc421977495f15_30(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h27fc421977495f15_31(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h27fc421977495f15_31(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__he0695f500d0fc0f4(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__he0695f500d0fc0f4(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__hbeec35e07805df09(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__hbeec35e07805df09(arg0, arg1, arg2);
 }
 
 function wasm_bindgen__convert__closures_____invoke__h7d689313291399dd(arg0, arg1, arg2) {

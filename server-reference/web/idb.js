@@ -11,10 +11,32 @@ function request(r) {
   });
 }
 
-export function idbOpen(name) {
+export async function idbOpen(name) {
   const r = indexedDB.open(name, 1);
   r.onupgradeneeded = () => r.result.createObjectStore(ROWS);
-  return request(r);
+  r.onblocked = () => console.warn(`hush: database ${name} is held open elsewhere`);
+  const db = await request(r);
+  // Someone deletes or upgrades the database: let go of it rather than block them.
+  db.onversionchange = () => db.close();
+  return db;
+}
+
+// Holds the device's lock for as long as the page keeps it open: two tabs on one device
+// would encrypt from the same ratchet state and mix their rows. Resolves with the function
+// that releases it, or null if another tab (or window) holds it.
+export function idbLock(name) {
+  if (!navigator.locks) return Promise.resolve(() => {});
+  return new Promise((resolve, reject) => {
+    navigator.locks
+      .request(`hush:${name}`, { ifAvailable: true }, (lock) => {
+        if (!lock) {
+          resolve(null);
+          return undefined;
+        }
+        return new Promise((release) => resolve(() => release()));
+      })
+      .catch(reject);
+  });
 }
 
 // Every row as [key, value] pairs of Uint8Array.

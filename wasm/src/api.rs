@@ -57,7 +57,7 @@ export interface Group { id: string; name: string; members: Address[]; }
 /** Why something failed, for the page to choose its words. */
 export type ErrorCode =
   | "relay-down" | "unknown-user" | "mailbox-full" | "rate-limited" | "too-large"
-  | "auth-failed" | "forbidden" | "wrong-key" | "invalid" | "storage" | "wrong-relay"
+  | "auth-failed" | "forbidden" | "wrong-key" | "invalid" | "storage" | "wrong-relay" | "open-elsewhere"
   | "failed" | string;
 export type HushEvent =
   | { type: "connected"; registered: boolean }
@@ -67,6 +67,7 @@ export type HushEvent =
   | ({ type: "presence" } & Presence)
   | { type: "identityChanged"; address: Address; safetyNumber: string[] }
   | { type: "group"; group: string; change: "joined" | "added" | "removed" | "left" | "removedSelf" | "roleChanged"; member: Address | null; name: string | null; by: Address }
+  | { type: "sendDelayed"; messageId: string; code: "mailbox-full" | "rate-limited" | "delayed" }
   | { type: "sendFailed"; messageId: string; reason: string; code: ErrorCode }
   | { type: "dropped"; from: Address; reason: string }
   | { type: "sessionStarted"; with: Address; postQuantum: boolean; initiated: boolean }
@@ -137,6 +138,24 @@ pub fn qr_code(data: &str) -> Result<JsValue, JsValue> {
     Ok(out.into())
 }
 
+/// Runs the workloads of `bench` in this page (docs/BENCHMARKS.md): a JSON array of
+/// `{ name, iterations, micros }`, microseconds per operation, the fastest of three runs.
+#[wasm_bindgen]
+pub fn benchmark() -> Result<String, JsValue> {
+    let performance = Reflect::get(&js_sys::global(), &"performance".into())?;
+    let now_fn: Function = Reflect::get(&performance, &"now".into())?.dyn_into()?;
+    let now = || {
+        now_fn
+            .call0(&performance)
+            .ok()
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0)
+    };
+    crate::bench::run(&now)
+        .map(|r| crate::bench::to_json(&r))
+        .map_err(|e| JsValue::from_str(&e.to_string()))
+}
+
 fn rand_bytes(out: &mut [u8]) {
     use rand::Rng as _;
     rand::rng().fill_bytes(out);
@@ -146,9 +165,26 @@ fn rand_bytes(out: &mut [u8]) {
 #[wasm_bindgen]
 pub struct HushClient {
     client: Client,
-    events:
-        Rc<std::cell::RefCell<Option<tokio::sync::mpsc::UnboundedReceiver<hush_client::Event>>>>,
+    events: Rc<std::cell::RefCell<Option<Events>>>,
     db: JsValue,
+    store: Rc<IndexedDb>,
+    /// Releases the device's lock (`close`).
+    release: js_sys::Function,
+}
+
+type Events = tokio::sync::mpsc::UnboundedReceiver<hush_client::Event>;
+
+fn coded(message: &str, code: &str) -> JsValue {
+    let err = js_sys::Error::new(message);
+    let _ = Reflect::set(&err, &"code".into(), &code.into());
+    err.into()
+}
+
+/// Resolves once every commit so far is in IndexedDB.
+async fn written(store: &IndexedDb) -> Result<(), JsValue> {
+    hush_client::Durability::flush(store)
+        .await
+        .map_err(|e| json::error(&ClientError::Store(e)))
 }
 
 #[wasm_bindgen]
@@ -182,22 +218,45 @@ impl HushClient {
             let database = field(&options, "database")
                 .as_string()
                 .unwrap_or_else(|| format!("hush-{user}-{device}"));
-            let (db, store) = durability::open(&database)
+            let Some(release) = durability::lock(&database)
                 .await
-                .map_err(|e| json::error(&ClientError::Store(e)))?;
+                .map_err(|e| json::error(&ClientError::Store(e)))?
+            else {
+                return Err(coded(
+                    "this device is open in another tab or window",
+                    "open-elsewhere",
+                ));
+            };
+            let (db, store) = match durability::open(&database).await {
+                Ok(o) => o,
+                Err(e) => {
+                    let _ = release.call0(&JsValue::NULL);
+                    return Err(json::error(&ClientError::Store(e)));
+                }
+            };
+            let durable = Rc::new(IndexedDb::new(store.clone(), db.clone()));
             let mut config = ClientConfig::new(relay, "", storage_key, user, device);
-            config.durability = Some(Rc::new(IndexedDb::new(store.clone(), db.clone())));
-            let (client, events) = match Client::open_with_store(config, store) {
+            config.durability = Some(durable.clone());
+            let opened = Client::open_with_store(config, store);
+            // A new device's identity and prekeys are written before anything else.
+            let opened = match opened {
+                Ok(c) => written(&durable).await.map(|()| c),
+                Err(e) => Err(json::error(&e)),
+            };
+            let (client, events) = match opened {
                 Ok(c) => c,
                 Err(e) => {
                     durability::idb_close(&db);
-                    return Err(json::error(&e));
+                    let _ = release.call0(&JsValue::NULL);
+                    return Err(e);
                 }
             };
             Ok(HushClient {
                 client,
                 events: Rc::new(std::cell::RefCell::new(Some(events))),
                 db,
+                store: durable,
+                release,
             }
             .into())
         })
@@ -229,10 +288,12 @@ impl HushClient {
         self.client.stop();
     }
 
-    /// Stops and closes the database (the page may then open the device again).
+    /// Stops, closes the database and lets go of the device (another tab may then open
+    /// it).
     pub fn close(&self) {
         self.client.stop();
         durability::idb_close(&self.db);
+        let _ = self.release.call0(&JsValue::NULL);
     }
 
     /// Whether connected and authenticated now.
@@ -259,23 +320,39 @@ impl HushClient {
         hex::encode(self.client.identity_key().as_bytes())
     }
 
-    /// Queues a text to every device of `user` (and this user's other devices); returns its
-    /// id. It is in IndexedDB before it leaves.
-    #[wasm_bindgen(js_name = sendText)]
-    pub fn send_text(&self, user: &str, text: &str) -> Result<String, JsValue> {
-        self.client
-            .send_text(user, text)
-            .map(hex::encode)
-            .map_err(|e| json::error(&e))
+    /// Commits now, and resolves with `value` once that is in IndexedDB.
+    fn then_written(&self, result: Result<JsValue, JsValue>) -> Promise {
+        let store = self.store.clone();
+        future_to_promise(async move {
+            let value = result?;
+            written(&store).await?;
+            Ok(value)
+        })
     }
 
-    /// Queues a text to a group (its id in hex).
-    #[wasm_bindgen(js_name = sendGroupText)]
-    pub fn send_group_text(&self, group: &str, text: &str) -> Result<String, JsValue> {
-        self.client
-            .send_group_text(&group_id(group)?, text)
-            .map(hex::encode)
-            .map_err(|e| json::error(&e))
+    /// Queues a text to every device of `user` (and this user's other devices); resolves
+    /// with its id once it is in IndexedDB (a reload after that does not lose it), and it
+    /// goes out when connected.
+    #[wasm_bindgen(js_name = sendText, unchecked_return_type = "Promise<string>")]
+    pub fn send_text(&self, user: &str, text: &str) -> Promise {
+        self.then_written(
+            self.client
+                .send_text(user, text)
+                .map(|id| JsValue::from_str(&hex::encode(id)))
+                .map_err(|e| json::error(&e)),
+        )
+    }
+
+    /// Queues a text to a group (its id in hex), as `sendText`.
+    #[wasm_bindgen(js_name = sendGroupText, unchecked_return_type = "Promise<string>")]
+    pub fn send_group_text(&self, group: &str, text: &str) -> Promise {
+        let sent = group_id(group).and_then(|g| {
+            self.client
+                .send_group_text(&g, text)
+                .map(|id| JsValue::from_str(&hex::encode(id)))
+                .map_err(|e| json::error(&e))
+        });
+        self.then_written(sent)
     }
 
     /// Seals a file the page read (`bytes`) in 64 KiB chunks, uploads it to the relay with
@@ -292,6 +369,7 @@ impl HushClient {
         on_progress: Option<Function>,
     ) -> Promise {
         let client = self.client.clone();
+        let store = self.store.clone();
         future_to_promise(async move {
             let to = conversation(&to)?;
             let progress = move |p: hush_client::Progress| {
@@ -307,6 +385,7 @@ impl HushClient {
                 .send_bytes(to, &name, &mime, &bytes, progress)
                 .await
                 .map_err(|e| json::error(&e))?;
+            written(&store).await?;
             Ok(JsValue::from_str(&hex::encode(id)))
         })
     }
@@ -348,16 +427,21 @@ impl HushClient {
         })
     }
 
-    /// Tells the sender that these messages (ids in hex) were read.
-    #[wasm_bindgen(js_name = markRead)]
-    pub fn mark_read(&self, user: &str, device: u32, ids: Vec<String>) -> Result<(), JsValue> {
-        let ids = ids
+    /// Tells the sender that these messages (ids in hex) were read (queued if offline;
+    /// resolves once that is in IndexedDB).
+    #[wasm_bindgen(js_name = markRead, unchecked_return_type = "Promise<void>")]
+    pub fn mark_read(&self, user: &str, device: u32, ids: Vec<String>) -> Promise {
+        let done = ids
             .iter()
             .map(|i| message_id(i))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.client
-            .mark_read(&Address::new(user, device), &ids)
-            .map_err(|e| json::error(&e))
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(|ids| {
+                self.client
+                    .mark_read(&Address::new(user, device), &ids)
+                    .map_err(|e| json::error(&e))
+            })
+            .map(|()| JsValue::UNDEFINED);
+        self.then_written(done)
     }
 
     /// Messages sent and received, oldest first.
@@ -439,12 +523,14 @@ impl HushClient {
     #[wasm_bindgen(js_name = createGroup, unchecked_return_type = "Promise<string>")]
     pub fn create_group(&self, name: String, users: Vec<String>) -> Promise {
         let client = self.client.clone();
+        let store = self.store.clone();
         future_to_promise(async move {
             let users: Vec<&str> = users.iter().map(String::as_str).collect();
             let id = client
                 .create_group(&name, &users)
                 .await
                 .map_err(|e| json::error(&e))?;
+            written(&store).await?;
             Ok(JsValue::from_str(&hex::encode(id)))
         })
     }
@@ -453,29 +539,39 @@ impl HushClient {
     #[wasm_bindgen(js_name = addToGroup, unchecked_return_type = "Promise<void>")]
     pub fn add_to_group(&self, group: String, user: String) -> Promise {
         let client = self.client.clone();
+        let store = self.store.clone();
         future_to_promise(async move {
             client
                 .add_to_group(&group_id(&group)?, &user)
                 .await
                 .map_err(|e| json::error(&e))?;
+            written(&store).await?;
             Ok(JsValue::UNDEFINED)
         })
     }
 
     /// Removes every device of `user` from a group this device administers.
-    #[wasm_bindgen(js_name = removeFromGroup)]
-    pub fn remove_from_group(&self, group: &str, user: &str) -> Result<(), JsValue> {
-        self.client
-            .remove_from_group(&group_id(group)?, user)
-            .map_err(|e| json::error(&e))
+    #[wasm_bindgen(js_name = removeFromGroup, unchecked_return_type = "Promise<void>")]
+    pub fn remove_from_group(&self, group: &str, user: &str) -> Promise {
+        let done = group_id(group).and_then(|g| {
+            self.client
+                .remove_from_group(&g, user)
+                .map(|()| JsValue::UNDEFINED)
+                .map_err(|e| json::error(&e))
+        });
+        self.then_written(done)
     }
 
     /// Leaves a group.
-    #[wasm_bindgen(js_name = leaveGroup)]
-    pub fn leave_group(&self, group: &str) -> Result<(), JsValue> {
-        self.client
-            .leave_group(&group_id(group)?)
-            .map_err(|e| json::error(&e))
+    #[wasm_bindgen(js_name = leaveGroup, unchecked_return_type = "Promise<void>")]
+    pub fn leave_group(&self, group: &str) -> Promise {
+        let done = group_id(group).and_then(|g| {
+            self.client
+                .leave_group(&g)
+                .map(|()| JsValue::UNDEFINED)
+                .map_err(|e| json::error(&e))
+        });
+        self.then_written(done)
     }
 
     /// The groups this device is in.

@@ -20,6 +20,16 @@ extern "C" {
     fn idb_write(db: &JsValue, previous: &Promise, changes: &Array) -> Promise;
     #[wasm_bindgen(js_name = idbClose)]
     pub(crate) fn idb_close(db: &JsValue);
+    #[wasm_bindgen(js_name = idbLock)]
+    fn idb_lock(name: &str) -> Promise;
+}
+
+/// The device's lock (`idbLock`): `None` if another tab holds it.
+pub(crate) async fn lock(name: &str) -> Result<Option<js_sys::Function>, StoreError> {
+    let release = JsFuture::from(idb_lock(name))
+        .await
+        .map_err(|e| failed(&e))?;
+    Ok(release.dyn_into::<js_sys::Function>().ok())
 }
 
 fn failed(e: &JsValue) -> StoreError {

@@ -2,8 +2,8 @@
 //! are declared in `api.rs`'s TypeScript section). Ids and keys are lowercase hex.
 
 use hush_client::{
-    Address, Body, ClientError, Conversation, DropReason, Event, GroupChange, Message, Presence,
-    ReceiptKind, RelayErrorCode,
+    Address, Body, ClientError, Conversation, DelayReason, DropReason, Event, GroupChange, Message,
+    Presence, ReceiptKind, RelayErrorCode,
 };
 use serde_json::{Value, json};
 use wasm_bindgen::JsValue;
@@ -135,6 +135,15 @@ pub(crate) fn event(e: &Event) -> Value {
                 "by": address(by),
             })
         }
+        Event::SendDelayed { message_id, reason } => json!({
+            "type": "sendDelayed",
+            "messageId": hex::encode(message_id),
+            "code": match reason {
+                DelayReason::MailboxFull => "mailbox-full",
+                DelayReason::RateLimited => "rate-limited",
+                _ => "delayed",
+            },
+        }),
         Event::SendFailed { message_id, reason } => json!({
             "type": "sendFailed",
             "messageId": hex::encode(message_id),

@@ -7,7 +7,7 @@
 //!
 //! Built with `web/build.sh` (`cargo build --target wasm32-unknown-unknown`, then
 //! `wasm-bindgen --target web`); the package is `wasm/pkg` (`npm pack` makes it). On any
-//! other target this crate is empty.
+//! other target it holds only [`bench`], the workloads measured in both builds.
 //!
 //! ```js
 //! import init, { HushClient, generateStorageKey } from "./hush_wasm.js";
@@ -22,18 +22,24 @@
 //!   if (e.type === "receipt") console.log(e.messageId, e.kind); // "sent", "delivered", "read"
 //! });
 //! alice.start();
-//! const id = alice.sendText("bob", "hello Bob"); // on disk before it returns
+//! const id = await alice.sendText("bob", "hello Bob"); // in IndexedDB when it resolves
 //! ```
 //!
 //! Every frame leaves only after the state that produced it is written to IndexedDB
-//! (`hush_client::Durability`): a reload at any point loses nothing the relay was told
-//! about, and never re-encrypts with a ratchet step already used.
+//! (`hush_client::Durability`), and every call that changes the store resolves once the
+//! change is written: a reload at any point loses nothing the relay was told about or a
+//! call reported done, and never re-encrypts with a ratchet step already used. One device
+//! is open in one tab at a time (a Web Lock; a second tab gets `open-elsewhere`).
 
-#![cfg(target_arch = "wasm32")]
 #![forbid(unsafe_code)]
 
+#[cfg(target_arch = "wasm32")]
 mod api;
+pub mod bench;
+#[cfg(target_arch = "wasm32")]
 mod durability;
+#[cfg(target_arch = "wasm32")]
 mod json;
 
-pub use api::{HushClient, generate_storage_key, qr_code};
+#[cfg(target_arch = "wasm32")]
+pub use api::{HushClient, benchmark, generate_storage_key, qr_code};

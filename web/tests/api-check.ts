@@ -28,7 +28,7 @@ export async function example(): Promise<void> {
       case "message": {
         const m: Message = e.message;
         const text: string | undefined = "text" in m.body ? m.body.text : undefined;
-        client.markRead(m.from.user, m.from.device, [m.id]);
+        void client.markRead(m.from.user, m.from.device, [m.id]);
         void text;
         break;
       }
@@ -45,13 +45,13 @@ export async function example(): Promise<void> {
     }
   });
   client.start();
-  const id: string = client.sendText("bob", "hello");
+  const id: string = await client.sendText("bob", "hello");
   const ticks: { kind: string }[] = client.receipts(id);
   const p: Presence = await client.presence("bob");
   const numbers: SafetyNumber[] = await client.safetyNumbers("bob");
   const code: { size: number; modules: Uint8Array } = qrCode(numbers[0].scannable);
   const group: string = await client.createGroup("Weekend", ["bob", "carol"]);
-  client.sendGroupText(group, "hi all");
+  await client.sendGroupText(group, "hi all");
   await client.addToGroup(group, "dave");
   const groups: Group[] = client.groups();
   const all: Message[] = client.messages();

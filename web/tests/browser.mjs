@@ -8,13 +8,14 @@
 //   1. two browser users chat: the message arrives, the unread count shows, the three ticks
 //      end at "read", the contact shows as online; a file goes with its progress bar, an
 //      image shows as a preview, the other file is saved intact, and a file over the relay's
-//      limit gets a plain refusal;
+//      limit and a message to an unknown user get plain refusals;
 //   2. a browser user and a native SDK user (hush bot) exchange messages one-to-one and in
 //      a group the browser user creates: the WASM and native builds interoperate;
 //   3. the page is reloaded: the conversation, its keys and its history survive
-//      (IndexedDB), nothing is shown twice, and the conversation goes on;
-//   4. the relay is stopped and restarted mid-conversation: what was queued meanwhile goes
-//      out once, none lost or duplicated;
+//      (IndexedDB), nothing is shown twice, and the conversation goes on; the same device in
+//      a second tab is refused;
+//   4. the relay is stopped and restarted mid-conversation: what was queued meanwhile
+//      (kept when the tab is closed while offline) goes out once, none lost or duplicated;
 //   5. a tampered envelope, injected by the test between the relay and the page, is dropped
 //      (the page says so) and the conversation goes on.
 // Screenshots of the main screens go to docs/screenshots/ (linked from the README).
@@ -103,7 +104,7 @@ async function openPage(context, user, { screenshots } = {}) {
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error(`[${user}] page error: ${e.message}`));
   page.on("console", (m) => {
-    if (m.type() === "error") console.error(`[${user}] console: ${m.text()}`);
+    if (m.type() === "error") console.error(`[${user}] console: ${m.text()} (${JSON.stringify(m.location())})`);
   });
   await page.routeWebSocket(/\/v1\/ws$/, (ws) => {
     const server = ws.connectToServer();
@@ -141,6 +142,7 @@ async function openChat(page, key) {
   // Keyboard only: focus the chat and press Enter.
   await item.focus();
   await page.keyboard.press("Enter");
+  await page.locator(`li.chat.current[data-key="${key}"]`).waitFor();
 }
 
 async function say(page, text) {
@@ -194,7 +196,8 @@ async function main() {
       "--disable-background-networking", "--disable-component-update", "--disable-sync"],
   });
   const desktop = { width: 1100, height: 720 };
-  const alice = await openPage(await browser.newContext({ viewport: desktop }), "alice");
+  const aliceContext = await browser.newContext({ viewport: desktop });
+  let alice = await openPage(aliceContext, "alice");
   const bob = await openPage(await browser.newContext({ viewport: desktop }), "bob");
   await signIn(alice, "alice");
   await signIn(bob, "bob");
@@ -257,6 +260,15 @@ async function main() {
   });
   await alice.locator("#toast", { hasText: "too large" }).waitFor();
   console.log("   files: progress bar, image preview, saved intact, too large refused");
+
+  // Writing to a user the relay does not know: a plain sentence, and the message is marked.
+  await alice.locator("#new-chat-user").fill("nobody");
+  await alice.locator("#new-chat-user").press("Enter");
+  await say(alice, "Is anyone there?");
+  await alice.locator("#toast", { hasText: "no such user" }).waitFor();
+  await tickReaches(alice, "Is anyone there?", "failed");
+  await openChat(alice, "u:bob");
+  console.log("   an unknown user gets a plain refusal");
   await shot(bob, "web-files");
 
   // Safety numbers: digits and a QR code.
@@ -298,14 +310,30 @@ async function main() {
   await once(alice, "Yes, keys and history survived.", "in");
   console.log("3. reload: history, keys and sessions survive");
 
+  // The same device in a second tab is refused (it would reuse ratchet state).
+  const second = await openPage(bob.context(), "bob (second tab)");
+  await second.goto(`http://127.0.0.1:${port}/`);
+  await second.locator("#signin-error", { hasText: "another tab" }).waitFor();
+  await second.close();
+  console.log("   a second tab of the same device is refused");
+
   // 4. The relay stops and comes back mid-conversation.
   await stopRelay();
   await alice.locator("#me-conn", { hasText: "online" }).waitFor({ state: "detached" }).catch(() => {});
   await say(alice, "Sent while the relay was down.");
   await say(alice, "And a second one.");
+  await bubbles(alice, "And a second one.", "out").waitFor();
   if ((await tickOf(alice, "Sent while the relay was down.")) !== "queued") fail("a message sent offline is not shown as queued");
   await shot(alice, "web-offline");
+  // The tab is closed while they wait (the relay serves the page, so it cannot be reloaded
+  // while down): what was queued is in IndexedDB, and goes out from the next tab.
+  await alice.close();
   await startRelay();
+  alice = await openPage(aliceContext, "alice");
+  await alice.goto(`http://127.0.0.1:${port}/`);
+  await alice.locator("#me-conn", { hasText: "online" }).waitFor();
+  await openChat(alice, "u:bob");
+  await once(alice, "And a second one.", "out");
   await once(bob, "Sent while the relay was down.", "in");
   await once(bob, "And a second one.", "in");
   const order = await bob.locator("li.bubble.in .body").allTextContents();

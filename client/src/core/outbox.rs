@@ -18,7 +18,7 @@ use super::Device;
 use super::outbound;
 use super::prepare::DeviceLists;
 use crate::error::{ClientError, RelayErrorCode};
-use crate::event::{Event, MessageId, ReceiptKind};
+use crate::event::{DelayReason, Event, MessageId, ReceiptKind};
 use crate::proto::client as pc;
 use crate::store::{Sealed, Tick};
 
@@ -240,8 +240,11 @@ impl Pass {
                 ..
             }) => {
                 self.after = entry.seq - 1;
+                let events = delayed(&entry.mid, DelayReason::RateLimited)
+                    .into_iter()
+                    .collect();
                 self.entry = None;
-                Ok((Some(retry_after_ms.clamp(100, 5000)), Vec::new()))
+                Ok((Some(retry_after_ms.clamp(100, 5000)), events))
             }
             Err(e) => {
                 let seq = entry.seq;
@@ -299,6 +302,7 @@ impl Pass {
                 })?;
                 self.full
                     .extend(refused.into_iter().map(|r| (r.user_id, r.device_id)));
+                events.extend(delayed(&entry.mid, DelayReason::MailboxFull));
                 entry.deferred = true;
                 entry.idx_after = idx;
                 self.retry_ms = Some(
@@ -312,13 +316,17 @@ impl Pass {
                 code: RelayErrorCode::RateLimited,
                 retry_after_ms,
                 ..
-            }) => return Ok((Some(retry_after_ms.clamp(100, 5000)), events)),
+            }) => {
+                events.extend(delayed(&entry.mid, DelayReason::RateLimited));
+                return Ok((Some(retry_after_ms.clamp(100, 5000)), events));
+            }
             Err(ClientError::Relay {
                 code: RelayErrorCode::MailboxFull,
                 retry_after_ms,
                 ..
             }) => {
                 // Keep it for a later pass; go on with the rest.
+                events.extend(delayed(&entry.mid, DelayReason::MailboxFull));
                 self.full.extend(
                     frame
                         .recipients
@@ -413,6 +421,14 @@ fn set_aside(store: &mut Sealed, after: i64, now_ms: u64) -> Result<Event, Clien
         }
         None => Err(ClientError::Corrupt),
     }
+}
+
+/// The event telling the app a message waits.
+fn delayed(mid: &[u8], reason: DelayReason) -> Option<Event> {
+    MessageId::try_from(mid).ok().map(|id| Event::SendDelayed {
+        message_id: id,
+        reason,
+    })
 }
 
 /// The event telling the app a message failed.
@@ -531,7 +547,7 @@ mod tests {
             panic!("the first envelope goes first")
         };
         assert_eq!(recipients(&p), [("bob".into(), 1)]);
-        let (wait, _) = pass
+        let (wait, events) = pass
             .answer(
                 &dev,
                 &mut store,
@@ -542,6 +558,13 @@ mod tests {
             )
             .unwrap();
         assert_eq!(wait, None);
+        assert!(matches!(
+            events.as_slice(),
+            [Event::SendDelayed {
+                reason: DelayReason::MailboxFull,
+                ..
+            }]
+        ));
         let (Step::Send(p), _) = step(&mut pass, &mut store, &lists) else {
             panic!("Carol's envelope goes on")
         };
@@ -620,7 +643,7 @@ mod tests {
             panic!("send")
         };
         let first = p.frame.clone();
-        let (wait, _) = pass
+        let (wait, events) = pass
             .answer(
                 &dev,
                 &mut store,
@@ -631,6 +654,13 @@ mod tests {
             )
             .unwrap();
         assert_eq!(wait, Some(100), "at least 100 ms");
+        assert!(matches!(
+            events.as_slice(),
+            [Event::SendDelayed {
+                reason: DelayReason::RateLimited,
+                ..
+            }]
+        ));
         let (Step::Send(p), _) = pass.next(&dev, &mut store, &lists, 1, &mut rng).unwrap() else {
             panic!("the same envelope again")
         };

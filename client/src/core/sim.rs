@@ -190,21 +190,38 @@ impl SimDevice {
         }
     }
 
-    /// A crash: everything not committed is gone; the device comes back from its disk.
+    /// Writes what was committed since the last write to the rows: what a browser's
+    /// driver does before any frame leaves (and hush-wasm after each call that changes
+    /// the store).
+    fn persist(&mut self) {
+        for (k, v) in self.disk.take_changes() {
+            match v {
+                Some(v) => self.rows.insert(k, v),
+                None => self.rows.remove(&k),
+            };
+        }
+    }
+
+    /// A crash: everything not committed is gone, and so is everything committed but not
+    /// yet written to the rows; the device comes back from its rows.
     fn restart(&mut self, now: u64, rng: &mut StdRng) {
         {
+            // The journal holds exactly what was committed: the rows with every pending
+            // change applied load back into the same tables.
+            let mut all = self.rows.clone();
             for (k, v) in self.disk.take_changes() {
                 match v {
-                    Some(v) => self.rows.insert(k, v),
-                    None => self.rows.remove(&k),
+                    Some(v) => all.insert(k, v),
+                    None => all.remove(&k),
                 };
             }
-            let rebuilt = MemoryStore::journaled(self.rows.clone()).expect("rows load");
+            let rebuilt = MemoryStore::journaled(all).expect("rows load");
             assert!(
                 rebuilt.same_rows(&self.disk),
                 "the journal's rows differ from what was committed"
             );
-            self.disk = rebuilt;
+            // What was never written is lost.
+            self.disk = MemoryStore::journaled(self.rows.clone()).expect("rows load");
         }
         let reopened = Self::open(self.dev.me.clone(), self.disk.clone(), self.key, now, rng);
         assert_eq!(
@@ -257,6 +274,8 @@ impl SimDevice {
                 ))
             })
             .expect("publish");
+        // The upload is a frame: what it reports is written first.
+        self.persist();
         let entry = relay.devices.entry(me).or_insert(Published {
             identity,
             signed: spk,
@@ -431,6 +450,8 @@ impl World {
                 outbound::queue(&d.dev, tx, conversation, &Body::Text(text), now, rng)
             })
             .ok()?;
+        // The app's call returns once the message is written (hush-wasm's sendText).
+        d.persist();
         let n = self.sent.iter().filter(|s| s.from == me).count();
         self.order.insert(id, n);
         let (group, to_user) = match conversation {
@@ -494,6 +515,8 @@ impl World {
                 .store
                 .transaction(|tx| super::groups::create(&d.dev, tx, "sim", &listed, now, rng))
                 .expect("create a group");
+            // The app's call returns once this is written (hush-wasm).
+            d.persist();
             self.groups.push(SimGroup {
                 id,
                 admin,
@@ -524,6 +547,7 @@ impl World {
             d.store
                 .transaction(|tx| super::groups::add(&d.dev, tx, &id, &listed, now, rng))
                 .expect("add to a group");
+            d.persist();
             self.groups[k].users.insert(user.to_string());
             self.changes[1] += 1;
         } else if !removable.is_empty() {
@@ -531,6 +555,7 @@ impl World {
             d.store
                 .transaction(|tx| super::groups::remove(&d.dev, tx, &id, &user, now, rng))
                 .expect("remove from a group");
+            d.persist();
             self.groups[k].users.remove(&user);
             self.groups[k].removed.insert(user);
             self.changes[2] += 1;
@@ -560,11 +585,14 @@ impl World {
                         match need {
                             None => break,
                             Some(Need::Devices(user)) => {
+                                // Every frame leaves after what was committed is written.
+                                self.devices[i].persist();
                                 let listed = self.relay.devices_of(&user);
                                 let d = &mut self.devices[i];
                                 p.listed(&mut d.lists, &user, listed);
                             }
                             Some(Need::Bundles(missing)) => {
+                                self.devices[i].persist();
                                 // Spent at the relay even if we crash.
                                 let bundles: HashMap<Address, PrekeyBundle> = missing
                                     .into_iter()
@@ -632,6 +660,9 @@ impl World {
                     if self.disconnect(crashes) {
                         return;
                     }
+                    // The frame leaves once what made it is written (a ciphertext is never
+                    // sent from a ratchet state a crash could take back).
+                    self.devices[i].persist();
                     // The relay stores it for every recipient (the "sent" tick)...
                     let from = self.devices[i].dev.me.clone();
                     let recipients: BTreeSet<Address> = p
@@ -792,6 +823,7 @@ impl World {
                 .expect("receive")
             {
                 PushStep::Devices(user) => {
+                    self.devices[i].persist();
                     let listed = self.relay.devices_of(&user);
                     let d = &mut self.devices[i];
                     pushes
@@ -804,6 +836,9 @@ impl World {
                     ..
                 } => {
                     assert_eq!(envelope_ids, [1], "the envelope is acknowledged");
+                    // The driver writes before the acknowledgement leaves, and shows the
+                    // events after it.
+                    self.devices[i].persist();
                     break events;
                 }
                 other => panic!("unexpected step {other:?}"),
