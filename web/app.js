@@ -43,6 +43,7 @@ const WORDS = {
   storage: "This browser could not save the data. Free some space and reload.",
   "wrong-relay": "This is not the relay this device belongs to.",
   "open-elsewhere": "This device is open in another tab or window. Close it there first.",
+  delayed: "The relay is holding this message back for now; it is retried by itself.",
 };
 
 function human(err) {
@@ -113,6 +114,11 @@ async function signIn(e) {
   $("signin-open").disabled = true;
   try {
     let salt = localStorage.getItem(saltKey(user, device));
+    const earlier = savedAccount();
+    if (!salt && earlier && earlier.salt && earlier.user === user && earlier.device === device) {
+      salt = earlier.salt; // kept in the account entry by the first web client
+      localStorage.setItem(saltKey(user, device), salt);
+    }
     if (!salt) {
       salt = hex(crypto.getRandomValues(new Uint8Array(16)));
       localStorage.setItem(saltKey(user, device), salt);
@@ -216,11 +222,11 @@ function markRead(c) {
     unread.get(from).ids.push(m.id);
     latest = Math.max(latest, m.serverMs);
   }
-  for (const { from, ids } of unread.values()) {
-    state.client.markRead(from.user, from.device, ids).catch((err) => toast(human(err)));
-  }
-  setReadMark(c.key, latest);
   c.unread = 0;
+  // The page counts them read once the receipts are kept (a closed tab loses none).
+  Promise.all([...unread.values()].map(({ from, ids }) => state.client.markRead(from.user, from.device, ids)))
+    .then(() => setReadMark(c.key, Math.max(latest, readMark(c.key))))
+    .catch((err) => toast(human(err)));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -26,8 +26,11 @@ fn io(what: &str) -> ClientError {
     ClientError::Io(std::io::Error::other(what.to_string()))
 }
 
-/// How long one upload or download may take.
-const XHR_TIMEOUT_MS: u32 = 10 * 60 * 1000;
+/// How long one upload or download may take: a minute, and a second more for every 64 KiB
+/// (100 MiB at 64 KiB/s, about 0.5 Mbit/s, takes under half an hour).
+fn xhr_timeout_ms(bytes: u64) -> u32 {
+    u32::try_from(60_000 + bytes / 64).unwrap_or(u32::MAX)
+}
 
 /// An exchange in flight: dropped before it ends (the caller gave up), it aborts the request
 /// and detaches the callbacks before they are freed.
@@ -54,20 +57,21 @@ impl Drop for InFlight {
 }
 
 /// One HTTP exchange: status and body, with progress of the upload (if `body`) or of the
-/// download. A download larger than `max_body` is aborted as it comes.
+/// download. A download larger than `expected` bytes is aborted as it comes
+/// (`SizeMismatch`); an upload's answer is small and read whole.
 async fn xhr(
     method: &str,
     url: &str,
     bearer: Option<&str>,
     body: Option<&[u8]>,
-    max_body: u64,
+    expected: u64,
     progress: Rc<RefCell<dyn FnMut(Progress)>>,
 ) -> Result<(u16, Vec<u8>), ClientError> {
     let req = XmlHttpRequest::new().map_err(|_| io("XMLHttpRequest refused"))?;
     req.open(method, url)
         .map_err(|_| io("XMLHttpRequest refused the URL"))?;
     req.set_response_type(XmlHttpRequestResponseType::Arraybuffer);
-    req.set_timeout(XHR_TIMEOUT_MS);
+    req.set_timeout(xhr_timeout_ms(expected));
     if let Some(token) = bearer {
         req.set_request_header("Authorization", &format!("Bearer {token}"))
             .map_err(|_| io("XMLHttpRequest refused a header"))?;
@@ -90,14 +94,18 @@ async fn xhr(
     req.set_onerror(Some(on_error.as_ref().unchecked_ref()));
     req.set_onabort(Some(on_error.as_ref().unchecked_ref()));
     req.set_ontimeout(Some(on_error.as_ref().unchecked_ref()));
+    let oversized = Rc::new(std::cell::Cell::new(false));
     let report = {
         let progress = progress.clone();
         let req = req.clone();
+        let oversized = oversized.clone();
         let downloading = body.is_none();
         Closure::<dyn FnMut(ProgressEvent)>::new(move |e: ProgressEvent| {
             let loaded = e.loaded() as u64;
-            if downloading && loaded > max_body {
+            if downloading && loaded > expected {
                 // More than the pointer says: stop taking it (`onabort` ends the wait).
+                oversized.set(true);
+                req.set_onprogress(None);
                 let _ = req.abort();
                 return;
             }
@@ -134,6 +142,9 @@ async fn xhr(
     let ok = done.await.unwrap_or(false);
     flight.finished = true;
     drop(flight);
+    if oversized.get() {
+        return Err(ClientError::Attachment(AttachmentError::SizeMismatch));
+    }
     if !ok {
         return Err(ClientError::Offline);
     }
@@ -214,7 +225,7 @@ impl Client {
             &self.blobs_url(),
             Some(&hex::encode(&token.token)),
             Some(&sealed),
-            4096,
+            total,
             progress.clone(),
         )
         .await?;

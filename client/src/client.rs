@@ -183,6 +183,8 @@ pub(crate) struct Inner {
     pub(crate) link: Mutex<Option<DeviceLink>>,
     pub(crate) worker: Mutex<Option<crate::rt::Task>>,
     pub(crate) flush: crate::rt::Flush,
+    /// Messages the app was told wait, and why (`Event::SendDelayed` once each).
+    pub(crate) delayed: Mutex<std::collections::HashSet<(MessageId, crate::event::DelayReason)>>,
 }
 
 /// A hush client: one device of one user. Cheap to clone; every clone is the same client.
@@ -268,6 +270,7 @@ impl Client {
             device_lists: Mutex::default(),
             link: Mutex::new(None),
             worker: Mutex::new(None),
+            delayed: Mutex::default(),
             flush: crate::rt::Flush {
                 #[cfg(web_io)]
                 durability: config.durability,

@@ -150,6 +150,29 @@ impl Inner {
     }
 
     pub(crate) fn emit(&self, e: Event) {
+        match &e {
+            // Once per message and reason, however often the outbox retries it.
+            Event::SendDelayed { message_id, reason } => {
+                let fresh = self
+                    .delayed
+                    .lock()
+                    .map_or(true, |mut d| d.insert((*message_id, *reason)));
+                if !fresh {
+                    return;
+                }
+            }
+            Event::SendFailed { message_id, .. }
+            | Event::Receipt {
+                message_id,
+                kind: crate::event::ReceiptKind::Sent,
+                ..
+            } => {
+                if let Ok(mut d) = self.delayed.lock() {
+                    d.retain(|(m, _)| m != message_id);
+                }
+            }
+            _ => {}
+        }
         let _ = self.events.send(e);
     }
 

@@ -211,7 +211,7 @@ pub enum Undecryptable {
 }
 
 /// Why a message waits in the outbox ([`Event::SendDelayed`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DelayReason {
     /// A recipient device's mailbox at the relay is full (it has been offline long, or
@@ -297,7 +297,8 @@ pub enum Event {
         by: Address,
     },
     /// A message waits in the outbox: the relay refused it for now, and it is tried again
-    /// by itself (the app may tell the user why it has no "sent" tick yet).
+    /// by itself (the app may tell the user why it has no "sent" tick yet). Emitted once per
+    /// message and reason, however often it is retried, until it is sent or fails.
     SendDelayed {
         /// The message.
         message_id: MessageId,

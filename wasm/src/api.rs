@@ -170,6 +170,14 @@ pub struct HushClient {
     store: Rc<IndexedDb>,
     /// Releases the device's lock (`close`).
     release: js_sys::Function,
+    closed: std::cell::Cell<bool>,
+}
+
+impl Drop for HushClient {
+    /// `free()` (or `Symbol.dispose`) closes the device as `close()` does.
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 type Events = tokio::sync::mpsc::UnboundedReceiver<hush_client::Event>;
@@ -257,6 +265,7 @@ impl HushClient {
                 db,
                 store: durable,
                 release,
+                closed: std::cell::Cell::new(false),
             }
             .into())
         })
@@ -291,6 +300,9 @@ impl HushClient {
     /// Stops, closes the database and lets go of the device (another tab may then open
     /// it).
     pub fn close(&self) {
+        if self.closed.replace(true) {
+            return;
+        }
         self.client.stop();
         durability::idb_close(&self.db);
         let _ = self.release.call0(&JsValue::NULL);
@@ -499,11 +511,14 @@ impl HushClient {
     #[wasm_bindgen(js_name = safetyNumbers, unchecked_return_type = "Promise<SafetyNumber[]>")]
     pub fn safety_numbers(&self, user: String) -> Promise {
         let client = self.client.clone();
+        let store = self.store.clone();
         future_to_promise(async move {
             let all = client
                 .safety_numbers(&user)
                 .await
                 .map_err(|e| json::error(&e))?;
+            // It records the devices the relay listed.
+            written(&store).await?;
             Ok(json::to_js(&Value::Array(
                 all.iter()
                     .map(|s| {

@@ -25,7 +25,8 @@ export async function idbOpen(name) {
 // would encrypt from the same ratchet state and mix their rows. Resolves with the function
 // that releases it, or null if another tab (or window) holds it.
 export function idbLock(name) {
-  if (!navigator.locks) return Promise.resolve(() => {});
+  // Without Web Locks (browsers before 2022) one device could run in two tabs: refuse.
+  if (!navigator.locks) return Promise.reject(new Error("this browser has no Web Locks"));
   return new Promise((resolve, reject) => {
     navigator.locks
       .request(`hush:${name}`, { ifAvailable: true }, (lock) => {

@@ -19,8 +19,17 @@ const bin = resolve(process.env.HUSH_BIN || join(root, "target", "release", "hus
 const work = mkdtempSync(join(tmpdir(), "hush-bench-"));
 const port = 7390 + Math.floor(Math.random() * 500);
 
+// The native build with the same profile as the WebAssembly one (web/build.sh).
 const native = JSON.parse(
-  execFileSync("cargo", ["run", "--release", "-q", "-p", "hush-wasm", "--example", "bench"], { cwd: root }).toString(),
+  execFileSync("cargo", ["run", "--release", "-q", "-p", "hush-wasm", "--example", "bench"], {
+    cwd: root,
+    env: {
+      ...process.env,
+      CARGO_PROFILE_RELEASE_LTO: "true",
+      CARGO_PROFILE_RELEASE_CODEGEN_UNITS: "1",
+      CARGO_TARGET_DIR: join(root, "target", "bench-native"),
+    },
+  }).toString(),
 );
 const relay = spawn(bin, ["relay", "--listen", `127.0.0.1:${port}`, "--db", join(work, "relay.db"), "--blob-dir", join(work, "blobs")], { stdio: "ignore" });
 const browser = await chromium.launch({

@@ -233,16 +233,21 @@ impl Pass {
             Err(ClientError::Offline) => Err(ClientError::Offline),
             Err(ClientError::Relay {
                 code:
-                    RelayErrorCode::RateLimited
+                    code @ (RelayErrorCode::RateLimited
                     | RelayErrorCode::Internal
-                    | RelayErrorCode::ShuttingDown,
+                    | RelayErrorCode::ShuttingDown),
                 retry_after_ms,
                 ..
             }) => {
                 self.after = entry.seq - 1;
-                let events = delayed(&entry.mid, DelayReason::RateLimited)
-                    .into_iter()
-                    .collect();
+                // A relay failing or shutting down is the connection's news, not this
+                // message's.
+                let events = match code {
+                    RelayErrorCode::RateLimited => delayed(&entry.mid, DelayReason::RateLimited)
+                        .into_iter()
+                        .collect(),
+                    _ => Vec::new(),
+                };
                 self.entry = None;
                 Ok((Some(retry_after_ms.clamp(100, 5000)), events))
             }
@@ -745,6 +750,89 @@ mod tests {
         };
         assert_eq!((s, again), (seq, draft));
         assert_eq!(store.read(|tx| tx.next_ready(seq, -1)).unwrap(), None);
+    }
+
+    /// A send stored for some devices and refused for others (full mailboxes) says the
+    /// message waits, for a full mailbox.
+    #[test]
+    fn a_partly_refused_send_says_the_message_waits() {
+        let mut rng = StdRng::seed_from_u64(8);
+        let (dev, mut store) = test_device("alice", &mut rng);
+        let mut lists = DeviceLists::new(true);
+        let me = dev.me.clone();
+        queue(
+            &mut store,
+            &me,
+            9,
+            Some(vec![ready_for(&[("bob", 1), ("bob", 2)], vec![])]),
+        );
+        let mut pass = Pass::default();
+        let (Step::Send(p), _) = pass.next(&dev, &mut store, &lists, 1, &mut rng).unwrap() else {
+            panic!("send")
+        };
+        let partly = Ok(Out::Sent(pr::Sent {
+            refused: vec![pr::Address {
+                user_id: "bob".into(),
+                device_id: 2,
+            }],
+            ..Default::default()
+        }));
+        let (_, events) = pass
+            .answer(&dev, &mut store, &mut lists, p, partly, 1)
+            .unwrap();
+        assert!(
+            matches!(
+                events.as_slice(),
+                [Event::SendDelayed {
+                    reason: DelayReason::MailboxFull,
+                    ..
+                }]
+            ),
+            "{events:?}"
+        );
+    }
+
+    /// Preparing a draft waits on a rate-limited relay with `SendDelayed`, and on a relay
+    /// failing or shutting down with no event for the message (that is the connection's
+    /// news).
+    #[test]
+    fn a_rate_limited_preparation_says_the_message_waits() {
+        let mut rng = StdRng::seed_from_u64(6);
+        let (dev, mut store) = test_device("alice", &mut rng);
+        let lists = DeviceLists::new(true);
+        let me = dev.me.clone();
+        queue(&mut store, &me, 7, None);
+        for (code, expect_event) in [
+            (RelayErrorCode::RateLimited, true),
+            (RelayErrorCode::ShuttingDown, false),
+            (RelayErrorCode::Internal, false),
+        ] {
+            let mut pass = Pass::default();
+            let (Step::Prepare { .. }, _) =
+                pass.next(&dev, &mut store, &lists, 1, &mut rng).unwrap()
+            else {
+                panic!("the draft is prepared first")
+            };
+            let refused = Err(ClientError::Relay {
+                code,
+                message: String::new(),
+                retry_after_ms: 300,
+            });
+            let (wait, events) = pass.prepared(&mut store, refused).unwrap();
+            assert_eq!(wait, Some(300), "{code:?}");
+            assert_eq!(
+                matches!(
+                    events.as_slice(),
+                    [Event::SendDelayed {
+                        reason: DelayReason::RateLimited,
+                        ..
+                    }]
+                ),
+                expect_event,
+                "{code:?}: {events:?}"
+            );
+            assert!(expect_event || events.is_empty());
+        }
     }
 
     /// A relay that calls every device list stale cannot keep the client busy: after

@@ -632,6 +632,10 @@ impl World {
                     }
                 }
                 Step::Send(p) => {
+                    // The frame leaves once what made it is written (a ciphertext is never
+                    // sent from a ratchet state a crash could take back), whatever the
+                    // relay then answers.
+                    self.devices[i].persist();
                     // Made for a device list that has changed: refused, nothing stored.
                     let stale = p.frame.device_lists.iter().any(|c| {
                         let devices: Vec<(u32, [u8; 32])> = self
@@ -660,9 +664,6 @@ impl World {
                     if self.disconnect(crashes) {
                         return;
                     }
-                    // The frame leaves once what made it is written (a ciphertext is never
-                    // sent from a ratchet state a crash could take back).
-                    self.devices[i].persist();
                     // The relay stores it for every recipient (the "sent" tick)...
                     let from = self.devices[i].dev.me.clone();
                     let recipients: BTreeSet<Address> = p
