@@ -50,18 +50,8 @@ pub(super) async fn apply<S: Store>(
         }
         // Sends are stored by `store_sends`, several at a time.
         Request::Send(_) => Err(Refused::INTERNAL),
-        Request::Ack(envelope_ids) => {
-            let n = envelope_ids.len() as u64;
-            let senders = shared
-                .store
-                .ack(addr, envelope_ids, now_ms(), shared.config.receipt_limits())
-                .await?;
-            shared.metrics.acked(n);
-            for s in &senders {
-                shared.committed_for(s);
-            }
-            done(Out::Done(proto::Done {}))
-        }
+        // Acknowledgements are stored by `store_acks`, several at a time.
+        Request::Ack(_) => Err(Refused::INTERNAL),
         Request::AckReceipts(receipt_ids) => {
             shared.store.ack_receipts(addr, receipt_ids).await?;
             done(Out::Done(proto::Done {}))
@@ -336,6 +326,56 @@ async fn upload<S: Store>(
 
 /// Stores parsed sends (one store job) and writes each one's answer: `Sent` once it is
 /// durable, or the error. `false` when the connection must close.
+/// Stores consecutive `Ack` frames' ids in one store call and answers each frame (`Done`, or
+/// the store's refusal for every one). `false` when the connection must close.
+pub(super) async fn store_acks<S: Store>(
+    sink: &mut Sink,
+    shared: &Shared<S>,
+    addr: &Addr,
+    acks: Vec<(u64, Vec<u64>)>,
+) -> bool {
+    if acks.is_empty() {
+        return true;
+    }
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(acks.iter().map(|(_, v)| v.len()).sum());
+    let mut rids = Vec::with_capacity(acks.len());
+    for (rid, v) in acks {
+        ids.extend(v);
+        rids.push(rid);
+    }
+    let n = ids.len() as u64;
+    let result = shared
+        .store
+        .ack(addr, ids, now_ms(), shared.config.receipt_limits())
+        .await;
+    shared.metrics.store_latency(started.elapsed());
+    match result {
+        Ok(senders) => {
+            shared.metrics.acked(n);
+            for s in &senders {
+                shared.committed_for(s);
+            }
+            for rid in rids {
+                if !feed(sink, codec::encode_server(rid, Out::Done(proto::Done {}))).await {
+                    return false;
+                }
+            }
+            true
+        }
+        Err(e) => {
+            let r = Refused::from(e);
+            for rid in rids {
+                shared.metrics.reject(r.reason);
+                if !feed(sink, r.frame(rid)).await {
+                    return false;
+                }
+            }
+            !r.fatal
+        }
+    }
+}
+
 pub(super) async fn store_sends<S: Store>(
     sink: &mut Sink,
     shared: &Shared<S>,

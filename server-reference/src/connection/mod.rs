@@ -150,8 +150,10 @@ async fn session<S: Store>(
 /// rate limit as one frame (SPEC §14.4).
 pub(crate) const IDS_PER_TOKEN: usize = 64;
 
-/// Handles frames read together, in order. Consecutive sends are stored in one store job.
-/// `false` when the connection must close.
+/// Handles frames read together, in order. Consecutive sends are stored in one store job,
+/// and so are consecutive acknowledgements (a client acknowledging a burst of deliveries in
+/// several frames waits for one commit, not one per frame). `false` when the connection
+/// must close.
 async fn handle_frames<S: Store>(
     sink: &mut Sink,
     messages: Vec<Option<Result<Message, axum::Error>>>,
@@ -161,6 +163,7 @@ async fn handle_frames<S: Store>(
 ) -> bool {
     let limits = shared.config.request_limits();
     let mut sends = Vec::new();
+    let mut acks = Vec::new();
     for message in messages {
         let bytes = match message {
             Some(Ok(Message::Binary(b))) => b,
@@ -173,6 +176,8 @@ async fn handle_frames<S: Store>(
             }
             // Closed or failed: answer what came before, then close.
             _ => {
+                // At most one of the two runs is pending.
+                dispatch::store_acks(sink, shared, addr, std::mem::take(&mut acks)).await;
                 dispatch::store_sends(sink, shared, addr, std::mem::take(&mut sends)).await;
                 return false;
             }
@@ -225,12 +230,29 @@ async fn handle_frames<S: Store>(
             }
             continue;
         }
-        if let Request::Send(s) = request {
-            sends.push((rid, s));
-            continue;
-        }
-        // Any other request runs after the sends before it are stored.
-        if !dispatch::store_sends(sink, shared, addr, std::mem::take(&mut sends)).await {
+        // Runs of sends, and runs of acknowledgements, are stored together, each run in
+        // the order the frames came (a send after an acknowledgement runs after it).
+        let request = match request {
+            Request::Send(s) => {
+                if !dispatch::store_acks(sink, shared, addr, std::mem::take(&mut acks)).await {
+                    return false;
+                }
+                sends.push((rid, s));
+                continue;
+            }
+            Request::Ack(ids) => {
+                if !dispatch::store_sends(sink, shared, addr, std::mem::take(&mut sends)).await {
+                    return false;
+                }
+                acks.push((rid, ids));
+                continue;
+            }
+            other => other,
+        };
+        // Any other request runs after the acknowledgements and sends before it are stored.
+        if !dispatch::store_acks(sink, shared, addr, std::mem::take(&mut acks)).await
+            || !dispatch::store_sends(sink, shared, addr, std::mem::take(&mut sends)).await
+        {
             return false;
         }
         // Boxed: the largest of the request handlers' states would otherwise size every
@@ -249,5 +271,6 @@ async fn handle_frames<S: Store>(
             }
         }
     }
-    dispatch::store_sends(sink, shared, addr, sends).await
+    dispatch::store_acks(sink, shared, addr, acks).await
+        && dispatch::store_sends(sink, shared, addr, sends).await
 }
