@@ -116,7 +116,8 @@ fn receipt_frame(r: StoredReceipt) -> Vec<u8> {
 }
 
 /// Sends what was pushed into the inbox (skipping what this connection already sent from
-/// the store), then reads the store if the inbox says so.
+/// the store), then reads the store if the inbox says so, or if a pushed item follows one
+/// this connection has not sent (another writer committed it first; it is in the store).
 pub(super) async fn deliver<S: Store>(
     sink: &mut Sink,
     shared: &Shared<S>,
@@ -124,19 +125,28 @@ pub(super) async fn deliver<S: Store>(
     inbox: &Inbox,
     cursor: &mut Cursor,
 ) -> bool {
-    let (items, check_store) = inbox.take();
+    let (items, mut check_store) = inbox.take();
     for d in items {
         let bytes = match d {
             Delivery::Envelope {
                 envelope_id,
                 message,
+                after,
                 ..
             } if envelope_id > cursor.envelope => {
+                if after > cursor.envelope {
+                    check_store = true;
+                    break;
+                }
                 cursor.envelope = envelope_id;
                 shared.metrics.envelope_out();
                 envelope_frame(shared, addr, envelope_id, &message)
             }
-            Delivery::Receipt { receipt, .. } if receipt.receipt_id > cursor.receipt => {
+            Delivery::Receipt { receipt, after, .. } if receipt.receipt_id > cursor.receipt => {
+                if after > cursor.receipt {
+                    check_store = true;
+                    break;
+                }
                 cursor.receipt = receipt.receipt_id;
                 shared.metrics.receipt_out();
                 receipt_frame(receipt)

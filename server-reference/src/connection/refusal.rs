@@ -187,6 +187,17 @@ impl From<StoreError> for Refused {
                 "this identity key was removed from the user",
                 "revoked",
             ),
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error = %error_chain(&e), "store unavailable");
+                Self {
+                    retry_after_ms: 1000,
+                    ..refuse(
+                        ErrorCode::Internal,
+                        "the relay's database is unavailable; retry",
+                        "store_unavailable",
+                    )
+                }
+            }
             other => {
                 // The whole chain: "database error: <the driver's message>".
                 tracing::error!(error = %error_chain(&other), "store failure");

@@ -209,6 +209,11 @@ pub enum Delivery {
         envelope_id: u64,
         /// The message.
         message: std::sync::Arc<PushedMessage>,
+        /// The id of the envelope committed for `to` just before this one (0: none, or the
+        /// store is the only writer and pushes in commit order). A connection that has not
+        /// sent that one reads its mailbox instead: with several writers (relay nodes, or
+        /// concurrent batches) a push can arrive before an earlier commit's.
+        after: u64,
     },
     /// A new receipt for `to`, the sender of a message.
     Receipt {
@@ -216,6 +221,8 @@ pub enum Delivery {
         to: Addr,
         /// The receipt.
         receipt: StoredReceipt,
+        /// The id of the receipt committed for `to` just before this one, as for envelopes.
+        after: u64,
     },
 }
 
@@ -302,6 +309,13 @@ pub enum StoreError {
     /// The database thread is gone.
     #[error("store closed")]
     Closed,
+    /// The database could not be reached, or did not answer, in time (PostgreSQL down or
+    /// partitioned away). Nothing was written, except when a batch's `COMMIT` had been sent
+    /// and its answer did not come: then the outcome is unknown, and a send retried with the
+    /// same message id may be stored twice (recipients deduplicate by message id). The
+    /// source is the driver's or pool's error.
+    #[error("database unavailable")]
+    Unavailable(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// The reporter's user already made its most abuse reports in the last 24 hours.
     #[error("too many reports")]
     TooManyReports,
@@ -450,9 +464,11 @@ pub trait Store: Send + Sync + 'static {
     /// Every kept report, oldest first.
     fn reports(&self) -> impl Future<Output = Result<Vec<StoredReport>, StoreError>> + Send;
     /// Asks the store to call `hook` with every envelope and receipt it commits, after the
-    /// commit and in commit order, so a relay can push them to connected devices without
-    /// reading them back. `false` if this store cannot promise that order (the relay then
-    /// wakes devices to read their mailbox instead). The default is `false`.
+    /// commit, so a relay can push them to connected devices without reading them back.
+    /// Each [`Delivery`] names the id committed before it for the same device (`after`), or
+    /// 0 if the store pushes in commit order; a connection that has not sent that one reads
+    /// its mailbox instead. `false` if this store cannot push (the relay then wakes devices
+    /// to read their mailbox). The default is `false`.
     fn deliver_on_commit(&self, hook: DeliveryHook) -> bool {
         let _ = hook;
         false

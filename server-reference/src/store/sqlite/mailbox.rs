@@ -95,6 +95,8 @@ pub(super) fn store_envelope(
             to,
             envelope_id,
             message: pushed.clone(),
+            // One writer, pushing in commit order.
+            after: 0,
         })
         .collect();
     Ok((refused, deliveries))
@@ -290,6 +292,7 @@ impl<'a> ReceiptWriter<'a> {
                 message_id,
                 at_ms: now_ms,
             },
+            after: 0,
         }))
     }
 }

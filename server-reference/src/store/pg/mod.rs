@@ -1,21 +1,36 @@
 //! The PostgreSQL store: the system of record when several relay nodes share one database.
-//! Same behaviour as [`SqliteStore`](crate::SqliteStore): every operation is one
-//! transaction, committed (synchronously, PostgreSQL's default) before the relay answers.
+//! Same behaviour as [`SqliteStore`](crate::SqliteStore): nothing is answered before its
+//! transaction has committed (synchronously, PostgreSQL's default).
 //!
-//! Ordering: envelope ids come from a sequence, and a per-recipient advisory lock is held
-//! from before the ids are drawn until commit, so each device's envelopes commit in id
-//! order and a connection's cursor never skips one (acknowledgements take no such lock).
-//! Receipts get the same guarantee from an advisory lock on their owner.
+//! The hot path (sends, acknowledgements, receipt acknowledgements, presence) is committed in
+//! batches, many connections' operations in one transaction ([`batch`]); what a batch commits
+//! is pushed to this node's connections (see [`Store::deliver_on_commit`]), and NATS wakes the
+//! other nodes. The rest runs one transaction per operation.
+//!
+//! Ordering: envelope ids come from a sequence, drawn under a per-recipient advisory lock
+//! held until commit, so each device's envelopes commit in id order and a connection's cursor
+//! never skips one. Receipts get the same guarantee from an advisory lock on their owner.
+//! Mailbox usage (count, bytes, each sending user's share) and receipt-queue lengths are kept
+//! in rows written under those locks, so no send counts a mailbox.
 //! One-time prekeys are taken with `FOR UPDATE SKIP LOCKED`: concurrent fetches through
 //! different nodes hand out each key once.
+
+mod batch;
+
+use std::sync::{Arc, OnceLock};
+
+pub use self::batch::{BATCH_TIMEOUT, MAX_BATCH_BYTES, MAX_BATCH_LOCKS, MAX_BATCH_OPS};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
+use tokio::sync::{mpsc, oneshot};
+
+use self::batch::{Op, lock_key};
 use crate::store::{
-    Addr, DAY_MS, DeviceLookup, MailboxLimits, Outgoing, PrekeyCaps, PrekeyStock, PrekeyUpload,
-    ReceiptLimits, Refusals, Store, StoreError, StoredBundle, StoredEnvelope, StoredKemPrekey,
-    StoredPrekey, StoredReceipt, StoredReport,
+    Addr, DAY_MS, DeliveryHook, DeviceLookup, MailboxLimits, Outgoing, PrekeyCaps, PrekeyStock,
+    PrekeyUpload, ReceiptLimits, Refusals, Store, StoreError, StoredBundle, StoredEnvelope,
+    StoredKemPrekey, StoredPrekey, StoredReceipt, StoredReport,
 };
 
 /// Deletes every prekey of device ($1, $2).
@@ -299,6 +314,41 @@ const MIGRATIONS: &[&str] = &[
          SELECT u, d, msg, length(ct), exp_ms FROM UNNEST(k_users, k_devs) WITH ORDINALITY AS t(u, d, n) ORDER BY n;
        RETURN refused;
      END $$;",
+    // 11: batched hot path (src/store/pg/batch.rs). Mailbox usage, each sending user's share
+    // of a mailbox, and receipt-queue lengths live in rows (written under the advisory locks
+    // `hush_lock` takes), so no send counts a mailbox; a message for one recipient lives in
+    // its mailbox row; the per-operation functions go (a node of an older version stops
+    // rather than miscount: upgrading is stopping every node, then starting the new ones).
+    "CREATE TABLE mailbox_usage (user_id TEXT NOT NULL, device_id BIGINT NOT NULL,
+        count BIGINT NOT NULL, bytes BIGINT NOT NULL, last_id BIGINT NOT NULL,
+        PRIMARY KEY (user_id, device_id));
+     INSERT INTO mailbox_usage SELECT user_id, device_id, COUNT(*), SUM(size), MAX(envelope_id)
+        FROM mailbox GROUP BY 1, 2;
+     CREATE TABLE mailbox_share (user_id TEXT NOT NULL, device_id BIGINT NOT NULL,
+        sender_user TEXT NOT NULL, count BIGINT NOT NULL, bytes BIGINT NOT NULL,
+        PRIMARY KEY (user_id, device_id, sender_user));
+     INSERT INTO mailbox_share SELECT mb.user_id, mb.device_id, m.sender_user, COUNT(*), SUM(mb.size)
+        FROM mailbox mb JOIN messages m ON m.id = mb.message GROUP BY 1, 2, 3;
+     CREATE TABLE receipt_queue (user_id TEXT NOT NULL, device_id BIGINT NOT NULL,
+        count BIGINT NOT NULL, last_id BIGINT NOT NULL, PRIMARY KEY (user_id, device_id));
+     INSERT INTO receipt_queue SELECT user_id, device_id, COUNT(*), MAX(receipt_id)
+        FROM receipts GROUP BY 1, 2;
+     ALTER TABLE mailbox DROP CONSTRAINT mailbox_message_fkey;
+     ALTER TABLE mailbox ALTER COLUMN message DROP NOT NULL;
+     ALTER TABLE mailbox ADD COLUMN sender_user TEXT, ADD COLUMN sender_device BIGINT,
+        ADD COLUMN message_id BYTEA, ADD COLUMN server_ms BIGINT, ADD COLUMN ciphertext BYTEA,
+        ADD COLUMN franking BYTEA;
+     DROP INDEX mailbox_by_message;
+     DROP FUNCTION hush_enqueue(TEXT, BIGINT, BYTEA, BIGINT, BIGINT, BYTEA, TEXT[], BIGINT[],
+        BIGINT, BIGINT, BIGINT, BIGINT, BYTEA);
+     DROP FUNCTION hush_ack(TEXT, BIGINT, BIGINT[], BIGINT, BIGINT);
+     CREATE FUNCTION hush_lock(keys BIGINT[]) RETURNS VOID LANGUAGE plpgsql AS $$
+     DECLARE k BIGINT;
+     BEGIN
+       FOREACH k IN ARRAY keys LOOP
+         PERFORM pg_advisory_xact_lock(k);
+       END LOOP;
+     END $$;",
 ];
 
 fn kem_prekey(r: &tokio_postgres::Row) -> StoredKemPrekey {
@@ -312,11 +362,21 @@ fn kem_prekey(r: &tokio_postgres::Row) -> StoredKemPrekey {
 /// Key of the advisory lock that serialises migrations across nodes starting together.
 const MIGRATION_LOCK: i64 = 0x6875_7368_0001;
 
-/// The PostgreSQL store, with a connection pool.
+/// The PostgreSQL store, with a connection pool and its batchers.
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    ops: mpsc::Sender<Op>,
+    hook: Arc<OnceLock<DeliveryHook>>,
 }
+
+/// How long a connection may take to open, wait for a free pool slot, or leave data
+/// unacknowledged before the operation fails with [`StoreError::Unavailable`] or a database
+/// error (PostgreSQL down, or a network partition).
+pub const NETWORK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Operations waiting for a batch, at most.
+const QUEUE: usize = 8192;
 
 fn db(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::database(e)
@@ -340,6 +400,16 @@ impl PgStore {
         max_connections: usize,
     ) -> Result<Self, StoreError> {
         let mut config: tokio_postgres::Config = url.parse().map_err(db)?;
+        // A database that stops answering fails requests within seconds instead of holding
+        // them (a partition keeps a TCP connection open for minutes otherwise), unless the
+        // connection string says otherwise.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(NETWORK_TIMEOUT);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(NETWORK_TIMEOUT);
+        }
+        config.keepalives_idle(NETWORK_TIMEOUT);
         if let Some(s) = schema {
             if !valid_schema(s) {
                 return Err(StoreError::InvalidSchemaName);
@@ -363,10 +433,48 @@ impl PgStore {
         );
         let pool = Pool::builder(manager)
             .max_size(max_connections.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(NETWORK_TIMEOUT))
+            .create_timeout(Some(NETWORK_TIMEOUT))
+            .recycle_timeout(Some(NETWORK_TIMEOUT))
             .build()
             .map_err(db)?;
-        let store = Self { pool };
+        let (ops, queued) = mpsc::channel(QUEUE);
+        let hook = Arc::new(OnceLock::new());
+        let store = Self {
+            pool: pool.clone(),
+            ops,
+            hook: hook.clone(),
+        };
         store.migrate().await?;
+        let batcher = Arc::new(batch::Batcher {
+            pool,
+            ops: tokio::sync::Mutex::new(batch::Waiting {
+                rx: queued,
+                held: None,
+            }),
+            hook,
+        });
+        // A small pool keeps room for the reads beside the batches.
+        let batchers = if max_connections >= 4 {
+            batch::BATCHERS
+        } else {
+            1
+        };
+        for _ in 0..batchers {
+            let batcher = batcher.clone();
+            // A batcher that panicked (its callers got `Closed`) is started again.
+            tokio::spawn(async move {
+                loop {
+                    match tokio::spawn(batch::run(batcher.clone())).await {
+                        Err(e) if e.is_panic() => {
+                            tracing::error!("a PostgreSQL batcher panicked; restarting it");
+                        }
+                        _ => return,
+                    }
+                }
+            });
+        }
         Ok(store)
     }
 
@@ -436,8 +544,136 @@ impl PgStore {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool.get().await.map_err(db)
+        self.pool.get().await.map_err(unavailable)
     }
+
+    /// Queues `op` for a batch and waits for its answer.
+    async fn batched<T>(&self, op: impl FnOnce(oneshot::Sender<T>) -> Op) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.ops
+            .send(op(tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)
+    }
+}
+
+impl PgStore {
+    /// Deletes the expired envelopes and receipts of at most [`EXPIRE_CHUNK`] devices each,
+    /// keeping their counts: how many envelopes, and whether there may be more.
+    async fn expire_chunk(
+        &self,
+        now_ms: u64,
+        receipts: ReceiptLimits,
+    ) -> Result<(u64, bool), StoreError> {
+        let cutoff = ms(now_ms.saturating_sub(receipts.ttl_ms));
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db)?;
+        let devices = |rows: Vec<tokio_postgres::Row>| -> Vec<Addr> {
+            rows.iter()
+                .map(|r| Addr {
+                    user: r.get(0),
+                    device: r.get::<_, i64>(1) as u32,
+                })
+                .collect()
+        };
+        let mailboxes = devices(
+            tx.query(
+                &tx.prepare_cached(
+                    "SELECT DISTINCT user_id, device_id FROM mailbox WHERE expires_ms <= $1 LIMIT $2",
+                )
+                .await
+                .map_err(db)?,
+                &[&ms(now_ms), &EXPIRE_CHUNK],
+            )
+            .await
+            .map_err(db)?,
+        );
+        let queues = devices(
+            tx.query(
+                &tx.prepare_cached(
+                    "SELECT DISTINCT user_id, device_id FROM receipts WHERE at_ms <= $1 LIMIT $2",
+                )
+                .await
+                .map_err(db)?,
+                &[&cutoff, &EXPIRE_CHUNK],
+            )
+            .await
+            .map_err(db)?,
+        );
+        for (class, list) in [("mailbox", &mailboxes), ("receipts", &queues)] {
+            let mut keys: Vec<i64> = list.iter().map(|a| lock_key(class, a)).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            tx.execute(&tx.prepare_cached(batch::LOCK).await.map_err(db)?, &[&keys])
+                .await
+                .map_err(db)?;
+        }
+        let users: Vec<&str> = mailboxes.iter().map(|a| a.user.as_str()).collect();
+        let devs: Vec<i64> = mailboxes.iter().map(dev).collect();
+        let gone: i64 = tx
+            .query_one(
+                &tx.prepare_cached(
+                    "WITH gone AS (DELETE FROM mailbox mb USING UNNEST($2::TEXT[], $3::BIGINT[]) AS t(u, d)
+                                   WHERE mb.user_id = t.u AND mb.device_id = t.d AND mb.expires_ms <= $1
+                                   RETURNING mb.user_id, mb.device_id, mb.size,
+                                     COALESCE(mb.sender_user, (SELECT m.sender_user FROM messages m WHERE m.id = mb.message)) AS s),
+                          u AS (UPDATE mailbox_usage x SET count = x.count - g.n, bytes = x.bytes - g.b
+                                FROM (SELECT user_id, device_id, COUNT(*) AS n, SUM(size) AS b FROM gone GROUP BY 1, 2) g
+                                WHERE x.user_id = g.user_id AND x.device_id = g.device_id),
+                          s AS (UPDATE mailbox_share x SET count = x.count - g.n, bytes = x.bytes - g.b
+                                FROM (SELECT user_id, device_id, s, COUNT(*) AS n, SUM(size) AS b FROM gone GROUP BY 1, 2, 3) g
+                                WHERE x.user_id = g.user_id AND x.device_id = g.device_id AND x.sender_user = g.s)
+                     SELECT COUNT(*) FROM gone",
+                )
+                .await
+                .map_err(db)?,
+                &[&ms(now_ms), &users, &devs],
+            )
+            .await
+            .map_err(db)?
+            .get(0);
+        tx.execute(
+            &tx.prepare_cached(
+                "DELETE FROM mailbox_share x USING UNNEST($1::TEXT[], $2::BIGINT[]) AS t(u, d)
+                 WHERE x.user_id = t.u AND x.device_id = t.d AND x.count <= 0",
+            )
+            .await
+            .map_err(db)?,
+            &[&users, &devs],
+        )
+        .await
+        .map_err(db)?;
+        let users: Vec<&str> = queues.iter().map(|a| a.user.as_str()).collect();
+        let devs: Vec<i64> = queues.iter().map(dev).collect();
+        tx.execute(
+            &tx.prepare_cached(
+                "WITH gone AS (DELETE FROM receipts r USING UNNEST($2::TEXT[], $3::BIGINT[]) AS t(u, d)
+                               WHERE r.user_id = t.u AND r.device_id = t.d AND r.at_ms <= $1
+                               RETURNING r.user_id, r.device_id)
+                 UPDATE receipt_queue q SET count = q.count - g.n
+                 FROM (SELECT user_id, device_id, COUNT(*) AS n FROM gone GROUP BY 1, 2) g
+                 WHERE q.user_id = g.user_id AND q.device_id = g.device_id",
+            )
+            .await
+            .map_err(db)?,
+            &[&cutoff, &users, &devs],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        let more = mailboxes.len() as i64 == EXPIRE_CHUNK || queues.len() as i64 == EXPIRE_CHUNK;
+        Ok((gone as u64, more))
+    }
+}
+
+/// Devices whose expired envelopes (and, separately, receipts) one expiry transaction
+/// deletes.
+const EXPIRE_CHUNK: i64 = 512;
+
+/// A connection could not be had from the pool (within [`NETWORK_TIMEOUT`]).
+fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Unavailable(Arc::new(e))
 }
 
 fn dev(a: &Addr) -> i64 {
@@ -448,77 +684,13 @@ fn ms(v: u64) -> i64 {
     v.min(i64::MAX as u64) as i64
 }
 
-impl PgStore {
-    /// [`Store::enqueue`] of one [`Outgoing`], with its franking commitment.
-    async fn enqueue_out(
-        &self,
-        sender: &Addr,
-        out: Outgoing,
-        now_ms: u64,
-        limits: MailboxLimits,
-    ) -> Result<Refusals, StoreError> {
-        let recipients = &out.recipients;
-        let franking: Option<Vec<u8>> = out.franking_commitment.map(|c| c.to_vec());
-        // One round trip: the function checks each recipient, locks its mailbox (in the
-        // sorted order recipients arrive in), checks the caps, and stores for those with room
-        // (migration 8).
-        let c = self.client().await?;
-        let users: Vec<&str> = recipients.iter().map(|r| r.user.as_str()).collect();
-        let devices: Vec<i64> = recipients.iter().map(dev).collect();
-        let codes: Vec<i32> = c
-            .query_one(
-                &c.prepare_cached(
-                    "SELECT hush_enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                )
-                .await
-                .map_err(db)?,
-                &[
-                    &sender.user,
-                    &dev(sender),
-                    &out.message_id,
-                    &ms(now_ms),
-                    &ms(now_ms.saturating_add(limits.ttl_ms)),
-                    &out.ciphertext,
-                    &users,
-                    &devices,
-                    &ms(limits.max_count),
-                    &ms(limits.max_bytes),
-                    &ms(limits.sender_max_count),
-                    &ms(limits.sender_max_bytes),
-                    &franking,
-                ],
-            )
-            .await
-            .map_err(db)?
-            .get(0);
-        let nth = |i: i32| {
-            recipients
-                .get((i - 1).max(0) as usize)
-                .cloned()
-                .ok_or_else(|| {
-                    db(std::io::Error::other(
-                        "hush_enqueue returned a recipient index out of range",
-                    ))
-                })
-        };
-        let mut refused = Vec::with_capacity(codes.len());
-        for code in codes {
-            refused.push(match code {
-                i if i < 0 => return Err(StoreError::UnknownRecipient(nth(-i)?)),
-                i if i >= 2_000_000 => StoreError::SenderShareFull(nth(i - 2_000_000)?),
-                i => StoreError::MailboxFull(nth(i - 1_000_000)?),
-            });
-        }
-        if !refused.is_empty() && refused.len() == recipients.len() {
-            return Err(refused.swap_remove(0));
-        }
-        Ok(refused)
-    }
-}
-
 impl Store for PgStore {
     fn queue_depth(&self) -> usize {
-        self.pool.status().waiting
+        self.pool.status().waiting + (self.ops.max_capacity() - self.ops.capacity())
+    }
+
+    fn deliver_on_commit(&self, hook: DeliveryHook) -> bool {
+        self.hook.set(hook).is_ok()
     }
 
     async fn device(&self, addr: &Addr) -> Result<DeviceLookup, StoreError> {
@@ -650,6 +822,15 @@ impl Store for PgStore {
     async fn remove_device(&self, addr: &Addr) -> Result<bool, StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;
+        // The batches' locks, in their order: no send or acknowledgement is half-counted.
+        for class in ["mailbox", "receipts"] {
+            tx.execute(
+                &tx.prepare_cached(batch::LOCK).await.map_err(db)?,
+                &[&vec![lock_key(class, addr)]],
+            )
+            .await
+            .map_err(db)?;
+        }
         let Some(key) = tx
             .query_opt(
                 &tx.prepare_cached(
@@ -676,13 +857,12 @@ impl Store for PgStore {
         .map_err(db)?;
         // The mailbox goes; its messages lose a reference each, and those nobody else awaits
         // go too.
-        tx.execute(
+        // Shared messages' rows locked in id order, as batches lock them.
+        tx.query(
             &tx.prepare_cached(
-                "WITH gone AS (DELETE FROM mailbox WHERE user_id = $1 AND device_id = $2 RETURNING message),
-                      counted AS (SELECT message, COUNT(*) AS n FROM gone GROUP BY message),
-                      upd AS (UPDATE messages x SET refs = x.refs - counted.n FROM counted
-                              WHERE x.id = counted.message RETURNING x.id, x.refs)
-                 DELETE FROM messages WHERE id IN (SELECT id FROM upd WHERE refs <= 0)",
+                "SELECT id FROM messages WHERE id IN
+                   (SELECT message FROM mailbox WHERE user_id = $1 AND device_id = $2)
+                 ORDER BY id FOR UPDATE",
             )
             .await
             .map_err(db)?,
@@ -690,8 +870,38 @@ impl Store for PgStore {
         )
         .await
         .map_err(db)?;
+        let unreferenced: Vec<i64> = tx
+            .query(
+                &tx.prepare_cached(
+                    "WITH gone AS (DELETE FROM mailbox WHERE user_id = $1 AND device_id = $2 RETURNING message),
+                          counted AS (SELECT message, COUNT(*) AS n FROM gone WHERE message IS NOT NULL GROUP BY message)
+                     UPDATE messages x SET refs = x.refs - counted.n FROM counted
+                     WHERE x.id = counted.message RETURNING x.id, x.refs",
+                )
+                .await
+                .map_err(db)?,
+                &[&addr.user, &dev(addr)],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .filter(|r| r.get::<_, i64>(1) <= 0)
+            .map(|r| r.get(0))
+            .collect();
+        // Its own statement: one statement cannot both update and delete a row.
+        tx.execute(
+            &tx.prepare_cached("DELETE FROM messages WHERE id = ANY($1::BIGINT[])")
+                .await
+                .map_err(db)?,
+            &[&unreferenced],
+        )
+        .await
+        .map_err(db)?;
         for sql in [
             "DELETE FROM receipts WHERE user_id = $1 AND device_id = $2",
+            "DELETE FROM receipt_queue WHERE user_id = $1 AND device_id = $2",
+            "DELETE FROM mailbox_usage WHERE user_id = $1 AND device_id = $2",
+            "DELETE FROM mailbox_share WHERE user_id = $1 AND device_id = $2",
             "DELETE FROM upload_tokens WHERE user_id = $1 AND device_id = $2",
             "DELETE FROM devices WHERE user_id = $1 AND device_id = $2",
         ]
@@ -930,7 +1140,10 @@ impl Store for PgStore {
             ciphertext,
             franking_commitment: None,
         };
-        self.enqueue_out(sender, out, now_ms, limits).await
+        self.enqueue_many(sender, vec![out], now_ms, limits)
+            .await
+            .pop()
+            .unwrap_or(Err(StoreError::CommitFailed))
     }
 
     async fn enqueue_many(
@@ -940,9 +1153,36 @@ impl Store for PgStore {
         now_ms: u64,
         limits: MailboxLimits,
     ) -> Vec<Result<Refusals, StoreError>> {
+        // In parts that each fit one batch's lock and byte limits, one after another (so in
+        // order).
         let mut results = Vec::with_capacity(batch.len());
-        for out in batch {
-            results.push(self.enqueue_out(sender, out, now_ms, limits).await);
+        let mut rest = batch.into_iter().peekable();
+        while rest.peek().is_some() {
+            let (mut part, mut locks, mut bytes) = (Vec::new(), 0, 0);
+            while let Some(out) = rest.next_if(|o| {
+                part.is_empty()
+                    || (locks + o.recipients.len() <= MAX_BATCH_LOCKS
+                        && bytes + o.ciphertext.len() <= MAX_BATCH_BYTES)
+            }) {
+                locks += out.recipients.len();
+                bytes += out.ciphertext.len();
+                part.push(out);
+            }
+            let n = part.len();
+            let sender = sender.clone();
+            match self
+                .batched(|reply| Op::Enqueue {
+                    sender,
+                    batch: part,
+                    now_ms,
+                    limits,
+                    reply,
+                })
+                .await
+            {
+                Ok(r) => results.extend(r),
+                Err(e) => results.extend((0..n).map(|_| Err(e.clone()))),
+            }
         }
         results
     }
@@ -1059,8 +1299,10 @@ impl Store for PgStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                &c.prepare_cached("SELECT mb.envelope_id, m.sender_user, m.sender_device, m.message_id, m.server_ms, m.ciphertext, m.franking
-                 FROM mailbox mb JOIN messages m ON m.id = mb.message
+                &c.prepare_cached("SELECT mb.envelope_id, COALESCE(mb.sender_user, m.sender_user), COALESCE(mb.sender_device, m.sender_device),
+                        COALESCE(mb.message_id, m.message_id), COALESCE(mb.server_ms, m.server_ms),
+                        COALESCE(mb.ciphertext, m.ciphertext), COALESCE(mb.franking, m.franking)
+                 FROM mailbox mb LEFT JOIN messages m ON m.id = mb.message
                  WHERE mb.user_id = $1 AND mb.device_id = $2 AND mb.envelope_id > $3 AND mb.expires_ms > $4
                  ORDER BY mb.envelope_id LIMIT $5").await.map_err(db)?,
                 &[&addr.user, &dev(addr), &ms(after_id), &ms(now_ms), &i64::from(limit)],
@@ -1092,36 +1334,24 @@ impl Store for PgStore {
         now_ms: u64,
         limits: ReceiptLimits,
     ) -> Result<Vec<Addr>, StoreError> {
-        // One round trip (migration 4): delete this device's envelopes among `ids`, queue
-        // "delivered" receipts for their senders (within the cap), and drop messages no one
-        // else awaits.
-        let ids: Vec<i64> = envelope_ids.iter().map(|&i| ms(i)).collect();
-        let c = self.client().await?;
-        let rows = c
-            .query(
-                &c.prepare_cached("SELECT s_user, s_dev FROM hush_ack($1, $2, $3, $4, $5)")
-                    .await
-                    .map_err(db)?,
-                &[
-                    &addr.user,
-                    &dev(addr),
-                    &ids,
-                    &ms(now_ms),
-                    &ms(limits.max_queued),
-                ],
-            )
-            .await
-            .map_err(db)?;
-        let mut out: Vec<Addr> = rows
-            .iter()
-            .map(|r| Addr {
-                user: r.get(0),
-                device: r.get::<_, i64>(1) as u32,
-            })
-            .collect();
-        out.sort();
-        out.dedup();
-        Ok(out)
+        // In parts of at most half a batch's locks, one after another.
+        let mut senders = Vec::new();
+        for part in envelope_ids.chunks(MAX_BATCH_LOCKS / 2) {
+            let addr = addr.clone();
+            senders.extend(
+                self.batched(|reply| Op::Ack {
+                    addr,
+                    ids: part.to_vec(),
+                    now_ms,
+                    limits,
+                    reply,
+                })
+                .await??,
+            );
+        }
+        senders.sort();
+        senders.dedup();
+        Ok(senders)
     }
 
     async fn receipts(
@@ -1155,27 +1385,23 @@ impl Store for PgStore {
     }
 
     async fn ack_receipts(&self, addr: &Addr, receipt_ids: Vec<u64>) -> Result<(), StoreError> {
-        let ids: Vec<i64> = receipt_ids.iter().map(|&i| ms(i)).collect();
-        let c = self.client().await?;
-        c.execute(
-            &c.prepare_cached("DELETE FROM receipts WHERE receipt_id = ANY($1) AND user_id = $2 AND device_id = $3").await.map_err(db)?,
-            &[&ids, &addr.user, &dev(addr)],
-        )
-        .await
-        .map_err(db)?;
-        Ok(())
+        let addr = addr.clone();
+        self.batched(|reply| Op::AckReceipts {
+            addr,
+            ids: receipt_ids,
+            reply,
+        })
+        .await?
     }
 
     async fn touch(&self, user: &str, now_ms: u64) -> Result<(), StoreError> {
-        let c = self.client().await?;
-        c.execute(
-            &c.prepare_cached("INSERT INTO presence (user_id, last_seen_ms, hidden) VALUES ($1, $2, FALSE)
-             ON CONFLICT (user_id) DO UPDATE SET last_seen_ms = GREATEST(presence.last_seen_ms, EXCLUDED.last_seen_ms)").await.map_err(db)?,
-            &[&user, &ms(now_ms)],
-        )
-        .await
-        .map_err(db)?;
-        Ok(())
+        let user = user.to_string();
+        self.batched(|reply| Op::Touch {
+            user,
+            now_ms,
+            reply,
+        })
+        .await?
     }
 
     async fn presence(&self, user: &str) -> Result<Option<(u64, bool)>, StoreError> {
@@ -1298,16 +1524,18 @@ impl Store for PgStore {
     }
 
     async fn expire(&self, now_ms: u64, receipts: ReceiptLimits) -> Result<u64, StoreError> {
+        let mut gone = 0;
+        // Mailboxes and receipt queues, a chunk of devices per transaction, each under the
+        // batches' locks, their counts kept.
+        loop {
+            let (n, more) = self.expire_chunk(now_ms, receipts).await?;
+            gone += n;
+            if !more {
+                break;
+            }
+        }
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;
-        tx.execute(
-            &tx.prepare_cached("DELETE FROM receipts WHERE at_ms <= $1")
-                .await
-                .map_err(db)?,
-            &[&ms(now_ms.saturating_sub(receipts.ttl_ms))],
-        )
-        .await
-        .map_err(db)?;
         tx.execute(
             &tx.prepare_cached("DELETE FROM blob_usage WHERE day < $1")
                 .await
@@ -1324,17 +1552,6 @@ impl Store for PgStore {
         )
         .await
         .map_err(db)?;
-        let gone = tx
-            .query(
-                &tx.prepare_cached(
-                    "DELETE FROM mailbox WHERE expires_ms <= $1 RETURNING user_id, device_id, size",
-                )
-                .await
-                .map_err(db)?,
-                &[&ms(now_ms)],
-            )
-            .await
-            .map_err(db)?;
         tx.execute(
             &tx.prepare_cached("DELETE FROM upload_tokens WHERE expires_ms <= $1")
                 .await
@@ -1352,7 +1569,7 @@ impl Store for PgStore {
         .await
         .map_err(db)?;
         tx.commit().await.map_err(db)?;
-        Ok(gone.len() as u64)
+        Ok(gone)
     }
 
     async fn put_blob(&self, id: &str, size: u64, expires_ms: u64) -> Result<(), StoreError> {
