@@ -3,7 +3,7 @@
 //! transaction has committed (synchronously, PostgreSQL's default).
 //!
 //! The hot path (sends, acknowledgements, receipt acknowledgements, presence) is committed in
-//! batches, many connections' operations in one transaction ([`batch`]); what a batch commits
+//! batches, many connections' operations in one transaction (`batch.rs`); what a batch commits
 //! is pushed to this node's connections (see [`Store::deliver_on_commit`]), and NATS wakes the
 //! other nodes. The rest runs one transaction per operation.
 //!
