@@ -288,17 +288,26 @@ impl Peer {
     /// Starts a session with `user`'s device 1 from its bundle, unless there is one.
     pub(crate) async fn start_session(&mut self, user: &str) {
         if !self.sessions.contains_key(user) {
-            let Out::Bundle(b) = self
-                .raw
-                .call(In::FetchBundle(pr::FetchBundle {
-                    address: Some(pr::Address {
-                        user_id: user.into(),
-                        device_id: 1,
-                    }),
-                }))
-                .await
-            else {
-                panic!("no bundle")
+            // A client is connected before its first prekey upload is stored: until then
+            // the relay has no bundle for it, so ask again for a while.
+            let deadline = std::time::Instant::now() + WAIT;
+            let b = loop {
+                let answer = self
+                    .raw
+                    .call(In::FetchBundle(pr::FetchBundle {
+                        address: Some(pr::Address {
+                            user_id: user.into(),
+                            device_id: 1,
+                        }),
+                    }))
+                    .await;
+                match answer {
+                    Out::Bundle(b) => break b,
+                    other if std::time::Instant::now() >= deadline => {
+                        panic!("no bundle: {other:?}")
+                    }
+                    _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                }
             };
             let bundle = hush_sessions::PrekeyBundle::from_public_parts(
                 hush_crypto::IdentityPublicKey::from_slice(&b.identity_key).unwrap(),
