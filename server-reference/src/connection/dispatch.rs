@@ -324,8 +324,6 @@ async fn upload<S: Store>(
     Ok(shared.store.upload_prekeys(addr, upload, caps).await?)
 }
 
-/// Stores parsed sends (one store job) and writes each one's answer: `Sent` once it is
-/// durable, or the error. `false` when the connection must close.
 /// Stores consecutive `Ack` frames' ids in one store call and answers each frame (`Done`, or
 /// the store's refusal for every one). `false` when the connection must close.
 pub(super) async fn store_acks<S: Store>(
@@ -376,6 +374,8 @@ pub(super) async fn store_acks<S: Store>(
     }
 }
 
+/// Stores parsed sends (one store job) and writes each one's answer: `Sent` once it is
+/// durable, or the error. `false` when the connection must close.
 pub(super) async fn store_sends<S: Store>(
     sink: &mut Sink,
     shared: &Shared<S>,
