@@ -129,6 +129,12 @@ pub struct Config {
     pub presence_grant_ttl: Duration,
     /// A user is online if active within this window. Default 60 s.
     pub online_window: Duration,
+    /// A connection records its user's activity at authentication and then at most this
+    /// often, on the first frame after each interval: presence costs a database write per
+    /// interval per connected device, never one per frame. At most `online_window` (an
+    /// active user would otherwise look offline), at least 1 ms. Default 10 s; a large
+    /// deployment trades presence precision for writes here (DEPLOYMENT §7).
+    pub presence_interval: Duration,
     /// Below this many one-time prekeys, or one-time KEM prekeys, a device is told to refill.
     /// Default 20.
     pub prekey_low_watermark: u64,
@@ -223,6 +229,9 @@ impl Config {
         if self.receipt_max_queued == 0 {
             return bad("receipt_max_queued must be at least 1");
         }
+        if self.presence_interval.is_zero() || self.presence_interval > self.online_window {
+            return bad("presence_interval must be more than 0 and at most online_window");
+        }
         Ok(())
     }
 }
@@ -255,6 +264,7 @@ impl Default for Config {
             device_rate: RateLimit::per_second(200),
             ip_rate: RateLimit::per_second(1000),
             online_window: Duration::from_secs(60),
+            presence_interval: Duration::from_secs(10),
             presence_grant_ttl: Duration::from_secs(30 * 24 * 3600),
             prekey_low_watermark: 20,
             max_prekeys_per_upload: 500,
@@ -598,4 +608,24 @@ pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `presence_interval` at its bounds: more than zero, at most `online_window`.
+    #[test]
+    fn presence_interval_bounds() {
+        let with = |ms: u64| Config {
+            presence_interval: Duration::from_millis(ms),
+            ..Config::default()
+        };
+        assert!(Config::default().validate().is_ok());
+        assert!(with(0).validate().is_err());
+        assert!(with(1).validate().is_ok());
+        let window = Config::default().online_window.as_millis() as u64;
+        assert!(with(window).validate().is_ok());
+        assert!(with(window + 1).validate().is_err());
+    }
 }

@@ -839,6 +839,46 @@ async fn presence_online_last_seen_and_hidden(b: Backend) {
     relay.stop().await;
 }
 
+/// Presence is written at authentication and then once per `presence_interval`, on the
+/// first frame after it: a frame within the interval writes nothing (the user's last-seen
+/// time does not move), the first one after it does.
+async fn presence_is_written_once_per_interval(b: Backend) {
+    let interval = Duration::from_secs(2);
+    let relay = start(b.db("presence-interval").await, |c| {
+        c.presence_interval = interval;
+    })
+    .await;
+    let (mut bob, _) = registered(&relay, "bob").await;
+    let written_at = std::time::Instant::now();
+    let last_seen = |out: Out| match out {
+        Out::Presence(p) => p.last_seen_ms,
+        other => panic!("{other:?}"),
+    };
+    let ask = || {
+        In::Presence(proto::PresenceQuery {
+            user_id: "bob".into(),
+        })
+    };
+    let at_auth = last_seen(bob.call(ask()).await);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let within = last_seen(bob.call(ask()).await);
+    assert!(
+        written_at.elapsed() < interval,
+        "the machine stalled for the whole interval; the test cannot tell"
+    );
+    assert_eq!(
+        within, at_auth,
+        "a frame within the interval wrote presence"
+    );
+    tokio::time::sleep(interval).await;
+    let after = last_seen(bob.call(ask()).await);
+    assert!(
+        after > at_auth,
+        "the first frame after the interval did not"
+    );
+    relay.stop().await;
+}
+
 async fn database_holds_no_plaintext(b: Backend) {
     use hush_sessions::{OneTimePrekey, PrekeyBundle, Session, SignedPrekey};
     let relay = start(b.db("scan").await, |_| {}).await;
@@ -1665,6 +1705,7 @@ on_both_backends!(
     multi_recipient_limits_and_errors,
     rate_limit_answers_retry_after_and_spares_others,
     presence_online_last_seen_and_hidden,
+    presence_is_written_once_per_interval,
     database_holds_no_plaintext,
     health_and_metrics,
     attachment_blobs,

@@ -104,7 +104,7 @@ async fn session<S: Store>(
                 {
                     messages.push(next);
                 }
-                if last_touch.elapsed().as_secs() >= 10 {
+                if last_touch.elapsed() >= shared.config.presence_interval {
                     let _ = shared.store.touch(&addr.user, now_ms()).await;
                     last_touch = Instant::now();
                 }
