@@ -131,9 +131,10 @@ pub struct Config {
     pub online_window: Duration,
     /// A connection records its user's activity at authentication and then at most this
     /// often, on the first frame after each interval: presence costs a database write per
-    /// interval per connected device, never one per frame. At most `online_window` (an
-    /// active user would otherwise look offline), at least 1 ms. Default 10 s; a large
-    /// deployment trades presence precision for writes here (DEPLOYMENT §7).
+    /// interval per connected device, never one per frame. More than zero; a value over
+    /// `online_window` counts as `online_window` (an active user would otherwise look
+    /// offline). Default 10 s; a large deployment trades presence precision for writes here
+    /// (DEPLOYMENT §7).
     pub presence_interval: Duration,
     /// Below this many one-time prekeys, or one-time KEM prekeys, a device is told to refill.
     /// Default 20.
@@ -210,9 +211,16 @@ impl Config {
         }
     }
 
+    /// How often a connection writes its user's activity: `presence_interval`, at most
+    /// `online_window`.
+    pub fn presence_every(&self) -> Duration {
+        self.presence_interval.min(self.online_window)
+    }
+
     /// Checks the settings that have bounds: a rate of at least one per second, at least
     /// one device per user and at most
-    /// [`MAX_DEVICES_PER_USER`](hush_relay_protocol::limits::MAX_DEVICES_PER_USER).
+    /// [`MAX_DEVICES_PER_USER`](hush_relay_protocol::limits::MAX_DEVICES_PER_USER), and a
+    /// presence interval of more than zero.
     pub fn validate(&self) -> Result<(), RelayError> {
         let bad = |what: &str| Err(RelayError::Config(what.to_string()));
         if !(self.device_rate.per_second >= 1.0 && self.device_rate.burst >= 1.0) {
@@ -229,8 +237,8 @@ impl Config {
         if self.receipt_max_queued == 0 {
             return bad("receipt_max_queued must be at least 1");
         }
-        if self.presence_interval.is_zero() || self.presence_interval > self.online_window {
-            return bad("presence_interval must be more than 0 and at most online_window");
+        if self.presence_interval.is_zero() {
+            return bad("presence_interval must be more than 0");
         }
         Ok(())
     }
@@ -614,7 +622,8 @@ pub(crate) fn now_ms() -> u64 {
 mod tests {
     use super::*;
 
-    /// `presence_interval` at its bounds: more than zero, at most `online_window`.
+    /// `presence_interval` at its bounds: more than zero; past `online_window` it is valid
+    /// and counts as the window ([`Config::presence_every`]).
     #[test]
     fn presence_interval_bounds() {
         let with = |ms: u64| Config {
@@ -625,7 +634,15 @@ mod tests {
         assert!(with(0).validate().is_err());
         assert!(with(1).validate().is_ok());
         let window = Config::default().online_window.as_millis() as u64;
-        assert!(with(window).validate().is_ok());
-        assert!(with(window + 1).validate().is_err());
+        assert_eq!(with(window).presence_every(), Duration::from_millis(window));
+        assert_eq!(
+            with(window + 1).presence_every(),
+            Duration::from_millis(window)
+        );
+        assert!(with(window + 1).validate().is_ok());
+        assert_eq!(
+            with(window - 1).presence_every(),
+            Duration::from_millis(window - 1)
+        );
     }
 }

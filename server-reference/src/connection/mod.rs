@@ -104,7 +104,7 @@ async fn session<S: Store>(
                 {
                     messages.push(next);
                 }
-                if last_touch.elapsed() >= shared.config.presence_interval {
+                if last_touch.elapsed() >= shared.config.presence_every() {
                     let _ = shared.store.touch(&addr.user, now_ms()).await;
                     last_touch = Instant::now();
                 }
