@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::{Config, PgStore, RateLimit, Redacted, Relay, SqliteStore, Store, TlsFiles};
+use crate::{
+    Config, PgStore, RateLimit, Redacted, Relay, ShardedPgStore, SqliteStore, Store, TlsFiles,
+};
 use serde::Deserialize;
 
 /// The relay's settings as command-line flags (each also read from a `HUSH_*` environment
@@ -75,6 +77,11 @@ pub struct RelayArgs {
     /// several relay nodes may share it [default: none].
     #[arg(long, env = "HUSH_POSTGRES")]
     pub postgres: Option<Redacted<String>>,
+    /// Another PostgreSQL database (shard) for users' state, after --postgres (shard 0);
+    /// repeat for more, in the same order on every node (docs/DEPLOYMENT.md, "Sharding")
+    /// [default: none].
+    #[arg(long = "pg-shard", value_name = "URL")]
+    pub pg_shards: Vec<Redacted<String>>,
     /// PostgreSQL schema for the relay's tables, created if absent [default: the
     /// connection's search path].
     #[arg(long, env = "HUSH_PG_SCHEMA")]
@@ -115,6 +122,7 @@ struct FileSettings {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     postgres: Option<Redacted<String>>,
+    pg_shards: Option<Vec<Redacted<String>>>,
     pg_schema: Option<String>,
     pg_pool: Option<usize>,
     nats: Option<String>,
@@ -131,6 +139,8 @@ pub enum Backend {
     Postgres {
         /// Connection URL (its `Debug` is redacted: it may hold a password).
         url: Redacted<String>,
+        /// More shards after `url` (shard 0), in order; empty for one database.
+        shards: Vec<Redacted<String>>,
         /// Schema for the tables.
         schema: Option<String>,
         /// Most pooled connections.
@@ -217,9 +227,18 @@ pub fn settings(args: RelayArgs) -> Result<(Config, Backend), String> {
         ..d
     };
     config.validate().map_err(|e| e.to_string())?;
+    let shards = if args.pg_shards.is_empty() {
+        file.pg_shards.unwrap_or_default()
+    } else {
+        args.pg_shards
+    };
+    if !shards.is_empty() && postgres.is_none() {
+        return Err("pg_shard needs postgres (shard 0)".into());
+    }
     let backend = match postgres {
         Some(url) => Backend::Postgres {
             url,
+            shards,
             schema: args.pg_schema.or(file.pg_schema),
             pool: args.pg_pool.or(file.pg_pool).unwrap_or(16),
         },
@@ -256,8 +275,17 @@ pub async fn run(args: RelayArgs) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Backend::Postgres { url, schema, pool } => {
-            match PgStore::connect(&url, schema.as_deref(), pool).await {
+        Backend::Postgres {
+            url,
+            shards,
+            schema,
+            pool,
+        } if !shards.is_empty() => {
+            let urls: Vec<&str> = std::iter::once(&url)
+                .chain(&shards)
+                .map(|u| u.as_str())
+                .collect();
+            match ShardedPgStore::connect(&urls, schema.as_deref(), pool).await {
                 Ok(store) if list_reports => print_reports(&store).await,
                 Ok(store) => serve(config, store).await,
                 Err(e) => {
@@ -266,6 +294,16 @@ pub async fn run(args: RelayArgs) -> ExitCode {
                 }
             }
         }
+        Backend::Postgres {
+            url, schema, pool, ..
+        } => match PgStore::connect(&url, schema.as_deref(), pool).await {
+            Ok(store) if list_reports => print_reports(&store).await,
+            Ok(store) => serve(config, store).await,
+            Err(e) => {
+                eprintln!("hush-relay: PostgreSQL: {}", crate::store::error_chain(&e));
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

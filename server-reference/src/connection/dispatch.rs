@@ -436,7 +436,10 @@ pub(super) async fn store_sends<S: Store>(
             Ok(full) => {
                 let mut refused = Vec::with_capacity(full.len());
                 for e in full {
-                    if let StoreError::MailboxFull(a) | StoreError::SenderShareFull(a) = &e {
+                    if let StoreError::MailboxFull(a)
+                    | StoreError::SenderShareFull(a)
+                    | StoreError::RecipientUnavailable(a) = &e
+                    {
                         refused.push(a.clone());
                     }
                     shared.metrics.reject(Refused::from(e).reason);

@@ -187,6 +187,14 @@ impl From<StoreError> for Refused {
                 "this identity key was removed from the user",
                 "revoked",
             ),
+            StoreError::RecipientUnavailable(_) => Self {
+                retry_after_ms: 1000,
+                ..refuse(
+                    ErrorCode::Internal,
+                    "a recipient's database is unavailable; retry",
+                    "recipient_unavailable",
+                )
+            },
             StoreError::Unavailable(_) => {
                 tracing::warn!(error = %error_chain(&e), "store unavailable");
                 Self {

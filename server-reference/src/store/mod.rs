@@ -178,8 +178,9 @@ pub struct Outgoing {
 }
 
 /// The recipients an envelope was not stored for because their mailbox (or the sender's
-/// share of it) was full: [`StoreError::MailboxFull`] or [`StoreError::SenderShareFull`],
-/// in recipient order. Empty when it was stored for every recipient.
+/// share of it) was full: [`StoreError::MailboxFull`] or [`StoreError::SenderShareFull`]
+/// (or, on a sharded store, their shard failed: [`StoreError::RecipientUnavailable`]), in
+/// recipient order. Empty when it was stored for every recipient.
 pub type Refusals = Vec<StoreError>;
 
 /// A stored message as it is pushed: shared by every recipient of a multi-recipient send.
@@ -319,6 +320,11 @@ pub enum StoreError {
     /// The reporter's user already made its most abuse reports in the last 24 hours.
     #[error("too many reports")]
     TooManyReports,
+    /// As a refusal ([`Refusals`]) on a sharded store: the shard that holds this recipient
+    /// failed, so the envelope was stored for the other recipients but not for this one
+    /// (the sender sends it again later).
+    #[error("recipient's shard unavailable")]
+    RecipientUnavailable(Addr),
 }
 
 impl StoreError {
@@ -364,8 +370,8 @@ pub enum DeviceLookup {
     Unknown(Vec<(u32, Vec<u8>)>),
 }
 
-/// What the protocol layer needs from storage. Implemented by [`SqliteStore`]; a PostgreSQL
-/// implementation provides the same operations.
+/// What the protocol layer needs from storage. Implemented by [`SqliteStore`],
+/// [`PgStore`](pg::PgStore) and [`ShardedPgStore`](pg::ShardedPgStore).
 pub trait Store: Send + Sync + 'static {
     /// Looks up a device.
     fn device(&self, addr: &Addr) -> impl Future<Output = Result<DeviceLookup, StoreError>> + Send;

@@ -80,13 +80,20 @@ pub(super) enum Op {
         limits: MailboxLimits,
         reply: oneshot::Sender<Vec<Result<Refusals, StoreError>>>,
     },
-    /// [`Store::ack`](crate::store::Store::ack).
+    /// [`Store::ack`](crate::store::Store::ack); also answers the receipts it could not
+    /// queue because their owner is not registered in this database ([`Unplaced`]).
     Ack {
         addr: Addr,
         ids: Vec<u64>,
         now_ms: u64,
         limits: ReceiptLimits,
-        reply: oneshot::Sender<Result<Vec<Addr>, StoreError>>,
+        reply: oneshot::Sender<Result<Acknowledged, StoreError>>,
+    },
+    /// Queues receipts made on another shard (dropped for owners not registered here).
+    Receipts {
+        list: Vec<Unplaced>,
+        limits: ReceiptLimits,
+        reply: oneshot::Sender<Result<(), StoreError>>,
     },
     /// [`Store::ack_receipts`](crate::store::Store::ack_receipts).
     AckReceipts {
@@ -109,6 +116,7 @@ impl Op {
             Self::Enqueue { batch, .. } => batch.iter().map(|o| o.recipients.len()).sum(),
             Self::Ack { ids, .. } => 1 + ids.len(),
             Self::AckReceipts { .. } => 1,
+            Self::Receipts { list, .. } => list.len(),
             Self::Touch { .. } => 0,
         }
     }
@@ -129,7 +137,9 @@ impl Op {
             Self::Ack { reply, .. } => {
                 let _ = reply.send(Err(e.clone()));
             }
-            Self::AckReceipts { reply, .. } | Self::Touch { reply, .. } => {
+            Self::AckReceipts { reply, .. }
+            | Self::Touch { reply, .. }
+            | Self::Receipts { reply, .. } => {
                 let _ = reply.send(Err(e.clone()));
             }
         }
@@ -140,10 +150,15 @@ impl Op {
             (Self::Enqueue { reply, .. }, Answer::Enqueue(r)) => {
                 let _ = reply.send(r);
             }
-            (Self::Ack { reply, .. }, Answer::Ack(senders)) => {
-                let _ = reply.send(Ok(senders));
+            (Self::Ack { reply, .. }, Answer::Ack(senders, unplaced)) => {
+                let _ = reply.send(Ok((senders, unplaced)));
             }
-            (Self::AckReceipts { reply, .. } | Self::Touch { reply, .. }, _) => {
+            (
+                Self::AckReceipts { reply, .. }
+                | Self::Touch { reply, .. }
+                | Self::Receipts { reply, .. },
+                _,
+            ) => {
                 let _ = reply.send(Ok(()));
             }
             (op, _) => op.fail(&StoreError::CommitFailed),
@@ -153,8 +168,27 @@ impl Op {
 
 enum Answer {
     Enqueue(Vec<Result<Refusals, StoreError>>),
-    Ack(Vec<Addr>),
+    Ack(Vec<Addr>, Vec<Unplaced>),
     Done,
+}
+
+/// What an acknowledgement answers: the senders to wake, and the receipts for senders not
+/// registered in this database.
+pub(crate) type Acknowledged = (Vec<Addr>, Vec<Unplaced>);
+
+/// A "delivered" receipt an acknowledgement made for a sender not registered in this
+/// database: on a sharded relay, one whose sender lives on another shard (which queues it
+/// with [`Op::Receipts`]).
+#[derive(Clone, Debug)]
+pub(crate) struct Unplaced {
+    /// The sender of the acknowledged envelope, who gets the receipt.
+    pub(crate) owner: Addr,
+    /// The device that acknowledged it.
+    pub(crate) recipient: Addr,
+    /// The envelope's message id.
+    pub(crate) message_id: Vec<u8>,
+    /// When it was acknowledged (ms since the Unix epoch).
+    pub(crate) at_ms: u64,
 }
 
 /// What the batchers share: the queue of operations, the pool, the delivery hook.
@@ -352,6 +386,7 @@ const ACK_RECEIPTS: &str = "DELETE FROM receipts r USING UNNEST($1::TEXT[], $2::
  RETURNING r.user_id, r.device_id";
 const QUEUES: &str = "SELECT t.n, COALESCE(q.count, 0), COALESCE(q.last_id, 0)
  FROM UNNEST($1::TEXT[], $2::BIGINT[]) WITH ORDINALITY AS t(uid, did, n)
+ JOIN devices d ON d.user_id = t.uid AND d.device_id = t.did
  LEFT JOIN receipt_queue q ON q.user_id = t.uid AND q.device_id = t.did";
 const IDS: &str =
     "SELECT ARRAY(SELECT nextval('messages_id_seq') FROM generate_series(1, $1::BIGINT)),
@@ -594,14 +629,22 @@ async fn transaction(
     // most one receipt per acknowledged envelope).
     let mut owners: BTreeSet<&Addr> = acked.iter().map(|a| &a.sender).collect();
     let (mut r_users, mut r_devices, mut r_ids) = (vec![], vec![], vec![]);
+    let mut forwarded = 0;
     for op in ops {
-        if let Op::AckReceipts { addr, ids, .. } = op {
-            for &id in ids {
-                owners.insert(addr);
-                r_users.push(addr.user.as_str());
-                r_devices.push(dev(addr));
-                r_ids.push(ms(id));
+        match op {
+            Op::AckReceipts { addr, ids, .. } => {
+                for &id in ids {
+                    owners.insert(addr);
+                    r_users.push(addr.user.as_str());
+                    r_devices.push(dev(addr));
+                    r_ids.push(ms(id));
+                }
             }
+            Op::Receipts { list, .. } => {
+                owners.extend(list.iter().map(|u| &u.owner));
+                forwarded += list.len();
+            }
+            _ => {}
         }
     }
     let owners: Vec<&Addr> = owners.into_iter().collect();
@@ -610,7 +653,7 @@ async fn transaction(
     let o_devices: Vec<i64> = owners.iter().map(|a| dev(a)).collect();
     let shared_messages = stored.iter().filter(|s| s.to.len() > 1).count() as i64;
     let entries: i64 = stored.iter().map(|s| s.to.len() as i64).sum();
-    let receipt_bound = acked.len() as i64;
+    let receipt_bound = (acked.len() + forwarded) as i64;
     let [lock, ack_receipts_st, queues_st, ids_st] = prepare(
         tx,
         [
@@ -671,6 +714,36 @@ async fn transaction(
     let mut receipts_after: Vec<u64> = Vec::new();
     let mut unreferenced: HashMap<i64, (i64, i64)> = HashMap::new();
     let mut next_receipt = receipt_ids.into_iter();
+    // Queues one receipt for `owner`, within its queue's cap; `false` if `owner` has no
+    // queue here (not registered in this database).
+    let mut place = |owner: &Addr, recipient: &Addr, message_id: &[u8], at_ms: u64, max: u64| {
+        let Some((&owner, q)) = queues.get_key_value(owner) else {
+            return false;
+        };
+        let mut q = *q;
+        if q.count < max {
+            let id = next_receipt.next().unwrap_or_default() as u64;
+            q.count += 1;
+            let after = q.last_id;
+            q.last_id = id;
+            queues.insert(owner, q);
+            let d = queue_delta.entry(owner).or_default();
+            d.count += 1;
+            d.last_id = id as i64;
+            receipts.push((
+                owner,
+                StoredReceipt {
+                    receipt_id: id,
+                    read: false,
+                    recipient: recipient.clone(),
+                    message_id: message_id.to_vec(),
+                    at_ms,
+                },
+            ));
+            receipts_after.push(after);
+        }
+        true
+    };
     let mut acked_rows = acked.iter().peekable();
     for (i, op) in ops.iter().enumerate() {
         match op {
@@ -681,38 +754,34 @@ async fn transaction(
                 ..
             } => {
                 let mut senders = BTreeSet::new();
+                let mut unplaced = Vec::new();
                 while let Some(a) = acked_rows.next_if(|a| a.op == i) {
                     if let Some(m) = a.message {
                         unreferenced.entry(m).or_insert((a.refs, 0)).1 += 1;
                     }
                     senders.insert(a.sender.clone());
-                    let Some((&owner, q)) = queues.get_key_value(&a.sender) else {
-                        continue;
-                    };
-                    let mut q = *q;
-                    if q.count < limits.max_queued {
-                        let id = next_receipt.next().unwrap_or_default() as u64;
-                        q.count += 1;
-                        let after = q.last_id;
-                        q.last_id = id;
-                        queues.insert(owner, q);
-                        let d = queue_delta.entry(owner).or_default();
-                        d.count += 1;
-                        d.last_id = id as i64;
-                        receipts.push((
-                            owner,
-                            StoredReceipt {
-                                receipt_id: id,
-                                read: false,
-                                recipient: addr.clone(),
-                                message_id: a.message_id.clone(),
-                                at_ms: *now_ms,
-                            },
-                        ));
-                        receipts_after.push(after);
+                    if !place(&a.sender, addr, &a.message_id, *now_ms, limits.max_queued) {
+                        unplaced.push(Unplaced {
+                            owner: a.sender.clone(),
+                            recipient: addr.clone(),
+                            message_id: a.message_id.clone(),
+                            at_ms: *now_ms,
+                        });
                     }
                 }
-                answers[i] = Some(Answer::Ack(senders.into_iter().collect()));
+                answers[i] = Some(Answer::Ack(senders.into_iter().collect(), unplaced));
+            }
+            Op::Receipts { list, limits, .. } => {
+                for u in list {
+                    place(
+                        &u.owner,
+                        &u.recipient,
+                        &u.message_id,
+                        u.at_ms,
+                        limits.max_queued,
+                    );
+                }
+                answers[i] = Some(Answer::Done);
             }
             Op::AckReceipts { .. } | Op::Touch { .. } => answers[i] = Some(Answer::Done),
             Op::Enqueue { .. } => {}

@@ -16,16 +16,19 @@
 //! different nodes hand out each key once.
 
 mod batch;
+mod shards;
 
 use std::sync::{Arc, OnceLock};
 
 pub use self::batch::{BATCH_TIMEOUT, MAX_BATCH_BYTES, MAX_BATCH_LOCKS, MAX_BATCH_OPS};
+pub use self::shards::{MAX_SHARDS, ShardedPgStore, shard_of};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 use tokio::sync::{mpsc, oneshot};
 
+pub(crate) use self::batch::Unplaced;
 use self::batch::{Op, lock_key};
 use crate::store::{
     Addr, DAY_MS, DeliveryHook, DeviceLookup, MailboxLimits, Outgoing, PrekeyCaps, PrekeyStock,
@@ -349,6 +352,22 @@ const MIGRATIONS: &[&str] = &[
          PERFORM pg_advisory_xact_lock(k);
        END LOOP;
      END $$;",
+    // 12: the shard of a user, as `shard_of` computes it, for resharding by hand.
+    "CREATE FUNCTION hush_shard(u TEXT, shards INT) RETURNS INT
+     LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+     DECLARE h BYTEA := sha256(convert_to('hush shard v1' || u, 'UTF8'));
+       k NUMERIC := 0; b BIGINT := -1; j BIGINT := 0; i INT;
+     BEGIN
+       FOR i IN 0 .. 7 LOOP
+         k := k * 256 + get_byte(h, i);
+       END LOOP;
+       WHILE j < shards LOOP
+         b := j;
+         k := mod(k * 2862933555777941757 + 1, 18446744073709551616);
+         j := div((b + 1) * 2147483648, div(k, 8589934592) + 1);
+       END LOOP;
+       RETURN greatest(b, 0);
+     END $$;",
 ];
 
 fn kem_prekey(r: &tokio_postgres::Row) -> StoredKemPrekey {
@@ -378,8 +397,37 @@ pub const NETWORK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// Operations waiting for a batch, at most.
 const QUEUE: usize = 8192;
 
+/// A driver's error as a [`StoreError`]: [`StoreError::Unavailable`] when the server is
+/// gone or going (the connection closed or failed, or the server shutting down or starting
+/// up), so the caller is told to retry; [`StoreError::Database`] otherwise.
 fn db(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::database(e)
+    let gone = (&e as &(dyn std::error::Error + 'static))
+        .downcast_ref::<tokio_postgres::Error>()
+        .is_some_and(|pg| {
+            use tokio_postgres::error::SqlState;
+            match pg.code() {
+                Some(code) => {
+                    code.code().starts_with("08")
+                        || [
+                            SqlState::ADMIN_SHUTDOWN,
+                            SqlState::CRASH_SHUTDOWN,
+                            SqlState::CANNOT_CONNECT_NOW,
+                        ]
+                        .contains(code)
+                }
+                // No SQLSTATE: the connection itself failed (closed, or an I/O error).
+                None => {
+                    pg.is_closed()
+                        || std::error::Error::source(pg)
+                            .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some())
+                }
+            }
+        });
+    if gone {
+        StoreError::Unavailable(Arc::new(e))
+    } else {
+        StoreError::database(e)
+    }
 }
 
 fn valid_schema(s: &str) -> bool {
@@ -555,6 +603,56 @@ impl PgStore {
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)
+    }
+
+    /// [`Store::ack`], also answering the receipts it made for senders not registered in
+    /// this database (on a sharded relay, senders on other shards).
+    pub(crate) async fn ack_placing(
+        &self,
+        addr: &Addr,
+        envelope_ids: Vec<u64>,
+        now_ms: u64,
+        limits: ReceiptLimits,
+    ) -> Result<(Vec<Addr>, Vec<Unplaced>), StoreError> {
+        // In parts of at most half a batch's locks, one after another.
+        let (mut senders, mut unplaced) = (Vec::new(), Vec::new());
+        for part in envelope_ids.chunks(MAX_BATCH_LOCKS / 2) {
+            let addr = addr.clone();
+            let (s, u) = self
+                .batched(|reply| Op::Ack {
+                    addr,
+                    ids: part.to_vec(),
+                    now_ms,
+                    limits,
+                    reply,
+                })
+                .await??;
+            senders.extend(s);
+            unplaced.extend(u);
+        }
+        senders.sort();
+        senders.dedup();
+        Ok((senders, unplaced))
+    }
+
+    /// Queues receipts made on another shard, within each owner's cap (dropped for owners
+    /// not registered here).
+    pub(crate) async fn queue_receipts(
+        &self,
+        list: Vec<Unplaced>,
+        limits: ReceiptLimits,
+    ) -> Result<(), StoreError> {
+        let mut rest = list.into_iter().peekable();
+        while rest.peek().is_some() {
+            let part: Vec<Unplaced> = rest.by_ref().take(MAX_BATCH_LOCKS / 2).collect();
+            self.batched(|reply| Op::Receipts {
+                list: part,
+                limits,
+                reply,
+            })
+            .await??;
+        }
+        Ok(())
     }
 }
 
@@ -1334,24 +1432,11 @@ impl Store for PgStore {
         now_ms: u64,
         limits: ReceiptLimits,
     ) -> Result<Vec<Addr>, StoreError> {
-        // In parts of at most half a batch's locks, one after another.
-        let mut senders = Vec::new();
-        for part in envelope_ids.chunks(MAX_BATCH_LOCKS / 2) {
-            let addr = addr.clone();
-            senders.extend(
-                self.batched(|reply| Op::Ack {
-                    addr,
-                    ids: part.to_vec(),
-                    now_ms,
-                    limits,
-                    reply,
-                })
-                .await??,
-            );
-        }
-        senders.sort();
-        senders.dedup();
-        Ok(senders)
+        // Receipts for senders not registered here (removed devices) are not queued.
+        Ok(self
+            .ack_placing(addr, envelope_ids, now_ms, limits)
+            .await?
+            .0)
     }
 
     async fn receipts(

@@ -1,0 +1,538 @@
+//! Sharding: users' state on several PostgreSQL databases (shards), each possibly its own
+//! server, routed by user id ([`shard_of`]).
+//!
+//! A user's devices, prekeys, mailboxes, receipt queues, presence and the presence grants
+//! it gives live on its shard. What belongs to no user (the franking key, abuse reports,
+//! blobs, upload tokens and blob quotas) lives on shard 0. Each shard is a [`PgStore`] with
+//! its own pool, batchers and migrations; each keeps every promise of one database for its
+//! own users.
+//!
+//! Across shards:
+//! - a send whose recipients live on several shards is stored on each shard in that shard's
+//!   own transaction, all at once: all-or-nothing per shard, not across shards
+//!   ([`ShardedPgStore::enqueue_many`] says what the sender is told);
+//! - a "delivered" receipt for a sender on another shard is queued there after the
+//!   acknowledgement commits on the recipient's shard; if the sender's shard fails at that
+//!   moment the receipt is lost (logged), never the acknowledgement.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+
+use super::{PgStore, Unplaced};
+use crate::store::{
+    Addr, DeliveryHook, DeviceLookup, MailboxLimits, Outgoing, PrekeyCaps, PrekeyStock,
+    PrekeyUpload, ReceiptLimits, Refusals, Store, StoreError, StoredBundle, StoredEnvelope,
+    StoredReceipt, StoredReport,
+};
+
+/// Most shards a relay may use.
+pub const MAX_SHARDS: usize = 1024;
+
+/// The shard (`0 .. shards`) that holds `user`: the first 8 bytes of
+/// `SHA-256("hush shard v1" ‖ user)`, big-endian, as the key of a jump consistent hash
+/// (Lamping and Veach, 2014) over `shards` buckets, in integer arithmetic:
+///
+/// ```text
+/// b = -1, j = 0
+/// while j < shards:
+///     b = j
+///     key = key × 2862933555777941757 + 1   (mod 2^64)
+///     j = ⌊(b + 1) × 2^31 / (⌊key / 2^33⌋ + 1)⌋
+/// return b
+/// ```
+///
+/// Going from `n` shards to `n + 1` moves about `1 / (n + 1)` of the users, each to the new
+/// shard, and no user between old shards. Migration 12 defines the same function in SQL,
+/// `hush_shard(user_id, shards)`, for resharding (docs/DEPLOYMENT.md).
+pub fn shard_of(user: &str, shards: usize) -> usize {
+    let digest = hush_crypto::hash::sha256(&[b"hush shard v1", user.as_bytes()]);
+    let mut key = u64::from_be_bytes(
+        digest[..8]
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("a SHA-256 digest has 32 bytes")),
+    );
+    let (mut b, mut j): (i64, i64) = (-1, 0);
+    while j < shards as i64 {
+        b = j;
+        key = key.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
+        j = (((b + 1) as u128) << 31).div_euclid(u128::from(key >> 33) + 1) as i64;
+    }
+    b.max(0) as usize
+}
+
+/// The PostgreSQL store over several databases, routed by user id (see the module
+/// documentation). With one shard it behaves as that shard's [`PgStore`].
+#[derive(Clone)]
+pub struct ShardedPgStore {
+    shards: Arc<[PgStore]>,
+}
+
+impl ShardedPgStore {
+    /// Connects to every shard (in this order: a user's shard depends on the list's length
+    /// and order, so every node must be given the same list), each with a pool of at most
+    /// `max_connections` and the tables in `schema` if given, and applies pending
+    /// migrations on each.
+    pub async fn connect(
+        urls: &[&str],
+        schema: Option<&str>,
+        max_connections: usize,
+    ) -> Result<Self, StoreError> {
+        if urls.is_empty() || urls.len() > MAX_SHARDS {
+            return Err(StoreError::database(std::io::Error::other(format!(
+                "a sharded store needs 1 to {MAX_SHARDS} databases"
+            ))));
+        }
+        let mut shards = Vec::with_capacity(urls.len());
+        for url in urls {
+            shards.push(PgStore::connect(url, schema, max_connections).await?);
+        }
+        Ok(Self::from_shards(shards))
+    }
+
+    /// A sharded store over stores already connected, shard 0 first.
+    pub fn from_shards(shards: Vec<PgStore>) -> Self {
+        Self {
+            shards: shards.into(),
+        }
+    }
+
+    /// How many shards.
+    pub fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The shard that holds `user`.
+    fn home(&self, user: &str) -> &PgStore {
+        &self.shards[shard_of(user, self.shards.len())]
+    }
+
+    /// Shard 0: what belongs to no user.
+    fn first(&self) -> &PgStore {
+        &self.shards[0]
+    }
+
+    /// `items` grouped by the shard of each one's user, keeping their order in each group.
+    fn by_shard<T>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        user: impl Fn(&T) -> &str,
+    ) -> BTreeMap<usize, Vec<T>> {
+        let mut groups: BTreeMap<usize, Vec<T>> = BTreeMap::new();
+        for item in items {
+            let shard = shard_of(user(&item), self.shards.len());
+            groups.entry(shard).or_default().push(item);
+        }
+        groups
+    }
+}
+
+/// One shard's outcome for its part of one envelope.
+struct Part {
+    /// The recipients on that shard.
+    recipients: Vec<Addr>,
+    result: Result<Refusals, StoreError>,
+}
+
+/// Merges the shards' outcomes for one envelope into what the sender is told: see
+/// [`ShardedPgStore::enqueue_many`].
+fn merge(recipients: &[Addr], parts: Vec<Part>) -> Result<Refusals, StoreError> {
+    let mut refused: Refusals = Vec::new();
+    let (mut stored, mut unavailable, mut full) = (false, None, None);
+    for part in parts {
+        match part.result {
+            Ok(r) => {
+                stored |= r.len() < part.recipients.len();
+                refused.extend(r);
+            }
+            Err(e @ StoreError::UnknownRecipient(_)) => return Err(e),
+            Err(e @ (StoreError::MailboxFull(_) | StoreError::SenderShareFull(_))) => {
+                // Every recipient on that shard was full.
+                let share = matches!(e, StoreError::SenderShareFull(_));
+                refused.extend(part.recipients.into_iter().map(|r| {
+                    if share {
+                        StoreError::SenderShareFull(r)
+                    } else {
+                        StoreError::MailboxFull(r)
+                    }
+                }));
+                full.get_or_insert(e);
+            }
+            Err(e) => {
+                refused.extend(
+                    part.recipients
+                        .into_iter()
+                        .map(StoreError::RecipientUnavailable),
+                );
+                unavailable.get_or_insert(e);
+            }
+        }
+    }
+    if stored {
+        let at = |e: &StoreError| match e {
+            StoreError::MailboxFull(a)
+            | StoreError::SenderShareFull(a)
+            | StoreError::RecipientUnavailable(a) => recipients.iter().position(|r| r == a),
+            _ => None,
+        };
+        refused.sort_by_key(|e| at(e));
+        return Ok(refused);
+    }
+    // Stored for nobody: a shard that failed is the reason (retry), else a full mailbox.
+    Err(unavailable.or(full).unwrap_or(StoreError::CommitFailed))
+}
+
+impl Store for ShardedPgStore {
+    fn queue_depth(&self) -> usize {
+        self.shards.iter().map(Store::queue_depth).sum()
+    }
+
+    fn deliver_on_commit(&self, hook: DeliveryHook) -> bool {
+        self.shards
+            .iter()
+            .all(|s| s.deliver_on_commit(hook.clone()))
+    }
+
+    async fn device(&self, addr: &Addr) -> Result<DeviceLookup, StoreError> {
+        self.home(&addr.user).device(addr).await
+    }
+
+    async fn devices(&self, user: &str) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+        self.home(user).devices(user).await
+    }
+
+    async fn rekey(&self, addr: &Addr, old_key: &[u8], new_key: &[u8]) -> Result<bool, StoreError> {
+        self.home(&addr.user).rekey(addr, old_key, new_key).await
+    }
+
+    async fn register(
+        &self,
+        addr: &Addr,
+        identity_key: &[u8],
+        now_ms: u64,
+        max_devices: usize,
+    ) -> Result<bool, StoreError> {
+        self.home(&addr.user)
+            .register(addr, identity_key, now_ms, max_devices)
+            .await
+    }
+
+    async fn remove_device(&self, addr: &Addr) -> Result<bool, StoreError> {
+        self.home(&addr.user).remove_device(addr).await
+    }
+
+    async fn upload_prekeys(
+        &self,
+        addr: &Addr,
+        upload: PrekeyUpload,
+        caps: PrekeyCaps,
+    ) -> Result<PrekeyStock, StoreError> {
+        self.home(&addr.user)
+            .upload_prekeys(addr, upload, caps)
+            .await
+    }
+
+    async fn take_bundle(
+        &self,
+        addr: &Addr,
+        one_time: bool,
+    ) -> Result<Option<StoredBundle>, StoreError> {
+        self.home(&addr.user).take_bundle(addr, one_time).await
+    }
+
+    async fn prekey_count(&self, addr: &Addr) -> Result<PrekeyStock, StoreError> {
+        self.home(&addr.user).prekey_count(addr).await
+    }
+
+    async fn enqueue(
+        &self,
+        sender: &Addr,
+        recipients: Vec<Addr>,
+        message_id: Vec<u8>,
+        ciphertext: Vec<u8>,
+        now_ms: u64,
+        limits: MailboxLimits,
+    ) -> Result<Refusals, StoreError> {
+        let out = Outgoing {
+            recipients,
+            message_id,
+            ciphertext,
+            franking_commitment: None,
+        };
+        self.enqueue_many(sender, vec![out], now_ms, limits)
+            .await
+            .pop()
+            .unwrap_or(Err(StoreError::CommitFailed))
+    }
+
+    /// Each envelope is split by its recipients' shards, and every shard stores its parts
+    /// of the whole batch at once, in order. For each envelope the sender is told:
+    /// - `UnknownRecipient` if a shard found a recipient not registered (other shards may
+    ///   have stored it: recipients drop a message id they have seen, SPEC §16.3);
+    /// - else, if it was stored for anyone, the refused recipients: full mailboxes (or
+    ///   shares), and [`StoreError::RecipientUnavailable`] for each recipient on a shard
+    ///   that failed, to send to again later;
+    /// - else the failed shard's error ([`StoreError::Unavailable`]: retry), or the full
+    ///   mailbox's.
+    async fn enqueue_many(
+        &self,
+        sender: &Addr,
+        batch: Vec<Outgoing>,
+        now_ms: u64,
+        limits: MailboxLimits,
+    ) -> Vec<Result<Refusals, StoreError>> {
+        if self.shards.len() == 1 {
+            return self.shards[0]
+                .enqueue_many(sender, batch, now_ms, limits)
+                .await;
+        }
+        // Per shard: (envelope index, its part for that shard).
+        let mut per_shard: BTreeMap<usize, Vec<(usize, Outgoing)>> = BTreeMap::new();
+        for (i, out) in batch.iter().enumerate() {
+            for (shard, recipients) in self.by_shard(out.recipients.iter().cloned(), |a| &a.user) {
+                per_shard.entry(shard).or_default().push((
+                    i,
+                    Outgoing {
+                        recipients,
+                        message_id: out.message_id.clone(),
+                        ciphertext: out.ciphertext.clone(),
+                        franking_commitment: out.franking_commitment,
+                    },
+                ));
+            }
+        }
+        let runs = per_shard.into_iter().map(|(shard, parts)| async move {
+            let (index, outs): (Vec<usize>, Vec<Outgoing>) = parts.into_iter().unzip();
+            let recipients: Vec<Vec<Addr>> = outs.iter().map(|o| o.recipients.clone()).collect();
+            let results = self.shards[shard]
+                .enqueue_many(sender, outs, now_ms, limits)
+                .await;
+            index
+                .into_iter()
+                .zip(recipients)
+                .zip(results)
+                .map(|((i, recipients), result)| (i, Part { recipients, result }))
+                .collect::<Vec<_>>()
+        });
+        let mut parts: Vec<Vec<Part>> = batch.iter().map(|_| Vec::new()).collect();
+        for (i, part) in join_all(runs).await.into_iter().flatten() {
+            parts[i].push(part);
+        }
+        batch
+            .iter()
+            .zip(parts)
+            .map(|(out, parts)| match parts.len() {
+                1 => parts
+                    .into_iter()
+                    .next()
+                    .map_or(Err(StoreError::CommitFailed), |p| p.result),
+                _ => merge(&out.recipients, parts),
+            })
+            .collect()
+    }
+
+    async fn franking_key(&self, fresh: [u8; 32]) -> Result<[u8; 32], StoreError> {
+        self.first().franking_key(fresh).await
+    }
+
+    async fn put_report(&self, report: StoredReport, max_per_day: u32) -> Result<bool, StoreError> {
+        self.first().put_report(report, max_per_day).await
+    }
+
+    async fn reports(&self) -> Result<Vec<StoredReport>, StoreError> {
+        self.first().reports().await
+    }
+
+    async fn pending(
+        &self,
+        addr: &Addr,
+        after_id: u64,
+        limit: u32,
+        now_ms: u64,
+    ) -> Result<Vec<StoredEnvelope>, StoreError> {
+        self.home(&addr.user)
+            .pending(addr, after_id, limit, now_ms)
+            .await
+    }
+
+    /// Acknowledges on `addr`'s shard, then queues the "delivered" receipts for senders on
+    /// other shards there (waiting for them, so that the senders woken after this returns
+    /// find them). A shard that fails to queue them loses them (logged); the
+    /// acknowledgement stands.
+    async fn ack(
+        &self,
+        addr: &Addr,
+        envelope_ids: Vec<u64>,
+        now_ms: u64,
+        limits: ReceiptLimits,
+    ) -> Result<Vec<Addr>, StoreError> {
+        let home = shard_of(&addr.user, self.shards.len());
+        let (senders, unplaced) = self.shards[home]
+            .ack_placing(addr, envelope_ids, now_ms, limits)
+            .await?;
+        let forwards = self
+            .by_shard(unplaced, |u: &Unplaced| &u.owner.user)
+            .into_iter()
+            // A sender of this shard without a queue here is no longer registered.
+            .filter(|(shard, _)| *shard != home)
+            .map(|(shard, list)| async move {
+                let n = list.len();
+                if let Err(e) = self.shards[shard].queue_receipts(list, limits).await {
+                    tracing::warn!(
+                        shard,
+                        receipts = n,
+                        error = %crate::store::error_chain(&e),
+                        "delivered receipts for another shard lost"
+                    );
+                }
+            });
+        join_all(forwards).await;
+        Ok(senders)
+    }
+
+    async fn receipts(
+        &self,
+        addr: &Addr,
+        after_id: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredReceipt>, StoreError> {
+        self.home(&addr.user).receipts(addr, after_id, limit).await
+    }
+
+    async fn ack_receipts(&self, addr: &Addr, receipt_ids: Vec<u64>) -> Result<(), StoreError> {
+        self.home(&addr.user).ack_receipts(addr, receipt_ids).await
+    }
+
+    async fn touch(&self, user: &str, now_ms: u64) -> Result<(), StoreError> {
+        self.home(user).touch(user, now_ms).await
+    }
+
+    async fn presence(&self, user: &str) -> Result<Option<(u64, bool)>, StoreError> {
+        self.home(user).presence(user).await
+    }
+
+    async fn grant_presence(
+        &self,
+        owner: &str,
+        viewers: Vec<String>,
+        until_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.home(owner)
+            .grant_presence(owner, viewers, until_ms)
+            .await
+    }
+
+    async fn presence_allowed(
+        &self,
+        owner: &str,
+        viewer: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.home(owner)
+            .presence_allowed(owner, viewer, now_ms)
+            .await
+    }
+
+    async fn set_hidden(&self, user: &str, hidden: bool) -> Result<(), StoreError> {
+        self.home(user).set_hidden(user, hidden).await
+    }
+
+    /// Every shard, at once; a shard that fails does not stop the others (the first error
+    /// is answered after all have run).
+    async fn expire(&self, now_ms: u64, receipts: ReceiptLimits) -> Result<u64, StoreError> {
+        let mut total = 0;
+        let mut failed = None;
+        for r in join_all(self.shards.iter().map(|s| s.expire(now_ms, receipts))).await {
+            match r {
+                Ok(n) => total += n,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        failed.map_or(Ok(total), Err)
+    }
+
+    async fn put_blob(&self, id: &str, size: u64, expires_ms: u64) -> Result<(), StoreError> {
+        self.first().put_blob(id, size, expires_ms).await
+    }
+
+    async fn blob(&self, id: &str, now_ms: u64) -> Result<Option<u64>, StoreError> {
+        self.first().blob(id, now_ms).await
+    }
+
+    async fn expire_blobs(&self, now_ms: u64) -> Result<Vec<String>, StoreError> {
+        self.first().expire_blobs(now_ms).await
+    }
+
+    async fn put_upload_token(
+        &self,
+        token_hash: [u8; 32],
+        addr: &Addr,
+        expires_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.first()
+            .put_upload_token(token_hash, addr, expires_ms)
+            .await
+    }
+
+    async fn take_upload_token(
+        &self,
+        token_hash: [u8; 32],
+        now_ms: u64,
+    ) -> Result<Option<Addr>, StoreError> {
+        self.first().take_upload_token(token_hash, now_ms).await
+    }
+
+    async fn blob_usage(&self, addr: &Addr, day: u64) -> Result<u64, StoreError> {
+        self.first().blob_usage(addr, day).await
+    }
+
+    async fn add_blob_usage(
+        &self,
+        addr: &Addr,
+        day: u64,
+        bytes: u64,
+        quota: u64,
+    ) -> Result<bool, StoreError> {
+        self.first().add_blob_usage(addr, day, bytes, quota).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every user has one shard, in range, and adding a shard moves users only onto the new
+    /// one, about `1 / (n + 1)` of them.
+    #[test]
+    fn shard_of_is_a_jump_hash() {
+        let users: Vec<String> = (0..20_000).map(|i| format!("user-{i}")).collect();
+        assert!(users.iter().all(|u| shard_of(u, 1) == 0));
+        for n in 1..8 {
+            let mut counts = vec![0usize; n + 1];
+            let mut moved: usize = 0;
+            for u in &users {
+                let (before, after) = (shard_of(u, n), shard_of(u, n + 1));
+                assert!(before < n && after <= n);
+                if before != after {
+                    assert_eq!(after, n, "a user moved between old shards");
+                    moved += 1;
+                }
+                counts[after] += 1;
+            }
+            let expected = users.len() / (n + 1);
+            assert!(
+                moved.abs_diff(expected) < expected / 10,
+                "{n}: moved {moved}"
+            );
+            for c in counts {
+                assert!(
+                    c.abs_diff(expected) < expected / 10,
+                    "{n}: {c} vs {expected}"
+                );
+            }
+        }
+    }
+}
