@@ -49,6 +49,11 @@ pub struct RelayArgs {
     /// Print the abuse reports kept in the store (SPEC §17), oldest first, and exit.
     #[arg(long)]
     pub list_reports: bool,
+    /// Add this PostgreSQL database as the next shard, with every relay node stopped: move
+    /// to it the users it takes from the shards --postgres and --pg-shard name, and exit
+    /// (docs/DEPLOYMENT.md, "Adding a shard").
+    #[arg(long, value_name = "URL")]
+    pub add_shard: Option<Redacted<String>>,
     /// Frames per second allowed per device, burst twice that [default: 200].
     #[arg(long, env = "HUSH_DEVICE_RATE")]
     pub device_rate: Option<u32>,
@@ -255,6 +260,7 @@ pub fn settings(args: RelayArgs) -> Result<(Config, Backend), String> {
 /// caller's to set up.
 pub async fn run(args: RelayArgs) -> ExitCode {
     let list_reports = args.list_reports;
+    let add_shard = args.add_shard.clone();
     let (config, backend) = match settings(args) {
         Ok(s) => s,
         Err(e) => {
@@ -262,6 +268,10 @@ pub async fn run(args: RelayArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if add_shard.is_some() && matches!(backend, Backend::Sqlite(_)) {
+        eprintln!("hush-relay: --add-shard needs --postgres (shard 0)");
+        return ExitCode::from(2);
+    }
     match backend {
         Backend::Sqlite(db) => match SqliteStore::open(&db) {
             Ok(store) if list_reports => print_reports(&store).await,
@@ -275,6 +285,39 @@ pub async fn run(args: RelayArgs) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Backend::Postgres {
+            url,
+            shards,
+            schema,
+            ..
+        } if add_shard.is_some() => {
+            let urls: Vec<&str> = std::iter::once(&url)
+                .chain(&shards)
+                .map(|u| u.as_str())
+                .collect();
+            let new = add_shard.unwrap_or_default();
+            match ShardedPgStore::add_shard(&urls, &new, schema.as_deref()).await {
+                Ok(m) => {
+                    println!(
+                        "shard {} added: {} devices, {} envelopes ({} shared messages), {} receipts and {} other rows moved to it; start every node with it last in the shard list",
+                        urls.len(),
+                        m.devices,
+                        m.envelopes,
+                        m.messages,
+                        m.receipts,
+                        m.other_rows
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!(
+                        "hush-relay: adding a shard: {}",
+                        crate::store::error_chain(&e)
+                    );
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Backend::Postgres {
             url,
             shards,

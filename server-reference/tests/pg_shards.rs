@@ -595,3 +595,191 @@ async fn a_shard_down_refuses_its_users_and_the_other_serves() {
     relay.stop().await;
     PgStore::drop_schema(PG_URL, &db.schema).await.unwrap();
 }
+
+/// Everything the store tells about `u`: registration, mailbox, receipts, prekey stock,
+/// presence, and whether the next user may see its presence.
+async fn state_of(store: &ShardedPgStore, u: &Addr, next: &Addr) -> String {
+    format!(
+        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+        store.device(u).await.unwrap(),
+        store.pending(u, 0, 1000, 2000).await.unwrap(),
+        store.receipts(u, 0, 1000).await.unwrap(),
+        store.prekey_count(u).await.unwrap(),
+        store.presence(&u.user).await.unwrap(),
+        store
+            .presence_allowed(&u.user, &next.user, 2000)
+            .await
+            .unwrap(),
+    )
+}
+
+/// One shard with sixteen users (keys, prekeys, mailboxes with shared messages, receipts,
+/// presence and grants), then a second server added with `add_shard`: the users
+/// `shard_of(_, 2)` gives to shard 1 are there and only there, with everything they had,
+/// the same ids included; a new envelope to a moved user gets an id above its old ones;
+/// with everything acknowledged no shared message is left on either server; running it
+/// again moves nothing; and the shards listed out of order are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_a_shard_moves_users_with_their_state() {
+    use hush_relay::store::{PrekeyCaps, PrekeyUpload, StoredPrekey};
+    let db = Backend::Postgres.db("pg-shards-add").await;
+    let second = SecondPg::start("add").await;
+    let users: Vec<Addr> = (0..16).map(|i| a(&format!("user-{i}"))).collect();
+    let moving = |u: &Addr| shard_of(&u.user, 2) == 1;
+    let n_moving = users.iter().filter(|u| moving(u)).count();
+    assert!(n_moving > 0 && n_moving < users.len());
+    let next = |i: usize| users[(i + 1) % users.len()].clone();
+
+    let one = ShardedPgStore::connect(&[PG_URL], Some(&db.schema), 4)
+        .await
+        .unwrap();
+    for (i, u) in users.iter().enumerate() {
+        let k = i as u8;
+        one.register(u, &[k; 32], 1000, 16).await.unwrap();
+        let upload = PrekeyUpload {
+            signed: Some((
+                StoredPrekey {
+                    id: 1,
+                    key: vec![k; 32],
+                },
+                vec![k; 64],
+            )),
+            one_time: (1..=3)
+                .map(|j| StoredPrekey {
+                    id: j,
+                    key: vec![k ^ j as u8; 32],
+                })
+                .collect(),
+            ..PrekeyUpload::default()
+        };
+        let caps = PrekeyCaps {
+            one_time: 100,
+            kem_one_time: 100,
+        };
+        one.upload_prekeys(u, upload, caps).await.unwrap();
+    }
+    for (i, u) in users.iter().enumerate() {
+        // A shared message to the next two users, and one to the next alone.
+        let mut to = vec![next(i), users[(i + 2) % users.len()].clone()];
+        to.sort();
+        one.enqueue(u, to, vec![i as u8, 1], vec![i as u8; 40], 1500, LIMITS)
+            .await
+            .unwrap();
+        one.enqueue(
+            u,
+            vec![next(i)],
+            vec![i as u8, 2],
+            vec![i as u8; 30],
+            1500,
+            LIMITS,
+        )
+        .await
+        .unwrap();
+        one.touch(&u.user, 1000 + i as u64).await.unwrap();
+        one.grant_presence(&u.user, vec![next(i).user], 99_999)
+            .await
+            .unwrap();
+    }
+    // Every other user acknowledges its first envelope: receipts for their senders.
+    for u in users.iter().step_by(2) {
+        let first = one.pending(u, 0, 1, 2000).await.unwrap()[0].envelope_id;
+        one.ack(u, vec![first], 1800, RECEIPTS).await.unwrap();
+    }
+    let mut before = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        before.push(state_of(&one, u, &next(i)).await);
+    }
+    drop(one);
+
+    let moved = ShardedPgStore::add_shard(&[PG_URL], &second.url(), Some(&db.schema))
+        .await
+        .unwrap();
+    assert_eq!(moved.devices as usize, n_moving);
+    assert!(moved.envelopes > 0 && moved.messages > 0 && moved.other_rows > 0);
+
+    let two = sharded(&db, &second).await;
+    for (i, u) in users.iter().enumerate() {
+        assert_eq!(state_of(&two, u, &next(i)).await, before[i], "{u:?}");
+    }
+    let (s0, s1) = (sql(PG_URL).await, sql(&second.url()).await);
+    for (c, on_second) in [(&s0, false), (&s1, true)] {
+        let rows = c
+            .query(&format!("SELECT user_id FROM {}.devices", db.schema), &[])
+            .await
+            .unwrap();
+        let mut here: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        here.sort();
+        let mut expected: Vec<String> = users
+            .iter()
+            .filter(|u| moving(u) == on_second)
+            .map(|u| u.user.clone())
+            .collect();
+        expected.sort();
+        assert_eq!(here, expected);
+    }
+    // New mail for a moved user comes after its old mail.
+    let (mi, mover) = users.iter().enumerate().find(|(_, u)| moving(u)).unwrap();
+    let old_ids: Vec<u64> = two
+        .pending(mover, 0, 1000, 2000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.envelope_id)
+        .collect();
+    two.enqueue(
+        &next(mi),
+        vec![mover.clone()],
+        b"new".to_vec(),
+        b"x".to_vec(),
+        2500,
+        LIMITS,
+    )
+    .await
+    .unwrap();
+    let all = two.pending(mover, 0, 1000, 2000).await.unwrap();
+    assert_eq!(all.last().unwrap().message_id, b"new");
+    assert!(
+        old_ids
+            .iter()
+            .all(|&id| id < all.last().unwrap().envelope_id)
+    );
+    // Everything acknowledged: no shared message left behind on either server.
+    for u in &users {
+        let ids: Vec<u64> = two
+            .pending(u, 0, 1000, 2000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.envelope_id)
+            .collect();
+        two.ack(u, ids, 3000, RECEIPTS).await.unwrap();
+    }
+    for c in [&s0, &s1] {
+        let left: i64 = c
+            .query_one(
+                &format!(
+                    "SELECT (SELECT COUNT(*) FROM {0}.messages) + (SELECT COUNT(*) FROM {0}.mailbox)
+                     + (SELECT COALESCE(SUM(count), 0) FROM {0}.mailbox_usage)::BIGINT",
+                    db.schema
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0);
+    }
+    drop(two);
+    // Done already: nothing more moves.
+    let again = ShardedPgStore::add_shard(&[PG_URL], &second.url(), Some(&db.schema))
+        .await
+        .unwrap();
+    assert_eq!(again, hush_relay::pg::Moved::default());
+    // Shards out of order are refused.
+    assert!(
+        ShardedPgStore::connect(&[&second.url(), PG_URL], Some(&db.schema), 4)
+            .await
+            .is_err()
+    );
+    PgStore::drop_schema(PG_URL, &db.schema).await.unwrap();
+}

@@ -21,7 +21,7 @@ mod shards;
 use std::sync::{Arc, OnceLock};
 
 pub use self::batch::{BATCH_TIMEOUT, MAX_BATCH_BYTES, MAX_BATCH_LOCKS, MAX_BATCH_OPS};
-pub use self::shards::{MAX_SHARDS, ShardedPgStore, shard_of};
+pub use self::shards::{MAX_SHARDS, Moved, ShardedPgStore, shard_of};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
@@ -352,7 +352,8 @@ const MIGRATIONS: &[&str] = &[
          PERFORM pg_advisory_xact_lock(k);
        END LOOP;
      END $$;",
-    // 12: the shard of a user, as `shard_of` computes it, for resharding by hand.
+    // 12: sharding: the shard of a user, as `shard_of` computes it; which shard this
+    // database is, once it is one.
     "CREATE FUNCTION hush_shard(u TEXT, shards INT) RETURNS INT
      LANGUAGE plpgsql IMMUTABLE STRICT AS $$
      DECLARE h BYTEA := sha256(convert_to('hush shard v1' || u, 'UTF8'));
@@ -367,7 +368,8 @@ const MIGRATIONS: &[&str] = &[
          j := div((b + 1) * 2147483648, div(k, 8589934592) + 1);
        END LOOP;
        RETURN greatest(b, 0);
-     END $$;",
+     END $$;
+     CREATE TABLE hush_shard_index (shard INT NOT NULL);",
 ];
 
 fn kem_prekey(r: &tokio_postgres::Row) -> StoredKemPrekey {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 
-use super::{PgStore, Unplaced};
+use super::{PgStore, Unplaced, db};
 use crate::store::{
     Addr, DeliveryHook, DeviceLookup, MailboxLimits, Outgoing, PrekeyCaps, PrekeyStock,
     PrekeyUpload, ReceiptLimits, Refusals, Store, StoreError, StoredBundle, StoredEnvelope,
@@ -88,7 +88,103 @@ impl ShardedPgStore {
         for url in urls {
             shards.push(PgStore::connect(url, schema, max_connections).await?);
         }
+        settle(&shards).await?;
         Ok(Self::from_shards(shards))
+    }
+
+    /// Adds a shard, offline (every relay node stopped): connects to the `urls` of the
+    /// shards in use and to `new`, copies the users that [`shard_of`] gives to shard
+    /// `urls.len()` once there are `urls.len() + 1` shards (about one in `urls.len() + 1`,
+    /// from every shard) with everything they have (devices, revoked keys, prekeys,
+    /// mailboxes with their ids, receipts, counts, presence, the presence grants they give)
+    /// into `new` in one transaction, then deletes them from the old shards. `new` must hold
+    /// no users. Started again after an interruption with the same arguments, it finishes
+    /// the job (the copy is all or nothing; the deletes find nothing left to delete). Then
+    /// start the nodes with `new` last in the shard list.
+    pub async fn add_shard(
+        urls: &[&str],
+        new: &str,
+        schema: Option<&str>,
+    ) -> Result<Moved, StoreError> {
+        let old = Self::connect(urls, schema, 2).await?;
+        let fresh = PgStore::connect(new, schema, 2).await?;
+        let (n, total) = (urls.len() as i32, urls.len() as i32 + 1);
+        let mut moved = Moved::default();
+        match shard_index(&fresh).await? {
+            Some(k) if k == n => {} // copied before; only the deletes remain.
+            Some(k) => {
+                return Err(misplaced(format!(
+                    "the new database is already shard {k}, not {n}"
+                )));
+            }
+            None => {
+                let mut dst = fresh.client().await?;
+                let to = dst.transaction().await.map_err(db)?;
+                let users: i64 = to
+                    .query_one("SELECT COUNT(*) FROM devices", &[])
+                    .await
+                    .map_err(db)?
+                    .get(0);
+                if users > 0 {
+                    return Err(misplaced(
+                        "the new database already holds users".to_string(),
+                    ));
+                }
+                let mut above = 0;
+                for shard in old.shards.iter() {
+                    above = above.max(highest_id(shard).await?);
+                    let mut src = shard.client().await?;
+                    let from = src
+                        .build_transaction()
+                        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                        .read_only(true)
+                        .start()
+                        .await
+                        .map_err(db)?;
+                    for (table, column) in USER_TABLES {
+                        let rows = copy(
+                            &from,
+                            &to,
+                            &format!(
+                                "SELECT * FROM {table} WHERE hush_shard({column}, {total}) = {n}"
+                            ),
+                            table,
+                        )
+                        .await?;
+                        moved.count(table, rows);
+                    }
+                    moved.messages += copy(
+                        &from,
+                        &to,
+                        &format!(
+                            "SELECT * FROM messages WHERE id IN (SELECT message FROM mailbox
+                             WHERE message IS NOT NULL AND hush_shard(user_id, {total}) = {n})"
+                        ),
+                        "messages",
+                    )
+                    .await?;
+                    from.commit().await.map_err(db)?;
+                }
+                to.batch_execute(RECOUNT_MESSAGES).await.map_err(db)?;
+                settle_sequences(&to, n as usize, above).await?;
+                to.commit().await.map_err(db)?;
+            }
+        }
+        for shard in old.shards.iter() {
+            let mut c = shard.client().await?;
+            let tx = c.transaction().await.map_err(db)?;
+            for (table, column) in USER_TABLES {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE hush_shard({column}, {total}) = {n}"),
+                    &[],
+                )
+                .await
+                .map_err(db)?;
+            }
+            tx.batch_execute(RECOUNT_MESSAGES).await.map_err(db)?;
+            tx.commit().await.map_err(db)?;
+        }
+        Ok(moved)
     }
 
     /// A sharded store over stores already connected, shard 0 first.
@@ -126,6 +222,181 @@ impl ShardedPgStore {
         }
         groups
     }
+}
+
+/// What [`ShardedPgStore::add_shard`] copied to the new shard (zero when it only finished
+/// an interrupted run's deletes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Moved {
+    /// Devices (registrations).
+    pub devices: u64,
+    /// Queued envelopes (mailbox rows).
+    pub envelopes: u64,
+    /// Messages shared by several recipients' mailbox rows.
+    pub messages: u64,
+    /// Queued receipts.
+    pub receipts: u64,
+    /// Every other row (prekeys, revoked keys, counts, presence, grants).
+    pub other_rows: u64,
+}
+
+impl Moved {
+    fn count(&mut self, table: &str, rows: u64) {
+        match table {
+            "devices" => self.devices += rows,
+            "mailbox" => self.envelopes += rows,
+            "receipts" => self.receipts += rows,
+            _ => self.other_rows += rows,
+        }
+    }
+}
+
+/// Every table of a user's state, with the column naming the user. (`messages` holds the
+/// ciphertext shared by several mailbox rows: it goes with them.)
+const USER_TABLES: [(&str, &str); 13] = [
+    ("devices", "user_id"),
+    ("revoked_keys", "user_id"),
+    ("signed_prekeys", "user_id"),
+    ("one_time_prekeys", "user_id"),
+    ("kem_prekeys", "user_id"),
+    ("last_resort_kem_prekeys", "user_id"),
+    ("mailbox", "user_id"),
+    ("mailbox_usage", "user_id"),
+    ("mailbox_share", "user_id"),
+    ("receipts", "user_id"),
+    ("receipt_queue", "user_id"),
+    ("presence", "user_id"),
+    ("presence_grants", "owner"),
+];
+
+/// A shared message's reference count is its mailbox rows on this shard; one with none
+/// goes.
+const RECOUNT_MESSAGES: &str = "UPDATE messages m SET refs = c.n
+     FROM (SELECT message, COUNT(*) AS n FROM mailbox WHERE message IS NOT NULL GROUP BY message) c
+     WHERE c.message = m.id AND m.refs <> c.n;
+     DELETE FROM messages m WHERE NOT EXISTS (SELECT 1 FROM mailbox b WHERE b.message = m.id);";
+
+/// The sequences that draw ids, with the table and column they fill. On shard `i` each
+/// draws ids `≡ i (mod MAX_SHARDS)`, above every id any shard held when it was set, so ids
+/// are unique across shards and a user's rows move to another shard with their ids (and a
+/// mailbox's later ids stay above them).
+const SEQUENCES: [(&str, &str, &str); 4] = [
+    ("messages_id_seq", "messages", "id"),
+    ("mailbox_envelope_id_seq", "mailbox", "envelope_id"),
+    ("receipts_receipt_id_seq", "receipts", "receipt_id"),
+    ("reports_id_seq", "reports", "id"),
+];
+
+/// Key of the advisory lock (on shard 0) under which nodes starting together settle the
+/// shards.
+const SHARD_LOCK: i64 = 0x6875_7368_0002;
+
+fn misplaced(what: String) -> StoreError {
+    StoreError::database(std::io::Error::other(what))
+}
+
+/// Which shard a database is (`None`: not yet one).
+async fn shard_index(shard: &PgStore) -> Result<Option<i32>, StoreError> {
+    let c = shard.client().await?;
+    Ok(c.query_opt("SELECT shard FROM hush_shard_index", &[])
+        .await
+        .map_err(db)?
+        .map(|r| r.get(0)))
+}
+
+/// The highest id a shard has drawn or holds.
+async fn highest_id(shard: &PgStore) -> Result<i64, StoreError> {
+    let c = shard.client().await?;
+    let mut sql = String::from("SELECT GREATEST(0");
+    for (sequence, table, column) in SEQUENCES {
+        sql.push_str(&format!(
+            ", (SELECT last_value FROM {sequence}), (SELECT MAX({column}) FROM {table})"
+        ));
+    }
+    sql.push(')');
+    Ok(c.query_one(&sql, &[]).await.map_err(db)?.get(0))
+}
+
+/// Makes `tx`'s database shard `index`: its sequences draw ids `≡ index (mod MAX_SHARDS)`
+/// from above `above`.
+async fn settle_sequences(
+    tx: &tokio_postgres::Transaction<'_>,
+    index: usize,
+    above: i64,
+) -> Result<(), StoreError> {
+    let stride = MAX_SHARDS as i64;
+    let start = (above / stride + 1) * stride + index as i64;
+    for (sequence, _, _) in SEQUENCES {
+        tx.batch_execute(&format!(
+            "ALTER SEQUENCE {sequence} INCREMENT BY {stride} RESTART WITH {start}"
+        ))
+        .await
+        .map_err(db)?;
+    }
+    tx.batch_execute(&format!(
+        "DELETE FROM hush_shard_index; INSERT INTO hush_shard_index (shard) VALUES ({index})"
+    ))
+    .await
+    .map_err(db)
+}
+
+/// Checks that each database is the shard its place in the list says (a list in another
+/// order would send users to the wrong database: refused), and settles the ones that are
+/// not yet shards (the first start with sharding, or a new shard), under a lock on shard 0.
+async fn settle(shards: &[PgStore]) -> Result<(), StoreError> {
+    let mut c0 = shards[0].client().await?;
+    let lock = c0.transaction().await.map_err(db)?;
+    lock.execute("SELECT pg_advisory_xact_lock($1)", &[&SHARD_LOCK])
+        .await
+        .map_err(db)?;
+    let mut unsettled = Vec::new();
+    for (i, shard) in shards.iter().enumerate() {
+        match shard_index(shard).await? {
+            Some(k) if k as usize == i => {}
+            Some(k) => {
+                return Err(misplaced(format!(
+                    "database {i} of the shard list is shard {k}: give the shards in their order"
+                )));
+            }
+            None => unsettled.push(i),
+        }
+    }
+    if !unsettled.is_empty() {
+        let mut above = 0;
+        for shard in shards {
+            above = above.max(highest_id(shard).await?);
+        }
+        for i in unsettled {
+            let mut c = shards[i].client().await?;
+            let tx = c.transaction().await.map_err(db)?;
+            settle_sequences(&tx, i, above).await?;
+            tx.commit().await.map_err(db)?;
+        }
+    }
+    lock.commit().await.map_err(db)
+}
+
+/// Copies the rows `select` gives on `from` into `table` on `to` (PostgreSQL's binary COPY,
+/// streamed); returns how many.
+async fn copy(
+    from: &tokio_postgres::Transaction<'_>,
+    to: &tokio_postgres::Transaction<'_>,
+    select: &str,
+    table: &str,
+) -> Result<u64, StoreError> {
+    use futures_util::SinkExt;
+    let out = from
+        .copy_out(&format!("COPY ({select}) TO STDOUT (FORMAT binary)"))
+        .await
+        .map_err(db)?;
+    let sink = to
+        .copy_in(&format!("COPY {table} FROM STDIN (FORMAT binary)"))
+        .await
+        .map_err(db)?;
+    futures_util::pin_mut!(out);
+    futures_util::pin_mut!(sink);
+    sink.send_all(&mut out).await.map_err(db)?;
+    sink.finish().await.map_err(db)
 }
 
 /// One shard's outcome for its part of one envelope.
