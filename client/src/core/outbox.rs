@@ -325,6 +325,17 @@ impl Pass {
                 events.extend(delayed(&entry.mid, DelayReason::RateLimited));
                 return Ok((Some(retry_after_ms.clamp(100, 5000)), events));
             }
+            // The relay's database, or the one holding a recipient, did not answer (SPEC
+            // §14.4): the same envelope again after the relay's delay (it may have been
+            // stored; recipients drop a repeated message id, §16.3). The connection's
+            // news, not this message's: no event.
+            Err(ClientError::Relay {
+                code: RelayErrorCode::Internal,
+                retry_after_ms,
+                ..
+            }) if retry_after_ms > 0 => {
+                return Ok((Some(retry_after_ms.clamp(100, 5000)), events));
+            }
             Err(ClientError::Relay {
                 code: RelayErrorCode::MailboxFull,
                 retry_after_ms,
@@ -688,6 +699,54 @@ mod tests {
         assert!(events.is_empty(), "no sent tick for a refused message");
         assert_eq!(sent_ticks(&mut store, 3), 0);
         assert_eq!(store.read(|tx| tx.outbox_len()).unwrap(), 0);
+    }
+
+    /// `INTERNAL` with a retry delay (the relay's database unavailable): the same envelope
+    /// again after it, with no event; `INTERNAL` without one fails the message.
+    #[test]
+    fn an_unavailable_database_is_retried() {
+        let mut rng = StdRng::seed_from_u64(12);
+        let (dev, mut store) = test_device("alice", &mut rng);
+        let mut lists = DeviceLists::new(true);
+        let me = dev.me.clone();
+        queue(
+            &mut store,
+            &me,
+            4,
+            Some(vec![ready_for(&[("bob", 1)], vec![])]),
+        );
+        let mut pass = Pass::default();
+        let (Step::Send(p), _) = pass.next(&dev, &mut store, &lists, 1, &mut rng).unwrap() else {
+            panic!("send")
+        };
+        let first = p.frame.clone();
+        let (wait, events) = pass
+            .answer(
+                &dev,
+                &mut store,
+                &mut lists,
+                p,
+                refusal(RelayErrorCode::Internal, 1000),
+                1,
+            )
+            .unwrap();
+        assert_eq!((wait, events.len()), (Some(1000), 0));
+        let (Step::Send(p), _) = pass.next(&dev, &mut store, &lists, 1, &mut rng).unwrap() else {
+            panic!("the same envelope again")
+        };
+        assert_eq!(p.frame, first);
+        let (_, events) = pass
+            .answer(
+                &dev,
+                &mut store,
+                &mut lists,
+                p,
+                refusal(RelayErrorCode::Internal, 0),
+                1,
+            )
+            .unwrap();
+        assert!(matches!(events.as_slice(), [Event::SendFailed { .. }]));
+        assert_eq!(sent_ticks(&mut store, 4), 0);
     }
 
     /// A send refused for a stale device list forgets the lists it names and brings the
