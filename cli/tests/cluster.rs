@@ -1,8 +1,9 @@
 //! Several `hush relay` processes sharing one PostgreSQL (127.0.0.1:5432, database `test`,
 //! a schema per test) with NATS wake-ups: cross-node delivery, receipts and presence,
 //! exactly-once prekeys under concurrent fetches through different nodes, a node killed
-//! with -9 under load, and NATS restarted during traffic. Loopback only; every wait is
-//! bounded.
+//! with -9 under load, and NATS restarted during traffic. The last two run sharded: users'
+//! state in two databases (`test` and `postgres`), Alice on shard 0 and Bob on shard 1, so
+//! every message and receipt crosses shards. Loopback only; every wait is bounded.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -23,6 +24,8 @@ use prost::Message as _;
 use tokio_tungstenite::tungstenite::Message as Ws;
 
 const PG: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+/// The second shard of the sharded tests: another database on the same server.
+const PG_SHARD: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
 const NATS: &str = "nats://127.0.0.1:4222";
 
 /// A deployment: schema and NATS prefix unique to the test.
@@ -32,6 +35,7 @@ struct Cluster {
     prefix: String,
     nats: String,
     poll_ms: u64,
+    sharded: bool,
 }
 
 impl Cluster {
@@ -44,7 +48,24 @@ impl Cluster {
             schema,
             nats: nats.to_string(),
             poll_ms,
+            sharded: false,
         }
+    }
+
+    /// The same, over two shards (`--pg-shard`): Alice's state on shard 0, Bob's on 1.
+    async fn sharded(name: &str, nats: &str, poll_ms: u64) -> Self {
+        let c = Self::new(name, nats, poll_ms).await;
+        hush_relay::PgStore::drop_schema(PG_SHARD, &c.schema)
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                hush_relay::pg::shard_of("alice", 2),
+                hush_relay::pg::shard_of("bob", 2)
+            ),
+            (0, 1)
+        );
+        Self { sharded: true, ..c }
     }
 
     fn node(&self, listen: &str) -> (Proc, String) {
@@ -63,7 +84,14 @@ impl Cluster {
                 &self.prefix,
                 "--poll-ms",
                 &poll,
-            ],
+            ]
+            .into_iter()
+            .chain(if self.sharded {
+                vec!["--pg-shard", PG_SHARD]
+            } else {
+                vec![]
+            })
+            .collect::<Vec<_>>(),
         )
     }
 }
@@ -383,7 +411,7 @@ async fn cross_node_delivery_receipts_presence_and_exactly_once_prekeys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_under_load_loses_and_duplicates_nothing() {
-    let c = Cluster::new("kill", NATS, 1000).await;
+    let c = Cluster::sharded("kill", NATS, 1000).await;
     let (n1, a1) = c.node("127.0.0.1:0");
     let (_n2, a2) = c.node("127.0.0.1:0");
     let (_n3, a3) = c.node("127.0.0.1:0");
@@ -475,7 +503,7 @@ async fn nats_restarted_during_traffic_delays_but_loses_nothing() {
     let port = free_port();
     let nats = nats_server(port);
     wait_port(port).await;
-    let c = Cluster::new("natsrestart", &format!("nats://127.0.0.1:{port}"), 500).await;
+    let c = Cluster::sharded("natsrestart", &format!("nats://127.0.0.1:{port}"), 500).await;
     let (_n1, a1) = c.node("127.0.0.1:0");
     let (_n2, a2) = c.node("127.0.0.1:0");
     let alice = client(&c.dir, &a1, "alice", 1);
