@@ -577,8 +577,8 @@ async fn ready<S: Store>(State(shared): State<Arc<Shared<S>>>) -> Response {
     if *shared.shutdown.borrow() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
-    match shared.store.presence("").await {
-        Ok(_) => (StatusCode::OK, "ready").into_response(),
+    match shared.store.ready().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response(),
     }
 }

@@ -305,6 +305,10 @@ async fn two_servers_route_by_user() {
         .get(0);
     assert_eq!(blobs, 1);
     assert_eq!(store.blob("b1", 1000).await.unwrap(), Some(10));
+    // A removed device's upload tokens (on shard 0) go with it.
+    store.put_upload_token([9; 32], &bob, 99_999).await.unwrap();
+    assert!(store.remove_device(&bob).await.unwrap());
+    assert_eq!(store.take_upload_token([9; 32], 1000).await.unwrap(), None);
     // The SQL function agrees with shard_of, for any number of shards.
     for n in 1..=6i32 {
         let names: Vec<String> = (0..300).map(|i| format!("u{i}.x-{n}")).collect();
@@ -368,8 +372,17 @@ async fn a_server_restarted_under_load_loses_nothing_acknowledged() {
                         .enqueue(&s, vec![r.clone()], mid.clone(), vec![7; 100], 2000, LIMITS)
                         .await
                     {
-                        Ok(refused) => {
-                            assert!(refused.is_empty());
+                        // Refused: the recipient's shard failed (nothing stored for it).
+                        Ok(refused) if !refused.is_empty() => {
+                            assert!(matches!(
+                                refused.as_slice(),
+                                [StoreError::RecipientUnavailable(_)]
+                            ));
+                            failed.insert(mid);
+                            retrying = true;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Ok(_) => {
                             stored.push(mid);
                             n += 1;
                             retrying = false;
@@ -500,9 +513,10 @@ async fn a_server_restarted_under_load_loses_nothing_acknowledged() {
 
 /// A relay over both shards, the second server stopped: shard 0's users go on at once
 /// (sending, receiving, presence), a send to recipients on both shards is stored for shard
-/// 0's and lists the others in `Sent.refused`, and a request that needs only the down
-/// shard is refused with `INTERNAL` and a retry delay within seconds, not a hang. Started
-/// again, the down shard's users are served.
+/// 0's and lists the others in `Sent.refused`, as does a send to the down shard alone, a
+/// request that needs only the down shard is refused with `INTERNAL` and a retry delay
+/// within seconds, not a hang, and the node stays ready. Started again, the down shard's
+/// users are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_down_refuses_its_users_and_the_other_serves() {
     let db = Backend::Postgres.db("pg-shards-down").await;
@@ -545,15 +559,16 @@ async fn a_shard_down_refuses_its_users_and_the_other_serves() {
     };
     assert_eq!(sent.refused, vec![addr(&carol, 1)]);
     assert_eq!(cb.envelope().await.message_id, b"m2");
-    // Only the down shard: a typed refusal with a retry delay.
+    // Only the down shard: refused (held by the sender for later), not an error that
+    // would hold up the sender's other mail.
     let out = tokio::time::timeout(bounded, ca.call(send_to(&[(&carol, 1)], b"m3", b"x")))
         .await
         .expect("a send to the down shard hung");
-    let Out::Error(e) = &out else {
+    let Out::Sent(sent) = out else {
         panic!("{out:?}")
     };
-    assert_eq!(code(&out), ErrorCode::Internal);
-    assert!(e.retry_after_ms > 0 && !e.fatal, "{e:?}");
+    assert_eq!(sent.refused, vec![addr(&carol, 1)]);
+    // A request that needs the down shard: a typed refusal with a retry delay.
     let out = tokio::time::timeout(
         bounded,
         ca.call(In::ListDevices(proto::ListDevices {
@@ -562,7 +577,15 @@ async fn a_shard_down_refuses_its_users_and_the_other_serves() {
     )
     .await
     .expect("a directory read on the down shard hung");
-    assert_eq!(code(&out), ErrorCode::Internal, "{out:?}");
+    let Out::Error(e) = &out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(code(&out), ErrorCode::Internal);
+    assert!(e.retry_after_ms > 0 && !e.fatal, "{e:?}");
+    // The node stays ready: its other users are served.
+    let readyz = b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let (status, _, _) = http(&relay, readyz.to_vec()).await;
+    assert_eq!(status, 200);
     // Shard 0's presence still answers.
     let out = tokio::time::timeout(
         bounded,
@@ -690,6 +713,9 @@ async fn adding_a_shard_moves_users_with_their_state() {
         before.push(state_of(&one, u, &next(i)).await);
     }
     drop(one);
+    // The second server cannot simply join: its share of the users' rows is not there.
+    let joined = ShardedPgStore::connect(&[PG_URL, &second.url()], Some(&db.schema), 4).await;
+    assert!(joined.is_err());
 
     let moved = ShardedPgStore::add_shard(&[PG_URL], &second.url(), Some(&db.schema))
         .await
@@ -775,7 +801,12 @@ async fn adding_a_shard_moves_users_with_their_state() {
         .await
         .unwrap();
     assert_eq!(again, hush_relay::pg::Moved::default());
-    // Shards out of order are refused.
+    // The old list (shard 0 alone) is refused now, and so are shards out of order.
+    assert!(
+        ShardedPgStore::connect(&[PG_URL], Some(&db.schema), 4)
+            .await
+            .is_err()
+    );
     assert!(
         ShardedPgStore::connect(&[&second.url(), PG_URL], Some(&db.schema), 4)
             .await

@@ -45,7 +45,7 @@ async fn feed_refusal<S>(
 pub(crate) async fn serve<S: Store>(socket: WebSocket, peer: SocketAddr, shared: Arc<Shared<S>>) {
     shared.metrics.connected();
     let (mut sink, mut stream) = socket.split();
-    let who = auth::authenticate(&mut sink, &mut stream, &shared).await;
+    let who = Box::pin(auth::authenticate(&mut sink, &mut stream, &shared)).await;
     if let Some(addr) = who {
         tracing::debug!(user = %addr.user, device = addr.device, "authenticated");
         session(&mut sink, &mut stream, peer, &shared, addr).await;
@@ -77,8 +77,8 @@ async fn session<S: Store>(
     });
     let mut cursor = Cursor::default();
     let mut shutdown = shared.shutdown.clone();
-    if !delivery::prekey_status(sink, shared, &addr).await
-        || !delivery::drain(sink, shared, &addr, &mut cursor).await
+    if !Box::pin(delivery::prekey_status(sink, shared, &addr)).await
+        || !Box::pin(delivery::drain(sink, shared, &addr, &mut cursor)).await
         || sink.flush().await.is_err()
     {
         return;
@@ -105,19 +105,20 @@ async fn session<S: Store>(
                     messages.push(next);
                 }
                 if last_touch.elapsed() >= shared.config.presence_every() {
-                    let _ = shared.store.touch(&addr.user, now_ms()).await;
+                    let _ = Box::pin(shared.store.touch(&addr.user, now_ms())).await;
                     last_touch = Instant::now();
                 }
-                handle_frames(sink, messages, peer, shared, &addr).await
+                Box::pin(handle_frames(sink, messages, peer, shared, &addr)).await
             }
             () = registration.inbox.notify.notified() => {
-                delivery::deliver(sink, shared, &addr, &registration.inbox, &mut cursor).await
+                Box::pin(delivery::deliver(sink, shared, &addr, &registration.inbox, &mut cursor))
+                    .await
             }
             _ = async { match poll.as_mut() { Some(p) => { p.tick().await; } None => std::future::pending::<()>().await } } => {
-                delivery::drain(sink, shared, &addr, &mut cursor).await
+                Box::pin(delivery::drain(sink, shared, &addr, &mut cursor)).await
             }
             () = registration.prekeys.notified() => {
-                match shared.store.prekey_count(&addr).await {
+                match Box::pin(shared.store.prekey_count(&addr)).await {
                     Ok(stock) if delivery::prekeys_low(shared, stock) => {
                         feed(sink, delivery::prekey_status_frame(shared, stock)).await
                     }
@@ -127,7 +128,7 @@ async fn session<S: Store>(
             () = registration.replaced.notified() => {
                 // Connected elsewhere, or removed by another device of the user.
                 let removed = matches!(
-                    shared.store.device(&addr).await,
+                    Box::pin(shared.store.device(&addr)).await,
                     Ok(crate::store::DeviceLookup::Unknown(_))
                 );
                 let why = if removed { Refused::REMOVED } else { Refused::REPLACED };

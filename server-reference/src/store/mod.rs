@@ -593,6 +593,11 @@ pub trait Store: Send + Sync + 'static {
         bytes: u64,
         quota: u64,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Whether the store can serve requests (the relay's `/readyz`). The default reads one
+    /// presence row.
+    fn ready(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move { self.presence("").await.map(drop) }
+    }
     /// Operations waiting to run (for the queue-depth metric); 0 if not applicable.
     fn queue_depth(&self) -> usize {
         0

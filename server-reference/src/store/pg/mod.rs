@@ -21,7 +21,7 @@ mod shards;
 use std::sync::{Arc, OnceLock};
 
 pub use self::batch::{BATCH_TIMEOUT, MAX_BATCH_BYTES, MAX_BATCH_LOCKS, MAX_BATCH_OPS};
-pub use self::shards::{MAX_SHARDS, Moved, ShardedPgStore, shard_of};
+pub use self::shards::{FORWARD_WAIT, MAX_SHARDS, Moved, ShardedPgStore, shard_of};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
@@ -369,7 +369,7 @@ const MIGRATIONS: &[&str] = &[
        END LOOP;
        RETURN greatest(b, 0);
      END $$;
-     CREATE TABLE hush_shard_index (shard INT NOT NULL);",
+     CREATE TABLE hush_shard_index (shard INT NOT NULL, shards INT NOT NULL);",
 ];
 
 fn kem_prekey(r: &tokio_postgres::Row) -> StoredKemPrekey {
@@ -608,19 +608,20 @@ impl PgStore {
     }
 
     /// [`Store::ack`], also answering the receipts it made for senders not registered in
-    /// this database (on a sharded relay, senders on other shards).
+    /// this database (on a sharded relay, senders on other shards): those of every part
+    /// that committed, even when a later part failed.
     pub(crate) async fn ack_placing(
         &self,
         addr: &Addr,
         envelope_ids: Vec<u64>,
         now_ms: u64,
         limits: ReceiptLimits,
-    ) -> Result<(Vec<Addr>, Vec<Unplaced>), StoreError> {
+    ) -> (Result<Vec<Addr>, StoreError>, Vec<Unplaced>) {
         // In parts of at most half a batch's locks, one after another.
         let (mut senders, mut unplaced) = (Vec::new(), Vec::new());
         for part in envelope_ids.chunks(MAX_BATCH_LOCKS / 2) {
             let addr = addr.clone();
-            let (s, u) = self
+            let answer = self
                 .batched(|reply| Op::Ack {
                     addr,
                     ids: part.to_vec(),
@@ -628,13 +629,32 @@ impl PgStore {
                     limits,
                     reply,
                 })
-                .await??;
-            senders.extend(s);
-            unplaced.extend(u);
+                .await
+                .and_then(|a| a);
+            match answer {
+                Ok((s, u)) => {
+                    senders.extend(s);
+                    unplaced.extend(u);
+                }
+                Err(e) => return (Err(e), unplaced),
+            }
         }
         senders.sort();
         senders.dedup();
-        Ok((senders, unplaced))
+        (Ok(senders), unplaced)
+    }
+
+    /// Forgets `addr`'s blob upload tokens (on a sharded relay they live on shard 0, apart
+    /// from the device).
+    pub(crate) async fn forget_upload_tokens(&self, addr: &Addr) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute(
+            "DELETE FROM upload_tokens WHERE user_id = $1 AND device_id = $2",
+            &[&addr.user, &dev(addr)],
+        )
+        .await
+        .map_err(db)?;
+        Ok(())
     }
 
     /// Queues receipts made on another shard, within each owner's cap (dropped for owners
@@ -1435,10 +1455,7 @@ impl Store for PgStore {
         limits: ReceiptLimits,
     ) -> Result<Vec<Addr>, StoreError> {
         // Receipts for senders not registered here (removed devices) are not queued.
-        Ok(self
-            .ack_placing(addr, envelope_ids, now_ms, limits)
-            .await?
-            .0)
+        self.ack_placing(addr, envelope_ids, now_ms, limits).await.0
     }
 
     async fn receipts(

@@ -27,6 +27,9 @@ use crate::store::{
     StoredReceipt, StoredReport,
 };
 
+/// Longest an acknowledgement waits for its receipts to be queued on other shards.
+pub const FORWARD_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Most shards a relay may use.
 pub const MAX_SHARDS: usize = 1024;
 
@@ -88,7 +91,7 @@ impl ShardedPgStore {
         for url in urls {
             shards.push(PgStore::connect(url, schema, max_connections).await?);
         }
-        settle(&shards).await?;
+        settle(&shards, false).await?;
         Ok(Self::from_shards(shards))
     }
 
@@ -106,15 +109,25 @@ impl ShardedPgStore {
         new: &str,
         schema: Option<&str>,
     ) -> Result<Moved, StoreError> {
-        let old = Self::connect(urls, schema, 2).await?;
+        if urls.is_empty() || urls.len() >= MAX_SHARDS {
+            return Err(misplaced(format!(
+                "a deployment has 1 to {MAX_SHARDS} shards"
+            )));
+        }
+        let mut shards = Vec::with_capacity(urls.len());
+        for url in urls {
+            shards.push(PgStore::connect(url, schema, 2).await?);
+        }
+        settle(&shards, true).await?;
+        let old = Self::from_shards(shards);
         let fresh = PgStore::connect(new, schema, 2).await?;
-        let (n, total) = (urls.len() as i32, urls.len() as i32 + 1);
+        let (n, total) = (urls.len(), urls.len() + 1);
         let mut moved = Moved::default();
-        match shard_index(&fresh).await? {
-            Some(k) if k == n => {} // copied before; only the deletes remain.
-            Some(k) => {
+        match shard_index(&**fresh.client().await?).await? {
+            Some((k, t)) if k == n && t == total => {} // copied before; the deletes remain.
+            Some((k, t)) => {
                 return Err(misplaced(format!(
-                    "the new database is already shard {k}, not {n}"
+                    "the new database is already shard {k} of {t}, not {n} of {total}"
                 )));
             }
             None => {
@@ -132,8 +145,8 @@ impl ShardedPgStore {
                 }
                 let mut above = 0;
                 for shard in old.shards.iter() {
-                    above = above.max(highest_id(shard).await?);
                     let mut src = shard.client().await?;
+                    above = above.max(highest_id(&**src).await?);
                     let from = src
                         .build_transaction()
                         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -166,7 +179,7 @@ impl ShardedPgStore {
                     from.commit().await.map_err(db)?;
                 }
                 to.batch_execute(RECOUNT_MESSAGES).await.map_err(db)?;
-                settle_sequences(&to, n as usize, above).await?;
+                settle_sequences(&to, n, total, above).await?;
                 to.commit().await.map_err(db)?;
             }
         }
@@ -182,6 +195,9 @@ impl ShardedPgStore {
                 .map_err(db)?;
             }
             tx.batch_execute(RECOUNT_MESSAGES).await.map_err(db)?;
+            // Now one of `total`: nodes given the old list refuse to start.
+            let (index, _) = shard_index(&*tx).await?.unwrap_or_default();
+            set_index(&tx, index, total).await?;
             tx.commit().await.map_err(db)?;
         }
         Ok(moved)
@@ -295,18 +311,20 @@ fn misplaced(what: String) -> StoreError {
     StoreError::database(std::io::Error::other(what))
 }
 
-/// Which shard a database is (`None`: not yet one).
-async fn shard_index(shard: &PgStore) -> Result<Option<i32>, StoreError> {
-    let c = shard.client().await?;
-    Ok(c.query_opt("SELECT shard FROM hush_shard_index", &[])
-        .await
-        .map_err(db)?
-        .map(|r| r.get(0)))
+/// Which shard a database is, of how many (`None`: not yet one).
+async fn shard_index(
+    c: &impl tokio_postgres::GenericClient,
+) -> Result<Option<(usize, usize)>, StoreError> {
+    Ok(
+        c.query_opt("SELECT shard, shards FROM hush_shard_index", &[])
+            .await
+            .map_err(db)?
+            .map(|r| (r.get::<_, i32>(0) as usize, r.get::<_, i32>(1) as usize)),
+    )
 }
 
-/// The highest id a shard has drawn or holds.
-async fn highest_id(shard: &PgStore) -> Result<i64, StoreError> {
-    let c = shard.client().await?;
+/// The highest id a database has drawn or holds.
+async fn highest_id(c: &impl tokio_postgres::GenericClient) -> Result<i64, StoreError> {
     let mut sql = String::from("SELECT GREATEST(0");
     for (sequence, table, column) in SEQUENCES {
         sql.push_str(&format!(
@@ -317,11 +335,20 @@ async fn highest_id(shard: &PgStore) -> Result<i64, StoreError> {
     Ok(c.query_one(&sql, &[]).await.map_err(db)?.get(0))
 }
 
-/// Makes `tx`'s database shard `index`: its sequences draw ids `≡ index (mod MAX_SHARDS)`
-/// from above `above`.
+/// Whether a database holds any registered device.
+async fn holds_users(c: &impl tokio_postgres::GenericClient) -> Result<bool, StoreError> {
+    Ok(c.query_one("SELECT EXISTS (SELECT 1 FROM devices)", &[])
+        .await
+        .map_err(db)?
+        .get(0))
+}
+
+/// Makes `tx`'s database shard `index` of `shards`: its sequences draw ids
+/// `≡ index (mod MAX_SHARDS)` from above `above`.
 async fn settle_sequences(
     tx: &tokio_postgres::Transaction<'_>,
     index: usize,
+    shards: usize,
     above: i64,
 ) -> Result<(), StoreError> {
     let stride = MAX_SHARDS as i64;
@@ -333,44 +360,81 @@ async fn settle_sequences(
         .await
         .map_err(db)?;
     }
+    set_index(tx, index, shards).await
+}
+
+async fn set_index(
+    tx: &tokio_postgres::Transaction<'_>,
+    index: usize,
+    shards: usize,
+) -> Result<(), StoreError> {
     tx.batch_execute(&format!(
-        "DELETE FROM hush_shard_index; INSERT INTO hush_shard_index (shard) VALUES ({index})"
+        "DELETE FROM hush_shard_index; INSERT INTO hush_shard_index (shard, shards) VALUES ({index}, {shards})"
     ))
     .await
     .map_err(db)
 }
 
-/// Checks that each database is the shard its place in the list says (a list in another
-/// order would send users to the wrong database: refused), and settles the ones that are
-/// not yet shards (the first start with sharding, or a new shard), under a lock on shard 0.
-async fn settle(shards: &[PgStore]) -> Result<(), StoreError> {
+/// Checks that the list is the deployment's: each database the shard its place says, of
+/// as many shards as the list has (or, with `adding`, of one more: an interrupted
+/// [`ShardedPgStore::add_shard`]). A list in another order, shorter or longer would send
+/// users to databases that do not hold them: refused. On the first start with sharding
+/// the databases become shards, unless more than one is given and one of them already
+/// holds users (those users' rows would be on the wrong shard: add shards with
+/// `add_shard` instead). Nodes starting together do this under a lock on shard 0.
+async fn settle(shards: &[PgStore], adding: bool) -> Result<(), StoreError> {
+    let n = shards.len();
     let mut c0 = shards[0].client().await?;
     let lock = c0.transaction().await.map_err(db)?;
     lock.execute("SELECT pg_advisory_xact_lock($1)", &[&SHARD_LOCK])
         .await
         .map_err(db)?;
-    let mut unsettled = Vec::new();
-    for (i, shard) in shards.iter().enumerate() {
-        match shard_index(shard).await? {
-            Some(k) if k as usize == i => {}
-            Some(k) => {
+    let mut places = vec![shard_index(&*lock).await?];
+    for shard in &shards[1..] {
+        places.push(shard_index(&**shard.client().await?).await?);
+    }
+    if places.iter().all(Option::is_none) {
+        if n > 1 {
+            let mut users = holds_users(&*lock).await?;
+            for shard in &shards[1..] {
+                users |= holds_users(&**shard.client().await?).await?;
+            }
+            if users {
+                return Err(misplaced(
+                    "these databases already hold users: start with the one that holds them \
+                     alone, then add the others with --add-shard"
+                        .to_string(),
+                ));
+            }
+        }
+        let mut above = highest_id(&*lock).await?;
+        for shard in &shards[1..] {
+            above = above.max(highest_id(&**shard.client().await?).await?);
+        }
+        settle_sequences(&lock, 0, n, above).await?;
+        for (i, shard) in shards.iter().enumerate().skip(1) {
+            let mut c = shard.client().await?;
+            let tx = c.transaction().await.map_err(db)?;
+            settle_sequences(&tx, i, n, above).await?;
+            tx.commit().await.map_err(db)?;
+        }
+        return lock.commit().await.map_err(db);
+    }
+    for (i, place) in places.into_iter().enumerate() {
+        match place {
+            Some((k, total)) if k == i && (total == n || (adding && total == n + 1)) => {}
+            Some((k, total)) => {
                 return Err(misplaced(format!(
-                    "database {i} of the shard list is shard {k}: give the shards in their order"
+                    "database {i} of the list is shard {k} of {total}, but the list has {n}: \
+                     give every shard, in order"
                 )));
             }
-            None => unsettled.push(i),
-        }
-    }
-    if !unsettled.is_empty() {
-        let mut above = 0;
-        for shard in shards {
-            above = above.max(highest_id(shard).await?);
-        }
-        for i in unsettled {
-            let mut c = shards[i].client().await?;
-            let tx = c.transaction().await.map_err(db)?;
-            settle_sequences(&tx, i, above).await?;
-            tx.commit().await.map_err(db)?;
+            None => {
+                return Err(misplaced(format!(
+                    "database {i} of the list is not a shard of this deployment: add it with \
+                     --add-shard"
+                )));
+            }
         }
     }
     lock.commit().await.map_err(db)
@@ -410,7 +474,7 @@ struct Part {
 /// [`ShardedPgStore::enqueue_many`].
 fn merge(recipients: &[Addr], parts: Vec<Part>) -> Result<Refusals, StoreError> {
     let mut refused: Refusals = Vec::new();
-    let (mut stored, mut unavailable, mut full) = (false, None, None);
+    let (mut stored, mut failed, mut full) = (false, false, None);
     for part in parts {
         match part.result {
             Ok(r) => {
@@ -419,7 +483,7 @@ fn merge(recipients: &[Addr], parts: Vec<Part>) -> Result<Refusals, StoreError> 
             }
             Err(e @ StoreError::UnknownRecipient(_)) => return Err(e),
             Err(e @ (StoreError::MailboxFull(_) | StoreError::SenderShareFull(_))) => {
-                // Every recipient on that shard was full.
+                // Every recipient on that shard was refused; the store names one reason.
                 let share = matches!(e, StoreError::SenderShareFull(_));
                 refused.extend(part.recipients.into_iter().map(|r| {
                     if share {
@@ -431,32 +495,59 @@ fn merge(recipients: &[Addr], parts: Vec<Part>) -> Result<Refusals, StoreError> 
                 full.get_or_insert(e);
             }
             Err(e) => {
+                if matches!(e, StoreError::Unavailable(_)) {
+                    tracing::warn!(error = %crate::store::error_chain(&e), "a recipient's shard is unavailable");
+                } else {
+                    tracing::error!(error = %crate::store::error_chain(&e), "a recipient's shard failed");
+                }
                 refused.extend(
                     part.recipients
                         .into_iter()
                         .map(StoreError::RecipientUnavailable),
                 );
-                unavailable.get_or_insert(e);
+                failed = true;
             }
         }
     }
-    if stored {
-        let at = |e: &StoreError| match e {
-            StoreError::MailboxFull(a)
-            | StoreError::SenderShareFull(a)
-            | StoreError::RecipientUnavailable(a) => recipients.iter().position(|r| r == a),
-            _ => None,
-        };
-        refused.sort_by_key(|e| at(e));
-        return Ok(refused);
+    match full {
+        // Stored for nobody, and no shard failed: every mailbox was full.
+        Some(e) if !stored && !failed => Err(e),
+        _ => {
+            let at = |e: &StoreError| match e {
+                StoreError::MailboxFull(a)
+                | StoreError::SenderShareFull(a)
+                | StoreError::RecipientUnavailable(a) => recipients.iter().position(|r| r == a),
+                _ => None,
+            };
+            refused.sort_by_key(|e| at(e));
+            Ok(refused)
+        }
     }
-    // Stored for nobody: a shard that failed is the reason (retry), else a full mailbox.
-    Err(unavailable.or(full).unwrap_or(StoreError::CommitFailed))
 }
 
 impl Store for ShardedPgStore {
     fn queue_depth(&self) -> usize {
         self.shards.iter().map(Store::queue_depth).sum()
+    }
+
+    /// Ready while any shard answers: every node reaches the same shards, so one shard
+    /// down is no reason to take a node out of its load balancer (its users are refused
+    /// with a retry delay, everyone else is served); a node that reaches none is not ready.
+    /// The shards that do not answer are logged.
+    async fn ready(&self) -> Result<(), StoreError> {
+        let answers = join_all(self.shards.iter().map(|s| s.presence(""))).await;
+        let (mut down, mut first_error) = (0, None);
+        for (shard, answer) in answers.into_iter().enumerate() {
+            if let Err(e) = answer {
+                tracing::warn!(shard, error = %crate::store::error_chain(&e), "shard not ready");
+                down += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            Some(e) if down == self.shards.len() => Err(e),
+            _ => Ok(()),
+        }
     }
 
     fn deliver_on_commit(&self, hook: DeliveryHook) -> bool {
@@ -489,8 +580,13 @@ impl Store for ShardedPgStore {
             .await
     }
 
+    /// Removes the device on its shard, and its blob upload tokens on shard 0.
     async fn remove_device(&self, addr: &Addr) -> Result<bool, StoreError> {
-        self.home(&addr.user).remove_device(addr).await
+        let removed = self.home(&addr.user).remove_device(addr).await?;
+        if removed && shard_of(&addr.user, self.shards.len()) != 0 {
+            self.first().forget_upload_tokens(addr).await?;
+        }
+        Ok(removed)
     }
 
     async fn upload_prekeys(
@@ -540,12 +636,14 @@ impl Store for ShardedPgStore {
     /// Each envelope is split by its recipients' shards, and every shard stores its parts
     /// of the whole batch at once, in order. For each envelope the sender is told:
     /// - `UnknownRecipient` if a shard found a recipient not registered (other shards may
-    ///   have stored it: recipients drop a message id they have seen, SPEC §16.3);
-    /// - else, if it was stored for anyone, the refused recipients: full mailboxes (or
-    ///   shares), and [`StoreError::RecipientUnavailable`] for each recipient on a shard
-    ///   that failed, to send to again later;
-    /// - else the failed shard's error ([`StoreError::Unavailable`]: retry), or the full
-    ///   mailbox's.
+    ///   have stored it);
+    /// - else, if every recipient's mailbox was full and no shard failed, the full
+    ///   mailbox's error;
+    /// - else the refused recipients: full mailboxes (or shares), and
+    ///   [`StoreError::RecipientUnavailable`] for each recipient on a shard that failed,
+    ///   even when that leaves nobody it was stored for. The sender sends to them again
+    ///   later, and goes on meanwhile with its other mail: a shard's outage holds up only
+    ///   mail to that shard's users.
     async fn enqueue_many(
         &self,
         sender: &Addr,
@@ -593,13 +691,7 @@ impl Store for ShardedPgStore {
         batch
             .iter()
             .zip(parts)
-            .map(|(out, parts)| match parts.len() {
-                1 => parts
-                    .into_iter()
-                    .next()
-                    .map_or(Err(StoreError::CommitFailed), |p| p.result),
-                _ => merge(&out.recipients, parts),
-            })
+            .map(|(out, parts)| merge(&out.recipients, parts))
             .collect()
     }
 
@@ -628,8 +720,9 @@ impl Store for ShardedPgStore {
     }
 
     /// Acknowledges on `addr`'s shard, then queues the "delivered" receipts for senders on
-    /// other shards there (waiting for them, so that the senders woken after this returns
-    /// find them). A shard that fails to queue them loses them (logged); the
+    /// other shards there, waiting for that at most [`FORWARD_WAIT`] (so that senders woken
+    /// after this returns usually find them; past it they are still queued, and found by
+    /// the senders' next read). A shard that fails to queue them loses them (logged); the
     /// acknowledgement stands.
     async fn ack(
         &self,
@@ -639,27 +732,34 @@ impl Store for ShardedPgStore {
         limits: ReceiptLimits,
     ) -> Result<Vec<Addr>, StoreError> {
         let home = shard_of(&addr.user, self.shards.len());
-        let (senders, unplaced) = self.shards[home]
+        // Receipts of the parts that committed are forwarded even if a later part failed.
+        let (result, unplaced) = self.shards[home]
             .ack_placing(addr, envelope_ids, now_ms, limits)
-            .await?;
+            .await;
         let forwards = self
             .by_shard(unplaced, |u: &Unplaced| &u.owner.user)
             .into_iter()
             // A sender of this shard without a queue here is no longer registered.
             .filter(|(shard, _)| *shard != home)
-            .map(|(shard, list)| async move {
-                let n = list.len();
-                if let Err(e) = self.shards[shard].queue_receipts(list, limits).await {
-                    tracing::warn!(
-                        shard,
-                        receipts = n,
-                        error = %crate::store::error_chain(&e),
-                        "delivered receipts for another shard lost"
-                    );
-                }
-            });
-        join_all(forwards).await;
-        Ok(senders)
+            .map(|(shard, list)| {
+                let store = self.shards[shard].clone();
+                tokio::spawn(async move {
+                    let n = list.len();
+                    if let Err(e) = store.queue_receipts(list, limits).await {
+                        tracing::warn!(
+                            shard,
+                            receipts = n,
+                            error = %crate::store::error_chain(&e),
+                            "delivered receipts for another shard lost"
+                        );
+                    }
+                })
+            })
+            .collect::<Vec<_>>();
+        if !forwards.is_empty() {
+            let _ = tokio::time::timeout(FORWARD_WAIT, join_all(forwards)).await;
+        }
+        result
     }
 
     async fn receipts(
