@@ -8,7 +8,7 @@
 //! skipped: see [`Inbox::take`].
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -20,11 +20,25 @@ const MAX_QUEUED: usize = 1024;
 /// Most ciphertext bytes waiting in one inbox.
 const MAX_QUEUED_BYTES: usize = 4 << 20;
 
-/// A connection's inbox: pushed deliveries, and a flag that says "read the store too".
+/// A connection's inbox: pushed deliveries, a flag that says "read the store too", and the
+/// connection's other signals ("replaced by a newer connection", "your one-time prekey
+/// stock changed"), all behind one [`Notify`] so that an idle connection waits on one
+/// future.
 #[derive(Default)]
 pub(crate) struct Inbox {
     pub(crate) notify: Notify,
     queue: Mutex<Queue>,
+    replaced: AtomicBool,
+    prekeys: AtomicBool,
+}
+
+/// The signals besides deliveries, taken by [`Inbox::signals`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Signals {
+    /// A newer connection of the device (here or on another node), or the device removed.
+    pub(crate) replaced: bool,
+    /// The device's one-time prekey stock changed.
+    pub(crate) prekeys: bool,
 }
 
 #[derive(Default)]
@@ -66,6 +80,24 @@ impl Inbox {
         self.notify.notify_one();
     }
 
+    fn replace(&self) {
+        self.replaced.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    fn prekeys_changed(&self) {
+        self.prekeys.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    /// Takes the signals raised since the last call.
+    pub(crate) fn signals(&self) -> Signals {
+        Signals {
+            replaced: self.replaced.swap(false, Ordering::SeqCst),
+            prekeys: self.prekeys.swap(false, Ordering::SeqCst),
+        }
+    }
+
     /// Takes the queued deliveries (oldest first) and whether the store must be read after
     /// them. Everything committed before this call is either in the returned queue or, if
     /// the flag is returned, in the store; everything committed after it is pushed again.
@@ -81,9 +113,8 @@ impl Inbox {
     }
 }
 
-/// A connection's id and its signals: its inbox, "replaced by a newer connection", and
-/// "your one-time prekey stock changed".
-type Entry = (u64, Arc<Inbox>, Arc<Notify>, Arc<Notify>);
+/// A connection's id and its inbox.
+type Entry = (u64, Arc<Inbox>);
 
 /// Connected devices. A device connected twice keeps only its newest connection; the older
 /// one is told to close.
@@ -99,32 +130,25 @@ pub(crate) struct Registration<'a> {
     addr: Addr,
     id: u64,
     pub(crate) inbox: Arc<Inbox>,
-    pub(crate) replaced: Arc<Notify>,
-    pub(crate) prekeys: Arc<Notify>,
 }
 
 impl Hub {
     pub(crate) fn register(&self, addr: &Addr) -> Registration<'_> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let inbox = Arc::new(Inbox::default());
-        let replaced = Arc::new(Notify::new());
-        let prekeys = Arc::new(Notify::new());
-        let entry = (id, inbox.clone(), replaced.clone(), prekeys.clone());
         let old = self
             .devices
             .lock()
-            .map(|mut d| d.insert(addr.clone(), entry))
+            .map(|mut d| d.insert(addr.clone(), (id, inbox.clone())))
             .unwrap_or(None);
-        if let Some((_, _, old_replaced, _)) = old {
-            old_replaced.notify_one();
+        if let Some((_, old_inbox)) = old {
+            old_inbox.replace();
         }
         Registration {
             hub: self,
             addr: addr.clone(),
             id,
             inbox,
-            replaced,
-            prekeys,
         }
     }
 
@@ -134,7 +158,7 @@ impl Hub {
             return false;
         };
         match devices.get(d.to()) {
-            Some((_, inbox, _, _)) => {
+            Some((_, inbox)) => {
                 inbox.push(d);
                 true
             }
@@ -145,7 +169,7 @@ impl Hub {
     /// Wakes `addr`, if it is connected here, to read its mailbox from the store.
     pub(crate) fn wake(&self, addr: &Addr) {
         if let Ok(d) = self.devices.lock()
-            && let Some((_, inbox, _, _)) = d.get(addr)
+            && let Some((_, inbox)) = d.get(addr)
         {
             inbox.wake();
         }
@@ -159,18 +183,18 @@ impl Hub {
     /// Closes `addr`'s connection here (it connected to another node).
     pub(crate) fn kick(&self, addr: &Addr) {
         if let Ok(d) = self.devices.lock()
-            && let Some((_, _, replaced, _)) = d.get(addr)
+            && let Some((_, inbox)) = d.get(addr)
         {
-            replaced.notify_one();
+            inbox.replace();
         }
     }
 
     /// Tells `addr`, if connected here, that its one-time prekey stock changed.
     pub(crate) fn prekeys_taken(&self, addr: &Addr) {
         if let Ok(d) = self.devices.lock()
-            && let Some((_, _, _, prekeys)) = d.get(addr)
+            && let Some((_, inbox)) = d.get(addr)
         {
-            prekeys.notify_one();
+            inbox.prekeys_changed();
         }
     }
 }
@@ -178,8 +202,7 @@ impl Hub {
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         if let Ok(mut d) = self.hub.devices.lock()
-            && d.get(&self.addr)
-                .is_some_and(|(id, _, _, _)| *id == self.id)
+            && d.get(&self.addr).is_some_and(|(id, _)| *id == self.id)
         {
             d.remove(&self.addr);
         }

@@ -568,7 +568,7 @@ async fn ws<S: Store>(
         .max_message_size(max)
         .max_frame_size(max)
         // Small buffers: an idle connection should cost a few KiB, not the defaults.
-        .read_buffer_size(2 * 1024)
+        .read_buffer_size(512)
         .write_buffer_size(0)
         .on_upgrade(move |socket| connection::serve(socket, peer, shared))
 }

@@ -110,30 +110,33 @@ async fn session<S: Store>(
                 }
                 Box::pin(handle_frames(sink, messages, peer, shared, &addr)).await
             }
+            // One wait for every signal: an idle connection's task stays small.
             () = registration.inbox.notify.notified() => {
-                Box::pin(delivery::deliver(sink, shared, &addr, &registration.inbox, &mut cursor))
+                let signals = registration.inbox.signals();
+                if signals.replaced {
+                    // Connected elsewhere, or removed by another device of the user.
+                    let removed = matches!(
+                        Box::pin(shared.store.device(&addr)).await,
+                        Ok(crate::store::DeviceLookup::Unknown(_))
+                    );
+                    let why = if removed { Refused::REMOVED } else { Refused::REPLACED };
+                    send(sink, why.frame(0)).await;
+                    return;
+                }
+                let mut open = true;
+                if signals.prekeys {
+                    match Box::pin(shared.store.prekey_count(&addr)).await {
+                        Ok(stock) if delivery::prekeys_low(shared, stock) => {
+                            open = feed(sink, delivery::prekey_status_frame(shared, stock)).await;
+                        }
+                        _ => {}
+                    }
+                }
+                open && Box::pin(delivery::deliver(sink, shared, &addr, &registration.inbox, &mut cursor))
                     .await
             }
             _ = async { match poll.as_mut() { Some(p) => { p.tick().await; } None => std::future::pending::<()>().await } } => {
                 Box::pin(delivery::drain(sink, shared, &addr, &mut cursor)).await
-            }
-            () = registration.prekeys.notified() => {
-                match Box::pin(shared.store.prekey_count(&addr)).await {
-                    Ok(stock) if delivery::prekeys_low(shared, stock) => {
-                        feed(sink, delivery::prekey_status_frame(shared, stock)).await
-                    }
-                    _ => true,
-                }
-            }
-            () = registration.replaced.notified() => {
-                // Connected elsewhere, or removed by another device of the user.
-                let removed = matches!(
-                    Box::pin(shared.store.device(&addr)).await,
-                    Ok(crate::store::DeviceLookup::Unknown(_))
-                );
-                let why = if removed { Refused::REMOVED } else { Refused::REPLACED };
-                send(sink, why.frame(0)).await;
-                return;
             }
             _ = shutdown.changed() => {
                 send(sink, Refused::SHUTTING_DOWN.frame(0)).await;
