@@ -185,6 +185,7 @@ async fn sql(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// A database listed twice is refused; a first start that stopped half way is finished.
 /// Users live on their shard only; a send to recipients on both shards is stored on each;
 /// an acknowledgement on one shard queues the "delivered" receipt on the sender's; presence
 /// is on the user's shard; blobs and reports on shard 0; `hush_shard` in SQL is `shard_of`.
@@ -192,6 +193,27 @@ async fn sql(url: &str) -> tokio_postgres::Client {
 async fn two_servers_route_by_user() {
     let db = Backend::Postgres.db("pg-shards-route").await;
     let second = SecondPg::start("route").await;
+    // A database listed twice is refused, at once.
+    assert!(
+        ShardedPgStore::connect(&[PG_URL, PG_URL], Some(&db.schema), 4)
+            .await
+            .is_err()
+    );
+    // A first start that stopped half way (the second server already settled as shard 1 of
+    // 2, shard 0 not yet) is finished by the next.
+    drop(
+        PgStore::connect(&second.url(), Some(&db.schema), 2)
+            .await
+            .unwrap(),
+    );
+    sql(&second.url())
+        .await
+        .batch_execute(&format!(
+            "INSERT INTO {}.hush_shard_index (shard, shards) VALUES (1, 2)",
+            db.schema
+        ))
+        .await
+        .unwrap();
     let store = sharded(&db, &second).await;
     let pushed = Arc::new(Mutex::new(Vec::new()));
     let p = pushed.clone();

@@ -87,6 +87,9 @@ impl ShardedPgStore {
                 "a sharded store needs 1 to {MAX_SHARDS} databases"
             ))));
         }
+        if listed_twice(urls) {
+            return Err(misplaced("a database is listed twice".to_string()));
+        }
         let mut shards = Vec::with_capacity(urls.len());
         for url in urls {
             shards.push(PgStore::connect(url, schema, max_connections).await?);
@@ -109,6 +112,9 @@ impl ShardedPgStore {
         new: &str,
         schema: Option<&str>,
     ) -> Result<Moved, StoreError> {
+        if listed_twice(&[urls, &[new]].concat()) {
+            return Err(misplaced("a database is listed twice".to_string()));
+        }
         if urls.is_empty() || urls.len() >= MAX_SHARDS {
             return Err(misplaced(format!(
                 "a deployment has 1 to {MAX_SHARDS} shards"
@@ -307,6 +313,12 @@ const SEQUENCES: [(&str, &str, &str); 4] = [
 /// shards.
 const SHARD_LOCK: i64 = 0x6875_7368_0002;
 
+/// Whether two of `urls` are the same string.
+fn listed_twice(urls: &[&str]) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    !urls.iter().all(|u| seen.insert(*u))
+}
+
 fn misplaced(what: String) -> StoreError {
     StoreError::database(std::io::Error::other(what))
 }
@@ -351,6 +363,10 @@ async fn settle_sequences(
     shards: usize,
     above: i64,
 ) -> Result<(), StoreError> {
+    // A database listed twice would wait for its own lock: fail instead.
+    tx.batch_execute("SET LOCAL lock_timeout = '10s'")
+        .await
+        .map_err(db)?;
     let stride = MAX_SHARDS as i64;
     let start = (above / stride + 1) * stride + index as i64;
     for (sequence, _, _) in SEQUENCES {
@@ -393,7 +409,14 @@ async fn settle(shards: &[PgStore], adding: bool) -> Result<(), StoreError> {
     for shard in &shards[1..] {
         places.push(shard_index(&**shard.client().await?).await?);
     }
-    if places.iter().all(Option::is_none) {
+    // The first start with sharding (or one that stopped half way: some databases settled,
+    // none serving yet).
+    let first = places.iter().any(Option::is_none)
+        && places
+            .iter()
+            .enumerate()
+            .all(|(i, p)| p.is_none_or(|p| p == (i, n)));
+    if first {
         if n > 1 {
             let mut users = holds_users(&*lock).await?;
             for shard in &shards[1..] {
@@ -411,8 +434,13 @@ async fn settle(shards: &[PgStore], adding: bool) -> Result<(), StoreError> {
         for shard in &shards[1..] {
             above = above.max(highest_id(&**shard.client().await?).await?);
         }
-        settle_sequences(&lock, 0, n, above).await?;
+        if places[0].is_none() {
+            settle_sequences(&lock, 0, n, above).await?;
+        }
         for (i, shard) in shards.iter().enumerate().skip(1) {
+            if places[i].is_some() {
+                continue;
+            }
             let mut c = shard.client().await?;
             let tx = c.transaction().await.map_err(db)?;
             settle_sequences(&tx, i, n, above).await?;
