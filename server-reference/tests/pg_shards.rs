@@ -537,8 +537,9 @@ async fn a_server_restarted_under_load_loses_nothing_acknowledged() {
 /// (sending, receiving, presence), a send to recipients on both shards is stored for shard
 /// 0's and lists the others in `Sent.refused`, as does a send to the down shard alone, a
 /// request that needs only the down shard is refused with `INTERNAL` and a retry delay
-/// within seconds, not a hang, and the node stays ready. Started again, the down shard's
-/// users are served.
+/// within seconds, not a hang, and the node stays ready. A connection of the down shard
+/// whose mailbox cannot be read stays open. Started again, the down shard's users are
+/// served, on the connection they had.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_down_refuses_its_users_and_the_other_serves() {
     let db = Backend::Postgres.db("pg-shards-down").await;
@@ -547,6 +548,8 @@ async fn a_shard_down_refuses_its_users_and_the_other_serves() {
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         blob_dir: db.path.with_file_name("blobs"),
+        // Carol's connection reads her mailbox while her shard is down: it stays open.
+        poll_interval: Some(Duration::from_millis(100)),
         ..Config::default()
     };
     let (listen, stop, task) = spawn(config, store).await;

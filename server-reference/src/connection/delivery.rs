@@ -124,7 +124,7 @@ pub(super) async fn deliver<S: Store>(
     addr: &Addr,
     inbox: &Inbox,
     cursor: &mut Cursor,
-) -> bool {
+) -> Pass {
     let (items, mut check_store) = inbox.take();
     for d in items {
         let bytes = match d {
@@ -154,11 +154,31 @@ pub(super) async fn deliver<S: Store>(
             _ => continue,
         };
         if !feed(sink, bytes).await {
-            return false;
+            return Pass::Closed;
         }
     }
-    !check_store || drain(sink, shared, addr, cursor).await
+    if check_store {
+        drain(sink, shared, addr, cursor).await
+    } else {
+        Pass::Sent
+    }
 }
+
+/// What a delivery pass came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Pass {
+    /// Everything due was sent (or is in the socket's buffer).
+    Sent,
+    /// The socket failed: the connection ends.
+    Closed,
+    /// The store could not be read (a database down or unreachable): the connection stays
+    /// open and the session reads again after [`STORE_RETRY`], as it does after a wake-up.
+    /// What it already sent stays sent; nothing is skipped (the cursor stays where it was).
+    StoreFailed,
+}
+
+/// How soon a session reads its mailbox again after the store failed to answer.
+pub(super) const STORE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Sends every queued envelope and receipt not sent yet on this connection, in order, from
 /// the store.
@@ -167,14 +187,14 @@ pub(super) async fn drain<S: Store>(
     shared: &Shared<S>,
     addr: &Addr,
     cursor: &mut Cursor,
-) -> bool {
+) -> Pass {
     loop {
         let Ok(page) = shared
             .store
             .pending(addr, cursor.envelope, PAGE, now_ms())
             .await
         else {
-            return false;
+            return Pass::StoreFailed;
         };
         let n = page.len();
         for e in page {
@@ -191,7 +211,7 @@ pub(super) async fn drain<S: Store>(
                 franking_tag,
             };
             if !feed(sink, codec::encode_server(0, Out::Envelope(env))).await {
-                return false;
+                return Pass::Closed;
             }
             shared.metrics.envelope_out();
         }
@@ -201,18 +221,18 @@ pub(super) async fn drain<S: Store>(
     }
     loop {
         let Ok(page) = shared.store.receipts(addr, cursor.receipt, PAGE).await else {
-            return false;
+            return Pass::StoreFailed;
         };
         let n = page.len();
         for r in page {
             cursor.receipt = r.receipt_id;
             if !feed(sink, receipt_frame(r)).await {
-                return false;
+                return Pass::Closed;
             }
             shared.metrics.receipt_out();
         }
         if n < PAGE as usize {
-            return true;
+            return Pass::Sent;
         }
     }
 }

@@ -15,7 +15,7 @@ use axum::extract::ws::{Message, WebSocket};
 use futures_util::{FutureExt as _, SinkExt, StreamExt};
 use hush_relay_protocol::{Request, codec};
 
-use self::delivery::Cursor;
+use self::delivery::{Cursor, Pass};
 use self::refusal::Refused;
 use crate::store::{Addr, Store};
 use crate::{Shared, now_ms};
@@ -70,23 +70,35 @@ async fn session<S: Store>(
     let registration = shared.hub.register(&addr);
     shared.announce(&addr);
     // With several nodes, also check the mailbox now and then (a wake-up may be lost).
-    let mut poll = shared.config.poll_interval.map(|p| {
-        let mut i = tokio::time::interval(p);
+    let every = |p| {
+        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + p, p);
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         i
-    });
+    };
+    let mut poll = shared.config.poll_interval.map(every);
+    // The store failed to answer a read of the mailbox: `poll` ticks every `STORE_RETRY`
+    // until a read succeeds.
+    let mut retrying = false;
     let mut cursor = Cursor::default();
     let mut shutdown = shared.shutdown.clone();
-    if !Box::pin(delivery::prekey_status(sink, shared, &addr)).await
-        || !Box::pin(delivery::drain(sink, shared, &addr, &mut cursor)).await
-        || sink.flush().await.is_err()
-    {
+    if !Box::pin(delivery::prekey_status(sink, shared, &addr)).await {
+        return;
+    }
+    match Box::pin(delivery::drain(sink, shared, &addr, &mut cursor)).await {
+        Pass::Closed => return,
+        Pass::StoreFailed => {
+            retrying = true;
+            poll = Some(every(delivery::STORE_RETRY));
+        }
+        Pass::Sent => {}
+    }
+    if sink.flush().await.is_err() {
         return;
     }
     let mut last_touch = Instant::now();
     let mut idle_deadline = tokio::time::Instant::now() + shared.config.idle_timeout;
     loop {
-        let open = tokio::select! {
+        let pass = tokio::select! {
             // The idle deadline moves only when the device sends something: pushes and
             // polls do not keep a silent connection open.
             incoming = tokio::time::timeout_at(idle_deadline, stream.next()) => {
@@ -108,7 +120,11 @@ async fn session<S: Store>(
                     let _ = Box::pin(shared.store.touch(&addr.user, now_ms())).await;
                     last_touch = Instant::now();
                 }
-                Box::pin(handle_frames(sink, messages, peer, shared, &addr)).await
+                if Box::pin(handle_frames(sink, messages, peer, shared, &addr)).await {
+                    Pass::Sent
+                } else {
+                    Pass::Closed
+                }
             }
             // One wait for every signal: an idle connection's task stays small.
             () = registration.inbox.notify.notified() => {
@@ -132,19 +148,33 @@ async fn session<S: Store>(
                         _ => {}
                     }
                 }
-                open && Box::pin(delivery::deliver(sink, shared, &addr, &registration.inbox, &mut cursor))
-                    .await
+                if open {
+                    Box::pin(delivery::deliver(sink, shared, &addr, &registration.inbox, &mut cursor))
+                        .await
+                } else {
+                    Pass::Closed
+                }
             }
             _ = async { match poll.as_mut() { Some(p) => { p.tick().await; } None => std::future::pending::<()>().await } } => {
-                Box::pin(delivery::drain(sink, shared, &addr, &mut cursor)).await
+                let pass = Box::pin(delivery::drain(sink, shared, &addr, &mut cursor)).await;
+                if retrying && pass == Pass::Sent {
+                    // The store answers again: back to the configured polling, if any.
+                    retrying = false;
+                    poll = shared.config.poll_interval.map(every);
+                }
+                pass
             }
             _ = shutdown.changed() => {
                 send(sink, Refused::SHUTTING_DOWN.frame(0)).await;
                 return;
             }
         };
+        if pass == Pass::StoreFailed && !retrying {
+            retrying = true;
+            poll = Some(every(delivery::STORE_RETRY));
+        }
         // Everything a branch wrote goes out in one flush.
-        if !open || sink.flush().await.is_err() {
+        if pass == Pass::Closed || sink.flush().await.is_err() {
             return;
         }
     }
