@@ -10,7 +10,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::{
-    Config, PgStore, RateLimit, Redacted, Relay, ShardedPgStore, SqliteStore, Store, TlsFiles,
+    Config, PgStore, RateLimit, Redacted, Relay, Routing, ShardedPgStore, SqliteStore, Store,
+    TlsFiles,
 };
 use serde::Deserialize;
 
@@ -268,6 +269,12 @@ pub async fn run(args: RelayArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Batches by mailbox on one node; shared when nodes share mailboxes (docs/BENCHMARKS.md).
+    let routing = if config.nats_url.is_some() {
+        Routing::Shared
+    } else {
+        Routing::ByMailbox
+    };
     if add_shard.is_some() && matches!(backend, Backend::Sqlite(_)) {
         eprintln!("hush-relay: --add-shard needs --postgres (shard 0)");
         return ExitCode::from(2);
@@ -328,7 +335,7 @@ pub async fn run(args: RelayArgs) -> ExitCode {
                 .chain(&shards)
                 .map(|u| u.as_str())
                 .collect();
-            match ShardedPgStore::connect(&urls, schema.as_deref(), pool).await {
+            match ShardedPgStore::connect_with(&urls, schema.as_deref(), pool, routing).await {
                 Ok(store) if list_reports => print_reports(&store).await,
                 Ok(store) => serve(config, store).await,
                 Err(e) => {
@@ -339,7 +346,7 @@ pub async fn run(args: RelayArgs) -> ExitCode {
         }
         Backend::Postgres {
             url, schema, pool, ..
-        } => match PgStore::connect(&url, schema.as_deref(), pool).await {
+        } => match PgStore::connect_with(&url, schema.as_deref(), pool, routing).await {
             Ok(store) if list_reports => print_reports(&store).await,
             Ok(store) => serve(config, store).await,
             Err(e) => {

@@ -51,7 +51,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use limits::RateLimit;
-pub use pg::{PgStore, ShardedPgStore};
+pub use pg::{PgStore, Routing, ShardedPgStore};
 pub use redacted::Redacted;
 pub use store::{SqliteStore, Store};
 

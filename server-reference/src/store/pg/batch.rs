@@ -45,8 +45,8 @@ pub const MAX_BATCH_BYTES: usize = 32 << 20;
 /// Longest a batch may take before its operations fail with
 /// [`StoreError::Unavailable`](crate::store::StoreError::Unavailable).
 pub const BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// Batches in flight at once per store (one with a pool of fewer than 4 connections): while
-/// one commits, the next is checked and written.
+/// Batches in flight at once per store (one with a pool of fewer than 4 connections); how
+/// operations are spread over them is [`Routing`](super::Routing).
 pub(super) const BATCHERS: usize = 2;
 
 /// The advisory lock key of `addr`'s mailbox (`class` `"mailbox"`) or receipt queue
@@ -119,6 +119,33 @@ impl Op {
             Self::Receipts { list, .. } => list.len(),
             Self::Touch { .. } => 0,
         }
+    }
+
+    /// Its queue of `lanes` ([`Routing::ByMailbox`](super::Routing::ByMailbox)): that of the first mailbox it writes (a send's first recipient,
+    /// an acknowledging device, the owner of a receipt queue it writes), or of the user
+    /// whose presence it writes. The same mailbox is always in the same lane.
+    pub(super) fn lane(&self, lanes: usize) -> usize {
+        let key = match self {
+            Self::Enqueue { sender, batch, .. } => batch
+                .iter()
+                .flat_map(|o| &o.recipients)
+                .next()
+                .map_or_else(|| lock_key("mailbox", sender), |r| lock_key("mailbox", r)),
+            Self::Ack { addr, .. } | Self::AckReceipts { addr, .. } => lock_key("mailbox", addr),
+            Self::Receipts { list, .. } => {
+                list.first().map_or(0, |u| lock_key("mailbox", &u.owner))
+            }
+            Self::Touch { user, .. } => lock_key(
+                "mailbox",
+                &Addr {
+                    user: user.clone(),
+                    device: 0,
+                },
+            ),
+        };
+        // FNV-1a's low bits are a parity of the input's: take high bits of a mix instead.
+        let mixed = (key as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
+        (mixed % lanes.max(1) as u64) as usize
     }
 
     /// How many ciphertext bytes it writes.

@@ -383,11 +383,32 @@ fn kem_prekey(r: &tokio_postgres::Row) -> StoredKemPrekey {
 /// Key of the advisory lock that serialises migrations across nodes starting together.
 const MIGRATION_LOCK: i64 = 0x6875_7368_0001;
 
+/// How a node's operations are spread over its batches (two in flight per node).
+///
+/// Measured (docs/BENCHMARKS.md): by mailbox is the faster on one node, where a mailbox's
+/// sends and acknowledgements meet in one batch; shared is the faster when every envelope
+/// crosses nodes, where the other node's batches hold the same mailboxes' locks anyway and
+/// smaller batches only add transactions. `hush relay` routes by mailbox without NATS and
+/// shares with it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Routing {
+    /// Each batcher has its own queue, and an operation goes to the queue of the first
+    /// mailbox it writes (a send's first recipient, an acknowledging device, the owner of a
+    /// receipt queue): two batches in flight mostly lock different mailboxes and commit side
+    /// by side instead of one waiting for the other's locks.
+    #[default]
+    ByMailbox,
+    /// One queue: a free batcher takes whatever has queued.
+    Shared,
+}
+
 /// The PostgreSQL store, with a connection pool and its batchers.
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
-    ops: mpsc::Sender<Op>,
+    /// The batches' queues: one per batcher ([`Routing::ByMailbox`], an operation goes to the
+    /// queue of the first mailbox it writes), or one that every batcher takes from.
+    ops: Arc<[mpsc::Sender<Op>]>,
     hook: Arc<OnceLock<DeliveryHook>>,
 }
 
@@ -444,10 +465,23 @@ impl PgStore {
     /// Connects to `url` (a libpq-style connection string or URL) with a pool of at most
     /// `max_connections`, creates `schema` if given (tables then live there; lower-case
     /// letters, digits and `_`), and applies pending migrations.
+    ///
+    /// Operations are routed to batches by mailbox ([`Routing::ByMailbox`]); see
+    /// [`PgStore::connect_with`].
     pub async fn connect(
         url: &str,
         schema: Option<&str>,
         max_connections: usize,
+    ) -> Result<Self, StoreError> {
+        Self::connect_with(url, schema, max_connections, Routing::ByMailbox).await
+    }
+
+    /// [`PgStore::connect`], with the batches' [`Routing`].
+    pub async fn connect_with(
+        url: &str,
+        schema: Option<&str>,
+        max_connections: usize,
+        routing: Routing,
     ) -> Result<Self, StoreError> {
         let mut config: tokio_postgres::Config = url.parse().map_err(db)?;
         // A database that stops answering fails requests within seconds instead of holding
@@ -489,41 +523,44 @@ impl PgStore {
             .recycle_timeout(Some(NETWORK_TIMEOUT))
             .build()
             .map_err(db)?;
-        let (ops, queued) = mpsc::channel(QUEUE);
-        let hook = Arc::new(OnceLock::new());
-        let store = Self {
-            pool: pool.clone(),
-            ops,
-            hook: hook.clone(),
-        };
-        store.migrate().await?;
-        let batcher = Arc::new(batch::Batcher {
-            pool,
-            ops: tokio::sync::Mutex::new(batch::Waiting {
-                rx: queued,
-                held: None,
-            }),
-            hook,
-        });
         // A small pool keeps room for the reads beside the batches.
         let batchers = if max_connections >= 4 {
             batch::BATCHERS
         } else {
             1
         };
-        for _ in 0..batchers {
-            let batcher = batcher.clone();
-            // A batcher that panicked (its callers got `Closed`) is started again.
-            tokio::spawn(async move {
-                loop {
-                    match tokio::spawn(batch::run(batcher.clone())).await {
-                        Err(e) if e.is_panic() => {
-                            tracing::error!("a PostgreSQL batcher panicked; restarting it");
-                        }
-                        _ => return,
-                    }
-                }
+        let queues = match routing {
+            Routing::ByMailbox => batchers,
+            Routing::Shared => 1,
+        };
+        let (ops, queued): (Vec<_>, Vec<_>) = (0..queues).map(|_| mpsc::channel(QUEUE)).unzip();
+        let hook = Arc::new(OnceLock::new());
+        let store = Self {
+            pool: pool.clone(),
+            ops: ops.into(),
+            hook: hook.clone(),
+        };
+        store.migrate().await?;
+        for rx in queued {
+            let batcher = Arc::new(batch::Batcher {
+                pool: pool.clone(),
+                ops: tokio::sync::Mutex::new(batch::Waiting { rx, held: None }),
+                hook: hook.clone(),
             });
+            for _ in 0..batchers / queues {
+                let batcher = batcher.clone();
+                // A batcher that panicked (its callers got `Closed`) is started again.
+                tokio::spawn(async move {
+                    loop {
+                        match tokio::spawn(batch::run(batcher.clone())).await {
+                            Err(e) if e.is_panic() => {
+                                tracing::error!("a PostgreSQL batcher panicked; restarting it");
+                            }
+                            _ => return,
+                        }
+                    }
+                });
+            }
         }
         Ok(store)
     }
@@ -600,8 +637,9 @@ impl PgStore {
     /// Queues `op` for a batch and waits for its answer.
     async fn batched<T>(&self, op: impl FnOnce(oneshot::Sender<T>) -> Op) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.ops
-            .send(op(tx))
+        let op = op(tx);
+        self.ops[op.lane(self.ops.len())]
+            .send(op)
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)
@@ -806,7 +844,12 @@ fn ms(v: u64) -> i64 {
 
 impl Store for PgStore {
     fn queue_depth(&self) -> usize {
-        self.pool.status().waiting + (self.ops.max_capacity() - self.ops.capacity())
+        self.pool.status().waiting
+            + self
+                .ops
+                .iter()
+                .map(|q| q.max_capacity() - q.capacity())
+                .sum::<usize>()
     }
 
     fn deliver_on_commit(&self, hook: DeliveryHook) -> bool {

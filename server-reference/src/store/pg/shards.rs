@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 
-use super::{PgStore, Unplaced, db};
+use super::{PgStore, Routing, Unplaced, db};
 use crate::store::{
     Addr, DeliveryHook, DeviceLookup, MailboxLimits, Outgoing, PrekeyCaps, PrekeyStock,
     PrekeyUpload, ReceiptLimits, Refusals, Store, StoreError, StoredBundle, StoredEnvelope,
@@ -82,6 +82,16 @@ impl ShardedPgStore {
         schema: Option<&str>,
         max_connections: usize,
     ) -> Result<Self, StoreError> {
+        Self::connect_with(urls, schema, max_connections, Routing::ByMailbox).await
+    }
+
+    /// [`ShardedPgStore::connect`], with each shard's batches' [`Routing`].
+    pub async fn connect_with(
+        urls: &[&str],
+        schema: Option<&str>,
+        max_connections: usize,
+        routing: Routing,
+    ) -> Result<Self, StoreError> {
         if urls.is_empty() || urls.len() > MAX_SHARDS {
             return Err(StoreError::database(std::io::Error::other(format!(
                 "a sharded store needs 1 to {MAX_SHARDS} databases"
@@ -92,7 +102,7 @@ impl ShardedPgStore {
         }
         let mut shards = Vec::with_capacity(urls.len());
         for url in urls {
-            shards.push(PgStore::connect(url, schema, max_connections).await?);
+            shards.push(PgStore::connect_with(url, schema, max_connections, routing).await?);
         }
         settle(&shards, false).await?;
         Ok(Self::from_shards(shards))
