@@ -1,6 +1,8 @@
 //! Delivery to a connected device: what the hub pushed into its inbox, and what waits in
 //! the store (at connect, after an inbox overflow, on polls), each sent once per connection.
 
+use std::time::Duration;
+
 use hush_relay_protocol::codec;
 use hush_relay_protocol::proto::{self, server_frame::Body as Out};
 
@@ -172,13 +174,25 @@ pub(super) enum Pass {
     /// The socket failed: the connection ends.
     Closed,
     /// The store could not be read (a database down or unreachable): the connection stays
-    /// open and the session reads again after [`STORE_RETRY`], as it does after a wake-up.
+    /// open and the session reads again later ([`retry_after`]), as it does after a wake-up.
     /// What it already sent stays sent; nothing is skipped (the cursor stays where it was).
     StoreFailed,
 }
 
-/// How soon a session reads its mailbox again after the store failed to answer.
-pub(super) const STORE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How soon a session reads its mailbox again after the store first failed to answer.
+pub(super) const STORE_RETRY: Duration = Duration::from_secs(1);
+/// The longest wait between a session's reads of its mailbox while the store fails.
+pub(super) const STORE_RETRY_MAX: Duration = Duration::from_secs(16);
+
+/// How long after a failed read of the mailbox the session reads again: [`STORE_RETRY`]
+/// (or the configured poll interval if shorter) after a first failure, then twice the last
+/// wait after each failure, at most [`STORE_RETRY_MAX`].
+pub(super) fn retry_after(poll: Option<Duration>, last: Option<Duration>) -> Duration {
+    match last {
+        None => poll.map_or(STORE_RETRY, |p| p.min(STORE_RETRY)),
+        Some(d) => (d * 2).min(STORE_RETRY_MAX),
+    }
+}
 
 /// Sends every queued envelope and receipt not sent yet on this connection, in order, from
 /// the store.
@@ -234,5 +248,30 @@ pub(super) async fn drain<S: Store>(
         if n < PAGE as usize {
             return Pass::Sent;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session's waits between failed reads: 1 s (or a shorter poll), doubling to 16 s.
+    #[test]
+    fn retries_back_off_to_the_maximum() {
+        let mut last = None;
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            let d = retry_after(None, last);
+            waits.push(d.as_secs());
+            last = Some(d);
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 16, 16]);
+        let short = Some(Duration::from_millis(100));
+        assert_eq!(retry_after(short, None), Duration::from_millis(100));
+        assert_eq!(
+            retry_after(short, Some(Duration::from_millis(100))),
+            Duration::from_millis(200)
+        );
+        assert_eq!(retry_after(Some(Duration::from_secs(5)), None), STORE_RETRY);
     }
 }

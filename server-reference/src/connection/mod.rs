@@ -76,9 +76,11 @@ async fn session<S: Store>(
         i
     };
     let mut poll = shared.config.poll_interval.map(every);
-    // The store failed to answer a read of the mailbox: `poll` ticks every `STORE_RETRY`
-    // until a read succeeds.
-    let mut retrying = false;
+    // The store failed to answer a read of the mailbox: how long after that failure `poll`
+    // ticks (`STORE_RETRY`, or the configured poll if shorter, doubling after each failure
+    // up to `STORE_RETRY_MAX`), until a read succeeds. A database that hangs rather than
+    // refuses keeps each read waiting for seconds, and the session reads no frames meanwhile.
+    let mut retry: Option<std::time::Duration> = None;
     let mut cursor = Cursor::default();
     let mut shutdown = shared.shutdown.clone();
     if !Box::pin(delivery::prekey_status(sink, shared, &addr)).await {
@@ -87,8 +89,9 @@ async fn session<S: Store>(
     match Box::pin(delivery::drain(sink, shared, &addr, &mut cursor)).await {
         Pass::Closed => return,
         Pass::StoreFailed => {
-            retrying = true;
-            poll = Some(every(delivery::STORE_RETRY));
+            let d = delivery::retry_after(shared.config.poll_interval, None);
+            retry = Some(d);
+            poll = Some(every(d));
         }
         Pass::Sent => {}
     }
@@ -157,9 +160,9 @@ async fn session<S: Store>(
             }
             _ = async { match poll.as_mut() { Some(p) => { p.tick().await; } None => std::future::pending::<()>().await } } => {
                 let pass = Box::pin(delivery::drain(sink, shared, &addr, &mut cursor)).await;
-                if retrying && pass == Pass::Sent {
+                if retry.is_some() && pass == Pass::Sent {
                     // The store answers again: back to the configured polling, if any.
-                    retrying = false;
+                    retry = None;
                     poll = shared.config.poll_interval.map(every);
                 }
                 pass
@@ -169,9 +172,11 @@ async fn session<S: Store>(
                 return;
             }
         };
-        if pass == Pass::StoreFailed && !retrying {
-            retrying = true;
-            poll = Some(every(delivery::STORE_RETRY));
+        if pass == Pass::StoreFailed {
+            // Counted from now, when the failed read returned.
+            let d = delivery::retry_after(shared.config.poll_interval, retry);
+            retry = Some(d);
+            poll = Some(every(d));
         }
         // Everything a branch wrote goes out in one flush.
         if pass == Pass::Closed || sink.flush().await.is_err() {
