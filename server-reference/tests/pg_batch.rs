@@ -64,7 +64,8 @@ async fn node(schema: &str, seen: Arc<Mutex<Seen>>) -> hush_relay::PgStore {
 
 /// Two nodes, four senders sending 60 rounds each (every third one to all three recipients,
 /// the rest to one), recipients reading and acknowledging through either node at the same
-/// time, under caps tight enough that some sends are refused. Then:
+/// time, and senders acknowledging some of their receipts through the other node, under caps
+/// tight enough that some sends are refused. Then:
 /// - every envelope a send stored arrives exactly once, and from each sender in the order
 ///   sent; nothing refused arrives;
 /// - the ids each node's hook pushed for a recipient chain (`after` is the id committed just
@@ -94,9 +95,11 @@ async fn two_nodes_batch_exactly_once_in_order() {
         assert!(n1.register(x, &[7; 32], 1, 16).await.unwrap());
     }
     let stored: Arc<Mutex<Outcomes>> = Arc::default();
+    let receipts_acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for (si, s) in senders.iter().enumerate() {
         let (n1, n2, s, stored) = (n1.clone(), n2.clone(), s.clone(), stored.clone());
+        let receipts_acked = receipts_acked.clone();
         let recipients = recipients.clone();
         tasks.push(tokio::spawn(async move {
             for round in 0..ROUNDS {
@@ -146,6 +149,20 @@ async fn two_nodes_batch_exactly_once_in_order() {
                         .lock()
                         .unwrap()
                         .insert((si, round * 2 + k as u32), kept);
+                }
+                // Some of its receipts acknowledged through the other node, while the
+                // recipients' acknowledgements queue more.
+                if round % 5 == 4 {
+                    let other = if round % 2 == 0 { &n2 } else { &n1 };
+                    let ids: Vec<u64> = other
+                        .receipts(&s, 0, 16)
+                        .await
+                        .unwrap()
+                        .iter()
+                        .map(|r| r.receipt_id)
+                        .collect();
+                    receipts_acked.fetch_add(ids.len(), std::sync::atomic::Ordering::SeqCst);
+                    other.ack_receipts(&s, ids).await.unwrap();
                 }
                 if round % 7 == 0 {
                     tokio::task::yield_now().await;
@@ -287,9 +304,11 @@ async fn two_nodes_batch_exactly_once_in_order() {
         "a receipt queue's count is not its rows'"
     );
     let queued = count(q("SELECT COUNT(*) FROM S.receipts")).await;
+    assert!(queued <= (SENDERS as i64) * 50, "{queued} receipts queued");
+    let acked = receipts_acked.load(std::sync::atomic::Ordering::SeqCst);
     assert!(
-        queued > 0 && queued <= (SENDERS as i64) * 50,
-        "{queued} receipts queued"
+        queued > 0 && acked > 0,
+        "{queued} receipts queued, {acked} acknowledged: the test did not exercise both"
     );
     hush_relay::PgStore::drop_schema(PG_URL, &db.schema)
         .await

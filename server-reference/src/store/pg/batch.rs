@@ -5,21 +5,32 @@
 //! A batch locks what it writes, checks, decides in memory, and writes each table with one
 //! statement over arrays:
 //!
-//! 1. the advisory lock of every mailbox it writes ([`lock_key`] `"mailbox"`), in key order;
-//! 2. registrations, mailbox usage (count, bytes, last envelope id), the acknowledged rows,
-//!    and each sender's share of each mailbox, read;
-//! 3. the advisory lock of every receipt queue it writes (`"receipts"`), in key order; the
-//!    acknowledged receipts deleted, and the queues' counts read;
+//! 1. the advisory lock of every mailbox it sends to ([`lock_key`] `"mailbox"`), then of
+//!    every mailbox it acknowledges in (`"acks"`), each in key order;
+//! 2. registrations, mailbox usage (count, bytes, last envelope id) and each sender's share
+//!    of each mailbox it sends to, read; the acknowledged rows deleted;
+//! 3. the advisory lock of every receipt queue it adds to (`"receipts"`), then of every queue
+//!    it acknowledges in (`"receipt-acks"`), each in key order; the acknowledged receipts
+//!    deleted, and the counts of the queues it adds to read;
 //! 4. every decision made in operation order, as the SQLite store makes them, and the ids
 //!    drawn from the sequences (so a mailbox's ids ascend in commit order: they are drawn
 //!    under its lock);
 //! 5. the rows written, shared messages' reference counts updated (their rows locked in id
 //!    order), presence written (in user order), and one `COMMIT`.
 //!
-//! Every transaction that takes more than one of these takes them in that order (mailbox
-//! locks, then receipt locks, then message rows, then presence rows), so batches on any number
-//! of nodes never deadlock. Only after the commit does anyone get an answer: a failed batch
-//! fails every operation in it, and nobody is told "sent" for something not stored.
+//! Every transaction that takes more than one of these takes them in that order (the four
+//! classes of advisory locks, then message rows, then count rows, then presence rows, each in
+//! key order), so batches on any number of nodes never deadlock.
+//!
+//! Sending to a mailbox and acknowledging in it take different locks, so one node's sends do
+//! not wait for another node's acknowledgements of the same mailbox (nor a queue's new
+//! receipts for their acknowledgements): an acknowledgement only deletes rows it alone may
+//! delete (its device's, under `"acks"`) and lowers counts, written as differences
+//! (`count = count + delta`) in key order. A send that read a count before such a decrease
+//! committed sees its mailbox fuller than it is, never emptier.
+//!
+//! Only after the commit does anyone get an answer: a failed batch fails every operation in
+//! it, and nobody is told "sent" for something not stored.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, OnceLock};
@@ -49,9 +60,11 @@ pub const BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10
 /// operations are spread over them is [`Routing`](super::Routing).
 pub(super) const BATCHERS: usize = 2;
 
-/// The advisory lock key of `addr`'s mailbox (`class` `"mailbox"`) or receipt queue
-/// (`"receipts"`): FNV-1a (64 bits) of `class ‖ "/" ‖ user ‖ "/" ‖ u32be(device)`. Every node
-/// computes the same key.
+/// The advisory lock key of `addr`'s mailbox for sending to it (`class` `"mailbox"`) or for
+/// acknowledging in it (`"acks"`), or of its receipt queue for adding (`"receipts"`) or
+/// acknowledging (`"receipt-acks"`): FNV-1a (64 bits) of `class ‖ "/" ‖ user ‖ "/" ‖
+/// u32be(device)`. Every node computes the same key. A transaction that takes several classes
+/// takes them in [`CLASSES`] order, each class's keys ascending.
 pub(super) fn lock_key(class: &str, addr: &Addr) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let bytes = class
@@ -67,7 +80,10 @@ pub(super) fn lock_key(class: &str, addr: &Addr) -> i64 {
     h as i64
 }
 
-/// Locks the keys in ascending order, one at a time (held to the end of the transaction).
+/// The advisory lock classes, in the order every transaction takes them.
+pub(super) const CLASSES: [&str; 4] = ["mailbox", "acks", "receipts", "receipt-acks"];
+
+/// Locks the keys in the order given, one at a time (held to the end of the transaction).
 pub(super) const LOCK: &str = "SELECT hush_lock($1::BIGINT[])";
 
 /// One operation waiting for a batch.
@@ -502,6 +518,7 @@ async fn transaction(
     // Round 1: the mailbox locks; registrations, usage and shares of every mailbox written;
     // the acknowledged rows deleted.
     let mut mailboxes: BTreeSet<&Addr> = BTreeSet::new();
+    let mut acking: BTreeSet<&Addr> = BTreeSet::new();
     let mut pairs: BTreeSet<(&Addr, &str)> = BTreeSet::new();
     let mut seen = std::collections::HashSet::new();
     let (mut ack_op, mut ack_users, mut ack_devices, mut ack_ids) =
@@ -517,7 +534,7 @@ async fn transaction(
             Op::Ack { addr, ids, .. } => {
                 for &id in ids {
                     if seen.insert((addr, id)) {
-                        mailboxes.insert(addr);
+                        acking.insert(addr);
                         ack_op.push(i);
                         ack_users.push(addr.user.as_str());
                         ack_devices.push(dev(addr));
@@ -530,7 +547,8 @@ async fn transaction(
     }
     let mailboxes: Vec<&Addr> = mailboxes.into_iter().collect();
     let pairs: Vec<(&Addr, &str)> = pairs.into_iter().collect();
-    let keys = sorted_keys(mailboxes.iter().map(|a| lock_key("mailbox", a)));
+    let mut keys = sorted_keys(mailboxes.iter().map(|a| lock_key("mailbox", a)));
+    keys.extend(sorted_keys(acking.iter().map(|a| lock_key("acks", a))));
     let m_users: Vec<&str> = mailboxes.iter().map(|a| a.user.as_str()).collect();
     let m_devices: Vec<i64> = mailboxes.iter().map(|a| dev(a)).collect();
     let p_users: Vec<&str> = pairs.iter().map(|(a, _)| a.user.as_str()).collect();
@@ -655,13 +673,14 @@ async fn transaction(
     // drawn (under the locks, so each mailbox's and queue's ids ascend in commit order; at
     // most one receipt per acknowledged envelope).
     let mut owners: BTreeSet<&Addr> = acked.iter().map(|a| &a.sender).collect();
+    let mut receipt_acking: BTreeSet<&Addr> = BTreeSet::new();
     let (mut r_users, mut r_devices, mut r_ids) = (vec![], vec![], vec![]);
     let mut forwarded = 0;
     for op in ops {
         match op {
             Op::AckReceipts { addr, ids, .. } => {
                 for &id in ids {
-                    owners.insert(addr);
+                    receipt_acking.insert(addr);
                     r_users.push(addr.user.as_str());
                     r_devices.push(dev(addr));
                     r_ids.push(ms(id));
@@ -675,7 +694,10 @@ async fn transaction(
         }
     }
     let owners: Vec<&Addr> = owners.into_iter().collect();
-    let keys = sorted_keys(owners.iter().map(|a| lock_key("receipts", a)));
+    let mut keys = sorted_keys(owners.iter().map(|a| lock_key("receipts", a)));
+    keys.extend(sorted_keys(
+        receipt_acking.iter().map(|a| lock_key("receipt-acks", a)),
+    ));
     let o_users: Vec<&str> = owners.iter().map(|a| a.user.as_str()).collect();
     let o_devices: Vec<i64> = owners.iter().map(|a| dev(a)).collect();
     let shared_messages = stored.iter().filter(|s| s.to.len() > 1).count() as i64;
@@ -708,7 +730,7 @@ async fn transaction(
         );
     }
     let mut queue_delta: HashMap<&Addr, Delta> = HashMap::new();
-    let by_owner: HashMap<(&str, u32), &Addr> = owners
+    let by_owner: HashMap<(&str, u32), &Addr> = receipt_acking
         .iter()
         .map(|a| ((a.user.as_str(), a.device), *a))
         .collect();
@@ -716,7 +738,8 @@ async fn transaction(
         let user: &str = r.try_get(0).map_err(db)?;
         let device = unsigned(r, 1)? as u32;
         if let Some(&a) = by_owner.get(&(user, device)) {
-            // The queue was read after this delete ran (same round, in order).
+            // A queue this batch also adds to was read after this delete ran (same round, in
+            // order), so its decisions below count it.
             queue_delta.entry(a).or_default().count -= 1;
         }
     }

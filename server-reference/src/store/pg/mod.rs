@@ -759,7 +759,14 @@ impl PgStore {
             .await
             .map_err(db)?,
         );
-        for (class, list) in [("mailbox", &mailboxes), ("receipts", &queues)] {
+        // Every class (batch::CLASSES, in order): no send, acknowledgement or new receipt of
+        // these devices runs beside the sweep.
+        for (class, list) in [
+            ("mailbox", &mailboxes),
+            ("acks", &mailboxes),
+            ("receipts", &queues),
+            ("receipt-acks", &queues),
+        ] {
             let mut keys: Vec<i64> = list.iter().map(|a| lock_key(class, a)).collect();
             keys.sort_unstable();
             keys.dedup();
@@ -986,7 +993,7 @@ impl Store for PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;
         // The batches' locks, in their order: no send or acknowledgement is half-counted.
-        for class in ["mailbox", "receipts"] {
+        for class in batch::CLASSES {
             tx.execute(
                 &tx.prepare_cached(batch::LOCK).await.map_err(db)?,
                 &[&vec![lock_key(class, addr)]],
