@@ -411,11 +411,11 @@ impl<S: Store> Relay<S> {
         let listener = TcpListener::bind(config.listen).await?;
         let (shutdown_tx, shutdown) = watch::channel(false);
         let cluster = match &config.nats_url {
-            Some(url) => Some(Arc::new(
+            Some(url) => Some(
                 cluster::Cluster::connect(url, &config.nats_prefix)
                     .await
                     .map_err(RelayError::Nats)?,
-            )),
+            ),
             None => None,
         };
         let hub = Arc::new(hub::Hub::default());
