@@ -26,9 +26,14 @@ use crate::store::Addr;
 
 /// Largest payload of one NATS message of signals; more devices go in further messages.
 pub(crate) const MAX_SIGNAL_PAYLOAD: usize = 32 * 1024;
-/// Most devices waiting to be signalled, per kind: past it a signal is dropped (and its
-/// device's mail waits for the next poll), so a stalled NATS link cannot grow memory.
+/// Most devices waiting to be signalled, per kind: past it a signal is dropped (a wake-up's
+/// mail waits for the next poll, a "connected" kick for the next one), so a stalled NATS
+/// link cannot grow memory without bound. (While NATS is away, the NATS client also holds up
+/// to 2,048 messages it was handed, at most [`MAX_SIGNAL_PAYLOAD`] each.)
 pub(crate) const MAX_PENDING_SIGNALS: usize = 65_536;
+/// Most messages from other nodes waiting to be applied (the NATS client drops more, as a
+/// slow consumer's): at most 32 MiB of signals.
+const SUBSCRIPTION_CAPACITY: usize = 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Signal {
@@ -122,6 +127,7 @@ impl Cluster {
     pub(crate) async fn connect(url: &str, prefix: &str) -> Result<Arc<Self>, String> {
         let client = async_nats::ConnectOptions::new()
             .retry_on_initial_connect()
+            .subscription_capacity(SUBSCRIPTION_CAPACITY)
             .connection_timeout(std::time::Duration::from_secs(5))
             .event_callback(|e| async move {
                 tracing::info!(event = %e, "nats");
@@ -170,13 +176,17 @@ impl Cluster {
             };
             let taken =
                 std::mem::take(&mut *this.pending.lock().unwrap_or_else(|e| e.into_inner()));
+            let (client, prefix, node) = (this.client.clone(), this.prefix.clone(), this.node);
+            // Not held while publishing (which waits while NATS is away), so a relay that
+            // stops then still drops its cluster and this task ends.
+            drop(this);
             for (signal, addrs) in Signal::ALL.into_iter().zip(taken) {
                 if addrs.is_empty() {
                     continue;
                 }
-                let subject = format!("{}.v2.{}", this.prefix, signal.name());
-                for payload in encode(this.node, &addrs) {
-                    if let Err(e) = this.client.publish(subject.clone(), payload.into()).await {
+                let subject = format!("{prefix}.v2.{}", signal.name());
+                for payload in encode(node, &addrs) {
+                    if let Err(e) = client.publish(subject.clone(), payload.into()).await {
                         tracing::warn!(error = %e, "nats publish failed; delivery falls back to polling");
                     }
                 }

@@ -19,8 +19,10 @@
 //!    order), presence written (in user order), and one `COMMIT`.
 //!
 //! Every transaction that takes more than one of these takes them in that order (the four
-//! classes of advisory locks, then message rows, then count rows, then presence rows, each in
-//! key order), so batches on any number of nodes never deadlock.
+//! classes of advisory locks, each in key order, then message rows in id order, then count
+//! rows and presence rows in key order), so batches on any number of nodes never deadlock.
+//! The mailbox and receipt rows an acknowledgement deletes, and shared messages it alone
+//! referred to, are rows nobody else may touch without first taking the same lock.
 //!
 //! Sending to a mailbox and acknowledging in it take different locks, so one node's sends do
 //! not wait for another node's acknowledgements of the same mailbox (nor a queue's new
@@ -321,7 +323,8 @@ struct Share {
     bytes: u64,
 }
 
-/// A change to a count row, written as a difference (under the row's advisory lock).
+/// A change to a count row, written as a difference (`count = count + delta`, rows in key
+/// order), so sends and acknowledgements under different locks may both change it.
 #[derive(Clone, Copy, Default)]
 struct Delta {
     count: i64,
@@ -515,8 +518,8 @@ async fn transaction(
     tx: &ClientWrapper,
     ops: &[Op],
 ) -> Result<(Vec<Answer>, Vec<Delivery>), StoreError> {
-    // Round 1: the mailbox locks; registrations, usage and shares of every mailbox written;
-    // the acknowledged rows deleted.
+    // Round 1: the locks of the mailboxes sent to, then acknowledged in; registrations, usage
+    // and shares of every mailbox sent to; the acknowledged rows deleted.
     let mut mailboxes: BTreeSet<&Addr> = BTreeSet::new();
     let mut acking: BTreeSet<&Addr> = BTreeSet::new();
     let mut pairs: BTreeSet<(&Addr, &str)> = BTreeSet::new();
@@ -738,8 +741,8 @@ async fn transaction(
         let user: &str = r.try_get(0).map_err(db)?;
         let device = unsigned(r, 1)? as u32;
         if let Some(&a) = by_owner.get(&(user, device)) {
-            // A queue this batch also adds to was read after this delete ran (same round, in
-            // order), so its decisions below count it.
+            // Written in round 3 as a difference; a queue this batch also adds to was read
+            // before that, so its decisions see it fuller than it is, never emptier.
             queue_delta.entry(a).or_default().count -= 1;
         }
     }

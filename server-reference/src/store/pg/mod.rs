@@ -387,8 +387,8 @@ const MIGRATION_LOCK: i64 = 0x6875_7368_0001;
 ///
 /// Measured (docs/BENCHMARKS.md): by mailbox is the faster on one node, where a mailbox's
 /// sends and acknowledgements meet in one batch; shared is the faster when every envelope
-/// crosses nodes, where the other node's batches hold the same mailboxes' locks anyway and
-/// smaller batches only add transactions. `hush relay` routes by mailbox without NATS and
+/// crosses nodes (each node's batches then hold only sends or only acknowledgements, and
+/// smaller batches only add transactions). `hush relay` routes by mailbox without NATS and
 /// shares with it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Routing {
@@ -833,8 +833,8 @@ impl PgStore {
 }
 
 /// Devices whose expired envelopes (and, separately, receipts) one expiry transaction
-/// deletes.
-const EXPIRE_CHUNK: i64 = 512;
+/// deletes: it takes two advisory locks per device, so at most 1,024 in all, as a batch.
+const EXPIRE_CHUNK: i64 = 256;
 
 /// A connection could not be had from the pool (within [`NETWORK_TIMEOUT`]).
 fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
