@@ -536,6 +536,11 @@ impl<S: Store> Relay<S> {
     }
 }
 
+/// Bytes of WebSocket frames a connection buffers before writing them to the socket (the
+/// rest is written at its flush, once per pass): one system call per 2 KiB of frames rather
+/// than one per frame (docs/BENCHMARKS.md, "write buffer").
+const WRITE_BUFFER: usize = 2048;
+
 async fn ws<S: Store>(
     upgrade: WebSocketUpgrade,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -567,9 +572,12 @@ async fn ws<S: Store>(
     upgrade
         .max_message_size(max)
         .max_frame_size(max)
-        // Small buffers: an idle connection should cost a few KiB, not the defaults.
+        // Small buffers: an idle connection should cost a few KiB, not the defaults. Frames
+        // written together go out in one system call per 2 KiB rather than one each (a
+        // connection flushes after each pass); the write buffer keeps at most that plus its
+        // largest frame once a burst is over.
         .read_buffer_size(512)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| connection::serve(socket, peer, shared))
 }
 
