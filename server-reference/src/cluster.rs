@@ -259,6 +259,51 @@ mod tests {
         assert_eq!(back, many);
     }
 
+    /// Through the real NATS server: signals raised while the publisher cannot run wait,
+    /// each device once, up to [`MAX_PENDING_SIGNALS`]; past that they are dropped; then they
+    /// arrive at another node, exactly those devices.
+    #[tokio::test]
+    async fn pending_signals_are_capped_and_arrive_coalesced() {
+        let prefix = format!("hush-test-{}", std::process::id());
+        let cluster = Cluster::connect("nats://127.0.0.1:4222", &prefix)
+            .await
+            .unwrap();
+        let listener = async_nats::connect("nats://127.0.0.1:4222").await.unwrap();
+        let mut sub = listener
+            .subscribe(format!("{prefix}.v2.wake"))
+            .await
+            .unwrap();
+        listener.flush().await.unwrap();
+        // This runtime has one thread: the publisher runs only once this loop yields.
+        for i in 0..=MAX_PENDING_SIGNALS {
+            let a = addr(&format!("u{i}"), 1);
+            cluster.publish(Signal::Wake, &a);
+            cluster.publish(Signal::Wake, &a);
+        }
+        assert_eq!(
+            cluster.pending.lock().unwrap()[Signal::Wake.index()].len(),
+            MAX_PENDING_SIGNALS
+        );
+        let mut got = HashSet::new();
+        let mut messages = 0;
+        while got.len() < MAX_PENDING_SIGNALS {
+            let m = tokio::time::timeout(std::time::Duration::from_secs(10), sub.next())
+                .await
+                .expect("signals arrive")
+                .unwrap();
+            assert!(m.payload.len() <= MAX_SIGNAL_PAYLOAD);
+            let (node, addrs) = decode(&m.payload).unwrap();
+            assert_eq!(node, cluster.node);
+            messages += 1;
+            for a in addrs {
+                assert!(got.insert(a), "a device signalled twice");
+            }
+        }
+        assert!(!got.contains(&addr(&format!("u{MAX_PENDING_SIGNALS}"), 1)));
+        // 65,536 devices of 8-13 bytes each: a few dozen messages, not one per signal.
+        assert!(messages < 100, "{messages} messages");
+    }
+
     #[test]
     fn malformed_signals_are_ignored() {
         let good = encode(1, &[addr("bob", 1), addr("carol", 2)]).remove(0);
