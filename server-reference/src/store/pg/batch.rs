@@ -68,13 +68,18 @@ pub(super) const BATCHERS: usize = 2;
 /// u32be(device)`. Every node computes the same key. A transaction that takes several classes
 /// takes them in [`CLASSES`] order, each class's keys ascending.
 pub(super) fn lock_key(class: &str, addr: &Addr) -> i64 {
+    key_of(class, &addr.user, addr.device)
+}
+
+/// [`lock_key`] of user `user`'s device `device`.
+fn key_of(class: &str, user: &str, device: u32) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let bytes = class
         .bytes()
         .chain([b'/'])
-        .chain(addr.user.bytes())
+        .chain(user.bytes())
         .chain([b'/'])
-        .chain(addr.device.to_be_bytes());
+        .chain(device.to_be_bytes());
     for b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
@@ -139,10 +144,14 @@ impl Op {
         }
     }
 
-    /// Its queue of `lanes` ([`Routing::ByMailbox`](super::Routing::ByMailbox)): that of the first mailbox it writes (a send's first recipient,
-    /// an acknowledging device, the owner of a receipt queue it writes), or of the user
-    /// whose presence it writes. The same mailbox is always in the same lane.
+    /// Its queue of `lanes` ([`Routing::ByMailbox`](super::Routing::ByMailbox)): that of
+    /// the first mailbox it writes (a send's first recipient, an acknowledging device, the
+    /// owner of a receipt queue it writes), or of the user whose presence it writes. The
+    /// same mailbox is always in the same lane.
     pub(super) fn lane(&self, lanes: usize) -> usize {
+        if lanes <= 1 {
+            return 0;
+        }
         let key = match self {
             Self::Enqueue { sender, batch, .. } => batch
                 .iter()
@@ -153,17 +162,11 @@ impl Op {
             Self::Receipts { list, .. } => {
                 list.first().map_or(0, |u| lock_key("mailbox", &u.owner))
             }
-            Self::Touch { user, .. } => lock_key(
-                "mailbox",
-                &Addr {
-                    user: user.clone(),
-                    device: 0,
-                },
-            ),
+            Self::Touch { user, .. } => key_of("mailbox", user, 0),
         };
         // FNV-1a's low bits are a parity of the input's: take high bits of a mix instead.
         let mixed = (key as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
-        (mixed % lanes.max(1) as u64) as usize
+        (mixed % lanes as u64) as usize
     }
 
     /// How many ciphertext bytes it writes.
