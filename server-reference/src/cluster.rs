@@ -300,7 +300,7 @@ mod tests {
             }
         }
         assert!(!got.contains(&addr(&format!("u{MAX_PENDING_SIGNALS}"), 1)));
-        // 65,536 devices of 8-13 bytes each: a few dozen messages, not one per signal.
+        // 65,536 devices of 7-11 bytes each: a few dozen messages, not one per signal.
         assert!(messages < 100, "{messages} messages");
     }
 

@@ -538,7 +538,7 @@ impl<S: Store> Relay<S> {
 
 /// Bytes of WebSocket frames a connection buffers before writing them to the socket (the
 /// rest is written at its flush, once per pass): one system call per 2 KiB of frames rather
-/// than one per frame (docs/BENCHMARKS.md, "write buffer").
+/// than one per frame (docs/BENCHMARKS.md, "Frames buffered").
 const WRITE_BUFFER: usize = 2048;
 
 async fn ws<S: Store>(

@@ -141,7 +141,7 @@ impl Metrics {
         line(
             "hush_cluster_signals_out_total",
             "counter",
-            "Wake-ups and other signals published to other relay nodes (NATS).",
+            "Wake-ups and other signals raised for other relay nodes (NATS), before coalescing.",
             get(&self.cluster_out),
         );
         line(
